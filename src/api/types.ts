@@ -1,0 +1,168 @@
+/**
+ * The kubelock API: group `kubelock.io`, version `v1alpha1`, kinds `DistributedLock` and `LockClaim`.
+ * These types mirror `crds/` exactly; the CRD schemas are the validation, these are the shapes.
+ */
+
+export const GROUP = "kubelock.io";
+export const VERSION = "v1alpha1";
+export const API_VERSION = `${GROUP}/${VERSION}`;
+export const LOCK_PLURAL = "distributedlocks";
+export const CLAIM_PLURAL = "lockclaims";
+
+/** Finalizer on locks and claims: the backend hold is released before the object goes. */
+export const RELEASE_FINALIZER = "kubelock.io/release";
+/** Pod annotation naming the DistributedLock the pod asks for. */
+export const LOCK_ANNOTATION = "kubelock.io/lock";
+/** Pod annotation giving the claim's priority (an integer; default 0). */
+export const PRIORITY_ANNOTATION = "kubelock.io/priority";
+/** Pod scheduling gate removed once the pod's claim is granted. */
+export const SCHEDULING_GATE = "kubelock.io/lock";
+
+export interface ObjectMeta {
+  name: string;
+  namespace: string;
+  uid?: string;
+  resourceVersion?: string;
+  generation?: number;
+  creationTimestamp?: string;
+  deletionTimestamp?: string;
+  finalizers?: string[];
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+  ownerReferences?: OwnerReference[];
+}
+
+export interface OwnerReference {
+  apiVersion: string;
+  kind: string;
+  name: string;
+  uid: string;
+  controller?: boolean;
+  blockOwnerDeletion?: boolean;
+}
+
+/** metav1.Condition. */
+export interface Condition {
+  type: string;
+  status: "True" | "False" | "Unknown";
+  reason: string;
+  message: string;
+  lastTransitionTime: string;
+  observedGeneration?: number;
+}
+
+export interface DistributedLockSpec {
+  /** Backend name from the operator config. Default: the config's `defaultBackend`. */
+  backend?: string;
+  /** The lock's name in the backend. Default: `metadata.name`. Backend key: `<prefix>/<namespace>/<key>`. */
+  key?: string;
+  /** 1 is a mutex, N a counting semaphore. Default 1. */
+  maxHolders?: number;
+  /** How long a backend hold outlives the operator's last renewal. Default 30. */
+  leaseDurationSeconds?: number;
+}
+
+export interface LockHolder {
+  /** The LockClaim's name; for a holder granted by another cluster, that cluster's claim name. */
+  claim: string;
+  /** Pod name, or claim name when the claim names no pod. */
+  holderIdentity: string;
+  /** Set for holders granted by another cluster sharing the backend. */
+  cluster?: string;
+  /** A non-negative integer, as a string; strictly increasing per backend key. */
+  fencingToken: string;
+  acquireTime: string;
+  renewTime: string;
+}
+
+export interface DistributedLockStatus {
+  holders?: LockHolder[];
+  waiting?: number;
+  leaseTransitions?: number;
+  observedGeneration?: number;
+  conditions?: Condition[];
+}
+
+export interface DistributedLock {
+  apiVersion: typeof API_VERSION;
+  kind: "DistributedLock";
+  metadata: ObjectMeta;
+  spec: DistributedLockSpec;
+  status?: DistributedLockStatus;
+}
+
+export interface LockClaimSpec {
+  /** A DistributedLock in the same namespace. Required, immutable. */
+  lockName: string;
+  /** The requesting pod in the same namespace; the grant ends when it ends. */
+  podName?: string;
+  /** Higher goes first; FIFO by creation within a priority. Default 0. */
+  priority?: number;
+  /** Heartbeat mode: `renewTime` must move forward within this many seconds. */
+  leaseDurationSeconds?: number;
+  /** Written by the holder in heartbeat mode (MicroTime). */
+  renewTime?: string;
+  /** Stop waiting after this long. */
+  waitTimeoutSeconds?: number;
+}
+
+export type ClaimPhase = "Pending" | "Granted" | "Released" | "Expired" | "Lost" | "Rejected";
+
+/** Phases a claim never leaves. */
+export const TERMINAL_PHASES: readonly ClaimPhase[] = Object.freeze(["Released", "Expired", "Lost", "Rejected"]);
+
+export interface LockClaimStatus {
+  phase?: ClaimPhase;
+  /** While Pending: 1 is next. */
+  position?: number;
+  fencingToken?: string;
+  holderIdentity?: string;
+  acquireTime?: string;
+  releaseTime?: string;
+  observedGeneration?: number;
+  conditions?: Condition[];
+}
+
+export interface LockClaim {
+  apiVersion: typeof API_VERSION;
+  kind: "LockClaim";
+  metadata: ObjectMeta;
+  spec: LockClaimSpec;
+  status?: LockClaimStatus;
+}
+
+/** Condition types. */
+export const ConditionType = Object.freeze({
+  /** On a lock: spec valid and backend reachable. */
+  Ready: "Ready",
+  /** On a lock: a slot is free. */
+  Available: "Available",
+  /** On a claim: the claim holds the lock. */
+  Granted: "Granted",
+});
+
+/** Reasons on a claim's `Granted` condition, one CamelCase word each. */
+export const ClaimReason = Object.freeze({
+  Waiting: "Waiting",
+  Granted: "Granted",
+  Released: "Released",
+  HolderTerminated: "HolderTerminated",
+  LeaseExpired: "LeaseExpired",
+  WaitTimeout: "WaitTimeout",
+  LockNotFound: "LockNotFound",
+  BackendUnavailable: "BackendUnavailable",
+  Lost: "Lost",
+  InvalidSpec: "InvalidSpec",
+});
+export type ClaimReason = (typeof ClaimReason)[keyof typeof ClaimReason];
+
+/** Reasons on a lock's conditions. */
+export const LockReason = Object.freeze({
+  BackendReady: "BackendReady",
+  BackendUnavailable: "BackendUnavailable",
+  UnknownBackend: "UnknownBackend",
+  SlotFree: "SlotFree",
+  AllSlotsHeld: "AllSlotsHeld",
+});
+
+export const LOCK_DEFAULTS = Object.freeze({ maxHolders: 1, leaseDurationSeconds: 30 });

@@ -1,0 +1,99 @@
+/**
+ * The lock backend contract. Every backend (kubernetes, etcd, redis, zookeeper) implements it in a
+ * file of its own and registers a factory by type in `registry.ts`.
+ *
+ * The backend is the source of truth for who holds a lock. The operator decides *who should be next*
+ * (priority, FIFO, its own cluster's claims); the backend decides *whether a slot is free*, across every
+ * cluster and operator that shares it. A backend never grants more than `maxHolders` holds on a key.
+ *
+ * Keys: the operator passes the full key `<namespace>/<key>`; a backend prepends its own configured
+ * prefix, so a namespace can never name another namespace's locks.
+ *
+ * Holds are identified by `holderId` (the LockClaim's UID): every call is idempotent per holderId, so
+ * an operator restarted within the lease duration re-attaches to its holds instead of re-acquiring.
+ *
+ * Errors: a backend throws `BackendUnavailableError` when the server cannot be reached or does not
+ * answer within its timeout; nothing else about the hold may be assumed then.
+ */
+
+export interface HolderInfo {
+  /** The LockClaim's UID: the hold's owner, unique across clusters. */
+  holderId: string;
+  /** The LockClaim's name. */
+  claim: string;
+  /** Pod name, or claim name when the claim names no pod. */
+  holderIdentity: string;
+  /** The granting operator's `clusterName` (may be empty). */
+  cluster: string;
+}
+
+export interface AcquireRequest extends HolderInfo {
+  /** `<namespace>/<key>`. */
+  key: string;
+  /** At most this many holds on the key at once (>= 1). */
+  maxHolders: number;
+  /** The hold expires this long after the last acquire or renew unless renewed. */
+  leaseDurationSeconds: number;
+}
+
+export interface Hold extends HolderInfo {
+  /** A non-negative integer as a decimal string, strictly increasing per key across all grants. */
+  fencingToken: string;
+  /** RFC 3339. */
+  acquireTime: string;
+  /** RFC 3339: the last acquire or renew. */
+  renewTime: string;
+}
+
+export interface LockBackend {
+  /** The backend's configured name. */
+  readonly name: string;
+
+  /**
+   * Take a slot for `req.holderId` if fewer than `maxHolders` holds exist; never waits.
+   * Returns the hold, or `undefined` when every slot is taken. If `holderId` already holds the key,
+   * returns that hold unchanged (re-attach) with its original fencing token.
+   */
+  tryAcquire(req: AcquireRequest): Promise<Hold | undefined>;
+
+  /**
+   * Extend `holderId`'s hold by `leaseDurationSeconds` from now. Returns the hold, or `undefined`
+   * when it no longer exists (expired or taken): the holder has lost the lock.
+   */
+  renew(key: string, holderId: string, leaseDurationSeconds: number): Promise<Hold | undefined>;
+
+  /**
+   * Release `holderId`'s hold. Owner-checked: never removes another holder's hold, even one that took
+   * over an expired slot. Returns whether a hold of `holderId` was removed.
+   */
+  release(key: string, holderId: string): Promise<boolean>;
+
+  /** Every current (unexpired) hold on the key, from every cluster, ordered by fencing token. */
+  holders(key: string): Promise<Hold[]>;
+
+  /**
+   * Calls `onChange` (soon, possibly spuriously) whenever the holds on `key` may have changed, so
+   * waiters are woken without polling. Returns a function that stops watching.
+   */
+  watch(key: string, onChange: () => void): () => void;
+
+  /** Releases connections. Holds are not released: they expire by their lease. */
+  close(): Promise<void>;
+}
+
+/** The backend server could not be reached or did not answer in time. */
+export class BackendUnavailableError extends Error {
+  override readonly name = "BackendUnavailableError";
+  constructor(
+    readonly backend: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`backend ${backend} unavailable: ${message}`, options);
+  }
+}
+
+/** Unknown backend name or type, or invalid backend settings. */
+export class BackendConfigError extends Error {
+  override readonly name = "BackendConfigError";
+}

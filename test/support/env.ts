@@ -1,0 +1,83 @@
+/**
+ * What a test file needs from the environment that `test/run.ts` started: the API server's kubeconfig,
+ * the backend services' addresses and a real kubectl. Tests never assume fixed ports.
+ */
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import * as k8s from "@kubernetes/client-node";
+
+function required(name: string): string {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set: run tests through \`make test\` (test/run.ts), which starts the environment`);
+  return value;
+}
+
+/** Addresses of the environment's parts, read lazily so unit tests need none of them. */
+export const testEnv = {
+  get kubeconfig(): string { return required("KUBECONFIG"); },
+  /** A second, independent API server (multi-cluster tests), when the run started one. */
+  get secondKubeconfig(): string { return required("KUBELOCK_TEST_KUBECONFIG_2"); },
+  get kubectl(): string { return process.env.KUBELOCK_TEST_KUBECTL ?? "kubectl"; },
+  /** redis://127.0.0.1:PORT */
+  get redisUrl(): string { return required("KUBELOCK_TEST_REDIS_URL"); },
+  /** 127.0.0.1:PORT */
+  get zookeeperConnect(): string { return required("KUBELOCK_TEST_ZOOKEEPER_CONNECT"); },
+  /** http://127.0.0.1:PORT of an etcd that holds locks (not the API server's). */
+  get etcdEndpoint(): string { return required("KUBELOCK_TEST_ETCD_ENDPOINT"); },
+};
+
+export function kubeConfig(path = testEnv.kubeconfig): k8s.KubeConfig {
+  const kc = new k8s.KubeConfig();
+  kc.loadFromFile(path);
+  return kc;
+}
+
+export interface CommandResult { code: number; stdout: string; stderr: string }
+
+/** Runs the real kubectl against the test API server. */
+export function kubectl(args: string[], options: { input?: string; kubeconfig?: string } = {}): Promise<CommandResult> {
+  return run(testEnv.kubectl, ["--kubeconfig", options.kubeconfig ?? testEnv.kubeconfig, ...args], options.input);
+}
+
+export function run(command: string, args: string[], input?: string, env?: NodeJS.ProcessEnv): Promise<CommandResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { stdio: ["pipe", "pipe", "pipe"], env: env ?? process.env });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    child.stderr.on("data", (d) => (stderr += d));
+    child.on("error", reject);
+    child.on("close", (code) => resolve({ code: code ?? -1, stdout, stderr }));
+    child.stdin.end(input ?? "");
+  });
+}
+
+/** A fresh namespace with a unique name; tests use one each so they never see each other's objects. */
+export async function createNamespace(prefix = "test", kc = kubeConfig()): Promise<string> {
+  const name = `${prefix}-${randomBytes(4).toString("hex")}`;
+  await kc.makeApiClient(k8s.CoreV1Api).createNamespace({ body: { metadata: { name } } });
+  return name;
+}
+
+/**
+ * Polls `check` until it returns a value other than undefined, or fails after `timeoutMs` with the
+ * last observation in the message. Tests wait on conditions like this, never on fixed sleeps.
+ */
+export async function eventually<T>(
+  what: string,
+  check: () => Promise<T | undefined> | T | undefined,
+  timeoutMs = 30_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (let delay = 20; ; delay = Math.min(delay * 2, 250)) {
+    try {
+      const value = await check();
+      if (value !== undefined) return value;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs}ms waiting for ${what}${last ? `: ${String(last)}` : ""}`);
+    await new Promise((r) => setTimeout(r, delay));
+  }
+}
