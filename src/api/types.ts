@@ -15,6 +15,8 @@ export const RELEASE_FINALIZER = "kubelock.io/release";
 export const LOCK_ANNOTATION = "kubelock.io/lock";
 /** Pod annotation giving the claim's priority (an integer; default 0). */
 export const PRIORITY_ANNOTATION = "kubelock.io/priority";
+/** Claim annotation set by `kubelock release`: the holder is done; the grant ends (phase Released). */
+export const RELEASE_ANNOTATION = "kubelock.io/release";
 /** Pod scheduling gate removed once the pod's claim is granted. */
 export const SCHEDULING_GATE = "kubelock.io/lock";
 

@@ -1,0 +1,41 @@
+# kubelock — `make demo` shows it working, `make test` runs every check. Both set themselves up.
+SHELL := /bin/bash
+NPX := npx --no-install
+
+.PHONY: all deps controlplane build lint typecheck test test-unit demo run clean
+
+all: build
+
+deps: ## npm and Debian packages
+	@hack/deps.sh
+
+controlplane: ## build (once) and print the directory of kube-apiserver, etcd, kube-controller-manager, kubectl
+	@hack/controlplane/build.sh
+
+build: deps
+	@echo "build: compiling TypeScript into dist/"
+	@$(NPX) tsc -p tsconfig.build.json
+
+lint: deps
+	@echo "lint: eslint"
+	@$(NPX) eslint .
+
+typecheck: deps
+	@echo "typecheck: tsc --noEmit"
+	@$(NPX) tsc --noEmit -p tsconfig.json
+
+test: deps lint typecheck build ## set-up, lint, typecheck, then every test against a real control plane
+	@echo "test: building the control plane if needed, starting it with Redis, ZooKeeper and etcd, running all tests"
+	@$(NPX) tsx test/run.ts
+
+test-unit: deps
+	@$(NPX) tsx test/run.ts $(wildcard test/unit/*.test.ts)
+
+demo: deps build ## a local control plane, Redis, the operator and a few holders taking turns
+	@$(NPX) tsx hack/demo.ts
+
+run: build ## the operator against the current kubeconfig
+	node dist/src/cli/main.js operator $(if $(CONFIG),--config $(CONFIG),)
+
+clean:
+	rm -rf dist

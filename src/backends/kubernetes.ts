@@ -1,0 +1,691 @@
+/**
+ * The built-in backend: `coordination.k8s.io/v1` Lease objects in the lock's own namespace, so it needs
+ * nothing but the API server, and namespaces stay trust boundaries (the backend key `<namespace>/<key>`
+ * names the namespace the Leases live in).
+ *
+ * Objects per key (`<k>` is the key itself when it makes a valid object name, else a short sha256 of it):
+ *
+ * - `kubelock-<k>-<slot>`, one Lease per slot (0 .. maxHolders-1). `spec.holderIdentity` is the holder's
+ *   claim UID; `leaseDurationSeconds`, `acquireTime`, `renewTime` and `leaseTransitions` mean what they
+ *   mean on any Lease; annotations carry the fencing token and the HolderInfo. A slot is free when its
+ *   Lease is missing, has no holderIdentity, or `renewTime + leaseDurationSeconds` is in the past.
+ *   Released slots are deleted, so per-item locks leave no slot Leases behind.
+ * - `kubelock-<k>-fencing`, the fencing counter: annotation `kubelock.io/fencing-counter` holds the last
+ *   token issued (a decimal string). It is never deleted, so tokens keep increasing across restarts.
+ *   (The counter is not named `kubelock-<k>`: that would be slot 1 of key `<k minus "-1">`.)
+ *
+ * Every Lease is labelled `app.kubernetes.io/managed-by=kubelock` and `kubelock.io/key=<key or hash>`.
+ *
+ * Acquire, three writes, each with a resourceVersion precondition:
+ *   1. claim the lowest free slot (holderIdentity set, no token yet: the slot counts as taken);
+ *   2. increment the fencing counter;
+ *   3. write the token into the claimed slot (fails if the claim was lost meanwhile).
+ * The token is drawn only after the slot is ours, so a grant that starts after another grant was made
+ * always gets a larger token (drawing it first would let a slow contender claim a slot, after later
+ * grants came and went, with an older, smaller token). A claim whose acquirer died before step 3 holds
+ * its slot without a token until it expires; the same holder's next tryAcquire completes it.
+ */
+import { createHash } from "node:crypto";
+import * as k8s from "@kubernetes/client-node";
+import {
+  BackendUnavailableError,
+  type AcquireRequest,
+  type Hold,
+  type LockBackend,
+} from "./backend";
+import type { BackendFactory } from "./registry";
+
+export const MANAGED_BY_LABEL = "app.kubernetes.io/managed-by";
+export const MANAGED_BY = "kubelock";
+export const KEY_LABEL = "kubelock.io/key";
+export const ROLE_LABEL = "kubelock.io/role";
+export const KEY_ANNOTATION = "kubelock.io/key";
+export const FENCING_COUNTER_ANNOTATION = "kubelock.io/fencing-counter";
+export const FENCING_TOKEN_ANNOTATION = "kubelock.io/fencing-token";
+export const CLAIM_ANNOTATION = "kubelock.io/claim";
+export const HOLDER_IDENTITY_ANNOTATION = "kubelock.io/holder-identity";
+export const CLUSTER_ANNOTATION = "kubelock.io/cluster";
+
+const ROLE_SLOT = "slot";
+const ROLE_COUNTER = "fencing-counter";
+const NAME_PREFIX = "kubelock-";
+const COUNTER_SUFFIX = "-fencing";
+/** Longest slot suffix planned for ("-999999"): keys longer than this allows are hashed. */
+const MAX_SLOT_SUFFIX = 7;
+const MAX_NAME = 253;
+const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+const LABEL_VALUE = /^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
+const DECIMAL = /^(0|[1-9][0-9]*)$/;
+
+const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
+const COUNTER_ATTEMPTS = 50;
+const RENEW_ATTEMPTS = 8;
+const RELEASE_ATTEMPTS = 8;
+/** A watch asks the server to end it after about this long, then starts again. */
+const WATCH_TIMEOUT_SECONDS = 300;
+
+export interface KubernetesLeaseBackendOptions {
+  name: string;
+  kubeConfig: k8s.KubeConfig;
+  /** Milliseconds since the epoch; decides expiry and stamps acquire and renew times. */
+  clock?: () => number;
+  /** Each API request fails with BackendUnavailableError after this long. Default 10 s. */
+  requestTimeoutMs?: number;
+}
+
+/** Where a backend key's Leases live and what they are called. */
+interface KeyRef {
+  key: string;
+  namespace: string;
+  /** The object name fragment: the key, or a hash of it when the key cannot be part of a name. */
+  fragment: string;
+  /** The `kubelock.io/key` label value: the key, or a hash of it when the key is no label value. */
+  label: string;
+  counterName: string;
+  slotPattern: RegExp;
+}
+
+interface Slot {
+  index: number;
+  lease: k8s.V1Lease;
+}
+
+interface KeyState {
+  slots: Slot[];
+  counter?: k8s.V1Lease;
+}
+
+export class KubernetesLeaseBackend implements LockBackend {
+  readonly name: string;
+  private readonly api: k8s.CoordinationV1Api;
+  private readonly kubeConfig: k8s.KubeConfig;
+  private readonly clock: () => number;
+  private readonly requestTimeoutMs: number;
+  private readonly requestOptions: k8s.ConfigurationOptions<k8s.ObservableMiddleware>;
+  private readonly watches = new Set<() => void>();
+  private closed = false;
+
+  constructor(options: KubernetesLeaseBackendOptions) {
+    this.name = options.name;
+    this.kubeConfig = options.kubeConfig;
+    this.api = options.kubeConfig.makeApiClient(k8s.CoordinationV1Api);
+    this.clock = options.clock ?? Date.now;
+    this.requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+    const timeoutMs = this.requestTimeoutMs;
+    // client-node 1.x has no request timeout setting: a per-call middleware gives every request an
+    // AbortSignal (it covers connecting, sending and reading the body).
+    this.requestOptions = {
+      middleware: [
+        {
+          pre: (context) => {
+            context.setSignal(AbortSignal.timeout(timeoutMs));
+            return new k8s.Observable(Promise.resolve(context));
+          },
+          post: (context) => new k8s.Observable(Promise.resolve(context)),
+        },
+      ],
+      middlewareMergeStrategy: "append",
+    };
+  }
+
+  async tryAcquire(req: AcquireRequest): Promise<Hold | undefined> {
+    if (!Number.isInteger(req.maxHolders) || req.maxHolders < 1 || req.maxHolders > 1_000_000) {
+      throw new Error(`maxHolders must be an integer from 1 to 1000000, got ${req.maxHolders}`);
+    }
+    if (!Number.isInteger(req.leaseDurationSeconds) || req.leaseDurationSeconds < 1) {
+      throw new Error(`leaseDurationSeconds must be an integer >= 1, got ${req.leaseDurationSeconds}`);
+    }
+    const ref = keyRef(req.key);
+    // Each lost race means another contender made progress; the bound only stops a livelock.
+    const attempts = Math.min(10 + 2 * req.maxHolders, 60);
+    for (let attempt = 0; attempt < attempts; attempt++) {
+      const state = await this.load(ref);
+      const now = this.clock();
+
+      const mine = state.slots.filter((s) => s.lease.spec?.holderIdentity === req.holderId && !this.expired(s.lease, now));
+      const granted = mine.find((s) => tokenOf(s.lease) !== undefined);
+      if (granted) return toHold(granted.lease); // re-attach: the hold as it is, same token
+      let claimed: k8s.V1Lease | undefined = mine.length > 0 ? mine[0].lease : undefined; // claimed by an earlier call that did not finish: finish it
+
+      if (!claimed) {
+        const taken = state.slots.filter((s) => this.held(s.lease, now));
+        if (taken.length >= req.maxHolders) return undefined;
+        const takenIndexes = new Set(taken.map((s) => s.index));
+        let index = 0;
+        while (takenIndexes.has(index)) index++;
+        const previous = state.slots.find((s) => s.index === index)?.lease;
+        claimed = await this.claimSlot(ref, index, previous, req, now);
+        if (!claimed) continue; // someone else changed the slot first: look again
+      }
+
+      const token = await this.nextToken(ref, state);
+      const finished = await this.writeToken(ref, claimed, token);
+      if (finished) return toHold(finished);
+      // The claim changed under us (expired and taken, or a concurrent call for the same holder): look again.
+    }
+    throw new BackendUnavailableError(this.name, `too much contention on ${req.key}: gave up after ${attempts} attempts`);
+  }
+
+  async renew(key: string, holderId: string, leaseDurationSeconds: number): Promise<Hold | undefined> {
+    const ref = keyRef(key);
+    for (let attempt = 0; attempt < RENEW_ATTEMPTS; attempt++) {
+      const state = await this.load(ref);
+      const now = this.clock();
+      const slot = state.slots.find(
+        (s) => s.lease.spec?.holderIdentity === holderId && tokenOf(s.lease) !== undefined && !this.expired(s.lease, now),
+      );
+      if (!slot) return undefined;
+      const lease = slot.lease;
+      const body: k8s.V1Lease = {
+        apiVersion: "coordination.k8s.io/v1",
+        kind: "Lease",
+        metadata: { ...ownMeta(lease), resourceVersion: lease.metadata?.resourceVersion },
+        spec: { ...lease.spec, leaseDurationSeconds, renewTime: microTime(now) },
+      };
+      const renewed = await this.conditional(() => this.api.replaceNamespacedLease({ name: lease.metadata!.name!, namespace: ref.namespace, body }, this.requestOptions));
+      if (renewed) return toHold(renewed);
+    }
+    throw new BackendUnavailableError(this.name, `too much contention renewing ${key}`);
+  }
+
+  async release(key: string, holderId: string): Promise<boolean> {
+    const ref = keyRef(key);
+    let released = false;
+    for (let attempt = 0; attempt < RELEASE_ATTEMPTS; attempt++) {
+      const state = await this.load(ref);
+      const now = this.clock();
+      // Every slot with this holder's identity: a live hold, an unfinished claim, or an expired leftover
+      // that nobody took over. Only the first counts as "a hold was removed".
+      const mine = state.slots.filter((s) => s.lease.spec?.holderIdentity === holderId);
+      if (mine.length === 0) return released;
+      let conflict = false;
+      for (const { lease } of mine) {
+        const live = tokenOf(lease) !== undefined && !this.expired(lease, now);
+        const result = await this.conditional(() =>
+          this.api.deleteNamespacedLease(
+            {
+              name: lease.metadata!.name!,
+              namespace: ref.namespace,
+              body: { preconditions: { resourceVersion: lease.metadata!.resourceVersion } },
+            },
+            this.requestOptions,
+          ),
+        );
+        if (result === undefined) conflict = true; // changed meanwhile (renewed, or taken over): look again
+        else if (live) released = true;
+      }
+      if (!conflict) return released;
+    }
+    throw new BackendUnavailableError(this.name, `too much contention releasing ${key}`);
+  }
+
+  async holders(key: string): Promise<Hold[]> {
+    const state = await this.load(keyRef(key));
+    const now = this.clock();
+    return state.slots
+      .filter((s) => tokenOf(s.lease) !== undefined && this.held(s.lease, now))
+      .map((s) => toHold(s.lease))
+      .sort((a, b) => compareTokens(a.fencingToken, b.fencingToken));
+  }
+
+  watch(key: string, onChange: () => void): () => void {
+    const ref = keyRef(key);
+    const watcher = new LeaseWatch(this.kubeConfig, ref, onChange, this.clock);
+    const stop = () => {
+      this.watches.delete(stop);
+      watcher.stop();
+    };
+    if (this.closed) return () => undefined;
+    this.watches.add(stop);
+    watcher.start();
+    return stop;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const stop of [...this.watches]) stop();
+  }
+
+  // --- slots and tokens ---
+
+  /** A slot is taken by a live holder (granted, or claimed and about to be granted). */
+  private held(lease: k8s.V1Lease, now: number): boolean {
+    return !!lease.spec?.holderIdentity && !this.expired(lease, now);
+  }
+
+  private expired(lease: k8s.V1Lease, now: number): boolean {
+    const spec = lease.spec;
+    const renewed = timeMs(spec?.renewTime) ?? timeMs(spec?.acquireTime);
+    if (renewed === undefined || !spec?.leaseDurationSeconds) return true;
+    return renewed + spec.leaseDurationSeconds * 1000 < now;
+  }
+
+  /** Claims slot `index` (create, or replace the free Lease `previous`); undefined when we lost the race. */
+  private async claimSlot(ref: KeyRef, index: number, previous: k8s.V1Lease | undefined, req: AcquireRequest, now: number): Promise<k8s.V1Lease | undefined> {
+    const name = `${NAME_PREFIX}${ref.fragment}-${index}`;
+    const hadHolder = !!previous?.spec?.holderIdentity;
+    const body: k8s.V1Lease = {
+      apiVersion: "coordination.k8s.io/v1",
+      kind: "Lease",
+      metadata: {
+        name,
+        namespace: ref.namespace,
+        resourceVersion: previous?.metadata?.resourceVersion,
+        labels: labels(ref, ROLE_SLOT),
+        annotations: {
+          [KEY_ANNOTATION]: ref.key,
+          [CLAIM_ANNOTATION]: req.claim,
+          [HOLDER_IDENTITY_ANNOTATION]: req.holderIdentity,
+          [CLUSTER_ANNOTATION]: req.cluster ?? "",
+        },
+      },
+      spec: {
+        holderIdentity: req.holderId,
+        leaseDurationSeconds: req.leaseDurationSeconds,
+        acquireTime: microTime(now),
+        renewTime: microTime(now),
+        leaseTransitions: (previous?.spec?.leaseTransitions ?? 0) + (hadHolder ? 1 : 0),
+      },
+    };
+    return this.conditional(() =>
+      previous
+        ? this.api.replaceNamespacedLease({ name, namespace: ref.namespace, body }, this.requestOptions)
+        : this.api.createNamespacedLease({ namespace: ref.namespace, body }, this.requestOptions),
+    );
+  }
+
+  /** Writes the token into our claim; undefined when the claim changed since. */
+  private async writeToken(ref: KeyRef, claimed: k8s.V1Lease, token: bigint): Promise<k8s.V1Lease | undefined> {
+    const now = this.clock();
+    const body: k8s.V1Lease = {
+      apiVersion: "coordination.k8s.io/v1",
+      kind: "Lease",
+      metadata: {
+        ...ownMeta(claimed),
+        resourceVersion: claimed.metadata?.resourceVersion,
+        annotations: { ...claimed.metadata?.annotations, [FENCING_TOKEN_ANNOTATION]: token.toString() },
+      },
+      spec: { ...claimed.spec, renewTime: microTime(now) },
+    };
+    return this.conditional(() =>
+      this.api.replaceNamespacedLease({ name: claimed.metadata!.name!, namespace: ref.namespace, body }, this.requestOptions),
+    );
+  }
+
+  /**
+   * Increments the key's fencing counter with optimistic concurrency and returns the new value. The
+   * counter never goes below the largest token found on a slot, so even a deleted counter Lease cannot
+   * make tokens go backwards while a hold that carries one exists.
+   */
+  private async nextToken(ref: KeyRef, state: KeyState): Promise<bigint> {
+    let floor = 0n;
+    for (const { lease } of state.slots) {
+      const token = tokenOf(lease);
+      if (token !== undefined && token > floor) floor = token;
+    }
+    let counter: k8s.V1Lease | undefined = state.counter;
+    let known = true; // `counter` came from the listing (possibly stale); after a conflict, read it again
+    for (let attempt = 0; attempt < COUNTER_ATTEMPTS; attempt++) {
+      if (!known) counter = await this.read(ref.namespace, ref.counterName);
+      known = false;
+      if (!counter) {
+        const next = floor + 1n;
+        const created = await this.conditional(() =>
+          this.api.createNamespacedLease(
+            {
+              namespace: ref.namespace,
+              body: {
+                apiVersion: "coordination.k8s.io/v1",
+                kind: "Lease",
+                metadata: {
+                  name: ref.counterName,
+                  namespace: ref.namespace,
+                  labels: labels(ref, ROLE_COUNTER),
+                  annotations: { [KEY_ANNOTATION]: ref.key, [FENCING_COUNTER_ANNOTATION]: next.toString() },
+                },
+                spec: {},
+              },
+            },
+            this.requestOptions,
+          ),
+        );
+        if (created) return next;
+      } else {
+        const raw = counter.metadata?.annotations?.[FENCING_COUNTER_ANNOTATION] ?? "0";
+        if (!DECIMAL.test(raw)) {
+          throw new Error(`Lease ${ref.namespace}/${ref.counterName}: annotation ${FENCING_COUNTER_ANNOTATION} is not a decimal integer: "${raw}"`);
+        }
+        const current = BigInt(raw);
+        const next = (current > floor ? current : floor) + 1n;
+        const body: k8s.V1Lease = {
+          apiVersion: "coordination.k8s.io/v1",
+          kind: "Lease",
+          metadata: {
+            ...ownMeta(counter),
+            resourceVersion: counter.metadata?.resourceVersion,
+            labels: labels(ref, ROLE_COUNTER),
+            annotations: { ...counter.metadata?.annotations, [KEY_ANNOTATION]: ref.key, [FENCING_COUNTER_ANNOTATION]: next.toString() },
+          },
+          spec: counter.spec ?? {},
+        };
+        const replaced = await this.conditional(() =>
+          this.api.replaceNamespacedLease({ name: ref.counterName, namespace: ref.namespace, body }, this.requestOptions),
+        );
+        if (replaced) return next;
+      }
+      await sleep(Math.min(5 * 2 ** attempt, 200) * Math.random());
+    }
+    throw new BackendUnavailableError(this.name, `too much contention on the fencing counter of ${ref.key}`);
+  }
+
+  // --- API calls ---
+
+  /** The key's slot Leases and counter, from one list call. */
+  private async load(ref: KeyRef): Promise<KeyState> {
+    const list = await this.call(() =>
+      this.api.listNamespacedLease(
+        { namespace: ref.namespace, labelSelector: `${MANAGED_BY_LABEL}=${MANAGED_BY},${KEY_LABEL}=${ref.label}` },
+        this.requestOptions,
+      ),
+    );
+    const state: KeyState = { slots: [] };
+    for (const lease of list.items) {
+      const name = lease.metadata?.name ?? "";
+      if (name === ref.counterName) {
+        state.counter = lease;
+        continue;
+      }
+      const match = ref.slotPattern.exec(name);
+      if (match) state.slots.push({ index: Number(match[1]), lease });
+    }
+    state.slots.sort((a, b) => a.index - b.index);
+    return state;
+  }
+
+  private async read(namespace: string, name: string): Promise<k8s.V1Lease | undefined> {
+    try {
+      return await this.call(() => this.api.readNamespacedLease({ name, namespace }, this.requestOptions));
+    } catch (err) {
+      if (statusOf(err) === 404) return undefined;
+      throw err;
+    }
+  }
+
+  /** A write with a precondition: the result, or undefined on 409 Conflict / 404 Not Found. */
+  private async conditional<T>(request: () => Promise<T>): Promise<T | undefined> {
+    try {
+      return await this.call(request);
+    } catch (err) {
+      const status = statusOf(err);
+      if (status === 409 || status === 404) return undefined;
+      throw err;
+    }
+  }
+
+  /** Runs one API request, turning unreachable-server failures into BackendUnavailableError. */
+  private async call<T>(request: () => Promise<T>): Promise<T> {
+    if (this.closed) throw new Error(`backend ${this.name} is closed`);
+    try {
+      return await request();
+    } catch (err) {
+      if (isUnavailable(err)) throw new BackendUnavailableError(this.name, describe(err, this.requestTimeoutMs), { cause: err });
+      if (err instanceof k8s.ApiException) {
+        throw new Error(`backend ${this.name}: Lease request failed with HTTP ${err.code}: ${statusMessage(err)}`, { cause: err });
+      }
+      throw err;
+    }
+  }
+}
+
+/**
+ * One watch on a key's slot Leases. Reconnects with backoff, calls onChange on every event and on
+ * every (re)connect (changes may have happened while it was not connected), and when the earliest
+ * known hold expires (an expiry writes nothing, so no event would tell).
+ */
+class LeaseWatch {
+  private stopped = false;
+  private controller?: AbortController;
+  private retryTimer?: NodeJS.Timeout;
+  private expiryTimer?: NodeJS.Timeout;
+  private idleTimer?: NodeJS.Timeout;
+  private backoffMs = 250;
+  private readonly leases = new Map<string, k8s.V1Lease>();
+
+  constructor(
+    private readonly kubeConfig: k8s.KubeConfig,
+    private readonly ref: KeyRef,
+    private readonly onChange: () => void,
+    private readonly clock: () => number,
+  ) {}
+
+  start(): void {
+    void this.connect();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    clearTimeout(this.expiryTimer);
+    clearTimeout(this.idleTimer);
+    this.controller?.abort();
+  }
+
+  private notify(): void {
+    if (this.stopped) return;
+    try {
+      this.onChange();
+    } catch {
+      // a listener's failure is the listener's business
+    }
+  }
+
+  private async connect(): Promise<void> {
+    if (this.stopped) return;
+    const connectedAt = Date.now();
+    let ended = false;
+    const end = () => {
+      if (ended) return;
+      ended = true;
+      clearTimeout(this.idleTimer);
+      this.controller?.abort();
+      if (this.stopped) return;
+      // A connection that lasted a while was healthy: start the backoff over.
+      if (Date.now() - connectedAt > 10_000) this.backoffMs = 250;
+      const delay = this.backoffMs * (0.5 + Math.random() / 2);
+      this.backoffMs = Math.min(this.backoffMs * 2, 10_000);
+      this.retryTimer = setTimeout(() => void this.connect(), delay);
+    };
+    // The server ends the watch after timeoutSeconds; if nothing arrives for longer, the connection is dead.
+    const timeoutSeconds = Math.round(WATCH_TIMEOUT_SECONDS * (0.8 + Math.random() * 0.2));
+    const armIdle = () => {
+      clearTimeout(this.idleTimer);
+      this.idleTimer = setTimeout(end, (timeoutSeconds + 30) * 1000);
+      this.idleTimer.unref();
+    };
+    try {
+      this.leases.clear();
+      armIdle();
+      // No resourceVersion: the server first sends the current Leases as ADDED events, then changes.
+      const controller = await new k8s.Watch(this.kubeConfig).watch(
+        `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(this.ref.namespace)}/leases`,
+        { labelSelector: `${MANAGED_BY_LABEL}=${MANAGED_BY},${KEY_LABEL}=${this.ref.label},${ROLE_LABEL}=${ROLE_SLOT}`, timeoutSeconds },
+        (type: string, object: k8s.V1Lease) => {
+          armIdle();
+          if (type === "ERROR") return end();
+          if (type === "BOOKMARK") return;
+          const name = object?.metadata?.name;
+          if (name) {
+            if (type === "DELETED") this.leases.delete(name);
+            else this.leases.set(name, object);
+          }
+          this.scheduleExpiry();
+          this.notify();
+        },
+        () => end(),
+      );
+      this.controller = controller;
+      if (this.stopped || ended) {
+        controller.abort();
+        return;
+      }
+      this.notify();
+    } catch {
+      end();
+    }
+  }
+
+  private scheduleExpiry(): void {
+    clearTimeout(this.expiryTimer);
+    const now = this.clock();
+    let next: number | undefined;
+    for (const lease of this.leases.values()) {
+      const renewed = timeMs(lease.spec?.renewTime) ?? timeMs(lease.spec?.acquireTime);
+      if (!lease.spec?.holderIdentity || renewed === undefined || !lease.spec.leaseDurationSeconds) continue;
+      const expires = renewed + lease.spec.leaseDurationSeconds * 1000;
+      if (expires >= now && (next === undefined || expires < next)) next = expires;
+    }
+    if (next === undefined || this.stopped) return;
+    this.expiryTimer = setTimeout(() => {
+      this.scheduleExpiry();
+      this.notify();
+    }, next - now + 50);
+    this.expiryTimer.unref();
+  }
+}
+
+/** The registry's factory for `type: kubernetes` (settings: `requestTimeoutMs`). */
+export const kubernetesBackendFactory: BackendFactory = ({ name, kubeConfig, settings }) => {
+  const { requestTimeoutMs, ...rest } = settings;
+  const unknown = Object.keys(rest);
+  if (unknown.length > 0) throw new Error(`backend ${name}: unknown kubernetes settings: ${unknown.join(", ")}`);
+  if (requestTimeoutMs !== undefined && (typeof requestTimeoutMs !== "number" || !(requestTimeoutMs > 0))) {
+    throw new Error(`backend ${name}: kubernetes.requestTimeoutMs must be a positive number`);
+  }
+  return new KubernetesLeaseBackend({ name, kubeConfig, requestTimeoutMs: requestTimeoutMs as number | undefined });
+};
+
+// --- helpers ---
+
+function keyRef(key: string): KeyRef {
+  const slash = key.indexOf("/");
+  const namespace = slash > 0 ? key.slice(0, slash) : "";
+  const rest = slash > 0 ? key.slice(slash + 1) : "";
+  if (!namespace || !rest) throw new Error(`invalid lock key "${key}": expected <namespace>/<key>`);
+  const hash = createHash("sha256").update(rest).digest("hex").slice(0, 20);
+  const nameFits =
+    NAME_PREFIX.length + rest.length + Math.max(MAX_SLOT_SUFFIX, COUNTER_SUFFIX.length) <= MAX_NAME &&
+    DNS_SUBDOMAIN.test(`${NAME_PREFIX}${rest}${COUNTER_SUFFIX}`);
+  const fragment = nameFits ? rest : hash;
+  const label = rest.length <= 63 && LABEL_VALUE.test(rest) ? rest : hash;
+  return {
+    key,
+    namespace,
+    fragment,
+    label,
+    counterName: `${NAME_PREFIX}${fragment}${COUNTER_SUFFIX}`,
+    slotPattern: new RegExp(`^${escapeRegExp(NAME_PREFIX + fragment)}-(0|[1-9][0-9]{0,5})$`),
+  };
+}
+
+function labels(ref: KeyRef, role: string): Record<string, string> {
+  return { [MANAGED_BY_LABEL]: MANAGED_BY, [KEY_LABEL]: ref.label, [ROLE_LABEL]: role };
+}
+
+/** The metadata we own and write back: everything else (managedFields, timestamps...) the server keeps. */
+function ownMeta(lease: k8s.V1Lease): k8s.V1ObjectMeta {
+  const m = lease.metadata ?? {};
+  return { name: m.name, namespace: m.namespace, labels: m.labels, annotations: m.annotations, ownerReferences: m.ownerReferences };
+}
+
+function tokenOf(lease: k8s.V1Lease): bigint | undefined {
+  const raw = lease.metadata?.annotations?.[FENCING_TOKEN_ANNOTATION];
+  return raw !== undefined && DECIMAL.test(raw) ? BigInt(raw) : undefined;
+}
+
+function compareTokens(a: string, b: string): number {
+  const x = BigInt(a);
+  const y = BigInt(b);
+  return x < y ? -1 : x > y ? 1 : 0;
+}
+
+function toHold(lease: k8s.V1Lease): Hold {
+  const annotations = lease.metadata?.annotations ?? {};
+  const spec = lease.spec ?? {};
+  return {
+    holderId: spec.holderIdentity ?? "",
+    claim: annotations[CLAIM_ANNOTATION] ?? "",
+    holderIdentity: annotations[HOLDER_IDENTITY_ANNOTATION] ?? "",
+    cluster: annotations[CLUSTER_ANNOTATION] ?? "",
+    fencingToken: annotations[FENCING_TOKEN_ANNOTATION] ?? "",
+    acquireTime: rfc3339(spec.acquireTime),
+    renewTime: rfc3339(spec.renewTime ?? spec.acquireTime),
+  };
+}
+
+/**
+ * A MicroTime for a Lease. client-node 1.x serializes `V1MicroTime` as RFC 3339 with six fractional
+ * digits, which the API server requires; a plain Date would go out with three and be rejected. It does
+ * not deserialize MicroTime at all: Leases read back carry these fields as strings, whatever the
+ * TypeScript type says, so readers go through `timeMs`.
+ */
+function microTime(ms: number): k8s.V1MicroTime {
+  return new k8s.V1MicroTime(ms);
+}
+
+function timeMs(value: unknown): number | undefined {
+  if (value === undefined || value === null) return undefined;
+  const ms = value instanceof Date ? value.getTime() : Date.parse(String(value));
+  return Number.isNaN(ms) ? undefined : ms;
+}
+
+function rfc3339(value: unknown): string {
+  if (typeof value === "string") return value;
+  const ms = timeMs(value);
+  return ms === undefined ? "" : new Date(ms).toISOString();
+}
+
+function statusOf(err: unknown): number | undefined {
+  if (err instanceof k8s.ApiException) return err.code;
+  if (err instanceof Error && err.cause instanceof k8s.ApiException) return err.cause.code;
+  return undefined;
+}
+
+const NETWORK_ERROR_CODES = new Set([
+  "ECONNREFUSED", "ECONNRESET", "ECONNABORTED", "EHOSTUNREACH", "ENETUNREACH", "ENOTFOUND", "EAI_AGAIN",
+  "ETIMEDOUT", "EPIPE", "ESOCKETTIMEDOUT", "UND_ERR_SOCKET", "UND_ERR_CONNECT_TIMEOUT", "ERR_STREAM_PREMATURE_CLOSE",
+]);
+
+/** Network failures, timeouts, 5xx and 429: the server is not there or not answering. */
+function isUnavailable(err: unknown): boolean {
+  if (err instanceof k8s.ApiException) return err.code >= 500 || err.code === 429;
+  if (!(err instanceof Error)) return false;
+  if (err.name === "AbortError" || err.name === "TimeoutError" || err.name === "FetchError") return true;
+  const code = (err as { code?: unknown; errno?: unknown }).code ?? (err as { errno?: unknown }).errno;
+  return typeof code === "string" && NETWORK_ERROR_CODES.has(code);
+}
+
+function describe(err: unknown, timeoutMs: number): string {
+  if (err instanceof k8s.ApiException) return `HTTP ${err.code}: ${statusMessage(err)}`;
+  if (err instanceof Error && (err.name === "AbortError" || err.name === "TimeoutError")) return `no answer within ${timeoutMs}ms`;
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** The Status message from an ApiException's body (its own message includes every header). */
+function statusMessage(err: k8s.ApiException<unknown>): string {
+  const body = err.body;
+  try {
+    const parsed = typeof body === "string" ? (JSON.parse(body) as { message?: string }) : (body as { message?: string });
+    if (parsed?.message) return parsed.message;
+  } catch {
+    // not JSON
+  }
+  return typeof body === "string" && body ? body.slice(0, 300) : `HTTP ${err.code}`;
+}
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

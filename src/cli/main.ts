@@ -1,0 +1,36 @@
+#!/usr/bin/env node
+/** The `kubelock` command: the operator and the tools workloads and people use. */
+import { operatorCommand, operatorHelp } from "./operator";
+
+const commands: Record<string, { run: (argv: string[]) => Promise<number>; summary: string; help: string }> = {
+  operator: { run: operatorCommand, summary: "run the controllers", help: operatorHelp },
+};
+
+const usage = `Usage: kubelock COMMAND [flags]
+
+Commands:
+${Object.entries(commands).map(([name, c]) => `  ${name.padEnd(10)} ${c.summary}`).join("\n")}
+
+Run 'kubelock COMMAND --help' for a command's flags.`;
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === "-h" || name === "--help" || name === "help") {
+    console.log(usage);
+    return name ? 0 : 2;
+  }
+  const command = commands[name];
+  if (!command) {
+    console.error(`kubelock: unknown command "${name}"\n\n${usage}`);
+    return 2;
+  }
+  try {
+    return await command.run(rest);
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    console.error(`kubelock ${name}: ${message}`);
+    return err instanceof TypeError && /Unknown option|unexpected argument/i.test(message) ? 2 : 1;
+  }
+}
+
+main(process.argv.slice(2)).then((code) => process.exit(code));

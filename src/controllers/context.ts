@@ -1,0 +1,40 @@
+/** What every reconciler shares: caches, the API client, backends, the clock and where to log. */
+import type * as k8s from "@kubernetes/client-node";
+import type { DistributedLock, LockClaim } from "../api/types";
+import type { BackendRegistry } from "../backends/registry";
+import type { EventRecorder } from "../kube/events";
+import type { KubeClient } from "../kube/client";
+import type { Logger } from "../log";
+import type { Clock } from "../runtime/clock";
+import type { Informer } from "../runtime/informer";
+
+/** Claim cache indexes. */
+export const ClaimIndex = Object.freeze({
+  /** `namespace/lockName` */
+  byLock: "lock",
+  /** `namespace/podName` */
+  byPod: "pod",
+  /** metadata.uid */
+  byUid: "uid",
+});
+
+export interface Caches {
+  locks: Informer<DistributedLock>;
+  claims: Informer<LockClaim>;
+  pods: Informer<k8s.V1Pod>;
+}
+
+export interface OperatorContext {
+  caches: Caches;
+  client: KubeClient;
+  events: EventRecorder;
+  backends: BackendRegistry;
+  /** The config's `defaultBackend`. */
+  defaultBackend: string;
+  /** The config's `clusterName`: marks this cluster's holds in a shared backend. */
+  clusterName: string;
+  clock: Clock;
+  log: Logger;
+  /** Queue a lock (`namespace/name`) for reconciliation. */
+  enqueueLock(key: string): void;
+}

@@ -1,0 +1,313 @@
+/**
+ * Reconciles one DistributedLock and every LockClaim that names it (claims are decided per lock: who
+ * holds and who is next depends on all of them). Level-based and idempotent: it reads the lock and
+ * its claims from the caches and the holds from the backend, decides with `decide()`, acts on the
+ * backend, writes each changed status once, and asks to be requeued when a hold needs renewing or a
+ * deadline falls.
+ *
+ * Safety order: grant = backend acquire, then claim status; release = claim status, then backend release.
+ */
+import {
+  ClaimReason, ConditionType, LOCK_DEFAULTS, LOCK_PLURAL, CLAIM_PLURAL, LockReason, RELEASE_FINALIZER,
+  type DistributedLock, type DistributedLockStatus, type LockClaim, type LockClaimStatus, type LockHolder,
+} from "../api/types";
+import { setCondition } from "../api/conditions";
+import { BackendConfigError, BackendUnavailableError, type Hold, type LockBackend } from "../backends/backend";
+import { assessClaim, type PodState } from "../grant/claim-facts";
+import { decide } from "../grant/decide";
+import { isNotFound } from "../kube/client";
+import type { ReconcileResult } from "../runtime/workqueue";
+import { blockedStatus, endedStatus, grantedStatus, waitingStatus } from "./claim-status";
+import { ClaimIndex, type OperatorContext } from "./context";
+
+const sameJson = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+
+export class LockReconciler {
+  /** Backend watches by lock key, so a release anywhere wakes this lock's waiters. */
+  private readonly watches = new Map<string, { backendKey: string; stop: () => void }>();
+
+  constructor(private readonly ctx: OperatorContext) {}
+
+  async reconcile(key: string): Promise<ReconcileResult | void> {
+    const [namespace, name] = key.split("/");
+    let lock = this.ctx.caches.locks.get(namespace, name);
+    const claims = this.ctx.caches.claims.byIndex(ClaimIndex.byLock, key);
+    if (!lock) return this.lockMissing(key, name, claims);
+
+    const backendName = lock.spec.backend ?? this.ctx.defaultBackend;
+    let backend: LockBackend;
+    try {
+      backend = this.ctx.backends.get(backendName);
+    } catch (err) {
+      if (!(err instanceof BackendConfigError)) throw err;
+      if (lock.metadata.deletionTimestamp) return this.removeFinalizer(lock);
+      await this.writeUnready(lock, claims, LockReason.UnknownBackend, `${err.message}; fix spec.backend or the operator config`);
+      return;
+    }
+    const backendKey = `${namespace}/${lock.spec.key ?? name}`;
+    if (lock.metadata.deletionTimestamp) return this.lockDeleted(lock, claims, backend, backendKey);
+    await this.ensureFinalizer(LOCK_PLURAL, lock);
+    lock = this.latest(lock);
+    this.watchBackend(key, backend, backendKey);
+
+    try {
+      return await this.grant(lock, claims, backend, backendKey);
+    } catch (err) {
+      if (!(err instanceof BackendUnavailableError)) throw err;
+      await this.writeUnready(lock, claims, LockReason.BackendUnavailable, `${err.message}; nothing is granted until it answers again`);
+      throw err; // rate-limited retry
+    }
+  }
+
+  /** The heart: decide, release, renew, grant, write status. */
+  private async grant(lock: DistributedLock, claims: LockClaim[], backend: LockBackend, backendKey: string): Promise<ReconcileResult> {
+    const { clock, clusterName } = this.ctx;
+    const maxHolders = lock.spec.maxHolders ?? LOCK_DEFAULTS.maxHolders;
+    const leaseSeconds = lock.spec.leaseDurationSeconds ?? LOCK_DEFAULTS.leaseDurationSeconds;
+    const renewEveryMs = (leaseSeconds * 1000) / 3;
+    const nowMs = clock.now();
+    const now = new Date(nowMs).toISOString();
+
+    for (const claim of claims) if (!claim.metadata.deletionTimestamp) await this.ensureFinalizer(CLAIM_PLURAL, claim);
+    claims = claims.map((c) => this.latest(c));
+    const holds = new Map((await backend.holders(backendKey)).map((h) => [h.holderId, h]));
+    const assessed = new Map(claims.map((c) => [c.metadata.uid ?? c.metadata.name, { claim: c, facts: assessClaim(c, this.podState(c), nowMs) }]));
+    const decision = decide({
+      maxHolders,
+      cluster: clusterName,
+      claims: [...assessed.values()].map((a) => a.facts),
+      holds: [...holds.values()],
+    });
+    const statuses = new Map<string, LockClaimStatus>();
+
+    // Endings: status first, then the backend release.
+    for (const ending of decision.endings) {
+      const { claim } = assessed.get(ending.id)!;
+      statuses.set(ending.id, endedStatus(claim, ending.phase, ending.reason, ending.message, now));
+      await this.writeClaimStatus(claim, statuses.get(ending.id)!);
+      this.ctx.events.record(claim, ending.reason === ClaimReason.Lost ? "Warning" : "Normal", ending.reason, ending.message);
+      if (ending.held) await backend.release(backendKey, ending.id);
+      holds.delete(ending.id);
+    }
+    for (const orphan of decision.orphans) {
+      // A hold of this cluster whose claim ended, or whose claim exists under no lock (another lock
+      // sharing the backend key keeps its own claims' holds).
+      if (!assessed.has(orphan) && this.ctx.caches.claims.byIndex(ClaimIndex.byUid, orphan).length > 0) continue;
+      await backend.release(backendKey, orphan);
+      holds.delete(orphan);
+    }
+
+    // Keep: renew holds that are a third of their lease old; a hold gone meanwhile is Lost.
+    let lostNow = false;
+    for (const id of decision.keep) {
+      const hold = holds.get(id)!;
+      if (nowMs - Date.parse(hold.renewTime) >= renewEveryMs) {
+        const renewed = await backend.renew(backendKey, id, leaseSeconds);
+        if (!renewed) {
+          lostNow = true;
+          holds.delete(id);
+          const { claim } = assessed.get(id)!;
+          const message = "the backend hold expired before the operator could renew it; stop work guarded by this claim's fencing token and create a new claim";
+          statuses.set(id, endedStatus(claim, "Lost", ClaimReason.Lost, message, now));
+          this.ctx.events.record(claim, "Warning", ClaimReason.Lost, message);
+          continue;
+        }
+        holds.set(id, renewed);
+      }
+      const { claim } = assessed.get(id)!;
+      statuses.set(id, grantedStatus(claim, holds.get(id)!, lock.metadata.name, now));
+    }
+
+    // Grants, in queue order, while the backend has a free slot (another cluster may take one first).
+    let granted = 0;
+    const waiting: string[] = [];
+    for (const id of decision.queue) {
+      const { claim } = assessed.get(id)!;
+      const hold = !lostNow && granted < decision.grantable
+        ? await backend.tryAcquire({
+          key: backendKey, maxHolders, leaseDurationSeconds: leaseSeconds, holderId: id, claim: claim.metadata.name,
+          holderIdentity: claim.spec.podName ?? claim.metadata.name, cluster: clusterName,
+        })
+        : undefined;
+      if (!hold) {
+        waiting.push(id);
+        continue;
+      }
+      granted++;
+      holds.set(id, hold);
+      statuses.set(id, grantedStatus(claim, hold, lock.metadata.name, now));
+      this.ctx.events.record(claim, "Normal", ClaimReason.Granted, `granted lock ${lock.metadata.name} with fencing token ${hold.fencingToken}`);
+    }
+    const holderNames = [...holds.values()].map((h) => h.holderIdentity);
+    waiting.forEach((id, index) => {
+      const { claim } = assessed.get(id)!;
+      statuses.set(id, waitingStatus(claim, index + 1, waiting.length, lock.metadata.name, holderNames, now));
+    });
+    for (const { claim, facts } of assessed.values()) {
+      if (facts.blocked) statuses.set(facts.id, blockedStatus(claim, ClaimReason.InvalidSpec, facts.blockedMessage!, now));
+    }
+
+    for (const [id, status] of statuses) {
+      if (!decision.endings.some((e) => e.id === id)) await this.writeClaimStatus(assessed.get(id)!.claim, status);
+    }
+    for (const { claim } of assessed.values()) {
+      if (claim.metadata.deletionTimestamp) await this.removeFinalizer(claim);
+    }
+
+    await this.writeLockStatus(lock, {
+      holders: [...holds.values()].map((h) => this.holderEntry(h)),
+      waiting: waiting.length,
+      leaseTransitions: (lock.status?.leaseTransitions ?? 0) + granted,
+      ready: { status: "True", reason: LockReason.BackendReady, message: `backend ${backend.name} reachable` },
+      available: holds.size < maxHolders,
+      now,
+    });
+
+    const deadlines = [...assessed.values()].map((a) => a.facts.deadline).filter((d): d is number => d !== undefined);
+    const busy = holds.size > 0 || waiting.length > 0;
+    const next = Math.min(busy ? renewEveryMs : Infinity, ...deadlines.map((d) => d - nowMs + 10));
+    return Number.isFinite(next) ? { requeueAfterMs: Math.max(10, Math.round(next)) } : {};
+  }
+
+  private holderEntry(hold: Hold): LockHolder {
+    const entry: LockHolder = {
+      claim: hold.claim,
+      holderIdentity: hold.holderIdentity,
+      fencingToken: hold.fencingToken,
+      acquireTime: hold.acquireTime,
+      renewTime: hold.renewTime,
+    };
+    if (hold.cluster !== this.ctx.clusterName) entry.cluster = hold.cluster;
+    return entry;
+  }
+
+  /** The lock is being deleted: release every hold of its claims, tell the claims, then let it go. */
+  private async lockDeleted(lock: DistributedLock, claims: LockClaim[], backend: LockBackend, backendKey: string): Promise<void> {
+    const now = new Date(this.ctx.clock.now()).toISOString();
+    const message = `lock ${lock.metadata.name} was deleted; its holds were released`;
+    for (const claim of claims) {
+      if (claim.status?.phase === "Pending" || claim.status?.phase === "Granted" || !claim.status?.phase) {
+        await this.writeClaimStatus(claim, endedStatus(claim, "Released", ClaimReason.LockNotFound, message, now));
+      }
+    }
+    for (const hold of await backend.holders(backendKey)) {
+      if (hold.cluster === this.ctx.clusterName && claims.some((c) => c.metadata.uid === hold.holderId)) {
+        await backend.release(backendKey, hold.holderId);
+      }
+    }
+    for (const claim of claims) if (claim.metadata.deletionTimestamp) await this.removeFinalizer(claim);
+    this.stopWatch(`${lock.metadata.namespace}/${lock.metadata.name}`);
+    await this.removeFinalizer(lock);
+  }
+
+  /** No such lock: claims naming it wait with LockNotFound; deleted ones go. */
+  private async lockMissing(key: string, name: string, claims: LockClaim[]): Promise<void> {
+    this.stopWatch(key);
+    const now = new Date(this.ctx.clock.now()).toISOString();
+    for (const claim of claims) {
+      if (claim.metadata.deletionTimestamp) await this.removeFinalizer(claim);
+      else if (claim.status?.phase === undefined || claim.status.phase === "Pending") {
+        await this.writeClaimStatus(claim, blockedStatus(claim, ClaimReason.LockNotFound,
+          `DistributedLock ${name} not found in namespace ${claim.metadata.namespace}; create it or fix spec.lockName (the claim waits for it)`, now));
+      }
+    }
+  }
+
+  /** The lock cannot work (unknown backend, backend down): say so on the lock and on its waiting claims. */
+  private async writeUnready(lock: DistributedLock, claims: LockClaim[], reason: string, message: string): Promise<void> {
+    const now = new Date(this.ctx.clock.now()).toISOString();
+    for (const claim of claims) {
+      if (claim.metadata.deletionTimestamp && reason === LockReason.UnknownBackend) await this.removeFinalizer(claim);
+      else if (claim.status?.phase === undefined || claim.status.phase === "Pending" || claim.status.phase === "Granted") {
+        await this.writeClaimStatus(claim, blockedStatus(claim, ClaimReason.BackendUnavailable, message, now));
+      }
+    }
+    await this.writeLockStatus(lock, {
+      ...lock.status,
+      ready: { status: "False", reason, message },
+      available: false,
+      now,
+    });
+  }
+
+  private async writeLockStatus(
+    lock: DistributedLock,
+    next: Omit<DistributedLockStatus, "conditions"> & { ready: { status: "True" | "False"; reason: string; message: string }; available: boolean; now: string },
+  ): Promise<void> {
+    const { ready, available, now, ...fields } = next;
+    const generation = lock.metadata.generation;
+    let conditions = setCondition(lock.status?.conditions, { type: ConditionType.Ready, ...ready, observedGeneration: generation }, now);
+    conditions = setCondition(conditions, {
+      type: ConditionType.Available,
+      status: available ? "True" : "False",
+      reason: available ? LockReason.SlotFree : ready.status === "True" ? LockReason.AllSlotsHeld : ready.reason,
+      message: available ? "a slot is free" : ready.status === "True" ? "every slot is held; new claims wait" : ready.message,
+      observedGeneration: generation,
+    }, now);
+    const { conditions: _c, ...previous } = lock.status ?? {};
+    const status: DistributedLockStatus = { ...previous, ...fields, observedGeneration: generation, conditions };
+    if (sameJson(status, lock.status)) return;
+    const written = await this.ctx.client.patchStatus(LOCK_PLURAL, lock.metadata, lock.status, status).catch(ignoreNotFound);
+    if (written) this.ctx.caches.locks.observe(written as DistributedLock);
+  }
+
+  private async writeClaimStatus(claim: LockClaim, status: LockClaimStatus): Promise<void> {
+    if (sameJson(status, claim.status)) return;
+    const written = await this.ctx.client.patchStatus(CLAIM_PLURAL, claim.metadata, claim.status, status).catch(ignoreNotFound);
+    if (written) this.ctx.caches.claims.observe(written as LockClaim);
+  }
+
+  private async ensureFinalizer(plural: typeof LOCK_PLURAL | typeof CLAIM_PLURAL, obj: DistributedLock | LockClaim): Promise<void> {
+    const finalizers = obj.metadata.finalizers ?? [];
+    if (finalizers.includes(RELEASE_FINALIZER)) return;
+    const written = await this.ctx.client.setFinalizers(plural, obj.metadata, [...finalizers, RELEASE_FINALIZER]).catch(ignoreNotFound);
+    if (written) this.observe(plural, written);
+  }
+
+  private async removeFinalizer(stale: DistributedLock | LockClaim): Promise<void> {
+    const obj = this.latest(stale);
+    const finalizers = obj.metadata.finalizers ?? [];
+    if (!finalizers.includes(RELEASE_FINALIZER)) return;
+    const plural = obj.kind === "DistributedLock" ? LOCK_PLURAL : CLAIM_PLURAL;
+    await this.ctx.client.setFinalizers(plural, obj.metadata, finalizers.filter((f) => f !== RELEASE_FINALIZER)).catch(ignoreNotFound);
+  }
+
+  /** The cached object, which includes this reconciler's own writes (informer `observe`). */
+  private latest<T extends DistributedLock | LockClaim>(obj: T): T {
+    const cache = (obj.kind === "DistributedLock" ? this.ctx.caches.locks : this.ctx.caches.claims) as { get(ns: string, name: string): unknown };
+    return (cache.get(obj.metadata.namespace, obj.metadata.name) as T | undefined) ?? obj;
+  }
+
+  private observe(plural: string, obj: unknown): void {
+    if (plural === LOCK_PLURAL) this.ctx.caches.locks.observe(obj as DistributedLock);
+    else this.ctx.caches.claims.observe(obj as LockClaim);
+  }
+
+  private podState(claim: LockClaim): PodState | undefined {
+    if (!claim.spec.podName) return undefined;
+    const pod = this.ctx.caches.pods.get(claim.metadata.namespace, claim.spec.podName);
+    return pod ? { exists: true, phase: pod.status?.phase } : { exists: false };
+  }
+
+  private watchBackend(lockKey: string, backend: LockBackend, backendKey: string): void {
+    const current = this.watches.get(lockKey);
+    if (current?.backendKey === backendKey) return;
+    current?.stop();
+    this.watches.set(lockKey, { backendKey, stop: backend.watch(backendKey, () => this.ctx.enqueueLock(lockKey)) });
+  }
+
+  private stopWatch(lockKey: string): void {
+    this.watches.get(lockKey)?.stop();
+    this.watches.delete(lockKey);
+  }
+
+  stopAll(): void {
+    for (const key of [...this.watches.keys()]) this.stopWatch(key);
+  }
+}
+
+function ignoreNotFound(err: unknown): undefined {
+  if (isNotFound(err)) return undefined;
+  throw err;
+}
+

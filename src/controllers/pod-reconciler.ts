@@ -1,0 +1,79 @@
+/**
+ * Reconciles pods annotated `kubelock.io/lock: <lockName>`: creates the LockClaim named after the pod,
+ * owned by it (garbage-collected with it), and removes the `kubelock.io/lock` scheduling gate once
+ * that claim is granted.
+ */
+import type * as k8s from "@kubernetes/client-node";
+import { API_VERSION, LOCK_ANNOTATION, PRIORITY_ANNOTATION, SCHEDULING_GATE, type LockClaim } from "../api/types";
+import { statusCode } from "../kube/client";
+import type { ReconcileResult } from "../runtime/workqueue";
+import type { OperatorContext } from "./context";
+
+export class PodReconciler {
+  constructor(private readonly ctx: OperatorContext) {}
+
+  async reconcile(key: string): Promise<ReconcileResult | void> {
+    const [namespace, name] = key.split("/");
+    const pod = this.ctx.caches.pods.get(namespace, name);
+    const lockName = pod?.metadata?.annotations?.[LOCK_ANNOTATION];
+    if (!pod || !lockName || pod.metadata?.deletionTimestamp) return;
+
+    const claim = this.ctx.caches.claims.get(namespace, name);
+    if (!claim) {
+      if (pod.status?.phase === "Succeeded" || pod.status?.phase === "Failed") return;
+      await this.createClaim(pod, namespace, name, lockName);
+      return;
+    }
+    if (claim.spec.podName !== name) {
+      this.warn(pod, "ClaimNameTaken", `LockClaim ${name} exists but is not this pod's (spec.podName=${claim.spec.podName ?? "unset"}); delete it or rename the pod`);
+      return;
+    }
+    if (claim.status?.phase === "Granted" && pod.spec?.schedulingGates?.some((g) => g.name === SCHEDULING_GATE)) {
+      await this.ctx.client.removeSchedulingGate(pod, SCHEDULING_GATE);
+      this.ctx.events.record(podTarget(pod), "Normal", "Ungated", `lock ${lockName} granted; scheduling gate ${SCHEDULING_GATE} removed`);
+    }
+  }
+
+  private async createClaim(pod: k8s.V1Pod, namespace: string, name: string, lockName: string): Promise<void> {
+    const priorityText = pod.metadata?.annotations?.[PRIORITY_ANNOTATION];
+    const priority = priorityText === undefined ? 0 : Number(priorityText);
+    if (!Number.isSafeInteger(priority)) {
+      this.warn(pod, "InvalidPriority", `annotation ${PRIORITY_ANNOTATION}="${priorityText}" is not an integer; fix it to get a LockClaim`);
+      return;
+    }
+    const claim: LockClaim = {
+      apiVersion: API_VERSION,
+      kind: "LockClaim",
+      metadata: {
+        name,
+        namespace,
+        labels: { "app.kubernetes.io/managed-by": "kubelock" },
+        ownerReferences: [{ apiVersion: "v1", kind: "Pod", name, uid: pod.metadata!.uid!, controller: true, blockOwnerDeletion: false }],
+      },
+      spec: { lockName, podName: name, priority },
+    };
+    try {
+      this.ctx.caches.claims.observe(await this.ctx.client.createClaim(claim));
+    } catch (err) {
+      if (statusCode(err) === 409) return; // created meanwhile (by `kubelock wait` or an earlier reconcile)
+      if (statusCode(err) === 422 || statusCode(err) === 400) {
+        this.warn(pod, "InvalidLockClaim", `cannot create LockClaim for lock "${lockName}": ${(err as Error).message}`);
+        return;
+      }
+      throw err;
+    }
+  }
+
+  private warn(pod: k8s.V1Pod, reason: string, message: string): void {
+    this.ctx.log.info(message, { pod: `${pod.metadata?.namespace}/${pod.metadata?.name}`, reason });
+    this.ctx.events.record(podTarget(pod), "Warning", reason, message);
+  }
+}
+
+function podTarget(pod: k8s.V1Pod) {
+  return {
+    apiVersion: "v1",
+    kind: "Pod",
+    metadata: { name: pod.metadata!.name!, namespace: pod.metadata!.namespace!, uid: pod.metadata!.uid, resourceVersion: pod.metadata!.resourceVersion },
+  };
+}

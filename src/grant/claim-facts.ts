@@ -1,0 +1,63 @@
+/**
+ * What the grant decision needs to know about one claim, worked out from the claim, its pod and the
+ * time: whether it must end now (and why), whether it is blocked, and when it next needs a look.
+ */
+import { ClaimReason, RELEASE_ANNOTATION, type LockClaim } from "../api/types";
+import type { ClaimFacts } from "./decide";
+
+/** The claim's pod as the cache sees it; `undefined` when the claim names no pod. */
+export type PodState = { exists: false } | { exists: true; phase?: string };
+
+export interface ClaimAssessment extends ClaimFacts {
+  /** Why the claim cannot be queued (missing pod); shown in its condition. */
+  blockedMessage?: string;
+  /** When a deadline (heartbeat, wait timeout) falls, ms since the epoch. */
+  deadline?: number;
+}
+
+const ms = (time: string | undefined): number | undefined => (time ? Date.parse(time) : undefined);
+
+export function assessClaim(claim: LockClaim, pod: PodState | undefined, now: number): ClaimAssessment {
+  const createdAt = ms(claim.metadata.creationTimestamp) ?? now;
+  const facts: ClaimAssessment = {
+    id: claim.metadata.uid ?? claim.metadata.name,
+    name: claim.metadata.name,
+    priority: claim.spec.priority ?? 0,
+    createdAt,
+    phase: claim.status?.phase,
+  };
+  const granted = facts.phase === "Granted";
+  const podName = claim.spec.podName;
+
+  if (claim.metadata.deletionTimestamp) {
+    facts.end = { reason: ClaimReason.Released, message: "the claim was deleted" };
+  } else if (claim.metadata.annotations?.[RELEASE_ANNOTATION]) {
+    facts.end = { reason: ClaimReason.Released, message: "released by its holder (kubelock release)" };
+  } else if (podName && pod && !pod.exists) {
+    if (granted) facts.end = { reason: ClaimReason.HolderTerminated, message: `pod ${podName} was deleted` };
+    else {
+      facts.blocked = true;
+      facts.blockedMessage = `pod ${podName} not found in this namespace; the claim joins the queue once the pod exists (or drop spec.podName)`;
+    }
+  } else if (podName && pod?.exists && (pod.phase === "Succeeded" || pod.phase === "Failed")) {
+    facts.end = { reason: ClaimReason.HolderTerminated, message: `pod ${podName} ended (phase ${pod.phase})` };
+  }
+  if (facts.end) return facts;
+
+  if (granted && claim.spec.leaseDurationSeconds) {
+    const last = ms(claim.spec.renewTime) ?? ms(claim.status?.acquireTime) ?? createdAt;
+    const deadline = last + claim.spec.leaseDurationSeconds * 1000;
+    if (now >= deadline) {
+      facts.end = {
+        reason: ClaimReason.LeaseExpired,
+        message: `spec.renewTime was not moved forward within ${claim.spec.leaseDurationSeconds}s (heartbeat mode); the grant expired`,
+      };
+    } else facts.deadline = deadline;
+  } else if (!granted && claim.spec.waitTimeoutSeconds) {
+    const deadline = createdAt + claim.spec.waitTimeoutSeconds * 1000;
+    if (now >= deadline) {
+      facts.end = { reason: ClaimReason.WaitTimeout, message: `not granted within waitTimeoutSeconds (${claim.spec.waitTimeoutSeconds}s); create a new claim to wait again` };
+    } else facts.deadline = deadline;
+  }
+  return facts;
+}

@@ -1,0 +1,128 @@
+/**
+ * The grant decision: who holds, who ends, who is next. A pure function of the lock's claims, their
+ * facts (pod state, deadlines) and the backend's holds, with no I/O, so it is tested on its own.
+ *
+ * Rules, in order:
+ * 1. A claim in a terminal phase never holds again; a hold it still has is released.
+ * 2. A claim that must end (deleted, released, pod ended, heartbeat expired, wait timed out) ends: its
+ *    hold, if any, is released and it moves to the matching terminal phase.
+ * 3. A claim shown Granted whose backend hold is gone is Lost, before anything else is granted.
+ * 4. A hold of this cluster that no live claim owns (its claim is gone) is released.
+ * 5. The remaining claims that hold keep holding; the rest wait in a queue ordered by priority
+ *    (higher first), then creation time, then name. The first `free` of the queue should be granted,
+ *    where `free` = maxHolders − holds kept − holds of other clusters.
+ */
+import { ClaimReason, TERMINAL_PHASES, type ClaimPhase } from "../api/types";
+
+export interface ClaimFacts {
+  /** The claim's UID: the backend holder id. */
+  id: string;
+  name: string;
+  priority: number;
+  /** Creation time, ms since the epoch. */
+  createdAt: number;
+  phase?: ClaimPhase;
+  /** Why the claim must end now, if it must (see `endReasonOf`). */
+  end?: ClaimEnd;
+  /** The claim's pod is missing: it cannot be granted yet (nor is it queued). */
+  blocked?: boolean;
+}
+
+export interface ClaimEnd {
+  reason: ClaimReason;
+  message: string;
+}
+
+export interface HoldRef {
+  holderId: string;
+  /** The granting cluster's name. */
+  cluster: string;
+}
+
+export interface DecisionInput {
+  maxHolders: number;
+  /** This operator's cluster name: holds of other clusters count against slots but are not ours. */
+  cluster: string;
+  claims: ClaimFacts[];
+  holds: HoldRef[];
+}
+
+export interface Ending {
+  id: string;
+  phase: ClaimPhase;
+  reason: ClaimReason;
+  message: string;
+  /** Whether the backend hold must be released. */
+  held: boolean;
+}
+
+export interface Decision {
+  /** Claims that end now, and how. */
+  endings: Ending[];
+  /** Holds of this cluster whose claim no longer exists: release them. */
+  orphans: string[];
+  /** Claims that hold and keep holding. */
+  keep: string[];
+  /** Waiting claims, best first. */
+  queue: string[];
+  /** How many from the front of `queue` may be granted now. */
+  grantable: number;
+}
+
+/** The phase a claim ends in for each end reason. */
+const END_PHASE: Partial<Record<ClaimReason, ClaimPhase>> = {
+  [ClaimReason.Released]: "Released",
+  [ClaimReason.HolderTerminated]: "Released",
+  [ClaimReason.LockNotFound]: "Released",
+  [ClaimReason.LeaseExpired]: "Expired",
+  [ClaimReason.WaitTimeout]: "Expired",
+  [ClaimReason.Lost]: "Lost",
+  [ClaimReason.InvalidSpec]: "Rejected",
+};
+
+export function phaseForEnd(reason: ClaimReason): ClaimPhase {
+  return END_PHASE[reason] ?? "Released";
+}
+
+export function isTerminal(phase: ClaimPhase | undefined): boolean {
+  return phase !== undefined && TERMINAL_PHASES.includes(phase);
+}
+
+export function decide(input: DecisionInput): Decision {
+  const ours = new Set(input.holds.filter((h) => h.cluster === input.cluster).map((h) => h.holderId));
+  const foreign = input.holds.length - ours.size;
+  const claimIds = new Set(input.claims.map((c) => c.id));
+  const decision: Decision = { endings: [], orphans: [], keep: [], queue: [], grantable: 0 };
+  const waiting: ClaimFacts[] = [];
+
+  for (const claim of input.claims) {
+    const held = ours.has(claim.id);
+    if (isTerminal(claim.phase)) {
+      if (held) decision.orphans.push(claim.id);
+    } else if (claim.end) {
+      decision.endings.push({ id: claim.id, phase: phaseForEnd(claim.end.reason), reason: claim.end.reason, message: claim.end.message, held });
+    } else if (held) {
+      decision.keep.push(claim.id);
+    } else if (claim.phase === "Granted") {
+      decision.endings.push({
+        id: claim.id,
+        phase: "Lost",
+        reason: ClaimReason.Lost,
+        message: "the backend hold vanished (it expired while the operator could not renew it); stop work guarded by this claim's fencing token and create a new claim",
+        held: false,
+      });
+    } else if (!claim.blocked) {
+      waiting.push(claim);
+    }
+  }
+  for (const id of ours) if (!claimIds.has(id)) decision.orphans.push(id);
+
+  decision.queue = waiting.sort(queueOrder).map((c) => c.id);
+  decision.grantable = Math.min(decision.queue.length, Math.max(0, input.maxHolders - decision.keep.length - foreign));
+  return decision;
+}
+
+/** Priority (higher first), then creation time (earlier first), then name. */
+export function queueOrder(a: ClaimFacts, b: ClaimFacts): number {
+  return b.priority - a.priority || a.createdAt - b.createdAt || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+}

@@ -1,0 +1,81 @@
+/**
+ * The operator's writes to the API server: merge patches of status and metadata for locks and
+ * claims, claim creation, pod gate removal and Events. Reads come from informer caches, never from here.
+ */
+import * as k8s from "@kubernetes/client-node";
+import { CLAIM_PLURAL, GROUP, LOCK_PLURAL, VERSION, type LockClaim, type ObjectMeta } from "../api/types";
+
+const mergePatch = k8s.setHeaderOptions("Content-Type", k8s.PatchStrategy.MergePatch);
+const jsonPatch = k8s.setHeaderOptions("Content-Type", k8s.PatchStrategy.JsonPatch);
+
+export type Plural = typeof LOCK_PLURAL | typeof CLAIM_PLURAL;
+
+/** The HTTP status of a failed API call, if it was one. */
+export function statusCode(err: unknown): number | undefined {
+  return err instanceof k8s.ApiException ? err.code : undefined;
+}
+
+export function isNotFound(err: unknown): boolean {
+  return statusCode(err) === 404;
+}
+
+/**
+ * A JSON merge patch turning `before` into `after` at the top level: changed keys are set, keys that
+ * disappeared are set to null (merge patch's "remove").
+ */
+export function mergeDiff<T extends object>(before: T | undefined, after: T): Record<string, unknown> {
+  const patch: Record<string, unknown> = { ...(after as Record<string, unknown>) };
+  for (const key of Object.keys(before ?? {})) if (!(key in after)) patch[key] = null;
+  return patch;
+}
+
+export class KubeClient {
+  readonly custom: k8s.CustomObjectsApi;
+  readonly core: k8s.CoreV1Api;
+
+  constructor(readonly kubeConfig: k8s.KubeConfig) {
+    this.custom = kubeConfig.makeApiClient(k8s.CustomObjectsApi);
+    this.core = kubeConfig.makeApiClient(k8s.CoreV1Api);
+  }
+
+  /** Writes the status subresource and returns the object written; fields of `before` missing from `after` are removed. */
+  async patchStatus<S extends object>(plural: Plural, meta: ObjectMeta, before: S | undefined, after: S): Promise<unknown> {
+    return this.custom.patchNamespacedCustomObjectStatus(
+      { group: GROUP, version: VERSION, plural, namespace: meta.namespace, name: meta.name, body: { status: mergeDiff(before, after) } },
+      mergePatch,
+    );
+  }
+
+  /** Sets the finalizer list, guarded by resourceVersion so a concurrent change is never lost. */
+  async setFinalizers(plural: Plural, meta: ObjectMeta, finalizers: string[]): Promise<unknown> {
+    return this.custom.patchNamespacedCustomObject(
+      {
+        group: GROUP, version: VERSION, plural, namespace: meta.namespace, name: meta.name,
+        body: { metadata: { finalizers, resourceVersion: meta.resourceVersion } },
+      },
+      mergePatch,
+    );
+  }
+
+  async createClaim(claim: LockClaim): Promise<LockClaim> {
+    return (await this.custom.createNamespacedCustomObject({
+      group: GROUP, version: VERSION, plural: CLAIM_PLURAL, namespace: claim.metadata.namespace, body: claim,
+    })) as LockClaim;
+  }
+
+  /** Removes one scheduling gate from a pod (a JSON patch guarded by a test of the gate's position). */
+  async removeSchedulingGate(pod: k8s.V1Pod, gate: string): Promise<void> {
+    const index = pod.spec?.schedulingGates?.findIndex((g) => g.name === gate) ?? -1;
+    if (index < 0) return;
+    await this.core.patchNamespacedPod(
+      {
+        name: pod.metadata!.name!, namespace: pod.metadata!.namespace!,
+        body: [
+          { op: "test", path: `/spec/schedulingGates/${index}/name`, value: gate },
+          { op: "remove", path: `/spec/schedulingGates/${index}` },
+        ],
+      },
+      jsonPatch,
+    );
+  }
+}

@@ -1,0 +1,354 @@
+/**
+ * The lock backend conformance suite: what every backend (kubernetes, etcd, redis, zookeeper) must do,
+ * as the contract in src/backends/backend.ts says it. Each backend's `<backend>.test.ts` runs it
+ * unchanged:
+ *
+ *   runBackendConformance("redis", () => makeRedisBackend(), { supportsExpiry: true, minLeaseSeconds: 1 });
+ *
+ * `makeBackend` must return a new, independent instance each time (a second instance stands for a second
+ * operator, or the same operator after a restart). Every case uses keys of its own, so cases never see
+ * each other's holds; backends are closed when the suite ends.
+ */
+import assert from "node:assert/strict";
+import { randomBytes, randomUUID } from "node:crypto";
+import { after, describe, test } from "node:test";
+import { BackendUnavailableError, type AcquireRequest, type Hold, type LockBackend } from "../../src/backends/backend";
+import { eventually } from "../support/env";
+
+export interface ConformanceOptions {
+  /** Holds expire when not renewed within their lease duration (default true). */
+  supportsExpiry?: boolean;
+  /** The shortest lease the backend honours, in seconds (default 1): expiry cases use it. */
+  minLeaseSeconds?: number;
+  /** Takes the backend's server away (with startServer: the unavailability case runs). */
+  stopServer?: () => Promise<void>;
+  /** Brings the server back after stopServer. */
+  startServer?: () => Promise<void>;
+  /**
+   * A fresh backend key `<namespace>/<key>` for a case (`hint` names the case). Default: a random
+   * namespace-like prefix and a random key. Backends whose namespaces must exist (kubernetes) create
+   * the namespace here.
+   */
+  newKey?: (hint: string) => Promise<string>;
+}
+
+const TOKEN = /^(0|[1-9][0-9]*)$/;
+const LONG_LEASE = 60;
+
+function random(bytes = 4): string {
+  return randomBytes(bytes).toString("hex");
+}
+
+async function defaultKey(hint: string): Promise<string> {
+  return `conformance-${random()}/${hint}-${random()}`;
+}
+
+/** A request from contender `who` (claim `claim-<who>`, pod `pod-<who>`), with a unique holderId. */
+function contender(key: string, who: string, overrides: Partial<AcquireRequest> = {}): AcquireRequest {
+  return {
+    key,
+    holderId: randomUUID(),
+    claim: `claim-${who}`,
+    holderIdentity: `pod-${who}`,
+    cluster: "test-cluster",
+    maxHolders: 1,
+    leaseDurationSeconds: LONG_LEASE,
+    ...overrides,
+  };
+}
+
+function big(token: string): bigint {
+  assert.match(token, TOKEN, `fencing token "${token}" is not a non-negative decimal integer`);
+  return BigInt(token);
+}
+
+function assertIncreasing(earlier: string, later: string, what: string): void {
+  assert.ok(big(later) > big(earlier), `${what}: token ${later} is not greater than ${earlier}`);
+}
+
+function granted(hold: Hold | undefined, what: string): Hold {
+  assert.ok(hold, `${what}: expected a hold, got undefined`);
+  return hold;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+export function runBackendConformance(
+  name: string,
+  makeBackend: () => Promise<LockBackend>,
+  options: ConformanceOptions = {},
+): void {
+  const supportsExpiry = options.supportsExpiry ?? true;
+  const minLease = Math.max(1, options.minLeaseSeconds ?? 1);
+  const newKey = options.newKey ?? defaultKey;
+  const noExpiry = supportsExpiry ? false : `${name} holds do not expire by lease`;
+  const opened: LockBackend[] = [];
+
+  /** A new backend instance, closed when the suite ends. */
+  async function open(): Promise<LockBackend> {
+    const backend = await makeBackend();
+    opened.push(backend);
+    return backend;
+  }
+
+  async function closeAll(): Promise<void> {
+    await Promise.allSettled(opened.splice(0).map((b) => b.close()));
+  }
+
+  describe(`${name} backend conformance`, { timeout: 180_000 }, () => {
+    after(closeAll);
+
+    test("mutex: exactly one of 50 concurrent contenders gets the hold", async () => {
+      const backends = [await open(), await open()];
+      const key = await newKey("mutex");
+      const requests = Array.from({ length: 50 }, (_, i) => contender(key, `c${i}`));
+      const results = await Promise.all(requests.map((r, i) => backends[i % backends.length].tryAcquire(r)));
+      const winners = results.filter((h): h is Hold => h !== undefined);
+      assert.equal(winners.length, 1, `${winners.length} contenders got the mutex`);
+      const winner = winners[0];
+      assert.ok(requests.some((r) => r.holderId === winner.holderId));
+      for (const backend of backends) {
+        const holders = await backend.holders(key);
+        assert.deepEqual(holders.map((h) => h.holderId), [winner.holderId]);
+      }
+      // The losers still lose on a second try, from any instance.
+      const losers = requests.filter((r) => r.holderId !== winner.holderId).slice(0, 10);
+      const again = await Promise.all(losers.map((r, i) => backends[i % backends.length].tryAcquire(r)));
+      assert.deepEqual(again.filter(Boolean), [], "a loser got the mutex while it was held");
+    });
+
+    test("semaphore: exactly 3 of 20 concurrent contenders get a slot", async () => {
+      const backends = [await open(), await open()];
+      const key = await newKey("semaphore");
+      const requests = Array.from({ length: 20 }, (_, i) => contender(key, `c${i}`, { maxHolders: 3 }));
+      const results = await Promise.all(requests.map((r, i) => backends[i % backends.length].tryAcquire(r)));
+      const winners = results.filter((h): h is Hold => h !== undefined);
+      assert.equal(winners.length, 3, `${winners.length} contenders got one of 3 slots`);
+      assert.equal(new Set(winners.map((h) => h.holderId)).size, 3, "a holder got two slots");
+      assert.equal(new Set(winners.map((h) => big(h.fencingToken))).size, 3, "two holds share a fencing token");
+      const holders = await backends[0].holders(key);
+      assert.deepEqual(
+        holders.map((h) => h.holderId).sort(),
+        winners.map((h) => h.holderId).sort(),
+      );
+      const late = await backends[1].tryAcquire(contender(key, "late", { maxHolders: 3 }));
+      assert.equal(late, undefined, "a fourth holder got a slot of 3");
+    });
+
+    test("re-attach: the same holder acquiring again gets the same hold and token", async () => {
+      const backend = await open();
+      const key = await newKey("reattach");
+      const a = contender(key, "a", { maxHolders: 2 });
+      const first = granted(await backend.tryAcquire(a), "first acquire");
+      const second = granted(await backend.tryAcquire(a), "second acquire");
+      assert.equal(second.fencingToken, first.fencingToken);
+      assert.equal(second.holderId, a.holderId);
+      assert.equal(second.acquireTime, first.acquireTime);
+      // An operator restarted within the lease re-attaches too.
+      const restarted = await open();
+      const third = granted(await restarted.tryAcquire(a), "acquire after restart");
+      assert.equal(third.fencingToken, first.fencingToken);
+      // Re-attaching took no second slot: one more holder fits, then the lock is full.
+      granted(await backend.tryAcquire(contender(key, "b", { maxHolders: 2 })), "second holder");
+      assert.equal(await backend.tryAcquire(contender(key, "c", { maxHolders: 2 })), undefined, "a third holder got one of 2 slots");
+      assert.equal((await backend.holders(key)).filter((h) => h.holderId === a.holderId).length, 1);
+    });
+
+    test("release is owner-checked: another holder cannot release a hold", async () => {
+      const backend = await open();
+      const key = await newKey("not-owner");
+      const a = contender(key, "a");
+      granted(await backend.tryAcquire(a), "a");
+      assert.equal(await backend.release(key, randomUUID()), false, "releasing as a stranger removed something");
+      assert.deepEqual((await backend.holders(key)).map((h) => h.holderId), [a.holderId]);
+    });
+
+    test("a late release by an expired holder does not free the new holder's slot", { skip: noExpiry }, async () => {
+      const backend = await open();
+      const key = await newKey("mistaken-release");
+      const a = contender(key, "a", { leaseDurationSeconds: minLease });
+      const b = contender(key, "b", { leaseDurationSeconds: LONG_LEASE });
+      const holdA = granted(await backend.tryAcquire(a), "a");
+      // A stops renewing (a paused holder); B takes the slot once A's lease has run out.
+      const holdB = await eventually("b to take the expired slot", () => backend.tryAcquire(b), minLease * 1000 + 20_000);
+      assertIncreasing(holdA.fencingToken, holdB.fencingToken, "takeover");
+      // A wakes up and releases what it believes it holds: the naive lock's mistaken release.
+      assert.equal(await backend.release(key, a.holderId), false, "the expired holder's release removed something");
+      assert.equal(await backend.renew(key, a.holderId, LONG_LEASE), undefined, "the expired holder could renew");
+      assert.deepEqual((await backend.holders(key)).map((h) => h.holderId), [b.holderId], "b lost its hold");
+      assert.equal(await backend.tryAcquire(contender(key, "c")), undefined, "the slot was free again after a's release");
+      granted(await backend.renew(key, b.holderId, LONG_LEASE), "b renews");
+    });
+
+    test("renew keeps a hold past its original lease", async () => {
+      const backend = await open();
+      const key = await newKey("renew");
+      const a = contender(key, "a", { leaseDurationSeconds: minLease });
+      const hold = granted(await backend.tryAcquire(a), "a");
+      const until = Date.now() + minLease * 2500;
+      let last = hold;
+      while (Date.now() < until) {
+        await sleep((minLease * 1000) / 4);
+        last = granted(await backend.renew(key, a.holderId, minLease), "renew");
+        assert.equal(last.fencingToken, hold.fencingToken, "renew changed the fencing token");
+        assert.equal(await backend.tryAcquire(contender(key, "b")), undefined, "another holder got the lock while it was renewed");
+      }
+      assert.ok(Date.parse(last.renewTime) >= Date.parse(hold.renewTime), "renewTime did not move forward");
+      assert.deepEqual((await backend.holders(key)).map((h) => h.holderId), [a.holderId]);
+    });
+
+    test("expiry frees a slot", { skip: noExpiry }, async () => {
+      const backend = await open();
+      const key = await newKey("expiry");
+      const a = contender(key, "a", { leaseDurationSeconds: minLease });
+      const holdA = granted(await backend.tryAcquire(a), "a");
+      assert.equal(await backend.tryAcquire(contender(key, "early")), undefined, "the lock was free right after it was taken");
+      await eventually(
+        "the expired hold to leave holders()",
+        async () => ((await backend.holders(key)).length === 0 ? true : undefined),
+        minLease * 1000 + 20_000,
+      );
+      const holdB = granted(await backend.tryAcquire(contender(key, "b")), "b after expiry");
+      assertIncreasing(holdA.fencingToken, holdB.fencingToken, "after expiry");
+    });
+
+    test("fencing tokens strictly increase across grants and backend restarts", async () => {
+      let backend = await open();
+      const key = await newKey("fencing");
+      let previous: string | undefined;
+      for (let i = 0; i < 20; i++) {
+        const request = contender(key, `c${i}`);
+        const hold = granted(await backend.tryAcquire(request), `grant ${i}`);
+        if (previous !== undefined) assertIncreasing(previous, hold.fencingToken, `grant ${i}`);
+        else big(hold.fencingToken);
+        previous = hold.fencingToken;
+        assert.equal(await backend.release(key, request.holderId), true, `release ${i}`);
+      }
+      // A new instance (an operator restart) continues above every token issued so far.
+      await backend.close();
+      backend = await open();
+      const request = contender(key, "after-restart");
+      const hold = granted(await backend.tryAcquire(request), "grant after restart");
+      assertIncreasing(previous!, hold.fencingToken, "after restart");
+      // A semaphore's concurrent holders each get a token above the last grant's too.
+      const sem = await Promise.all([0, 1, 2].map((i) => backend.tryAcquire(contender(key, `s${i}`, { maxHolders: 4 }))));
+      for (const h of sem) assertIncreasing(hold.fencingToken, granted(h, "semaphore grant").fencingToken, "semaphore grant");
+    });
+
+    test("holders() lists every current hold with its HolderInfo, ordered by token", async () => {
+      const backend = await open();
+      const key = await newKey("holders");
+      assert.deepEqual(await backend.holders(key), [], "holders of an unused key");
+      const a = contender(key, "a", { maxHolders: 3, cluster: "east" });
+      const b = contender(key, "b", { maxHolders: 3, cluster: "" });
+      const before = Date.now();
+      const holdA = granted(await backend.tryAcquire(a), "a");
+      const holdB = granted(await backend.tryAcquire(b), "b");
+      const holders = await (await open()).holders(key);
+      assert.equal(holders.length, 2);
+      assertIncreasing(holders[0].fencingToken, holders[1].fencingToken, "holders() order");
+      const byId = new Map(holders.map((h) => [h.holderId, h]));
+      for (const [request, hold] of [[a, holdA], [b, holdB]] as const) {
+        const listed = byId.get(request.holderId);
+        assert.ok(listed, `holder ${request.claim} is missing`);
+        assert.deepEqual(
+          { holderId: listed.holderId, claim: listed.claim, holderIdentity: listed.holderIdentity, cluster: listed.cluster, fencingToken: listed.fencingToken },
+          { holderId: request.holderId, claim: request.claim, holderIdentity: request.holderIdentity, cluster: request.cluster, fencingToken: hold.fencingToken },
+        );
+        for (const time of [listed.acquireTime, listed.renewTime]) {
+          const ms = Date.parse(time);
+          assert.ok(!Number.isNaN(ms), `"${time}" is not an RFC 3339 time`);
+          assert.ok(Math.abs(ms - before) < 5 * 60_000, `${time} is far from now`);
+        }
+      }
+      assert.equal(await backend.release(key, a.holderId), true);
+      assert.deepEqual((await backend.holders(key)).map((h) => h.holderId), [b.holderId]);
+    });
+
+    test("release frees the slot for the next contender", async () => {
+      const backend = await open();
+      const key = await newKey("release");
+      const a = contender(key, "a");
+      const b = contender(key, "b");
+      const holdA = granted(await backend.tryAcquire(a), "a");
+      assert.equal(await backend.tryAcquire(b), undefined, "b got a held mutex");
+      assert.equal(await backend.release(key, a.holderId), true, "a's release");
+      assert.equal(await backend.release(key, a.holderId), false, "a's second release");
+      assert.equal(await backend.renew(key, a.holderId, LONG_LEASE), undefined, "a renewed a released hold");
+      const holdB = granted(await backend.tryAcquire(b), "b after a's release");
+      assertIncreasing(holdA.fencingToken, holdB.fencingToken, "after release");
+      assert.deepEqual((await backend.holders(key)).map((h) => h.holderId), [b.holderId]);
+    });
+
+    test("renew and release of a hold that never existed", async () => {
+      const backend = await open();
+      const key = await newKey("missing");
+      assert.equal(await backend.renew(key, randomUUID(), LONG_LEASE), undefined);
+      assert.equal(await backend.release(key, randomUUID()), false);
+    });
+
+    test("keys are independent, including keys that extend one another", async () => {
+      const backend = await open();
+      const base = await newKey("independent");
+      const keys = [base, `${base}-1`, `${base}-0`, `${base}-fencing`, `${base}.1`, `${base}-${"x".repeat(300)}`, `${base}/Odd Key_Ü`];
+      const holds = new Map<string, AcquireRequest>();
+      for (const key of keys) {
+        const request = contender(key, "a");
+        granted(await backend.tryAcquire(request), `acquire ${key.slice(0, 80)}`);
+        holds.set(key, request);
+      }
+      for (const key of keys) {
+        assert.deepEqual((await backend.holders(key)).map((h) => h.holderId), [holds.get(key)!.holderId], `holders of ${key.slice(0, 80)}`);
+        assert.equal(await backend.tryAcquire(contender(key, "b")), undefined, `${key.slice(0, 80)} was free`);
+      }
+      for (const key of keys) assert.equal(await backend.release(key, holds.get(key)!.holderId), true, `release ${key.slice(0, 80)}`);
+    });
+
+    test("watch reports a released hold", async () => {
+      const backend = await open();
+      const key = await newKey("watch");
+      const a = contender(key, "a", { maxHolders: 2 });
+      granted(await backend.tryAcquire(a), "a");
+      let calls = 0;
+      const stop = backend.watch(key, () => calls++);
+      try {
+        // Wait until the watch is live: change the holds until a change is reported.
+        await eventually("the watch to report changes", async () => {
+          const seen = calls;
+          const probe = contender(key, "probe", { maxHolders: 2 });
+          await backend.tryAcquire(probe);
+          await backend.release(key, probe.holderId);
+          for (let i = 0; i < 20 && calls === seen; i++) await sleep(50);
+          return calls > seen ? true : undefined;
+        }, 30_000);
+        const seen = calls;
+        assert.equal(await backend.release(key, a.holderId), true);
+        await eventually("the watch to report the release", () => (calls > seen ? true : undefined), 10_000);
+      } finally {
+        stop();
+      }
+    });
+
+    const outage = options.stopServer && options.startServer
+      ? false
+      : `no stopServer/startServer given for ${name}`;
+    test("an unreachable server gives BackendUnavailableError, and the backend recovers", { skip: outage, timeout: 120_000 }, async () => {
+      const backend = await open();
+      const key = await newKey("outage");
+      granted(await backend.tryAcquire(contender(key, "before")), "before the outage");
+      await options.stopServer!();
+      try {
+        const started = Date.now();
+        await assert.rejects(backend.tryAcquire(contender(key, "during")), BackendUnavailableError);
+        await assert.rejects(backend.holders(key), BackendUnavailableError);
+        assert.ok(Date.now() - started < 60_000, "the backend took over a minute to report the outage");
+      } finally {
+        await options.startServer!();
+      }
+      const after = await newKey("outage-after");
+      await eventually("the backend to work again", () => backend.tryAcquire(contender(after, "after")), 60_000);
+    });
+  });
+}

@@ -1,0 +1,235 @@
+/**
+ * The kubernetes (Lease) backend against a real API server: the shared conformance suite, then what is
+ * particular to Leases (object names, labels, MicroTime fields, timeouts) and the backend registry.
+ */
+import assert from "node:assert/strict";
+import { randomBytes, randomUUID } from "node:crypto";
+import { createServer, type Server, type Socket } from "node:net";
+import { after, describe, test } from "node:test";
+import * as k8s from "@kubernetes/client-node";
+import { BackendConfigError, BackendUnavailableError, type AcquireRequest } from "../../src/backends/backend";
+import {
+  CLAIM_ANNOTATION,
+  CLUSTER_ANNOTATION,
+  FENCING_COUNTER_ANNOTATION,
+  FENCING_TOKEN_ANNOTATION,
+  HOLDER_IDENTITY_ANNOTATION,
+  KEY_LABEL,
+  KubernetesLeaseBackend,
+  MANAGED_BY_LABEL,
+} from "../../src/backends/kubernetes";
+import { BackendRegistry, backendTypes, createBackend } from "../../src/backends/registry";
+import { createNamespace, kubeConfig, kubectl } from "../support/env";
+import { runBackendConformance } from "./backend-conformance";
+
+const backends: KubernetesLeaseBackend[] = [];
+function backend(options: Partial<ConstructorParameters<typeof KubernetesLeaseBackend>[0]> = {}): KubernetesLeaseBackend {
+  const b = new KubernetesLeaseBackend({ name: "kubernetes", kubeConfig: kubeConfig(), requestTimeoutMs: 10_000, ...options });
+  backends.push(b);
+  return b;
+}
+after(() => Promise.all(backends.map((b) => b.close())));
+
+let namespace: Promise<string> | undefined;
+/** One namespace for the whole file, created on first use. */
+function testNamespace(): Promise<string> {
+  namespace ??= createNamespace("conformance");
+  return namespace;
+}
+
+runBackendConformance("kubernetes", async () => backend(), {
+  supportsExpiry: true,
+  minLeaseSeconds: 1,
+  newKey: async (hint) => `${await testNamespace()}/lock-${hint}-${randomBytes(3).toString("hex")}`,
+});
+
+function request(key: string, who: string, overrides: Partial<AcquireRequest> = {}): AcquireRequest {
+  return {
+    key,
+    holderId: randomUUID(),
+    claim: `claim-${who}`,
+    holderIdentity: `pod-${who}`,
+    cluster: "east",
+    maxHolders: 1,
+    leaseDurationSeconds: 30,
+    ...overrides,
+  };
+}
+
+async function getLeaseJson(ns: string, name: string): Promise<Record<string, any>> {
+  const result = await kubectl(["get", "lease", "-n", ns, name, "-o", "json"]);
+  assert.equal(result.code, 0, result.stderr);
+  return JSON.parse(result.stdout);
+}
+
+/** A loopback server that is gone (connections refused) or that accepts and never answers. */
+async function loopbackServer(answer: "refuse" | "hang"): Promise<{ url: string; close: () => Promise<void> }> {
+  const sockets = new Set<Socket>();
+  const server: Server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as { port: number }).port;
+  const close = () =>
+    new Promise<void>((resolve) => {
+      for (const s of sockets) s.destroy();
+      server.close(() => resolve());
+    });
+  if (answer === "refuse") await close();
+  return { url: `https://127.0.0.1:${port}`, close };
+}
+
+/** The test kubeconfig, pointed at another server. */
+function kubeConfigFor(server: string): k8s.KubeConfig {
+  const kc = kubeConfig();
+  const current = kc.getCurrentCluster()!;
+  const clusters = kc.clusters.map((c) => (c.name === current.name ? { ...c, server } : c));
+  const patched = new k8s.KubeConfig();
+  patched.loadFromOptions({ clusters, users: kc.users, contexts: kc.contexts, currentContext: kc.currentContext });
+  return patched;
+}
+
+describe("kubernetes backend: Leases", () => {
+  test("a hold is a Lease named after the key, with labels, annotations and MicroTime fields", async () => {
+    const ns = await testNamespace();
+    const key = `${ns}/lock-shape-${randomBytes(3).toString("hex")}`;
+    const name = key.split("/")[1];
+    const req = request(key, "a");
+    const hold = await backend().tryAcquire(req);
+    assert.ok(hold);
+
+    const slot = await getLeaseJson(ns, `kubelock-${name}-0`);
+    assert.equal(slot.spec.holderIdentity, req.holderId);
+    assert.equal(slot.spec.leaseDurationSeconds, 30);
+    assert.match(slot.spec.renewTime, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/);
+    assert.match(slot.spec.acquireTime, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/);
+    assert.equal(slot.metadata.labels[MANAGED_BY_LABEL], "kubelock");
+    assert.equal(slot.metadata.labels[KEY_LABEL], name);
+    assert.equal(slot.metadata.annotations[FENCING_TOKEN_ANNOTATION], hold.fencingToken);
+    assert.equal(slot.metadata.annotations[CLAIM_ANNOTATION], "claim-a");
+    assert.equal(slot.metadata.annotations[HOLDER_IDENTITY_ANNOTATION], "pod-a");
+    assert.equal(slot.metadata.annotations[CLUSTER_ANNOTATION], "east");
+    assert.equal(hold.renewTime, slot.spec.renewTime);
+
+    const counter = await getLeaseJson(ns, `kubelock-${name}-fencing`);
+    assert.equal(counter.metadata.annotations[FENCING_COUNTER_ANNOTATION], hold.fencingToken);
+    assert.equal(counter.metadata.labels[KEY_LABEL], name);
+
+    // kubectl lists the key's Leases with the label selector.
+    const listed = await kubectl(["get", "lease", "-n", ns, "-l", `${KEY_LABEL}=${name}`, "-o", "name"]);
+    assert.deepEqual(listed.stdout.trim().split("\n").sort(), [`lease.coordination.k8s.io/kubelock-${name}-0`, `lease.coordination.k8s.io/kubelock-${name}-fencing`]);
+
+    // Released slots are deleted; the counter stays, so tokens keep increasing.
+    assert.equal(await backend().release(key, req.holderId), true);
+    const gone = await kubectl(["get", "lease", "-n", ns, `kubelock-${name}-0`]);
+    assert.notEqual(gone.code, 0);
+    await getLeaseJson(ns, `kubelock-${name}-fencing`);
+  });
+
+  test("a key too long for an object name is hashed into names and labels", async () => {
+    const ns = await testNamespace();
+    const key = `${ns}/lock-${"long-".repeat(60)}${randomBytes(3).toString("hex")}`;
+    const hold = await backend().tryAcquire(request(key, "a"));
+    assert.ok(hold);
+    const listed = await kubectl(["get", "lease", "-n", ns, "-o", "json"]);
+    const items = (JSON.parse(listed.stdout).items as any[]).filter((l) => l.metadata.annotations?.["kubelock.io/key"] === key);
+    assert.equal(items.length, 2);
+    for (const lease of items) {
+      assert.ok(lease.metadata.name.length <= 253);
+      assert.match(lease.metadata.labels[KEY_LABEL], /^[0-9a-f]{20}$/);
+    }
+  });
+
+  test("namespaces are trust boundaries: the same key in two namespaces is two locks", async () => {
+    const other = await createNamespace("conformance");
+    const name = `lock-ns-${randomBytes(3).toString("hex")}`;
+    const b = backend();
+    assert.ok(await b.tryAcquire(request(`${await testNamespace()}/${name}`, "a")));
+    assert.ok(await b.tryAcquire(request(`${other}/${name}`, "b")));
+  });
+
+  test("a key without a namespace is rejected", async () => {
+    await assert.rejects(backend().tryAcquire(request("no-namespace", "a")), /expected <namespace>\/<key>/);
+  });
+
+  test("a refused connection gives BackendUnavailableError", async () => {
+    const server = await loopbackServer("refuse");
+    const b = backend({ kubeConfig: kubeConfigFor(server.url), requestTimeoutMs: 2_000 });
+    await assert.rejects(b.tryAcquire(request("default/x", "a")), BackendUnavailableError);
+    await assert.rejects(b.holders("default/x"), BackendUnavailableError);
+  });
+
+  test("a server that does not answer gives BackendUnavailableError after the request timeout", async () => {
+    const server = await loopbackServer("hang");
+    try {
+      const b = backend({ kubeConfig: kubeConfigFor(server.url), requestTimeoutMs: 500 });
+      const started = Date.now();
+      await assert.rejects(b.renew("default/x", "h", 10), (err: Error) => {
+        assert.ok(err instanceof BackendUnavailableError, String(err));
+        assert.match(err.message, /no answer within 500ms/);
+        return true;
+      });
+      assert.ok(Date.now() - started < 5_000, `took ${Date.now() - started}ms`);
+    } finally {
+      await server.close();
+    }
+  });
+
+  test("expiry follows the injected clock", async () => {
+    const ns = await testNamespace();
+    const key = `${ns}/lock-clock-${randomBytes(3).toString("hex")}`;
+    let now = Date.now();
+    const b = backend({ clock: () => now });
+    const a = request(key, "a", { leaseDurationSeconds: 30 });
+    assert.ok(await b.tryAcquire(a));
+    assert.equal(await b.tryAcquire(request(key, "b")), undefined);
+    now += 31_000;
+    assert.deepEqual(await b.holders(key), []);
+    const taken = await b.tryAcquire(request(key, "b"));
+    assert.ok(taken);
+    assert.equal(await b.release(key, a.holderId), false);
+  });
+});
+
+describe("backend registry", () => {
+  test("kubernetes is a registered type", () => {
+    assert.ok(backendTypes().includes("kubernetes"));
+  });
+
+  test("createBackend builds a kubernetes backend and rejects bad types and settings", async () => {
+    const b = await createBackend({ name: "leases", type: "kubernetes", kubeConfig: kubeConfig(), settings: { requestTimeoutMs: 3000 } });
+    assert.equal(b.name, "leases");
+    await b.close();
+    await assert.rejects(createBackend({ name: "x", type: "memcached", kubeConfig: kubeConfig() }), (err: Error) => {
+      assert.ok(err instanceof BackendConfigError);
+      assert.match(err.message, /unknown type "memcached"/);
+      return true;
+    });
+    await assert.rejects(
+      createBackend({ name: "x", type: "kubernetes", kubeConfig: kubeConfig(), settings: { bogus: 1 } }),
+      (err: Error) => err instanceof BackendConfigError && /bogus/.test(err.message),
+    );
+  });
+
+  test("BackendRegistry holds configured backends by name and adds the built-in kubernetes one", async () => {
+    const registry = await BackendRegistry.fromConfig([{ name: "leases", type: "kubernetes" }], { kubeConfig: kubeConfig(), clusterName: "east" });
+    try {
+      assert.deepEqual(registry.names(), ["kubernetes", "leases"]);
+      assert.equal(registry.get("leases").name, "leases");
+      assert.throws(() => registry.get("redis"), (err: Error) => {
+        assert.ok(err instanceof BackendConfigError);
+        assert.equal(err.message, 'unknown backend "redis"; configured: kubernetes, leases');
+        return true;
+      });
+      const ns = await testNamespace();
+      assert.ok(await registry.get("kubernetes").tryAcquire(request(`${ns}/lock-registry-${randomBytes(3).toString("hex")}`, "a")));
+    } finally {
+      await registry.closeAll();
+    }
+    await assert.rejects(
+      BackendRegistry.fromConfig([{ name: "a", type: "kubernetes" }, { name: "a", type: "kubernetes" }], { kubeConfig: kubeConfig() }),
+      /configured twice/,
+    );
+  });
+});

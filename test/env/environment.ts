@@ -1,0 +1,123 @@
+/**
+ * Everything the integration tests and the demo run against, started once: one or two local control
+ * planes (or the existing cluster of `KUBECONFIG` when `USE_EXISTING_CLUSTER=true`), the backend
+ * servers, and the CRDs. `variables` tells child processes where everything is (see
+ * test/support/env.ts); a loopback control endpoint lets tests stop and start backend servers.
+ */
+import { existsSync } from "node:fs";
+import { createServer, type Server } from "node:http";
+import { join, resolve } from "node:path";
+import { controlPlaneBinaries, startControlPlane, type ControlPlane } from "./controlplane";
+import { runCommand } from "./process";
+import { EtcdService, RedisService, ZooKeeperService, type Service } from "./services";
+
+const repoRoot = resolve(__dirname, "..", "..");
+export const crdsDir = join(repoRoot, "crds");
+
+export type ServiceName = "redis" | "zookeeper" | "etcd";
+
+export interface EnvironmentOptions {
+  /** Independent API servers to start (ignored with an existing cluster). Default 1. */
+  clusters?: 1 | 2;
+  services?: ServiceName[];
+  log?: (line: string) => void;
+}
+
+export interface Environment {
+  /** Variables for child processes: KUBECONFIG, KUBELOCK_TEST_*. */
+  variables: Record<string, string>;
+  kubectl: string;
+  binDir?: string;
+  stop(): Promise<void>;
+}
+
+export async function startEnvironment(options: EnvironmentOptions = {}): Promise<Environment> {
+  const log = options.log ?? ((line: string) => console.error(line));
+  const cleanups: (() => Promise<void>)[] = [];
+  const stop = async () => {
+    for (const cleanup of cleanups.reverse()) await cleanup().catch((err) => log(`cleanup: ${err}`));
+    cleanups.length = 0;
+  };
+  try {
+    const variables: Record<string, string> = {};
+    const existing = process.env.USE_EXISTING_CLUSTER === "true";
+    let binDir: string | undefined;
+    const needEtcd = options.services?.includes("etcd");
+    if (!existing || needEtcd) binDir = await controlPlaneBinaries();
+    const kubectl = binDir && existsSync(join(binDir, "kubectl")) ? join(binDir, "kubectl") : "kubectl";
+    variables.KUBELOCK_TEST_KUBECTL = kubectl;
+
+    const kubeconfigs: string[] = [];
+    if (existing) {
+      const kubeconfig = process.env.KUBECONFIG;
+      if (!kubeconfig) throw new Error("USE_EXISTING_CLUSTER=true needs KUBECONFIG");
+      log(`environment: using the existing cluster of ${kubeconfig}`);
+      kubeconfigs.push(kubeconfig);
+    } else {
+      for (let i = 1; i <= (options.clusters ?? 1); i++) {
+        log(`environment: starting control plane ${i} (etcd, kube-apiserver, kube-controller-manager)`);
+        const started = Date.now();
+        const plane: ControlPlane = await startControlPlane(binDir!, { name: `cluster${i}` });
+        cleanups.push(() => plane.stop());
+        log(`environment: control plane ${i} ready at ${plane.server} in ${((Date.now() - started) / 1000).toFixed(1)}s`);
+        kubeconfigs.push(plane.kubeconfig);
+      }
+    }
+    variables.KUBECONFIG = kubeconfigs[0];
+    if (kubeconfigs[1]) variables.KUBELOCK_TEST_KUBECONFIG_2 = kubeconfigs[1];
+    for (const kubeconfig of kubeconfigs) await installCrds(kubectl, kubeconfig);
+    log("environment: CRDs installed and established");
+
+    const services = new Map<ServiceName, Service>();
+    for (const name of options.services ?? []) {
+      const service = name === "redis" ? await RedisService.create()
+        : name === "zookeeper" ? await ZooKeeperService.create()
+        : await EtcdService.create(binDir!);
+      cleanups.push(() => service.destroy());
+      await service.start();
+      services.set(name, service);
+      log(`environment: ${name} at ${service.address}`);
+    }
+    if (services.has("redis")) variables.KUBELOCK_TEST_REDIS_URL = services.get("redis")!.address;
+    if (services.has("zookeeper")) variables.KUBELOCK_TEST_ZOOKEEPER_CONNECT = services.get("zookeeper")!.address;
+    if (services.has("etcd")) variables.KUBELOCK_TEST_ETCD_ENDPOINT = services.get("etcd")!.address;
+
+    if (services.size > 0) {
+      const control = await serveControl(services);
+      cleanups.push(() => new Promise((done) => control.server.close(() => done())));
+      variables.KUBELOCK_TEST_CONTROL = control.url;
+    }
+    return { variables, kubectl, binDir, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+async function installCrds(kubectl: string, kubeconfig: string): Promise<void> {
+  await runCommand(kubectl, ["--kubeconfig", kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", crdsDir]);
+  await runCommand(kubectl, ["--kubeconfig", kubeconfig, "wait", "--for=condition=Established", "--timeout=60s",
+    "crd/distributedlocks.kubelock.io", "crd/lockclaims.kubelock.io"]);
+}
+
+/** POST /services/NAME/stop|start on loopback: how test processes take a backend server away. */
+function serveControl(services: Map<ServiceName, Service>): Promise<{ server: Server; url: string }> {
+  const server = createServer((req, res) => {
+    const match = /^\/services\/(\w+)\/(stop|start)$/.exec(req.url ?? "");
+    const service = match && services.get(match[1] as ServiceName);
+    if (req.method !== "POST" || !match || !service) {
+      res.writeHead(404).end("unknown service or action\n");
+      return;
+    }
+    (match[2] === "stop" ? service.stop() : service.start()).then(
+      () => res.writeHead(200).end("ok\n"),
+      (err: Error) => res.writeHead(500).end(`${err.message}\n`),
+    );
+  });
+  return new Promise((done) =>
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      done({ server, url: `http://127.0.0.1:${typeof address === "object" && address ? address.port : 0}` });
+    }),
+  );
+}

@@ -1,0 +1,74 @@
+/**
+ * Test entry point: starts what the selected tests need (control plane, backend servers, CRDs) once,
+ * runs them with node's test runner, and tears everything down, whatever happens.
+ *
+ *   tsx test/run.ts                      every test (unit, integration, conformance, e2e)
+ *   tsx test/run.ts test/unit/x.test.ts  only those files; unit-only runs start nothing
+ *
+ * Environment: KUBEBUILDER_ASSETS (ready binaries), USE_EXISTING_CLUSTER=true + KUBECONFIG (a real
+ * cluster instead of the local control plane), KUBELOCK_TEST_CONCURRENCY (test files at once, default 2).
+ */
+import { spawn } from "node:child_process";
+import { existsSync, readdirSync } from "node:fs";
+import { join, relative, resolve } from "node:path";
+import { startEnvironment, type Environment } from "./env/environment";
+
+const repoRoot = resolve(__dirname, "..");
+const suites = ["unit", "integration", "conformance", "e2e"];
+
+function selectFiles(args: string[]): string[] {
+  if (args.length > 0) return args.map((a) => relative(repoRoot, resolve(a)));
+  return suites.flatMap((suite) => {
+    const dir = join(repoRoot, "test", suite);
+    if (!existsSync(dir)) return [];
+    return readdirSync(dir).filter((f) => f.endsWith(".test.ts")).sort().map((f) => `test/${suite}/${f}`);
+  });
+}
+
+function runNodeTests(files: string[], variables: Record<string, string>): Promise<number> {
+  const concurrency = process.env.KUBELOCK_TEST_CONCURRENCY ?? "2";
+  const args = ["--import", "tsx", "--test", `--test-concurrency=${concurrency}`, "--test-timeout=600000", ...files];
+  return new Promise((done) => {
+    const child = spawn(process.execPath, args, { cwd: repoRoot, stdio: "inherit", env: { ...process.env, ...variables } });
+    child.on("close", (code) => done(code ?? 1));
+  });
+}
+
+async function main(): Promise<number> {
+  const files = selectFiles(process.argv.slice(2));
+  if (files.length === 0) {
+    console.error("no test files selected");
+    return 1;
+  }
+  const needsCluster = files.some((f) => !f.startsWith("test/unit/"));
+  let environment: Environment | undefined;
+  const shutdown = async (signal: string) => {
+    console.error(`\n${signal}: stopping the test environment`);
+    await environment?.stop();
+    process.exit(130);
+  };
+  process.once("SIGINT", () => void shutdown("SIGINT"));
+  process.once("SIGTERM", () => void shutdown("SIGTERM"));
+  try {
+    if (needsCluster) {
+      environment = await startEnvironment({
+        clusters: files.some((f) => /multi-?cluster/.test(f)) ? 2 : 1,
+        services: ["redis", "zookeeper", "etcd"],
+      });
+    }
+    return await runNodeTests(files, environment?.variables ?? {});
+  } finally {
+    if (environment) {
+      console.error("environment: stopping every process and removing temporary directories");
+      await environment.stop();
+    }
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: Error) => {
+    console.error(`test run failed: ${err.stack ?? err.message}`);
+    process.exit(1);
+  },
+);
