@@ -78,11 +78,17 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   const onError = (kind: string) => (key: string, err: unknown) =>
     log.error("reconcile failed; retrying with backoff", { kind, key, error: err instanceof Error ? err.message : String(err) });
 
+  const timed = <R>(kind: string, reconcile: (key: string) => Promise<R>) => async (key: string): Promise<R> => {
+    const start = clock.now();
+    const result = await reconcile(key);
+    log.debug("reconciled", { kind, key, ms: clock.now() - start, result });
+    return result;
+  };
   let workers: Promise<unknown> = Promise.resolve();
   const ready = Promise.all(informers.map((i) => i.waitForSync())).then(() => {
     log.info("caches synced; starting workers", { locks: caches.locks.list().length, claims: caches.claims.list().length });
     workers = Promise.all([
-      runWorkers(lockQueue, options.lockWorkers ?? 4, (key) => locks.reconcile(key), onError("DistributedLock")),
+      runWorkers(lockQueue, options.lockWorkers ?? 4, timed("DistributedLock", (key) => locks.reconcile(key)), onError("DistributedLock")),
       runWorkers(podQueue, 2, (key) => pods.reconcile(key), onError("Pod")),
     ]);
   });
@@ -118,7 +124,8 @@ function makeCaches(kc: k8s.KubeConfig, client: KubeClient, log: Logger, resyncM
   claims.addIndex(ClaimIndex.byUid, (c) => (c.metadata.uid ? [c.metadata.uid] : []));
   const pods = new Informer<k8s.V1Pod>({
     kc, path: `/api/v1${scope}/pods`, resyncMs, logger: log, name: "pods",
-    list: () => (namespace ? client.core.listNamespacedPod({ namespace }) : client.core.listPodForAllNamespaces()),
+    // The typed client returns Dates where watch events carry strings: keep the cache plain JSON.
+    list: async () => JSON.parse(JSON.stringify(await (namespace ? client.core.listNamespacedPod({ namespace }) : client.core.listPodForAllNamespaces()))),
   });
   return { locks, claims, pods };
 }

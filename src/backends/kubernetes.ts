@@ -26,6 +26,7 @@
  * its slot without a token until it expires; the same holder's next tryAcquire completes it.
  */
 import { createHash } from "node:crypto";
+import * as https from "node:https";
 import * as k8s from "@kubernetes/client-node";
 import {
   BackendUnavailableError,
@@ -103,6 +104,7 @@ export class KubernetesLeaseBackend implements LockBackend {
   private readonly requestTimeoutMs: number;
   private readonly requestOptions: k8s.ConfigurationOptions<k8s.ObservableMiddleware>;
   private readonly watches = new Set<() => void>();
+  private readonly agents = new AgentPool();
   private closed = false;
 
   constructor(options: KubernetesLeaseBackendOptions) {
@@ -113,12 +115,16 @@ export class KubernetesLeaseBackend implements LockBackend {
     this.requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
     const timeoutMs = this.requestTimeoutMs;
     // client-node 1.x has no request timeout setting: a per-call middleware gives every request an
-    // AbortSignal (it covers connecting, sending and reading the body).
+    // AbortSignal (it covers connecting, sending and reading the body). It also swaps the fresh
+    // https.Agent that client-node builds for every request (a new TCP and TLS handshake each time)
+    // for a pooled keep-alive one with the same TLS settings.
     this.requestOptions = {
       middleware: [
         {
           pre: (context) => {
             context.setSignal(AbortSignal.timeout(timeoutMs));
+            const agent = context.getAgent();
+            if (agent instanceof https.Agent) context.setAgent(this.agents.get(agent));
             return new k8s.Observable(Promise.resolve(context));
           },
           post: (context) => new k8s.Observable(Promise.resolve(context)),
@@ -244,6 +250,7 @@ export class KubernetesLeaseBackend implements LockBackend {
   async close(): Promise<void> {
     this.closed = true;
     for (const stop of [...this.watches]) stop();
+    this.agents.destroy();
   }
 
   // --- slots and tokens ---
@@ -550,6 +557,40 @@ class LeaseWatch {
       this.notify();
     }, next - now + 50);
     this.expiryTimer.unref();
+  }
+}
+
+/**
+ * Keep-alive https agents keyed by their TLS settings (CA, client certificate and key, server name...),
+ * so requests reuse connections, and a rotated client certificate still gets a new agent.
+ */
+class AgentPool {
+  private readonly agents = new Map<string, https.Agent>();
+
+  get(fresh: https.Agent): https.Agent {
+    const options = fresh.options;
+    const hash = createHash("sha256");
+    for (const field of ["ca", "cert", "key", "pfx", "passphrase", "servername", "rejectUnauthorized"] as const) {
+      const value: unknown = options[field];
+      hash.update(`${field}:`);
+      for (const part of Array.isArray(value) ? value : [value]) {
+        if (Buffer.isBuffer(part)) hash.update(part);
+        else hash.update(String(part));
+        hash.update("\0");
+      }
+    }
+    const id = hash.digest("hex");
+    let agent = this.agents.get(id);
+    if (!agent) {
+      agent = new https.Agent({ ...options, keepAlive: true, maxSockets: 32, maxFreeSockets: 4, timeout: 60_000 });
+      this.agents.set(id, agent);
+    }
+    return agent;
+  }
+
+  destroy(): void {
+    for (const agent of this.agents.values()) agent.destroy();
+    this.agents.clear();
   }
 }
 

@@ -68,7 +68,7 @@ export class LockReconciler {
     const nowMs = clock.now();
     const now = new Date(nowMs).toISOString();
 
-    for (const claim of claims) if (!claim.metadata.deletionTimestamp) await this.ensureFinalizer(CLAIM_PLURAL, claim);
+    await forEachConcurrently(claims.filter((c) => !c.metadata.deletionTimestamp), (claim) => this.ensureFinalizer(CLAIM_PLURAL, claim));
     claims = claims.map((c) => this.latest(c));
     const holds = new Map((await backend.holders(backendKey)).map((h) => [h.holderId, h]));
     const assessed = new Map(claims.map((c) => [c.metadata.uid ?? c.metadata.name, { claim: c, facts: assessClaim(c, this.podState(c), nowMs) }]));
@@ -147,12 +147,9 @@ export class LockReconciler {
       if (facts.blocked) statuses.set(facts.id, blockedStatus(claim, ClaimReason.InvalidSpec, facts.blockedMessage!, now));
     }
 
-    for (const [id, status] of statuses) {
-      if (!decision.endings.some((e) => e.id === id)) await this.writeClaimStatus(assessed.get(id)!.claim, status);
-    }
-    for (const { claim } of assessed.values()) {
-      if (claim.metadata.deletionTimestamp) await this.removeFinalizer(claim);
-    }
+    const ended = new Set(decision.endings.map((e) => e.id));
+    await forEachConcurrently([...statuses].filter(([id]) => !ended.has(id)), ([id, status]) => this.writeClaimStatus(assessed.get(id)!.claim, status));
+    await forEachConcurrently([...assessed.values()].filter(({ claim }) => claim.metadata.deletionTimestamp), ({ claim }) => this.removeFinalizer(claim));
 
     await this.writeLockStatus(lock, {
       holders: [...holds.values()].map((h) => this.holderEntry(h)),
@@ -304,6 +301,15 @@ export class LockReconciler {
   stopAll(): void {
     for (const key of [...this.watches.keys()]) this.stopWatch(key);
   }
+}
+
+/** API writes for different objects, a few at a time. */
+async function forEachConcurrently<T>(items: T[], write: (item: T) => Promise<void>, limit = 8): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) await write(items[next++]);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
 }
 
 function ignoreNotFound(err: unknown): undefined {

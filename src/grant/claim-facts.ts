@@ -3,7 +3,7 @@
  * time: whether it must end now (and why), whether it is blocked, and when it next needs a look.
  */
 import { ClaimReason, RELEASE_ANNOTATION, type LockClaim } from "../api/types";
-import type { ClaimFacts } from "./decide";
+import { isTerminal, type ClaimFacts } from "./decide";
 
 /** The claim's pod as the cache sees it; `undefined` when the claim names no pod. */
 export type PodState = { exists: false } | { exists: true; phase?: string };
@@ -26,6 +26,7 @@ export function assessClaim(claim: LockClaim, pod: PodState | undefined, now: nu
     createdAt,
     phase: claim.status?.phase,
   };
+  if (isTerminal(facts.phase)) return facts; // ended for good: nothing more to work out
   const granted = facts.phase === "Granted";
   const podName = claim.spec.podName;
 

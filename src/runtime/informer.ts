@@ -11,7 +11,9 @@
  * 3. The watch ends:
  *    - ERROR event with code 410 (Gone / Expired), or a 410 response: relist at once;
  *    - any other ERROR event, a failed request or a stream error: relist after backoff;
- *    - a clean end (the API server's watch timeout): watch again from the last resourceVersion.
+ *    - a clean end (the API server's watch timeout, `watchTimeoutSeconds`): watch again from the
+ *      last resourceVersion. A watch still open 30 s after its timeout is presumed dead, aborted and
+ *      re-watched the same way.
  *    Failures back off exponentially (200 ms doubling, capped at 30 s); the backoff resets once a
  *    watch delivers an event. A watch that closes cleanly within a second without delivering anything
  *    also backs off (client-go's "very short watch"), so nothing can make the loop spin.
@@ -90,6 +92,12 @@ export interface InformerOptions<T> {
   backoffBaseMs?: number;
   /** Retry delay cap, ms (default 30 000). */
   backoffMaxMs?: number;
+  /**
+   * Server-side watch timeout (`timeoutSeconds`). Default: random in [300, 600) per watch, as client-go's
+   * reflector, so watches renew and spread out. If a watch outlives it by 30 s (a dead connection that
+   * TCP has not noticed), the informer aborts it and watches again.
+   */
+  watchTimeoutSeconds?: number;
   /** Name in log lines; default `path`. */
   name?: string;
 }
@@ -222,7 +230,7 @@ export class Informer<T extends KubeObject> {
   /**
    * Read-your-writes: stores an object this process just wrote (the API server's reply) when it is
    * newer than the cached one, so the next reconcile does not act on a state it already changed.
-   * The watch event for the same write arrives later and changes nothing. No handler is called.
+   * No handler is called now; the watch event for the same write arrives later as an ordinary update.
    * resourceVersions are compared as integers, which holds for etcd-backed API servers; anything
    * else is left to the watch.
    */
@@ -324,18 +332,27 @@ export class Informer<T extends KubeObject> {
       let finished = false;
       let controller: AbortController | undefined;
       let sawEvent = false;
+      const timeoutSeconds = this.opts.watchTimeoutSeconds ?? Math.floor(300 * (1 + Math.random()));
+      // Watchdog: client-node's Watch has no client-side timeout, so a silently dead connection would
+      // otherwise hang here until TCP keepalive gives up (many minutes).
+      const watchdog = this.clock.setTimeout(() => {
+        this.log.info("informer watch outlived its timeout, watching again", { informer: this.name, timeoutSeconds });
+        finish({ kind: "closed" });
+      }, (timeoutSeconds + 30) * 1000);
       const finish = (outcome: WatchOutcome): void => {
         if (finished) return;
         finished = true;
+        this.clock.clearTimeout(watchdog);
         this.interrupt = undefined;
         controller?.abort();
         resolve(outcome);
       };
       this.interrupt = () => finish({ kind: "interrupted" });
 
-      const params: Record<string, string | boolean | undefined> = {
+      const params: Record<string, string | number | boolean | undefined> = {
         resourceVersion: this.resourceVersion || undefined,
         allowWatchBookmarks: true,
+        timeoutSeconds,
         labelSelector: this.opts.labelSelector,
         fieldSelector: this.opts.fieldSelector,
       };

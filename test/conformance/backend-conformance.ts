@@ -119,6 +119,23 @@ export function runBackendConformance(
       assert.deepEqual(again.filter(Boolean), [], "a loser got the mutex while it was held");
     });
 
+    test("mutex: exactly one of 50 concurrent contenders takes over an expired hold", { skip: noExpiry }, async () => {
+      const backends = [await open(), await open()];
+      const key = await newKey("takeover");
+      const old = granted(await backends[0].tryAcquire(contender(key, "old", { leaseDurationSeconds: minLease })), "old holder");
+      await eventually(
+        "the old hold to expire",
+        async () => ((await backends[0].holders(key)).length === 0 ? true : undefined),
+        minLease * 1000 + 20_000,
+      );
+      const requests = Array.from({ length: 50 }, (_, i) => contender(key, `c${i}`));
+      const results = await Promise.all(requests.map((r, i) => backends[i % backends.length].tryAcquire(r)));
+      const winners = results.filter((h): h is Hold => h !== undefined);
+      assert.equal(winners.length, 1, `${winners.length} contenders took over the expired mutex`);
+      assertIncreasing(old.fencingToken, winners[0].fencingToken, "takeover");
+      assert.deepEqual((await backends[1].holders(key)).map((h) => h.holderId), [winners[0].holderId]);
+    });
+
     test("semaphore: exactly 3 of 20 concurrent contenders get a slot", async () => {
       const backends = [await open(), await open()];
       const key = await newKey("semaphore");
@@ -338,6 +355,9 @@ export function runBackendConformance(
       const backend = await open();
       const key = await newKey("outage");
       granted(await backend.tryAcquire(contender(key, "before")), "before the outage");
+      const watched = await newKey("outage-watch");
+      let calls = 0;
+      const stop = backend.watch(watched, () => calls++);
       await options.stopServer!();
       try {
         const started = Date.now();
@@ -347,8 +367,21 @@ export function runBackendConformance(
       } finally {
         await options.startServer!();
       }
-      const after = await newKey("outage-after");
-      await eventually("the backend to work again", () => backend.tryAcquire(contender(after, "after")), 60_000);
+      try {
+        const after = await newKey("outage-after");
+        await eventually("the backend to work again", () => backend.tryAcquire(contender(after, "after")), 60_000);
+        // A watch started before the outage reports changes again.
+        await eventually("the watch to report changes after the outage", async () => {
+          const seen = calls;
+          const probe = contender(watched, "probe");
+          await backend.tryAcquire(probe);
+          await backend.release(watched, probe.holderId);
+          for (let i = 0; i < 20 && calls === seen; i++) await sleep(50);
+          return calls > seen ? true : undefined;
+        }, 60_000);
+      } finally {
+        stop();
+      }
     });
   });
 }

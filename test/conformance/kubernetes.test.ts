@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { randomBytes, randomUUID } from "node:crypto";
-import { createServer, type Server, type Socket } from "node:net";
+import { connect, createServer, type Server, type Socket } from "node:net";
 import { after, describe, test } from "node:test";
 import * as k8s from "@kubernetes/client-node";
 import { BackendConfigError, BackendUnavailableError, type AcquireRequest } from "../../src/backends/backend";
@@ -19,7 +19,7 @@ import {
   MANAGED_BY_LABEL,
 } from "../../src/backends/kubernetes";
 import { BackendRegistry, backendTypes, createBackend } from "../../src/backends/registry";
-import { createNamespace, kubeConfig, kubectl } from "../support/env";
+import { createNamespace, eventually, kubeConfig, kubectl } from "../support/env";
 import { runBackendConformance } from "./backend-conformance";
 
 const backends: KubernetesLeaseBackend[] = [];
@@ -37,10 +37,67 @@ function testNamespace(): Promise<string> {
   return namespace;
 }
 
-runBackendConformance("kubernetes", async () => backend(), {
+/**
+ * A loopback TCP proxy in front of the API server: the conformance suite's backends talk through it, so
+ * stopping it (refusing connections and cutting open ones, watches included) is the server going away.
+ */
+class TcpProxy {
+  private server?: Server;
+  private readonly sockets = new Set<Socket>();
+  private port = 0;
+
+  constructor(private readonly target: URL) {}
+
+  get url(): string {
+    return `${this.target.protocol}//127.0.0.1:${this.port}`;
+  }
+
+  async start(): Promise<void> {
+    const server = createServer((client) => {
+      const upstream = connect(Number(this.target.port || 443), this.target.hostname);
+      for (const socket of [client, upstream]) {
+        this.sockets.add(socket);
+        socket.on("close", () => this.sockets.delete(socket));
+        socket.on("error", () => {
+          client.destroy();
+          upstream.destroy();
+        });
+      }
+      client.pipe(upstream).pipe(client);
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(this.port, "127.0.0.1", () => resolve());
+    });
+    this.port = (server.address() as { port: number }).port;
+    this.server = server;
+  }
+
+  async stop(): Promise<void> {
+    const server = this.server;
+    this.server = undefined;
+    for (const socket of this.sockets) socket.destroy();
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+}
+
+let proxy: Promise<TcpProxy> | undefined;
+function apiProxy(): Promise<TcpProxy> {
+  proxy ??= (async () => {
+    const p = new TcpProxy(new URL(kubeConfig().getCurrentCluster()!.server));
+    await p.start();
+    return p;
+  })();
+  return proxy;
+}
+after(async () => (await proxy)?.stop());
+
+runBackendConformance("kubernetes", async () => backend({ kubeConfig: kubeConfigFor((await apiProxy()).url), requestTimeoutMs: 5_000 }), {
   supportsExpiry: true,
   minLeaseSeconds: 1,
   newKey: async (hint) => `${await testNamespace()}/lock-${hint}-${randomBytes(3).toString("hex")}`,
+  stopServer: async () => (await apiProxy()).stop(),
+  startServer: async () => (await apiProxy()).start(),
 });
 
 function request(key: string, who: string, overrides: Partial<AcquireRequest> = {}): AcquireRequest {
@@ -56,7 +113,13 @@ function request(key: string, who: string, overrides: Partial<AcquireRequest> = 
   };
 }
 
-async function getLeaseJson(ns: string, name: string): Promise<Record<string, any>> {
+/** A Lease as the API server stores it (kubectl's JSON, not client-node's deserialization). */
+interface LeaseJson {
+  metadata: { name: string; labels: Record<string, string>; annotations?: Record<string, string> };
+  spec: { holderIdentity?: string; leaseDurationSeconds?: number; acquireTime?: string; renewTime?: string };
+}
+
+async function getLeaseJson(ns: string, name: string): Promise<LeaseJson> {
   const result = await kubectl(["get", "lease", "-n", ns, name, "-o", "json"]);
   assert.equal(result.code, 0, result.stderr);
   return JSON.parse(result.stdout);
@@ -102,18 +165,18 @@ describe("kubernetes backend: Leases", () => {
     const slot = await getLeaseJson(ns, `kubelock-${name}-0`);
     assert.equal(slot.spec.holderIdentity, req.holderId);
     assert.equal(slot.spec.leaseDurationSeconds, 30);
-    assert.match(slot.spec.renewTime, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/);
-    assert.match(slot.spec.acquireTime, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/);
+    assert.match(slot.spec.renewTime ?? "", /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/);
+    assert.match(slot.spec.acquireTime ?? "", /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/);
     assert.equal(slot.metadata.labels[MANAGED_BY_LABEL], "kubelock");
     assert.equal(slot.metadata.labels[KEY_LABEL], name);
-    assert.equal(slot.metadata.annotations[FENCING_TOKEN_ANNOTATION], hold.fencingToken);
-    assert.equal(slot.metadata.annotations[CLAIM_ANNOTATION], "claim-a");
-    assert.equal(slot.metadata.annotations[HOLDER_IDENTITY_ANNOTATION], "pod-a");
-    assert.equal(slot.metadata.annotations[CLUSTER_ANNOTATION], "east");
+    assert.equal(slot.metadata.annotations?.[FENCING_TOKEN_ANNOTATION], hold.fencingToken);
+    assert.equal(slot.metadata.annotations?.[CLAIM_ANNOTATION], "claim-a");
+    assert.equal(slot.metadata.annotations?.[HOLDER_IDENTITY_ANNOTATION], "pod-a");
+    assert.equal(slot.metadata.annotations?.[CLUSTER_ANNOTATION], "east");
     assert.equal(hold.renewTime, slot.spec.renewTime);
 
     const counter = await getLeaseJson(ns, `kubelock-${name}-fencing`);
-    assert.equal(counter.metadata.annotations[FENCING_COUNTER_ANNOTATION], hold.fencingToken);
+    assert.equal(counter.metadata.annotations?.[FENCING_COUNTER_ANNOTATION], hold.fencingToken);
     assert.equal(counter.metadata.labels[KEY_LABEL], name);
 
     // kubectl lists the key's Leases with the label selector.
@@ -133,7 +196,7 @@ describe("kubernetes backend: Leases", () => {
     const hold = await backend().tryAcquire(request(key, "a"));
     assert.ok(hold);
     const listed = await kubectl(["get", "lease", "-n", ns, "-o", "json"]);
-    const items = (JSON.parse(listed.stdout).items as any[]).filter((l) => l.metadata.annotations?.["kubelock.io/key"] === key);
+    const items = (JSON.parse(listed.stdout).items as LeaseJson[]).filter((l) => l.metadata.annotations?.["kubelock.io/key"] === key);
     assert.equal(items.length, 2);
     for (const lease of items) {
       assert.ok(lease.metadata.name.length <= 253);
@@ -173,6 +236,22 @@ describe("kubernetes backend: Leases", () => {
       assert.ok(Date.now() - started < 5_000, `took ${Date.now() - started}ms`);
     } finally {
       await server.close();
+    }
+  });
+
+  test("watch fires when a hold expires, though nothing writes", async () => {
+    const ns = await testNamespace();
+    const key = `${ns}/lock-watch-expiry-${randomBytes(3).toString("hex")}`;
+    const b = backend();
+    const hold = await b.tryAcquire(request(key, "a", { leaseDurationSeconds: 2 }));
+    assert.ok(hold);
+    const expiresAt = Date.parse(hold.renewTime) + 2000;
+    const calls: number[] = [];
+    const stop = b.watch(key, () => calls.push(Date.now()));
+    try {
+      await eventually("a call after the hold expired", () => (calls.some((t) => t >= expiresAt) ? true : undefined), 10_000);
+    } finally {
+      stop();
     }
   });
 

@@ -95,6 +95,7 @@ export function runCommand(command: string, args: string[], options: { cwd?: str
     child.on("close", (code) =>
       code === 0 ? resolve(stdout) : reject(new Error(`${command} ${args.join(" ")} exited ${code}:\n${stderr || stdout}`)),
     );
+    child.stdin.on("error", () => undefined); // a command may exit before reading its input
     child.stdin.end(options.input ?? "");
   });
 }

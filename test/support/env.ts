@@ -5,6 +5,7 @@
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import * as k8s from "@kubernetes/client-node";
+import { reuseConnections } from "../../src/kube/connection-reuse";
 
 function required(name: string): string {
   const value = process.env[name];
@@ -29,7 +30,7 @@ export const testEnv = {
 export function kubeConfig(path = testEnv.kubeconfig): k8s.KubeConfig {
   const kc = new k8s.KubeConfig();
   kc.loadFromFile(path);
-  return kc;
+  return reuseConnections(kc);
 }
 
 export interface CommandResult { code: number; stdout: string; stderr: string }
@@ -48,6 +49,7 @@ export function run(command: string, args: string[], input?: string, env?: NodeJ
     child.stderr.on("data", (d) => (stderr += d));
     child.on("error", reject);
     child.on("close", (code) => resolve({ code: code ?? -1, stdout, stderr }));
+    child.stdin.on("error", () => undefined); // a command may exit before reading its input
     child.stdin.end(input ?? "");
   });
 }

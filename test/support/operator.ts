@@ -1,0 +1,168 @@
+/**
+ * Runs the real operator (`kubelock operator`) as a child process, and small helpers to create locks
+ * and claims and to record every status change a watch delivers.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import * as k8s from "@kubernetes/client-node";
+import {
+  API_VERSION, CLAIM_PLURAL, GROUP, LOCK_PLURAL, VERSION,
+  type DistributedLock, type DistributedLockSpec, type LockClaim, type LockClaimSpec,
+} from "../../src/api/types";
+import { eventually, kubeConfig, testEnv } from "./env";
+
+const repoRoot = resolve(__dirname, "..", "..");
+const cli = join(repoRoot, "src/cli/main.ts");
+
+export interface OperatorProcess {
+  readonly output: () => string;
+  /** SIGTERM and wait for exit. */
+  stop(): Promise<void>;
+  /** SIGKILL: no clean-up at all, as a crash. */
+  kill(): Promise<void>;
+}
+
+/** Starts `kubelock operator` for one namespace; resolves once it logged that its caches synced. */
+export async function startOperator(options: { namespace: string; config?: string; kubeconfig?: string; logLevel?: string }): Promise<OperatorProcess> {
+  const args = ["--import", "tsx", cli, "operator", "--log-level", options.logLevel ?? "info", "--kubeconfig", options.kubeconfig ?? testEnv.kubeconfig, "--watch-namespace", options.namespace];
+  if (options.config) {
+    const file = join(mkdtempSync(join(tmpdir(), "kubelock-config-")), "config.yaml");
+    writeFileSync(file, options.config);
+    args.push("--config", file);
+  }
+  const child: ChildProcess = spawn(process.execPath, args, { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"] });
+  let output = "";
+  child.stdout!.on("data", (d) => (output += d));
+  child.stderr!.on("data", (d) => (output += d));
+  const exited = new Promise<void>((done) => child.on("exit", () => done()));
+  let running = true;
+  void exited.then(() => (running = false));
+  await eventually("operator caches synced", () => {
+    if (!running) throw new Error(`operator exited:\n${output}`);
+    return output.includes("caches synced") ? true : undefined;
+  }, 60_000);
+  const end = async (signal: NodeJS.Signals) => {
+    if (running) child.kill(signal);
+    await exited;
+  };
+  return { output: () => output, stop: () => end("SIGTERM"), kill: () => end("SIGKILL") };
+}
+
+export class Api {
+  readonly custom: k8s.CustomObjectsApi;
+  readonly core: k8s.CoreV1Api;
+  constructor(readonly namespace: string, readonly kc = kubeConfig()) {
+    this.custom = kc.makeApiClient(k8s.CustomObjectsApi);
+    this.core = kc.makeApiClient(k8s.CoreV1Api);
+  }
+
+  async createLock(name: string, spec: DistributedLockSpec = {}): Promise<DistributedLock> {
+    const body: DistributedLock = { apiVersion: API_VERSION, kind: "DistributedLock", metadata: { name, namespace: this.namespace }, spec };
+    return (await this.custom.createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: this.namespace, plural: LOCK_PLURAL, body })) as DistributedLock;
+  }
+
+  async createClaim(name: string, spec: LockClaimSpec): Promise<LockClaim> {
+    const body: LockClaim = { apiVersion: API_VERSION, kind: "LockClaim", metadata: { name, namespace: this.namespace }, spec };
+    return (await this.custom.createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: this.namespace, plural: CLAIM_PLURAL, body })) as LockClaim;
+  }
+
+  async getLock(name: string): Promise<DistributedLock> {
+    return (await this.custom.getNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: this.namespace, plural: LOCK_PLURAL, name })) as DistributedLock;
+  }
+
+  async getClaim(name: string): Promise<LockClaim | undefined> {
+    try {
+      return (await this.custom.getNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: this.namespace, plural: CLAIM_PLURAL, name })) as LockClaim;
+    } catch (err) {
+      if (err instanceof k8s.ApiException && err.code === 404) return undefined;
+      throw err;
+    }
+  }
+
+  async deleteClaim(name: string): Promise<void> {
+    await this.custom.deleteNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: this.namespace, plural: CLAIM_PLURAL, name });
+  }
+
+  async deleteLock(name: string): Promise<void> {
+    await this.custom.deleteNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: this.namespace, plural: LOCK_PLURAL, name });
+  }
+
+  async listClaims(): Promise<LockClaim[]> {
+    const list = (await this.custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: this.namespace, plural: CLAIM_PLURAL })) as { items: LockClaim[] };
+    return list.items;
+  }
+
+  /** Waits until claim `name` satisfies `predicate`; returns it. */
+  waitForClaim(name: string, what: string, predicate: (c: LockClaim) => boolean, timeoutMs = 30_000): Promise<LockClaim> {
+    return eventually(`claim ${name} ${what}`, async () => {
+      const claim = await this.getClaim(name);
+      return claim && predicate(claim) ? claim : undefined;
+    }, timeoutMs);
+  }
+
+  waitForPhase(name: string, phase: string, timeoutMs = 30_000): Promise<LockClaim> {
+    return this.waitForClaim(name, `phase ${phase}`, (c) => c.status?.phase === phase, timeoutMs);
+  }
+}
+
+/** One observation of a claim from the watch stream, in the order the API server delivered them. */
+export interface ClaimObservation {
+  name: string;
+  phase?: string;
+  fencingToken?: string;
+  deleted: boolean;
+}
+
+/**
+ * Watches every claim of a namespace and records each change in order, so a test can check that at
+ * no observed instant more claims were Granted than allowed.
+ */
+export class ClaimHistory {
+  readonly events: ClaimObservation[] = [];
+  private abort?: AbortController;
+  private stopped = false;
+
+  constructor(private readonly namespace: string, private readonly kc = kubeConfig()) {}
+
+  /** Lists (which also waits for the API server to serve claims), then watches from there, re-watching after any failure. */
+  async start(): Promise<void> {
+    const path = `/apis/${GROUP}/${VERSION}/namespaces/${this.namespace}/${CLAIM_PLURAL}`;
+    const custom = this.kc.makeApiClient(k8s.CustomObjectsApi);
+    const list = await eventually("claims listable", () =>
+      custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: this.namespace, plural: CLAIM_PLURAL }) as Promise<{ metadata: { resourceVersion: string } }>);
+    let resourceVersion = list.metadata.resourceVersion;
+    const watch = async (): Promise<void> => {
+      if (this.stopped) return;
+      this.abort = await new k8s.Watch(this.kc).watch(path, { resourceVersion, allowWatchBookmarks: true }, (phase, obj: LockClaim) => {
+        resourceVersion = obj.metadata?.resourceVersion ?? resourceVersion;
+        if (phase !== "ADDED" && phase !== "MODIFIED" && phase !== "DELETED") return;
+        this.events.push({ name: obj.metadata.name, phase: obj.status?.phase, fencingToken: obj.status?.fencingToken, deleted: phase === "DELETED" });
+      }, () => void setTimeout(() => void watch().catch(() => undefined), 50));
+    };
+    await watch();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.abort?.abort();
+  }
+
+  /** Replays the history (of `only` these claims): the most claims Granted at once, and the grant order. */
+  replay(only?: Set<string>): { maxGranted: number; grants: { name: string; token: string }[] } {
+    const granted = new Map<string, string>();
+    const grants: { name: string; token: string }[] = [];
+    let maxGranted = 0;
+    for (const e of this.events) {
+      if (only && !only.has(e.name)) continue;
+      const was = granted.has(e.name);
+      if (!e.deleted && e.phase === "Granted") {
+        if (!was) grants.push({ name: e.name, token: e.fencingToken ?? "" });
+        granted.set(e.name, e.fencingToken ?? "");
+      } else granted.delete(e.name);
+      maxGranted = Math.max(maxGranted, granted.size);
+    }
+    return { maxGranted, grants };
+  }
+}
