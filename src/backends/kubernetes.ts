@@ -103,7 +103,7 @@ export class KubernetesLeaseBackend implements LockBackend {
   private readonly clock: () => number;
   private readonly requestTimeoutMs: number;
   private readonly requestOptions: k8s.ConfigurationOptions<k8s.ObservableMiddleware>;
-  private readonly watches = new Set<() => void>();
+  private readonly namespaceWatches = new Map<string, NamespaceWatch>();
   private readonly agents = new AgentPool();
   private closed = false;
 
@@ -236,20 +236,22 @@ export class KubernetesLeaseBackend implements LockBackend {
 
   watch(key: string, onChange: () => void): () => void {
     const ref = keyRef(key);
-    const watcher = new LeaseWatch(this.kubeConfig, ref, onChange, this.clock);
-    const stop = () => {
-      this.watches.delete(stop);
-      watcher.stop();
-    };
     if (this.closed) return () => undefined;
-    this.watches.add(stop);
-    watcher.start();
-    return stop;
+    let shared = this.namespaceWatches.get(ref.namespace);
+    if (!shared) {
+      const created: NamespaceWatch = new NamespaceWatch(this.kubeConfig, ref.namespace, this.clock, () => {
+        if (this.namespaceWatches.get(ref.namespace) === created) this.namespaceWatches.delete(ref.namespace);
+      });
+      this.namespaceWatches.set(ref.namespace, created);
+      shared = created;
+    }
+    return shared.add(ref.label, onChange);
   }
 
   async close(): Promise<void> {
     this.closed = true;
-    for (const stop of [...this.watches]) stop();
+    for (const watch of [...this.namespaceWatches.values()]) watch.stop();
+    this.namespaceWatches.clear();
     this.agents.destroy();
   }
 
@@ -444,57 +446,90 @@ export class KubernetesLeaseBackend implements LockBackend {
   }
 }
 
+type Listener = () => void;
+
 /**
- * One watch on a key's slot Leases. Reconnects with backoff, calls onChange on every event and on
- * every (re)connect (changes may have happened while it was not connected), and when the earliest
- * known hold expires (an expiry writes nothing, so no event would tell).
+ * One watch per namespace on every kubelock slot Lease in it, shared by all the keys watched there;
+ * events go to the listeners of the Lease's `kubelock.io/key` label. It reconnects with backoff, calls
+ * every listener on each (re)connect (changes may have happened while it was not connected), and calls
+ * a key's listeners when the earliest hold it knows of expires (an expiry writes nothing, so no event
+ * would tell). It stops when its last listener goes.
  */
-class LeaseWatch {
+class NamespaceWatch {
+  private started = false;
   private stopped = false;
   private controller?: AbortController;
   private retryTimer?: NodeJS.Timeout;
-  private expiryTimer?: NodeJS.Timeout;
   private idleTimer?: NodeJS.Timeout;
   private backoffMs = 250;
-  private readonly leases = new Map<string, k8s.V1Lease>();
+  private readonly listeners = new Map<string, Set<Listener>>();
+  /** Slot Leases by key label, then by name. */
+  private readonly leases = new Map<string, Map<string, k8s.V1Lease>>();
+  private readonly expiryTimers = new Map<string, NodeJS.Timeout>();
 
   constructor(
     private readonly kubeConfig: k8s.KubeConfig,
-    private readonly ref: KeyRef,
-    private readonly onChange: () => void,
+    private readonly namespace: string,
     private readonly clock: () => number,
+    private readonly onIdle: () => void,
   ) {}
 
-  start(): void {
-    void this.connect();
+  add(label: string, listener: Listener): () => void {
+    let set = this.listeners.get(label);
+    if (!set) this.listeners.set(label, (set = new Set()));
+    // Wrapped, so the same function added twice is two listeners.
+    const entry: Listener = () => listener();
+    set.add(entry);
+    this.scheduleExpiry(label);
+    if (!this.started) {
+      this.started = true;
+      void this.connect();
+    }
+    return () => {
+      const current = this.listeners.get(label);
+      if (!current?.delete(entry) || current.size > 0) return;
+      this.listeners.delete(label);
+      clearTimeout(this.expiryTimers.get(label));
+      this.expiryTimers.delete(label);
+      if (this.listeners.size === 0) this.stop();
+    };
   }
 
   stop(): void {
+    if (this.stopped) return;
     this.stopped = true;
     clearTimeout(this.retryTimer);
-    clearTimeout(this.expiryTimer);
     clearTimeout(this.idleTimer);
+    for (const timer of this.expiryTimers.values()) clearTimeout(timer);
+    this.expiryTimers.clear();
+    this.listeners.clear();
     this.controller?.abort();
+    this.onIdle();
   }
 
-  private notify(): void {
-    if (this.stopped) return;
-    try {
-      this.onChange();
-    } catch {
-      // a listener's failure is the listener's business
+  private notify(label: string): void {
+    for (const listener of [...(this.listeners.get(label) ?? [])]) {
+      if (this.stopped) return;
+      try {
+        listener();
+      } catch {
+        // a listener's failure is the listener's business
+      }
     }
   }
 
   private async connect(): Promise<void> {
     if (this.stopped) return;
+    this.retryTimer = undefined;
     const connectedAt = Date.now();
     let ended = false;
+    let controller: AbortController | undefined;
     const end = () => {
       if (ended) return;
       ended = true;
       clearTimeout(this.idleTimer);
-      this.controller?.abort();
+      controller?.abort();
+      if (this.controller === controller) this.controller = undefined;
       if (this.stopped) return;
       // A connection that lasted a while was healthy: start the backoff over.
       if (Date.now() - connectedAt > 10_000) this.backoffMs = 250;
@@ -513,50 +548,61 @@ class LeaseWatch {
       this.leases.clear();
       armIdle();
       // No resourceVersion: the server first sends the current Leases as ADDED events, then changes.
-      const controller = await new k8s.Watch(this.kubeConfig).watch(
-        `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(this.ref.namespace)}/leases`,
-        { labelSelector: `${MANAGED_BY_LABEL}=${MANAGED_BY},${KEY_LABEL}=${this.ref.label},${ROLE_LABEL}=${ROLE_SLOT}`, timeoutSeconds },
+      controller = await new k8s.Watch(this.kubeConfig).watch(
+        `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(this.namespace)}/leases`,
+        { labelSelector: `${MANAGED_BY_LABEL}=${MANAGED_BY},${ROLE_LABEL}=${ROLE_SLOT}`, timeoutSeconds },
         (type: string, object: k8s.V1Lease) => {
+          if (ended) return;
           armIdle();
           if (type === "ERROR") return end();
           if (type === "BOOKMARK") return;
           const name = object?.metadata?.name;
-          if (name) {
-            if (type === "DELETED") this.leases.delete(name);
-            else this.leases.set(name, object);
+          const label = object?.metadata?.labels?.[KEY_LABEL];
+          if (!name || !label) return;
+          let byName = this.leases.get(label);
+          if (type === "DELETED") {
+            byName?.delete(name);
+            if (byName?.size === 0) this.leases.delete(label);
+          } else {
+            if (!byName) this.leases.set(label, (byName = new Map()));
+            byName.set(name, object);
           }
-          this.scheduleExpiry();
-          this.notify();
+          if (!this.listeners.has(label)) return;
+          this.scheduleExpiry(label);
+          this.notify(label);
         },
         () => end(),
       );
-      this.controller = controller;
       if (this.stopped || ended) {
         controller.abort();
         return;
       }
-      this.notify();
+      this.controller = controller;
+      for (const label of [...this.listeners.keys()]) this.notify(label);
     } catch {
       end();
     }
   }
 
-  private scheduleExpiry(): void {
-    clearTimeout(this.expiryTimer);
+  private scheduleExpiry(label: string): void {
+    clearTimeout(this.expiryTimers.get(label));
+    this.expiryTimers.delete(label);
     const now = this.clock();
     let next: number | undefined;
-    for (const lease of this.leases.values()) {
+    for (const lease of this.leases.get(label)?.values() ?? []) {
       const renewed = timeMs(lease.spec?.renewTime) ?? timeMs(lease.spec?.acquireTime);
       if (!lease.spec?.holderIdentity || renewed === undefined || !lease.spec.leaseDurationSeconds) continue;
       const expires = renewed + lease.spec.leaseDurationSeconds * 1000;
       if (expires >= now && (next === undefined || expires < next)) next = expires;
     }
     if (next === undefined || this.stopped) return;
-    this.expiryTimer = setTimeout(() => {
-      this.scheduleExpiry();
-      this.notify();
+    const timer = setTimeout(() => {
+      this.expiryTimers.delete(label);
+      this.scheduleExpiry(label);
+      this.notify(label);
     }, next - now + 50);
-    this.expiryTimer.unref();
+    timer.unref();
+    this.expiryTimers.set(label, timer);
   }
 }
 

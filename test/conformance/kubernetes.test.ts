@@ -255,6 +255,40 @@ describe("kubernetes backend: Leases", () => {
     }
   });
 
+  test("watches of several keys in a namespace share a connection and stay separate", async () => {
+    const ns = await testNamespace();
+    const suffix = randomBytes(3).toString("hex");
+    const [k1, k2] = [`${ns}/lock-w1-${suffix}`, `${ns}/lock-w2-${suffix}`];
+    const b = backend();
+    const r1 = request(k1, "a");
+    const r2 = request(k2, "b");
+    assert.ok(await b.tryAcquire(r1));
+    assert.ok(await b.tryAcquire(r2));
+    const calls = { k1: 0, k2: 0 };
+    const stop1 = b.watch(k1, () => calls.k1++);
+    const stop2 = b.watch(k2, () => calls.k2++);
+    try {
+      await eventually("both watches to connect", () => (calls.k1 > 0 && calls.k2 > 0 ? true : undefined), 10_000);
+      stop1();
+      const seen = { ...calls };
+      assert.equal(await b.release(k2, r2.holderId), true);
+      await eventually("k2's watch to report the release", () => (calls.k2 > seen.k2 ? true : undefined), 10_000);
+      assert.equal(calls.k1, seen.k1, "a stopped watch was called");
+      assert.equal(await b.release(k1, r1.holderId), true);
+      const again = calls.k2;
+      await eventually("a change on k2 after k1's release", async () => {
+        const probe = request(k2, "probe");
+        await b.tryAcquire(probe);
+        await b.release(k2, probe.holderId);
+        return calls.k2 > again ? true : undefined;
+      }, 10_000);
+      assert.equal(calls.k1, seen.k1, "a stopped watch was called");
+    } finally {
+      stop1();
+      stop2();
+    }
+  });
+
   test("expiry follows the injected clock", async () => {
     const ns = await testNamespace();
     const key = `${ns}/lock-clock-${randomBytes(3).toString("hex")}`;

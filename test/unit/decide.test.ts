@@ -1,0 +1,131 @@
+/** The grant decision, table-driven: no I/O, no cluster. */
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { ClaimReason, type LockClaim } from "../../src/api/types";
+import { assessClaim } from "../../src/grant/claim-facts";
+import { decide, type ClaimFacts, type Decision, type DecisionInput } from "../../src/grant/decide";
+
+const claim = (id: string, extra: Partial<ClaimFacts> = {}): ClaimFacts => ({ id, name: id, priority: 0, createdAt: 1000, ...extra });
+const hold = (holderId: string, cluster = "east") => ({ holderId, cluster });
+
+interface Case {
+  name: string;
+  input: Partial<DecisionInput> & Pick<DecisionInput, "claims">;
+  want: Partial<Decision>;
+}
+
+const cases: Case[] = [
+  {
+    name: "a free mutex grants the first in line",
+    input: { claims: [claim("a", { createdAt: 2 }), claim("b", { createdAt: 1 })] },
+    want: { queue: ["b", "a"], grantable: 1, keep: [] },
+  },
+  {
+    name: "FIFO by creation time within a priority, ties by name",
+    input: { maxHolders: 0, claims: [claim("c", { createdAt: 5 }), claim("b", { createdAt: 5 }), claim("a", { createdAt: 9 })] },
+    want: { queue: ["b", "c", "a"], grantable: 0 },
+  },
+  {
+    name: "higher priority goes first, whatever its age",
+    input: { claims: [claim("old"), claim("urgent", { priority: 10, createdAt: 99_999 }), claim("low", { priority: -1, createdAt: 0 })] },
+    want: { queue: ["urgent", "old", "low"], grantable: 1 },
+  },
+  {
+    name: "a holder keeps its slot; nothing else is grantable on a mutex",
+    input: { claims: [claim("h", { phase: "Granted" }), claim("w")], holds: [hold("h")] },
+    want: { keep: ["h"], queue: ["w"], grantable: 0 },
+  },
+  {
+    name: "a semaphore of 3 with one holder grants two more",
+    input: { maxHolders: 3, claims: [claim("h", { phase: "Granted" }), claim("w1", { createdAt: 1 }), claim("w2", { createdAt: 2 }), claim("w3", { createdAt: 3 })], holds: [hold("h")] },
+    want: { keep: ["h"], queue: ["w1", "w2", "w3"], grantable: 2 },
+  },
+  {
+    name: "holds of another cluster take slots but are not ours to keep or release",
+    input: { maxHolders: 2, claims: [claim("w")], holds: [hold("x", "west"), hold("y", "west")] },
+    want: { keep: [], orphans: [], grantable: 0, queue: ["w"] },
+  },
+  {
+    name: "a holder that must end releases, and the next can be granted in the same pass",
+    input: { claims: [claim("h", { phase: "Granted", end: { reason: ClaimReason.HolderTerminated, message: "pod ended" } }), claim("w")], holds: [hold("h")] },
+    want: {
+      endings: [{ id: "h", phase: "Released", reason: ClaimReason.HolderTerminated, message: "pod ended", held: true }],
+      keep: [], queue: ["w"], grantable: 1,
+    },
+  },
+  {
+    name: "Granted without a backend hold is Lost, before anything is granted to others",
+    input: { claims: [claim("g", { phase: "Granted" }), claim("w")] },
+    want: { keep: [], queue: ["w"], grantable: 1 },
+  },
+  {
+    name: "a waiting claim past its wait timeout ends Expired and is not queued",
+    input: { claims: [claim("w", { end: { reason: ClaimReason.WaitTimeout, message: "too long" } })], holds: [hold("other-claim-gone")] },
+    want: { endings: [{ id: "w", phase: "Expired", reason: ClaimReason.WaitTimeout, message: "too long", held: false }], orphans: ["other-claim-gone"], queue: [], grantable: 0 },
+  },
+  {
+    name: "terminal claims never hold again; a hold left behind is released",
+    input: { claims: [claim("done", { phase: "Released" }), claim("w")], holds: [hold("done")] },
+    want: { orphans: ["done"], keep: [], queue: ["w"], grantable: 1 },
+  },
+  {
+    name: "a blocked claim (missing pod) is not queued",
+    input: { claims: [claim("blocked", { blocked: true }), claim("w", { createdAt: 2000 })] },
+    want: { queue: ["w"], grantable: 1 },
+  },
+];
+
+describe("decide", () => {
+  for (const c of cases) {
+    test(c.name, () => {
+      const got = decide({ maxHolders: 1, cluster: "east", holds: [], ...c.input });
+      for (const [field, value] of Object.entries(c.want)) assert.deepEqual(got[field as keyof Decision], value, field);
+    });
+  }
+
+  test("Lost ending carries the reason and tells the holder what to do", () => {
+    const got = decide({ maxHolders: 1, cluster: "east", holds: [], claims: [claim("g", { phase: "Granted" })] });
+    assert.equal(got.endings[0].phase, "Lost");
+    assert.equal(got.endings[0].reason, ClaimReason.Lost);
+    assert.match(got.endings[0].message, /fencing token/);
+  });
+});
+
+describe("assessClaim", () => {
+  const now = Date.parse("2026-01-01T00:01:00Z");
+  const base = (spec: Partial<LockClaim["spec"]> = {}, status: LockClaim["status"] = {}, meta: Partial<LockClaim["metadata"]> = {}): LockClaim => ({
+    apiVersion: "kubelock.io/v1alpha1",
+    kind: "LockClaim",
+    metadata: { name: "c", namespace: "ns", uid: "u1", creationTimestamp: "2026-01-01T00:00:00Z", ...meta },
+    spec: { lockName: "l", ...spec },
+    status,
+  });
+
+  const table: { name: string; claim: LockClaim; pod?: Parameters<typeof assessClaim>[1]; reason?: string; blocked?: boolean; deadline?: string }[] = [
+    { name: "deleted claim ends Released", claim: base({}, {}, { deletionTimestamp: "2026-01-01T00:00:30Z" }), reason: "Released" },
+    { name: "release annotation ends Released", claim: base({}, {}, { annotations: { "kubelock.io/release": "true" } }), reason: "Released" },
+    { name: "granted claim whose pod is gone ends HolderTerminated", claim: base({ podName: "p" }, { phase: "Granted" }), pod: { exists: false }, reason: "HolderTerminated" },
+    { name: "waiting claim whose pod does not exist yet is blocked", claim: base({ podName: "p" }), pod: { exists: false }, blocked: true },
+    { name: "pod Succeeded ends HolderTerminated", claim: base({ podName: "p" }), pod: { exists: true, phase: "Succeeded" }, reason: "HolderTerminated" },
+    { name: "running pod: nothing ends", claim: base({ podName: "p" }), pod: { exists: true, phase: "Running" } },
+    {
+      name: "heartbeat older than its lease expires",
+      claim: base({ leaseDurationSeconds: 10, renewTime: "2026-01-01T00:00:49Z" }, { phase: "Granted" }), reason: "LeaseExpired",
+    },
+    {
+      name: "fresh heartbeat sets the deadline",
+      claim: base({ leaseDurationSeconds: 10, renewTime: "2026-01-01T00:00:55Z" }, { phase: "Granted" }), deadline: "2026-01-01T00:01:05Z",
+    },
+    { name: "wait timeout reached", claim: base({ waitTimeoutSeconds: 60 }), reason: "WaitTimeout" },
+    { name: "wait timeout ahead sets the deadline", claim: base({ waitTimeoutSeconds: 90 }), deadline: "2026-01-01T00:01:30Z" },
+    { name: "terminal claims are left alone", claim: base({ podName: "p", waitTimeoutSeconds: 1 }, { phase: "Expired" }), pod: { exists: false } },
+  ];
+  for (const row of table) {
+    test(row.name, () => {
+      const facts = assessClaim(row.claim, row.pod, now);
+      assert.equal(facts.end?.reason, row.reason);
+      assert.equal(facts.blocked ?? false, row.blocked ?? false);
+      assert.equal(facts.deadline, row.deadline ? Date.parse(row.deadline) : undefined);
+    });
+  }
+});
