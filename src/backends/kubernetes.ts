@@ -24,6 +24,10 @@
  * always gets a larger token (drawing it first would let a slow contender claim a slot, after later
  * grants came and went, with an older, smaller token). A claim whose acquirer died before step 3 holds
  * its slot without a token until it expires; the same holder's next tryAcquire completes it.
+ *
+ * Renew and release find the holder's slot by listing the key's Leases and write with the
+ * resourceVersion they read, so they never touch a slot that changed hands. Watches share one API
+ * watch per namespace (all kubelock slot Leases there), dispatched by key label.
  */
 import { createHash } from "node:crypto";
 import * as https from "node:https";
@@ -173,6 +177,9 @@ export class KubernetesLeaseBackend implements LockBackend {
   }
 
   async renew(key: string, holderId: string, leaseDurationSeconds: number): Promise<Hold | undefined> {
+    if (!Number.isInteger(leaseDurationSeconds) || leaseDurationSeconds < 1) {
+      throw new Error(`leaseDurationSeconds must be an integer >= 1, got ${leaseDurationSeconds}`);
+    }
     const ref = keyRef(key);
     for (let attempt = 0; attempt < RENEW_ATTEMPTS; attempt++) {
       const state = await this.load(ref);
@@ -201,7 +208,7 @@ export class KubernetesLeaseBackend implements LockBackend {
       const state = await this.load(ref);
       const now = this.clock();
       // Every slot with this holder's identity: a live hold, an unfinished claim, or an expired leftover
-      // that nobody took over. Only the first counts as "a hold was removed".
+      // that nobody took over. All are deleted; only a live hold counts as "a hold was removed".
       const mine = state.slots.filter((s) => s.lease.spec?.holderIdentity === holderId);
       if (mine.length === 0) return released;
       let conflict = false;

@@ -11,6 +11,7 @@
 import type { KubeConfig } from "@kubernetes/client-node";
 import { BackendConfigError, type LockBackend } from "./backend";
 import { kubernetesBackendFactory } from "./kubernetes";
+import { redisBackendFactory } from "./redis";
 
 /** What a factory gets to build one configured backend. */
 export interface BackendFactoryContext {
@@ -136,3 +137,4 @@ export class BackendRegistry {
 }
 
 registerBackendType("kubernetes", kubernetesBackendFactory);
+registerBackendType("redis", redisBackendFactory);
