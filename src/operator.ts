@@ -12,7 +12,7 @@ import { ClaimIndex, type Caches, type OperatorContext } from "./controllers/con
 import { LockReconciler } from "./controllers/lock-reconciler";
 import { PodReconciler } from "./controllers/pod-reconciler";
 import { EventRecorder } from "./kube/events";
-import { KubeClient } from "./kube/client";
+import { apiErrorMessage, KubeClient } from "./kube/client";
 import type { Logger } from "./log";
 import { realClock, type Clock } from "./runtime/clock";
 import { Informer, type ListResult } from "./runtime/informer";
@@ -76,7 +76,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   const informers = [caches.locks, caches.claims, caches.pods];
   for (const informer of informers) informer.start();
   const onError = (kind: string) => (key: string, err: unknown) =>
-    log.error("reconcile failed; retrying with backoff", { kind, key, error: err instanceof Error ? err.message : String(err) });
+    log.error("reconcile failed; retrying with backoff", { kind, key, error: apiErrorMessage(err) });
 
   const timed = <R>(kind: string, reconcile: (key: string) => Promise<R>) => async (key: string): Promise<R> => {
     const start = clock.now();

@@ -30,8 +30,8 @@
  * watch per namespace (all kubelock slot Leases there), dispatched by key label.
  */
 import { createHash } from "node:crypto";
-import * as https from "node:https";
 import * as k8s from "@kubernetes/client-node";
+import { apiErrorMessage, statusCode } from "../kube/client";
 import {
   BackendUnavailableError,
   type AcquireRequest,
@@ -108,7 +108,6 @@ export class KubernetesLeaseBackend implements LockBackend {
   private readonly requestTimeoutMs: number;
   private readonly requestOptions: k8s.ConfigurationOptions<k8s.ObservableMiddleware>;
   private readonly namespaceWatches = new Map<string, NamespaceWatch>();
-  private readonly agents = new AgentPool();
   private closed = false;
 
   constructor(options: KubernetesLeaseBackendOptions) {
@@ -119,16 +118,13 @@ export class KubernetesLeaseBackend implements LockBackend {
     this.requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
     const timeoutMs = this.requestTimeoutMs;
     // client-node 1.x has no request timeout setting: a per-call middleware gives every request an
-    // AbortSignal (it covers connecting, sending and reading the body). It also swaps the fresh
-    // https.Agent that client-node builds for every request (a new TCP and TLS handshake each time)
-    // for a pooled keep-alive one with the same TLS settings.
+    // AbortSignal (it covers connecting, sending and reading the body). Connection reuse comes from
+    // the KubeConfig (kube/connection-reuse.ts).
     this.requestOptions = {
       middleware: [
         {
           pre: (context) => {
             context.setSignal(AbortSignal.timeout(timeoutMs));
-            const agent = context.getAgent();
-            if (agent instanceof https.Agent) context.setAgent(this.agents.get(agent));
             return new k8s.Observable(Promise.resolve(context));
           },
           post: (context) => new k8s.Observable(Promise.resolve(context)),
@@ -259,7 +255,6 @@ export class KubernetesLeaseBackend implements LockBackend {
     this.closed = true;
     for (const watch of [...this.namespaceWatches.values()]) watch.stop();
     this.namespaceWatches.clear();
-    this.agents.destroy();
   }
 
   // --- slots and tokens ---
@@ -422,7 +417,7 @@ export class KubernetesLeaseBackend implements LockBackend {
     try {
       return await this.call(() => this.api.readNamespacedLease({ name, namespace }, this.requestOptions));
     } catch (err) {
-      if (statusOf(err) === 404) return undefined;
+      if (statusCode(err) === 404) return undefined;
       throw err;
     }
   }
@@ -432,7 +427,7 @@ export class KubernetesLeaseBackend implements LockBackend {
     try {
       return await this.call(request);
     } catch (err) {
-      const status = statusOf(err);
+      const status = statusCode(err);
       if (status === 409 || status === 404) return undefined;
       throw err;
     }
@@ -446,7 +441,7 @@ export class KubernetesLeaseBackend implements LockBackend {
     } catch (err) {
       if (isUnavailable(err)) throw new BackendUnavailableError(this.name, describe(err, this.requestTimeoutMs), { cause: err });
       if (err instanceof k8s.ApiException) {
-        throw new Error(`backend ${this.name}: Lease request failed with HTTP ${err.code}: ${statusMessage(err)}`, { cause: err });
+        throw new Error(`backend ${this.name}: Lease request failed: ${apiErrorMessage(err)}`, { cause: err });
       }
       throw err;
     }
@@ -613,39 +608,6 @@ class NamespaceWatch {
   }
 }
 
-/**
- * Keep-alive https agents keyed by their TLS settings (CA, client certificate and key, server name...),
- * so requests reuse connections, and a rotated client certificate still gets a new agent.
- */
-class AgentPool {
-  private readonly agents = new Map<string, https.Agent>();
-
-  get(fresh: https.Agent): https.Agent {
-    const options = fresh.options;
-    const hash = createHash("sha256");
-    for (const field of ["ca", "cert", "key", "pfx", "passphrase", "servername", "rejectUnauthorized"] as const) {
-      const value: unknown = options[field];
-      hash.update(`${field}:`);
-      for (const part of Array.isArray(value) ? value : [value]) {
-        if (Buffer.isBuffer(part)) hash.update(part);
-        else hash.update(String(part));
-        hash.update("\0");
-      }
-    }
-    const id = hash.digest("hex");
-    let agent = this.agents.get(id);
-    if (!agent) {
-      agent = new https.Agent({ ...options, keepAlive: true, maxSockets: 32, maxFreeSockets: 4, timeout: 60_000 });
-      this.agents.set(id, agent);
-    }
-    return agent;
-  }
-
-  destroy(): void {
-    for (const agent of this.agents.values()) agent.destroy();
-    this.agents.clear();
-  }
-}
 
 /** The registry's factory for `type: kubernetes` (settings: `requestTimeoutMs`). */
 export const kubernetesBackendFactory: BackendFactory = ({ name, kubeConfig, settings }) => {
@@ -738,12 +700,6 @@ function rfc3339(value: unknown): string {
   return ms === undefined ? "" : new Date(ms).toISOString();
 }
 
-function statusOf(err: unknown): number | undefined {
-  if (err instanceof k8s.ApiException) return err.code;
-  if (err instanceof Error && err.cause instanceof k8s.ApiException) return err.cause.code;
-  return undefined;
-}
-
 const NETWORK_ERROR_CODES = new Set([
   "ECONNREFUSED", "ECONNRESET", "ECONNABORTED", "EHOSTUNREACH", "ENETUNREACH", "ENOTFOUND", "EAI_AGAIN",
   "ETIMEDOUT", "EPIPE", "ESOCKETTIMEDOUT", "UND_ERR_SOCKET", "UND_ERR_CONNECT_TIMEOUT", "ERR_STREAM_PREMATURE_CLOSE",
@@ -759,21 +715,9 @@ function isUnavailable(err: unknown): boolean {
 }
 
 function describe(err: unknown, timeoutMs: number): string {
-  if (err instanceof k8s.ApiException) return `HTTP ${err.code}: ${statusMessage(err)}`;
+  if (err instanceof k8s.ApiException) return apiErrorMessage(err);
   if (err instanceof Error && (err.name === "AbortError" || err.name === "TimeoutError")) return `no answer within ${timeoutMs}ms`;
   return err instanceof Error ? err.message : String(err);
-}
-
-/** The Status message from an ApiException's body (its own message includes every header). */
-function statusMessage(err: k8s.ApiException<unknown>): string {
-  const body = err.body;
-  try {
-    const parsed = typeof body === "string" ? (JSON.parse(body) as { message?: string }) : (body as { message?: string });
-    if (parsed?.message) return parsed.message;
-  } catch {
-    // not JSON
-  }
-  return typeof body === "string" && body ? body.slice(0, 300) : `HTTP ${err.code}`;
 }
 
 function escapeRegExp(s: string): string {

@@ -145,6 +145,7 @@ export class RedisBackend implements LockBackend {
   private readonly watches = new Map<string, Watch>(); // by channel
   /** The last connection error, until the next successful connect: calls then fail without waiting. */
   private lastError?: Error;
+  private connecting?: Promise<void>;
   private closed = false;
 
   constructor(readonly name: string, private readonly settings: RedisSettings) {
@@ -154,8 +155,9 @@ export class RedisBackend implements LockBackend {
     for (const [command, lua, keys] of [["kubelockAcquire", ACQUIRE, 3], ["kubelockRenew", RENEW, 2], ["kubelockRelease", RELEASE, 2], ["kubelockHolders", HOLDERS, 2]] as const) {
       this.client.defineCommand(command, { lua, numberOfKeys: keys });
     }
-    // SUBSCRIBE may wait for the connection (and is re-sent by ioredis after a reconnect): it changes nothing.
-    this.subscriber = connect(settings, { enableOfflineQueue: true, maxRetriesPerRequest: null });
+    // SUBSCRIBE may wait for the connection however long it takes (ioredis re-subscribes after a reconnect):
+    // it changes nothing, so queueing it is harmless.
+    this.subscriber = connect(settings, { enableOfflineQueue: true, maxRetriesPerRequest: null, commandTimeout: undefined });
     this.subscriber.on("error", () => undefined);
     this.subscriber.on("message", (channel: string) => this.notify(this.watches.get(channel)));
     let connectedBefore = false;
@@ -169,14 +171,15 @@ export class RedisBackend implements LockBackend {
   async tryAcquire(req: AcquireRequest): Promise<Hold | undefined> {
     if (!Number.isInteger(req.maxHolders) || req.maxHolders < 1) throw new Error(`maxHolders must be an integer >= 1, got ${req.maxHolders}`);
     const k = this.keys(req.key);
+    const lease = leaseMs(req.leaseDurationSeconds);
     const info = JSON.stringify({ holderId: req.holderId, claim: req.claim, holderIdentity: req.holderIdentity, cluster: req.cluster ?? "" });
-    const json = await this.run((s) => s.kubelockAcquire(k.holds, k.info, k.counter, k.channel, req.holderId, req.maxHolders, leaseMs(req.leaseDurationSeconds), info));
+    const json = await this.run((s) => s.kubelockAcquire(k.holds, k.info, k.counter, k.channel, req.holderId, req.maxHolders, lease, info));
     return json ? toHold(json) : undefined;
   }
 
   async renew(key: string, holderId: string, leaseDurationSeconds: number): Promise<Hold | undefined> {
-    const k = this.keys(key);
-    const json = await this.run((s) => s.kubelockRenew(k.holds, k.info, k.channel, holderId, leaseMs(leaseDurationSeconds)));
+    const [k, lease] = [this.keys(key), leaseMs(leaseDurationSeconds)];
+    const json = await this.run((s) => s.kubelockRenew(k.holds, k.info, k.channel, holderId, lease));
     return json ? toHold(json) : undefined;
   }
 
@@ -270,10 +273,12 @@ export class RedisBackend implements LockBackend {
   private ready(): Promise<void> {
     if (this.lastError) return Promise.reject(new BackendUnavailableError(this.name, `not connected: ${this.lastError.message}`));
     const client = this.client;
-    return new Promise((resolve, reject) => {
+    // One wait shared by every caller (not one pair of listeners each).
+    this.connecting ??= new Promise<void>((resolve, reject) => {
       const done = (err?: Error) => {
         clearTimeout(timer);
         client.off("ready", onReady).off("error", onError);
+        this.connecting = undefined;
         if (err) reject(new BackendUnavailableError(this.name, err.message, { cause: err }));
         else resolve();
       };
@@ -282,6 +287,7 @@ export class RedisBackend implements LockBackend {
       const timer = setTimeout(() => done(new Error(`no connection within ${this.settings.connectTimeoutMs}ms`)), this.settings.connectTimeoutMs);
       client.on("ready", onReady).on("error", onError);
     });
+    return this.connecting;
   }
 }
 
@@ -297,11 +303,10 @@ function toHold(json: string): Hold {
 }
 
 /** A new connection (standalone, Sentinel or Cluster) from validated settings. */
-function connect(s: RedisSettings, queueing: Pick<RedisOptions, "enableOfflineQueue" | "maxRetriesPerRequest">): Client {
+function connect(s: RedisSettings, overrides: RedisOptions): Client {
   const url = new URL(s.url);
   const backoff = (times: number) => Math.round(Math.min(100 * 2 ** Math.min(times, 10), 5000) * (0.5 + Math.random() / 2));
   const options: RedisOptions = {
-    ...queueing,
     username: decodeURIComponent(url.username) || undefined,
     password: s.password ?? (decodeURIComponent(url.password) || undefined),
     db: Number(url.pathname.slice(1) || 0),
@@ -310,12 +315,13 @@ function connect(s: RedisSettings, queueing: Pick<RedisOptions, "enableOfflineQu
     commandTimeout: s.commandTimeoutMs,
     autoResendUnfulfilledCommands: false,
     retryStrategy: backoff,
+    ...overrides,
   };
   const host = url.hostname.replace(/^\[|\]$/g, "");
   const port = Number(url.port || 6379);
   if (s.cluster) {
     const { db: _db, ...nodeOptions } = options;
-    return new Cluster([{ host, port }], { ...queueing, redisOptions: nodeOptions, clusterRetryStrategy: backoff, slotsRefreshTimeout: s.connectTimeoutMs });
+    return new Cluster([{ host, port }], { enableOfflineQueue: overrides.enableOfflineQueue, redisOptions: nodeOptions, clusterRetryStrategy: backoff, slotsRefreshTimeout: s.connectTimeoutMs });
   }
   if (s.sentinels) {
     return new Redis({ ...options, sentinels: s.sentinels, name: s.sentinelName, sentinelRetryStrategy: backoff, enableTLSForSentinelMode: !!s.tls, sentinelTLS: s.tls });

@@ -11,6 +11,7 @@
 import type { KubeConfig } from "@kubernetes/client-node";
 import { BackendConfigError, type LockBackend } from "./backend";
 import { kubernetesBackendFactory } from "./kubernetes";
+import { etcdBackendFactory } from "./etcd";
 import { redisBackendFactory } from "./redis";
 
 /** What a factory gets to build one configured backend. */
@@ -138,3 +139,4 @@ export class BackendRegistry {
 
 registerBackendType("kubernetes", kubernetesBackendFactory);
 registerBackendType("redis", redisBackendFactory);
+registerBackendType("etcd", etcdBackendFactory);

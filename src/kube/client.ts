@@ -10,9 +10,27 @@ const jsonPatch = k8s.setHeaderOptions("Content-Type", k8s.PatchStrategy.JsonPat
 
 export type Plural = typeof LOCK_PLURAL | typeof CLAIM_PLURAL;
 
-/** The HTTP status of a failed API call, if it was one. */
+/** The HTTP status of a failed API call (or of the API call that caused it), if it was one. */
 export function statusCode(err: unknown): number | undefined {
-  return err instanceof k8s.ApiException ? err.code : undefined;
+  if (err instanceof k8s.ApiException) return err.code;
+  if (err instanceof Error && err.cause instanceof k8s.ApiException) return err.cause.code;
+  return undefined;
+}
+
+/**
+ * A failed call in one line: for an API error, `HTTP <code>: <the Status message>` (the exception's
+ * own message carries every response header).
+ */
+export function apiErrorMessage(err: unknown): string {
+  if (!(err instanceof k8s.ApiException)) return err instanceof Error ? err.message : String(err);
+  const body = err.body;
+  let message: string | undefined;
+  try {
+    message = (typeof body === "string" ? (JSON.parse(body) as { message?: string }) : (body as { message?: string }))?.message;
+  } catch {
+    message = typeof body === "string" && body ? body.slice(0, 300) : undefined;
+  }
+  return `HTTP ${err.code}: ${message ?? "no message"}`;
 }
 
 export function isNotFound(err: unknown): boolean {

@@ -29,6 +29,7 @@
  * (`JSON.parse(JSON.stringify(list))`) or use `CustomObjectsApi`, which returns plain JSON.
  */
 import * as k8s from "@kubernetes/client-node";
+import { apiErrorMessage } from "../kube/client";
 import { Clock, TimerHandle, realClock } from "./clock";
 
 /**
@@ -537,6 +538,7 @@ function sameVersion(a: KubeObject, b: KubeObject): boolean {
 }
 
 function errorText(err: unknown): string {
+  if (err instanceof k8s.ApiException) return apiErrorMessage(err);
   if (err instanceof Error) {
     const code = (err as { statusCode?: number }).statusCode;
     return code ? `${err.message} (HTTP ${code})` : err.message;

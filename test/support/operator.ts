@@ -25,7 +25,14 @@ export interface OperatorProcess {
 }
 
 /** Starts `kubelock operator` for one namespace; resolves once it logged that its caches synced. */
-export async function startOperator(options: { namespace: string; config?: string; kubeconfig?: string; logLevel?: string }): Promise<OperatorProcess> {
+export async function startOperator(options: {
+  namespace: string;
+  config?: string;
+  kubeconfig?: string;
+  logLevel?: string;
+  /** How long to wait for the caches to sync (default 60 s). */
+  syncTimeoutMs?: number;
+}): Promise<OperatorProcess> {
   const args = ["--import", "tsx", cli, "operator", "--log-level", options.logLevel ?? "info", "--kubeconfig", options.kubeconfig ?? testEnv.kubeconfig, "--watch-namespace", options.namespace];
   if (options.config) {
     const file = join(mkdtempSync(join(tmpdir(), "kubelock-config-")), "config.yaml");
@@ -42,7 +49,11 @@ export async function startOperator(options: { namespace: string; config?: strin
   await eventually("operator caches synced", () => {
     if (!running) throw new Error(`operator exited:\n${output}`);
     return output.includes("caches synced") ? true : undefined;
-  }, 60_000);
+  }, options.syncTimeoutMs ?? 60_000).catch(async (err: Error) => {
+    if (running) child.kill("SIGKILL");
+    await exited;
+    throw new Error(`${err.message}\noperator output:\n${output.slice(-2000)}`);
+  });
   const end = async (signal: NodeJS.Signals) => {
     if (running) child.kill(signal);
     await exited;

@@ -1,0 +1,403 @@
+/**
+ * The etcd backend (etcd v3 API, `etcd3` client). Settings (`type: etcd`, `etcd: {...}`): `endpoints`
+ * (http(s):// URLs, required), `prefix` (default `/kubelock`), `username` + `passwordFile`,
+ * `tls: {caFile, certFile, keyFile}`, `dialTimeoutMs` and `requestTimeoutMs` (default 2000 each).
+ *
+ * A hold is one key, `<prefix>/<namespace>/<key>/holders/<holderId>` (`<key>` and `<holderId>` are
+ * URI-encoded, so a '/' in a lock key never reaches into another key's holders), whose value is the JSON of
+ * HolderInfo, acquireTime, renewTime, leaseDurationSeconds and maxHolders.
+ *
+ * Grant: the first maxHolders live keys of a holders prefix, by create revision, hold. tryAcquire creates
+ * its key if absent and reads the prefix in one transaction; if fewer than maxHolders live keys were created
+ * before ours, we hold (for good: no key can appear later with a smaller create revision); otherwise we
+ * delete ours and return undefined (never waits: the operator keeps the queue). So a key exists only while
+ * it holds, apart from a loser's key for one round trip. Fencing token = the key's create revision: etcd's
+ * global revision, strictly increasing across all grants, clusters and restarts.
+ *
+ * Expiry has two layers:
+ * - Per hold (the contract): a hold whose renewTime + leaseDurationSeconds has passed is gone. holders()
+ *   skips it, renew() returns undefined, and a contender deletes it (compared on its mod revision, so a
+ *   racing renew either wins or fails cleanly) before counting. Operators that share an etcd must have
+ *   clocks that agree to well within a lease duration, as with Kubernetes Leases.
+ * - Per process: every holder key is attached to a *session lease* of this backend instance. One session
+ *   lease per distinct leaseDurationSeconds value (TTL = that value, as one lease cannot carry per-hold
+ *   TTLs), granted lazily, kept alive by etcd3's keepalive and shared by all holds with that duration: no
+ *   lease grant per acquire. If the operator dies or is cut off, etcd deletes its keys one TTL later. A lost
+ *   session lease (keepalive failing past 2 TTLs, or etcd saying it is gone) is dropped and the next write
+ *   grants a new one; the keys under it are gone once etcd expires it, and renew then returns undefined.
+ *
+ * close() stops the keepalives but does NOT revoke the session leases: holds outlive an operator restart
+ * by their lease duration, and the next operator re-attaches by holderId (tryAcquire and renew move the key
+ * onto their own session lease, keeping its create revision).
+ */
+import { readFileSync } from "node:fs";
+import { Etcd3, EtcdLeaseInvalidError, isRecoverableError, type IKeyValue, type IOptions, type Lease, type Watcher } from "etcd3";
+import { BackendConfigError, BackendUnavailableError, type AcquireRequest, type Hold, type HolderInfo, type LockBackend } from "./backend";
+import type { BackendFactory } from "./registry";
+
+const DEFAULT_PREFIX = "/kubelock";
+const DEFAULT_TIMEOUT_MS = 2000;
+/** gRPC keepalive ping interval; etcd refuses pings more often than every 5 s. */
+const GRPC_KEEPALIVE_MS = 10_000;
+const ATTEMPTS = 10;
+
+export interface EtcdBackendOptions {
+  name: string;
+  endpoints: string[];
+  prefix?: string;
+  auth?: { username: string; password: string };
+  tls?: { ca?: Buffer; cert?: Buffer; key?: Buffer };
+  /**
+   * How fast a lost connection is noticed and retried: the gRPC keepalive ping timeout (a silently dead
+   * connection, watches included, is dropped after 10 s + this) and the longest pause between reconnects.
+   */
+  dialTimeoutMs?: number;
+  /** Every call fails with BackendUnavailableError after this long (the gRPC deadline, etcd3's retries included). */
+  requestTimeoutMs?: number;
+  /** Milliseconds since the epoch: decides per-hold expiry and stamps acquire and renew times. */
+  clock?: () => number;
+}
+
+interface Stored extends HolderInfo {
+  acquireTime: string;
+  renewTime: string;
+  leaseDurationSeconds: number;
+  maxHolders: number;
+}
+
+interface Session { lease: Lease; id: Promise<string> }
+interface KeyWatch { listeners: Set<() => void>; watcher?: Watcher }
+
+export class EtcdBackend implements LockBackend {
+  readonly name: string;
+  private readonly client: Etcd3;
+  private readonly prefix: string;
+  private readonly requestTimeoutMs: number;
+  private readonly clock: () => number;
+  private readonly sessions = new Map<number, Session>();
+  private readonly watches = new Map<string, KeyWatch>();
+  private closed = false;
+
+  constructor(options: EtcdBackendOptions) {
+    this.name = options.name;
+    this.prefix = (options.prefix ?? DEFAULT_PREFIX).replace(/\/+$/, "");
+    this.requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS;
+    this.clock = options.clock ?? Date.now;
+    const dial = options.dialTimeoutMs ?? DEFAULT_TIMEOUT_MS;
+    const tls = options.tls;
+    const backoff = (ms: number): NonNullable<NonNullable<IOptions["faultHandling"]>["watchBackoff"]> => ({ duration: ms, next: () => backoff(Math.min(2 * ms, dial)) });
+    this.client = new Etcd3({
+      hosts: options.endpoints,
+      auth: options.auth,
+      // grpc-js takes a null CA as "the system roots" (a client certificate without a caFile).
+      credentials: tls && { rootCertificate: tls.ca ?? (null as unknown as Buffer), privateKey: tls.key, certChain: tls.cert },
+      defaultCallOptions: (call) => (call.isStream ? {} : { deadline: Date.now() + this.requestTimeoutMs }),
+      grpcOptions: {
+        "grpc.keepalive_time_ms": GRPC_KEEPALIVE_MS,
+        "grpc.keepalive_timeout_ms": dial,
+        "grpc.initial_reconnect_backoff_ms": Math.min(dial, 1000),
+        "grpc.max_reconnect_backoff_ms": dial,
+      },
+      faultHandling: { watchBackoff: backoff(Math.min(dial, 100)) },
+    });
+  }
+
+  async tryAcquire(req: AcquireRequest): Promise<Hold | undefined> {
+    positiveInteger("maxHolders", req.maxHolders);
+    positiveInteger("leaseDurationSeconds", req.leaseDurationSeconds);
+    const prefix = this.holdersPrefix(req.key);
+    const mine = prefix + encodeURIComponent(req.holderId);
+    for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
+      const now = this.clock();
+      const stored: Stored = {
+        holderId: req.holderId, claim: req.claim, holderIdentity: req.holderIdentity, cluster: req.cluster,
+        acquireTime: new Date(now).toISOString(), renewTime: new Date(now).toISOString(),
+        leaseDurationSeconds: req.leaseDurationSeconds, maxHolders: req.maxHolders,
+      };
+      const txn = await this.withSession(req.leaseDurationSeconds, (lease) =>
+        this.client.if(mine, "Create", "==", 0)
+          .then(this.client.put(mine).value(JSON.stringify(stored)).lease(lease), this.rangeOp(prefix))
+          .else(this.rangeOp(prefix))
+          .commit()
+          .then((res) => ({ res, lease })),
+      );
+      const kvs = txn.res.responses[txn.res.responses.length - 1].response_range.kvs;
+      const ours = kvs.find((kv) => kv.key.toString() === mine);
+      if (!ours) continue;
+      if (!txn.res.succeeded) {
+        // Our key existed: re-attach (same value and token), unless it expired; moved onto our session lease
+        // so it outlives the operator instance that created it.
+        if (expired(ours, now)) {
+          await this.deleteIf(ours);
+          continue;
+        }
+        if (ours.lease !== txn.lease && !(await this.put(ours, ours.value.toString(), req.leaseDurationSeconds))) continue;
+      }
+      const before = kvs.filter((kv) => BigInt(kv.create_revision) < BigInt(ours.create_revision));
+      const stale = before.filter((kv) => expired(kv, now));
+      if (stale.length > 0) {
+        await Promise.all(stale.map((kv) => this.deleteIf(kv)));
+        continue;
+      }
+      if (before.length < req.maxHolders) return toHold(ours);
+      await this.call(() => this.client.if(mine, "Create", "==", ours.create_revision).then(this.client.delete().key(mine)).commit());
+      return undefined;
+    }
+    throw new BackendUnavailableError(this.name, `too much contention on ${req.key}: gave up after ${ATTEMPTS} attempts`);
+  }
+
+  /** Refreshes renewTime and moves the key onto this instance's session lease for `leaseDurationSeconds`. */
+  async renew(key: string, holderId: string, leaseDurationSeconds: number): Promise<Hold | undefined> {
+    positiveInteger("leaseDurationSeconds", leaseDurationSeconds);
+    const mine = this.holdersPrefix(key) + encodeURIComponent(holderId);
+    for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
+      const kv = (await this.call(() => this.client.get(mine).exec())).kvs[0];
+      const now = this.clock();
+      if (!kv) return undefined;
+      if (expired(kv, now)) {
+        await this.deleteIf(kv);
+        return undefined;
+      }
+      const value = JSON.stringify({ ...parse(kv), renewTime: new Date(now).toISOString(), leaseDurationSeconds });
+      const renewed = await this.put(kv, value, leaseDurationSeconds);
+      if (renewed) return toHold(renewed);
+    }
+    throw new BackendUnavailableError(this.name, `too much contention renewing ${key}`);
+  }
+
+  /** Owner-checked by construction: the only key deleted is `<...>/holders/<holderId>`. */
+  async release(key: string, holderId: string): Promise<boolean> {
+    const mine = this.holdersPrefix(key) + encodeURIComponent(holderId);
+    const deleted = await this.call(() => this.client.delete().key(mine).getPrevious());
+    const now = this.clock();
+    return deleted.some((kv) => !expired(kv, now));
+  }
+
+  /** Live keys that hold by the grant rule (a loser's key, present for a round trip, is left out). */
+  async holders(key: string): Promise<Hold[]> {
+    const prefix = this.holdersPrefix(key);
+    const { kvs } = await this.call(() => this.client.getAll().prefix(prefix).sort("Create", "Ascend").exec());
+    const now = this.clock();
+    const live = kvs.filter((kv) => !expired(kv, now));
+    return live.filter((kv, rank) => rank < (parse(kv)?.maxHolders ?? 1)).map(toHold);
+  }
+
+  /** One etcd watch per watched key (its holders prefix), shared by that key's listeners. */
+  watch(key: string, onChange: () => void): () => void {
+    if (this.closed) return () => undefined;
+    const prefix = this.holdersPrefix(key);
+    let watch = this.watches.get(prefix);
+    if (!watch) {
+      watch = { listeners: new Set() };
+      this.watches.set(prefix, watch);
+      this.startWatcher(prefix, watch);
+    }
+    const entry = watch;
+    const listener = () => onChange(); // wrapped, so the same function added twice is two listeners
+    entry.listeners.add(listener);
+    return () => {
+      if (!entry.listeners.delete(listener) || entry.listeners.size > 0) return;
+      if (this.watches.get(prefix) === entry) this.watches.delete(prefix);
+      entry.watcher?.cancel().catch(() => undefined);
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const session of this.sessions.values()) session.lease.release(); // stop keepalives; never revoke
+    this.sessions.clear();
+    const watchers = [...this.watches.values()].flatMap((w) => (w.watcher ? [w.watcher] : []));
+    this.watches.clear();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.allSettled(watchers.map((w) => w.cancel())), new Promise((r) => (timer = setTimeout(r, this.requestTimeoutMs)))]);
+    clearTimeout(timer);
+    this.client.close();
+  }
+
+  private startWatcher(prefix: string, watch: KeyWatch): void {
+    const notify = () => {
+      for (const listener of [...watch.listeners]) listener();
+    };
+    const watcher = this.client.watch().prefix(prefix).watcher();
+    watch.watcher = watcher;
+    // After a reconnect etcd3 resumes from the last revision seen; "connected" also wakes the listeners in case.
+    watcher.on("connected", notify).on("data", (res) => res.events.length > 0 && notify());
+    watcher.on("error", () => {
+      // etcd cancelled the watch (its revision was compacted away): start a new one.
+      if (this.closed || this.watches.get(prefix) !== watch) return;
+      notify();
+      this.startWatcher(prefix, watch);
+    });
+  }
+
+  private holdersPrefix(key: string): string {
+    const slash = key.indexOf("/");
+    if (slash <= 0 || slash === key.length - 1) throw new Error(`backend key "${key}": expected <namespace>/<key>`);
+    return `${this.prefix}/${key.slice(0, slash)}/${encodeURIComponent(key.slice(slash + 1))}/holders/`;
+  }
+
+  private rangeOp(prefix: string) {
+    return this.client.getAll().prefix(prefix).sort("Create", "Ascend");
+  }
+
+  /** Writes `value` to kv's key on our session lease if the key is unchanged since `kv`; the new kv, or undefined. */
+  private async put(kv: IKeyValue, value: string, ttl: number): Promise<IKeyValue | undefined> {
+    const key = kv.key.toString();
+    const res = await this.withSession(ttl, (lease) =>
+      this.client.if(key, "Mod", "==", kv.mod_revision).then(this.client.put(key).value(value).lease(lease)).commit(),
+    );
+    return res.succeeded ? { ...kv, value: Buffer.from(value), mod_revision: res.header.revision } : undefined;
+  }
+
+  private async deleteIf(kv: IKeyValue): Promise<void> {
+    await this.call(() => this.client.if(kv.key, "Mod", "==", kv.mod_revision).then(this.client.delete().key(kv.key)).commit());
+  }
+
+  /** This instance's session lease for `ttl`, granted on first use and kept alive until lost or closed. */
+  private session(ttl: number): Session {
+    let session = this.sessions.get(ttl);
+    if (!session) {
+      const lease = this.client.lease(ttl);
+      session = { lease, id: lease.grant() };
+      session.id.catch(() => undefined); // a failed grant also emits "lost"; callers see it from `id`
+      lease.on("lost", () => this.dropSession(ttl, lease));
+      this.sessions.set(ttl, session);
+    }
+    return session;
+  }
+
+  private dropSession(ttl: number, lease: Lease): void {
+    if (this.sessions.get(ttl)?.lease === lease) this.sessions.delete(ttl);
+    lease.release();
+  }
+
+  /** Runs a write on the session lease; a lease etcd no longer knows is dropped and granted anew, once. */
+  private async withSession<T>(ttl: number, write: (lease: string) => Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      const session = this.session(ttl);
+      try {
+        return await this.call(async () => write(await session.id));
+      } catch (err) {
+        if (!(err instanceof EtcdLeaseInvalidError)) throw err;
+        this.dropSession(ttl, session.lease);
+        if (attempt > 0) throw new BackendUnavailableError(this.name, "the session lease was lost twice in a row", { cause: err });
+      }
+    }
+  }
+
+  /** One etcd call (etcd3's retries included) within requestTimeoutMs; unreachable-server errors mapped. */
+  private async call<T>(op: () => Promise<T>): Promise<T> {
+    if (this.closed) throw new BackendUnavailableError(this.name, "the backend is closed");
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new BackendUnavailableError(this.name, `no answer within ${this.requestTimeoutMs}ms`)), this.requestTimeoutMs);
+    });
+    try {
+      return await Promise.race([op(), timeout]);
+    } catch (err) {
+      // Recoverable: gRPC unavailable, deadline exceeded, cancelled...; a broken circuit is etcd3 failing fast.
+      if (err instanceof Error && (isRecoverableError(err) || "isBrokenCircuitError" in err)) {
+        throw new BackendUnavailableError(this.name, err.message, { cause: err });
+      }
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
+
+function parse(kv: IKeyValue): Stored | undefined {
+  try {
+    return JSON.parse(kv.value.toString()) as Stored;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Past renewTime + leaseDurationSeconds; a value that is no hold counts as expired. */
+function expired(kv: IKeyValue, now: number): boolean {
+  const stored = parse(kv);
+  const renewed = Date.parse(stored?.renewTime ?? "");
+  return !stored || Number.isNaN(renewed) || renewed + stored.leaseDurationSeconds * 1000 < now;
+}
+
+function toHold(kv: IKeyValue): Hold {
+  const s = parse(kv)!;
+  return {
+    holderId: s.holderId, claim: s.claim, holderIdentity: s.holderIdentity, cluster: s.cluster,
+    fencingToken: kv.create_revision, acquireTime: s.acquireTime, renewTime: s.renewTime,
+  };
+}
+
+function positiveInteger(field: string, value: number): void {
+  if (!Number.isInteger(value) || value < 1) throw new Error(`${field} must be an integer >= 1, got ${value}`);
+}
+
+/** Checks the `etcd:` settings block and reads its files; every mistake is one line of the BackendConfigError. */
+export function parseEtcdSettings(name: string, raw: Record<string, unknown>): EtcdBackendOptions {
+  const problems: string[] = [];
+  const { endpoints, prefix = DEFAULT_PREFIX, username, passwordFile, tls, dialTimeoutMs = DEFAULT_TIMEOUT_MS, requestTimeoutMs = DEFAULT_TIMEOUT_MS, ...unknown } = raw;
+  for (const field of Object.keys(unknown)) problems.push(`unknown setting etcd.${field}`);
+  const protocols = new Set<string>();
+  if (!Array.isArray(endpoints) || endpoints.length === 0) problems.push("etcd.endpoints is required: a non-empty list of http:// or https:// URLs");
+  else for (const endpoint of endpoints) {
+    let url: URL | undefined;
+    try {
+      url = new URL(String(endpoint));
+    } catch {
+      // reported below
+    }
+    if (typeof endpoint !== "string" || !url || !["http:", "https:"].includes(url.protocol) || !url.hostname) {
+      problems.push(`etcd.endpoints: "${String(endpoint).replace(/\/\/[^/@]*@/, "//***@")}" is not an http:// or https:// URL`);
+    } else if (url.username || url.password) problems.push("etcd.endpoints: URLs must not carry credentials; use etcd.username and etcd.passwordFile");
+    else if (url.pathname !== "/" || url.search) problems.push(`etcd.endpoints: "${endpoint}" must be scheme://host:port, without a path`);
+    else protocols.add(url.protocol);
+  }
+  if (protocols.size > 1) problems.push("etcd.endpoints mix http:// and https://; use one scheme");
+  if (typeof prefix !== "string" || !/^\/?[^\s/]\S*$/.test(prefix)) problems.push("etcd.prefix must be a non-empty key prefix without spaces, such as /kubelock");
+  for (const [field, value] of [["dialTimeoutMs", dialTimeoutMs], ["requestTimeoutMs", requestTimeoutMs]] as const) {
+    if (!Number.isInteger(value) || (value as number) <= 0) problems.push(`etcd.${field} must be a positive integer (milliseconds)`);
+  }
+  const readFile = (field: string, path: unknown): Buffer | undefined => {
+    if (typeof path !== "string" || !path) return void problems.push(`etcd.${field} must be a file path`);
+    try {
+      return readFileSync(path);
+    } catch (err) {
+      problems.push(`etcd.${field}: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? "error"}`);
+      return undefined;
+    }
+  };
+  let auth: EtcdBackendOptions["auth"];
+  if (username !== undefined || passwordFile !== undefined) {
+    if (typeof username !== "string" || !username) problems.push("etcd.username must be a non-empty string (it goes with etcd.passwordFile)");
+    if (passwordFile === undefined) problems.push("etcd.passwordFile is required with etcd.username");
+    else {
+      const password = readFile("passwordFile", passwordFile)?.toString("utf8").replace(/\r?\n$/, "");
+      if (password === "") problems.push(`etcd.passwordFile ${String(passwordFile)} is empty`);
+      if (password && typeof username === "string") auth = { username, password };
+    }
+  }
+  let tlsOptions: EtcdBackendOptions["tls"];
+  if (tls !== undefined) {
+    if (typeof tls !== "object" || tls === null || Array.isArray(tls)) problems.push("etcd.tls must be a mapping");
+    else {
+      const { caFile, certFile, keyFile, ...rest } = tls as Record<string, unknown>;
+      for (const field of Object.keys(rest)) problems.push(`unknown setting etcd.tls.${field}`);
+      if (protocols.has("http:")) problems.push("etcd.tls needs https:// endpoints");
+      if ((certFile === undefined) !== (keyFile === undefined)) problems.push("etcd.tls.certFile and etcd.tls.keyFile go together");
+      tlsOptions = {
+        ca: caFile === undefined ? undefined : readFile("tls.caFile", caFile),
+        cert: certFile === undefined ? undefined : readFile("tls.certFile", certFile),
+        key: keyFile === undefined ? undefined : readFile("tls.keyFile", keyFile),
+      };
+    }
+  }
+  if (problems.length > 0) throw new BackendConfigError(problems.map((p) => `backend "${name}": ${p}`).join("\n"));
+  return {
+    name, endpoints: endpoints as string[], prefix: prefix as string, auth, tls: tlsOptions,
+    dialTimeoutMs: dialTimeoutMs as number, requestTimeoutMs: requestTimeoutMs as number,
+  };
+}
+
+export const etcdBackendFactory: BackendFactory = ({ name, settings }) => new EtcdBackend(parseEtcdSettings(name, settings));

@@ -1,0 +1,205 @@
+/**
+ * `kubelock wait --lock L`: creates (or adopts) a LockClaim, follows it with a watch, prints its queue
+ * position as it moves, and exits 0 once it is granted, writing the fencing token to --token-file.
+ * Meant as an init container (the claim is named after the pod, from the downward API, and owned by
+ * it), but works from anywhere with `--claim NAME`.
+ */
+import { mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+import { ClaimReason, TERMINAL_PHASES, type LockClaim } from "../api/types";
+import { watchClaim, type ClaimWatch } from "./claim-watch";
+import {
+  CliError, COMMON_FLAGS_HELP, EXIT_CODES_HELP, Exit, command, connect, createOrAdoptClaim, deleteClaim, durationFlag,
+  grantedCondition, integerFlag, lockNotFound, parseFlags, podIdentity, usageError, type Cluster,
+} from "./common";
+import { formatDuration, parseSeconds, DurationError } from "./duration";
+
+export const waitHelp = `Usage: kubelock wait --lock LOCK [flags]
+
+Asks for a DistributedLock and waits until it is granted. Creates the LockClaim named after this pod
+(POD_NAME, POD_NAMESPACE and POD_UID from the downward API), owned by the pod so it is deleted with
+it, or adopts that claim if it exists already (the operator creates it for pods annotated
+kubelock.io/lock). Prints the queue position whenever it changes, writes the fencing token to
+--token-file and exits 0 once granted. The grant then lasts until the pod ends, the claim is
+deleted or 'kubelock release' runs.
+
+Outside a pod (no POD_NAME), --claim NAME is required and the claim itself is the holder. A claim
+this command created without a pod is deleted again when the wait fails (timeout, missing lock,
+interrupt), so it never holds the lock with nobody behind it; an adopted claim, or a pod's claim,
+is left in place (a restarted init container keeps its place in the queue).
+
+Flags:
+      --lock LOCK          the DistributedLock to wait for (required)
+      --claim NAME         the LockClaim's name (default: POD_NAME)
+      --timeout D          give up after this long, e.g. 30s, 5m, 1h30m (default: wait forever)
+      --token-file FILE    write the fencing token here once granted (parent directories are created;
+                           the file is replaced atomically)
+      --priority N         queue priority of a new claim: higher goes first (default 0)
+      --lease-duration D   heartbeat mode for a new claim: the holder must run 'kubelock renew' within
+                           this long (whole seconds, e.g. 30s) or the grant expires (default: off)
+${COMMON_FLAGS_HELP}
+
+${EXIT_CODES_HELP.replace("success (granted, released, renewed)", "granted")}`;
+
+export interface WaitOptions {
+  cluster: Cluster;
+  claimName: string;
+  lockName: string;
+  timeoutMs?: number;
+  /** Progress lines ("waiting for lock L: position 2 of 5"). */
+  out: (line: string) => void;
+  /** Aborting stops the wait; the promise rejects with `signal.reason`. */
+  signal?: AbortSignal;
+}
+
+/** Follows the claim until it is granted (resolves with it) or the wait fails (rejects with a CliError). */
+export function waitForGrant(options: WaitOptions): Promise<LockClaim> {
+  const { cluster, claimName, lockName, timeoutMs, out, signal } = options;
+  const { namespace } = cluster;
+  return new Promise<LockClaim>((resolvePromise, rejectPromise) => {
+    let position: number | undefined;
+    let lastNote = "";
+    let finished = false;
+    let timer: NodeJS.Timeout | undefined;
+    let watch: ClaimWatch | undefined;
+    const finish = (result: { claim: LockClaim } | { error: unknown }) => {
+      if (finished) return;
+      finished = true;
+      watch?.stop();
+      if (timer) clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+      if ("claim" in result) resolvePromise(result.claim);
+      else rejectPromise(result.error);
+    };
+    const fail = (message: string, code: number) => finish({ error: new CliError(message, code) });
+    const onAbort = () => finish({ error: signal?.reason ?? new CliError("interrupted", Exit.Unexpected) });
+
+    const onClaim = (claim: LockClaim | undefined) => {
+      if (!claim) return fail(`claim ${claimName} was deleted while waiting for lock ${lockName}`, Exit.ClaimEnded);
+      const status = claim.status;
+      const condition = grantedCondition(claim);
+      if (status?.phase === "Granted") return finish({ claim });
+      if (status?.phase && TERMINAL_PHASES.includes(status.phase)) {
+        const why = condition ? ` (${condition.reason}): ${condition.message}` : "";
+        return fail(`claim ${claimName} ended with phase ${status.phase}${why}; delete it to ask for lock ${lockName} again`, Exit.ClaimEnded);
+      }
+      if (condition?.reason === ClaimReason.LockNotFound) return fail(lockNotFound(lockName, namespace), Exit.NotFound);
+      if (status?.position !== undefined) {
+        if (status.position !== position) {
+          position = status.position;
+          const total = /position \d+ of (\d+)/.exec(condition?.message ?? "")?.[1];
+          out(`waiting for lock ${lockName}: position ${position}${total ? ` of ${total}` : ""}`);
+        }
+      } else if (condition && condition.reason !== ClaimReason.Waiting) {
+        // Pending but not queued: the backend is down, the pod is missing, ...
+        position = undefined;
+        const note = `waiting for lock ${lockName}: ${condition.reason}: ${condition.message}`;
+        if (note !== lastNote) out(note);
+        lastNote = note;
+      }
+    };
+
+    if (signal?.aborted) return onAbort();
+    signal?.addEventListener("abort", onAbort, { once: true });
+    watch = watchClaim(cluster, claimName, onClaim, (err) => finish({ error: err }));
+    if (timeoutMs !== undefined) {
+      timer = setTimeout(() => {
+        const where = position !== undefined ? `at position ${position}` : `(claim ${claimName} is not queued yet${lastNote ? `: ${lastNote.replace(`waiting for lock ${lockName}: `, "")}` : "; is the kubelock operator running?"})`;
+        fail(`timed out after ${formatDuration(timeoutMs)} waiting for lock ${lockName} ${where}`, Exit.Timeout);
+      }, timeoutMs);
+    }
+  });
+}
+
+/** Writes `content` to `file` atomically (a temporary file in the same directory, then rename). */
+export function writeFileAtomic(file: string, content: string): void {
+  const target = resolve(file);
+  mkdirSync(dirname(target), { recursive: true });
+  const temporary = `${target}.tmp-${process.pid}`;
+  try {
+    writeFileSync(temporary, content, { mode: 0o644 });
+    renameSync(temporary, target);
+  } catch (err) {
+    rmSync(temporary, { force: true });
+    throw new CliError(`cannot write ${file}: ${err instanceof Error ? err.message : String(err)}`, Exit.Unexpected);
+  }
+}
+
+/** SIGINT/SIGTERM abort `controller` with a CliError carrying 128+signal; returns the un-registration. */
+export function abortOnSignals(controller: AbortController, what: string): () => void {
+  const handlers = (["SIGINT", "SIGTERM"] as const).map((sig) => {
+    const handler = () => controller.abort(new CliError(`interrupted by ${sig} while ${what}`, sig === "SIGINT" ? 130 : 143));
+    process.on(sig, handler);
+    return () => process.off(sig, handler);
+  });
+  return () => handlers.forEach((off) => off());
+}
+
+export function leaseSecondsFlag(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  try {
+    return parseSeconds(value, "--lease-duration");
+  } catch (err) {
+    if (err instanceof DurationError) throw usageError(err.message);
+    throw err;
+  }
+}
+
+export const waitCommand = command("wait", async (argv) => {
+  const { values } = parseFlags(argv, {
+    lock: { type: "string" },
+    claim: { type: "string" },
+    timeout: { type: "string" },
+    "token-file": { type: "string" },
+    priority: { type: "string" },
+    "lease-duration": { type: "string" },
+  });
+  if (values.help) {
+    console.log(waitHelp);
+    return 0;
+  }
+  if (!values.lock) throw usageError("--lock is required");
+  const pod = podIdentity();
+  const claimName = values.claim ?? pod.name;
+  if (!claimName) throw usageError("--claim NAME is required when POD_NAME is not set (outside a pod, or without the downward API)");
+  const timeoutMs = durationFlag(values.timeout, "--timeout");
+  const priority = integerFlag(values.priority, "--priority");
+  const leaseDurationSeconds = leaseSecondsFlag(values["lease-duration"]);
+  const cluster = connect(values);
+  if (pod.name && pod.namespace && pod.namespace !== cluster.namespace) {
+    throw usageError(`--namespace ${cluster.namespace} is not this pod's namespace (POD_NAMESPACE=${pod.namespace}): a claim can only name a pod in its own namespace`);
+  }
+  if (pod.name && !pod.uid) {
+    console.error(`kubelock wait: POD_UID is not set: claim ${claimName} gets no ownerReference and outlives pod ${pod.name}; set it from the downward API (fieldRef metadata.uid)`);
+  }
+
+  const { claim, created } = await createOrAdoptClaim(cluster, {
+    name: claimName, lockName: values.lock, podName: pod.name, podUid: pod.uid, priority, leaseDurationSeconds,
+  });
+  if (!created) console.log(`adopted existing claim ${claimName} in namespace ${cluster.namespace}`);
+
+  const interrupt = new AbortController();
+  const unregister = abortOnSignals(interrupt, `waiting for lock ${values.lock}`);
+  let granted: LockClaim;
+  try {
+    granted = await waitForGrant({ cluster, claimName, lockName: values.lock, timeoutMs, out: (line) => console.log(line), signal: interrupt.signal });
+  } catch (err) {
+    // A pod-less claim created here would otherwise hold the lock later with nobody behind it.
+    if (created && !claim.spec.podName && err instanceof CliError && err.code !== Exit.ClaimEnded) {
+      await deleteClaim(cluster, claimName).then(
+        () => console.error(`kubelock wait: deleted claim ${claimName}, which this command created`),
+        () => console.error(`kubelock wait: could not delete claim ${claimName}; delete it so it does not take the lock later`),
+      );
+    }
+    throw err;
+  } finally {
+    unregister();
+  }
+  const token = granted.status?.fencingToken;
+  if (values["token-file"]) {
+    if (token === undefined) throw new CliError(`claim ${claimName} is Granted but shows no fencing token`, Exit.Unexpected);
+    writeFileAtomic(values["token-file"], token);
+  }
+  console.log(`granted lock ${values.lock} with fencing token ${token ?? "(none)"}`);
+  return Exit.Granted;
+});

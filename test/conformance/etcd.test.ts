@@ -1,0 +1,198 @@
+/**
+ * The etcd backend against the test environment's own etcd (not the API server's): the shared conformance
+ * suite, then what is particular to etcd (settings, session leases, key layout, tokens as revisions).
+ */
+import assert from "node:assert/strict";
+import { randomBytes, randomUUID } from "node:crypto";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, test } from "node:test";
+import { Etcd3 } from "etcd3";
+import * as k8s from "@kubernetes/client-node";
+import { BackendConfigError, type AcquireRequest } from "../../src/backends/backend";
+import { EtcdBackend, type EtcdBackendOptions } from "../../src/backends/etcd";
+import { createBackend } from "../../src/backends/registry";
+import { eventually, testEnv } from "../support/env";
+import { runBackendConformance } from "./backend-conformance";
+
+const backends: EtcdBackend[] = [];
+function backend(options: Partial<EtcdBackendOptions> = {}): EtcdBackend {
+  const b = new EtcdBackend({ name: "etcd", endpoints: [testEnv.etcdEndpoint], ...options });
+  backends.push(b);
+  return b;
+}
+const raw = new Etcd3({ hosts: testEnv.etcdEndpoint });
+after(async () => {
+  await Promise.all(backends.map((b) => b.close()));
+  raw.close();
+});
+
+async function control(action: "stop" | "start"): Promise<void> {
+  const res = await fetch(`${process.env.KUBELOCK_TEST_CONTROL}/services/etcd/${action}`, { method: "POST" });
+  assert.equal(res.status, 200, `${action} etcd: ${await res.text()}`);
+}
+
+runBackendConformance("etcd", async () => backend(), {
+  supportsExpiry: true,
+  minLeaseSeconds: 1,
+  stopServer: () => control("stop"),
+  startServer: () => control("start"),
+});
+
+function request(key: string, who: string, overrides: Partial<AcquireRequest> = {}): AcquireRequest {
+  return { key, holderId: randomUUID(), claim: `claim-${who}`, holderIdentity: `pod-${who}`, cluster: "east", maxHolders: 1, leaseDurationSeconds: 30, ...overrides };
+}
+
+const ns = () => `etcd-${randomBytes(4).toString("hex")}`;
+
+async function leaseIds(): Promise<Set<string>> {
+  return new Set((await raw.leaseClient.leaseLeases()).leases.map((l) => l.ID));
+}
+
+describe("etcd backend", () => {
+  test("settings are validated, one line per mistake, and never show the password", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "etcd-settings-"));
+    const passwordFile = join(dir, "password");
+    writeFileSync(passwordFile, "s3cret-value\n");
+    const build = (settings: Record<string, unknown>) => createBackend({ name: "locks", type: "etcd", kubeConfig: new k8s.KubeConfig(), settings });
+    const problems = async (settings: Record<string, unknown>): Promise<string[]> => {
+      try {
+        await (await build(settings)).close();
+      } catch (err) {
+        assert.ok(err instanceof BackendConfigError, String(err));
+        assert.doesNotMatch(err.message, /s3cret/);
+        return err.message.split("\n");
+      }
+      return [];
+    };
+    assert.deepEqual(await problems({}), ['backend "locks": etcd.endpoints is required: a non-empty list of http:// or https:// URLs']);
+    assert.deepEqual(await problems({ endpoints: ["etcd:2379"], requestTimeoutMs: 0, dialTimeoutMs: "2s", bogus: 1 }), [
+      'backend "locks": unknown setting etcd.bogus',
+      'backend "locks": etcd.endpoints: "etcd:2379" is not an http:// or https:// URL',
+      'backend "locks": etcd.dialTimeoutMs must be a positive integer (milliseconds)',
+      'backend "locks": etcd.requestTimeoutMs must be a positive integer (milliseconds)',
+    ]);
+    const lines = await problems({
+      endpoints: ["http://a:2379", "https://user:pw@b:2379"], prefix: "", username: "root",
+      tls: { caFile: join(dir, "missing.pem"), certFile: passwordFile, extra: true },
+    });
+    assert.deepEqual(lines, [
+      'backend "locks": etcd.endpoints: URLs must not carry credentials; use etcd.username and etcd.passwordFile',
+      'backend "locks": etcd.prefix must be a non-empty key prefix without spaces, such as /kubelock',
+      'backend "locks": etcd.passwordFile is required with etcd.username',
+      'backend "locks": unknown setting etcd.tls.extra',
+      'backend "locks": etcd.tls needs https:// endpoints',
+      'backend "locks": etcd.tls.certFile and etcd.tls.keyFile go together',
+      `backend "locks": etcd.tls.caFile: cannot read ${join(dir, "missing.pem")}: ENOENT`,
+    ]);
+    assert.deepEqual(await problems({ endpoints: ["http://a:2379", "https://b:2379"], passwordFile }), [
+      'backend "locks": etcd.endpoints mix http:// and https://; use one scheme',
+      'backend "locks": etcd.username must be a non-empty string (it goes with etcd.passwordFile)',
+    ]);
+    // A valid block builds a working backend.
+    const b = await build({ endpoints: [testEnv.etcdEndpoint], prefix: "/kubelock-settings", requestTimeoutMs: 3000 });
+    try {
+      assert.equal(b.name, "locks");
+      assert.ok(await b.tryAcquire(request(`${ns()}/lock`, "a")));
+    } finally {
+      await b.close();
+    }
+  });
+
+  test("one session lease per lease duration, shared by every hold; no lease per acquire", async () => {
+    const b = backend();
+    const namespace = ns();
+    const before = await leaseIds();
+    const holds = [];
+    for (let i = 0; i < 20; i++) holds.push(await b.tryAcquire(request(`${namespace}/lock-${i}`, `c${i}`, { leaseDurationSeconds: 30 })));
+    assert.equal(holds.filter(Boolean).length, 20);
+    const added = [...(await leaseIds())].filter((id) => !before.has(id));
+    assert.equal(added.length, 1, `20 acquires granted ${added.length} leases`);
+    const { kvs } = await raw.getAll().prefix(`/kubelock/${namespace}/`).exec();
+    assert.equal(kvs.length, 20);
+    assert.deepEqual([...new Set(kvs.map((kv) => kv.lease))], added);
+    const ttl = await raw.leaseClient.leaseTimeToLive({ ID: added[0] });
+    assert.equal(ttl.grantedTTL, "30");
+    // Another duration gets its own session lease; the same duration reuses the first.
+    await b.tryAcquire(request(`${namespace}/other`, "x", { leaseDurationSeconds: 45 }));
+    await b.tryAcquire(request(`${namespace}/again`, "y", { leaseDurationSeconds: 30 }));
+    assert.equal([...(await leaseIds())].filter((id) => !before.has(id)).length, 2);
+  });
+
+  test("close does not revoke: holds survive a restart, and expire when nobody re-attaches", async () => {
+    const namespace = ns();
+    const first = backend();
+    const kept = request(`${namespace}/kept`, "a", { leaseDurationSeconds: 30 });
+    const dropped = request(`${namespace}/dropped`, "b", { leaseDurationSeconds: 2 });
+    const hold = await first.tryAcquire(kept);
+    assert.ok(hold);
+    assert.ok(await first.tryAcquire(dropped));
+    const firstLease = (await raw.get(`/kubelock/${namespace}/kept/holders/${kept.holderId}`).exec()).kvs[0].lease;
+    await first.close();
+
+    const second = backend();
+    const again = await second.tryAcquire(kept);
+    assert.equal(again?.fencingToken, hold.fencingToken);
+    const kv = (await raw.get(`/kubelock/${namespace}/kept/holders/${kept.holderId}`).exec()).kvs[0];
+    assert.notEqual(kv.lease, firstLease, "the re-attached hold stayed on the closed instance's lease");
+    assert.equal(kv.create_revision, hold.fencingToken);
+    // Nobody re-attached the 2 s hold: etcd deletes it with the closed instance's lease.
+    await eventually("the unclaimed hold to be deleted", async () =>
+      (await raw.getAll().prefix(`/kubelock/${namespace}/dropped/`).count()) === 0 ? true : undefined, 15_000);
+    assert.ok(await second.renew(kept.key, kept.holderId, 30));
+  });
+
+  test("keys live under <prefix>/<namespace>/<key>/holders/<holderId>; namespaces and keys are isolated", async () => {
+    const b = backend({ prefix: "/custom/" });
+    const [one, two] = [ns(), ns()];
+    const a = request(`${one}/lock`, "a");
+    const other = request(`${two}/lock`, "b");
+    const nested = request(`${one}/lock/holders/x`, "c");
+    assert.ok(await b.tryAcquire(a));
+    assert.ok(await b.tryAcquire(other), "the same key in another namespace is another lock");
+    assert.ok(await b.tryAcquire(nested), "a key that looks like another key's holders path is another lock");
+    assert.deepEqual((await b.holders(a.key)).map((h) => h.holderId), [a.holderId]);
+    assert.deepEqual((await b.holders(nested.key)).map((h) => h.holderId), [nested.holderId]);
+    const keys = (await raw.getAll().prefix(`/custom/${one}/`).keys()).sort();
+    assert.deepEqual(keys, [`/custom/${one}/lock%2Fholders%2Fx/holders/${nested.holderId}`, `/custom/${one}/lock/holders/${a.holderId}`].sort());
+    const value = JSON.parse((await raw.get(`/custom/${one}/lock/holders/${a.holderId}`).string())!);
+    assert.equal(value.holderId, a.holderId);
+    assert.equal(value.claim, "claim-a");
+    assert.equal(value.holderIdentity, "pod-a");
+    assert.equal(value.cluster, "east");
+    assert.equal(value.leaseDurationSeconds, 30);
+    await assert.rejects(b.tryAcquire(request("no-namespace", "d")), /expected <namespace>\/<key>/);
+  });
+
+  test("fencing tokens are the holder keys' create revisions", async () => {
+    const b = backend();
+    const key = `${ns()}/tokens`;
+    let previous = 0n;
+    for (let i = 0; i < 3; i++) {
+      const req = request(key, `t${i}`, { maxHolders: 3 });
+      const hold = await b.tryAcquire(req);
+      assert.ok(hold);
+      const kv = (await raw.get(`/kubelock/${key}/holders/${req.holderId}`).exec()).kvs[0];
+      assert.equal(hold.fencingToken, kv.create_revision);
+      assert.ok(BigInt(hold.fencingToken) > previous);
+      previous = BigInt(hold.fencingToken);
+      assert.equal((await b.renew(key, req.holderId, 30))?.fencingToken, kv.create_revision, "renew kept the token");
+    }
+  });
+
+  test("a revoked session lease: its holds are gone, and the next acquire grants a new one", async () => {
+    const b = backend();
+    const req = request(`${ns()}/lost`, "a", { leaseDurationSeconds: 30 });
+    assert.ok(await b.tryAcquire(req));
+    const path = `/kubelock/${req.key}/holders/${req.holderId}`;
+    const lease = (await raw.get(path).exec()).kvs[0].lease;
+    await raw.leaseClient.leaseRevoke({ ID: lease }); // the session lease is gone, and its keys with it
+    assert.equal(await b.renew(req.key, req.holderId, 30), undefined);
+    // The next acquire notices, grants a new session lease and works.
+    const again = request(req.key, "b", { leaseDurationSeconds: 30 });
+    assert.ok(await b.tryAcquire(again));
+    const kv = (await raw.get(`/kubelock/${req.key}/holders/${again.holderId}`).exec()).kvs[0];
+    assert.notEqual(kv.lease, lease);
+  });
+});

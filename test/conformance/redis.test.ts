@@ -1,0 +1,182 @@
+/**
+ * The Redis backend against the real redis-server the test environment started: the shared conformance
+ * suite (with the outage case, through the environment's control endpoint), then what is particular to
+ * Redis (settings, key layout, the persistent fencing counter, secrets in messages).
+ */
+import assert from "node:assert/strict";
+import { randomBytes, randomUUID } from "node:crypto";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, test } from "node:test";
+import Redis from "ioredis";
+import { BackendConfigError, BackendUnavailableError, type AcquireRequest, type LockBackend } from "../../src/backends/backend";
+import { RedisBackend, redisBackendFactory } from "../../src/backends/redis";
+import { backendTypes, createBackend } from "../../src/backends/registry";
+import { eventually, kubeConfig, testEnv } from "../support/env";
+import { runBackendConformance } from "./backend-conformance";
+
+async function control(action: "stop" | "start"): Promise<void> {
+  const res = await fetch(`${process.env.KUBELOCK_TEST_CONTROL}/services/redis/${action}`, { method: "POST" });
+  assert.equal(res.status, 200, `redis ${action}: ${await res.text()}`);
+}
+
+const opened: LockBackend[] = [];
+async function backend(settings: Record<string, unknown> = {}): Promise<RedisBackend> {
+  const b = (await redisBackendFactory({ name: "redis", kubeConfig: kubeConfig(), clusterName: "", settings: { url: testEnv.redisUrl, ...settings } })) as RedisBackend;
+  opened.push(b);
+  return b;
+}
+after(() => Promise.allSettled(opened.map((b) => b.close())));
+
+runBackendConformance("redis", () => backend(), {
+  supportsExpiry: true,
+  minLeaseSeconds: 1,
+  stopServer: () => control("stop"),
+  startServer: () => control("start"),
+});
+
+function request(key: string, who: string, overrides: Partial<AcquireRequest> = {}): AcquireRequest {
+  return { key, holderId: randomUUID(), claim: `claim-${who}`, holderIdentity: `pod-${who}`, cluster: "east", maxHolders: 1, leaseDurationSeconds: 30, ...overrides };
+}
+
+const random = () => randomBytes(4).toString("hex");
+
+describe("redis backend", () => {
+  const raw = new Redis(testEnv.redisUrl, { lazyConnect: true });
+  after(() => raw.quit().catch(() => raw.disconnect()));
+  const dir = mkdtempSync(join(tmpdir(), "kubelock-redis-test-"));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  const secret = `s3cret-${random()}`;
+  const passwordFile = join(dir, "password");
+  writeFileSync(passwordFile, `${secret}\n`);
+
+  test("redis is a registered type", () => {
+    assert.ok(backendTypes().includes("redis"));
+  });
+
+  const bad: [string, Record<string, unknown>, RegExp][] = [
+    ["no url", {}, /redis\.url is required/],
+    ["not a URL", { url: "nonsense" }, /is not a URL/],
+    ["another scheme", { url: "http://127.0.0.1:6379" }, /must start with redis:\/\/ or rediss:\/\//],
+    ["a path that is no database", { url: "redis://127.0.0.1:6379/x" }, /database number/],
+    ["a keyPrefix with braces", { url: "redis://h:1", keyPrefix: "a{b}" }, /keyPrefix must be/],
+    ["an empty keyPrefix", { url: "redis://h:1", keyPrefix: "" }, /keyPrefix must be/],
+    ["commandTimeoutMs 0", { url: "redis://h:1", commandTimeoutMs: 0 }, /commandTimeoutMs must be a positive integer/],
+    ["connectTimeoutMs as a string", { url: "redis://h:1", connectTimeoutMs: "2s" }, /connectTimeoutMs must be a positive integer/],
+    ["a missing passwordFile", { url: "redis://h:1", passwordFile: "/nonexistent/password" }, /passwordFile: cannot read \/nonexistent\/password: ENOENT/],
+    ["tls with redis://", { url: "redis://h:1", tls: { insecureSkipVerify: true } }, /tls needs a rediss:\/\/ url/],
+    ["a missing tls.caFile", { url: "rediss://h:1", tls: { caFile: "/nonexistent/ca.crt" } }, /tls\.caFile: cannot read/],
+    ["certFile without keyFile", { url: "rediss://h:1", tls: { certFile: passwordFile } }, /certFile and redis\.tls\.keyFile go together/],
+    ["an unknown tls setting", { url: "rediss://h:1", tls: { verify: false } }, /unknown setting redis\.tls\.verify/],
+    ["sentinels without sentinelName", { url: "redis://h:1", sentinels: [{ host: "s", port: 26379 }] }, /sentinelName .* is required/],
+    ["a sentinel without a port", { url: "redis://h:1", sentinels: [{ host: "s" }], sentinelName: "m" }, /sentinels must be a non-empty list/],
+    ["sentinelName alone", { url: "redis://h:1", sentinelName: "m" }, /sentinelName needs redis\.sentinels/],
+    ["cluster as a string", { url: "redis://h:1", cluster: "yes" }, /cluster must be true or false/],
+    ["cluster and sentinels", { url: "redis://h:1", cluster: true, sentinels: [{ host: "s", port: 1 }], sentinelName: "m" }, /exclude each other/],
+    ["an unknown setting", { url: "redis://h:1", keyprefix: "x" }, /unknown setting redis\.keyprefix/],
+  ];
+  for (const [what, settings, message] of bad) {
+    test(`settings: ${what} is a BackendConfigError`, async () => {
+      await assert.rejects(createBackend({ name: "r", type: "redis", kubeConfig: kubeConfig(), settings }), (err: Error) => {
+        assert.ok(err instanceof BackendConfigError, String(err));
+        assert.match(err.message, message);
+        assert.match(err.message, /^backend "r": /);
+        return true;
+      });
+    });
+  }
+
+  test("settings: every mistake is one line, and a URL's password is masked", async () => {
+    await assert.rejects(
+      createBackend({ name: "r", type: "redis", kubeConfig: kubeConfig(), settings: { url: "ftp://u:hunter2@h", commandTimeoutMs: -1 } }),
+      (err: Error) => {
+        assert.equal(err.message.split("\n").length, 2, err.message);
+        assert.doesNotMatch(err.message, /hunter2/);
+        assert.match(err.message, /ftp:\/\/u:\*\*\*@h/);
+        return true;
+      },
+    );
+  });
+
+  test("keys carry the prefix and the namespace: a hold on ns-a/x is invisible to ns-b/x", async () => {
+    const b = await backend();
+    const [a, other, name] = [`ns-a-${random()}`, `ns-b-${random()}`, `x-${random()}`];
+    const holdA = await b.tryAcquire(request(`${a}/${name}`, "a"));
+    assert.ok(holdA);
+    assert.deepEqual(await b.holders(`${other}/${name}`), []);
+    assert.ok(await b.tryAcquire(request(`${other}/${name}`, "b")), "ns-b/x was taken by ns-a/x's hold");
+    assert.equal(await raw.zcard(`kubelock:{${a}/${name}}:holds`), 1);
+    assert.equal(await raw.get(`kubelock:{${a}/${name}}:fencing`), holdA.fencingToken);
+    const info = JSON.parse((await raw.hget(`kubelock:{${a}/${name}}:info`, holdA.holderId))!);
+    assert.equal(info.claim, "claim-a");
+    // Both keys of a hold expire with it; the counter has no TTL.
+    assert.ok((await raw.pttl(`kubelock:{${a}/${name}}:holds`)) > 25_000);
+    assert.equal(await raw.pttl(`kubelock:{${a}/${name}}:fencing`), -1);
+  });
+
+  test("the fencing counter survives the lock's other keys expiring", async () => {
+    const prefix = `t${random()}`;
+    const b = await backend({ keyPrefix: prefix });
+    const key = `ns-${random()}/counter`;
+    const first = await b.tryAcquire(request(key, "a", { leaseDurationSeconds: 1 }));
+    assert.ok(first);
+    // Nobody runs a script: Redis itself drops the idle lock's keys.
+    await eventually("the lock's keys to expire", async () => ((await raw.exists(`${prefix}:{${key}}:holds`, `${prefix}:{${key}}:info`)) === 0 ? true : undefined), 10_000);
+    assert.equal(await raw.get(`${prefix}:{${key}}:fencing`), first.fencingToken);
+    const second = await b.tryAcquire(request(key, "b"));
+    assert.ok(second);
+    assert.ok(BigInt(second.fencingToken) > BigInt(first.fencingToken));
+  });
+
+  test("watch reports a hold that vanished by key expiry, with no script run by anyone", async () => {
+    const [holder, watcher] = [await backend(), await backend()];
+    const key = `ns-${random()}/watch-expiry`;
+    const hold = await holder.tryAcquire(request(key, "a", { leaseDurationSeconds: 1 }));
+    assert.ok(hold);
+    const expiresAt = Date.parse(hold.renewTime) + 1000;
+    const calls: number[] = [];
+    const stop = watcher.watch(key, () => calls.push(Date.now()));
+    try {
+      await eventually("a call after the hold expired", () => (calls.some((t) => t >= expiresAt) ? true : undefined), 10_000);
+    } finally {
+      stop();
+    }
+  });
+
+  test("the passwordFile's content never appears in error messages", async () => {
+    const url = new URL(testEnv.redisUrl);
+    // A user that does not exist: the server refuses the password (WRONGPASS).
+    const b = await backend({ url: `redis://nobody@${url.host}`, passwordFile, connectTimeoutMs: 1000 });
+    const refused = await b.holders("ns/x").then(() => assert.fail("holders() with a wrong password succeeded"), (err: Error) => err);
+    assert.ok(refused instanceof BackendUnavailableError, String(refused));
+    assert.match(refused.message, /WRONGPASS|no connection/);
+    // Nobody listening.
+    const gone = await backend({ url: "redis://127.0.0.1:1", passwordFile, connectTimeoutMs: 500 });
+    const unreachable = await gone.tryAcquire(request("ns/x", "a")).then(() => assert.fail("acquire on a closed port succeeded"), (err: Error) => err);
+    assert.ok(unreachable instanceof BackendUnavailableError, String(unreachable));
+    // A config mistake next to the password.
+    const invalid = await createBackend({ name: "r", type: "redis", kubeConfig: kubeConfig(), settings: { url: "redis://h:1", passwordFile, commandTimeoutMs: 0 } }).then(
+      () => assert.fail("bad settings were accepted"),
+      (err: Error) => err,
+    );
+    for (const err of [refused, unreachable, invalid]) {
+      assert.doesNotMatch(`${err.message} ${err.stack} ${String(err.cause)}`, new RegExp(secret));
+    }
+  });
+
+  test("acquire + release latency", async (t) => {
+    const b = await backend();
+    const key = `ns-${random()}/latency`;
+    const samples: number[] = [];
+    for (let i = 0; i < 200; i++) {
+      const r = request(key, `c${i}`);
+      const started = process.hrtime.bigint();
+      assert.ok(await b.tryAcquire(r));
+      assert.equal(await b.release(key, r.holderId), true);
+      samples.push(Number(process.hrtime.bigint() - started) / 1e6);
+    }
+    samples.sort((x, y) => x - y);
+    t.diagnostic(`acquire+release over 200 rounds: p50 ${samples[100].toFixed(2)} ms, p99 ${samples[198].toFixed(2)} ms`);
+  });
+});
