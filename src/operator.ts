@@ -1,6 +1,19 @@
 /**
  * The operator: informers for locks, claims and pods feed two work queues of keys (locks, pods);
- * workers run the reconcilers once the caches have synced. Everything stops on `stop()`.
+ * workers run the reconcilers once the caches have synced and this replica leads.
+ *
+ * High availability (`leaderElection` set): every replica starts its informers and keeps its caches
+ * warm, but only the holder of the leader Lease runs the reconcile workers, so only it writes. A new
+ * leader starts its workers at once (its caches are already synced) and queues every lock and pod.
+ * When leadership is lost (no renewal within the renew deadline), the operator shuts its queues down,
+ * waits for in-flight reconciles at most `leaseDuration - renewDeadline` (the time before another
+ * replica may lead) and resolves `lost`; the CLI then exits non-zero, as controller-runtime does, so
+ * the process restarts as a clean follower.
+ *
+ * `stop()` (SIGTERM) is graceful: stop taking work, finish in-flight reconciles, release the leader
+ * Lease (a follower takes over on its next poll), stop informers and servers, close backend
+ * connections. Backend holds are never released on shutdown: they belong to the pods, and the next
+ * leader re-attaches to them.
  */
 import * as k8s from "@kubernetes/client-node";
 import {
@@ -11,12 +24,32 @@ import type { OperatorConfig } from "./config";
 import { ClaimIndex, type Caches, type OperatorContext } from "./controllers/context";
 import { LockReconciler } from "./controllers/lock-reconciler";
 import { PodReconciler } from "./controllers/pod-reconciler";
+import { healthHandler, Readiness, serveHttp, text, type HttpServer } from "./health";
 import { EventRecorder } from "./kube/events";
 import { apiErrorMessage, KubeClient } from "./kube/client";
 import type { Logger } from "./log";
-import { realClock, type Clock } from "./runtime/clock";
+import { OperatorMetrics } from "./metrics";
+import { realClock, sleep, type Clock } from "./runtime/clock";
 import { Informer, type ListResult } from "./runtime/informer";
+import { KubeLeaseStore, LEADER_ELECTION_DEFAULTS, LeaderElector, type LeaseRef } from "./runtime/leaderelection";
 import { runWorkers, WorkQueue } from "./runtime/workqueue";
+
+export interface LeaderElectionOptions {
+  /** The Lease replicas compete for (default name "kubelock-operator" in the operator's namespace). */
+  lease: LeaseRef;
+  /** This replica's unique identity (pod name or hostname, plus a random suffix). */
+  identity: string;
+  /** Defaults 15000 / 10000 / 2000 ms, as in controller-runtime. */
+  leaseDurationMs?: number;
+  renewDeadlineMs?: number;
+  retryPeriodMs?: number;
+}
+
+/** Where an HTTP server listens; undefined disables it. Port 0 picks a free port (logged). */
+export interface BindAddress {
+  host?: string;
+  port: number;
+}
 
 export interface OperatorOptions {
   kubeConfig: k8s.KubeConfig;
@@ -29,11 +62,26 @@ export interface OperatorOptions {
   /** Full resync period of the caches, ms. Default 10 minutes. */
   resyncMs?: number;
   clock?: Clock;
+  /** Run the workers only while holding the leader Lease. Default: no election, always run them. */
+  leaderElection?: LeaderElectionOptions;
+  /** Prometheus `/metrics`. Default: disabled (the CLI's default is :8080). */
+  metricsAddress?: BindAddress;
+  /** Label holders/waiting gauges per lock. Default false (totals). */
+  metricsPerLock?: boolean;
+  /** `/healthz` and `/readyz`. Default: disabled (the CLI's default is :8081). */
+  healthAddress?: BindAddress;
 }
 
 export interface RunningOperator {
-  /** Resolves once every cache has synced and the workers run. */
+  /** Resolves once every cache has synced (the workers run once this replica also leads). */
   ready: Promise<void>;
+  /**
+   * Resolves if leadership is lost, once the queues are shut down and in-flight reconciles finished
+   * (or the bound passed). Never resolves without leader election. The caller should exit non-zero.
+   */
+  lost: Promise<void>;
+  metrics: OperatorMetrics;
+  /** Graceful stop: finish in-flight reconciles, release the leader Lease, close everything. */
   stop(): Promise<void>;
 }
 
@@ -42,17 +90,47 @@ const lockKeyOfClaim = (claim: LockClaim) => `${claim.metadata.namespace}/${clai
 export async function startOperator(options: OperatorOptions): Promise<RunningOperator> {
   const { kubeConfig, config, log } = options;
   const clock = options.clock ?? realClock;
-  const backends = await BackendRegistry.fromConfig(
+  const metrics = new OperatorMetrics({ perLock: options.metricsPerLock });
+  const configured = await BackendRegistry.fromConfig(
     config.backends.map((b) => ({ name: b.name, type: b.type, settings: b.settings })),
     { kubeConfig, clusterName: config.clusterName },
   );
+  const backends = new BackendRegistry(configured.all().map((b) => metrics.instrument(b)));
   const client = new KubeClient(kubeConfig);
   const caches = makeCaches(kubeConfig, client, log, options.resyncMs ?? 600_000, options.namespace);
+  const informers = [caches.locks, caches.claims, caches.pods];
+  const informerNames = ["distributedlocks", "lockclaims", "pods"];
+  const servers: HttpServer[] = [];
+  try {
+    if (options.metricsAddress) {
+      servers.push(await serveHttp(options.metricsAddress, async (req, res) => {
+        if (req.url !== "/metrics" && !req.url?.startsWith("/metrics?")) return text(res, 404, "not found: try /metrics");
+        const { contentType, body } = await metrics.scrape();
+        text(res, 200, body, contentType);
+      }));
+      log.info("serving metrics", { address: servers[servers.length - 1].address, path: "/metrics" });
+    }
+    if (options.healthAddress) {
+      const readiness = new Readiness({
+        unsyncedCaches: () => informerNames.filter((_, i) => !informers[i].hasSynced()),
+        backends: configured.all(), // uninstrumented: probes are not lock work
+        clock,
+      });
+      servers.push(await serveHttp(options.healthAddress, healthHandler(readiness)));
+      log.info("serving health probes", { address: servers[servers.length - 1].address, paths: ["/healthz", "/readyz"] });
+    }
+  } catch (err) {
+    await Promise.all(servers.map((s) => s.close()));
+    await backends.closeAll();
+    throw err;
+  }
+
   const lockQueue = new WorkQueue<string>({ clock });
   const podQueue = new WorkQueue<string>({ clock });
-
+  metrics.watchQueue("locks", () => lockQueue.len());
+  metrics.watchQueue("pods", () => podQueue.len());
   const ctx: OperatorContext = {
-    caches, client, backends, clock,
+    caches, client, backends, clock, metrics,
     events: new EventRecorder(kubeConfig, "kubelock", log),
     defaultBackend: config.defaultBackend,
     clusterName: config.clusterName,
@@ -73,35 +151,90 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     if (obj.metadata?.annotations?.[LOCK_ANNOTATION]) podQueue.add(key);
   });
 
-  const informers = [caches.locks, caches.claims, caches.pods];
   for (const informer of informers) informer.start();
-  const onError = (kind: string) => (key: string, err: unknown) =>
+  const onError = (kind: string) => (key: string, err: unknown) => {
+    metrics.reconcileErrors.inc({ kind });
     log.error("reconcile failed; retrying with backoff", { kind, key, error: apiErrorMessage(err) });
-
+  };
   const timed = <R>(kind: string, reconcile: (key: string) => Promise<R>) => async (key: string): Promise<R> => {
     const start = clock.now();
-    const result = await reconcile(key);
-    log.debug("reconciled", { kind, key, ms: clock.now() - start, result });
-    return result;
+    const end = metrics.reconcileDuration.startTimer({ kind });
+    try {
+      const result = await reconcile(key);
+      log.debug("reconciled", { kind, key, ms: clock.now() - start, result });
+      return result;
+    } finally {
+      end();
+    }
   };
-  let workers: Promise<unknown> = Promise.resolve();
-  const ready = Promise.all(informers.map((i) => i.waitForSync())).then(() => {
-    log.info("caches synced; starting workers", { locks: caches.locks.list().length, claims: caches.claims.list().length });
+
+  let stopping = false;
+  let workers: Promise<unknown> | undefined;
+  /** Runs the controllers (once): only the leader, or every replica without leader election. */
+  const startWorkers = () => {
+    if (workers || stopping) return;
+    log.info("starting workers", { locks: caches.locks.list().length, claims: caches.claims.list().length });
+    metrics.leader.set(1);
+    // Queue everything: a new leader takes over whatever the last one left.
+    for (const lock of caches.locks.list()) lockQueue.add(`${lock.metadata.namespace}/${lock.metadata.name}`);
+    for (const claim of caches.claims.list()) lockQueue.add(lockKeyOfClaim(claim));
     workers = Promise.all([
       runWorkers(lockQueue, options.lockWorkers ?? 4, timed("DistributedLock", (key) => locks.reconcile(key)), onError("DistributedLock")),
-      runWorkers(podQueue, 2, (key) => pods.reconcile(key), onError("Pod")),
+      runWorkers(podQueue, 2, timed("Pod", (key) => pods.reconcile(key)), onError("Pod")),
     ]);
+  };
+  const stopWorkers = async (boundMs?: number) => {
+    lockQueue.shutDown();
+    podQueue.shutDown();
+    const drained = workers ?? Promise.resolve();
+    if (boundMs === undefined) await drained;
+    else await Promise.race([drained, sleep(clock, boundMs)]);
+  };
+
+  const ready = Promise.all(informers.map((i) => i.waitForSync())).then(() => {
+    log.info("caches synced", { locks: caches.locks.list().length, claims: caches.claims.list().length, leaderElection: !!options.leaderElection });
   });
   ready.catch(() => undefined);
 
+  let elector: LeaderElector | undefined;
+  let onLost = () => {};
+  const lost = new Promise<void>((resolve) => (onLost = resolve));
+  if (options.leaderElection) {
+    const le = options.leaderElection;
+    const margin = (le.leaseDurationMs ?? LEADER_ELECTION_DEFAULTS.leaseDurationMs) - (le.renewDeadlineMs ?? LEADER_ELECTION_DEFAULTS.renewDeadlineMs);
+    elector = new LeaderElector({
+      ...le,
+      clock,
+      log,
+      // A request may take half the renew deadline: a leader gets a second try before it must step down.
+      store: new KubeLeaseStore(kubeConfig, (le.renewDeadlineMs ?? LEADER_ELECTION_DEFAULTS.renewDeadlineMs) / 2),
+      callbacks: {
+        onStartedLeading: (signal) => void ready.then(() => signal.aborted || startWorkers()),
+        onStoppedLeading: (reason) => {
+          metrics.leader.set(0);
+          if (reason !== "lost") return;
+          log.error("leader election lost; stopping the controllers", { drainMs: margin });
+          void stopWorkers(margin).then(onLost);
+        },
+      },
+    });
+    void elector.run();
+  } else {
+    void ready.then(startWorkers);
+  }
+
   return {
     ready,
+    lost,
+    metrics,
     async stop() {
+      stopping = true;
+      await stopWorkers();
+      await elector?.release();
+      metrics.leader.set(0);
       for (const informer of informers) informer.stop();
-      lockQueue.shutDown();
-      podQueue.shutDown();
-      await workers;
       locks.stopAll();
+      await Promise.all(servers.map((s) => s.close()));
       await backends.closeAll();
     },
   };

@@ -24,7 +24,8 @@
  *   TTLs), granted lazily, kept alive by etcd3's keepalive and shared by all holds with that duration: no
  *   lease grant per acquire. If the operator dies or is cut off, etcd deletes its keys one TTL later. A lost
  *   session lease (keepalive failing past 2 TTLs, or etcd saying it is gone) is dropped and the next write
- *   grants a new one; the keys under it are gone once etcd expires it, and renew then returns undefined.
+ *   grants a new one. Its keys go when etcd expires it (renew then returns undefined); a renew that comes
+ *   first moves a still-unexpired hold onto the new lease (etcd, not our keepalive, is the truth).
  *
  * close() stops the keepalives but does NOT revoke the session leases: holds outlive an operator restart
  * by their lease duration, and the next operator re-attaches by holderId (tryAcquire and renew move the key
@@ -54,16 +55,9 @@ export interface EtcdBackendOptions {
   dialTimeoutMs?: number;
   /** Every call fails with BackendUnavailableError after this long (the gRPC deadline, etcd3's retries included). */
   requestTimeoutMs?: number;
-  /** Milliseconds since the epoch: decides per-hold expiry and stamps acquire and renew times. */
-  clock?: () => number;
 }
 
-interface Stored extends HolderInfo {
-  acquireTime: string;
-  renewTime: string;
-  leaseDurationSeconds: number;
-  maxHolders: number;
-}
+interface Stored extends HolderInfo { acquireTime: string; renewTime: string; leaseDurationSeconds: number; maxHolders: number }
 
 interface Session { lease: Lease; id: Promise<string> }
 interface KeyWatch { listeners: Set<() => void>; watcher?: Watcher }
@@ -73,7 +67,6 @@ export class EtcdBackend implements LockBackend {
   private readonly client: Etcd3;
   private readonly prefix: string;
   private readonly requestTimeoutMs: number;
-  private readonly clock: () => number;
   private readonly sessions = new Map<number, Session>();
   private readonly watches = new Map<string, KeyWatch>();
   private closed = false;
@@ -82,7 +75,6 @@ export class EtcdBackend implements LockBackend {
     this.name = options.name;
     this.prefix = (options.prefix ?? DEFAULT_PREFIX).replace(/\/+$/, "");
     this.requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS;
-    this.clock = options.clock ?? Date.now;
     const dial = options.dialTimeoutMs ?? DEFAULT_TIMEOUT_MS;
     const tls = options.tls;
     const backoff = (ms: number): NonNullable<NonNullable<IOptions["faultHandling"]>["watchBackoff"]> => ({ duration: ms, next: () => backoff(Math.min(2 * ms, dial)) });
@@ -108,18 +100,16 @@ export class EtcdBackend implements LockBackend {
     const prefix = this.holdersPrefix(req.key);
     const mine = prefix + encodeURIComponent(req.holderId);
     for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
-      const now = this.clock();
+      const now = Date.now();
       const stored: Stored = {
         holderId: req.holderId, claim: req.claim, holderIdentity: req.holderIdentity, cluster: req.cluster,
         acquireTime: new Date(now).toISOString(), renewTime: new Date(now).toISOString(),
         leaseDurationSeconds: req.leaseDurationSeconds, maxHolders: req.maxHolders,
       };
+      const range = () => this.client.getAll().prefix(prefix).sort("Create", "Ascend");
       const txn = await this.withSession(req.leaseDurationSeconds, (lease) =>
-        this.client.if(mine, "Create", "==", 0)
-          .then(this.client.put(mine).value(JSON.stringify(stored)).lease(lease), this.rangeOp(prefix))
-          .else(this.rangeOp(prefix))
-          .commit()
-          .then((res) => ({ res, lease })),
+        this.client.if(mine, "Create", "==", 0).then(this.client.put(mine).value(JSON.stringify(stored)).lease(lease), range()).else(range())
+          .commit().then((res) => ({ res, lease })),
       );
       const kvs = txn.res.responses[txn.res.responses.length - 1].response_range.kvs;
       const ours = kvs.find((kv) => kv.key.toString() === mine);
@@ -152,7 +142,7 @@ export class EtcdBackend implements LockBackend {
     const mine = this.holdersPrefix(key) + encodeURIComponent(holderId);
     for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
       const kv = (await this.call(() => this.client.get(mine).exec())).kvs[0];
-      const now = this.clock();
+      const now = Date.now();
       if (!kv) return undefined;
       if (expired(kv, now)) {
         await this.deleteIf(kv);
@@ -169,7 +159,7 @@ export class EtcdBackend implements LockBackend {
   async release(key: string, holderId: string): Promise<boolean> {
     const mine = this.holdersPrefix(key) + encodeURIComponent(holderId);
     const deleted = await this.call(() => this.client.delete().key(mine).getPrevious());
-    const now = this.clock();
+    const now = Date.now();
     return deleted.some((kv) => !expired(kv, now));
   }
 
@@ -177,7 +167,7 @@ export class EtcdBackend implements LockBackend {
   async holders(key: string): Promise<Hold[]> {
     const prefix = this.holdersPrefix(key);
     const { kvs } = await this.call(() => this.client.getAll().prefix(prefix).sort("Create", "Ascend").exec());
-    const now = this.clock();
+    const now = Date.now();
     const live = kvs.filter((kv) => !expired(kv, now));
     return live.filter((kv, rank) => rank < (parse(kv)?.maxHolders ?? 1)).map(toHold);
   }
@@ -186,19 +176,13 @@ export class EtcdBackend implements LockBackend {
   watch(key: string, onChange: () => void): () => void {
     if (this.closed) return () => undefined;
     const prefix = this.holdersPrefix(key);
-    let watch = this.watches.get(prefix);
-    if (!watch) {
-      watch = { listeners: new Set() };
-      this.watches.set(prefix, watch);
-      this.startWatcher(prefix, watch);
-    }
-    const entry = watch;
+    const watch = this.watches.get(prefix) ?? this.startWatch(prefix, { listeners: new Set() });
     const listener = () => onChange(); // wrapped, so the same function added twice is two listeners
-    entry.listeners.add(listener);
+    watch.listeners.add(listener);
     return () => {
-      if (!entry.listeners.delete(listener) || entry.listeners.size > 0) return;
-      if (this.watches.get(prefix) === entry) this.watches.delete(prefix);
-      entry.watcher?.cancel().catch(() => undefined);
+      if (!watch.listeners.delete(listener) || watch.listeners.size > 0) return;
+      if (this.watches.get(prefix) === watch) this.watches.delete(prefix);
+      watch.watcher?.cancel().catch(() => undefined);
     };
   }
 
@@ -209,13 +193,13 @@ export class EtcdBackend implements LockBackend {
     this.sessions.clear();
     const watchers = [...this.watches.values()].flatMap((w) => (w.watcher ? [w.watcher] : []));
     this.watches.clear();
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([Promise.allSettled(watchers.map((w) => w.cancel())), new Promise((r) => (timer = setTimeout(r, this.requestTimeoutMs)))]);
-    clearTimeout(timer);
+    const timeout = new Promise((resolve) => setTimeout(resolve, this.requestTimeoutMs).unref());
+    await Promise.race([Promise.allSettled(watchers.map((w) => w.cancel())), timeout]);
     this.client.close();
   }
 
-  private startWatcher(prefix: string, watch: KeyWatch): void {
+  private startWatch(prefix: string, watch: KeyWatch): KeyWatch {
+    this.watches.set(prefix, watch);
     const notify = () => {
       for (const listener of [...watch.listeners]) listener();
     };
@@ -227,18 +211,15 @@ export class EtcdBackend implements LockBackend {
       // etcd cancelled the watch (its revision was compacted away): start a new one.
       if (this.closed || this.watches.get(prefix) !== watch) return;
       notify();
-      this.startWatcher(prefix, watch);
+      this.startWatch(prefix, watch);
     });
+    return watch;
   }
 
   private holdersPrefix(key: string): string {
     const slash = key.indexOf("/");
     if (slash <= 0 || slash === key.length - 1) throw new Error(`backend key "${key}": expected <namespace>/<key>`);
     return `${this.prefix}/${key.slice(0, slash)}/${encodeURIComponent(key.slice(slash + 1))}/holders/`;
-  }
-
-  private rangeOp(prefix: string) {
-    return this.client.getAll().prefix(prefix).sort("Create", "Ascend");
   }
 
   /** Writes `value` to kv's key on our session lease if the key is unchanged since `kv`; the new kv, or undefined. */
@@ -342,13 +323,8 @@ export function parseEtcdSettings(name: string, raw: Record<string, unknown>): E
   const protocols = new Set<string>();
   if (!Array.isArray(endpoints) || endpoints.length === 0) problems.push("etcd.endpoints is required: a non-empty list of http:// or https:// URLs");
   else for (const endpoint of endpoints) {
-    let url: URL | undefined;
-    try {
-      url = new URL(String(endpoint));
-    } catch {
-      // reported below
-    }
-    if (typeof endpoint !== "string" || !url || !["http:", "https:"].includes(url.protocol) || !url.hostname) {
+    const url = typeof endpoint === "string" && URL.canParse(endpoint) ? new URL(endpoint) : undefined;
+    if (!url || !["http:", "https:"].includes(url.protocol) || !url.hostname) {
       problems.push(`etcd.endpoints: "${String(endpoint).replace(/\/\/[^/@]*@/, "//***@")}" is not an http:// or https:// URL`);
     } else if (url.username || url.password) problems.push("etcd.endpoints: URLs must not carry credentials; use etcd.username and etcd.passwordFile");
     else if (url.pathname !== "/" || url.search) problems.push(`etcd.endpoints: "${endpoint}" must be scheme://host:port, without a path`);

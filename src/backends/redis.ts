@@ -117,12 +117,14 @@ interface Scripts {
   kubelockHolders(holds: string, info: string, channel: string): Promise<string[]>;
 }
 
+/** The validated `redis:` settings block. */
 export interface RedisSettings {
+  /** Username, password, database and (rediss) TLS come from it; its host is the Cluster seed, unused with Sentinel. */
   url: string;
   keyPrefix: string;
   commandTimeoutMs: number;
   connectTimeoutMs: number;
-  /** Read from `passwordFile`; never logged or put in a message. */
+  /** Read from `passwordFile` (wins over a password in the url); never logged or put in a message. */
   password?: string;
   tls?: ConnectionOptions;
   sentinels?: { host: string; port: number }[];

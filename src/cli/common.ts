@@ -32,9 +32,9 @@ export const EXIT_CODES_HELP = `Exit codes:
   5  the lock or claim does not exist
   6  permission denied by the API server (RBAC)`;
 
-export const COMMON_FLAGS_HELP = `  -n, --namespace NS   default: POD_NAMESPACE, then the kubeconfig context's namespace, then "default"
-      --kubeconfig FILE default: KUBECONFIG, then ~/.kube/config, then in-cluster
-  -h, --help           this help`;
+export const COMMON_FLAGS_HELP = `  -n, --namespace NS       default: POD_NAMESPACE, then the kubeconfig context's namespace, then "default"
+      --kubeconfig FILE    default: KUBECONFIG, then ~/.kube/config, then in-cluster
+  -h, --help               this help`;
 
 /** A failure with the exit code it maps to; the message is printed as `kubelock COMMAND: message`. */
 export class CliError extends Error {

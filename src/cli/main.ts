@@ -1,9 +1,19 @@
 #!/usr/bin/env node
 /** The `kubelock` command: the operator and the tools workloads and people use. */
 import { operatorCommand, operatorHelp } from "./operator";
+import { releaseCommand, releaseHelp } from "./release";
+import { renewCommand, renewHelp } from "./renew";
+import { runCommand, runHelp } from "./run";
+import { statusCommand, statusHelp } from "./status";
+import { waitCommand, waitHelp } from "./wait";
 
 const commands: Record<string, { run: (argv: string[]) => Promise<number>; summary: string; help: string }> = {
   operator: { run: operatorCommand, summary: "run the controllers", help: operatorHelp },
+  wait: { run: waitCommand, summary: "ask for a lock and wait until it is granted (init containers)", help: waitHelp },
+  release: { run: releaseCommand, summary: "end this pod's (or a claim's) grant", help: releaseHelp },
+  renew: { run: renewCommand, summary: "heartbeat: move a claim's spec.renewTime forward", help: renewHelp },
+  run: { run: runCommand, summary: "hold a lock while a command runs, like flock: run --lock L -- CMD", help: runHelp },
+  status: { run: statusCommand, summary: "show a lock's holders and waiting queue", help: statusHelp },
 };
 
 const usage = `Usage: kubelock COMMAND [flags]

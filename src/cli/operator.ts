@@ -1,8 +1,13 @@
-/** `kubelock operator`: runs the controllers until SIGTERM or SIGINT. */
+/** `kubelock operator`: runs the controllers until SIGTERM or SIGINT, or until leadership is lost. */
+import { randomBytes } from "node:crypto";
+import { hostname } from "node:os";
 import { parseArgs } from "node:util";
 import { ConfigError, loadConfig } from "../config";
+import { parseBindAddress } from "../health";
 import { createLogger, type Level } from "../log";
-import { startOperator } from "../operator";
+import { startOperator, type LeaderElectionOptions } from "../operator";
+import { leaderElectionProblems } from "../runtime/leaderelection";
+import { parseDuration } from "./duration";
 import { loadKubeConfig } from "./kubeconfig";
 
 export const operatorHelp = `Usage: kubelock operator [flags]
@@ -14,9 +19,23 @@ Flags:
   --kubeconfig FILE    default: KUBECONFIG, then ~/.kube/config, then in-cluster
   --watch-namespace NS only this namespace's locks, claims and pods (default: all)
   --log-level LEVEL    debug | info | error (default info)
+  --metrics-bind-address ADDR       Prometheus /metrics on host:port or :port (default :8080; 0 disables)
+  --metrics-per-lock                label the holders/waiting gauges per lock (default: totals only)
+  --health-probe-bind-address ADDR  /healthz and /readyz (default :8081; 0 disables)
+  --leader-elect                    run the controllers only in the replica holding the leader Lease
+                                    (default false; set it when running more than one replica)
+  --leader-elect-namespace NS       the Lease's namespace (default POD_NAMESPACE, else kubelock-system)
+  --leader-elect-id NAME            the Lease's name (default kubelock-operator)
+  --leader-elect-lease-duration D   followers take over after the leader was silent this long (default 15s)
+  --leader-elect-renew-deadline D   the leader steps down if it could not renew for this long (default 10s)
+  --leader-elect-retry-period D     time between acquire/renew attempts (default 2s)
   -h, --help           this help
 
-Exit codes: 0 stopped by a signal, 1 runtime failure, 2 bad flags or config.`;
+Durations are written like 15s, 500ms, 1m. The election identity is POD_NAME (else the hostname)
+plus a random suffix. A replica that loses leadership stops its workers, waits for in-flight
+reconciles and exits with code 1, to start again as a follower.
+
+Exit codes: 0 stopped by a signal, 1 runtime failure or leadership lost, 2 bad flags or config.`;
 
 export async function operatorCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -26,6 +45,15 @@ export async function operatorCommand(argv: string[]): Promise<number> {
       kubeconfig: { type: "string" },
       "watch-namespace": { type: "string" },
       "log-level": { type: "string", default: "info" },
+      "metrics-bind-address": { type: "string", default: ":8080" },
+      "metrics-per-lock": { type: "boolean", default: false },
+      "health-probe-bind-address": { type: "string", default: ":8081" },
+      "leader-elect": { type: "boolean", default: false },
+      "leader-elect-namespace": { type: "string" },
+      "leader-elect-id": { type: "string", default: "kubelock-operator" },
+      "leader-elect-lease-duration": { type: "string", default: "15s" },
+      "leader-elect-renew-deadline": { type: "string", default: "10s" },
+      "leader-elect-retry-period": { type: "string", default: "2s" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -33,9 +61,16 @@ export async function operatorCommand(argv: string[]): Promise<number> {
     console.log(operatorHelp);
     return 0;
   }
+  // Every flag mistake is reported, one line each, before anything starts.
+  const problems: string[] = [];
   const level = values["log-level"] as Level;
-  if (!["debug", "info", "error"].includes(level)) {
-    console.error(`kubelock operator: --log-level must be debug, info or error, not "${level}"`);
+  if (!["debug", "info", "error"].includes(level)) problems.push(`--log-level must be debug, info or error, not "${level}"`);
+  const bind = (flag: "metrics-bind-address" | "health-probe-bind-address") => attempt(problems, () => parseBindAddress(values[flag]!), `--${flag}`);
+  const metricsAddress = bind("metrics-bind-address");
+  const healthAddress = bind("health-probe-bind-address");
+  const leaderElection = values["leader-elect"] ? leaderElectionFlags(values, problems) : undefined;
+  if (problems.length > 0) {
+    console.error(`kubelock operator: invalid flags:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
     return 2;
   }
   let config;
@@ -49,13 +84,55 @@ export async function operatorCommand(argv: string[]): Promise<number> {
     throw err;
   }
   const log = createLogger(level, { logger: "kubelock" });
-  const operator = await startOperator({ kubeConfig: loadKubeConfig(values.kubeconfig), config, log, namespace: values["watch-namespace"] });
-  log.info("operator started", { defaultBackend: config.defaultBackend, clusterName: config.clusterName, backends: config.backends.map((b) => b.name) });
-  await new Promise<void>((resolve) => {
-    process.once("SIGTERM", resolve);
-    process.once("SIGINT", resolve);
+  const operator = await startOperator({
+    kubeConfig: loadKubeConfig(values.kubeconfig), config, log, namespace: values["watch-namespace"],
+    leaderElection, metricsAddress, healthAddress, metricsPerLock: values["metrics-per-lock"],
   });
+  log.info("operator started", {
+    defaultBackend: config.defaultBackend, clusterName: config.clusterName, backends: config.backends.map((b) => b.name),
+    ...(leaderElection && { identity: leaderElection.identity, lease: `${leaderElection.lease.namespace}/${leaderElection.lease.name}` }),
+  });
+  const outcome = await new Promise<"signal" | "lost">((resolve) => {
+    process.once("SIGTERM", () => resolve("signal"));
+    process.once("SIGINT", () => resolve("signal"));
+    void operator.lost.then(() => resolve("lost"));
+  });
+  if (outcome === "lost") {
+    // Backend holds stay (they belong to the pods); connections close with the process.
+    log.error("exiting: leadership lost");
+    return 1;
+  }
   log.info("stopping");
   await operator.stop();
+  log.info("stopped");
   return 0;
+}
+
+function leaderElectionFlags(values: Record<string, string | boolean | undefined>, problems: string[]): LeaderElectionOptions | undefined {
+  const duration = (flag: string) => attempt(problems, () => parseDuration(String(values[flag]), `--${flag}`));
+  const settings = {
+    identity: `${process.env.POD_NAME || hostname()}_${randomBytes(4).toString("hex")}`,
+    leaseDurationMs: duration("leader-elect-lease-duration"),
+    renewDeadlineMs: duration("leader-elect-renew-deadline"),
+    retryPeriodMs: duration("leader-elect-retry-period"),
+  };
+  const before = problems.length;
+  if ([settings.leaseDurationMs, settings.renewDeadlineMs, settings.retryPeriodMs].every((ms) => ms !== undefined)) {
+    problems.push(...leaderElectionProblems(settings).map((p) => `--leader-elect: ${p}`));
+  }
+  const name = String(values["leader-elect-id"]);
+  const namespace = String(values["leader-elect-namespace"] ?? (process.env.POD_NAMESPACE || "kubelock-system"));
+  if (!/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(name)) problems.push(`--leader-elect-id "${name}" must be a valid object name`);
+  if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(namespace)) problems.push(`--leader-elect-namespace "${namespace}" must be a namespace name`);
+  return problems.length > before ? undefined : { ...settings, lease: { namespace, name } };
+}
+
+/** `parse()`, or undefined with its error message added to `problems`. */
+function attempt<T>(problems: string[], parse: () => T, prefix?: string): T | undefined {
+  try {
+    return parse();
+  } catch (err) {
+    problems.push(`${prefix ? `${prefix}: ` : ""}${err instanceof Error ? err.message : String(err)}`);
+    return undefined;
+  }
 }

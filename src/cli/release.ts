@@ -19,8 +19,8 @@ The claim stays (with its final status) until it or its pod is deleted; a claim 
 cannot be granted again.
 
 Flags:
-      --claim NAME   the LockClaim (default: POD_NAME, from the downward API)
-      --timeout D    how long to wait for the operator, e.g. 30s, 2m (default 30s)
+      --claim NAME         the LockClaim (default: POD_NAME, from the downward API)
+      --timeout D          how long to wait for the operator, e.g. 30s, 2m (default 30s)
 ${COMMON_FLAGS_HELP}
 
 ${EXIT_CODES_HELP}`;

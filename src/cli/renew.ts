@@ -17,8 +17,8 @@ keeps renewing until killed (SIGTERM/SIGINT exit 0); a renewal the API server re
 reason is retried at the next tick.
 
 Flags:
-      --claim NAME   the LockClaim (default: POD_NAME, from the downward API)
-      --every D      keep renewing at this interval, e.g. 5s (a third of the lease is a good choice)
+      --claim NAME         the LockClaim (default: POD_NAME, from the downward API)
+      --every D            keep renewing at this interval, e.g. 5s (a third of the lease is a good choice)
 ${COMMON_FLAGS_HELP}
 
 ${EXIT_CODES_HELP}`;

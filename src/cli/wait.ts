@@ -7,7 +7,7 @@
 import { mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { ClaimReason, TERMINAL_PHASES, type LockClaim } from "../api/types";
-import { watchClaim, type ClaimWatch } from "./claim-watch";
+import { watchClaim } from "./claim-watch";
 import {
   CliError, COMMON_FLAGS_HELP, EXIT_CODES_HELP, Exit, command, connect, createOrAdoptClaim, deleteClaim, durationFlag,
   grantedCondition, integerFlag, lockNotFound, parseFlags, podIdentity, usageError, type Cluster,
@@ -61,11 +61,10 @@ export function waitForGrant(options: WaitOptions): Promise<LockClaim> {
     let lastNote = "";
     let finished = false;
     let timer: NodeJS.Timeout | undefined;
-    let watch: ClaimWatch | undefined;
     const finish = (result: { claim: LockClaim } | { error: unknown }) => {
       if (finished) return;
       finished = true;
-      watch?.stop();
+      watch.stop();
       if (timer) clearTimeout(timer);
       signal?.removeEventListener("abort", onAbort);
       if ("claim" in result) resolvePromise(result.claim);
@@ -99,9 +98,9 @@ export function waitForGrant(options: WaitOptions): Promise<LockClaim> {
       }
     };
 
-    if (signal?.aborted) return onAbort();
+    if (signal?.aborted) return rejectPromise(signal.reason);
     signal?.addEventListener("abort", onAbort, { once: true });
-    watch = watchClaim(cluster, claimName, onClaim, (err) => finish({ error: err }));
+    const watch = watchClaim(cluster, claimName, onClaim, (err) => finish({ error: err }));
     if (timeoutMs !== undefined) {
       timer = setTimeout(() => {
         const where = position !== undefined ? `at position ${position}` : `(claim ${claimName} is not queued yet${lastNote ? `: ${lastNote.replace(`waiting for lock ${lockName}: `, "")}` : "; is the kubelock operator running?"})`;

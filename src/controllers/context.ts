@@ -5,6 +5,7 @@ import type { BackendRegistry } from "../backends/registry";
 import type { EventRecorder } from "../kube/events";
 import type { KubeClient } from "../kube/client";
 import type { Logger } from "../log";
+import type { LockMetrics } from "../metrics";
 import type { Clock } from "../runtime/clock";
 import type { Informer } from "../runtime/informer";
 
@@ -37,4 +38,6 @@ export interface OperatorContext {
   log: Logger;
   /** Queue a lock (`namespace/name`) for reconciliation. */
   enqueueLock(key: string): void;
+  /** Grant, release and lock-state metrics (optional: absent in tests that need none). */
+  metrics?: LockMetrics;
 }

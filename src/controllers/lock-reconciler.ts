@@ -61,7 +61,8 @@ export class LockReconciler {
 
   /** The heart: decide, release, renew, grant, write status. */
   private async grant(lock: DistributedLock, claims: LockClaim[], backend: LockBackend, backendKey: string): Promise<ReconcileResult> {
-    const { clock, clusterName } = this.ctx;
+    const { clock, clusterName, metrics } = this.ctx;
+    const lockKey = `${lock.metadata.namespace}/${lock.metadata.name}`;
     const maxHolders = lock.spec.maxHolders ?? LOCK_DEFAULTS.maxHolders;
     const leaseSeconds = lock.spec.leaseDurationSeconds ?? LOCK_DEFAULTS.leaseDurationSeconds;
     const renewEveryMs = (leaseSeconds * 1000) / 3;
@@ -86,14 +87,17 @@ export class LockReconciler {
       statuses.set(ending.id, endedStatus(claim, ending.phase, ending.reason, ending.message, now));
       await this.writeClaimStatus(claim, statuses.get(ending.id)!);
       this.ctx.events.record(claim, ending.reason === ClaimReason.Lost ? "Warning" : "Normal", ending.reason, ending.message);
-      if (ending.held) await backend.release(backendKey, ending.id);
+      if (ending.held) {
+        await backend.release(backendKey, ending.id);
+        metrics?.released(lockKey, backend.name, ending.reason, nowMs);
+      }
       holds.delete(ending.id);
     }
     for (const orphan of decision.orphans) {
       // A hold of this cluster whose claim ended, or whose claim exists under no lock (another lock
       // sharing the backend key keeps its own claims' holds).
       if (!assessed.has(orphan) && this.ctx.caches.claims.byIndex(ClaimIndex.byUid, orphan).length > 0) continue;
-      await backend.release(backendKey, orphan);
+      if (await backend.release(backendKey, orphan)) metrics?.released(lockKey, backend.name, "Orphaned", nowMs);
       holds.delete(orphan);
     }
 
@@ -106,6 +110,7 @@ export class LockReconciler {
         if (!renewed) {
           lostNow = true;
           holds.delete(id);
+          metrics?.released(lockKey, backend.name, ClaimReason.Lost, nowMs);
           const { claim } = assessed.get(id)!;
           const message = "the backend hold expired before the operator could renew it; stop work guarded by this claim's fencing token and create a new claim";
           statuses.set(id, endedStatus(claim, "Lost", ClaimReason.Lost, message, now));
@@ -135,6 +140,7 @@ export class LockReconciler {
       }
       granted++;
       holds.set(id, hold);
+      metrics?.granted(lockKey, backend.name, claim.metadata.creationTimestamp, clock.now());
       statuses.set(id, grantedStatus(claim, hold, lock.metadata.name, now));
       this.ctx.events.record(claim, "Normal", ClaimReason.Granted, `granted lock ${lock.metadata.name} with fencing token ${hold.fencingToken}`);
     }
@@ -159,6 +165,7 @@ export class LockReconciler {
       available: holds.size < maxHolders,
       now,
     });
+    metrics?.lockState(lockKey, holds.size, waiting.length);
 
     const deadlines = [...assessed.values()].map((a) => a.facts.deadline).filter((d): d is number => d !== undefined);
     const busy = holds.size > 0 || waiting.length > 0;
@@ -190,16 +197,19 @@ export class LockReconciler {
     for (const hold of await backend.holders(backendKey)) {
       if (hold.cluster === this.ctx.clusterName && claims.some((c) => c.metadata.uid === hold.holderId)) {
         await backend.release(backendKey, hold.holderId);
+        this.ctx.metrics?.released(`${lock.metadata.namespace}/${lock.metadata.name}`, backend.name, ClaimReason.LockNotFound, this.ctx.clock.now());
       }
     }
     for (const claim of claims) if (claim.metadata.deletionTimestamp) await this.removeFinalizer(claim);
     this.stopWatch(`${lock.metadata.namespace}/${lock.metadata.name}`);
+    this.ctx.metrics?.lockGone(`${lock.metadata.namespace}/${lock.metadata.name}`);
     await this.removeFinalizer(lock);
   }
 
   /** No such lock: claims naming it wait with LockNotFound; deleted ones go. */
   private async lockMissing(key: string, name: string, claims: LockClaim[]): Promise<void> {
     this.stopWatch(key);
+    this.ctx.metrics?.lockGone(key);
     const now = new Date(this.ctx.clock.now()).toISOString();
     for (const claim of claims) {
       if (claim.metadata.deletionTimestamp) await this.removeFinalizer(claim);

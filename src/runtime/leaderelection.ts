@@ -21,8 +21,8 @@
  * `FakeClock` and an in-memory store.
  */
 import * as k8s from "@kubernetes/client-node";
-import type { Logger } from "../log";
-import { silentLogger } from "../log";
+import { apiErrorMessage } from "../kube/client";
+import { silentLogger, type Logger } from "../log";
 import { realClock, sleep, type Clock } from "./clock";
 
 /** client-go's JitterFactor: acquire polls wait `retryPeriod × (1 + random × 1.2)`. */
@@ -152,7 +152,7 @@ export class LeaderElector {
 
   /** Starts campaigning (once). Never rejects; resolves when leadership is lost or `release()` ran. */
   run(): Promise<void> {
-    this.loop ??= this.campaign().catch((err) => this.log.error("leader election loop failed", { error: errorText(err) }));
+    this.loop ??= this.campaign().catch((err) => this.log.error("leader election loop failed", { error: apiErrorMessage(err) }));
     return this.loop;
   }
 
@@ -233,7 +233,7 @@ export class LeaderElector {
       this.observe(await this.store.update(this.lease, this.record(now, current)), now);
       return true;
     } catch (err) {
-      if (!(err instanceof LeaseConflictError)) this.log.error("leader lease request failed", { error: errorText(err) });
+      if (!(err instanceof LeaseConflictError)) this.log.error("leader lease request failed", { error: apiErrorMessage(err) });
       return false;
     }
   }
@@ -276,7 +276,7 @@ export class LeaderElector {
         return;
       } catch (err) {
         if (!(err instanceof LeaseConflictError)) {
-          this.log.error("could not release the leader lease; it expires by itself", { error: errorText(err) });
+          this.log.error("could not release the leader lease; it expires by itself", { error: apiErrorMessage(err) });
           return;
         }
       }
@@ -372,6 +372,3 @@ function defined<T extends object>(settings: T): Partial<T> {
   return Object.fromEntries(Object.entries(settings).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}

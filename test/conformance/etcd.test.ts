@@ -195,4 +195,25 @@ describe("etcd backend", () => {
     const kv = (await raw.get(`/kubelock/${req.key}/holders/${again.holderId}`).exec()).kvs[0];
     assert.notEqual(kv.lease, lease);
   });
+
+  test("a session lease lost in an outage is granted anew when etcd returns", { timeout: 120_000 }, async () => {
+    const b = backend();
+    const old = request(`${ns()}/outage`, "a", { leaseDurationSeconds: 1 });
+    assert.ok(await b.tryAcquire(old));
+    const oldLease = (await raw.get(`/kubelock/${old.key}/holders/${old.holderId}`).exec()).kvs[0].lease;
+    await control("stop");
+    try {
+      // etcd3 gives a lease up after 2 TTLs without a keepalive: an inherent wait, not a condition to poll.
+      await new Promise((resolve) => setTimeout(resolve, 2500));
+    } finally {
+      await control("start");
+    }
+    const next = request(`${ns()}/after-outage`, "b", { leaseDurationSeconds: 1 });
+    assert.ok(await eventually("an acquire after the outage", () => b.tryAcquire(next), 60_000));
+    const kv = (await raw.get(`/kubelock/${next.key}/holders/${next.holderId}`).exec()).kvs[0];
+    assert.notEqual(kv.lease, oldLease, "the lost session lease was used again");
+    assert.equal(await b.renew(old.key, old.holderId, 1), undefined, "a hold older than its lease survived the outage");
+    await eventually("the lost lease's keys to be deleted", async () =>
+      (await raw.getAll().prefix(`/kubelock/${old.key}/`).count()) === 0 ? true : undefined, 15_000);
+  });
 });

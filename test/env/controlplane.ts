@@ -124,7 +124,7 @@ export async function startControlPlane(binDir: string, options: { name?: string
         "--bind-address=127.0.0.1",
         `--secure-port=${await freePort()}`,
         `--cert-dir=${dir}`,
-        "--controllers=garbagecollector,namespace",
+        "--controllers=garbagecollector,namespace,deployment,replicaset,job",
         "--leader-elect=false",
         "--kube-api-qps=200",
         "--kube-api-burst=400",

@@ -86,7 +86,7 @@ test("the operator runs the core flow as the deploy ServiceAccount, and not with
   const removed = await kubectl(["delete", "clusterrolebinding/kubelock-operator"]);
   assert.equal(removed.code, 0, removed.stderr);
   try {
-    const denied = await startOperator({ namespace, kubeconfig: asOperator, syncTimeoutMs: 5000 }).then(
+    const denied = await startOperator({ namespace, kubeconfig: asOperator, syncTimeoutMs: 20_000 }).then(
       (op) => op.stop().then(() => "started"),
       (err: Error) => err.message,
     );

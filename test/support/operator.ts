@@ -32,8 +32,12 @@ export async function startOperator(options: {
   logLevel?: string;
   /** How long to wait for the caches to sync (default 60 s). */
   syncTimeoutMs?: number;
+  /** More flags, after the defaults (a repeated flag's last value wins). */
+  extraArgs?: string[];
 }): Promise<OperatorProcess> {
   const args = ["--import", "tsx", cli, "operator", "--log-level", options.logLevel ?? "info", "--kubeconfig", options.kubeconfig ?? testEnv.kubeconfig, "--watch-namespace", options.namespace];
+  // Free ports, so operators of tests running at once never collide on :8080/:8081 (logged as "serving ...").
+  args.push("--metrics-bind-address", "127.0.0.1:0", "--health-probe-bind-address", "127.0.0.1:0", ...(options.extraArgs ?? []));
   if (options.config) {
     const file = join(mkdtempSync(join(tmpdir(), "kubelock-config-")), "config.yaml");
     writeFileSync(file, options.config);

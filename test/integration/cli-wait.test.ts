@@ -1,0 +1,247 @@
+/**
+ * `kubelock wait`, `release`, `renew` and `status`, each run as a real process (as in an init
+ * container: downward-API environment, a pod made through the API) against the real operator.
+ */
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { after, before, describe, test } from "node:test";
+import * as k8s from "@kubernetes/client-node";
+import { createNamespace, eventually, kubeConfig, type CommandResult } from "../support/env";
+import { Api, startOperator, type OperatorProcess } from "../support/operator";
+
+const repoRoot = resolve(__dirname, "..", "..");
+const cli = join(repoRoot, "src/cli/main.ts");
+
+let namespace: string;
+let api: Api;
+let operator: OperatorProcess;
+
+before(async () => {
+  namespace = await createNamespace("cli-wait");
+  api = new Api(namespace);
+  operator = await startOperator({ namespace });
+});
+
+after(async () => {
+  await operator?.stop();
+});
+
+/** The test process's environment without any downward-API variables, plus `extra`. */
+function cliEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  for (const key of ["POD_NAME", "POD_NAMESPACE", "POD_UID"]) delete env[key];
+  return { ...env, ...extra };
+}
+
+interface CliProcess {
+  child: ChildProcess;
+  stdout: () => string;
+  stderr: () => string;
+  exited: Promise<CommandResult>;
+}
+
+/** Starts `kubelock ARGS` as a process. */
+function startCli(args: string[], env: Record<string, string> = {}): CliProcess {
+  const child = spawn(process.execPath, ["--import", "tsx", cli, ...args], { cwd: repoRoot, env: cliEnv(env), stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  child.stdout!.on("data", (d) => (stdout += d));
+  child.stderr!.on("data", (d) => (stderr += d));
+  const exited = new Promise<CommandResult>((done) => child.on("close", (code) => done({ code: code ?? -1, stdout, stderr })));
+  return { child, stdout: () => stdout, stderr: () => stderr, exited };
+}
+
+/** Runs `kubelock ARGS` to completion. */
+const kubelock = (args: string[], env: Record<string, string> = {}) => startCli(args, env).exited;
+
+async function createPod(name: string): Promise<string> {
+  const pod = await api.core.createNamespacedPod({ namespace, body: { metadata: { name }, spec: { containers: [{ name: "main", image: "busybox" }] } } });
+  return pod.metadata!.uid!;
+}
+
+const show = (r: CommandResult) => `exit ${r.code}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`;
+
+describe("kubelock wait", () => {
+  test("as an init container: queues behind a holder, prints its position, is granted, writes the token", async () => {
+    await api.createLock("mutex");
+    await api.createClaim("holder", { lockName: "mutex" });
+    await api.waitForPhase("holder", "Granted");
+    await api.createClaim("ahead", { lockName: "mutex" });
+    await api.waitForClaim("ahead", "at position 1", (c) => c.status?.position === 1);
+    const uid = await createPod("app-1");
+    const tokenFile = join(mkdtempSync(join(tmpdir(), "kubelock-token-")), "shared", "lock", "token");
+
+    const wait = startCli(["wait", "--lock", "mutex", "--token-file", tokenFile], { POD_NAME: "app-1", POD_NAMESPACE: namespace, POD_UID: uid });
+    await eventually("position 2 printed", () => (wait.stdout().includes("waiting for lock mutex: position 2 of 2") ? true : undefined));
+
+    const claim = await api.getClaim("app-1");
+    assert.equal(claim?.spec.lockName, "mutex");
+    assert.equal(claim?.spec.podName, "app-1", "the claim names its pod");
+    assert.deepEqual(claim?.metadata.ownerReferences?.map((o) => [o.apiVersion, o.kind, o.name, o.uid]), [["v1", "Pod", "app-1", uid]],
+      "owned by the pod, so it is garbage-collected with it");
+
+    await api.deleteClaim("ahead");
+    await eventually("position 1 printed", () => (wait.stdout().includes("waiting for lock mutex: position 1 of 1") ? true : undefined));
+    await api.deleteClaim("holder");
+
+    const result = await wait.exited;
+    assert.equal(result.code, 0, show(result));
+    const granted = await api.getClaim("app-1");
+    assert.equal(granted?.status?.phase, "Granted");
+    const token = granted!.status!.fencingToken!;
+    assert.match(token, /^\d+$/);
+    assert.equal(readFileSync(tokenFile, "utf8"), token, "the token file holds the claim's fencing token");
+    const lines = result.stdout.trim().split("\n");
+    assert.equal(lines.at(-1), `granted lock mutex with fencing token ${token}`);
+    assert.ok(lines.indexOf("waiting for lock mutex: position 2 of 2") < lines.indexOf("waiting for lock mutex: position 1 of 1"), result.stdout);
+  });
+
+  test("adopts an existing claim of the same lock; refuses one for another lock", async () => {
+    await api.createLock("adoptable");
+    await api.createClaim("premade", { lockName: "adoptable" });
+    const adopted = await kubelock(["wait", "--lock", "adoptable", "--claim", "premade", "-n", namespace]);
+    assert.equal(adopted.code, 0, show(adopted));
+    assert.match(adopted.stdout, /adopted existing claim premade/);
+    assert.match(adopted.stdout, /granted lock adoptable with fencing token \d+/);
+
+    const refused = await kubelock(["wait", "--lock", "mutex", "--claim", "premade", "-n", namespace]);
+    assert.equal(refused.code, 1, show(refused));
+    assert.match(refused.stderr, /claim premade already exists in namespace .* for lock adoptable, not mutex/);
+  });
+
+  test("times out with exit 3, saying where it stood, and deletes the pod-less claim it created", async () => {
+    await api.createLock("busy");
+    await api.createClaim("busy-holder", { lockName: "busy" });
+    await api.waitForPhase("busy-holder", "Granted");
+    const result = await kubelock(["wait", "--lock", "busy", "--claim", "late", "--timeout", "3s", "-n", namespace]);
+    assert.equal(result.code, 3, show(result));
+    assert.match(result.stderr, /timed out after 3s waiting for lock busy at position 1/);
+    await eventually("claim late deleted", async () => ((await api.getClaim("late")) ? undefined : true));
+  });
+
+  test("a missing lock is exit 5", async () => {
+    const result = await kubelock(["wait", "--lock", "nope", "--claim", "lonely", "-n", namespace]);
+    assert.equal(result.code, 5, show(result));
+    assert.match(result.stderr, new RegExp(`lock nope not found in namespace ${namespace}`));
+  });
+
+  test("usage errors are exit 2: no --lock, no claim name outside a pod, a bad duration", async () => {
+    const noLock = await kubelock(["wait", "-n", namespace]);
+    assert.equal(noLock.code, 2, show(noLock));
+    assert.match(noLock.stderr, /--lock is required/);
+    const noName = await kubelock(["wait", "--lock", "mutex", "-n", namespace]);
+    assert.equal(noName.code, 2, show(noName));
+    assert.match(noName.stderr, /--claim NAME is required when POD_NAME is not set/);
+    const badDuration = await kubelock(["wait", "--lock", "mutex", "--claim", "x", "--timeout", "30"]);
+    assert.equal(badDuration.code, 2, show(badDuration));
+    assert.match(badDuration.stderr, /--timeout "30" has no unit: use a number with a unit, like 30s, 5m, 1h or 1h30m/);
+  });
+
+  test("a ServiceAccount without RBAC gets exit 6 and the fix", async () => {
+    await api.core.createNamespacedServiceAccount({ namespace, body: { metadata: { name: "nobody" } } });
+    const request = await api.core.createNamespacedServiceAccountToken({ name: "nobody", namespace, body: { spec: { audiences: [] } } });
+    const admin = kubeConfig();
+    const cluster = admin.getCurrentCluster()!;
+    const restricted = new k8s.KubeConfig();
+    restricted.loadFromOptions({
+      clusters: [cluster],
+      users: [{ name: "nobody", token: request.status!.token }],
+      contexts: [{ name: "nobody", cluster: cluster.name, user: "nobody", namespace }],
+      currentContext: "nobody",
+    });
+    const file = join(mkdtempSync(join(tmpdir(), "kubelock-kubeconfig-")), "config");
+    writeFileSync(file, restricted.exportConfig());
+    const result = await kubelock(["wait", "--kubeconfig", file, "--lock", "mutex", "--claim", "denied"]);
+    assert.equal(result.code, 6, show(result));
+    assert.match(result.stderr, new RegExp(`permission denied: create lockclaims in ${namespace} — bind the kubelock-claimer ClusterRole to this ServiceAccount`),
+      "the namespace comes from the kubeconfig context");
+  });
+});
+
+describe("kubelock release", () => {
+  test("annotates the claim, waits for Released, and the next claim is granted", async () => {
+    await api.createLock("handover");
+    await api.createClaim("first", { lockName: "handover" });
+    await api.waitForPhase("first", "Granted");
+    await api.createClaim("second", { lockName: "handover" });
+    await api.waitForPhase("second", "Pending");
+
+    // Claim and namespace from the downward API, as in the pod's main container.
+    const result = await kubelock(["release"], { POD_NAME: "first", POD_NAMESPACE: namespace });
+    assert.equal(result.code, 0, show(result));
+    assert.match(result.stdout, /released lock handover \(claim first\)/);
+    const first = await api.getClaim("first");
+    assert.equal(first?.status?.phase, "Released", "Released by the time the command returns");
+    assert.equal(first?.metadata.annotations?.["kubelock.io/release"], "true");
+    await api.waitForPhase("second", "Granted");
+  });
+
+  test("a missing claim is exit 5", async () => {
+    const result = await kubelock(["release", "--claim", "ghost", "-n", namespace]);
+    assert.equal(result.code, 5, show(result));
+    assert.match(result.stderr, new RegExp(`claim ghost not found in namespace ${namespace}`));
+  });
+});
+
+describe("kubelock renew", () => {
+  test("moves spec.renewTime to now as a MicroTime, once or --every", async () => {
+    await api.createLock("beat");
+    await api.createClaim("beating", { lockName: "beat", leaseDurationSeconds: 30 });
+    await api.waitForPhase("beating", "Granted");
+    const before = Date.now();
+    const once = await kubelock(["renew", "--claim", "beating", "-n", namespace]);
+    assert.equal(once.code, 0, show(once));
+    const renewTime = (await api.getClaim("beating"))!.spec.renewTime!;
+    assert.match(renewTime, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/, "RFC 3339 with microseconds");
+    assert.ok(Date.parse(renewTime) >= before - 1000 && Date.parse(renewTime) <= Date.now() + 1000, renewTime);
+
+    const every = startCli(["renew", "--claim", "beating", "--every", "200ms", "-n", namespace]);
+    const seen = new Set<string>();
+    await eventually("three renewals", async () => {
+      seen.add((await api.getClaim("beating"))!.spec.renewTime!);
+      return seen.size >= 4 ? true : undefined;
+    });
+    every.child.kill("SIGTERM");
+    const result = await every.exited;
+    assert.equal(result.code, 0, show(result));
+    assert.equal((await api.getClaim("beating"))?.status?.phase, "Granted");
+
+    const missing = await kubelock(["renew", "--claim", "ghost", "-n", namespace]);
+    assert.equal(missing.code, 5, show(missing));
+  });
+});
+
+describe("kubelock status", () => {
+  test("shows the lock, its holder and its queue in grant order", async () => {
+    await api.createLock("shown", { maxHolders: 1 });
+    await api.createClaim("s-holder", { lockName: "shown" });
+    const holder = await api.waitForPhase("s-holder", "Granted");
+    await api.createClaim("s-low", { lockName: "shown" });
+    await api.createClaim("s-high", { lockName: "shown", priority: 5 });
+    await api.waitForClaim("s-high", "first in the queue", (c) => c.status?.position === 1);
+    await api.waitForClaim("s-low", "second in the queue", (c) => c.status?.position === 2);
+    await eventually("lock status shows the holder", async () => ((await api.getLock("shown")).status?.holders?.length === 1 ? true : undefined));
+
+    const result = await kubelock(["status", "shown", "-n", namespace]);
+    assert.equal(result.code, 0, show(result));
+    const out = result.stdout;
+    assert.match(out, /^Lock: +shown$/m);
+    assert.match(out, /^Max holders: +1$/m);
+    assert.match(out, /^Ready: +True +BackendReady/m);
+    assert.match(out, /^Available: +False +AllSlotsHeld/m);
+    assert.match(out, /^Holders \(1 of 1\):$/m);
+    assert.match(out, /^ +CLAIM +HOLDER +CLUSTER +TOKEN +SINCE$/m);
+    assert.match(out, new RegExp(`^ +s-holder +s-holder +- +${holder.status!.fencingToken} +\\d+s$`, "m"));
+    assert.match(out, /^Waiting \(2\):$/m);
+    const high = out.search(/^ +1 +s-high +s-high +5 +\d+s$/m);
+    const low = out.search(/^ +2 +s-low +s-low +0 +\d+s$/m);
+    assert.ok(high > 0 && low > high, out);
+
+    const missing = await kubelock(["status", "absent", "-n", namespace]);
+    assert.equal(missing.code, 5, show(missing));
+    assert.match(missing.stderr, new RegExp(`lock absent not found in namespace ${namespace}`));
+  });
+});
