@@ -55,7 +55,7 @@ export interface OperatorOptions {
   kubeConfig: k8s.KubeConfig;
   config: OperatorConfig;
   log: Logger;
-  /** Concurrent lock reconciles (different locks). Default 4. */
+  /** Concurrent lock reconciles (different locks; mostly waiting on the API server and backends). Default 16. */
   lockWorkers?: number;
   /** Watch only this namespace (default: all namespaces). */
   namespace?: string;
@@ -179,7 +179,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     for (const lock of caches.locks.list()) lockQueue.add(`${lock.metadata.namespace}/${lock.metadata.name}`);
     for (const claim of caches.claims.list()) lockQueue.add(lockKeyOfClaim(claim));
     workers = Promise.all([
-      runWorkers(lockQueue, options.lockWorkers ?? 4, timed("DistributedLock", (key) => locks.reconcile(key)), onError("DistributedLock")),
+      runWorkers(lockQueue, options.lockWorkers ?? 16, timed("DistributedLock", (key) => locks.reconcile(key)), onError("DistributedLock")),
       runWorkers(podQueue, 2, timed("Pod", (key) => pods.reconcile(key)), onError("Pod")),
     ]);
   };

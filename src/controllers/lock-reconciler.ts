@@ -87,7 +87,7 @@ export class LockReconciler {
       statuses.set(ending.id, endedStatus(claim, ending.phase, ending.reason, ending.message, now));
       await this.writeClaimStatus(claim, statuses.get(ending.id)!);
       this.ctx.events.record(claim, ending.reason === ClaimReason.Lost ? "Warning" : "Normal", ending.reason, ending.message);
-      if (ending.held) {
+      if (ending.release) {
         await backend.release(backendKey, ending.id);
         metrics?.released(lockKey, backend.name, ending.reason, nowMs);
       }
@@ -110,6 +110,7 @@ export class LockReconciler {
         if (!renewed) {
           lostNow = true;
           holds.delete(id);
+          await backend.release(backendKey, id); // an expired leftover, if the backend keeps one
           metrics?.released(lockKey, backend.name, ClaimReason.Lost, nowMs);
           const { claim } = assessed.get(id)!;
           const message = "the backend hold expired before the operator could renew it; stop work guarded by this claim's fencing token and create a new claim";

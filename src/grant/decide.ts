@@ -52,8 +52,11 @@ export interface Ending {
   phase: ClaimPhase;
   reason: ClaimReason;
   message: string;
-  /** Whether the backend hold must be released. */
-  held: boolean;
+  /**
+   * Whether to call the backend's (owner-checked, idempotent) release: when the claim holds, and
+   * for a Lost claim, whose expired leftover the backend may still keep.
+   */
+  release: boolean;
 }
 
 export interface Decision {
@@ -100,7 +103,7 @@ export function decide(input: DecisionInput): Decision {
     if (isTerminal(claim.phase)) {
       if (held) decision.orphans.push(claim.id);
     } else if (claim.end) {
-      decision.endings.push({ id: claim.id, phase: phaseForEnd(claim.end.reason), reason: claim.end.reason, message: claim.end.message, held });
+      decision.endings.push({ id: claim.id, phase: phaseForEnd(claim.end.reason), reason: claim.end.reason, message: claim.end.message, release: held || claim.phase === "Granted" });
     } else if (held) {
       decision.keep.push(claim.id);
     } else if (claim.phase === "Granted") {
@@ -109,7 +112,7 @@ export function decide(input: DecisionInput): Decision {
         phase: "Lost",
         reason: ClaimReason.Lost,
         message: "the backend hold vanished (it expired while the operator could not renew it); stop work guarded by this claim's fencing token and create a new claim",
-        held: false,
+        release: true,
       });
     } else if (!claim.blocked) {
       waiting.push(claim);

@@ -8,43 +8,31 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import * as k8s from "@kubernetes/client-node";
-import { createNamespace, eventually, kubectl, run, testEnv } from "../support/env";
-import { Api, ClaimHistory, startOperator, type OperatorProcess } from "../support/operator";
+import { eventually, kubectl, run, testEnv } from "../support/env";
+import { ClaimHistory, useOperatorNamespace } from "../support/operator";
 
 const repoRoot = resolve(__dirname, "..", "..");
 const example = (name: string) => join(repoRoot, "examples", name);
 const cli = join(repoRoot, "src/cli/main.ts");
 
-let namespace: string;
-let api: Api;
-let operator: OperatorProcess;
-
-before(async () => {
-  namespace = await createNamespace("examples");
-  api = new Api(namespace);
-  operator = await startOperator({ namespace });
-});
-
-after(async () => {
-  await operator?.stop();
-});
+const env = useOperatorNamespace("examples");
 
 async function apply(file: string): Promise<void> {
-  const result = await kubectl(["apply", "-n", namespace, "-f", file]);
+  const result = await kubectl(["apply", "-n", env.namespace, "-f", file]);
   assert.equal(result.code, 0, result.stderr);
 }
 
-const pods = async (selector: string) => (await api.core.listNamespacedPod({ namespace, labelSelector: selector })).items;
+const pods = async (selector: string) => (await env.api.core.listNamespacedPod({ namespace: env.namespace, labelSelector: selector })).items;
 
 async function markSucceeded(name: string): Promise<void> {
-  await api.core.patchNamespacedPodStatus({ name, namespace, body: { status: { phase: "Succeeded" } } },
+  await env.api.core.patchNamespacedPodStatus({ name, namespace: env.namespace, body: { status: { phase: "Succeeded" } } },
     k8s.setHeaderOptions("Content-Type", k8s.PatchStrategy.MergePatch));
 }
 
 test("(a) a Job of 5 pods whose init containers wait on db-migration take turns", async () => {
-  const history = new ClaimHistory(namespace);
+  const history = new ClaimHistory(env.namespace);
   await history.start();
   await apply(example("job-db-migration.yaml"));
   const jobPods = await eventually("5 job pods", async () => {
@@ -53,14 +41,14 @@ test("(a) a Job of 5 pods whose init containers wait on db-migration take turns"
   }, 60_000);
   // Play the kubelet: run every pod's init container at once, as a kubelet would.
   const waits = jobPods.map((pod) => {
-    const env = { ...process.env, KUBECONFIG: testEnv.kubeconfig, POD_NAME: pod.metadata!.name!, POD_NAMESPACE: namespace, POD_UID: pod.metadata!.uid! };
+    const podEnv = { ...process.env, KUBECONFIG: testEnv.kubeconfig, POD_NAME: pod.metadata!.name!, POD_NAMESPACE: env.namespace, POD_UID: pod.metadata!.uid! };
     const tokenFile = join(tmpdir(), `kubelock-${pod.metadata!.uid}`);
-    return { pod: pod.metadata!.name!, tokenFile, result: run(process.execPath, ["--import", "tsx", cli, "wait", "--lock", "db-migration", "--timeout", "2m", "--token-file", tokenFile], undefined, env) };
+    return { pod: pod.metadata!.name!, tokenFile, result: run(process.execPath, ["--import", "tsx", cli, "wait", "--lock", "db-migration", "--timeout", "2m", "--token-file", tokenFile], undefined, podEnv) };
   });
   // Each granted pod "runs its migration" and succeeds, which releases the lock to the next.
   const finished = new Set<string>();
   while (finished.size < 5) {
-    const granted = (await api.listClaims()).filter((c) => c.status?.phase === "Granted" && !finished.has(c.metadata.name));
+    const granted = (await env.api.listClaims()).filter((c) => c.status?.phase === "Granted" && !finished.has(c.metadata.name));
     assert.ok(granted.length <= 1, "never two migrations at once");
     for (const claim of granted) {
       const wait = waits.find((w) => w.pod === claim.metadata.name)!;
@@ -88,17 +76,17 @@ test("(c) flash sale: 200 per-item locks created, claimed and deleted at a high 
     }));
   };
   await forEachLimit(async (item) => {
-    await api.createLock(item, { leaseDurationSeconds: 10 });
-    await api.createClaim(`${item}-order`, { lockName: item, waitTimeoutSeconds: 30 });
+    await env.api.createLock(item);
+    await env.api.createClaim(`${item}-order`, { lockName: item, waitTimeoutSeconds: 30 });
   });
-  await forEachLimit((item) => api.waitForPhase(`${item}-order`, "Granted", 120_000));
-  await forEachLimit((item) => api.deleteClaim(`${item}-order`));
-  await forEachLimit((item) => api.deleteLock(item));
-  await eventually("every lock and claim gone", async () => ((await api.listClaims()).some((c) => c.metadata.name.startsWith("item-")) ? undefined : true), 120_000);
-  const leases = (await api.kc.makeApiClient(k8s.CoordinationV1Api).listNamespacedLease({ namespace })).items;
+  await forEachLimit((item) => env.api.waitForPhase(`${item}-order`, "Granted", 120_000));
+  await forEachLimit((item) => env.api.deleteClaim(`${item}-order`));
+  await forEachLimit((item) => env.api.deleteLock(item));
+  await eventually("every lock and claim gone", async () => ((await env.api.listClaims()).some((c) => c.metadata.name.startsWith("item-")) ? undefined : true), 120_000);
+  const leases = (await env.api.kc.makeApiClient(k8s.CoordinationV1Api).listNamespacedLease({ namespace: env.namespace })).items;
   assert.equal(leases.filter((l) => l.metadata?.name?.startsWith("kubelock-item-") && l.spec?.holderIdentity).length, 0, "no hold left behind");
   console.log(`flash sale: 200 locks created, granted, released and deleted in ${((Date.now() - started) / 1000).toFixed(1)}s`);
-  const oneItem = await kubectl(["apply", "--dry-run=server", "-n", namespace, "-f", example("flash-sale.yaml")]);
+  const oneItem = await kubectl(["apply", "--dry-run=server", "-n", env.namespace, "-f", example("flash-sale.yaml")]);
   assert.equal(oneItem.code, 0, oneItem.stderr);
 });
 
@@ -109,30 +97,30 @@ test("(d) a semaphore of 3: six annotated pods, three hold at once", async () =>
     return found.length === 6 ? found : undefined;
   }, 60_000);
   await eventually("3 granted, 3 waiting", async () => {
-    const claims = (await api.listClaims()).filter((c) => c.spec.lockName === "warehouse-load");
+    const claims = (await env.api.listClaims()).filter((c) => c.spec.lockName === "warehouse-load");
     const granted = claims.filter((c) => c.status?.phase === "Granted").length;
     const waiting = claims.filter((c) => c.status?.phase === "Pending").length;
     return granted === 3 && waiting === 3 ? true : undefined;
   });
-  const lock = await api.getLock("warehouse-load");
+  const lock = await env.api.getLock("warehouse-load");
   assert.equal(lock.status?.holders?.length, 3);
   assert.equal(lock.status?.waiting, 3);
   // Scaling down deletes pods; their claims go with them and the waiters move up.
-  const scaled = await kubectl(["scale", "-n", namespace, "deployment/loader", "--replicas=0"]);
+  const scaled = await kubectl(["scale", "-n", env.namespace, "deployment/loader", "--replicas=0"]);
   assert.equal(scaled.code, 0, scaled.stderr);
   await eventually("claims collected with their pods", async () =>
-    (await api.listClaims()).some((c) => c.spec.lockName === "warehouse-load") ? undefined : true, 90_000);
+    (await env.api.listClaims()).some((c) => c.spec.lockName === "warehouse-load") ? undefined : true, 90_000);
   assert.equal(loaders.length, 6);
 });
 
 test("(e) a scheduling-gated pod is ungated only when it holds the lock", async () => {
   await apply(example("scheduling-gate.yaml"));
-  const gates = async (name: string) => (await api.core.readNamespacedPod({ name, namespace })).spec?.schedulingGates ?? [];
-  await api.waitForPhase("trainer-1", "Granted");
+  const gates = async (name: string) => (await env.api.core.readNamespacedPod({ name, namespace: env.namespace })).spec?.schedulingGates ?? [];
+  await env.api.waitForPhase("trainer-1", "Granted");
   await eventually("trainer-1 ungated", async () => ((await gates("trainer-1")).length === 0 ? true : undefined));
-  await api.waitForPhase("trainer-2", "Pending");
+  await env.api.waitForPhase("trainer-2", "Pending");
   assert.deepEqual((await gates("trainer-2")).map((g) => g.name), ["kubelock.io/lock"], "trainer-2 stays gated while it waits");
-  await api.core.deleteNamespacedPod({ name: "trainer-1", namespace, gracePeriodSeconds: 0 });
-  await api.waitForPhase("trainer-2", "Granted", 60_000);
+  await env.api.core.deleteNamespacedPod({ name: "trainer-1", namespace: env.namespace, gracePeriodSeconds: 0 });
+  await env.api.waitForPhase("trainer-2", "Granted", 60_000);
   await eventually("trainer-2 ungated", async () => ((await gates("trainer-2")).length === 0 ? true : undefined));
 });

@@ -11,7 +11,8 @@ import {
   API_VERSION, CLAIM_PLURAL, GROUP, LOCK_PLURAL, VERSION,
   type DistributedLock, type DistributedLockSpec, type LockClaim, type LockClaimSpec,
 } from "../../src/api/types";
-import { eventually, kubeConfig, testEnv } from "./env";
+import { after, before } from "node:test";
+import { createNamespace, eventually, kubeConfig, testEnv } from "./env";
 
 const repoRoot = resolve(__dirname, "..", "..");
 const cli = join(repoRoot, "src/cli/main.ts");
@@ -63,6 +64,29 @@ export async function startOperator(options: {
     await exited;
   };
   return { output: () => output, stop: () => end("SIGTERM"), kill: () => end("SIGKILL") };
+}
+
+export interface OperatorNamespace {
+  readonly namespace: string;
+  readonly api: Api;
+  readonly operator: OperatorProcess;
+}
+
+/**
+ * Registers before/after hooks giving the test file a fresh namespace with the operator running for
+ * it; the returned object's fields are set once `before` has run.
+ */
+export function useOperatorNamespace(prefix: string, options: Omit<Parameters<typeof startOperator>[0], "namespace"> = {}): OperatorNamespace {
+  const state = {} as { namespace: string; api: Api; operator: OperatorProcess };
+  before(async () => {
+    state.namespace = await createNamespace(prefix);
+    state.api = new Api(state.namespace);
+    state.operator = await startOperator({ ...options, namespace: state.namespace });
+  });
+  after(async () => {
+    await state.operator?.stop();
+  });
+  return state;
 }
 
 export class Api {
