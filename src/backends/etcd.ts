@@ -1,35 +1,29 @@
 /**
- * The etcd backend (etcd v3 API, `etcd3` client). Settings (`type: etcd`, `etcd: {...}`): `endpoints`
- * (http(s):// URLs, required), `prefix` (default `/kubelock`), `username` + `passwordFile`,
- * `tls: {caFile, certFile, keyFile}`, `dialTimeoutMs` and `requestTimeoutMs` (default 2000 each).
+ * The etcd backend (etcd3 client). Settings (`etcd: {...}`): `endpoints` (http(s):// URLs, required), `prefix`
+ * (default `/kubelock`), `username` + `passwordFile`, `tls: {caFile, certFile, keyFile}`, `dialTimeoutMs` and
+ * `requestTimeoutMs` (default 2000 each).
  *
- * A hold is one key, `<prefix>/<namespace>/<key>/holders/<holderId>` (`<key>` and `<holderId>` are
- * URI-encoded, so a '/' in a lock key never reaches into another key's holders), whose value is the JSON of
- * HolderInfo, acquireTime, renewTime, leaseDurationSeconds and maxHolders.
+ * A hold is the key `<prefix>/<namespace>/<key>/holders/<holderId>` (`<key>` and `<holderId>` URI-encoded, so a
+ * '/' in a lock key never reaches into another key's holders); value: JSON of HolderInfo, acquireTime, renewTime,
+ * leaseDurationSeconds, maxHolders. The first maxHolders live keys by create revision hold: tryAcquire creates its
+ * key if absent and reads the prefix in one transaction; with fewer than maxHolders live keys created before ours
+ * we hold (for good: no key can later get a smaller create revision), else we delete ours (never waits). So a key
+ * exists only while it holds, bar a loser's for one round trip. Fencing token = create revision: etcd's global
+ * revision, strictly increasing across grants, clusters and restarts.
  *
- * Grant: the first maxHolders live keys of a holders prefix, by create revision, hold. tryAcquire creates
- * its key if absent and reads the prefix in one transaction; if fewer than maxHolders live keys were created
- * before ours, we hold (for good: no key can appear later with a smaller create revision); otherwise we
- * delete ours and return undefined (never waits: the operator keeps the queue). So a key exists only while
- * it holds, apart from a loser's key for one round trip. Fencing token = the key's create revision: etcd's
- * global revision, strictly increasing across all grants, clusters and restarts.
+ * Expiry, two layers:
+ * - Per hold (the contract): renewTime + leaseDurationSeconds passed means gone. holders() skips it, renew()
+ *   returns undefined, a contender deletes it (compared on mod revision, so a racing renew wins or fails cleanly)
+ *   before counting. Operators sharing an etcd need clocks that agree well within a lease, as with Leases.
+ * - Per process: keys are attached to this instance's *session lease* for their leaseDurationSeconds (one lease
+ *   per distinct duration, TTL = duration, since one lease cannot carry per-hold TTLs), granted lazily, kept
+ *   alive by etcd3 and shared by all such holds: no lease grant per acquire. A dead or cut-off operator's keys go
+ *   one TTL later. A lost session lease (no keepalive for 2 TTLs, or unknown to etcd) is dropped and the next
+ *   write grants a new one; its keys go when etcd expires it, unless a renew first moves an unexpired hold over.
  *
- * Expiry has two layers:
- * - Per hold (the contract): a hold whose renewTime + leaseDurationSeconds has passed is gone. holders()
- *   skips it, renew() returns undefined, and a contender deletes it (compared on its mod revision, so a
- *   racing renew either wins or fails cleanly) before counting. Operators that share an etcd must have
- *   clocks that agree to well within a lease duration, as with Kubernetes Leases.
- * - Per process: every holder key is attached to a *session lease* of this backend instance. One session
- *   lease per distinct leaseDurationSeconds value (TTL = that value, as one lease cannot carry per-hold
- *   TTLs), granted lazily, kept alive by etcd3's keepalive and shared by all holds with that duration: no
- *   lease grant per acquire. If the operator dies or is cut off, etcd deletes its keys one TTL later. A lost
- *   session lease (keepalive failing past 2 TTLs, or etcd saying it is gone) is dropped and the next write
- *   grants a new one. Its keys go when etcd expires it (renew then returns undefined); a renew that comes
- *   first moves a still-unexpired hold onto the new lease (etcd, not our keepalive, is the truth).
- *
- * close() stops the keepalives but does NOT revoke the session leases: holds outlive an operator restart
- * by their lease duration, and the next operator re-attaches by holderId (tryAcquire and renew move the key
- * onto their own session lease, keeping its create revision).
+ * close() stops keepalives but does NOT revoke: holds outlive an operator restart by their lease duration, and
+ * the next operator re-attaches by holderId (tryAcquire and renew move the key onto its own session lease,
+ * keeping the create revision).
  */
 import { readFileSync } from "node:fs";
 import { Etcd3, EtcdLeaseInvalidError, isRecoverableError, type IKeyValue, type IOptions, type Lease, type Watcher } from "etcd3";
@@ -48,10 +42,7 @@ export interface EtcdBackendOptions {
   prefix?: string;
   auth?: { username: string; password: string };
   tls?: { ca?: Buffer; cert?: Buffer; key?: Buffer };
-  /**
-   * How fast a lost connection is noticed and retried: the gRPC keepalive ping timeout (a silently dead
-   * connection, watches included, is dropped after 10 s + this) and the longest pause between reconnects.
-   */
+  /** gRPC keepalive ping timeout (a dead connection, watches included, goes after 10 s + this); longest reconnect pause. */
   dialTimeoutMs?: number;
   /** Every call fails with BackendUnavailableError after this long (the gRPC deadline, etcd3's retries included). */
   requestTimeoutMs?: number;
