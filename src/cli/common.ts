@@ -9,6 +9,7 @@ import {
   API_VERSION, CLAIM_PLURAL, ConditionType, GROUP, LOCK_PLURAL, RELEASE_ANNOTATION, VERSION,
   type Condition, type DistributedLock, type LockClaim,
 } from "../api/types";
+import { apiErrorMessage, statusCode } from "../kube/client";
 import { DurationError, parseDuration } from "./duration";
 import { loadKubeConfig } from "./kubeconfig";
 
@@ -133,27 +134,14 @@ export function connect(flags: { namespace?: string; kubeconfig?: string }): Clu
 
 /** The HTTP status of a failed API call or watch, if it was one. */
 export function httpStatus(err: unknown): number | undefined {
-  if (err instanceof k8s.ApiException) return err.code;
+  const status = statusCode(err);
+  if (status !== undefined) return status;
   const code = (err as { statusCode?: unknown } | undefined)?.statusCode;
   return typeof code === "number" ? code : undefined;
 }
 
-/** The API server's own message (from a Status body), else the error's message. */
-export function describeError(err: unknown): string {
-  if (err instanceof k8s.ApiException) {
-    let body: unknown = err.body;
-    if (typeof body === "string") {
-      try {
-        body = JSON.parse(body);
-      } catch {
-        return body ? `HTTP ${err.code}: ${body}` : `HTTP ${err.code}`;
-      }
-    }
-    const message = (body as { message?: string } | undefined)?.message;
-    return message ? `HTTP ${err.code}: ${message}` : `HTTP ${err.code}`;
-  }
-  return err instanceof Error ? err.message : String(err);
-}
+/** The API server's own message (from a Status body) in one line, else the error's message. */
+export const describeError = (err: unknown): string => apiErrorMessage(err);
 
 /**
  * Translates a failed API call into a CliError: 401/403 are permission problems (exit 6), 404 is

@@ -47,7 +47,7 @@ export const statusCommand = command("status", async (argv) => {
 
   const condition = (type: string) => {
     const c = lock.status?.conditions?.find((x) => x.type === type);
-    return c ? `${c.status}   ${c.reason}: ${c.message}` : "Unknown   (no status from the operator yet: is it running?)";
+    return c ? `${c.status.padEnd(5)}   ${c.reason}: ${c.message}` : "Unknown (no status from the operator yet: is it running?)";
   };
   const maxHolders = lock.spec.maxHolders ?? LOCK_DEFAULTS.maxHolders;
   const lines = [

@@ -185,10 +185,11 @@ export const waitCommand = command("wait", async (argv) => {
   } catch (err) {
     // A pod-less claim created here would otherwise hold the lock later with nobody behind it.
     if (created && !claim.spec.podName && err instanceof CliError && err.code !== Exit.ClaimEnded) {
-      await deleteClaim(cluster, claimName).then(
-        () => console.error(`kubelock wait: deleted claim ${claimName}, which this command created`),
-        () => console.error(`kubelock wait: could not delete claim ${claimName}; delete it so it does not take the lock later`),
+      const note = await deleteClaim(cluster, claimName).then(
+        () => `claim ${claimName}, created by this command, was deleted`,
+        () => `could not delete claim ${claimName}, created by this command: delete it so it does not take the lock later`,
       );
+      throw new CliError(`${err.message} (${note})`, err.code);
     }
     throw err;
   } finally {

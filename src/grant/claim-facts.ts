@@ -46,7 +46,8 @@ export function assessClaim(claim: LockClaim, pod: PodState | undefined, now: nu
   if (facts.end) return facts;
 
   if (granted && claim.spec.leaseDurationSeconds) {
-    const last = ms(claim.spec.renewTime) ?? ms(claim.status?.acquireTime) ?? createdAt;
+    // A renewTime from before the grant (set while queued, or left on an adopted claim) does not count.
+    const last = Math.max(ms(claim.spec.renewTime) ?? 0, ms(claim.status?.acquireTime) ?? createdAt);
     const deadline = last + claim.spec.leaseDurationSeconds * 1000;
     if (now >= deadline) {
       facts.end = {

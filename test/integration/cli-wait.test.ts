@@ -116,9 +116,9 @@ describe("kubelock wait", () => {
     await api.createLock("busy");
     await api.createClaim("busy-holder", { lockName: "busy" });
     await api.waitForPhase("busy-holder", "Granted");
-    const result = await kubelock(["wait", "--lock", "busy", "--claim", "late", "--timeout", "3s", "-n", namespace]);
+    const result = await kubelock(["wait", "--lock", "busy", "--claim", "late", "--timeout", "5s", "-n", namespace]);
     assert.equal(result.code, 3, show(result));
-    assert.match(result.stderr, /timed out after 3s waiting for lock busy at position 1/);
+    assert.match(result.stderr, /timed out after 5s waiting for lock busy at position 1/);
     await eventually("claim late deleted", async () => ((await api.getClaim("late")) ? undefined : true));
   });
 

@@ -116,6 +116,10 @@ describe("assessClaim", () => {
       name: "fresh heartbeat sets the deadline",
       claim: base({ leaseDurationSeconds: 10, renewTime: "2026-01-01T00:00:55Z" }, { phase: "Granted" }), deadline: "2026-01-01T00:01:05Z",
     },
+    {
+      name: "a renewTime older than the grant does not expire a fresh grant",
+      claim: base({ leaseDurationSeconds: 10, renewTime: "2026-01-01T00:00:00Z" }, { phase: "Granted", acquireTime: "2026-01-01T00:00:58Z" }), deadline: "2026-01-01T00:01:08Z",
+    },
     { name: "wait timeout reached", claim: base({ waitTimeoutSeconds: 60 }), reason: "WaitTimeout" },
     { name: "wait timeout ahead sets the deadline", claim: base({ waitTimeoutSeconds: 90 }), deadline: "2026-01-01T00:01:30Z" },
     { name: "terminal claims are left alone", claim: base({ podName: "p", waitTimeoutSeconds: 1 }, { phase: "Expired" }), pod: { exists: false } },

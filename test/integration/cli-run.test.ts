@@ -1,0 +1,150 @@
+/**
+ * `kubelock run --lock L -- CMD`, as a real process against the real operator: holds the lock while
+ * the command runs, heartbeats, stops the command when the grant is lost, releases when it ends.
+ */
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { join, resolve } from "node:path";
+import { after, before, test } from "node:test";
+import * as k8s from "@kubernetes/client-node";
+import { CLAIM_PLURAL, GROUP, RELEASE_ANNOTATION, VERSION, type LockClaim } from "../../src/api/types";
+import { createNamespace, eventually, type CommandResult } from "../support/env";
+import { Api, startOperator, type OperatorProcess } from "../support/operator";
+
+const repoRoot = resolve(__dirname, "..", "..");
+const cli = join(repoRoot, "src/cli/main.ts");
+
+let namespace: string;
+let api: Api;
+let operator: OperatorProcess;
+
+before(async () => {
+  namespace = await createNamespace("cli-run");
+  api = new Api(namespace);
+  operator = await startOperator({ namespace });
+});
+
+after(async () => {
+  await operator?.stop();
+});
+
+interface CliProcess {
+  child: ChildProcess;
+  stdout: () => string;
+  stderr: () => string;
+  exited: Promise<CommandResult & { signal: NodeJS.Signals | null }>;
+}
+
+/** Starts `kubelock ARGS` as a process, outside any pod (no downward-API variables). */
+function startCli(args: string[]): CliProcess {
+  const env = { ...process.env };
+  for (const key of ["POD_NAME", "POD_NAMESPACE", "POD_UID"]) delete env[key];
+  const child = spawn(process.execPath, ["--import", "tsx", cli, ...args], { cwd: repoRoot, env, stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  child.stdout!.on("data", (d) => (stdout += d));
+  child.stderr!.on("data", (d) => (stderr += d));
+  const exited = new Promise<CommandResult & { signal: NodeJS.Signals | null }>((done) =>
+    child.on("close", (code, signal) => done({ code: code ?? -1, signal, stdout, stderr })));
+  return { child, stdout: () => stdout, stderr: () => stderr, exited };
+}
+
+const show = (r: CommandResult) => `exit ${r.code}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`;
+
+const claimsOf = async (lock: string): Promise<LockClaim[]> => (await api.listClaims()).filter((c) => c.spec.lockName === lock);
+
+/** The one claim `kubelock run` made for `lock`, once Granted. */
+const grantedRunClaim = (lock: string) => eventually(`a granted run claim for ${lock}`, async () =>
+  (await claimsOf(lock)).find((c) => c.metadata.name.startsWith(`${lock}-run-`) && c.status?.phase === "Granted"));
+
+/** The pid the run process reports for its command. */
+const commandPid = (run: CliProcess) => eventually("the command started", () => {
+  const match = /started \(pid (\d+)\)/.exec(run.stderr());
+  return match ? Number(match[1]) : undefined;
+});
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ESRCH") return false;
+    throw err;
+  }
+}
+
+test("run returns the command's exit code, gives it the token, and releases the lock", async () => {
+  await api.createLock("job");
+  const run = startCli(["run", "--lock", "job", "-n", namespace, "--", "sh", "-c", "echo token=$KUBELOCK_FENCING_TOKEN lock=$KUBELOCK_LOCK; exit 7"]);
+  const result = await run.exited;
+  assert.equal(result.code, 7, show(result));
+  assert.match(result.stdout, /^token=\d+ lock=job$/m, "the command sees the fencing token");
+  assert.match(result.stderr, /granted lock job with fencing token \d+/);
+
+  await eventually("the run's claim is gone", async () => ((await claimsOf("job")).length === 0 ? true : undefined));
+  await api.createClaim("job-next", { lockName: "job" });
+  const next = await api.waitForPhase("job-next", "Granted");
+  const token = /token=(\d+)/.exec(result.stdout)![1];
+  assert.ok(BigInt(next.status!.fencingToken!) > BigInt(token), "the next holder's token is larger");
+});
+
+test("a lost grant stops the command: exit 4, and the command is gone", async () => {
+  await api.createLock("lose");
+  const run = startCli(["run", "--lock", "lose", "--grace-period", "5s", "-n", namespace, "--", "sleep", "600"]);
+  const claim = await grantedRunClaim("lose");
+  const pid = await commandPid(run);
+  assert.ok(alive(pid), "sleep runs while the lock is held");
+  assert.equal(claim.spec.leaseDurationSeconds, 15, "heartbeat mode, default lease 15s");
+
+  await api.custom.patchNamespacedCustomObject(
+    { group: GROUP, version: VERSION, namespace, plural: CLAIM_PLURAL, name: claim.metadata.name, body: { metadata: { annotations: { [RELEASE_ANNOTATION]: "true" } } } },
+    k8s.setHeaderOptions("Content-Type", k8s.PatchStrategy.MergePatch),
+  );
+  const result = await run.exited;
+  assert.equal(result.code, 4, show(result));
+  assert.match(result.stderr, /lost lock lose: claim lose-run-\w+ is now Released \(Released: released by its holder/);
+  assert.equal(alive(pid), false, "the sleep child was stopped");
+});
+
+test("waits behind a holder, keeps the grant past its lease by renewing, forwards SIGTERM and releases", async () => {
+  await api.createLock("beat");
+  await api.createClaim("beat-holder", { lockName: "beat" });
+  await api.waitForPhase("beat-holder", "Granted");
+  const run = startCli(["run", "--lock", "beat", "--lease-duration", "2s", "-n", namespace, "--", "sleep", "600"]);
+  await eventually("queue position printed", () => (run.stderr().includes("waiting for lock beat: position 1 of 1") ? true : undefined));
+
+  await api.deleteClaim("beat-holder");
+  const claim = await grantedRunClaim("beat");
+  assert.equal(claim.spec.leaseDurationSeconds, 2);
+  const pid = await commandPid(run);
+  // Outlive the 2 s lease twice over: only renewals keep the grant.
+  const renewed = await api.waitForClaim(claim.metadata.name, "granted for over 4s with renewals", (c) =>
+    c.status?.phase === "Granted" && Date.now() - Date.parse(c.status.acquireTime!) > 4000
+      && Date.parse(c.spec.renewTime ?? "0") > Date.parse(c.status.acquireTime!) + 1000, 20_000);
+  assert.equal(renewed.status?.fencingToken, claim.status?.fencingToken, "still the same grant");
+
+  run.child.kill("SIGTERM");
+  const result = await run.exited;
+  assert.equal(result.code, 128 + 15, show(result));
+  assert.match(result.stderr, /sleep was killed by SIGTERM/);
+  assert.equal(alive(pid), false);
+  await eventually("the run's claim is gone", async () => ((await claimsOf("beat")).length === 0 ? true : undefined));
+});
+
+test("a wait timeout is exit 3 and deletes the claim; a missing command is 127 and releases", async () => {
+  await api.createLock("held");
+  await api.createClaim("held-holder", { lockName: "held" });
+  await api.waitForPhase("held-holder", "Granted");
+  const timedOut = await startCli(["run", "--lock", "held", "--timeout", "5s", "-n", namespace, "--", "true"]).exited;
+  assert.equal(timedOut.code, 3, show(timedOut));
+  assert.match(timedOut.stderr, /timed out after 5s waiting for lock held at position 1/);
+  await eventually("only the holder's claim is left", async () => ((await claimsOf("held")).length === 1 ? true : undefined));
+
+  await api.createLock("free");
+  const missing = await startCli(["run", "--lock", "free", "-n", namespace, "--", "no-such-command-kubelock"]).exited;
+  assert.equal(missing.code, 127, show(missing));
+  await eventually("the run's claim is gone", async () => ((await claimsOf("free")).length === 0 ? true : undefined));
+
+  const usage = await startCli(["run", "--lock", "free", "-n", namespace]).exited;
+  assert.equal(usage.code, 2, show(usage));
+});
