@@ -294,7 +294,7 @@ export class LockReconciler {
   private podState(claim: LockClaim): PodState | undefined {
     if (!claim.spec.podName) return undefined;
     const pod = this.ctx.caches.pods.get(claim.metadata.namespace, claim.spec.podName);
-    return pod ? { exists: true, phase: pod.status?.phase } : { exists: false };
+    return pod ? { exists: true, phase: pod.status?.phase, uid: pod.metadata?.uid } : { exists: false };
   }
 
   private watchBackend(lockKey: string, backend: LockBackend, backendKey: string): void {

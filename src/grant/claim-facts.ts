@@ -6,7 +6,15 @@ import { ClaimReason, RELEASE_ANNOTATION, type LockClaim } from "../api/types";
 import { isTerminal, type ClaimFacts } from "./decide";
 
 /** The claim's pod as the cache sees it; `undefined` when the claim names no pod. */
-export type PodState = { exists: false } | { exists: true; phase?: string };
+export type PodState = { exists: false } | { exists: true; phase?: string; uid?: string };
+
+/**
+ * The UID of the pod a claim belongs to, when the claim says (an ownerReference to its `podName`, as
+ * `kubelock wait` and the pod annotation write): a new pod that reuses the name is not its holder.
+ */
+export function claimPodUid(claim: LockClaim): string | undefined {
+  return claim.metadata.ownerReferences?.find((o) => o.kind === "Pod" && o.name === claim.spec.podName)?.uid;
+}
 
 export interface ClaimAssessment extends ClaimFacts {
   /** Why the claim cannot be queued (missing pod); shown in its condition. */
@@ -34,6 +42,9 @@ export function assessClaim(claim: LockClaim, pod: PodState | undefined, now: nu
     facts.end = { reason: ClaimReason.Released, message: "the claim was deleted" };
   } else if (claim.metadata.annotations?.[RELEASE_ANNOTATION]) {
     facts.end = { reason: ClaimReason.Released, message: "released by its holder (kubelock release)" };
+  } else if (podName && pod?.exists && claimPodUid(claim) && pod.uid !== claimPodUid(claim)) {
+    // Another pod took the name: the claim's own pod is gone, and the newcomer cannot inherit the grant.
+    facts.end = { reason: ClaimReason.HolderTerminated, message: `pod ${podName} was replaced by another pod of the same name (uid ${pod.uid}); this claim belonged to uid ${claimPodUid(claim)}` };
   } else if (podName && pod && !pod.exists) {
     if (granted) facts.end = { reason: ClaimReason.HolderTerminated, message: `pod ${podName} was deleted` };
     else {

@@ -107,6 +107,16 @@ describe("assessClaim", () => {
     { name: "granted claim whose pod is gone ends HolderTerminated", claim: base({ podName: "p" }, { phase: "Granted" }), pod: { exists: false }, reason: "HolderTerminated" },
     { name: "waiting claim whose pod does not exist yet is blocked", claim: base({ podName: "p" }), pod: { exists: false }, blocked: true },
     { name: "pod Succeeded ends HolderTerminated", claim: base({ podName: "p" }), pod: { exists: true, phase: "Succeeded" }, reason: "HolderTerminated" },
+    {
+      name: "a new pod reusing the name does not inherit the claim (pod UID checked)",
+      claim: base({ podName: "p" }, { phase: "Granted" }, { ownerReferences: [{ apiVersion: "v1", kind: "Pod", name: "p", uid: "old" }] }),
+      pod: { exists: true, phase: "Running", uid: "new" }, reason: "HolderTerminated",
+    },
+    {
+      name: "the claim's own pod, by UID: nothing ends",
+      claim: base({ podName: "p" }, { phase: "Granted" }, { ownerReferences: [{ apiVersion: "v1", kind: "Pod", name: "p", uid: "same" }] }),
+      pod: { exists: true, phase: "Running", uid: "same" },
+    },
     { name: "running pod: nothing ends", claim: base({ podName: "p" }), pod: { exists: true, phase: "Running" } },
     {
       name: "heartbeat older than its lease expires",
