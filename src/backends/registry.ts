@@ -140,3 +140,4 @@ export class BackendRegistry {
 registerBackendType("kubernetes", kubernetesBackendFactory);
 registerBackendType("redis", redisBackendFactory);
 registerBackendType("etcd", etcdBackendFactory);
+registerBackendType("zookeeper", async (context) => (await import("./zookeeper")).zookeeperBackendFactory(context)); // lazy: loads the native addon only when used

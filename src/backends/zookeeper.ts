@@ -1,0 +1,486 @@
+/**
+ * The ZooKeeper backend, on the `zookeeper` package (the official C client as a native addon; the registry
+ * imports this file lazily, so operators without a ZooKeeper backend never load the addon).
+ *
+ * Layout: lock `<namespace>/<key>` is the node `<rootPath>/<ns>/<k>`, each part URI-encoded into one segment
+ * (keys never nest). Both are CONTAINER nodes, which the server reaps once empty, so per-item locks leave
+ * nothing behind. A hold is an EPHEMERAL_SEQUENTIAL child `h-<holderId>-<seq>`; its data is JSON: HolderInfo,
+ * maxHolders, leaseDurationSeconds, acquireTime, renewTime.
+ *
+ * Holds: a child is a hold when fewer than its own maxHolders children sort before it. A child's rank only
+ * falls (new children sort last), so a hold stays one and at most maxHolders are holds. It is the reference
+ * article's recipe without its waiting, since the operator keeps the queue: tryAcquire lists the children and
+ * re-attaches to one carrying the holderId (an earlier call, a create whose reply was lost, an operator
+ * restart), else creates one, and deletes it again if it ranks too far back. Waiters own no node, so there is
+ * no predecessor to watch and no herd: the operator watches each lock once, and `watch` is one children watch
+ * on the lock node (an exists watch while it is missing), re-armed after each event, shared in-process.
+ *
+ * Fencing token: the child's czxid, the zxid of the transaction that created it. Zxids increase across the
+ * ensemble, leader elections and restarts included, so a grant that starts after another was made gets a
+ * larger token; re-attach finds the same child, so the same token. (Zxids restart only if the ensemble's data
+ * is wiped; the addon returns them as doubles, exact up to 2^53, i.e. 2^21 leader epochs.)
+ *
+ * Expiry: holds live exactly as long as the session that created them; the session timeout
+ * (`sessionTimeoutMs`, bounded by the server's min/max) is the expiry granularity, and leaseDurationSeconds is
+ * only recorded. The client pings by itself; renew checks the child exists and stamps renewTime (a versioned
+ * set). When the session expires every hold of this process is gone: renew returns undefined (the claim is
+ * Lost) and a new client makes a new session.
+ *
+ * Connection: while an established session is disconnected (not yet expired) every call throws
+ * BackendUnavailableError at once, so nothing is decided on a stale view; a client that has not connected yet
+ * (start-up, or after an expiry) is waited for up to `requestTimeoutMs`, which also bounds every request.
+ * After a client's session ends, the next client first tries to resume it (the addon may have given up
+ * locally), then starts a new one.
+ *
+ * Restarts: close() leaves the session to expire, as a crash would, so holds outlive the process by the
+ * session timeout (the C client sends closeSession only over a live connection; close() first points it at an
+ * unroutable address). With `sessionFile`, the session id and password are kept there (mode 0600) and a
+ * restarted operator resumes the session, holds and all, if it has not expired. The path must be private to
+ * one process (an emptyDir survives container restarts): two processes on one session take it from each
+ * other. Without it, a restarted operator re-attaches to its holderIds' children (same token), but they belong
+ * to the old session and vanish when it expires; renew then returns undefined and the claims become Lost.
+ * Moving a child to the new session would mean a new child: a new token and the back of the queue.
+ *
+ * Auth: `authFile` holds digest credentials `user:password`, added to every session, never logged. The addon
+ * creates nodes with the open ACL: auth admits the client where the ensemble or rootPath's parent requires
+ * it, but does not protect the nodes created here.
+ */
+import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { dirname } from "node:path";
+import ZooKeeper from "zookeeper";
+import { BackendConfigError, BackendUnavailableError, type AcquireRequest, type Hold, type HolderInfo, type LockBackend } from "./backend";
+import type { BackendFactory } from "./registry";
+import { LoopbackRelay } from "./zookeeper-relay";
+
+const Z = ZooKeeper.constants;
+const DEFAULT_SESSION_TIMEOUT_MS = 30_000;
+const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
+const DEFAULT_ROOT = "/kubelock";
+/** How long close() waits for the client to notice its connection was cut (see LoopbackRelay). */
+const DETACH_TIMEOUT_MS = 2_000;
+const CHILD = /^h-(.+)-(\d{10})$/;
+/** Return codes that mean the server could not be reached or asked in time. */
+const UNAVAILABLE = new Set([Z.ZCONNECTIONLOSS, Z.ZSESSIONEXPIRED, Z.ZOPERATIONTIMEOUT, Z.ZCLOSING, Z.ZINVALIDSTATE, Z.ZSESSIONMOVED, Z.ZAUTHFAILED]);
+
+/** The settings (see parseZooKeeperSettings); `auth` is authFile's contents, `clock` stamps acquire and renew times. */
+export interface ZooKeeperBackendOptions {
+  name: string;
+  connect: string;
+  sessionTimeoutMs?: number;
+  rootPath?: string;
+  auth?: string;
+  sessionFile?: string;
+  requestTimeoutMs?: number;
+  clock?: () => number;
+}
+
+interface Child { name: string; holderId: string; seq: number }
+interface NodeData extends HolderInfo { maxHolders: number; leaseDurationSeconds: number; acquireTime: string; renewTime: string }
+interface Node { czxid: number; version: number; data?: NodeData }
+interface KeyWatch { path: string; listeners: Set<() => void>; armedOn?: ZooKeeper; generation: number }
+type Done = (rc: number, error: unknown, ...result: unknown[]) => void;
+interface Session { id: string; password: string }
+
+export class ZooKeeperBackend implements LockBackend {
+  readonly name: string;
+  private readonly options: Required<Omit<ZooKeeperBackendOptions, "auth" | "sessionFile">> & Pick<ZooKeeperBackendOptions, "auth" | "sessionFile">;
+  private client!: ZooKeeper;
+  private connected = false;
+  /** The current client has been connected at least once: losing its connection means suspended. */
+  private established = false;
+  private resume?: Session;
+  private failures = 0;
+  private reopenTimer?: NodeJS.Timeout;
+  private closed = false;
+  private lastProblem = "";
+  private readonly waiters = new Set<() => void>();
+  private readonly watches = new Map<string, KeyWatch>();
+  private readonly busy = new Map<string, Promise<unknown>>();
+  /** The client connects through it, so close() can cut the connection first (see LoopbackRelay). */
+  private readonly relay: Promise<LoopbackRelay>;
+
+  constructor(options: ZooKeeperBackendOptions) {
+    this.name = options.name;
+    const { sessionTimeoutMs = DEFAULT_SESSION_TIMEOUT_MS, rootPath = DEFAULT_ROOT, requestTimeoutMs = DEFAULT_REQUEST_TIMEOUT_MS, clock = Date.now } = options;
+    this.options = { ...options, sessionTimeoutMs, rootPath, requestTimeoutMs, clock };
+    if (options.sessionFile) this.resume = readSession(options.sessionFile);
+    this.relay = LoopbackRelay.start(options.connect);
+    this.relay.catch(() => undefined); // reported by ready(): requests wait for a client that never comes
+    void this.open();
+  }
+
+  /** The current session id (hex), once connected. */
+  get sessionId(): string | undefined {
+    return this.established ? String(this.client.client_id) : undefined;
+  }
+
+  async tryAcquire(req: AcquireRequest): Promise<Hold | undefined> {
+    for (const field of ["maxHolders", "leaseDurationSeconds"] as const) {
+      if (!Number.isInteger(req[field]) || req[field] < 1) throw new Error(`${field} must be an integer >= 1, got ${req[field]}`);
+    }
+    const lock = this.lockPath(req.key);
+    return this.serialized(lock, req.holderId, async () => {
+      for (let attempt = 0; attempt < 3; attempt++) {
+        let mine = (await this.children(lock)).find((c) => c.holderId === req.holderId);
+        if (!mine) mine = await this.createHold(lock, req);
+        const [children, node] = await Promise.all([this.children(lock), this.read(`${lock}/${mine.name}`)]);
+        const ours = children.filter((c) => c.holderId === req.holderId);
+        if (ours.length > 1) {
+          // A create retried after its reply was lost, or two operators at once: keep the first.
+          for (const extra of ours.slice(1)) await this.remove(`${lock}/${extra.name}`);
+          continue;
+        }
+        if (!node?.data || ours[0]?.name !== mine.name) continue; // gone meanwhile: look again
+        if (children.indexOf(ours[0]) < node.data.maxHolders) return toHold(node);
+        await this.remove(`${lock}/${mine.name}`);
+        return undefined;
+      }
+      throw this.unavailable(`the holds of ${req.key} kept changing under tryAcquire`);
+    });
+  }
+
+  async renew(key: string, holderId: string, leaseDurationSeconds: number): Promise<Hold | undefined> {
+    const lock = this.lockPath(key);
+    return this.serialized(lock, holderId, async () => {
+      for (let attempt = 0; attempt < 5; attempt++) {
+        const children = await this.children(lock);
+        const mine = children.find((c) => c.holderId === holderId);
+        const node = mine && (await this.read(`${lock}/${mine.name}`));
+        if (!mine || !node?.data || children.indexOf(mine) >= node.data.maxHolders) return undefined;
+        const data: NodeData = { ...node.data, leaseDurationSeconds, renewTime: this.now() };
+        const { rc, result } = await this.call(`renew ${lock}/${mine.name}`, (zk, done) => zk.a_set(`${lock}/${mine.name}`, JSON.stringify(data), node.version, done), [Z.ZBADVERSION, Z.ZNONODE]);
+        if (rc === Z.ZNONODE) return undefined;
+        if (rc === Z.ZOK) return toHold({ czxid: node.czxid, version: (result[0] as { version: number }).version, data });
+      }
+      throw this.unavailable(`too much contention renewing ${key}`);
+    });
+  }
+
+  async release(key: string, holderId: string): Promise<boolean> {
+    const lock = this.lockPath(key);
+    return this.serialized(lock, holderId, async () => {
+      let removed = false;
+      for (const child of (await this.children(lock)).filter((c) => c.holderId === holderId)) {
+        if (await this.remove(`${lock}/${child.name}`)) removed = true;
+      }
+      return removed;
+    });
+  }
+
+  async holders(key: string): Promise<Hold[]> {
+    const lock = this.lockPath(key);
+    const children = await this.children(lock);
+    const nodes = (await Promise.all(children.map((c) => this.read(`${lock}/${c.name}`)))).filter((n): n is Node => n !== undefined);
+    return nodes.filter((n, rank) => n.data && rank < n.data.maxHolders).map(toHold);
+  }
+
+  watch(key: string, onChange: () => void): () => void {
+    const path = this.lockPath(key);
+    if (this.closed) return () => undefined;
+    let watch = this.watches.get(path);
+    if (!watch) {
+      watch = { path, listeners: new Set(), generation: 0 };
+      this.watches.set(path, watch);
+      this.arm(watch);
+    }
+    const shared = watch;
+    const listener = () => onChange(); // wrapped, so the same function added twice is two listeners
+    shared.listeners.add(listener);
+    return () => {
+      shared.listeners.delete(listener);
+      if (shared.listeners.size === 0 && this.watches.get(path) === shared) this.watches.delete(path); // its last event is ignored
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this.reopenTimer);
+    this.watches.clear();
+    for (const wake of this.waiters) wake();
+    const relay = await this.relay;
+    const client = this.client;
+    const dropped = new Promise<void>((done) => {
+      if (client?.state !== Z.ZOO_CONNECTED_STATE) return done();
+      const timer = setTimeout(done, DETACH_TIMEOUT_MS);
+      client.once("connecting", () => (clearTimeout(timer), done()));
+    });
+    relay.cut();
+    await dropped;
+    client?.close();
+  }
+
+  // --- connection ---
+
+  private async open(): Promise<void> {
+    const { sessionTimeoutMs, auth, sessionFile } = this.options;
+    const { connect } = await this.relay;
+    if (this.closed) return;
+    const resume = this.resume;
+    const client = new ZooKeeper({
+      connect, timeout: sessionTimeoutMs, debug_level: 0, host_order_deterministic: false,
+      ...(resume ? { client_id: resume.id, client_password: resume.password } : {}),
+    });
+    this.client = client;
+    this.connected = false;
+    this.established = false;
+    client.on("connect", () => {
+      if (this.client !== client || this.closed) return;
+      const first = !this.established;
+      this.connected = this.established = true;
+      this.failures = 0;
+      this.lastProblem = "";
+      if (first) {
+        this.resume = { id: String(client.client_id), password: client.client_password };
+        if (sessionFile) writeSession(sessionFile, this.resume);
+      }
+      for (const wake of this.waiters) wake();
+      for (const watch of this.watches.values()) {
+        if (watch.armedOn !== client) this.arm(watch);
+        notify(watch); // events may have been missed while disconnected
+      }
+    });
+    client.on("connecting", () => {
+      if (this.client === client) this.connected = false;
+    });
+    client.on("close", (_client: unknown, code: number) => {
+      if (this.client !== client || this.closed) return;
+      this.connected = false;
+      this.lastProblem = code === Z.ZOO_AUTH_FAILED_STATE ? "authentication failed" : "the session expired";
+      // A client that never connected could not resume the session: it is gone, start a new one.
+      if (!this.established) {
+        this.resume = undefined;
+        if (sessionFile) rmSync(sessionFile, { force: true });
+      }
+      const delay = this.failures === 0 ? 0 : Math.min(100 * 2 ** this.failures, 5000);
+      this.failures++;
+      this.reopenTimer = setTimeout(() => void this.open(), delay);
+    });
+    client.init({});
+    if (auth) client.add_auth("digest", auth, () => undefined); // sent on every (re)connect; a failure closes the client
+  }
+
+  /** The connected client; waits only for a client that has not connected yet. */
+  private async ready(): Promise<ZooKeeper> {
+    if (this.closed) throw this.unavailable("the backend is closed");
+    if (!this.connected && !this.established) {
+      await new Promise<void>((resolve) => {
+        const wake = () => (clearTimeout(timer), this.waiters.delete(wake), resolve());
+        const timer = setTimeout(wake, this.options.requestTimeoutMs);
+        this.waiters.add(wake);
+      });
+    }
+    if (this.closed) throw this.unavailable("the backend is closed");
+    if (this.connected) return this.client;
+    const why = this.established ? "connection lost; waiting for the session to reconnect" : `not connected within ${this.options.requestTimeoutMs}ms`;
+    throw this.unavailable(`${why}${this.lastProblem ? ` (last problem: ${this.lastProblem})` : ""}`);
+  }
+
+  /** One request; resolves with its rc (ZOK or one of `accept`) and results. */
+  private async call(what: string, invoke: (zk: ZooKeeper, done: Done) => unknown, accept: number[] = []): Promise<{ rc: number; result: unknown[] }> {
+    const zk = await this.ready();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(this.unavailable(`${what}: no answer within ${this.options.requestTimeoutMs}ms`)), this.options.requestTimeoutMs);
+      const settle = (rc: number, result: unknown[]) => {
+        clearTimeout(timer);
+        if (rc === Z.ZOK || accept.includes(rc)) resolve({ rc, result });
+        else if (UNAVAILABLE.has(rc)) reject(this.unavailable(`${what}: ${codeName(rc)}`));
+        else reject(new Error(`zookeeper backend ${this.name}: ${what}: ${codeName(rc)}`));
+      };
+      const rc = invoke(zk, (code: number, _error: unknown, ...result: unknown[]) => settle(code, result));
+      if (typeof rc === "number" && rc !== Z.ZOK) settle(rc, []); // refused at once: no callback follows
+    });
+  }
+
+  private unavailable(message: string): BackendUnavailableError {
+    return new BackendUnavailableError(this.name, `zookeeper ${this.options.connect}: ${message}`);
+  }
+
+  // --- nodes ---
+
+  /** The hold children of a lock node in sequence order; [] when the node does not exist. */
+  private async children(lock: string): Promise<Child[]> {
+    const { rc, result } = await this.call(`list ${lock}`, (zk, done) => zk.a_get_children(lock, false, done), [Z.ZNONODE]);
+    if (rc === Z.ZNONODE) return [];
+    const parsed = (result[0] as string[]).map((name) => ({ name, m: CHILD.exec(name) }));
+    return parsed.flatMap(({ name, m }) => (m && decode(m[1]) !== undefined ? [{ name, holderId: decode(m[1])!, seq: Number(m[2]) }] : [])).sort((a, b) => a.seq - b.seq);
+  }
+
+  private async read(path: string): Promise<Node | undefined> {
+    const { rc, result } = await this.call(`read ${path}`, (zk, done) => zk.a_get(path, false, done), [Z.ZNONODE]);
+    if (rc === Z.ZNONODE) return undefined;
+    const stat = result[0] as { czxid: number; version: number };
+    return { czxid: stat.czxid, version: stat.version, data: parseData(result[1]) };
+  }
+
+  private async remove(path: string): Promise<boolean> {
+    return (await this.call(`delete ${path}`, (zk, done) => zk.a_delete_(path, -1, done), [Z.ZNONODE])).rc === Z.ZOK;
+  }
+
+  private async createHold(lock: string, req: AcquireRequest): Promise<Child> {
+    const { holderId, claim, holderIdentity, cluster = "", maxHolders, leaseDurationSeconds } = req;
+    const now = this.now();
+    const data: NodeData = { holderId, claim, holderIdentity, cluster, maxHolders, leaseDurationSeconds, acquireTime: now, renewTime: now };
+    const prefix = `${lock}/h-${encodeSegment(req.holderId)}-`;
+    // The lock node may be missing, or reaped between creating it and its first child: a few attempts.
+    for (let attempt = 0; attempt < 4; attempt++) {
+      const { rc, result } = await this.call(`create ${prefix}`, (zk, done) => zk.a_create(prefix, JSON.stringify(data), Z.ZOO_EPHEMERAL_SEQUENTIAL, done), [Z.ZNONODE]);
+      if (rc === Z.ZOK) {
+        const name = (result[0] as string).slice(lock.length + 1);
+        return { name, holderId: req.holderId, seq: Number(name.slice(-10)) };
+      }
+      await this.createNode(lock);
+    }
+    throw this.unavailable(`could not create the lock node ${lock}`);
+  }
+
+  /** Creates `path` and missing ancestors: rootPath and above persistent, namespace and lock nodes containers. */
+  private async createNode(path: string): Promise<void> {
+    const flags = path.split("/").length > this.options.rootPath.split("/").length ? Z.ZOO_CONTAINER : Z.ZOO_PERSISTENT;
+    const { rc } = await this.call(`create ${path}`, (zk, done) => zk.a_create(path, "", flags, done), [Z.ZNODEEXISTS, Z.ZNONODE]);
+    if (rc !== Z.ZNONODE) return;
+    await this.createNode(path.slice(0, path.lastIndexOf("/")));
+    await this.createNode(path);
+  }
+
+  // --- watches ---
+
+  /**
+   * One children watch on the lock node (an exists watch while it is missing), re-armed after each event.
+   * Only the latest arming's callbacks count, so stray registrations never multiply.
+   */
+  private arm(watch: KeyWatch): void {
+    if (this.watches.get(watch.path) !== watch || !this.connected) return; // armed on the next connect
+    const zk = this.client;
+    const generation = ++watch.generation;
+    watch.armedOn = zk;
+    const current = () => this.watches.get(watch.path) === watch && this.client === zk && watch.generation === generation && !this.closed;
+    const fired = (type: number) => {
+      if (type === Z.ZOO_SESSION_EVENT || !current()) return; // session events: the connect handler notifies
+      this.arm(watch);
+      notify(watch);
+    };
+    const failed = (rc: number) => {
+      if (rc !== Z.ZOK && rc !== Z.ZNONODE && current()) watch.armedOn = undefined; // re-armed on the next connect
+    };
+    const refused = zk.aw_get_children(watch.path, fired, (rc: number) => {
+      if (rc !== Z.ZNONODE || !current()) return failed(rc);
+      // Created between the two calls: an exists watch sees no children changes, so list again.
+      failed(zk.aw_exists(watch.path, fired, (existsRc: number) => (existsRc === Z.ZOK && current() ? fired(Z.ZOO_CHILD_EVENT) : failed(existsRc))));
+    });
+    failed(refused); // refused at once (no callback follows)
+  }
+
+  // --- helpers ---
+
+  private lockPath(key: string): string {
+    const slash = key.indexOf("/");
+    if (slash <= 0 || slash === key.length - 1) throw new Error(`invalid lock key "${key}": expected <namespace>/<key>`);
+    return `${this.options.rootPath}/${encodeSegment(key.slice(0, slash))}/${encodeSegment(key.slice(slash + 1))}`;
+  }
+
+  private now(): string {
+    return new Date(this.options.clock()).toISOString();
+  }
+
+  /** Runs calls for one holder of one lock one at a time, so this process never creates two of its children. */
+  private serialized<T>(lock: string, holderId: string, run: () => Promise<T>): Promise<T> {
+    const id = `${lock}\n${holderId}`;
+    const result = (this.busy.get(id) ?? Promise.resolve()).then(run);
+    const tail = result.then(() => undefined, () => undefined);
+    this.busy.set(id, tail);
+    void tail.then(() => this.busy.get(id) === tail && this.busy.delete(id));
+    return result;
+  }
+}
+
+function notify(watch: KeyWatch): void {
+  for (const listener of [...watch.listeners]) listener();
+}
+
+function toHold(node: Node): Hold {
+  const { holderId, claim, holderIdentity, cluster, acquireTime, renewTime } = node.data!;
+  return { holderId, claim, holderIdentity, cluster, fencingToken: String(node.czxid), acquireTime, renewTime };
+}
+
+function parseData(raw: unknown): NodeData | undefined {
+  try {
+    const data = JSON.parse(String(raw)) as NodeData;
+    return typeof data.holderId === "string" && Number.isInteger(data.maxHolders) ? data : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function decode(s: string): string | undefined {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return undefined; // not one of ours
+  }
+}
+
+/** One path segment: URI-encoded, dots too, so no key is `.`, `..` or a path of its own. */
+function encodeSegment(s: string): string {
+  return encodeURIComponent(s).replace(/\./g, "%2E");
+}
+
+function codeName(rc: number): string {
+  const name = Object.entries(Z).find(([k, v]) => v === rc && /^Z[A-Z]+$/.test(k))?.[0];
+  return name ? `${name} (${rc})` : `error ${rc}`;
+}
+
+/** The saved session; undefined (a new session) when missing or unreadable. */
+function readSession(file: string): Session | undefined {
+  try {
+    const { id, password } = JSON.parse(readFileSync(file, "utf8")) as Partial<Session>;
+    return /^[0-9a-f]+$/.test(String(id)) && /^[0-9A-F]{32}$/i.test(String(password)) ? { id: id!, password: password! } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function writeSession(file: string, session: Session): void {
+  try {
+    writeFileSync(file, JSON.stringify(session), { mode: 0o600 });
+  } catch {
+    // the holds then do not survive a restart; start-up checked the directory exists
+  }
+}
+
+/** Checks the `zookeeper:` settings block; every mistake is one line of the thrown BackendConfigError. */
+export function parseZooKeeperSettings(name: string, raw: Record<string, unknown>): ZooKeeperBackendOptions {
+  const problems: string[] = [];
+  const { connect, sessionTimeoutMs = DEFAULT_SESSION_TIMEOUT_MS, rootPath = DEFAULT_ROOT, authFile, sessionFile, requestTimeoutMs = DEFAULT_REQUEST_TIMEOUT_MS, ...unknown } = raw;
+  for (const field of Object.keys(unknown)) problems.push(`unknown setting zookeeper.${field}`);
+  if (typeof connect !== "string" || !connect) problems.push('zookeeper.connect is required ("host:port,host:port")');
+  else if (!connect.split(",").every((hp) => /^[^\s:/,]+:\d{1,5}$/.test(hp) && Number(hp.split(":")[1]) <= 65535 && Number(hp.split(":")[1]) > 0)) {
+    problems.push(`zookeeper.connect "${connect}" must be host:port[,host:port...] (no chroot: use zookeeper.rootPath)`);
+  }
+  for (const [field, value, min] of [["sessionTimeoutMs", sessionTimeoutMs, 1000], ["requestTimeoutMs", requestTimeoutMs, 1]] as const) {
+    if (!Number.isInteger(value) || (value as number) < min) problems.push(`zookeeper.${field} must be an integer >= ${min} (milliseconds)`);
+  }
+  if (typeof rootPath !== "string" || !/^(\/[^/\s]+)+$/.test(rootPath) || /\/\.\.?(\/|$)/.test(rootPath) || /^\/zookeeper(\/|$)/.test(rootPath)) {
+    problems.push("zookeeper.rootPath must be an absolute path like /kubelock (no trailing slash, not under /zookeeper)");
+  }
+  let auth: string | undefined;
+  if (authFile !== undefined) {
+    if (typeof authFile !== "string" || !authFile) problems.push("zookeeper.authFile must be a file path");
+    else {
+      try {
+        auth = readFileSync(authFile, "utf8").replace(/\r?\n$/, "");
+        if (!/^[^:\s]+:.+$/.test(auth)) problems.push(`zookeeper.authFile ${authFile} must hold digest credentials user:password`);
+      } catch (err) {
+        problems.push(`zookeeper.authFile: cannot read ${authFile}: ${(err as NodeJS.ErrnoException).code ?? "error"}`);
+      }
+    }
+  }
+  if (sessionFile !== undefined && (typeof sessionFile !== "string" || !sessionFile || !existsSync(dirname(sessionFile)))) {
+    problems.push("zookeeper.sessionFile must be a file path in an existing directory");
+  }
+  if (problems.length > 0) throw new BackendConfigError(problems.map((p) => `backend "${name}": ${p}`).join("\n"));
+  return { name, connect, sessionTimeoutMs, rootPath, auth, sessionFile, requestTimeoutMs } as ZooKeeperBackendOptions;
+}
+
+/** The registry's factory for `type: zookeeper`. */
+export const zookeeperBackendFactory: BackendFactory = ({ name, settings }) => new ZooKeeperBackend(parseZooKeeperSettings(name, settings));

@@ -1,0 +1,323 @@
+/**
+ * The zookeeper backend against a real ZooKeeper: the shared conformance suite, then what is particular to
+ * ZooKeeper. Holds live as long as the session, not a per-hold lease, so the suite's lease-expiry cases are
+ * skipped (`supportsExpiry: false`) and expiry is tested here by ending the session.
+ */
+import assert from "node:assert/strict";
+import { randomBytes, randomUUID } from "node:crypto";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { connect, createServer, type Server, type Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, test } from "node:test";
+import ZooKeeper from "zookeeper";
+import { BackendConfigError, BackendUnavailableError, type AcquireRequest } from "../../src/backends/backend";
+import { createBackend } from "../../src/backends/registry";
+import { parseZooKeeperSettings, ZooKeeperBackend, type ZooKeeperBackendOptions } from "../../src/backends/zookeeper";
+import { eventually, kubeConfig, testEnv } from "../support/env";
+import { runBackendConformance } from "./backend-conformance";
+
+const Z = ZooKeeper.constants;
+const ROOT = `/kubelock-test-${randomBytes(3).toString("hex")}`;
+const SESSION_MS = 4000;
+
+const backends: ZooKeeperBackend[] = [];
+function backend(options: Partial<ZooKeeperBackendOptions> = {}): ZooKeeperBackend {
+  const b = new ZooKeeperBackend({ name: "zk", connect: testEnv.zookeeperConnect, rootPath: ROOT, sessionTimeoutMs: SESSION_MS, requestTimeoutMs: 3000, ...options });
+  backends.push(b);
+  return b;
+}
+after(() => Promise.all(backends.map((b) => b.close())));
+
+async function control(action: "stop" | "start"): Promise<void> {
+  const res = await fetch(`${process.env.KUBELOCK_TEST_CONTROL}/services/zookeeper/${action}`, { method: "POST" });
+  assert.equal(res.status, 200, await res.text());
+}
+
+runBackendConformance("zookeeper", async () => backend(), { supportsExpiry: false, stopServer: () => control("stop"), startServer: () => control("start") });
+
+/** A loopback TCP proxy to ZooKeeper: stopping it (refusing connections, cutting open ones) is a partition. */
+class TcpProxy {
+  private server?: Server;
+  private readonly sockets = new Set<Socket>();
+  private port = 0;
+  constructor(private readonly target: string) {}
+
+  get address(): string {
+    return `127.0.0.1:${this.port}`;
+  }
+
+  async start(): Promise<void> {
+    const [host, port] = this.target.split(":");
+    const server = createServer((client) => {
+      const upstream = connect(Number(port), host);
+      for (const socket of [client, upstream]) {
+        this.sockets.add(socket);
+        socket.on("close", () => this.sockets.delete(socket));
+        socket.on("error", () => {
+          client.destroy();
+          upstream.destroy();
+        });
+      }
+      client.pipe(upstream).pipe(client);
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(this.port, "127.0.0.1", () => resolve());
+    });
+    this.port = (server.address() as { port: number }).port;
+    this.server = server;
+  }
+
+  async stop(): Promise<void> {
+    const server = this.server;
+    this.server = undefined;
+    for (const socket of this.sockets) socket.destroy();
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+}
+
+/** A plain client (optionally on an existing session) for looking at nodes behind the backend's back. */
+async function rawClient(session?: { id: string; password: string }): Promise<ZooKeeper> {
+  const zk = new ZooKeeper({ connect: testEnv.zookeeperConnect, timeout: SESSION_MS, debug_level: 0, ...(session ? { client_id: session.id, client_password: session.password } : {}) });
+  const connected = new Promise((resolve) => zk.once("connect", resolve));
+  zk.init({});
+  await connected;
+  return zk;
+}
+function zkCall<T>(invoke: (done: (rc: number, error: unknown, ...result: unknown[]) => void) => unknown): Promise<{ rc: number; result: T }> {
+  return new Promise((resolve) => invoke((rc, _error, ...result) => resolve({ rc, result: result as T })));
+}
+interface Stat { czxid: number; ephemeralOwner: string }
+
+function request(key: string, who: string, overrides: Partial<AcquireRequest> = {}): AcquireRequest {
+  return { key, holderId: randomUUID(), claim: `claim-${who}`, holderIdentity: `pod-${who}`, cluster: "east", maxHolders: 1, leaseDurationSeconds: 30, ...overrides };
+}
+function newKey(hint: string): { key: string; path: string } {
+  const ns = `ns-${randomBytes(3).toString("hex")}`;
+  const name = `${hint}-${randomBytes(3).toString("hex")}`;
+  return { key: `${ns}/${name}`, path: `${ROOT}/${ns}/${name}` };
+}
+
+describe("zookeeper backend: nodes, tokens, watches, sessions", () => {
+  test("a hold is an ephemeral sequential node named after its holderId, with its HolderInfo as data", async () => {
+    const b = backend();
+    const { key, path } = newKey("shape");
+    const req = request(key, "a");
+    const hold = await b.tryAcquire(req);
+    assert.ok(hold);
+    const zk = await rawClient();
+    try {
+      const { result: [children] } = await zkCall<[string[]]>((done) => zk.a_get_children(path, false, done));
+      assert.equal(children.length, 1);
+      assert.match(children[0], new RegExp(`^h-${req.holderId}-\\d{10}$`));
+      const { result: [stat, data] } = await zkCall<[Stat, Buffer]>((done) => zk.a_get(`${path}/${children[0]}`, false, done));
+      assert.equal(stat.ephemeralOwner, b.sessionId, "the node does not belong to the backend's session");
+      assert.equal(String(stat.czxid), hold.fencingToken, "the fencing token is not the node's czxid");
+      const info = JSON.parse(data.toString());
+      assert.deepEqual(
+        { holderId: info.holderId, claim: info.claim, holderIdentity: info.holderIdentity, cluster: info.cluster, maxHolders: info.maxHolders },
+        { holderId: req.holderId, claim: "claim-a", holderIdentity: "pod-a", cluster: "east", maxHolders: 1 },
+      );
+    } finally {
+      zk.close();
+    }
+  });
+
+  test("tokens are czxids: they follow the server's transaction order across keys and grants", async () => {
+    const b = backend();
+    const tokens: bigint[] = [];
+    for (let i = 0; i < 5; i++) {
+      const req = request(newKey("czxid").key, `c${i}`);
+      const hold = await b.tryAcquire(req);
+      assert.ok(hold);
+      tokens.push(BigInt(hold.fencingToken));
+      assert.equal(await b.release(req.key, req.holderId), true);
+    }
+    for (let i = 1; i < tokens.length; i++) assert.ok(tokens[i] > tokens[i - 1], `${tokens[i]} after ${tokens[i - 1]}`);
+  });
+
+  test("a node whose create reply was lost is recognised by its holderId and re-attached", async () => {
+    const b = backend();
+    const { key, path } = newKey("lost-reply");
+    const req = request(key, "a");
+    assert.ok(await b.tryAcquire(request(`${key.split("/")[0]}/warm-up`, "w"))); // the namespace node exists
+    // Stand-in for a create that reached the server while its reply was lost.
+    const zk = await rawClient();
+    try {
+      await zkCall((done) => zk.a_create(path, "", Z.ZOO_CONTAINER, done));
+      const data = JSON.stringify({ ...req, key: undefined, acquireTime: new Date().toISOString(), renewTime: new Date().toISOString() });
+      const { rc, result: [created] } = await zkCall<[string]>((done) => zk.a_create(`${path}/h-${req.holderId}-`, data, Z.ZOO_EPHEMERAL_SEQUENTIAL, done));
+      assert.equal(rc, 0);
+      const { result: [stat] } = await zkCall<[Stat]>((done) => zk.a_exists(created, false, done));
+      const hold = await b.tryAcquire(req);
+      assert.ok(hold);
+      assert.equal(hold.fencingToken, String(stat.czxid));
+      const { result: [children] } = await zkCall<[string[]]>((done) => zk.a_get_children(path, false, done));
+      assert.deepEqual(children, [created.slice(path.length + 1)], "a second node was created");
+    } finally {
+      zk.close();
+    }
+  });
+
+  test("watch keeps one watch on the lock node; contenders and waiters register none", async () => {
+    const b = backend();
+    const { key, path } = newKey("herd");
+    assert.ok(await b.holders(key)); // connected
+    const registered: string[] = [];
+    const client = (b as unknown as { client: Record<string, (...args: unknown[]) => unknown> }).client;
+    for (const method of ["aw_get_children", "aw_exists", "aw_get"]) {
+      const original = client[method].bind(client);
+      client[method] = (watched: unknown, ...rest: unknown[]) => {
+        registered.push(`${method} ${String(watched)}`);
+        return original(watched, ...rest);
+      };
+    }
+    let calls = 0;
+    const stop = b.watch(key, () => calls++);
+    try {
+      await eventually("the exists watch on the missing lock node", () => (registered.length >= 2 ? true : undefined), 5000);
+      assert.deepEqual(registered, [`aw_get_children ${path}`, `aw_exists ${path}`]);
+      const first = request(key, "first");
+      assert.ok(await b.tryAcquire(first));
+      await eventually("a call for the first hold", () => (calls > 0 ? true : undefined), 5000);
+      // Ten contenders that find the mutex taken: no watch each, just changes seen by the one watch.
+      const contenders = Array.from({ length: 10 }, (_, i) => request(key, `c${i}`));
+      for (const r of await Promise.all(contenders.map((r) => b.tryAcquire(r)))) assert.equal(r, undefined);
+      const seen = calls;
+      assert.ok(await b.release(key, first.holderId));
+      await eventually("a call for the release", () => (calls > seen ? true : undefined), 5000);
+      assert.ok(registered.every((r) => r.endsWith(` ${path}`)), `a watch outside the lock node: ${registered.join(", ")}`);
+      assert.ok(registered.length <= 2 + 2 + 2 * 21, `${registered.length} registrations: one per event expected`);
+    } finally {
+      stop();
+    }
+  });
+
+  test("a partition past the session timeout: renew is unavailable, then reports the hold gone; the backend recovers", async () => {
+    const proxy = new TcpProxy(testEnv.zookeeperConnect);
+    await proxy.start();
+    const sessionFile = join(mkdtempSync(join(tmpdir(), "kubelock-zk-")), "session.json");
+    const b = backend({ connect: proxy.address, sessionFile });
+    const other = backend();
+    const { key } = newKey("expiry");
+    const a = request(key, "a");
+    const holdA = await b.tryAcquire(a);
+    assert.ok(holdA);
+    const oldSession = b.sessionId;
+    assert.equal(JSON.parse(readFileSync(sessionFile, "utf8")).id, oldSession);
+    await proxy.stop();
+    try {
+      // Suspended: nothing is decided on a stale view.
+      await assert.rejects(b.renew(key, a.holderId, 30), BackendUnavailableError);
+      await assert.rejects(b.tryAcquire(request(key, "x")), BackendUnavailableError);
+      // The server expires the session: its holds go, and another operator takes the lock.
+      await eventually("the partitioned session's holds to go", async () => ((await other.holders(key)).length === 0 ? true : undefined), SESSION_MS * 4);
+    } finally {
+      await proxy.start();
+    }
+    const holdB = await other.tryAcquire(request(key, "b"));
+    assert.ok(holdB);
+    assert.ok(BigInt(holdB.fencingToken) > BigInt(holdA.fencingToken));
+    await eventually("renew to report the hold gone", async () => ((await b.renew(key, a.holderId, 30).catch(() => "unavailable")) === undefined ? true : undefined), 20_000);
+    assert.notEqual(b.sessionId, oldSession, "no new session after the expiry");
+    assert.equal(await b.release(key, a.holderId), false, "the expired holder's release removed something");
+    assert.equal(await b.tryAcquire(request(key, "c")), undefined, "the lock was free after the expired holder's release");
+    assert.ok(await b.tryAcquire(request(newKey("after-expiry").key, "d")), "the backend did not recover");
+    assert.equal(JSON.parse(readFileSync(sessionFile, "utf8")).id, b.sessionId, "sessionFile keeps the old session");
+    await b.close();
+    await proxy.stop();
+  });
+
+  test("sessionFile: a restarted backend resumes the session and keeps its holds past the session timeout", async () => {
+    const sessionFile = join(mkdtempSync(join(tmpdir(), "kubelock-zk-")), "session.json");
+    const first = backend({ sessionFile });
+    const { key } = newKey("resume");
+    const a = request(key, "a");
+    const hold = await first.tryAcquire(a);
+    assert.ok(hold);
+    const session = first.sessionId;
+    await first.close(); // keeps the session: holds stay for a successor
+    assert.deepEqual((await backend().holders(key)).map((h) => h.holderId), [a.holderId], "close() ended the session");
+    const restarted = backend({ sessionFile });
+    assert.ok(await restarted.holders(key));
+    assert.equal(restarted.sessionId, session, "the session was not resumed");
+    await new Promise((r) => setTimeout(r, SESSION_MS + 1500));
+    const renewed = await restarted.renew(key, a.holderId, 30);
+    assert.ok(renewed, "the hold expired although its session was resumed");
+    assert.equal(renewed.fencingToken, hold.fencingToken);
+  });
+
+  test("without sessionFile, a closed backend's holds last until its session times out", async () => {
+    const first = backend();
+    const { key } = newKey("no-resume");
+    const a = request(key, "a");
+    const hold = await first.tryAcquire(a);
+    assert.ok(hold);
+    await first.close();
+    const successor = backend();
+    const again = await successor.tryAcquire(a);
+    assert.equal(again?.fencingToken, hold.fencingToken, "the successor did not re-attach");
+    await eventually("the old session's holds to go", async () => ((await successor.holders(key)).length === 0 ? true : undefined), SESSION_MS * 3);
+    assert.equal(await successor.renew(key, a.holderId, 30), undefined);
+  });
+
+  test("no server: BackendUnavailableError within the request timeout", async () => {
+    const server = createServer();
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const port = (server.address() as { port: number }).port;
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    const b = backend({ connect: `127.0.0.1:${port}`, requestTimeoutMs: 500 });
+    const started = Date.now();
+    await assert.rejects(b.tryAcquire(request("ns/x", "a")), BackendUnavailableError);
+    await assert.rejects(b.holders("ns/x"), BackendUnavailableError);
+    assert.ok(Date.now() - started < 5000, `took ${Date.now() - started}ms`);
+  });
+});
+
+describe("zookeeper settings", () => {
+  test("valid settings, defaults, and the registry's lazy factory", async () => {
+    assert.deepEqual(parseZooKeeperSettings("zk", { connect: "zk-0:2181,zk-1:2181" }), {
+      name: "zk", connect: "zk-0:2181,zk-1:2181", sessionTimeoutMs: 30000, rootPath: "/kubelock", auth: undefined, sessionFile: undefined, requestTimeoutMs: 10000,
+    });
+    const b = await createBackend({ name: "zk", type: "zookeeper", kubeConfig: kubeConfig(), settings: { connect: testEnv.zookeeperConnect, rootPath: ROOT } });
+    try {
+      assert.ok(b instanceof ZooKeeperBackend);
+      assert.deepEqual(await b.holders(newKey("registry").key), []);
+    } finally {
+      await b.close();
+    }
+  });
+
+  test("every mistake is one line, and credentials never appear", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "kubelock-zk-"));
+    const badAuth = join(dir, "auth");
+    writeFileSync(badAuth, "no-colon-s3cret\n");
+    const cases: [Record<string, unknown>, RegExp][] = [
+      [{}, /zookeeper\.connect is required/],
+      [{ connect: "zk-0" }, /must be host:port/],
+      [{ connect: "zk-0:2181/chroot" }, /no chroot: use zookeeper\.rootPath/],
+      [{ connect: "zk-0:99999" }, /must be host:port/],
+      [{ connect: "zk:1", sessionTimeoutMs: 10 }, /sessionTimeoutMs must be an integer >= 1000/],
+      [{ connect: "zk:1", requestTimeoutMs: "5s" }, /requestTimeoutMs must be an integer/],
+      [{ connect: "zk:1", rootPath: "kubelock/" }, /rootPath must be an absolute path/],
+      [{ connect: "zk:1", rootPath: "/zookeeper/x" }, /rootPath must be an absolute path/],
+      [{ connect: "zk:1", authFile: join(dir, "missing") }, /authFile: cannot read .*ENOENT/],
+      [{ connect: "zk:1", authFile: badAuth }, /must hold digest credentials user:password/],
+      [{ connect: "zk:1", sessionFile: "/no/such/dir/session" }, /sessionFile must be a file path in an existing directory/],
+      [{ connect: "zk:1", bogus: true }, /unknown setting zookeeper\.bogus/],
+    ];
+    for (const [settings, expected] of cases) {
+      assert.throws(() => parseZooKeeperSettings("zk", settings), (err: Error) => {
+        assert.ok(err instanceof BackendConfigError, String(err));
+        assert.match(err.message, expected);
+        assert.doesNotMatch(err.message, /s3cret/);
+        return true;
+      });
+    }
+    assert.throws(() => parseZooKeeperSettings("zk", { connect: 5, sessionTimeoutMs: 0, rootPath: "x", other: 1 }), (err: Error) => err.message.split("\n").length === 4);
+    const goodAuth = join(dir, "good");
+    writeFileSync(goodAuth, "kubelock:s3cret\n");
+    assert.equal(parseZooKeeperSettings("zk", { connect: "zk:1", authFile: goodAuth }).auth, "kubelock:s3cret");
+  });
+});
