@@ -153,6 +153,20 @@ const rejectCases: RejectCase[] = [
     message: "podName is immutable once set",
   },
   {
+    name: "changing a lock's key after creation",
+    setup: [base.lock],
+    patch: { resource: "distributedlock/migrations", body: { spec: { key: "elsewhere" } } },
+    field: "spec.key",
+    message: "key is immutable",
+  },
+  {
+    name: "changing a lock's backend after creation",
+    setup: [base.lock],
+    patch: { resource: "distributedlock/migrations", body: { spec: { backend: "redis" } } },
+    field: "spec.backend",
+    message: "backend is immutable",
+  },
+  {
     name: "unknown claim phase",
     setup: [base.claim],
     patch: { resource: "lockclaim/job-1", body: { status: { phase: "Bogus" } }, subresource: "status" },
