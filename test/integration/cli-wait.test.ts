@@ -9,7 +9,8 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
 import * as k8s from "@kubernetes/client-node";
-import { createNamespace, eventually, kubeConfig, type CommandResult } from "../support/env";
+import { parseAllDocuments } from "yaml";
+import { createNamespace, eventually, kubeConfig, kubectl, type CommandResult } from "../support/env";
 import { Api, startOperator, type OperatorProcess } from "../support/operator";
 
 const repoRoot = resolve(__dirname, "..", "..");
@@ -158,6 +159,22 @@ describe("kubelock wait", () => {
     assert.equal(result.code, 6, show(result));
     assert.match(result.stderr, new RegExp(`permission denied: create lockclaims in ${namespace} — bind the kubelock-claimer ClusterRole to this ServiceAccount`),
       "the namespace comes from the kubeconfig context");
+
+    // Bound to deploy/'s kubelock-claimer role (and nothing else), the same ServiceAccount gets its grant.
+    const claimerRole = parseAllDocuments(readFileSync(join(repoRoot, "deploy/rbac.yaml"), "utf8"))
+      .map((d) => d.toJSON()).find((o) => o.kind === "ClusterRole" && o.metadata.name === "kubelock-claimer");
+    const applied = await kubectl(["apply", "--server-side", "--force-conflicts", "-f", "-"], { input: JSON.stringify(claimerRole) });
+    assert.equal(applied.code, 0, applied.stderr);
+    const bound = await kubectl(["create", "rolebinding", "nobody-claimer", "-n", namespace, "--clusterrole=kubelock-claimer", `--serviceaccount=${namespace}:nobody`]);
+    assert.equal(bound.code, 0, bound.stderr);
+    await api.createLock("claimer-lock");
+    const tokenFile = join(mkdtempSync(join(tmpdir(), "kubelock-token-")), "token");
+    const granted = await eventually("the RoleBinding to take effect", async () => {
+      const attempt = await kubelock(["wait", "--kubeconfig", file, "--lock", "claimer-lock", "--claim", "allowed", "--timeout", "30s", "--token-file", tokenFile]);
+      return attempt.code === 6 ? undefined : attempt;
+    });
+    assert.equal(granted.code, 0, show(granted));
+    assert.equal(readFileSync(tokenFile, "utf8").trim(), (await api.getClaim("allowed"))?.status?.fencingToken);
   });
 });
 
