@@ -13,12 +13,13 @@ import * as k8s from "@kubernetes/client-node";
 import { BackendConfigError, type AcquireRequest } from "../../src/backends/backend";
 import { EtcdBackend, type EtcdBackendOptions } from "../../src/backends/etcd";
 import { createBackend } from "../../src/backends/registry";
-import { eventually, testEnv } from "../support/env";
+import { eventually, testEnv, controlService } from "../support/env";
 import { runBackendConformance } from "./backend-conformance";
 
 const backends: EtcdBackend[] = [];
 function backend(options: Partial<EtcdBackendOptions> = {}): EtcdBackend {
-  const b = new EtcdBackend({ name: "etcd", endpoints: [testEnv.etcdEndpoint], ...options });
+  // A generous request timeout: the first request loads gRPC and connects, on a machine shared with the API server.
+  const b = new EtcdBackend({ name: "etcd", endpoints: [testEnv.etcdEndpoint], requestTimeoutMs: 10_000, ...options });
   backends.push(b);
   return b;
 }
@@ -28,10 +29,7 @@ after(async () => {
   raw.close();
 });
 
-async function control(action: "stop" | "start"): Promise<void> {
-  const res = await fetch(`${process.env.KUBELOCK_TEST_CONTROL}/services/etcd/${action}`, { method: "POST" });
-  assert.equal(res.status, 200, `${action} etcd: ${await res.text()}`);
-}
+const control = (action: "stop" | "start") => controlService("etcd", action);
 
 runBackendConformance("etcd", async () => backend(), {
   supportsExpiry: true,

@@ -13,13 +13,10 @@ import Redis from "ioredis";
 import { BackendConfigError, BackendUnavailableError, type AcquireRequest, type LockBackend } from "../../src/backends/backend";
 import { RedisBackend, redisBackendFactory } from "../../src/backends/redis";
 import { backendTypes, createBackend } from "../../src/backends/registry";
-import { eventually, kubeConfig, testEnv } from "../support/env";
+import { eventually, kubeConfig, testEnv, controlService } from "../support/env";
 import { runBackendConformance } from "./backend-conformance";
 
-async function control(action: "stop" | "start"): Promise<void> {
-  const res = await fetch(`${process.env.KUBELOCK_TEST_CONTROL}/services/redis/${action}`, { method: "POST" });
-  assert.equal(res.status, 200, `redis ${action}: ${await res.text()}`);
-}
+const control = (action: "stop" | "start") => controlService("redis", action);
 
 const opened: LockBackend[] = [];
 async function backend(settings: Record<string, unknown> = {}): Promise<RedisBackend> {

@@ -14,7 +14,7 @@ import ZooKeeper from "zookeeper";
 import { BackendConfigError, BackendUnavailableError, type AcquireRequest } from "../../src/backends/backend";
 import { createBackend } from "../../src/backends/registry";
 import { parseZooKeeperSettings, ZooKeeperBackend, type ZooKeeperBackendOptions } from "../../src/backends/zookeeper";
-import { eventually, kubeConfig, testEnv } from "../support/env";
+import { eventually, kubeConfig, testEnv, controlService } from "../support/env";
 import { runBackendConformance } from "./backend-conformance";
 
 const Z = ZooKeeper.constants;
@@ -29,10 +29,7 @@ function backend(options: Partial<ZooKeeperBackendOptions> = {}): ZooKeeperBacke
 }
 after(() => Promise.all(backends.map((b) => b.close())));
 
-async function control(action: "stop" | "start"): Promise<void> {
-  const res = await fetch(`${process.env.KUBELOCK_TEST_CONTROL}/services/zookeeper/${action}`, { method: "POST" });
-  assert.equal(res.status, 200, await res.text());
-}
+const control = (action: "stop" | "start") => controlService("zookeeper", action);
 
 runBackendConformance("zookeeper", async () => backend(), { supportsExpiry: false, stopServer: () => control("stop"), startServer: () => control("start") });
 

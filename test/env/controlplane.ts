@@ -64,6 +64,11 @@ export interface ControlPlane {
   kubeconfig: string;
   server: string;
   stop(): Promise<void>;
+  /**
+   * Stops kube-apiserver (SIGTERM) and starts it again on the same port, certificates and etcd data;
+   * resolves once it is ready again. Clients see their connections and watches end, as in an upgrade.
+   */
+  restartApiServer(): Promise<void>;
 }
 
 /**
@@ -86,7 +91,7 @@ export async function startControlPlane(binDir: string, options: { name?: string
 
     const port = await freePort();
     const server = `https://127.0.0.1:${port}`;
-    const apiserver = new ManagedProcess(`${name}/kube-apiserver`, join(binDir, "kube-apiserver"), [
+    const apiserverArgs = [
       `--etcd-servers=${etcd.endpoint}`,
       "--bind-address=127.0.0.1",
       `--secure-port=${port}`,
@@ -103,7 +108,8 @@ export async function startControlPlane(binDir: string, options: { name?: string
       "--allow-privileged=true",
       "--endpoint-reconciler-type=none",
       "--v=0",
-    ], join(dir, "kube-apiserver.log"));
+    ];
+    let apiserver = new ManagedProcess(`${name}/kube-apiserver`, join(binDir, "kube-apiserver"), apiserverArgs, join(dir, "kube-apiserver.log"));
     processes.push(apiserver);
     const ca = readFileSync(certs.caCert);
     const adminCert = readFileSync(certs.adminCert);
@@ -111,6 +117,15 @@ export async function startControlPlane(binDir: string, options: { name?: string
     const tls = { ca, cert: adminCert, key: adminKey };
     await apiserver.waitUntil("/readyz", () => httpsOk(`${server}/readyz`, tls), 120_000);
     await apiserver.waitUntil("namespace default", () => httpsOk(`${server}/api/v1/namespaces/default`, tls), 60_000);
+    let restarts = 0;
+    const restartApiServer = async () => {
+      const old = apiserver;
+      await old.stop();
+      // Each run logs to its own file (a ManagedProcess truncates its log).
+      apiserver = new ManagedProcess(`${name}/kube-apiserver`, join(binDir, "kube-apiserver"), apiserverArgs, join(dir, `kube-apiserver.restart-${++restarts}.log`));
+      processes[processes.indexOf(old)] = apiserver;
+      await apiserver.waitUntil("/readyz", () => httpsOk(`${server}/readyz`, tls), 120_000);
+    };
 
     const kubeconfig = join(dir, "kubeconfig");
     writeFileSync(kubeconfig, kubeconfigYaml(name, server, certs.caCert, certs.adminCert, certs.adminKey));
@@ -133,7 +148,7 @@ export async function startControlPlane(binDir: string, options: { name?: string
       ], join(dir, "kube-controller-manager.log"));
       processes.push(kcm);
     }
-    return { kubeconfig, server, stop };
+    return { kubeconfig, server, stop, restartApiServer };
   } catch (err) {
     await stop();
     throw err;

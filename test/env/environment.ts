@@ -21,6 +21,10 @@ export interface EnvironmentOptions {
   clusters?: 1 | 2;
   services?: ServiceName[];
   log?: (line: string) => void;
+  /** Start kube-controller-manager with each control plane (default true). */
+  controllerManager?: boolean;
+  /** Redis with an fsynced append-only file, so holds and fencing counters survive its restart (default false). */
+  redisPersistence?: boolean;
 }
 
 export interface Environment {
@@ -48,6 +52,7 @@ export async function startEnvironment(options: EnvironmentOptions = {}): Promis
     variables.KUBELOCK_TEST_KUBECTL = kubectl;
 
     const kubeconfigs: string[] = [];
+    const planes: ControlPlane[] = [];
     if (existing) {
       const kubeconfig = process.env.KUBECONFIG;
       if (!kubeconfig) throw new Error("USE_EXISTING_CLUSTER=true needs KUBECONFIG");
@@ -57,8 +62,9 @@ export async function startEnvironment(options: EnvironmentOptions = {}): Promis
       for (let i = 1; i <= (options.clusters ?? 1); i++) {
         log(`environment: starting control plane ${i} (etcd, kube-apiserver, kube-controller-manager)`);
         const started = Date.now();
-        const plane: ControlPlane = await startControlPlane(binDir!, { name: `cluster${i}` });
+        const plane: ControlPlane = await startControlPlane(binDir!, { name: `cluster${i}`, controllerManager: options.controllerManager });
         cleanups.push(() => plane.stop());
+        planes.push(plane);
         log(`environment: control plane ${i} ready at ${plane.server} in ${((Date.now() - started) / 1000).toFixed(1)}s`);
         kubeconfigs.push(plane.kubeconfig);
       }
@@ -70,7 +76,7 @@ export async function startEnvironment(options: EnvironmentOptions = {}): Promis
 
     const services = new Map<ServiceName, Service>();
     for (const name of options.services ?? []) {
-      const service = name === "redis" ? await RedisService.create()
+      const service = name === "redis" ? await RedisService.create({ persistent: options.redisPersistence })
         : name === "zookeeper" ? await ZooKeeperService.create()
         : await EtcdService.create(binDir!);
       cleanups.push(() => service.destroy());
@@ -82,8 +88,8 @@ export async function startEnvironment(options: EnvironmentOptions = {}): Promis
     if (services.has("zookeeper")) variables.KUBELOCK_TEST_ZOOKEEPER_CONNECT = services.get("zookeeper")!.address;
     if (services.has("etcd")) variables.KUBELOCK_TEST_ETCD_ENDPOINT = services.get("etcd")!.address;
 
-    if (services.size > 0) {
-      const control = await serveControl(services);
+    if (services.size > 0 || planes.length > 0) {
+      const control = await serveControl(services, planes);
       cleanups.push(() => new Promise((done) => control.server.close(() => done())));
       variables.KUBELOCK_TEST_CONTROL = control.url;
     }
@@ -100,16 +106,36 @@ async function installCrds(kubectl: string, kubeconfig: string): Promise<void> {
     "crd/distributedlocks.kubelock.io", "crd/lockclaims.kubelock.io"]);
 }
 
-/** POST /services/NAME/stop|start on loopback: how test processes take a backend server away. */
-function serveControl(services: Map<ServiceName, Service>): Promise<{ server: Server; url: string }> {
+/**
+ * How test processes inject faults, on loopback:
+ * - POST /services/NAME/stop|start: take a backend server away and bring it back (same address and data);
+ * - POST /services/NAME/pause|resume: SIGSTOP / SIGCONT the server process (it hangs with connections open);
+ * - POST /controlplanes/N/apiserver/restart: restart control plane N's kube-apiserver (1-based; same port,
+ *   certificates and etcd data), answering once it is ready again. Absent with an existing cluster.
+ */
+function serveControl(services: Map<ServiceName, Service>, planes: ControlPlane[] = []): Promise<{ server: Server; url: string }> {
   const server = createServer((req, res) => {
-    const match = /^\/services\/(\w+)\/(stop|start)$/.exec(req.url ?? "");
+    const plane = req.method === "POST" ? /^\/controlplanes\/(\d+)\/apiserver\/restart$/.exec(req.url ?? "") : null;
+    if (plane) {
+      const target = planes[Number(plane[1]) - 1];
+      if (!target) {
+        res.writeHead(404).end("unknown control plane\n");
+        return;
+      }
+      target.restartApiServer().then(
+        () => res.writeHead(200).end("ok\n"),
+        (err: Error) => res.writeHead(500).end(`${err.message}\n`),
+      );
+      return;
+    }
+    const match = /^\/services\/(\w+)\/(stop|start|pause|resume)$/.exec(req.url ?? "");
     const service = match && services.get(match[1] as ServiceName);
     if (req.method !== "POST" || !match || !service) {
       res.writeHead(404).end("unknown service or action\n");
       return;
     }
-    (match[2] === "stop" ? service.stop() : service.start()).then(
+    const action = match[2] as "stop" | "start" | "pause" | "resume";
+    service[action]().then(
       () => res.writeHead(200).end("ok\n"),
       (err: Error) => res.writeHead(500).end(`${err.message}\n`),
     );

@@ -19,19 +19,39 @@ export interface Service {
   stop(): Promise<void>;
   /** Stops the server and removes its directory. */
   destroy(): Promise<void>;
+  /**
+   * SIGSTOP: the server freezes with its connections and data as they are (a hung server, or one cut
+   * off by a partition, as clients see it); `resume()` (SIGCONT) lets it carry on where it was.
+   */
+  pause(): Promise<void>;
+  resume(): Promise<void>;
 }
 
 abstract class LocalService implements Service {
   protected process?: ManagedProcess;
   protected readonly dir: string;
+  private paused = false;
   constructor(readonly name: string, readonly port: number) {
     this.dir = mkdtempSync(join(tmpdir(), `kubelock-${name}-`));
   }
   abstract get address(): string;
   abstract start(): Promise<void>;
   async stop(): Promise<void> {
+    await this.resume(); // a stopped (SIGSTOP) process would only die by SIGKILL, without a clean shutdown
     await this.process?.stop();
     this.process = undefined;
+  }
+  async pause(): Promise<void> {
+    const pid = this.process?.running ? this.process.pid : undefined;
+    if (pid === undefined) throw new Error(`${this.name} is not running`);
+    globalThis.process.kill(pid, "SIGSTOP");
+    this.paused = true;
+  }
+  async resume(): Promise<void> {
+    if (!this.paused) return;
+    this.paused = false;
+    const pid = this.process?.running ? this.process.pid : undefined;
+    if (pid !== undefined) globalThis.process.kill(pid, "SIGCONT");
   }
   async destroy(): Promise<void> {
     await this.stop();
@@ -40,16 +60,21 @@ abstract class LocalService implements Service {
 }
 
 export class RedisService extends LocalService {
-  static async create(): Promise<RedisService> {
-    return new RedisService("redis", await freePort());
+  /** `persistent`: an append-only file fsynced on every write, so a restart keeps holds and fencing counters. */
+  static async create(options: { persistent?: boolean } = {}): Promise<RedisService> {
+    const service = new RedisService("redis", await freePort());
+    service.persistent = options.persistent ?? false;
+    return service;
   }
+  private persistent = false;
   get address(): string {
     return `redis://127.0.0.1:${this.port}`;
   }
   async start(): Promise<void> {
     this.process = new ManagedProcess("redis-server", "redis-server", [
       "--bind", "127.0.0.1", "--port", String(this.port), "--dir", this.dir,
-      "--save", "", "--appendonly", "no", "--protected-mode", "yes",
+      "--save", "", "--appendonly", this.persistent ? "yes" : "no", ...(this.persistent ? ["--appendfsync", "always"] : []),
+      "--protected-mode", "yes",
       // Keyspace notifications for expired and deleted keys wake waiters without polling.
       "--notify-keyspace-events", "Kgx",
     ], join(this.dir, "redis.log"));

@@ -1,7 +1,7 @@
 /** Grants on the real API server: exclusion, semaphores, queue order, positions, kubectl wait. */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { createNamespace, kubectl } from "../support/env";
+import { createNamespace, eventually, kubectl } from "../support/env";
 import { Api, ClaimHistory, startOperator, type OperatorProcess } from "../support/operator";
 
 let namespace: string;
@@ -59,8 +59,8 @@ async function checkExclusion(lock: string, maxHolders: number, contenders: numb
     // A mutex grants one at a time, so grant order is token order.
     for (let i = 1; i < tokens.length; i++) assert.ok(tokens[i] > tokens[i - 1], `fencing tokens increase in grant order: ${tokens.join(",")}`);
   }
-  const status = (await api.getLock(lock)).status;
-  assert.equal(status?.leaseTransitions, contenders);
+  // The lock's status is written after its claims' in each reconcile: wait for the last one.
+  await eventually(`leaseTransitions ${contenders}`, async () => ((await api.getLock(lock)).status?.leaseTransitions === contenders ? true : undefined));
 }
 
 describe("mutual exclusion", () => {

@@ -83,3 +83,9 @@ export async function eventually<T>(
     await new Promise((r) => setTimeout(r, delay));
   }
 }
+
+/** Stops or starts one of the environment's backend servers (same address and data) through its control endpoint. */
+export async function controlService(service: "redis" | "zookeeper" | "etcd", action: "stop" | "start"): Promise<void> {
+  const res = await fetch(`${required("KUBELOCK_TEST_CONTROL")}/services/${service}/${action}`, { method: "POST" });
+  if (res.status !== 200) throw new Error(`${action} ${service}: HTTP ${res.status}: ${await res.text()}`);
+}

@@ -1,0 +1,56 @@
+/**
+ * The long chaos run (`make test-chaos`): starts a private environment, runs test/chaos/ until
+ * CHAOS_GRANTS grants (default 10000) or CHAOS_SECONDS (default 3600) of faults, prints the report and
+ * exits 1 if the checker found any violation.
+ *
+ * Environment: CHAOS_SEED (replay a schedule), CHAOS_BACKENDS (comma list, default all four),
+ * CHAOS_FAULTS (comma list of fault kinds, or "none" for a baseline without faults).
+ */
+import { ALL_BACKENDS, availableKinds, defaultChaosOptions, formatReport, runChaos, startChaosEnvironment, type BackendName } from "./runner";
+import type { FaultKind } from "./nemesis";
+
+const list = (name: string): string[] | undefined => process.env[name]?.split(",").map((s) => s.trim()).filter(Boolean);
+
+async function main(): Promise<number> {
+  const log = (line: string) => console.error(line);
+  const cleanups: (() => Promise<void>)[] = [];
+  const environment = await startChaosEnvironment(log);
+  cleanups.push(environment.stop);
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    console.error(`\n${signal}: healing faults and stopping everything`);
+    for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
+    process.exit(130);
+  };
+  process.once("SIGINT", () => void shutdown("SIGINT"));
+  process.once("SIGTERM", () => void shutdown("SIGTERM"));
+  try {
+    const defaults = defaultChaosOptions(environment.targets, log);
+    const faults = list("CHAOS_FAULTS");
+    const kinds = faults?.includes("none") ? [] : (faults as FaultKind[] | undefined) ?? availableKinds(environment.targets);
+    const report = await runChaos({
+      ...defaults,
+      grants: Number(process.env.CHAOS_GRANTS ?? 10_000),
+      seconds: Number(process.env.CHAOS_SECONDS ?? 3600),
+      seed: process.env.CHAOS_SEED ? Number(process.env.CHAOS_SEED) : defaults.seed,
+      backends: (list("CHAOS_BACKENDS") as BackendName[] | undefined) ?? ALL_BACKENDS,
+      kinds,
+      aloneFirst: kinds.length > 0,
+      mixedAtLeast: kinds.length > 1 ? 1 : 0,
+    }, (cleanup) => cleanups.splice(1, 0, cleanup));
+    console.log(formatReport(report));
+    return report.violations.length === 0 ? 0 : 1;
+  } finally {
+    for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: Error) => {
+    console.error(`chaos run failed: ${err.stack ?? err.message}`);
+    process.exit(1);
+  },
+);
