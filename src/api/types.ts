@@ -17,6 +17,11 @@ export const LOCK_ANNOTATION = "kubelock.io/lock";
 export const PRIORITY_ANNOTATION = "kubelock.io/priority";
 /** Claim annotation set by `kubelock release`: the holder is done; the grant ends (phase Released). */
 export const RELEASE_ANNOTATION = "kubelock.io/release";
+/**
+ * Claim annotation the operator writes with the UID of the claim's pod when it first sees both, for
+ * claims without an ownerReference to their pod: a new pod reusing the name is not the holder.
+ */
+export const POD_UID_ANNOTATION = "kubelock.io/pod-uid";
 /** Pod scheduling gate removed once the pod's claim is granted. */
 export const SCHEDULING_GATE = "kubelock.io/lock";
 

@@ -3,6 +3,7 @@
  * shared by every key watched there (see NamespaceWatch).
  */
 import * as k8s from "@kubernetes/client-node";
+import { timerDelay } from "../runtime/clock";
 import { KEY_LABEL, MANAGED_BY, MANAGED_BY_LABEL, ROLE_LABEL, ROLE_SLOT, timeMs } from "./kubernetes";
 
 /** The API server ends each watch after about this long; the client re-watches. */
@@ -162,7 +163,7 @@ export class NamespaceWatch {
       this.expiryTimers.delete(label);
       this.scheduleExpiry(label);
       this.notify(label);
-    }, next - now + 50);
+    }, timerDelay(next - now + 50));
     timer.unref();
     this.expiryTimers.set(label, timer);
   }

@@ -8,13 +8,13 @@
  * Safety order: grant = backend acquire, then claim status; release = claim status, then backend release.
  */
 import {
-  ClaimReason, ConditionType, LOCK_DEFAULTS, LOCK_PLURAL, CLAIM_PLURAL, LockReason, RELEASE_FINALIZER,
+  ClaimReason, ConditionType, POD_UID_ANNOTATION, LOCK_DEFAULTS, LOCK_PLURAL, CLAIM_PLURAL, LockReason, RELEASE_FINALIZER,
   type DistributedLock, type DistributedLockStatus, type LockClaim, type LockClaimStatus, type LockHolder,
 } from "../api/types";
 import { setCondition } from "../api/conditions";
 import { BackendConfigError, BackendUnavailableError, type Hold, type LockBackend } from "../backends/backend";
-import { assessClaim, type PodState } from "../grant/claim-facts";
-import { decide } from "../grant/decide";
+import { assessClaim, claimPodUid, type PodState } from "../grant/claim-facts";
+import { decide, isTerminal } from "../grant/decide";
 import { isNotFound } from "../kube/client";
 import type { ReconcileResult } from "../runtime/workqueue";
 import { blockedStatus, endedStatus, grantedStatus, waitingStatus } from "./claim-status";
@@ -37,7 +37,7 @@ export class LockReconciler {
     const backendName = lock.spec.backend ?? this.ctx.defaultBackend;
     let backend: LockBackend;
     try {
-      backend = this.ctx.backends.get(backendName);
+      backend = failuresAsUnavailable(this.ctx.backends.get(backendName));
     } catch (err) {
       if (!(err instanceof BackendConfigError)) throw err;
       if (lock.metadata.deletionTimestamp) return this.removeFinalizer(lock);
@@ -69,7 +69,10 @@ export class LockReconciler {
     const nowMs = clock.now();
     const now = new Date(nowMs).toISOString();
 
-    await forEachConcurrently(claims.filter((c) => !c.metadata.deletionTimestamp), (claim) => this.ensureFinalizer(CLAIM_PLURAL, claim));
+    await forEachConcurrently(claims.filter((c) => !c.metadata.deletionTimestamp), async (claim) => {
+      await this.ensureFinalizer(CLAIM_PLURAL, claim);
+      await this.recordPodUid(this.latest(claim));
+    });
     claims = claims.map((c) => this.latest(c));
     const holds = new Map((await backend.holders(backendKey)).map((h) => [h.holderId, h]));
     const assessed = new Map(claims.map((c) => [c.metadata.uid ?? c.metadata.name, { claim: c, facts: assessClaim(c, this.podState(c), nowMs) }]));
@@ -272,6 +275,15 @@ export class LockReconciler {
     if (written) this.observe(plural, written);
   }
 
+  /** Pins a claim to its pod's UID the first time both are seen (see claimPodUid). */
+  private async recordPodUid(claim: LockClaim): Promise<void> {
+    if (!claim.spec.podName || claimPodUid(claim) || isTerminal(claim.status?.phase)) return;
+    const pod = this.ctx.caches.pods.get(claim.metadata.namespace, claim.spec.podName);
+    if (!pod?.metadata?.uid) return;
+    const written = await this.ctx.client.annotate(CLAIM_PLURAL, claim.metadata, { [POD_UID_ANNOTATION]: pod.metadata.uid }).catch(ignoreNotFound);
+    if (written) this.ctx.caches.claims.observe(written as LockClaim);
+  }
+
   private async removeFinalizer(stale: DistributedLock | LockClaim): Promise<void> {
     const obj = this.latest(stale);
     const finalizers = obj.metadata.finalizers ?? [];
@@ -312,6 +324,30 @@ export class LockReconciler {
   stopAll(): void {
     for (const key of [...this.watches.keys()]) this.stopWatch(key);
   }
+}
+
+/**
+ * Any failure of a backend call (credentials refused, a protocol error) makes the backend unusable for
+ * this lock, as an outage does: the lock says so in Ready=False and the reconcile retries with backoff.
+ */
+function failuresAsUnavailable(backend: LockBackend): LockBackend {
+  const guard = <A extends unknown[], R>(call: (...args: A) => Promise<R>) => async (...args: A): Promise<R> => {
+    try {
+      return await call.apply(backend, args);
+    } catch (err) {
+      if (err instanceof BackendUnavailableError) throw err;
+      throw new BackendUnavailableError(backend.name, err instanceof Error ? err.message : String(err), { cause: err });
+    }
+  };
+  return {
+    name: backend.name,
+    tryAcquire: guard(backend.tryAcquire),
+    renew: guard(backend.renew),
+    release: guard(backend.release),
+    holders: guard(backend.holders),
+    watch: (key, onChange) => backend.watch(key, onChange),
+    close: () => backend.close(),
+  };
 }
 
 /** API writes for different objects, a few at a time. */

@@ -2,18 +2,20 @@
  * What the grant decision needs to know about one claim, worked out from the claim, its pod and the
  * time: whether it must end now (and why), whether it is blocked, and when it next needs a look.
  */
-import { ClaimReason, RELEASE_ANNOTATION, type LockClaim } from "../api/types";
+import { ClaimReason, POD_UID_ANNOTATION, RELEASE_ANNOTATION, type LockClaim } from "../api/types";
 import { isTerminal, type ClaimFacts } from "./decide";
 
 /** The claim's pod as the cache sees it; `undefined` when the claim names no pod. */
 export type PodState = { exists: false } | { exists: true; phase?: string; uid?: string };
 
 /**
- * The UID of the pod a claim belongs to, when the claim says (an ownerReference to its `podName`, as
- * `kubelock wait` and the pod annotation write): a new pod that reuses the name is not its holder.
+ * The UID of the pod a claim belongs to, when known: an ownerReference to its `podName` (as `kubelock
+ * wait` and the pod annotation write), else the operator's `kubelock.io/pod-uid` annotation. A new pod
+ * that reuses the name is not its holder.
  */
 export function claimPodUid(claim: LockClaim): string | undefined {
-  return claim.metadata.ownerReferences?.find((o) => o.kind === "Pod" && o.name === claim.spec.podName)?.uid;
+  return claim.metadata.ownerReferences?.find((o) => o.kind === "Pod" && o.name === claim.spec.podName)?.uid
+    ?? claim.metadata.annotations?.[POD_UID_ANNOTATION];
 }
 
 export interface ClaimAssessment extends ClaimFacts {

@@ -75,6 +75,14 @@ export class KubeClient {
     );
   }
 
+  /** Adds annotations (a merge patch: other annotations stay); returns the object written. */
+  async annotate(plural: Plural, meta: ObjectMeta, annotations: Record<string, string>): Promise<unknown> {
+    return this.custom.patchNamespacedCustomObject(
+      { group: GROUP, version: VERSION, plural, namespace: meta.namespace, name: meta.name, body: { metadata: { annotations } } },
+      mergePatch,
+    );
+  }
+
   async createClaim(claim: LockClaim): Promise<LockClaim> {
     return (await this.custom.createNamespacedCustomObject({
       group: GROUP, version: VERSION, plural: CLAIM_PLURAL, namespace: claim.metadata.namespace, body: claim,

@@ -16,10 +16,18 @@ export interface Clock {
   clearTimeout(handle: TimerHandle): void;
 }
 
+/**
+ * A delay Node's timers accept: 0 .. 2^31-1 ms. Node fires a longer timer after 1 ms instead, so a
+ * far deadline (a lease of months) would spin; capped, it only wakes early once in 24.8 days.
+ */
+export function timerDelay(ms: number): number {
+  return Math.min(Math.max(0, ms), 2 ** 31 - 1);
+}
+
 /** The wall clock and Node's timers. */
 export const realClock: Clock = {
   now: () => Date.now(),
-  setTimeout: (fn, ms) => setTimeout(fn, Math.max(0, ms)),
+  setTimeout: (fn, ms) => setTimeout(fn, timerDelay(ms)),
   clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
 };
 
