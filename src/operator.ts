@@ -85,6 +85,9 @@ export interface RunningOperator {
   stop(): Promise<void>;
 }
 
+/** How long `stop()` waits for backend connections to close. */
+const BACKEND_CLOSE_MS = 5_000;
+
 const lockKeyOfClaim = (claim: LockClaim) => `${claim.metadata.namespace}/${claim.spec.lockName}`;
 
 export async function startOperator(options: OperatorOptions): Promise<RunningOperator> {
@@ -209,7 +212,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
       // A request may take half the renew deadline: a leader gets a second try before it must step down.
       store: new KubeLeaseStore(kubeConfig, (le.renewDeadlineMs ?? LEADER_ELECTION_DEFAULTS.renewDeadlineMs) / 2),
       callbacks: {
-        onStartedLeading: (signal) => void ready.then(() => signal.aborted || startWorkers()),
+        onStartedLeading: (signal) => void ready.then(() => signal.aborted || startWorkers(), () => undefined),
         onStoppedLeading: (reason) => {
           metrics.leader.set(0);
           if (reason !== "lost") return;
@@ -220,7 +223,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     });
     void elector.run();
   } else {
-    void ready.then(startWorkers);
+    void ready.then(startWorkers, () => undefined); // rejects only when stopped before the caches synced
   }
 
   return {
@@ -235,7 +238,15 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
       for (const informer of informers) informer.stop();
       locks.stopAll();
       await Promise.all(servers.map((s) => s.close()));
-      await backends.closeAll();
+      // A backend that cannot close (say, an unreachable server) must not hold the process forever.
+      const closed = backends.closeAll().then(() => true, (err) => {
+        log.error("closing backends failed", { error: apiErrorMessage(err) });
+        return true;
+      });
+      const waited = new AbortController();
+      const inTime = await Promise.race([closed, sleep(clock, BACKEND_CLOSE_MS, waited.signal).then(() => false)]);
+      waited.abort();
+      if (!inTime) log.error("backend connections did not close in time; leaving them to the process exit", { waitedMs: BACKEND_CLOSE_MS });
     },
   };
 }

@@ -1,7 +1,7 @@
 /** kill -9 of the operator while claims are held and waiting loses no grant and doubles none. */
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { createNamespace } from "../support/env";
+import { createNamespace, eventually } from "../support/env";
 import { Api, ClaimHistory, startOperator, type OperatorProcess } from "../support/operator";
 
 let namespace: string;
@@ -38,9 +38,11 @@ test("restart after SIGKILL keeps holds and tokens, then serves the queue", asyn
   const r1 = await api.waitForPhase("r1", "Granted");
   assert.equal(r1.status?.fencingToken, before[1].status?.fencingToken, "the surviving hold kept its token: re-attached, not re-acquired");
   await api.waitForPhase("r2", "Granted");
-  const lock = await api.getLock("shared");
-  assert.deepEqual(lock.status?.holders?.map((h) => h.claim).sort(), ["r1", "r2"]);
-  assert.equal(lock.status?.waiting, 4);
+  // The lock's status is written after its claims' in a reconcile: wait for it.
+  await eventually("lock status shows r1 and r2 holding, 4 waiting", async () => {
+    const status = (await api.getLock("shared")).status;
+    return JSON.stringify(status?.holders?.map((h) => h.claim).sort()) === '["r1","r2"]' && status?.waiting === 4 ? true : undefined;
+  });
 
   // Drain the rest: every claim is granted in turn, never more than two at once.
   for (const name of ["r1", "r2", "r3", "r4", "r5"]) {
