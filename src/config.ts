@@ -13,8 +13,8 @@
  * ```
  */
 import { readFileSync } from "node:fs";
-import { parse } from "yaml";
-import { BUILTIN_BACKEND } from "./backends/registry";
+import { parseDocument } from "yaml";
+import { BUILTIN_BACKEND, backendSettingsProblems } from "./backends/registry";
 
 export interface BackendEntry {
   name: string;
@@ -52,7 +52,11 @@ const REQUIRED_SETTINGS: Record<BackendType, [string, (v: unknown) => boolean, s
   zookeeper: [["connect", (v) => typeof v === "string" && /^[^,\s]+:\d+(,[^,\s]+:\d+)*$/.test(v), "a host:port list separated by commas"]],
 };
 
-export function loadConfig(path: string | undefined): OperatorConfig {
+/**
+ * Reads and checks the config file: its shape (parseConfig) and every backend's own settings (each
+ * type's settings parser, through the registry), all mistakes reported together in one ConfigError.
+ */
+export async function loadConfig(path: string | undefined): Promise<OperatorConfig> {
   if (!path) return { ...DEFAULT_CONFIG, backends: [] };
   let text: string;
   try {
@@ -60,42 +64,99 @@ export function loadConfig(path: string | undefined): OperatorConfig {
   } catch (err) {
     throw new ConfigError(path, [`cannot read the file: ${(err as Error).message}`]);
   }
-  return parseConfig(text, path);
+  return parseConfigAndSettings(text, path);
 }
 
+/** parseConfig, plus each backend's settings parser (files named in the settings are read). */
+export async function parseConfigAndSettings(text: string, source = "config"): Promise<OperatorConfig> {
+  const { config, problems } = checkShape(text, source);
+  // Only entries whose shape is right get here: their type is known and their settings are a mapping.
+  for (const entry of config.backends) {
+    const lines = await backendSettingsProblems(entry);
+    problems.push(...lines.map((line) => cut(line, MAX_BACKEND_LINE)));
+  }
+  if (problems.length > 0) throw new ConfigError(source, problems);
+  return config;
+}
+
+/** Checks the config's shape (types, names, required settings); a backend's other settings are its parser's job. */
 export function parseConfig(text: string, source = "config"): OperatorConfig {
+  const { config, problems } = checkShape(text, source);
+  if (problems.length > 0) throw new ConfigError(source, problems);
+  return config;
+}
+
+/** A value shown in a message is cut to this many characters. */
+const MAX_ECHO = 64;
+/** A line from a backend's settings parser is cut to this many characters. */
+const MAX_BACKEND_LINE = 500;
+/** At most this many configured names are listed in a message. */
+const MAX_LISTED = 10;
+
+function cut(text: string, max: number): string {
+  if (text.length <= max) return text;
+  const end = /[\uD800-\uDBFF]/.test(text[max - 1]) ? max - 1 : max; // not half a surrogate pair
+  return `${text.slice(0, end)}…`;
+}
+
+/** A string value for a message: quoted (control characters escaped) and cut to MAX_ECHO characters. */
+function quote(value: string): string {
+  return JSON.stringify(cut(value, MAX_ECHO));
+}
+
+/** What a value that should have been a string is, for messages (never the value itself). */
+function kind(value: unknown): string {
+  if (Array.isArray(value)) return "a list";
+  if (value === null) return "null";
+  if (typeof value === "object") return "a mapping";
+  return `a ${typeof value}`;
+}
+
+/** The config, with every mistake in its shape; unusable backend entries are left out of `config`. */
+function checkShape(text: string, source: string): { config: OperatorConfig; problems: string[] } {
   let raw: unknown;
   try {
-    raw = parse(text) ?? {};
+    // logLevel "error": the yaml package prints nothing (its warnings quote the source line, which
+    // may hold a password); errors and warnings are reported below, first line only, without excerpt.
+    const doc = parseDocument(text, { logLevel: "error" });
+    // One YAML mistake often causes several errors after it: the first one is the one to fix.
+    if (doc.errors.length > 0) throw new ConfigError(source, [yamlProblem(doc.errors[0])]);
+    if (doc.warnings.length > 0) throw new ConfigError(source, doc.warnings.map(yamlProblem));
+    raw = doc.toJS() ?? {};
   } catch (err) {
-    throw new ConfigError(source, [`not valid YAML: ${(err as Error).message.split("\n")[0]}`]);
+    if (err instanceof ConfigError) throw err;
+    throw new ConfigError(source, [yamlProblem(err as Error)]);
   }
   const problems: string[] = [];
   if (typeof raw !== "object" || Array.isArray(raw)) throw new ConfigError(source, ["the top level must be a mapping"]);
   const doc = raw as Record<string, unknown>;
   for (const key of Object.keys(doc)) {
-    if (!["defaultBackend", "clusterName", "backends"].includes(key)) problems.push(`unknown field "${key}" (known: defaultBackend, clusterName, backends)`);
+    if (!["defaultBackend", "clusterName", "backends"].includes(key)) problems.push(`unknown field ${quote(key)} (known: defaultBackend, clusterName, backends)`);
   }
   const clusterName = doc.clusterName ?? "";
-  if (typeof clusterName !== "string" || (clusterName !== "" && !DNS_LABEL.test(clusterName))) {
-    problems.push(`clusterName: "${String(clusterName)}" must be a DNS label (lower-case letters, digits, '-')`);
-  }
+  const label = "must be a DNS label (lower-case letters, digits, '-')";
+  if (typeof clusterName !== "string") problems.push(`clusterName: ${kind(clusterName)}, not a string; it ${label}`);
+  else if (clusterName !== "" && !DNS_LABEL.test(clusterName)) problems.push(`clusterName: ${quote(clusterName)} ${label}`);
   const backends: BackendEntry[] = [];
   const rawBackends = doc.backends ?? [];
   if (!Array.isArray(rawBackends)) problems.push("backends: must be a list");
   else rawBackends.forEach((entry, i) => {
     const parsed = parseBackend(entry, `backends[${i}]`, problems);
     if (!parsed) return;
-    if (backends.some((b) => b.name === parsed.name)) problems.push(`backends[${i}].name: "${parsed.name}" is used twice`);
+    if (backends.some((b) => b.name === parsed.name)) problems.push(`backends[${i}].name: ${quote(parsed.name)} is used twice`);
     backends.push(parsed);
   });
   const defaultBackend = doc.defaultBackend ?? BUILTIN_BACKEND;
-  const names = [BUILTIN_BACKEND, ...backends.map((b) => b.name)];
-  if (typeof defaultBackend !== "string" || !names.includes(defaultBackend)) {
-    problems.push(`defaultBackend: "${String(defaultBackend)}" is not a configured backend (configured: ${[...new Set(names)].join(", ")})`);
-  }
-  if (problems.length > 0) throw new ConfigError(source, problems);
-  return { defaultBackend: defaultBackend as string, clusterName: clusterName as string, backends };
+  const names = [...new Set([BUILTIN_BACKEND, ...backends.map((b) => b.name)])];
+  const configured = `configured: ${names.slice(0, MAX_LISTED).join(", ")}${names.length > MAX_LISTED ? `, … (${names.length} in all)` : ""}`;
+  if (typeof defaultBackend !== "string") problems.push(`defaultBackend: ${kind(defaultBackend)}, not a string; it must name a configured backend (${configured})`);
+  else if (!names.includes(defaultBackend)) problems.push(`defaultBackend: ${quote(defaultBackend)} is not a configured backend (${configured})`);
+  return { config: { defaultBackend: defaultBackend as string, clusterName: clusterName as string, backends }, problems };
+}
+
+/** A YAML error or warning as one line: its first line (the yaml package adds an excerpt of the source after it). */
+function yamlProblem(err: Error): string {
+  return `not valid YAML: ${cut(err.message.split("\n")[0].replace(/:$/, ""), 200)}`;
 }
 
 function parseBackend(entry: unknown, at: string, problems: string[]): BackendEntry | undefined {
@@ -105,13 +166,19 @@ function parseBackend(entry: unknown, at: string, problems: string[]): BackendEn
   }
   const { name, type, ...rest } = entry as Record<string, unknown>;
   const before = problems.length;
-  if (typeof name !== "string" || !DNS_LABEL.test(name)) problems.push(`${at}.name: "${String(name ?? "")}" must be a DNS label`);
+  if (name !== undefined && name !== null && typeof name !== "string") problems.push(`${at}.name: ${kind(name)}, not a string; it must be a DNS label`);
+  else if (typeof name !== "string" || !DNS_LABEL.test(name)) problems.push(`${at}.name: ${quote(name ?? "")} must be a DNS label`);
+  const known = `known: ${BACKEND_TYPES.join(", ")}`;
+  if (type !== undefined && type !== null && typeof type !== "string") {
+    problems.push(`${at}.type: ${kind(type)}, not a string; it must be a backend type (${known})`);
+    return undefined;
+  }
   if (typeof type !== "string" || !(BACKEND_TYPES as readonly string[]).includes(type)) {
-    problems.push(`${at}.type: "${String(type ?? "")}" is not a backend type (known: ${BACKEND_TYPES.join(", ")})`);
+    problems.push(`${at}.type: ${quote(type ?? "")} is not a backend type (${known})`);
     return undefined;
   }
   for (const key of Object.keys(rest)) {
-    if (key !== type) problems.push(`${at}.${key}: unexpected field; the settings of a ${type} backend go under "${type}:"`);
+    if (key !== type) problems.push(`${at}.${/^[\w-]{1,64}$/.test(key) ? key : quote(key)}: unexpected field; the settings of a ${type} backend go under "${type}:"`);
   }
   const settings = rest[type] ?? {};
   if (typeof settings !== "object" || settings === null || Array.isArray(settings)) {

@@ -306,6 +306,11 @@ function positiveInteger(field: string, value: number): void {
   if (!Number.isInteger(value) || value < 1) throw new Error(`${field} must be an integer >= 1, got ${value}`);
 }
 
+/** A value for a message, cut to 100 characters. */
+function shorten(text: string): string {
+  return text.length > 100 ? `${text.slice(0, 100)}…` : text;
+}
+
 /** Checks the `etcd:` settings block and reads its files; every mistake is one line of the BackendConfigError. */
 export function parseEtcdSettings(name: string, raw: Record<string, unknown>): EtcdBackendOptions {
   const problems: string[] = [];
@@ -315,10 +320,12 @@ export function parseEtcdSettings(name: string, raw: Record<string, unknown>): E
   if (!Array.isArray(endpoints) || endpoints.length === 0) problems.push("etcd.endpoints is required: a non-empty list of http:// or https:// URLs");
   else for (const endpoint of endpoints) {
     const url = typeof endpoint === "string" && URL.canParse(endpoint) ? new URL(endpoint) : undefined;
-    if (!url || !["http:", "https:"].includes(url.protocol) || !url.hostname) {
-      problems.push(`etcd.endpoints: "${String(endpoint).replace(/\/\/[^/@]*@/, "//***@")}" is not an http:// or https:// URL`);
+    if (typeof endpoint !== "string") problems.push("etcd.endpoints: every endpoint must be a string (an http:// or https:// URL)");
+    else if (!url || !["http:", "https:"].includes(url.protocol) || !url.hostname) {
+      problems.push(`etcd.endpoints: "${shorten(endpoint.replace(/^([a-z][a-z0-9+.-]*:\/\/)?.*@/is, "$1***@"))}" is not an http:// or https:// URL`);
     } else if (url.username || url.password) problems.push("etcd.endpoints: URLs must not carry credentials; use etcd.username and etcd.passwordFile");
-    else if (url.pathname !== "/" || url.search) problems.push(`etcd.endpoints: "${endpoint}" must be scheme://host:port, without a path`);
+    // Only scheme, host and port are shown: a path or query may carry a token.
+    else if (url.pathname !== "/" || url.search) problems.push(`etcd.endpoints: "${shorten(`${url.protocol}//${url.host}`)}/…" must be scheme://host:port, without a path or query`);
     else protocols.add(url.protocol);
   }
   if (protocols.size > 1) problems.push("etcd.endpoints mix http:// and https://; use one scheme");

@@ -344,8 +344,8 @@ export function parseRedisSettings(name: string, raw: Record<string, unknown>): 
     } catch {
       problems.push(`redis.url "${redact(url)}" is not a URL`);
     }
-    if (parsed && !["redis:", "rediss:"].includes(parsed.protocol)) problems.push(`redis.url "${redact(url)}" must start with redis:// or rediss://`);
-    if (parsed && !/^\/?(\d+)?$/.test(parsed.pathname)) problems.push(`redis.url "${redact(url)}": the path must be a database number`);
+    if (parsed && !["redis:", "rediss:"].includes(parsed.protocol)) problems.push(`redis.url "${redact(url, parsed)}" must start with redis:// or rediss://`);
+    if (parsed && !/^\/?(\d+)?$/.test(parsed.pathname)) problems.push(`redis.url "${redact(url, parsed)}": the path must be a database number`);
   }
   if (typeof keyPrefix !== "string" || !/^[^\s{}]+$/.test(keyPrefix)) problems.push("redis.keyPrefix must be a non-empty string without spaces or braces");
   for (const [field, value] of [["commandTimeoutMs", commandTimeoutMs], ["connectTimeoutMs", connectTimeoutMs]] as const) {
@@ -397,9 +397,22 @@ export function parseRedisSettings(name: string, raw: Record<string, unknown>): 
   };
 }
 
-/** The URL with its password masked, for messages. */
-function redact(url: string): string {
-  return url.replace(/(\/\/[^/@:]*:)[^/@]*@/, "$1***@");
+/**
+ * The URL for messages, cut to 200 characters: scheme, user name, host and path of a parsed URL (the
+ * password masked, the query left out); of one that does not parse, everything up to its LAST '@' is
+ * masked (a password may hold '@' itself).
+ */
+function redact(url: string, parsed?: URL): string {
+  let shown: string;
+  if (parsed) {
+    const user = parsed.username || parsed.password ? `${parsed.username}${parsed.password ? ":***" : ""}@` : "";
+    shown = `${parsed.protocol}//${user}${parsed.host}${parsed.pathname}${parsed.search ? "?…" : ""}`;
+  } else {
+    const at = url.lastIndexOf("@");
+    const scheme = /^[a-z][a-z0-9+.-]*:\/\//i.exec(url)?.[0] ?? "";
+    shown = at < 0 ? url : `${scheme}***${url.slice(at)}`;
+  }
+  return shown.length > 200 ? `${shown.slice(0, 200)}…` : shown;
 }
 
 export const redisBackendFactory: BackendFactory = ({ name, settings }) => new RedisBackend(name, parseRedisSettings(name, settings));

@@ -1,18 +1,20 @@
 /**
  * Backends by type and by name.
  *
- * - Types: each backend file exports a factory; `registerBackendType(type, factory)` makes it available
- *   under its config `type` (this file registers the built-in ones below). A backend whose client
+ * - Types: each backend file exports a factory and a settings parser; `registerBackendType(type, factory,
+ *   validateSettings)` makes them available under its config `type` (this file registers the built-in
+ *   ones below). The config loader runs `validateSettings` for every configured backend, so all
+ *   settings mistakes are config mistakes reported before anything is built. A backend whose client
  *   library is heavy or native can register a factory that imports its file lazily, so operators that
  *   do not use it never load it.
  * - Names: `BackendRegistry` holds the operator's configured backends (the config's `backends[]`) by
  *   `name`; reconcilers look them up with `get(name)`.
  */
-import type { KubeConfig } from "@kubernetes/client-node";
+import { KubeConfig } from "@kubernetes/client-node";
 import { BackendConfigError, type LockBackend } from "./backend";
 import { kubernetesBackendFactory } from "./kubernetes";
-import { etcdBackendFactory } from "./etcd";
-import { redisBackendFactory } from "./redis";
+import { etcdBackendFactory, parseEtcdSettings } from "./etcd";
+import { parseRedisSettings, redisBackendFactory } from "./redis";
 
 /** What a factory gets to build one configured backend. */
 export interface BackendFactoryContext {
@@ -29,6 +31,12 @@ export interface BackendFactoryContext {
 /** Builds a backend; throws (BackendConfigError or Error) on invalid settings. */
 export type BackendFactory = (context: BackendFactoryContext) => LockBackend | Promise<LockBackend>;
 
+/**
+ * Checks a settings block without building the backend or connecting anywhere (it may read the files
+ * the settings name); throws BackendConfigError, one line per mistake, when the settings are invalid.
+ */
+export type BackendSettingsValidator = (name: string, settings: Record<string, unknown>) => void | Promise<void>;
+
 /** One entry of the operator config's `backends[]`, plus what every backend gets from the operator. */
 export interface BackendConfig {
   name: string;
@@ -43,10 +51,12 @@ export interface BackendConfig {
 export const BUILTIN_BACKEND = "kubernetes";
 
 const factories = new Map<string, BackendFactory>();
+const validators = new Map<string, BackendSettingsValidator>();
 
-export function registerBackendType(type: string, factory: BackendFactory): void {
+export function registerBackendType(type: string, factory: BackendFactory, validateSettings: BackendSettingsValidator): void {
   if (factories.has(type)) throw new BackendConfigError(`backend type "${type}" is already registered`);
   factories.set(type, factory);
+  validators.set(type, validateSettings);
 }
 
 /** The registered types, sorted. */
@@ -67,8 +77,49 @@ export async function createBackend(config: BackendConfig): Promise<LockBackend>
     return await factory({ name: config.name, kubeConfig: config.kubeConfig, clusterName: config.clusterName ?? "", settings });
   } catch (err) {
     if (err instanceof BackendConfigError) throw err;
-    throw new BackendConfigError(`backend "${config.name}": ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    throw new BackendConfigError(problemLines(config.name, err).join("\n"), { cause: err });
   }
+}
+
+/**
+ * The mistakes in one backend's settings, one line each (`backend "<name>": <mistake>`), or [] when
+ * they are valid. Nothing is built and nothing connects; files the settings name are read.
+ */
+export async function backendSettingsProblems(config: { name: string; type: string; settings?: Record<string, unknown> }): Promise<string[]> {
+  const validate = validators.get(config.type);
+  if (!validate) return [`backend "${config.name}": unknown type "${config.type}"; known types: ${backendTypes().join(", ")}`];
+  const settings = config.settings ?? {};
+  if (typeof settings !== "object" || settings === null || Array.isArray(settings)) return [`backend "${config.name}": settings for type ${config.type} must be a mapping`];
+  try {
+    await validate(config.name, settings);
+    return [];
+  } catch (err) {
+    return problemLines(config.name, err);
+  }
+}
+
+/** A settings error as lines that each name the backend once. */
+function problemLines(name: string, err: unknown): string[] {
+  if (err instanceof BackendConfigError) return err.message.split("\n");
+  const message = err instanceof Error ? err.message : String(err);
+  return [`backend "${name}": ${message.startsWith(`backend ${name}: `) ? message.slice(`backend ${name}: `.length) : message}`];
+}
+
+/**
+ * `type: kubernetes` settings are checked by its factory: building the backend against a placeholder
+ * cluster only creates an API client object (nothing connects), and it is closed at once.
+ */
+async function validateKubernetesSettings(name: string, settings: Record<string, unknown>): Promise<void> {
+  const kubeConfig = new KubeConfig();
+  kubeConfig.loadFromClusterAndUser({ name: "settings-check", server: "https://127.0.0.1:1", skipTLSVerify: false }, { name: "settings-check" });
+  await (await kubernetesBackendFactory({ name, kubeConfig, clusterName: "", settings })).close();
+}
+
+/** `type: zookeeper` settings: its file loads the native addon, so it is imported only when configured. */
+async function validateZooKeeperSettings(name: string, settings: Record<string, unknown>): Promise<void> {
+  // An addon that fails to load is no settings mistake: the factory reports it when the backend is built.
+  const zookeeper = await import("./zookeeper").catch(() => undefined);
+  zookeeper?.parseZooKeeperSettings(name, settings);
 }
 
 /** The operator's configured backends, by name. */
@@ -137,7 +188,7 @@ export class BackendRegistry {
   }
 }
 
-registerBackendType("kubernetes", kubernetesBackendFactory);
-registerBackendType("redis", redisBackendFactory);
-registerBackendType("etcd", etcdBackendFactory);
-registerBackendType("zookeeper", async (context) => (await import("./zookeeper")).zookeeperBackendFactory(context)); // lazy: loads the native addon only when used
+registerBackendType("kubernetes", kubernetesBackendFactory, validateKubernetesSettings);
+registerBackendType("redis", redisBackendFactory, (name, settings) => void parseRedisSettings(name, settings));
+registerBackendType("etcd", etcdBackendFactory, (name, settings) => void parseEtcdSettings(name, settings));
+registerBackendType("zookeeper", async (context) => (await import("./zookeeper")).zookeeperBackendFactory(context), validateZooKeeperSettings); // lazy: loads the native addon only when used

@@ -454,8 +454,14 @@ export function parseZooKeeperSettings(name: string, raw: Record<string, unknown
   const { connect, sessionTimeoutMs = DEFAULT_SESSION_TIMEOUT_MS, rootPath = DEFAULT_ROOT, authFile, sessionFile, requestTimeoutMs = DEFAULT_REQUEST_TIMEOUT_MS, ...unknown } = raw;
   for (const field of Object.keys(unknown)) problems.push(`unknown setting zookeeper.${field}`);
   if (typeof connect !== "string" || !connect) problems.push('zookeeper.connect is required ("host:port,host:port")');
-  else if (!connect.split(",").every((hp) => /^[^\s:/,]+:\d{1,5}$/.test(hp) && Number(hp.split(":")[1]) <= 65535 && Number(hp.split(":")[1]) > 0)) {
-    problems.push(`zookeeper.connect "${connect}" must be host:port[,host:port...] (no chroot: use zookeeper.rootPath)`);
+  else {
+    // The bad item is named by its place, not echoed: it may hold digest credentials (user:password@host).
+    const items = connect.split(",");
+    const bad = items.findIndex((hp) => !/^[^\s:/,@]+:\d{1,5}$/.test(hp) || Number(hp.split(":")[1]) > 65535 || Number(hp.split(":")[1]) < 1);
+    if (bad >= 0) {
+      const hint = items[bad].includes("@") ? "; credentials go in zookeeper.authFile" : "";
+      problems.push(`zookeeper.connect item ${bad + 1} of ${items.length} must be host:port with a port from 1 to 65535 (no chroot: use zookeeper.rootPath${hint})`);
+    }
   }
   for (const [field, value, min] of [["sessionTimeoutMs", sessionTimeoutMs, 1000], ["requestTimeoutMs", requestTimeoutMs, 1]] as const) {
     if (!Number.isInteger(value) || (value as number) < min) problems.push(`zookeeper.${field} must be an integer >= ${min} (milliseconds)`);
