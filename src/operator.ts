@@ -26,7 +26,7 @@ import { LockReconciler } from "./controllers/lock-reconciler";
 import { PodReconciler } from "./controllers/pod-reconciler";
 import { healthHandler, Readiness, serveHttp, text, type HttpServer } from "./health";
 import { EventRecorder } from "./kube/events";
-import { apiErrorMessage, KubeClient } from "./kube/client";
+import { apiErrorMessage, KubeClient, requestTimeout } from "./kube/client";
 import type { Logger } from "./log";
 import { OperatorMetrics } from "./metrics";
 import { realClock, sleep, type Clock } from "./runtime/clock";
@@ -221,6 +221,8 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
         },
       },
     });
+    const leader = elector;
+    ctx.leadsNow = () => leader.leadsNow();
     void elector.run();
   } else {
     void ready.then(startWorkers, () => undefined); // rejects only when stopped before the caches synced
@@ -255,8 +257,8 @@ function makeCaches(kc: k8s.KubeConfig, client: KubeClient, log: Logger, resyncM
   const scope = namespace ? `/namespaces/${namespace}` : "";
   const custom = (plural: string) => () =>
     (namespace
-      ? client.custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural })
-      : client.custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural })) as Promise<ListResult<never>>;
+      ? client.custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural }, requestTimeout())
+      : client.custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural }, requestTimeout())) as Promise<ListResult<never>>;
   const locks = new Informer<DistributedLock>({
     kc, path: `/apis/${GROUP}/${VERSION}${scope}/${LOCK_PLURAL}`, list: custom(LOCK_PLURAL), resyncMs, logger: log, name: "distributedlocks",
   });
@@ -269,7 +271,7 @@ function makeCaches(kc: k8s.KubeConfig, client: KubeClient, log: Logger, resyncM
   const pods = new Informer<k8s.V1Pod>({
     kc, path: `/api/v1${scope}/pods`, resyncMs, logger: log, name: "pods",
     // The typed client returns Dates where watch events carry strings: keep the cache plain JSON.
-    list: async () => JSON.parse(JSON.stringify(await (namespace ? client.core.listNamespacedPod({ namespace }) : client.core.listPodForAllNamespaces()))),
+    list: async () => JSON.parse(JSON.stringify(await (namespace ? client.core.listNamespacedPod({ namespace }, requestTimeout()) : client.core.listPodForAllNamespaces({}, requestTimeout())))),
   });
   return { locks, claims, pods };
 }

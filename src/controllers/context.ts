@@ -36,6 +36,11 @@ export interface OperatorContext {
   clusterName: string;
   clock: Clock;
   log: Logger;
+  /**
+   * Whether this operator provably leads now (leader election); absent when it runs alone. Checked
+   * before every write and backend change.
+   */
+  leadsNow?: () => boolean;
   /** Queue a lock (`namespace/name`) for reconciliation. */
   enqueueLock(key: string): void;
   /** Grant, release and lock-state metrics (optional: absent in tests that need none). */

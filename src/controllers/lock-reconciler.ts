@@ -37,7 +37,7 @@ export class LockReconciler {
     const backendName = lock.spec.backend ?? this.ctx.defaultBackend;
     let backend: LockBackend;
     try {
-      backend = failuresAsUnavailable(this.ctx.backends.get(backendName));
+      backend = failuresAsUnavailable(this.ctx.backends.get(backendName), () => this.assertLeading());
     } catch (err) {
       if (!(err instanceof BackendConfigError)) throw err;
       if (lock.metadata.deletionTimestamp) return this.removeFinalizer(lock);
@@ -227,7 +227,9 @@ export class LockReconciler {
   /** The lock cannot work (unknown backend, backend down): say so on the lock and on its waiting claims. */
   private async writeUnready(lock: DistributedLock, claims: LockClaim[], reason: string, message: string): Promise<void> {
     const now = new Date(this.ctx.clock.now()).toISOString();
-    for (const claim of claims) {
+    // The cache, not the objects this reconcile started from: it may have written statuses already.
+    lock = this.latest(lock);
+    for (const claim of claims.map((c) => this.latest(c))) {
       if (claim.metadata.deletionTimestamp && reason === LockReason.UnknownBackend) await this.removeFinalizer(claim);
       else if (claim.status?.phase === undefined || claim.status.phase === "Pending" || claim.status.phase === "Granted") {
         await this.writeClaimStatus(claim, blockedStatus(claim, ClaimReason.BackendUnavailable, message, now));
@@ -258,12 +260,14 @@ export class LockReconciler {
     const { conditions: _c, ...previous } = lock.status ?? {};
     const status: DistributedLockStatus = { ...previous, ...fields, observedGeneration: generation, conditions };
     if (sameJson(status, lock.status)) return;
+    this.assertLeading();
     const written = await this.ctx.client.patchStatus(LOCK_PLURAL, lock.metadata, lock.status, status).catch(ignoreNotFound);
     if (written) this.ctx.caches.locks.observe(written as DistributedLock);
   }
 
   private async writeClaimStatus(claim: LockClaim, status: LockClaimStatus): Promise<void> {
     if (sameJson(status, claim.status)) return;
+    this.assertLeading();
     const written = await this.ctx.client.patchStatus(CLAIM_PLURAL, claim.metadata, claim.status, status).catch(ignoreNotFound);
     if (written) this.ctx.caches.claims.observe(written as LockClaim);
   }
@@ -271,8 +275,17 @@ export class LockReconciler {
   private async ensureFinalizer(plural: typeof LOCK_PLURAL | typeof CLAIM_PLURAL, obj: DistributedLock | LockClaim): Promise<void> {
     const finalizers = obj.metadata.finalizers ?? [];
     if (finalizers.includes(RELEASE_FINALIZER)) return;
+    this.assertLeading();
     const written = await this.ctx.client.setFinalizers(plural, obj.metadata, [...finalizers, RELEASE_FINALIZER]).catch(ignoreNotFound);
     if (written) this.observe(plural, written);
+  }
+
+  /**
+   * Every write and backend change first checks that this operator still provably leads: a leader
+   * that was paused past its renew deadline must not act on its stale cache before it notices.
+   */
+  private assertLeading(): void {
+    if (this.ctx.leadsNow && !this.ctx.leadsNow()) throw new NotLeadingError();
   }
 
   /** Pins a claim to its pod's UID the first time both are seen (see claimPodUid). */
@@ -280,6 +293,7 @@ export class LockReconciler {
     if (!claim.spec.podName || claimPodUid(claim) || isTerminal(claim.status?.phase)) return;
     const pod = this.ctx.caches.pods.get(claim.metadata.namespace, claim.spec.podName);
     if (!pod?.metadata?.uid) return;
+    this.assertLeading();
     const written = await this.ctx.client.annotate(CLAIM_PLURAL, claim.metadata, { [POD_UID_ANNOTATION]: pod.metadata.uid }).catch(ignoreNotFound);
     if (written) this.ctx.caches.claims.observe(written as LockClaim);
   }
@@ -288,6 +302,7 @@ export class LockReconciler {
     const obj = this.latest(stale);
     const finalizers = obj.metadata.finalizers ?? [];
     if (!finalizers.includes(RELEASE_FINALIZER)) return;
+    this.assertLeading();
     const plural = obj.kind === "DistributedLock" ? LOCK_PLURAL : CLAIM_PLURAL;
     await this.ctx.client.setFinalizers(plural, obj.metadata, finalizers.filter((f) => f !== RELEASE_FINALIZER)).catch(ignoreNotFound);
   }
@@ -326,12 +341,22 @@ export class LockReconciler {
   }
 }
 
+/** Thrown instead of a write when this operator no longer provably leads; the reconcile retries later. */
+export class NotLeadingError extends Error {
+  override readonly name = "NotLeadingError";
+  constructor() {
+    super("not provably leading (the leader lease was not renewed within the renew deadline): write skipped");
+  }
+}
+
 /**
  * Any failure of a backend call (credentials refused, a protocol error) makes the backend unusable for
  * this lock, as an outage does: the lock says so in Ready=False and the reconcile retries with backoff.
+ * `beforeChange` runs before every call that changes holds (the leadership check).
  */
-function failuresAsUnavailable(backend: LockBackend): LockBackend {
-  const guard = <A extends unknown[], R>(call: (...args: A) => Promise<R>) => async (...args: A): Promise<R> => {
+function failuresAsUnavailable(backend: LockBackend, beforeChange: () => void): LockBackend {
+  const guard = <A extends unknown[], R>(call: (...args: A) => Promise<R>, changes = true) => async (...args: A): Promise<R> => {
+    if (changes) beforeChange();
     try {
       return await call.apply(backend, args);
     } catch (err) {
@@ -344,7 +369,7 @@ function failuresAsUnavailable(backend: LockBackend): LockBackend {
     tryAcquire: guard(backend.tryAcquire),
     renew: guard(backend.renew),
     release: guard(backend.release),
-    holders: guard(backend.holders),
+    holders: guard(backend.holders, false),
     watch: (key, onChange) => backend.watch(key, onChange),
     close: () => backend.close(),
   };

@@ -8,6 +8,7 @@ import { API_VERSION, LOCK_ANNOTATION, PRIORITY_ANNOTATION, SCHEDULING_GATE, typ
 import { statusCode } from "../kube/client";
 import type { ReconcileResult } from "../runtime/workqueue";
 import type { OperatorContext } from "./context";
+import { NotLeadingError } from "./lock-reconciler";
 
 export class PodReconciler {
   constructor(private readonly ctx: OperatorContext) {}
@@ -17,6 +18,7 @@ export class PodReconciler {
     const pod = this.ctx.caches.pods.get(namespace, name);
     const lockName = pod?.metadata?.annotations?.[LOCK_ANNOTATION];
     if (!pod || !lockName || pod.metadata?.deletionTimestamp) return;
+    if (this.ctx.leadsNow && !this.ctx.leadsNow()) throw new NotLeadingError();
 
     const claim = this.ctx.caches.claims.get(namespace, name);
     if (!claim) {

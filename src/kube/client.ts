@@ -5,8 +5,26 @@
 import * as k8s from "@kubernetes/client-node";
 import { CLAIM_PLURAL, GROUP, LOCK_PLURAL, VERSION, type LockClaim, type ObjectMeta } from "../api/types";
 
-const mergePatch = k8s.setHeaderOptions("Content-Type", k8s.PatchStrategy.MergePatch);
-const jsonPatch = k8s.setHeaderOptions("Content-Type", k8s.PatchStrategy.JsonPatch);
+/** Every API call of the operator gives up after this long: client-node sets no timeout of its own. */
+export const API_REQUEST_TIMEOUT_MS = 30_000;
+
+/** Per-call options that abort a request after `ms` (a fresh signal for each request). */
+export function requestTimeout(ms = API_REQUEST_TIMEOUT_MS): k8s.ConfigurationOptions<k8s.ObservableMiddleware> {
+  return {
+    middleware: [{
+      pre: (context) => {
+        context.setSignal(AbortSignal.timeout(ms));
+        return new k8s.Observable(Promise.resolve(context));
+      },
+      post: (response) => new k8s.Observable(Promise.resolve(response)),
+    }],
+    middlewareMergeStrategy: "append",
+  };
+}
+
+const timeout = requestTimeout();
+const mergePatch = k8s.setHeaderOptions("Content-Type", k8s.PatchStrategy.MergePatch, timeout);
+const jsonPatch = k8s.setHeaderOptions("Content-Type", k8s.PatchStrategy.JsonPatch, timeout);
 
 export type Plural = typeof LOCK_PLURAL | typeof CLAIM_PLURAL;
 
@@ -59,7 +77,11 @@ export class KubeClient {
   /** Writes the status subresource and returns the object written; fields of `before` missing from `after` are removed. */
   async patchStatus<S extends object>(plural: Plural, meta: ObjectMeta, before: S | undefined, after: S): Promise<unknown> {
     return this.custom.patchNamespacedCustomObjectStatus(
-      { group: GROUP, version: VERSION, plural, namespace: meta.namespace, name: meta.name, body: { status: mergeDiff(before, after) } },
+      {
+        group: GROUP, version: VERSION, plural, namespace: meta.namespace, name: meta.name,
+        // resourceVersion makes the write conditional: a status computed from a stale object is refused (409).
+        body: { metadata: { resourceVersion: meta.resourceVersion }, status: mergeDiff(before, after) },
+      },
       mergePatch,
     );
   }
@@ -86,7 +108,7 @@ export class KubeClient {
   async createClaim(claim: LockClaim): Promise<LockClaim> {
     return (await this.custom.createNamespacedCustomObject({
       group: GROUP, version: VERSION, plural: CLAIM_PLURAL, namespace: claim.metadata.namespace, body: claim,
-    })) as LockClaim;
+    }, timeout)) as LockClaim;
   }
 
   /** Removes one scheduling gate from a pod (a JSON patch guarded by a test of the gate's position). */

@@ -2,6 +2,7 @@
 import * as k8s from "@kubernetes/client-node";
 import type { ObjectMeta } from "../api/types";
 import type { Logger } from "../log";
+import { requestTimeout } from "./client";
 
 export interface EventTarget {
   apiVersion: string;
@@ -32,7 +33,7 @@ export class EventRecorder {
       lastTimestamp: now,
       count: 1,
     };
-    this.core.createNamespacedEvent({ namespace, body: event }).catch((err: Error) =>
+    this.core.createNamespacedEvent({ namespace, body: event }, requestTimeout()).catch((err: Error) =>
       this.log.debug("event not recorded", { reason, object: `${namespace}/${name}`, error: err.message }),
     );
   }

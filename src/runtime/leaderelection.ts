@@ -131,6 +131,8 @@ export class LeaderElector {
   private observed?: LeaseRecord;
   private observedAt = 0;
   private leading?: AbortController;
+  /** When the last successful acquire or renew started (clock ms). */
+  private lastRenewStart = 0;
   private readonly stopping = new AbortController();
   private loop?: Promise<void>;
 
@@ -160,6 +162,15 @@ export class LeaderElector {
     return this.leading !== undefined;
   }
 
+  /**
+   * Whether this candidate leads *provably now*: it leads and its last successful renewal started
+   * less than the renew deadline ago. A process that was paused (SIGSTOP, a long GC) may still think
+   * it leads until its renew loop runs again; this says no at once, so no stale write goes out.
+   */
+  leadsNow(): boolean {
+    return this.leading !== undefined && this.clock.now() < this.lastRenewStart + this.renewDeadlineMs;
+  }
+
   /** The holder of the Lease as last observed ("" when none). */
   leader(): string {
     return this.observed?.holderIdentity ?? "";
@@ -186,17 +197,17 @@ export class LeaderElector {
     this.leading = new AbortController();
     this.log.info("acquired the leader lease; leading");
     this.callbacks.onStartedLeading(this.leading.signal);
-    let lastRenewStart = this.observedAt;
+    this.lastRenewStart = this.observedAt;
     while (!stop.aborted) {
       await sleep(this.clock, this.retryPeriodMs, stop);
       if (stop.aborted) return;
-      const renewed = await this.renewBefore(lastRenewStart + this.renewDeadlineMs);
+      const renewed = await this.renewBefore(this.lastRenewStart + this.renewDeadlineMs);
       if (renewed === undefined) {
         this.log.error("could not renew the leader lease within the renew deadline; stopping leading", { renewDeadlineMs: this.renewDeadlineMs });
         this.stopLeading("lost");
         return;
       }
-      lastRenewStart = renewed;
+      this.lastRenewStart = renewed;
     }
   }
 
