@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 NPX := npx --no-install
 
-.PHONY: all deps controlplane build lint typecheck test test-unit demo run clean
+.PHONY: all deps controlplane build lint typecheck test test-unit test-chaos demo run clean
 
 all: build
 
@@ -31,6 +31,9 @@ test: deps lint typecheck build ## set-up, lint, typecheck, then every test agai
 test-unit: deps
 	@$(NPX) tsx test/run.ts $(wildcard test/unit/*.test.ts)
 
+test-chaos: deps build ## long fault-injection run: CHAOS_GRANTS grants (default 10000), CHAOS_SECONDS cap; report on stdout
+	@$(NPX) tsx test/chaos/main.ts
+
 demo: deps build ## a local control plane, Redis, the operator and a few holders taking turns
 	@$(NPX) tsx hack/demo.ts
 
@@ -39,3 +42,7 @@ run: build ## the operator against the current kubeconfig
 
 clean:
 	rm -rf dist
+
+.PHONY: bench
+bench: deps build ## benchmarks against a local control plane, Redis, ZooKeeper and etcd; writes bench/RESULTS.md
+	@$(NPX) tsx bench/run.ts

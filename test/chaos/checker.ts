@@ -25,6 +25,8 @@ import type { ClaimRecord } from "./workers";
 
 export interface Violation {
   kind: string;
+  /** Safety (something wrong happened) or liveness (something expected did not happen in time). */
+  class?: "safety" | "liveness";
   lock?: string;
   summary: string;
   evidence: string[];
@@ -112,6 +114,7 @@ export function check(input: CheckInput): Violation[] {
   const lastGrantToken = new Map<string, { token: bigint; event: ClaimEvent }>();
   const everGranted = new Set<string>();
   const phaseOf = new Map<string, string | undefined>();
+  const transitionReported = new Set<string>(); // one report per claim
   for (const e of input.events) {
     if (e.type === "reset") {
       granted.clear();
@@ -123,14 +126,16 @@ export function check(input: CheckInput): Violation[] {
     if (window.length > 12) window.shift();
     const holders = granted.get(e.lock) ?? granted.set(e.lock, new Map()).get(e.lock)!;
     const before = phaseOf.get(e.name);
-    if (e.type !== "DELETED") {
+    if (e.type !== "DELETED" && !transitionReported.has(e.name)) {
       if (before !== undefined && TERMINAL.has(before) && e.phase !== before) {
+        transitionReported.add(e.name);
         out.push({ kind: "phase-transition", lock: e.lock, summary: `claim ${e.name} left terminal phase ${before} for ${e.phase}`, evidence: window.filter((w) => w.name === e.name).map(eventText) });
       } else if (before === "Granted" && e.phase === "Pending") {
+        transitionReported.add(e.name);
         out.push({ kind: "phase-transition", lock: e.lock, summary: `claim ${e.name} went from Granted back to Pending`, evidence: window.filter((w) => w.name === e.name).map(eventText) });
       }
-      phaseOf.set(e.name, e.phase);
     }
+    if (e.type !== "DELETED") phaseOf.set(e.name, e.phase);
     if (e.type !== "DELETED" && e.phase === "Granted") holders.set(e.name, e.fencingToken ?? "");
     else holders.delete(e.name);
     const max = maxOf.get(e.lock) ?? 1;
@@ -180,5 +185,7 @@ export function check(input: CheckInput): Violation[] {
       evidence: never.flatMap((lock) => input.events.filter((e) => e.lock === lock && e.t >= rec.healedAt - 2000).slice(0, 8).map(eventText)),
     });
   }
+  const liveness = new Set(["undocumented-end", "stuck-claim", "no-recovery", "left-behind"]);
+  for (const v of out) v.class ??= liveness.has(v.kind) ? "liveness" : "safety";
   return out;
 }

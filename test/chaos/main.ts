@@ -4,7 +4,8 @@
  * exits 1 if the checker found any violation.
  *
  * Environment: CHAOS_SEED (replay a schedule), CHAOS_BACKENDS (comma list, default all four),
- * CHAOS_FAULTS (comma list of fault kinds, or "none" for a baseline without faults).
+ * CHAOS_FAULTS (comma list of fault kinds, or "none" for a baseline without faults), CHAOS_OPERATOR_LOG_LEVEL
+ * (the operators' --log-level, default info).
  */
 import { ALL_BACKENDS, availableKinds, defaultChaosOptions, formatReport, runChaos, startChaosEnvironment, type BackendName } from "./runner";
 import type { FaultKind } from "./nemesis";

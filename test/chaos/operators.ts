@@ -150,7 +150,7 @@ export class OperatorFleet {
     const o = this.options;
     const index = this.all.length;
     const args = [
-      ...this.cli.args, "operator", "--log-level", "info", "--kubeconfig", o.kubeconfig, "--watch-namespace", o.namespace,
+      ...this.cli.args, "operator", "--log-level", process.env.CHAOS_OPERATOR_LOG_LEVEL ?? "info", "--kubeconfig", o.kubeconfig, "--watch-namespace", o.namespace,
       "--metrics-bind-address", "127.0.0.1:0", "--health-probe-bind-address", "127.0.0.1:0", "--config", o.configFile,
       "--leader-elect", "--leader-elect-namespace", o.namespace, "--leader-elect-id", o.leaseName,
       "--leader-elect-lease-duration", o.leaderElection.lease, "--leader-elect-renew-deadline", o.leaderElection.renewDeadline,

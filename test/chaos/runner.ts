@@ -266,8 +266,8 @@ async function awaitReleased(api: Api, locks: string[], deadline: number): Promi
     await sleep(250);
   }
   const out: Violation[] = [];
-  if (claims.length > 0) out.push({ kind: "left-behind", summary: `${claims.length} claims still exist after quiescence`, evidence: claims.slice(0, 20) });
-  if (holders.length > 0) out.push({ kind: "left-behind", summary: `locks still show holders after every claim was deleted`, evidence: holders.slice(0, 20) });
+  if (claims.length > 0) out.push({ kind: "left-behind", class: "liveness", summary: `${claims.length} claims still exist after quiescence`, evidence: claims.slice(0, 20) });
+  if (holders.length > 0) out.push({ kind: "left-behind", class: "liveness", summary: `locks still show holders after every claim was deleted`, evidence: holders.slice(0, 20) });
   return out;
 }
 
@@ -285,10 +285,10 @@ export function formatReport(r: ChaosReport): string {
     `  stale holders fenced off by a mutex register: ${r.rejections.length}`,
     ...r.rejections.slice(0, 5).map((x) => `    ${x.claim} (worker ${x.worker}) token ${x.token} rejected: ${x.highestClaim} had entered with ${x.highest}`),
     `  operator replicas started: ${r.operatorStarts}; claim watch restarted from a list ${r.historyResets} times`,
-    `  violations: ${r.violations.length}`,
+    `  violations: ${r.violations.length} (safety ${r.violations.filter((v) => v.class !== "liveness").length}, liveness ${r.violations.filter((v) => v.class === "liveness").length})`,
   ];
   for (const v of r.violations) {
-    lines.push(`  VIOLATION ${v.kind}${v.lock ? ` [${v.lock}]` : ""}: ${v.summary}`);
+    lines.push(`  VIOLATION (${v.class ?? "safety"}) ${v.kind}${v.lock ? ` [${v.lock}]` : ""}: ${v.summary}`);
     for (const e of v.evidence) lines.push(`      ${e}`);
   }
   if (r.violations.length > 0) lines.push("  fault timeline:", ...r.timeline.map((t) => `    ${t}`), `  operator logs: ${r.logDir}`);
