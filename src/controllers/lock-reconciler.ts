@@ -15,7 +15,7 @@ import { setCondition } from "../api/conditions";
 import { BackendConfigError, BackendUnavailableError, type Hold, type LockBackend } from "../backends/backend";
 import { assessClaim, claimPodUid, type PodState } from "../grant/claim-facts";
 import { decide, isTerminal } from "../grant/decide";
-import { isNotFound } from "../kube/client";
+import { isNotFound, statusCode } from "../kube/client";
 import type { ReconcileResult } from "../runtime/workqueue";
 import { blockedStatus, endedStatus, grantedStatus, waitingStatus } from "./claim-status";
 import { ClaimIndex, type OperatorContext } from "./context";
@@ -29,6 +29,17 @@ export class LockReconciler {
   constructor(private readonly ctx: OperatorContext) {}
 
   async reconcile(key: string): Promise<ReconcileResult | void> {
+    try {
+      return await this.reconcileLock(key);
+    } catch (err) {
+      // Another writer changed an object after the cache saw it (writes are conditional): not a
+      // failure; look again once the watch has caught up.
+      if (statusCode(err) === 409) return { requeue: true };
+      throw err;
+    }
+  }
+
+  private async reconcileLock(key: string): Promise<ReconcileResult | void> {
     const [namespace, name] = key.split("/");
     let lock = this.ctx.caches.locks.get(namespace, name);
     const claims = this.ctx.caches.claims.byIndex(ClaimIndex.byLock, key);
@@ -161,10 +172,13 @@ export class LockReconciler {
     await forEachConcurrently([...statuses].filter(([id]) => !ended.has(id)), ([id, status]) => this.writeClaimStatus(assessed.get(id)!.claim, status));
     await forEachConcurrently([...assessed.values()].filter(({ claim }) => claim.metadata.deletionTimestamp), ({ claim }) => this.removeFinalizer(claim));
 
+    // Counted from what the claims show, not from this pass's acquires: a grant whose status write
+    // failed is acquired again (re-attached) on the retry and counted then.
+    const newlyShownGranted = [...statuses].filter(([id, status]) => status.phase === "Granted" && assessed.get(id)!.claim.status?.phase !== "Granted").length;
     await this.writeLockStatus(lock, {
       holders: [...holds.values()].map((h) => this.holderEntry(h)),
       waiting: waiting.length,
-      leaseTransitions: (lock.status?.leaseTransitions ?? 0) + granted,
+      leaseTransitions: (lock.status?.leaseTransitions ?? 0) + newlyShownGranted,
       ready: { status: "True", reason: LockReason.BackendReady, message: `backend ${backend.name} reachable` },
       available: holds.size < maxHolders,
       now,
