@@ -102,9 +102,7 @@ test("(d) a semaphore of 3: six annotated pods, three hold at once", async () =>
     const waiting = claims.filter((c) => c.status?.phase === "Pending").length;
     return granted === 3 && waiting === 3 ? true : undefined;
   });
-  const lock = await env.api.getLock("warehouse-load");
-  assert.equal(lock.status?.holders?.length, 3);
-  assert.equal(lock.status?.waiting, 3);
+  await env.api.waitForLock("warehouse-load", "3 holders, 3 waiting", (l) => l.status?.holders?.length === 3 && l.status?.waiting === 3);
   // Scaling down deletes pods; their claims go with them and the waiters move up.
   const scaled = await kubectl(["scale", "-n", env.namespace, "deployment/loader", "--replicas=0"]);
   assert.equal(scaled.code, 0, scaled.stderr);

@@ -57,8 +57,8 @@ test("the once-only CronJob example applies in both clusters", async () => {
   });
   assert.equal(remote.cluster, holder.name);
   assert.equal(remote.claim, `${holder.name}-run`);
-  const local = (await holder.api.getLock("nightly-report")).status?.holders ?? [];
-  assert.equal(local[0]?.cluster, undefined, "a cluster's own holders carry no cluster field");
+  const local = await holder.api.waitForLock("nightly-report", "shows its own holder", (l) => (l.status?.holders ?? []).length === 1);
+  assert.equal(local.status!.holders![0].cluster, undefined, "a cluster's own holders carry no cluster field");
   await holder.api.deleteClaim(`${holder.name}-run`);
   await other.api.waitForPhase(`${other.name}-run`, "Granted");
 });

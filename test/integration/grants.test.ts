@@ -86,9 +86,8 @@ describe("queue order", () => {
     for (const [i, name] of expected.entries()) {
       await api.waitForClaim(name, `position ${i + 1}`, (c) => c.status?.phase === "Pending" && c.status.position === i + 1);
     }
-    const lock = await api.getLock("order");
-    assert.equal(lock.status?.waiting, 4);
-    assert.deepEqual(lock.status?.holders?.map((h) => h.holderIdentity), ["order-holder"]);
+    await api.waitForLock("order", "4 waiting behind order-holder", (l) =>
+      l.status?.waiting === 4 && JSON.stringify(l.status?.holders?.map((h) => h.holderIdentity)) === '["order-holder"]');
 
     let current = "order-holder";
     for (const name of expected) {

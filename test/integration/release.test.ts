@@ -44,8 +44,7 @@ async function releasesAndHandsOver(lock: string, grant: () => Promise<void>, en
     assert.ok(holder.status?.releaseTime, "releaseTime is set");
     assert.ok(BigInt(next.status!.fencingToken!) > BigInt(holder.status!.fencingToken!), "the next grant has a larger token");
   }
-  const status = (await env.api.getLock(lock)).status;
-  assert.deepEqual(status?.holders?.map((h) => h.claim), [`${lock}-next`]);
+  await env.api.waitForLock(lock, `held by ${lock}-next`, (l) => JSON.stringify(l.status?.holders?.map((h) => h.claim)) === JSON.stringify([`${lock}-next`]));
 }
 
 describe("release triggers", () => {

@@ -141,6 +141,17 @@ export class Api {
     }, timeoutMs);
   }
 
+  /**
+   * Waits until lock `name` satisfies `predicate`. The operator writes a lock's status after its
+   * claims' in each reconcile, so a test that saw a claim change waits for the lock like this.
+   */
+  waitForLock(name: string, what: string, predicate: (l: DistributedLock) => boolean, timeoutMs = 30_000): Promise<DistributedLock> {
+    return eventually(`lock ${name} ${what}`, async () => {
+      const lock = await this.getLock(name);
+      return predicate(lock) ? lock : undefined;
+    }, timeoutMs);
+  }
+
   waitForPhase(name: string, phase: string, timeoutMs = 30_000): Promise<LockClaim> {
     return this.waitForClaim(name, `phase ${phase}`, (c) => c.status?.phase === phase, timeoutMs);
   }
