@@ -168,22 +168,33 @@ export class LockReconciler {
       if (facts.blocked) statuses.set(facts.id, blockedStatus(claim, ClaimReason.InvalidSpec, facts.blockedMessage!, now));
     }
 
+    // Claim writes that fail (a conflict) do not stop the lock's status from counting the ones that
+    // went through; the first failure is rethrown after it, and the pass is retried.
     const ended = new Set(decision.endings.map((e) => e.id));
-    await forEachConcurrently([...statuses].filter(([id]) => !ended.has(id)), ([id, status]) => this.writeClaimStatus(assessed.get(id)!.claim, status));
-    await forEachConcurrently([...assessed.values()].filter(({ claim }) => claim.metadata.deletionTimestamp), ({ claim }) => this.removeFinalizer(claim));
+    const failures: unknown[] = [];
+    const shownGranted = new Set<string>();
+    await forEachConcurrently([...statuses].filter(([id]) => !ended.has(id)), async ([id, status]) => {
+      const { claim } = assessed.get(id)!;
+      try {
+        await this.writeClaimStatus(claim, status);
+        if (status.phase === "Granted" && claim.status?.phase !== "Granted") shownGranted.add(id);
+      } catch (err) {
+        failures.push(err);
+      }
+    });
+    await forEachConcurrently([...assessed.values()].filter(({ claim }) => claim.metadata.deletionTimestamp),
+      ({ claim }) => this.removeFinalizer(claim).catch((err) => void failures.push(err)));
 
-    // Counted from what the claims show, not from this pass's acquires: a grant whose status write
-    // failed is acquired again (re-attached) on the retry and counted then.
-    const newlyShownGranted = [...statuses].filter(([id, status]) => status.phase === "Granted" && assessed.get(id)!.claim.status?.phase !== "Granted").length;
     await this.writeLockStatus(lock, {
       holders: [...holds.values()].map((h) => this.holderEntry(h)),
       waiting: waiting.length,
-      leaseTransitions: (lock.status?.leaseTransitions ?? 0) + newlyShownGranted,
+      leaseTransitions: (lock.status?.leaseTransitions ?? 0) + shownGranted.size,
       ready: { status: "True", reason: LockReason.BackendReady, message: `backend ${backend.name} reachable` },
       available: holds.size < maxHolders,
       now,
     });
     metrics?.lockState(lockKey, holds.size, waiting.length);
+    if (failures.length > 0) throw failures[0];
 
     const deadlines = [...assessed.values()].map((a) => a.facts.deadline).filter((d): d is number => d !== undefined);
     const busy = holds.size > 0 || waiting.length > 0;

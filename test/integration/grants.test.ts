@@ -60,7 +60,11 @@ async function checkExclusion(lock: string, maxHolders: number, contenders: numb
     for (let i = 1; i < tokens.length; i++) assert.ok(tokens[i] > tokens[i - 1], `fencing tokens increase in grant order: ${tokens.join(",")}`);
   }
   // The lock's status is written after its claims' in each reconcile: wait for the last one.
-  await eventually(`leaseTransitions ${contenders}`, async () => ((await api.getLock(lock)).status?.leaseTransitions === contenders ? true : undefined));
+  let seen: number | undefined;
+  await eventually(`leaseTransitions ${contenders}`, async () => {
+    seen = (await api.getLock(lock)).status?.leaseTransitions;
+    return seen === contenders ? true : undefined;
+  }).catch((err: Error) => assert.fail(`${err.message}; the lock shows ${seen}`));
 }
 
 describe("mutual exclusion", () => {
