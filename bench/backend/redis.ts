@@ -1,0 +1,77 @@
+/** Redis: our backend, raw ioredis (SET NX PX + owner-checked Lua delete) and redlock. */
+import { randomUUID } from "node:crypto";
+import Redis from "ioredis";
+import Redlock, { ExecutionError } from "redlock";
+import { createBackend } from "../../src/backends/registry";
+import type { KubeConfig } from "@kubernetes/client-node";
+import { oursSubjects, type Subject } from "./harness";
+
+const TTL_MS = 30_000;
+const UNLOCK = `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end return 0`;
+
+export async function redisSubjects(url: string, kubeConfig: KubeConfig): Promise<Subject[]> {
+  const ours = oursSubjects(await createBackend({ name: "redis", type: "redis", kubeConfig, settings: { url, keyPrefix: "bench" } }));
+
+  const rawClient = new Redis(url);
+  rawClient.defineCommand("benchUnlock", { numberOfKeys: 1, lua: UNLOCK });
+  const unlock = (key: string, value: string) => (rawClient as unknown as { benchUnlock(k: string, v: string): Promise<number> }).benchUnlock(key, value);
+  const raw: Subject = {
+    role: "raw",
+    label: "ioredis SET NX PX + Lua delete",
+    async tryAcquire(key) {
+      const value = randomUUID();
+      const ok = await rawClient.set(`raw:${key}`, value, "PX", TTL_MS, "NX");
+      return ok === "OK" ? async () => void (await unlock(`raw:${key}`, value)) : undefined;
+    },
+    close: async () => void (await rawClient.quit()),
+  };
+
+  const peerClient = new Redis(url);
+  const redlock = new Redlock([peerClient], { retryCount: 0 });
+  redlock.on("error", () => undefined); // a failed attempt on a held key is reported here too
+  const peer: Subject = {
+    role: "peer",
+    label: "redlock 5.0.0-beta.2 (1 instance, retryCount 0)",
+    async tryAcquire(key) {
+      try {
+        const lock = await redlock.acquire([`redlock:${key}`], TTL_MS);
+        return async () => void (await lock.release());
+      } catch (err) {
+        if (err instanceof ExecutionError) return undefined; // held by another
+        throw err;
+      }
+    },
+    close: async () => void (await peerClient.quit()),
+  };
+  return [...ours, raw, peer];
+}
+
+/**
+ * Redis's own accounting (INFO commandstats) of server time per grant for each subject: RESETSTAT, `ops`
+ * uncontended grants, read back. Separates time spent inside Redis (Lua scripts) from client-side time.
+ */
+export async function redisServerTime(url: string, subjects: Subject[], keys: (s: number) => (i: number) => string, ops = 500): Promise<string> {
+  const admin = new Redis(url);
+  try {
+    const parts: string[] = [];
+    for (const [s, subject] of subjects.entries()) {
+      if (subject.modes && !subject.modes.includes("uncontended")) continue;
+      await admin.config("RESETSTAT");
+      const t0 = performance.now();
+      for (let i = 0; i < ops; i++) await (await subject.tryAcquire(keys(s)(i)))?.();
+      const clientUs = ((performance.now() - t0) * 1000) / ops;
+      let serverUs = 0;
+      for (const line of (await admin.info("commandstats")).split("\n")) {
+        const m = /^cmdstat_(\w+):calls=\d+,usec=(\d+)/.exec(line);
+        // Top-level commands only: a script's inner calls are counted in its EVALSHA too.
+        if (m && ["evalsha", "eval", "set", "get", "del"].includes(m[1])) serverUs += Number(m[2]);
+      }
+      parts.push(`${subject.role} ${fmtUs(serverUs / ops)} µs in Redis of ${fmtUs(clientUs)} µs per grant`);
+    }
+    return parts.join(", ");
+  } finally {
+    admin.disconnect();
+  }
+}
+
+const fmtUs = (us: number) => us.toFixed(0);

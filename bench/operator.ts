@@ -1,0 +1,91 @@
+/** The real operator for a benchmark: a fresh namespace, `kubelock operator` watching it, a claim watch. */
+import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createNamespace, eventually } from "../test/support/env";
+import { Api, startOperator, type OperatorProcess } from "../test/support/operator";
+import type { BenchContext } from "./context";
+import { ClaimWatch } from "./lib/claims";
+
+export interface OperatorNamespace {
+  namespace: string;
+  api: Api;
+  watch: ClaimWatch;
+  operator: OperatorProcess;
+  /** The operator's process id (for /proc), found among this process's children. */
+  pid?: number;
+  stop(): Promise<void>;
+}
+
+/** The operator config: the built-in kubernetes backend (default) plus `redis` on the environment's Redis. */
+export function operatorConfig(ctx: BenchContext, keyPrefix: string): string {
+  return `defaultBackend: kubernetes\nclusterName: bench\nbackends:\n  - name: redis\n    type: redis\n    redis: { url: "${ctx.variables.KUBELOCK_TEST_REDIS_URL}", keyPrefix: ${keyPrefix} }\n`;
+}
+
+/**
+ * A fresh namespace and the operator for it, started by test/support/operator.ts; with `nodeFlags` (such as
+ * --cpu-prof, which NODE_OPTIONS refuses) the same command is spawned here with those flags instead.
+ */
+export async function operatorNamespace(
+  ctx: BenchContext,
+  prefix: string,
+  options: { nodeFlags?: string[]; prepare?: (api: Api) => Promise<void> } = {},
+): Promise<OperatorNamespace> {
+  const { nodeFlags, prepare } = options;
+  const namespace = await createNamespace(prefix, ctx.kubeConfig);
+  await prepare?.(new Api(namespace, ctx.kubeConfig));
+  const watch = new ClaimWatch(namespace, ctx.kubeConfig); // before the operator: it sees every grant
+  await watch.start();
+  const before = new Set(children());
+  const config = operatorConfig(ctx, prefix);
+  const operator = nodeFlags ? await spawnOperator(namespace, config, nodeFlags) : await startOperator({ namespace, config });
+  const pid = children().find((p) => !before.has(p) && cmdline(p).includes(namespace));
+  return {
+    namespace, api: new Api(namespace, ctx.kubeConfig), watch, operator, pid,
+    async stop() {
+      watch.stop();
+      await operator.stop();
+    },
+  };
+}
+
+/** Process ids of this process's children. */
+function children(): number[] {
+  const ids: number[] = [];
+  for (const task of readdirSync(`/proc/${process.pid}/task`)) {
+    try {
+      ids.push(...readFileSync(`/proc/${process.pid}/task/${task}/children`, "utf8").split(/\s+/).filter(Boolean).map(Number));
+    } catch {
+      // a thread that ended meanwhile
+    }
+  }
+  return ids;
+}
+
+function cmdline(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").replace(/\0/g, " ");
+  } catch {
+    return "";
+  }
+}
+
+/** `node FLAGS --import tsx src/cli/main.ts operator ...` for one namespace, as startOperator runs it. */
+async function spawnOperator(namespace: string, config: string, nodeFlags: string[]): Promise<OperatorProcess> {
+  const file = join(mkdtempSync(join(tmpdir(), "kubelock-bench-")), "config.yaml");
+  writeFileSync(file, config);
+  const repoRoot = join(__dirname, "..");
+  const child = spawn(process.execPath, [...nodeFlags, "--import", "tsx", join(repoRoot, "src/cli/main.ts"), "operator", "--kubeconfig", process.env.KUBECONFIG!,
+    "--watch-namespace", namespace, "--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--config", file], { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"] });
+  let output = "";
+  child.stdout.on("data", (d) => (output += d));
+  child.stderr.on("data", (d) => (output += d));
+  const exited = new Promise<void>((resolve) => child.on("exit", () => resolve()));
+  await eventually("operator caches synced", () => (output.includes("caches synced") ? true : undefined), 60_000);
+  const end = async (signal: NodeJS.Signals) => {
+    if (child.exitCode === null) child.kill(signal);
+    await exited;
+  };
+  return { output: () => output, stop: () => end("SIGTERM"), kill: () => end("SIGKILL") };
+}
