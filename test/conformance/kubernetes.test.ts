@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { randomBytes, randomUUID } from "node:crypto";
-import { connect, createServer, type Server, type Socket } from "node:net";
+import { createServer, type Server, type Socket } from "node:net";
 import { after, describe, test } from "node:test";
 import * as k8s from "@kubernetes/client-node";
 import { BackendConfigError, BackendUnavailableError, type AcquireRequest } from "../../src/backends/backend";
@@ -20,6 +20,7 @@ import {
 } from "../../src/backends/kubernetes";
 import { BackendRegistry, backendTypes, createBackend } from "../../src/backends/registry";
 import { createNamespace, eventually, kubeConfig, kubectl } from "../support/env";
+import { TcpProxy } from "../support/tcp-proxy";
 import { runBackendConformance } from "./backend-conformance";
 
 const backends: KubernetesLeaseBackend[] = [];
@@ -37,54 +38,12 @@ function testNamespace(): Promise<string> {
   return namespace;
 }
 
-/**
- * A loopback TCP proxy in front of the API server: the conformance suite's backends talk through it, so
- * stopping it (refusing connections and cutting open ones, watches included) is the server going away.
- */
-class TcpProxy {
-  private server?: Server;
-  private readonly sockets = new Set<Socket>();
-  private port = 0;
-
-  constructor(private readonly target: URL) {}
-
-  get url(): string {
-    return `${this.target.protocol}//127.0.0.1:${this.port}`;
-  }
-
-  async start(): Promise<void> {
-    const server = createServer((client) => {
-      const upstream = connect(Number(this.target.port || 443), this.target.hostname);
-      for (const socket of [client, upstream]) {
-        this.sockets.add(socket);
-        socket.on("close", () => this.sockets.delete(socket));
-        socket.on("error", () => {
-          client.destroy();
-          upstream.destroy();
-        });
-      }
-      client.pipe(upstream).pipe(client);
-    });
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(this.port, "127.0.0.1", () => resolve());
-    });
-    this.port = (server.address() as { port: number }).port;
-    this.server = server;
-  }
-
-  async stop(): Promise<void> {
-    const server = this.server;
-    this.server = undefined;
-    for (const socket of this.sockets) socket.destroy();
-    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
-  }
-}
 
 let proxy: Promise<TcpProxy> | undefined;
 function apiProxy(): Promise<TcpProxy> {
   proxy ??= (async () => {
-    const p = new TcpProxy(new URL(kubeConfig().getCurrentCluster()!.server));
+    const server = new URL(kubeConfig().getCurrentCluster()!.server);
+    const p = new TcpProxy(server.hostname, Number(server.port || 443));
     await p.start();
     return p;
   })();
@@ -92,7 +51,7 @@ function apiProxy(): Promise<TcpProxy> {
 }
 after(async () => (await proxy)?.stop());
 
-runBackendConformance("kubernetes", async () => backend({ kubeConfig: kubeConfigFor((await apiProxy()).url), requestTimeoutMs: 5_000 }), {
+runBackendConformance("kubernetes", async () => backend({ kubeConfig: kubeConfigFor(`https://${(await apiProxy()).address}`), requestTimeoutMs: 5_000 }), {
   supportsExpiry: true,
   minLeaseSeconds: 1,
   newKey: async (hint) => `${await testNamespace()}/lock-${hint}-${randomBytes(3).toString("hex")}`,

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { randomBytes, randomUUID } from "node:crypto";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { connect, createServer, type Server, type Socket } from "node:net";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
@@ -15,6 +15,7 @@ import { BackendConfigError, BackendUnavailableError, type AcquireRequest } from
 import { createBackend } from "../../src/backends/registry";
 import { parseZooKeeperSettings, ZooKeeperBackend, type ZooKeeperBackendOptions } from "../../src/backends/zookeeper";
 import { eventually, kubeConfig, testEnv, controlService } from "../support/env";
+import { TcpProxy } from "../support/tcp-proxy";
 import { runBackendConformance } from "./backend-conformance";
 
 const Z = ZooKeeper.constants;
@@ -33,46 +34,6 @@ const control = (action: "stop" | "start") => controlService("zookeeper", action
 
 runBackendConformance("zookeeper", async () => backend(), { supportsExpiry: false, stopServer: () => control("stop"), startServer: () => control("start") });
 
-/** A loopback TCP proxy to ZooKeeper: stopping it (refusing connections, cutting open ones) is a partition. */
-class TcpProxy {
-  private server?: Server;
-  private readonly sockets = new Set<Socket>();
-  private port = 0;
-  constructor(private readonly target: string) {}
-
-  get address(): string {
-    return `127.0.0.1:${this.port}`;
-  }
-
-  async start(): Promise<void> {
-    const [host, port] = this.target.split(":");
-    const server = createServer((client) => {
-      const upstream = connect(Number(port), host);
-      for (const socket of [client, upstream]) {
-        this.sockets.add(socket);
-        socket.on("close", () => this.sockets.delete(socket));
-        socket.on("error", () => {
-          client.destroy();
-          upstream.destroy();
-        });
-      }
-      client.pipe(upstream).pipe(client);
-    });
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(this.port, "127.0.0.1", () => resolve());
-    });
-    this.port = (server.address() as { port: number }).port;
-    this.server = server;
-  }
-
-  async stop(): Promise<void> {
-    const server = this.server;
-    this.server = undefined;
-    for (const socket of this.sockets) socket.destroy();
-    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
-  }
-}
 
 /** A plain client (optionally on an existing session) for looking at nodes behind the backend's back. */
 async function rawClient(session?: { id: string; password: string }): Promise<ZooKeeper> {
@@ -192,7 +153,8 @@ describe("zookeeper backend: nodes, tokens, watches, sessions", () => {
   });
 
   test("a partition past the session timeout: renew is unavailable, then reports the hold gone; the backend recovers", async () => {
-    const proxy = new TcpProxy(testEnv.zookeeperConnect);
+    const [zkHost, zkPort] = testEnv.zookeeperConnect.split(":");
+    const proxy = new TcpProxy(zkHost, Number(zkPort));
     await proxy.start();
     const sessionFile = join(mkdtempSync(join(tmpdir(), "kubelock-zk-")), "session.json");
     const b = backend({ connect: proxy.address, sessionFile });
