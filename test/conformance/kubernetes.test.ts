@@ -51,7 +51,7 @@ function apiProxy(): Promise<TcpProxy> {
 }
 after(async () => (await proxy)?.stop());
 
-runBackendConformance("kubernetes", async () => backend({ kubeConfig: kubeConfigFor(`https://${(await apiProxy()).address}`), requestTimeoutMs: 5_000 }), {
+runBackendConformance("kubernetes", async () => backend({ kubeConfig: kubeConfigFor(`https://${(await apiProxy()).address}`), requestTimeoutMs: 15_000 }), {
   supportsExpiry: true,
   minLeaseSeconds: 1,
   newKey: async (hint) => `${await testNamespace()}/lock-${hint}-${randomBytes(3).toString("hex")}`,
