@@ -65,7 +65,7 @@ export async function scaleBenchmark(ctx: BenchContext): Promise<void> {
     const lost = (await op.api.listClaims()).filter((c) => c.status?.phase === "Lost").length;
     if (lost > 0) {
       ctx.findings.push(`4 scale: ${lost} of ${n} claims were Lost within ${fmt((now() - start) / 1000, 0)} s of the operator starting: their backend holds (30 s lease) expired before ` +
-        "the operator renewed them. Renewal rides on the same 4-worker lock queue as everything else (a requeue after lease/3 = 10 s, then a full reconcile: finalizer check, holders(), " +
+        "the operator renewed them. Renewal rides on the same lock queue (16 workers) as everything else (a requeue after lease/3 = 10 s, then a full reconcile: finalizer check, holders(), " +
         "renew, claim and lock status writes; the lock status changes every renewal because holders[].renewTime does), so once a full pass over all locks takes longer than the lease, " +
         "holds expire. Grants made are then taken back: a liveness and capacity limit (no safety issue: the claims say Lost).");
     }

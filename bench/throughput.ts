@@ -45,7 +45,7 @@ export async function throughputBenchmark(ctx: BenchContext): Promise<void> {
   report.text(
     `${claims} LockClaims over ${locks} DistributedLocks (maxHolders 1, claim i on lock i mod ${locks}), created ${CONCURRENCY} at a time; ` +
       "a holder deletes each claim as soon as the watch shows it Granted. Rate = claims ÷ (first create → last Granted observed); " +
-      "latency = each claim's create → its Granted observed (queueing included). One operator process (default settings: 4 lock workers). " +
+      "latency = each claim's create → its Granted observed (queueing included). One operator process (default settings: 16 lock workers). " +
       `Baseline, same invocation, a namespace with no operator: merge patches of claim status, one at a time and ${CONCURRENCY} at once (one claim per worker). ` +
       `Medians of ${ctx.runs} runs (plus one unmeasured warm-up of ${Math.min(claims, locks)} claims per backend).` +
       (claims === 1000 && locks === 100 ? "" : ` The issue's shape is 1,000 claims over 100 locks (BENCH_TP_CLAIMS=1000 BENCH_TP_LOCKS=100); ` +
