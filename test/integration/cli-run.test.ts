@@ -3,16 +3,13 @@
  * the command runs, heartbeats, stops the command when the grant is lost, releases when it ends.
  */
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
-import { join, resolve } from "node:path";
 import { after, before, test } from "node:test";
 import * as k8s from "@kubernetes/client-node";
 import { CLAIM_PLURAL, GROUP, RELEASE_ANNOTATION, VERSION, type LockClaim } from "../../src/api/types";
-import { createNamespace, eventually, type CommandResult } from "../support/env";
+import { createNamespace, eventually } from "../support/env";
+import { show, startCli, type CliProcess } from "../support/cli";
 import { Api, startOperator, type OperatorProcess } from "../support/operator";
 
-const repoRoot = resolve(__dirname, "..", "..");
-const cli = join(repoRoot, "src/cli/main.ts");
 
 let namespace: string;
 let api: Api;
@@ -27,29 +24,6 @@ before(async () => {
 after(async () => {
   await operator?.stop();
 });
-
-interface CliProcess {
-  child: ChildProcess;
-  stdout: () => string;
-  stderr: () => string;
-  exited: Promise<CommandResult & { signal: NodeJS.Signals | null }>;
-}
-
-/** Starts `kubelock ARGS` as a process, outside any pod (no downward-API variables). */
-function startCli(args: string[]): CliProcess {
-  const env = { ...process.env };
-  for (const key of ["POD_NAME", "POD_NAMESPACE", "POD_UID"]) delete env[key];
-  const child = spawn(process.execPath, ["--import", "tsx", cli, ...args], { cwd: repoRoot, env, stdio: ["ignore", "pipe", "pipe"] });
-  let stdout = "";
-  let stderr = "";
-  child.stdout!.on("data", (d) => (stdout += d));
-  child.stderr!.on("data", (d) => (stderr += d));
-  const exited = new Promise<CommandResult & { signal: NodeJS.Signals | null }>((done) =>
-    child.on("close", (code, signal) => done({ code: code ?? -1, signal, stdout, stderr })));
-  return { child, stdout: () => stdout, stderr: () => stderr, exited };
-}
-
-const show = (r: CommandResult) => `exit ${r.code}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`;
 
 const claimsOf = async (lock: string): Promise<LockClaim[]> => (await api.listClaims()).filter((c) => c.spec.lockName === lock);
 

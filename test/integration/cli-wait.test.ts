@@ -3,18 +3,17 @@
  * container: downward-API environment, a pod made through the API) against the real operator.
  */
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
 import * as k8s from "@kubernetes/client-node";
 import { parseAllDocuments } from "yaml";
-import { createNamespace, eventually, kubeConfig, kubectl, type CommandResult } from "../support/env";
+import { createNamespace, eventually, kubeConfig, kubectl } from "../support/env";
+import { kubelock, show, startCli } from "../support/cli";
 import { Api, startOperator, type OperatorProcess } from "../support/operator";
 
 const repoRoot = resolve(__dirname, "..", "..");
-const cli = join(repoRoot, "src/cli/main.ts");
 
 let namespace: string;
 let api: Api;
@@ -30,40 +29,11 @@ after(async () => {
   await operator?.stop();
 });
 
-/** The test process's environment without any downward-API variables, plus `extra`. */
-function cliEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env = { ...process.env };
-  for (const key of ["POD_NAME", "POD_NAMESPACE", "POD_UID"]) delete env[key];
-  return { ...env, ...extra };
-}
-
-interface CliProcess {
-  child: ChildProcess;
-  stdout: () => string;
-  stderr: () => string;
-  exited: Promise<CommandResult>;
-}
-
-/** Starts `kubelock ARGS` as a process. */
-function startCli(args: string[], env: Record<string, string> = {}): CliProcess {
-  const child = spawn(process.execPath, ["--import", "tsx", cli, ...args], { cwd: repoRoot, env: cliEnv(env), stdio: ["ignore", "pipe", "pipe"] });
-  let stdout = "";
-  let stderr = "";
-  child.stdout!.on("data", (d) => (stdout += d));
-  child.stderr!.on("data", (d) => (stderr += d));
-  const exited = new Promise<CommandResult>((done) => child.on("close", (code) => done({ code: code ?? -1, stdout, stderr })));
-  return { child, stdout: () => stdout, stderr: () => stderr, exited };
-}
-
-/** Runs `kubelock ARGS` to completion. */
-const kubelock = (args: string[], env: Record<string, string> = {}) => startCli(args, env).exited;
-
 async function createPod(name: string): Promise<string> {
   const pod = await api.core.createNamespacedPod({ namespace, body: { metadata: { name }, spec: { containers: [{ name: "main", image: "busybox" }] } } });
   return pod.metadata!.uid!;
 }
 
-const show = (r: CommandResult) => `exit ${r.code}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`;
 
 describe("kubelock wait", () => {
   test("as an init container: queues behind a holder, prints its position, is granted, writes the token", async () => {
