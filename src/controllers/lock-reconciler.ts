@@ -101,10 +101,7 @@ export class LockReconciler {
       statuses.set(ending.id, endedStatus(claim, ending.phase, ending.reason, ending.message, now));
       await this.writeClaimStatus(claim, statuses.get(ending.id)!);
       this.ctx.events.record(claim, ending.reason === ClaimReason.Lost ? "Warning" : "Normal", ending.reason, ending.message);
-      if (ending.release) {
-        await backend.release(backendKey, ending.id);
-        metrics?.released(lockKey, backend.name, ending.reason, nowMs);
-      }
+      if (await backend.release(backendKey, ending.id)) metrics?.released(lockKey, backend.name, ending.reason, nowMs);
       holds.delete(ending.id);
     }
     for (const orphan of decision.orphans) {
@@ -223,11 +220,10 @@ export class LockReconciler {
         await this.writeClaimStatus(claim, endedStatus(claim, "Released", ClaimReason.LockNotFound, message, now));
       }
     }
-    for (const hold of await backend.holders(backendKey)) {
-      if (hold.cluster === this.ctx.clusterName && claims.some((c) => c.metadata.uid === hold.holderId)) {
-        await backend.release(backendKey, hold.holderId);
-        this.ctx.metrics?.released(`${lock.metadata.namespace}/${lock.metadata.name}`, backend.name, ClaimReason.LockNotFound, this.ctx.clock.now());
-      }
+    // Every claim's hold, listed or not (an acquire cut short leaves one the backend does not list).
+    for (const claim of claims) {
+      if (!claim.metadata.uid || !(await backend.release(backendKey, claim.metadata.uid))) continue;
+      this.ctx.metrics?.released(`${lock.metadata.namespace}/${lock.metadata.name}`, backend.name, ClaimReason.LockNotFound, this.ctx.clock.now());
     }
     for (const claim of claims) if (claim.metadata.deletionTimestamp) await this.removeFinalizer(claim);
     this.stopWatch(`${lock.metadata.namespace}/${lock.metadata.name}`);

@@ -4,8 +4,9 @@
  *
  * Rules, in order:
  * 1. A claim in a terminal phase never holds again; a hold it still has is released.
- * 2. A claim that must end (deleted, released, pod ended, heartbeat expired, wait timed out) ends: its
- *    hold, if any, is released and it moves to the matching terminal phase.
+ * 2. A claim that must end (deleted, released, pod ended, heartbeat expired, wait timed out) ends and
+ *    moves to the matching terminal phase; the caller releases its hold, whether or not the backend
+ *    listed one (release is owner-checked and idempotent, and also clears an acquire cut short).
  * 3. A claim shown Granted whose backend hold is gone is Lost, before anything else is granted.
  * 4. A hold of this cluster that no live claim owns (its claim is gone) is released.
  * 5. The remaining claims that hold keep holding; the rest wait in a queue ordered by priority
@@ -52,11 +53,6 @@ export interface Ending {
   phase: ClaimPhase;
   reason: ClaimReason;
   message: string;
-  /**
-   * Whether to call the backend's (owner-checked, idempotent) release: when the claim holds, and
-   * for a Lost claim, whose expired leftover the backend may still keep.
-   */
-  release: boolean;
 }
 
 export interface Decision {
@@ -103,7 +99,7 @@ export function decide(input: DecisionInput): Decision {
     if (isTerminal(claim.phase)) {
       if (held) decision.orphans.push(claim.id);
     } else if (claim.end) {
-      decision.endings.push({ id: claim.id, phase: phaseForEnd(claim.end.reason), reason: claim.end.reason, message: claim.end.message, release: held || claim.phase === "Granted" });
+      decision.endings.push({ id: claim.id, phase: phaseForEnd(claim.end.reason), reason: claim.end.reason, message: claim.end.message });
     } else if (held) {
       decision.keep.push(claim.id);
     } else if (claim.phase === "Granted") {
@@ -112,7 +108,6 @@ export function decide(input: DecisionInput): Decision {
         phase: "Lost",
         reason: ClaimReason.Lost,
         message: "the backend hold vanished (it expired while the operator could not renew it); stop work guarded by this claim's fencing token and create a new claim",
-        release: true,
       });
     } else if (!claim.blocked) {
       waiting.push(claim);

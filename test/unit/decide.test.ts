@@ -49,7 +49,7 @@ const cases: Case[] = [
     name: "a holder that must end releases, and the next can be granted in the same pass",
     input: { claims: [claim("h", { phase: "Granted", end: { reason: ClaimReason.HolderTerminated, message: "pod ended" } }), claim("w")], holds: [hold("h")] },
     want: {
-      endings: [{ id: "h", phase: "Released", reason: ClaimReason.HolderTerminated, message: "pod ended", release: true }],
+      endings: [{ id: "h", phase: "Released", reason: ClaimReason.HolderTerminated, message: "pod ended" }],
       keep: [], queue: ["w"], grantable: 1,
     },
   },
@@ -61,7 +61,7 @@ const cases: Case[] = [
   {
     name: "a waiting claim past its wait timeout ends Expired and is not queued",
     input: { claims: [claim("w", { end: { reason: ClaimReason.WaitTimeout, message: "too long" } })], holds: [hold("other-claim-gone")] },
-    want: { endings: [{ id: "w", phase: "Expired", reason: ClaimReason.WaitTimeout, message: "too long", release: false }], orphans: ["other-claim-gone"], queue: [], grantable: 0 },
+    want: { endings: [{ id: "w", phase: "Expired", reason: ClaimReason.WaitTimeout, message: "too long" }], orphans: ["other-claim-gone"], queue: [], grantable: 0 },
   },
   {
     name: "terminal claims never hold again; a hold left behind is released",
