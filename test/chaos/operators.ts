@@ -5,9 +5,10 @@
  * on losing leadership, which the operator answers by exiting 1) is replaced.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { createWriteStream, existsSync, readdirSync, readFileSync, statSync, type WriteStream } from "node:fs";
+import { createWriteStream, existsSync, readdirSync, statSync, type WriteStream } from "node:fs";
 import { join, relative, resolve } from "node:path";
 import * as k8s from "@kubernetes/client-node";
+import { tailOf } from "../env/process";
 import { now, sleep, withTimeout } from "./util";
 
 const repoRoot = resolve(__dirname, "..", "..");
@@ -99,11 +100,7 @@ export class Replica {
 
   /** The last lines of its log, for evidence. */
   tail(lines = 15): string {
-    try {
-      return readFileSync(this.logFile, "utf8").trimEnd().split("\n").slice(-lines).join("\n");
-    } catch {
-      return "";
-    }
+    return tailOf(this.logFile, lines);
   }
 
   /** SIGCONT (a stopped process cannot act on SIGTERM), SIGTERM, SIGKILL after `graceMs`. */

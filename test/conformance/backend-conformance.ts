@@ -57,6 +57,14 @@ function contender(key: string, who: string, overrides: Partial<AcquireRequest> 
   };
 }
 
+/**
+ * An acquire request for the backend-specific tests (cluster "east", a 30 s lease, a fresh holderId):
+ * contender `who` is claim `claim-<who>` of pod `pod-<who>`.
+ */
+export function holdRequest(key: string, who: string, overrides: Partial<AcquireRequest> = {}): AcquireRequest {
+  return { key, holderId: randomUUID(), claim: `claim-${who}`, holderIdentity: `pod-${who}`, cluster: "east", maxHolders: 1, leaseDurationSeconds: 30, ...overrides };
+}
+
 function big(token: string): bigint {
   assert.match(token, TOKEN, `fencing token "${token}" is not a non-negative decimal integer`);
   return BigInt(token);

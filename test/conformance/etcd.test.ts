@@ -3,18 +3,18 @@
  * suite, then what is particular to etcd (settings, session leases, key layout, tokens as revisions).
  */
 import assert from "node:assert/strict";
-import { randomBytes, randomUUID } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { Etcd3 } from "etcd3";
 import * as k8s from "@kubernetes/client-node";
-import { BackendConfigError, type AcquireRequest } from "../../src/backends/backend";
+import { BackendConfigError } from "../../src/backends/backend";
 import { EtcdBackend, type EtcdBackendOptions } from "../../src/backends/etcd";
 import { createBackend } from "../../src/backends/registry";
 import { eventually, testEnv, controlService } from "../support/env";
-import { runBackendConformance } from "./backend-conformance";
+import { holdRequest, runBackendConformance } from "./backend-conformance";
 
 const backends: EtcdBackend[] = [];
 function backend(options: Partial<EtcdBackendOptions> = {}): EtcdBackend {
@@ -45,9 +45,7 @@ runBackendConformance("etcd", connectedBackend, {
   startServer: () => control("start"),
 });
 
-function request(key: string, who: string, overrides: Partial<AcquireRequest> = {}): AcquireRequest {
-  return { key, holderId: randomUUID(), claim: `claim-${who}`, holderIdentity: `pod-${who}`, cluster: "east", maxHolders: 1, leaseDurationSeconds: 30, ...overrides };
-}
+const request = holdRequest;
 
 const ns = () => `etcd-${randomBytes(4).toString("hex")}`;
 

@@ -3,11 +3,11 @@
  * particular to Leases (object names, labels, MicroTime fields, timeouts) and the backend registry.
  */
 import assert from "node:assert/strict";
-import { randomBytes, randomUUID } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { createServer, type Server, type Socket } from "node:net";
 import { after, describe, test } from "node:test";
 import * as k8s from "@kubernetes/client-node";
-import { BackendConfigError, BackendUnavailableError, type AcquireRequest } from "../../src/backends/backend";
+import { BackendConfigError, BackendUnavailableError } from "../../src/backends/backend";
 import {
   CLAIM_ANNOTATION,
   CLUSTER_ANNOTATION,
@@ -21,7 +21,7 @@ import {
 import { BackendRegistry, backendTypes, createBackend } from "../../src/backends/registry";
 import { createNamespace, eventually, kubeConfig, kubectl } from "../support/env";
 import { TcpProxy } from "../support/tcp-proxy";
-import { runBackendConformance } from "./backend-conformance";
+import { holdRequest, runBackendConformance } from "./backend-conformance";
 
 const backends: KubernetesLeaseBackend[] = [];
 function backend(options: Partial<ConstructorParameters<typeof KubernetesLeaseBackend>[0]> = {}): KubernetesLeaseBackend {
@@ -59,18 +59,7 @@ runBackendConformance("kubernetes", async () => backend({ kubeConfig: kubeConfig
   startServer: async () => (await apiProxy()).start(),
 });
 
-function request(key: string, who: string, overrides: Partial<AcquireRequest> = {}): AcquireRequest {
-  return {
-    key,
-    holderId: randomUUID(),
-    claim: `claim-${who}`,
-    holderIdentity: `pod-${who}`,
-    cluster: "east",
-    maxHolders: 1,
-    leaseDurationSeconds: 30,
-    ...overrides,
-  };
-}
+const request = holdRequest;
 
 /** A Lease as the API server stores it (kubectl's JSON, not client-node's deserialization). */
 interface LeaseJson {

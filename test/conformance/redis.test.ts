@@ -4,17 +4,17 @@
  * Redis (settings, key layout, the persistent fencing counter, secrets in messages).
  */
 import assert from "node:assert/strict";
-import { randomBytes, randomUUID } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import Redis from "ioredis";
-import { BackendConfigError, BackendUnavailableError, type AcquireRequest, type LockBackend } from "../../src/backends/backend";
+import { BackendConfigError, BackendUnavailableError, type LockBackend } from "../../src/backends/backend";
 import { RedisBackend, redisBackendFactory } from "../../src/backends/redis";
 import { backendTypes, createBackend } from "../../src/backends/registry";
 import { eventually, kubeConfig, testEnv, controlService } from "../support/env";
-import { runBackendConformance } from "./backend-conformance";
+import { holdRequest, runBackendConformance } from "./backend-conformance";
 
 const control = (action: "stop" | "start") => controlService("redis", action);
 
@@ -33,9 +33,7 @@ runBackendConformance("redis", () => backend(), {
   startServer: () => control("start"),
 });
 
-function request(key: string, who: string, overrides: Partial<AcquireRequest> = {}): AcquireRequest {
-  return { key, holderId: randomUUID(), claim: `claim-${who}`, holderIdentity: `pod-${who}`, cluster: "east", maxHolders: 1, leaseDurationSeconds: 30, ...overrides };
-}
+const request = holdRequest;
 
 const random = () => randomBytes(4).toString("hex");
 

@@ -4,19 +4,19 @@
  * skipped (`supportsExpiry: false`) and expiry is tested here by ending the session.
  */
 import assert from "node:assert/strict";
-import { randomBytes, randomUUID } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import ZooKeeper from "zookeeper";
-import { BackendConfigError, BackendUnavailableError, type AcquireRequest } from "../../src/backends/backend";
+import { BackendConfigError, BackendUnavailableError } from "../../src/backends/backend";
 import { createBackend } from "../../src/backends/registry";
 import { parseZooKeeperSettings, ZooKeeperBackend, type ZooKeeperBackendOptions } from "../../src/backends/zookeeper";
 import { eventually, kubeConfig, testEnv, controlService } from "../support/env";
 import { TcpProxy } from "../support/tcp-proxy";
-import { runBackendConformance } from "./backend-conformance";
+import { holdRequest, runBackendConformance } from "./backend-conformance";
 
 const Z = ZooKeeper.constants;
 const ROOT = `/kubelock-test-${randomBytes(3).toString("hex")}`;
@@ -48,9 +48,7 @@ function zkCall<T>(invoke: (done: (rc: number, error: unknown, ...result: unknow
 }
 interface Stat { czxid: number; ephemeralOwner: string }
 
-function request(key: string, who: string, overrides: Partial<AcquireRequest> = {}): AcquireRequest {
-  return { key, holderId: randomUUID(), claim: `claim-${who}`, holderIdentity: `pod-${who}`, cluster: "east", maxHolders: 1, leaseDurationSeconds: 30, ...overrides };
-}
+const request = holdRequest;
 function newKey(hint: string): { key: string; path: string } {
   const ns = `ns-${randomBytes(3).toString("hex")}`;
   const name = `${hint}-${randomBytes(3).toString("hex")}`;

@@ -55,11 +55,7 @@ export class ManagedProcess {
 
   /** The last lines of the process's log, for error messages. */
   tail(lines = 20): string {
-    try {
-      return readFileSync(this.logFile, "utf8").trimEnd().split("\n").slice(-lines).join("\n");
-    } catch {
-      return "";
-    }
+    return tailOf(this.logFile, lines);
   }
 
   /** SIGTERM, then SIGKILL after `graceMs`; resolves once the process has exited. */
@@ -80,6 +76,15 @@ export class ManagedProcess {
       if (Date.now() > deadline) throw new Error(`${this.name}: timed out after ${timeoutMs}ms waiting for ${what}:\n${this.tail()}`);
       await new Promise((r) => setTimeout(r, delay));
     }
+  }
+}
+
+/** The last `lines` lines of a log file ("" when it cannot be read). */
+export function tailOf(file: string, lines: number): string {
+  try {
+    return readFileSync(file, "utf8").trimEnd().split("\n").slice(-lines).join("\n");
+  } catch {
+    return "";
   }
 }
 

@@ -16,6 +16,7 @@
  * Tests named [BUG X] fail against the current product on purpose; the lead has the description.
  */
 import assert from "node:assert/strict";
+import { configProblems } from "../support/config";
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -125,16 +126,6 @@ function assertBoundedLines(lines: string[]): void {
   assert.equal(long.length, 0, `${long.length} line(s) longer than ${MAX_LINE} characters; the first starts ${JSON.stringify(long[0]?.slice(0, 100))}`);
 }
 
-/** The config layer's lines for `text` (fails if the config is accepted). */
-function configProblems(text: string): string[] {
-  try {
-    parseConfig(text, "test.yaml");
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, `expected ConfigError, got ${err}`);
-    return err.problems;
-  }
-  assert.fail("config was accepted");
-}
 
 /** The backend layer's lines for one backend entry that passed the config layer (fails if it is built). */
 async function backendProblems(entry: string): Promise<string[]> {

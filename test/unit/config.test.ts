@@ -1,17 +1,10 @@
 /** Operator config: defaults, and one clear line per mistake. */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { ConfigError, parseConfig } from "../../src/config";
+import { parseConfig } from "../../src/config";
+import { configProblems } from "../support/config";
 
-function problems(text: string): string[] {
-  try {
-    parseConfig(text, "test.yaml");
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, `expected ConfigError, got ${err}`);
-    return err.problems;
-  }
-  assert.fail("config was accepted");
-}
+const problems = configProblems;
 
 describe("config", () => {
   test("an empty file means the built-in kubernetes backend", () => {
