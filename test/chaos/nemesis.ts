@@ -107,8 +107,10 @@ export class Nemesis {
           mixed = 0;
           continue; // a run without faults (a baseline): just wait for the end
         }
-        const kinds = alone.length > 0 ? [alone.shift()!] : this.pickMix(mixed-- > 0);
-        await this.runEpisode(kinds);
+        const kinds = alone.length > 0 ? [alone.shift()!] : this.pickMix(mixed > 0);
+        // A required mixed episode counts only when two faults really went in (one can be skipped,
+        // e.g. when both would hit the same process).
+        if ((await this.runEpisode(kinds)) > 1) mixed--;
       }
     } finally {
       await this.healAll();
@@ -121,7 +123,8 @@ export class Nemesis {
     return random.shuffle(kinds).slice(0, random.int(2, Math.max(2, this.o.maxMix)));
   }
 
-  private async runEpisode(kinds: FaultKind[]): Promise<void> {
+  /** Injects `kinds` (at random offsets), heals them, waits for recovery; returns how many went in. */
+  private async runEpisode(kinds: FaultKind[]): Promise<number> {
     const episode = ++this.episode;
     const used = new Set<string>();
     const started: Active[] = [];
@@ -144,9 +147,10 @@ export class Nemesis {
     }));
     const healedAt = Math.max(begin, ...started.map((a) => a.fault.healedAt ?? now()));
     const description = started.map((a) => `${a.fault.kind}(${a.fault.target})`).join(" + ") || "(nothing injected)";
-    if (started.length === 0) return;
+    if (started.length === 0) return 0;
     this.o.log(`nemesis: episode ${episode}: ${description} healed; waiting for every lock to grant again`);
     await this.awaitRecovery(episode, description, healedAt);
+    return started.length;
   }
 
   /** Waits until every lock granted after `healedAt`, bounded by the recovery timeout. */
