@@ -25,21 +25,22 @@ export function operatorConfig(ctx: BenchContext, keyPrefix: string): string {
 
 /**
  * A fresh namespace and the operator for it, started by test/support/operator.ts; with `nodeFlags` (such as
- * --cpu-prof, which NODE_OPTIONS refuses) the same command is spawned here with those flags instead.
+ * --cpu-prof, which NODE_OPTIONS refuses) or `root` (another checkout of kubelock, e.g. an earlier commit)
+ * the same command is spawned here with those flags, from that checkout, instead.
  */
 export async function operatorNamespace(
   ctx: BenchContext,
   prefix: string,
-  options: { nodeFlags?: string[]; prepare?: (api: Api) => Promise<void> } = {},
+  options: { nodeFlags?: string[]; root?: string; prepare?: (api: Api) => Promise<void> } = {},
 ): Promise<OperatorNamespace> {
-  const { nodeFlags, prepare } = options;
+  const { nodeFlags, root, prepare } = options;
   const namespace = await createNamespace(prefix, ctx.kubeConfig);
   await prepare?.(new Api(namespace, ctx.kubeConfig));
   const watch = new ClaimWatch(namespace, ctx.kubeConfig); // before the operator: it sees every grant
   await watch.start();
   const before = new Set(children());
   const config = operatorConfig(ctx, prefix);
-  const operator = nodeFlags ? await spawnOperator(namespace, config, nodeFlags) : await startOperator({ namespace, config });
+  const operator = nodeFlags || root ? await spawnOperator(namespace, config, nodeFlags ?? [], root) : await startOperator({ namespace, config });
   const pid = children().find((p) => !before.has(p) && cmdline(p).includes(namespace));
   return {
     namespace, api: new Api(namespace, ctx.kubeConfig), watch, operator, pid,
@@ -72,10 +73,9 @@ function cmdline(pid: number): string {
 }
 
 /** `node FLAGS --import tsx src/cli/main.ts operator ...` for one namespace, as startOperator runs it. */
-async function spawnOperator(namespace: string, config: string, nodeFlags: string[]): Promise<OperatorProcess> {
+async function spawnOperator(namespace: string, config: string, nodeFlags: string[], repoRoot = join(__dirname, "..")): Promise<OperatorProcess> {
   const file = join(mkdtempSync(join(tmpdir(), "kubelock-bench-")), "config.yaml");
   writeFileSync(file, config);
-  const repoRoot = join(__dirname, "..");
   const child = spawn(process.execPath, [...nodeFlags, "--import", "tsx", join(repoRoot, "src/cli/main.ts"), "operator", "--kubeconfig", process.env.KUBECONFIG!,
     "--watch-namespace", namespace, "--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--config", file], { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"] });
   let output = "";

@@ -3,15 +3,14 @@
  * starting it until every claim is observed Granted, its peak RSS (VmHWM), and its CPU and API requests
  * while nothing changes afterwards.
  */
-import { readFileSync } from "node:fs";
 import * as k8s from "@kubernetes/client-node";
 import type { BenchContext } from "./context";
 import { apiRequestCounts, difference } from "./lib/apimetrics";
 import { pool } from "./lib/claims";
+import { cpuSeconds, procStatusKb as status } from "./lib/proc";
 import { envInt, fmt, now, sleep } from "./lib/stats";
 import { operatorNamespace } from "./operator";
 
-const TICKS_PER_SECOND = 100; // USER_HZ on Linux
 
 export async function scaleBenchmark(ctx: BenchContext): Promise<void> {
   const n = envInt("BENCH_SCALE_N", 1000);
@@ -95,17 +94,4 @@ function tally(values: string[]): string {
   const counts = new Map<string, number>();
   for (const v of values) counts.set(v, (counts.get(v) ?? 0) + 1);
   return [...counts].sort((a, b) => b[1] - a[1]).map(([k, n]) => `${k} ${n}`).join(", ") || "none";
-}
-
-function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" "); // fields from 3 (state) on
-  return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND; // utime (14), stime (15)
-}
-
-/** A kB figure from /proc/<pid>/status. */
-function status(pid: number, field: string): number {
-  const match = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  if (!match) throw new Error(`no ${field} in /proc/${pid}/status`);
-  return Number(match[1]);
 }

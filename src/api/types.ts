@@ -79,8 +79,17 @@ export interface LockHolder {
   /** A non-negative integer, as a string; strictly increasing per backend key. */
   fencingToken: string;
   acquireTime: string;
+  /**
+   * The hold's last renewal in the backend as recorded here. The operator renews every third of the
+   * lease but records a renewal only once the recorded one is half a lease old, so this is at most two
+   * thirds of a lease behind the backend (never expired-looking), and renewals of many held locks cost
+   * half the status writes.
+   */
   renewTime: string;
 }
+
+/** The longest a waiting claim's `status.position` lags behind a moving queue (place 1 excepted). */
+export const POSITION_REFRESH_MS = 2000;
 
 export interface DistributedLockStatus {
   holders?: LockHolder[];
@@ -121,6 +130,11 @@ export const TERMINAL_PHASES: readonly ClaimPhase[] = Object.freeze(["Released",
 export interface LockClaimStatus {
   phase?: ClaimPhase;
   /** While Pending: 1 is next. */
+  /**
+   * Place in the queue while Pending; 1 is next. A new place 1 is written at once; other changes of
+   * place are written at most every POSITION_REFRESH_MS (2 s) per lock, so a queue of k claims moving
+   * fast costs k status writes per refresh rather than k per grant.
+   */
   position?: number;
   fencingToken?: string;
   holderIdentity?: string;

@@ -46,7 +46,7 @@ export interface WaitOptions {
   claimName: string;
   lockName: string;
   timeoutMs?: number;
-  /** Progress lines ("waiting for lock L: position 2 of 5"). */
+  /** Progress lines ("waiting for lock L: position 2"). */
   out: (line: string) => void;
   /** Aborting stops the wait; the promise rejects with `signal.reason`. */
   signal?: AbortSignal;
@@ -86,8 +86,7 @@ export function waitForGrant(options: WaitOptions): Promise<LockClaim> {
       if (status?.position !== undefined) {
         if (status.position !== position) {
           position = status.position;
-          const total = /position \d+ of (\d+)/.exec(condition?.message ?? "")?.[1];
-          out(`waiting for lock ${lockName}: position ${position}${total ? ` of ${total}` : ""}`);
+          out(`waiting for lock ${lockName}: position ${position}`);
         }
       } else if (condition && condition.reason !== ClaimReason.Waiting) {
         // Pending but not queued: the backend is down, the pod is missing, ...

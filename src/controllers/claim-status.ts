@@ -31,10 +31,14 @@ export function grantedStatus(claim: LockClaim, hold: Hold, lockName: string, no
     `holds lock ${lockName} with fencing token ${hold.fencingToken}; delete the claim or run \`kubelock release\` when done`, claim, now);
 }
 
-export function waitingStatus(claim: LockClaim, position: number, queueLength: number, lockName: string, holders: string[], now: string): LockClaimStatus {
-  const held = holders.length > 0 ? `held by ${holders.join(", ")}` : "no holder yet";
+/**
+ * Waiting at `position`. The message depends on nothing but the position, so a waiting claim is rewritten
+ * only when its own place changes (not whenever the holders or the queue's length do): the lock's status
+ * shows those.
+ */
+export function waitingStatus(claim: LockClaim, position: number, lockName: string, now: string): LockClaimStatus {
   return withGranted({ ...base(claim), phase: "Pending", position }, false, ClaimReason.Waiting,
-    `position ${position} of ${queueLength} in the queue for lock ${lockName} (${held}); the claim is granted when a slot frees`, claim, now);
+    `position ${position} in the queue for lock ${lockName}; the claim is granted when a slot frees (see the lock's status for its holders)`, claim, now);
 }
 
 /** Pending with a reason that is not the queue (lock missing, backend down, pod missing). */

@@ -8,7 +8,7 @@
  * Safety order: grant = backend acquire, then claim status; release = claim status, then backend release.
  */
 import {
-  ClaimReason, ConditionType, POD_UID_ANNOTATION, LOCK_DEFAULTS, LOCK_PLURAL, CLAIM_PLURAL, LockReason, RELEASE_FINALIZER,
+  ClaimReason, ConditionType, POD_UID_ANNOTATION, POSITION_REFRESH_MS, LOCK_DEFAULTS, LOCK_PLURAL, CLAIM_PLURAL, LockReason, RELEASE_FINALIZER,
   type DistributedLock, type DistributedLockStatus, type LockClaim, type LockClaimStatus, type LockHolder,
 } from "../api/types";
 import { setCondition } from "../api/conditions";
@@ -25,6 +25,8 @@ const sameJson = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringif
 export class LockReconciler {
   /** Backend watches by lock key, so a release anywhere wakes this lock's waiters. */
   private readonly watches = new Map<string, { backendKey: string; stop: () => void }>();
+  /** When each lock last rewrote waiting claims' moved places (see POSITION_REFRESH_MS). */
+  private readonly positionsWrittenAt = new Map<string, number>();
 
   constructor(private readonly ctx: OperatorContext) {}
 
@@ -100,7 +102,9 @@ export class LockReconciler {
       const { claim } = assessed.get(ending.id)!;
       statuses.set(ending.id, endedStatus(claim, ending.phase, ending.reason, ending.message, now));
       await this.writeClaimStatus(claim, statuses.get(ending.id)!);
-      this.ctx.events.record(claim, ending.reason === ClaimReason.Lost ? "Warning" : "Normal", ending.reason, ending.message);
+      // A claim being deleted is gone in a moment, and its Events with it from `kubectl describe`: its
+      // ending is on its status and in the metrics, and spares the API server an Event per grant.
+      if (!claim.metadata.deletionTimestamp) this.ctx.events.record(claim, ending.reason === ClaimReason.Lost ? "Warning" : "Normal", ending.reason, ending.message);
       if (await backend.release(backendKey, ending.id)) metrics?.released(lockKey, backend.name, ending.reason, nowMs);
       holds.delete(ending.id);
     }
@@ -156,10 +160,19 @@ export class LockReconciler {
       statuses.set(id, grantedStatus(claim, hold, lock.metadata.name, now));
       this.ctx.events.record(claim, "Normal", ClaimReason.Granted, `granted lock ${lock.metadata.name} with fencing token ${hold.fencingToken}`);
     }
-    const holderNames = [...holds.values()].map((h) => h.holderIdentity);
+    // Places: a claim's first place and becoming next are written at once; other moves wait for the
+    // lock's position refresh (at most one per POSITION_REFRESH_MS), so a moving queue is not O(k) writes per grant.
+    const refreshIn = (this.positionsWrittenAt.get(lockKey) ?? -Infinity) + POSITION_REFRESH_MS - nowMs;
+    let positionsDeferred = false;
     waiting.forEach((id, index) => {
       const { claim } = assessed.get(id)!;
-      statuses.set(id, waitingStatus(claim, index + 1, waiting.length, lock.metadata.name, holderNames, now));
+      const shown = claim.status?.phase === "Pending" ? claim.status.position : undefined;
+      const moved = shown !== undefined && shown !== index + 1;
+      if (moved && index > 0 && refreshIn > 0) positionsDeferred = true;
+      else {
+        statuses.set(id, waitingStatus(claim, index + 1, lock.metadata.name, now));
+        if (moved && index > 0) this.positionsWrittenAt.set(lockKey, nowMs);
+      }
     });
     for (const { claim, facts } of assessed.values()) {
       if (facts.blocked) statuses.set(facts.id, blockedStatus(claim, ClaimReason.InvalidSpec, facts.blockedMessage!, now));
@@ -183,7 +196,7 @@ export class LockReconciler {
       ({ claim }) => this.removeFinalizer(claim).catch((err) => void failures.push(err)));
 
     await this.writeLockStatus(lock, {
-      holders: [...holds.values()].map((h) => this.holderEntry(h)),
+      holders: [...holds.values()].map((h) => this.holderEntry(h, lock.status?.holders, leaseSeconds * 500, nowMs)),
       waiting: waiting.length,
       leaseTransitions: (lock.status?.leaseTransitions ?? 0) + shownGranted.size,
       ready: { status: "True", reason: LockReason.BackendReady, message: `backend ${backend.name} reachable` },
@@ -195,17 +208,20 @@ export class LockReconciler {
 
     const deadlines = [...assessed.values()].map((a) => a.facts.deadline).filter((d): d is number => d !== undefined);
     const busy = holds.size > 0 || waiting.length > 0;
-    const next = Math.min(busy ? renewEveryMs : Infinity, ...deadlines.map((d) => d - nowMs + 10));
+    const next = Math.min(busy ? renewEveryMs : Infinity, positionsDeferred ? refreshIn : Infinity, ...deadlines.map((d) => d - nowMs + 10));
     return Number.isFinite(next) ? { requeueAfterMs: Math.max(10, Math.round(next)) } : {};
   }
 
-  private holderEntry(hold: Hold): LockHolder {
+  /** A holder as the lock's status shows it; keeps the recorded renewTime while it is younger than `keepRenewalMs`. */
+  private holderEntry(hold: Hold, shown: LockHolder[] | undefined, keepRenewalMs: number, nowMs: number): LockHolder {
+    const recorded = shown?.find((h) => h.claim === hold.claim && h.fencingToken === hold.fencingToken && h.cluster === (hold.cluster === this.ctx.clusterName ? undefined : hold.cluster));
+    const keep = recorded !== undefined && nowMs - Date.parse(recorded.renewTime) < keepRenewalMs && Date.parse(recorded.renewTime) <= Date.parse(hold.renewTime);
     const entry: LockHolder = {
       claim: hold.claim,
       holderIdentity: hold.holderIdentity,
       fencingToken: hold.fencingToken,
       acquireTime: hold.acquireTime,
-      renewTime: hold.renewTime,
+      renewTime: keep ? recorded.renewTime : hold.renewTime,
     };
     if (hold.cluster !== this.ctx.clusterName) entry.cluster = hold.cluster;
     return entry;
@@ -355,6 +371,7 @@ export class LockReconciler {
   private stopWatch(lockKey: string): void {
     this.watches.get(lockKey)?.stop();
     this.watches.delete(lockKey);
+    this.positionsWrittenAt.delete(lockKey);
   }
 
   stopAll(): void {
