@@ -143,14 +143,18 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   const locks = new LockReconciler(ctx);
   const pods = new PodReconciler(ctx);
 
-  caches.locks.on(({ obj }) => lockQueue.add(`${obj.metadata.namespace}/${obj.metadata.name}`));
+  // What the initial lists bring is queued with low priority (as what a new leader finds, below), so
+  // renewals and new changes never wait behind a start-up backlog of every lock.
+  let listed = false;
+  const addLock = (key: string) => lockQueue.add(key, listed ? "normal" : "low");
+  caches.locks.on(({ obj }) => addLock(`${obj.metadata.namespace}/${obj.metadata.name}`));
   caches.claims.on(({ obj }) => {
-    lockQueue.add(lockKeyOfClaim(obj));
+    addLock(lockKeyOfClaim(obj));
     if (obj.spec.podName) podQueue.add(`${obj.metadata.namespace}/${obj.spec.podName}`);
   });
   caches.pods.on(({ obj }) => {
     const key = `${obj.metadata?.namespace}/${obj.metadata?.name}`;
-    for (const claim of caches.claims.byIndex(ClaimIndex.byPod, key)) lockQueue.add(lockKeyOfClaim(claim));
+    for (const claim of caches.claims.byIndex(ClaimIndex.byPod, key)) addLock(lockKeyOfClaim(claim));
     if (obj.metadata?.annotations?.[LOCK_ANNOTATION]) podQueue.add(key);
   });
 
@@ -179,8 +183,8 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     log.info("starting workers", { locks: caches.locks.list().length, claims: caches.claims.list().length });
     metrics.leader.set(1);
     // Queue everything: a new leader takes over whatever the last one left.
-    for (const lock of caches.locks.list()) lockQueue.add(`${lock.metadata.namespace}/${lock.metadata.name}`);
-    for (const claim of caches.claims.list()) lockQueue.add(lockKeyOfClaim(claim));
+    for (const lock of caches.locks.list()) lockQueue.add(`${lock.metadata.namespace}/${lock.metadata.name}`, "low");
+    for (const claim of caches.claims.list()) lockQueue.add(lockKeyOfClaim(claim), "low");
     workers = Promise.all([
       runWorkers(lockQueue, options.lockWorkers ?? 16, timed("DistributedLock", (key) => locks.reconcile(key)), onError("DistributedLock")),
       runWorkers(podQueue, 2, timed("Pod", (key) => pods.reconcile(key)), onError("Pod")),
@@ -195,6 +199,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   };
 
   const ready = Promise.all(informers.map((i) => i.waitForSync())).then(() => {
+    listed = true;
     log.info("caches synced", { locks: caches.locks.list().length, claims: caches.claims.list().length, leaderElection: !!options.leaderElection });
   });
   ready.catch(() => undefined);

@@ -15,6 +15,12 @@
  * - `addRateLimited(key)` = `addAfter(key, rateLimiter.when(key))`: per-key exponential backoff,
  *   reset with `forget(key)` after a success.
  *
+ * Priority (as controller-runtime's priority queue, which gives the initial list low priority): `add(key,
+ * "low")` queues the key behind every normally added key. A normal `add` of a key waiting in the low lane
+ * moves it to the back of the normal lane; a low add of a key that is queued normally changes nothing.
+ * The operator queues everything it finds at start-up (or on becoming leader) low, so renewals and changes
+ * that happen meanwhile are not stuck behind a backlog of thousands of locks.
+ *
  * Deliberate difference from client-go: after `shutDown()`, `get()` resolves `undefined` at once even
  * if keys are still queued (client-go keeps handing out queued keys until empty). An operator shuts its
  * queues down when it stops or loses leadership; it must then stop reconciling promptly, and whoever
@@ -92,6 +98,10 @@ export class WorkQueue<K = string> {
   private readonly rateLimiter: RateLimiter<K>;
   /** Keys waiting to be handed out, FIFO. Invariant: every key here is also in `dirty`. */
   private queue: K[] = [];
+  /** The low lane: handed out only when `queue` is empty. Invariant: every key here is in `dirty` and `low`. */
+  private lowQueue: K[] = [];
+  /** Keys whose pending run was asked for only with low priority (queued in `lowQueue`, or dirty while processing). */
+  private readonly low = new Set<K>();
   /** Keys that need processing (queued, or re-added while processing). */
   private readonly dirty = new Set<K>();
   /** Keys handed out by `get()` and not yet `done()`. */
@@ -108,12 +118,23 @@ export class WorkQueue<K = string> {
     this.rateLimiter = options.rateLimiter ?? new ExponentialRateLimiter<K>(options.backoff);
   }
 
-  /** Queues `key` unless it is already queued; if it is processing, it runs again after `done`. */
-  add(key: K): void {
-    if (this.shuttingDown || this.dirty.has(key)) return;
+  /**
+   * Queues `key` unless it is already queued; if it is processing, it runs again after `done`. A "low"
+   * key waits behind every normal one (see Priority above).
+   */
+  add(key: K, priority: "normal" | "low" = "normal"): void {
+    if (this.shuttingDown) return;
+    if (this.dirty.has(key)) {
+      if (priority === "low" || !this.low.delete(key) || this.processing.has(key)) return;
+      this.lowQueue = this.lowQueue.filter((k) => k !== key); // promoted: to the back of the normal lane
+      this.queue.push(key);
+      this.dispatch();
+      return;
+    }
     this.dirty.add(key);
+    if (priority === "low") this.low.add(key);
     if (this.processing.has(key)) return;
-    this.queue.push(key);
+    (priority === "low" ? this.lowQueue : this.queue).push(key);
     this.dispatch();
   }
 
@@ -178,14 +199,14 @@ export class WorkQueue<K = string> {
       return;
     }
     if (this.dirty.has(key)) {
-      this.queue.push(key);
+      (this.low.has(key) ? this.lowQueue : this.queue).push(key);
       this.dispatch();
     }
   }
 
-  /** Number of keys waiting to be handed out (not counting processing or delayed keys). */
+  /** Number of keys waiting to be handed out, both lanes (not counting processing or delayed keys). */
   len(): number {
-    return this.queue.length;
+    return this.queue.length + this.lowQueue.length;
   }
 
   /** Whether `shutDown` was called. */
@@ -202,8 +223,10 @@ export class WorkQueue<K = string> {
     this.shuttingDown = true;
     for (const d of this.delayed.values()) this.clock.clearTimeout(d.timer);
     this.delayed.clear();
-    for (const key of this.queue) this.dirty.delete(key);
+    for (const key of [...this.queue, ...this.lowQueue]) this.dirty.delete(key);
     this.queue = [];
+    this.lowQueue = [];
+    this.low.clear();
     const getters = this.getters;
     this.getters = [];
     for (const resolve of getters) resolve(undefined);
@@ -219,16 +242,18 @@ export class WorkQueue<K = string> {
 
   /** Pops the front key into processing; the wrapper tells "no key" apart from a falsy key. */
   private take(): { value: K } | undefined {
-    if (this.queue.length === 0) return undefined;
-    const key = this.queue.shift() as K;
+    const lane = this.queue.length > 0 ? this.queue : this.lowQueue;
+    if (lane.length === 0) return undefined;
+    const key = lane.shift() as K;
     this.dirty.delete(key);
+    this.low.delete(key);
     this.processing.add(key);
     return { value: key };
   }
 
   /** Hands queued keys to blocked getters, oldest getter first. */
   private dispatch(): void {
-    while (this.getters.length > 0 && this.queue.length > 0) {
+    while (this.getters.length > 0 && this.len() > 0) {
       const resolve = this.getters.shift() as (key: K | undefined) => void;
       resolve((this.take() as { value: K }).value);
     }

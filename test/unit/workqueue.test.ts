@@ -26,6 +26,40 @@ test("duplicate adds collapse and keys come out in FIFO order", async () => {
   assert.equal(q.len(), 0);
 });
 
+test("low-priority keys wait behind every normal key; a normal add promotes a waiting low key", async () => {
+  const q = new WorkQueue({ clock: new FakeClock() });
+  q.add("l1", "low");
+  q.add("l2", "low");
+  q.add("l3", "low");
+  q.add("n1");
+  q.add("l2"); // promoted: to the back of the normal lane
+  q.add("n1", "low"); // already queued normally: stays normal
+  assert.equal(q.len(), 4);
+  assert.deepEqual([await q.get(), await q.get()], ["n1", "l2"]);
+  q.add("n2"); // arrives while low keys wait: still goes first
+  assert.deepEqual([await q.get(), await q.get(), await q.get()], ["n2", "l1", "l3"]);
+  assert.equal(q.len(), 0);
+});
+
+test("a key dirty while processing keeps the highest priority asked for when it is queued again", async () => {
+  const q = new WorkQueue({ clock: new FakeClock() });
+  q.add("a");
+  assert.equal(await q.get(), "a");
+  q.add("a", "low"); // dirty, low
+  q.add("b", "low");
+  q.add("c");
+  q.done("a"); // back in the low lane, behind b
+  assert.deepEqual([await q.get(), await q.get()], ["c", "b"]);
+  q.add("b"); // processing: dirty, normal
+  q.add("b", "low"); // does not demote it
+  q.done("b");
+  assert.deepEqual([await q.get(), await q.get()], ["b", "a"]);
+  q.done("a");
+  q.done("b");
+  q.done("c");
+  assert.equal(q.len(), 0);
+});
+
 test("a blocked get receives the next added key", async () => {
   const q = new WorkQueue({ clock: new FakeClock() });
   const first = q.get();
