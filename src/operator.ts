@@ -185,6 +185,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     // Queue everything: a new leader takes over whatever the last one left.
     for (const lock of caches.locks.list()) lockQueue.add(`${lock.metadata.namespace}/${lock.metadata.name}`, "low");
     for (const claim of caches.claims.list()) lockQueue.add(lockKeyOfClaim(claim), "low");
+    locks.resumeRenewals();
     workers = Promise.all([
       runWorkers(lockQueue, options.lockWorkers ?? 16, timed("DistributedLock", (key) => locks.reconcile(key)), onError("DistributedLock")),
       runWorkers(podQueue, 2, timed("Pod", (key) => pods.reconcile(key)), onError("Pod")),

@@ -81,15 +81,22 @@ export interface LockHolder {
   acquireTime: string;
   /**
    * The hold's last renewal in the backend as recorded here. The operator renews every third of the
-   * lease but records a renewal only once the recorded one is half a lease old, so this is at most two
-   * thirds of a lease behind the backend (never expired-looking), and renewals of many held locks cost
-   * half the status writes.
+   * lease in the backend but records a renewal only once the recorded one is STATUS_REPORT_MS (5 min)
+   * old, so held locks cost no status writes while nothing changes. A holder listed here holds: the
+   * operator removes it (and shows its claim Lost) as soon as a renewal finds the hold gone.
    */
   renewTime: string;
 }
 
 /** The longest a waiting claim's `status.position` lags behind a moving queue (place 1 excepted). */
 export const POSITION_REFRESH_MS = 2000;
+
+/**
+ * How often renewals alone are recorded in a lock's `status.holders[].renewTime` (as a Node's status
+ * report frequency since Lease heartbeats): 5 minutes. Holds are renewed in the backend every third of
+ * their lease regardless; the status is a report, written when something changes.
+ */
+export const STATUS_REPORT_MS = 5 * 60_000;
 
 export interface DistributedLockStatus {
   holders?: LockHolder[];

@@ -8,7 +8,7 @@
  * Safety order: grant = backend acquire, then claim status; release = claim status, then backend release.
  */
 import {
-  ClaimReason, ConditionType, POD_UID_ANNOTATION, POSITION_REFRESH_MS, LOCK_DEFAULTS, LOCK_PLURAL, CLAIM_PLURAL, LockReason, RELEASE_FINALIZER,
+  ClaimReason, ConditionType, POD_UID_ANNOTATION, POSITION_REFRESH_MS, STATUS_REPORT_MS, LOCK_DEFAULTS, LOCK_PLURAL, CLAIM_PLURAL, LockReason, RELEASE_FINALIZER,
   type DistributedLock, type DistributedLockStatus, type LockClaim, type LockClaimStatus, type LockHolder,
 } from "../api/types";
 import { setCondition } from "../api/conditions";
@@ -19,6 +19,7 @@ import { isNotFound, statusCode } from "../kube/client";
 import type { ReconcileResult } from "../runtime/workqueue";
 import { blockedStatus, endedStatus, grantedStatus, waitingStatus } from "./claim-status";
 import { ClaimIndex, type OperatorContext } from "./context";
+import { HoldRenewer } from "./hold-renewer";
 
 const sameJson = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
 
@@ -27,8 +28,16 @@ export class LockReconciler {
   private readonly watches = new Map<string, { backendKey: string; stop: () => void }>();
   /** When each lock last rewrote waiting claims' moved places (see POSITION_REFRESH_MS). */
   private readonly positionsWrittenAt = new Map<string, number>();
+  private readonly renewer: HoldRenewer;
 
-  constructor(private readonly ctx: OperatorContext) {}
+  constructor(private readonly ctx: OperatorContext) {
+    this.renewer = new HoldRenewer({
+      clock: ctx.clock,
+      enqueueLock: (key) => ctx.enqueueLock(key),
+      onError: (hold, err) => ctx.log.debug("renewal failed; retrying", { lock: hold.lockKey, error: err instanceof Error ? err.message : String(err) }),
+      isPause: (err) => err instanceof NotLeadingError,
+    });
+  }
 
   async reconcile(key: string): Promise<ReconcileResult | void> {
     try {
@@ -47,17 +56,16 @@ export class LockReconciler {
     const claims = this.ctx.caches.claims.byIndex(ClaimIndex.byLock, key);
     if (!lock) return this.lockMissing(key, name, claims);
 
-    const backendName = lock.spec.backend ?? this.ctx.defaultBackend;
     let backend: LockBackend;
     try {
-      backend = failuresAsUnavailable(this.ctx.backends.get(backendName), () => this.assertLeading());
+      backend = this.backendFor(lock);
     } catch (err) {
       if (!(err instanceof BackendConfigError)) throw err;
       if (lock.metadata.deletionTimestamp) return this.removeFinalizer(lock);
       await this.writeUnready(lock, claims, LockReason.UnknownBackend, `${err.message}; fix spec.backend or the operator config`);
       return;
     }
-    const backendKey = `${namespace}/${lock.spec.key ?? name}`;
+    const backendKey = backendKeyOf(lock);
     if (lock.metadata.deletionTimestamp) return this.lockDeleted(lock, claims, backend, backendKey);
     await this.ensureFinalizer(LOCK_PLURAL, lock);
     lock = this.latest(lock);
@@ -105,6 +113,7 @@ export class LockReconciler {
       // A claim being deleted is gone in a moment, and its Events with it from `kubectl describe`: its
       // ending is on its status and in the metrics, and spares the API server an Event per grant.
       if (!claim.metadata.deletionTimestamp) this.ctx.events.record(claim, ending.reason === ClaimReason.Lost ? "Warning" : "Normal", ending.reason, ending.message);
+      this.renewer.untrack(ending.id);
       if (await backend.release(backendKey, ending.id)) metrics?.released(lockKey, backend.name, ending.reason, nowMs);
       holds.delete(ending.id);
     }
@@ -112,11 +121,12 @@ export class LockReconciler {
       // A hold of this cluster whose claim ended, or whose claim exists under no lock (another lock
       // sharing the backend key keeps its own claims' holds).
       if (!assessed.has(orphan) && this.ctx.caches.claims.byIndex(ClaimIndex.byUid, orphan).length > 0) continue;
+      this.renewer.untrack(orphan);
       if (await backend.release(backendKey, orphan)) metrics?.released(lockKey, backend.name, "Orphaned", nowMs);
       holds.delete(orphan);
     }
 
-    // Keep: renew holds that are a third of their lease old; a hold gone meanwhile is Lost.
+    // Keep: renew holds that are a third of their lease old (the renewer normally did); a hold gone meanwhile is Lost.
     let lostNow = false;
     for (const id of decision.keep) {
       const hold = holds.get(id)!;
@@ -125,6 +135,7 @@ export class LockReconciler {
         if (!renewed) {
           lostNow = true;
           holds.delete(id);
+          this.renewer.untrack(id);
           await backend.release(backendKey, id); // an expired leftover, if the backend keeps one
           metrics?.released(lockKey, backend.name, ClaimReason.Lost, nowMs);
           const { claim } = assessed.get(id)!;
@@ -195,8 +206,13 @@ export class LockReconciler {
     await forEachConcurrently([...assessed.values()].filter(({ claim }) => claim.metadata.deletionTimestamp),
       ({ claim }) => this.removeFinalizer(claim).catch((err) => void failures.push(err)));
 
+    // From now on the renewer keeps this operator's holds alive, between reconciles.
+    for (const [id, hold] of holds) {
+      if (assessed.has(id)) this.renewer.track({ lockKey, backend, backendKey, holderId: id, leaseSeconds, renewTime: hold.renewTime });
+    }
+
     await this.writeLockStatus(lock, {
-      holders: [...holds.values()].map((h) => this.holderEntry(h, lock.status?.holders, leaseSeconds * 500, nowMs)),
+      holders: [...holds.values()].map((h) => this.holderEntry(h, lock.status?.holders, nowMs)),
       waiting: waiting.length,
       leaseTransitions: (lock.status?.leaseTransitions ?? 0) + shownGranted.size,
       ready: { status: "True", reason: LockReason.BackendReady, message: `backend ${backend.name} reachable` },
@@ -207,15 +223,48 @@ export class LockReconciler {
     if (failures.length > 0) throw failures[0];
 
     const deadlines = [...assessed.values()].map((a) => a.facts.deadline).filter((d): d is number => d !== undefined);
-    const busy = holds.size > 0 || waiting.length > 0;
-    const next = Math.min(busy ? renewEveryMs : Infinity, positionsDeferred ? refreshIn : Infinity, ...deadlines.map((d) => d - nowMs + 10));
+    // Waiting claims: look again every third of a lease (a foreign hold may expire without any event).
+    // Holds alone: only to record renewals in the status now and then (the renewer renews them).
+    const next = Math.min(waiting.length > 0 ? renewEveryMs : holds.size > 0 ? STATUS_REPORT_MS : Infinity,
+      positionsDeferred ? refreshIn : Infinity, ...deadlines.map((d) => d - nowMs + 10));
     return Number.isFinite(next) ? { requeueAfterMs: Math.max(10, Math.round(next)) } : {};
   }
 
-  /** A holder as the lock's status shows it; keeps the recorded renewTime while it is younger than `keepRenewalMs`. */
-  private holderEntry(hold: Hold, shown: LockHolder[] | undefined, keepRenewalMs: number, nowMs: number): LockHolder {
+  /**
+   * On becoming the leader: renew the holds of every claim the cache shows Granted, spread over the next
+   * few seconds, before the (low-priority) pass over every lock gets to them, so a large backlog after a
+   * failover never lets holds expire. Claims whose hold is gone are queued and end Lost as usual.
+   */
+  resumeRenewals(): void {
+    const now = this.ctx.clock.now();
+    for (const claim of this.ctx.caches.claims.list()) {
+      if (claim.status?.phase !== "Granted" || !claim.metadata.uid) continue;
+      const lock = this.ctx.caches.locks.get(claim.metadata.namespace, claim.spec.lockName);
+      if (!lock || lock.metadata.deletionTimestamp) continue;
+      let backend: LockBackend;
+      try {
+        backend = this.backendFor(lock);
+      } catch {
+        continue; // an unknown backend: the lock's reconcile says so
+      }
+      const leaseSeconds = lock.spec.leaseDurationSeconds ?? LOCK_DEFAULTS.leaseDurationSeconds;
+      const spreadMs = Math.random() * Math.min((leaseSeconds * 1000) / 6, RESUME_SPREAD_MS);
+      this.renewer.track({
+        lockKey: `${lock.metadata.namespace}/${lock.metadata.name}`, backend, backendKey: backendKeyOf(lock), holderId: claim.metadata.uid, leaseSeconds,
+        renewTime: new Date(now - (leaseSeconds * 1000) / 3 + spreadMs).toISOString(), // due in spreadMs
+      });
+    }
+  }
+
+  /** The lock's backend as reconciles use it; throws BackendConfigError for an unknown name. */
+  private backendFor(lock: DistributedLock): LockBackend {
+    return failuresAsUnavailable(this.ctx.backends.get(lock.spec.backend ?? this.ctx.defaultBackend), () => this.assertLeading());
+  }
+
+  /** A holder as the lock's status shows it; keeps the recorded renewTime while it is younger than STATUS_REPORT_MS. */
+  private holderEntry(hold: Hold, shown: LockHolder[] | undefined, nowMs: number): LockHolder {
     const recorded = shown?.find((h) => h.claim === hold.claim && h.fencingToken === hold.fencingToken && h.cluster === (hold.cluster === this.ctx.clusterName ? undefined : hold.cluster));
-    const keep = recorded !== undefined && nowMs - Date.parse(recorded.renewTime) < keepRenewalMs && Date.parse(recorded.renewTime) <= Date.parse(hold.renewTime);
+    const keep = recorded !== undefined && nowMs - Date.parse(recorded.renewTime) < STATUS_REPORT_MS && Date.parse(recorded.renewTime) <= Date.parse(hold.renewTime);
     const entry: LockHolder = {
       claim: hold.claim,
       holderIdentity: hold.holderIdentity,
@@ -375,9 +424,15 @@ export class LockReconciler {
   }
 
   stopAll(): void {
+    this.renewer.stopAll();
     for (const key of [...this.watches.keys()]) this.stopWatch(key);
   }
 }
+
+/** How long at most a new leader spreads its first renewals of the holds it finds (see resumeRenewals). */
+const RESUME_SPREAD_MS = 5000;
+
+const backendKeyOf = (lock: DistributedLock) => `${lock.metadata.namespace}/${lock.spec.key ?? lock.metadata.name}`;
 
 /** Thrown instead of a write when this operator no longer provably leads; the reconcile retries later. */
 export class NotLeadingError extends Error {

@@ -1,0 +1,100 @@
+/** The hold renewer's schedule, on a fake clock with a scripted backend (no server: pure scheduling logic). */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import type { Hold, LockBackend } from "../../src/backends/backend";
+import { HoldRenewer, type TrackedHold } from "../../src/controllers/hold-renewer";
+import { FakeClock } from "../../src/runtime/clock";
+
+const flush = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+/** A backend whose renew answers from `answer` and records when it was called. */
+function scriptedBackend(clock: FakeClock, answer: () => "renew" | "gone" | Error) {
+  const calls: number[] = [];
+  const backend = {
+    name: "scripted",
+    renew: async (key: string, holderId: string): Promise<Hold | undefined> => {
+      calls.push(clock.now());
+      const a = answer();
+      if (a instanceof Error) throw a;
+      if (a === "gone") return undefined;
+      const t = new Date(clock.now()).toISOString();
+      return { key, holderId, claim: "c", holderIdentity: "c", cluster: "", fencingToken: "1", acquireTime: t, renewTime: t } as Hold;
+    },
+  } as unknown as LockBackend;
+  return { backend, calls };
+}
+
+const hold = (backend: LockBackend, renewTime: number, leaseSeconds = 3): TrackedHold => ({
+  lockKey: "ns/lock", backend, backendKey: "ns/key", holderId: "uid-1", leaseSeconds, renewTime: new Date(renewTime).toISOString(),
+});
+
+async function advance(clock: FakeClock, ms: number): Promise<void> {
+  for (let t = 0; t < ms; t += 100) {
+    clock.advance(100);
+    await flush();
+  }
+}
+
+test("renews every third of the lease from the last renewal, and stops when untracked", async () => {
+  const clock = new FakeClock(1_000_000);
+  const { backend, calls } = scriptedBackend(clock, () => "renew");
+  const queued: string[] = [];
+  const renewer = new HoldRenewer({ clock, enqueueLock: (k) => queued.push(k) });
+  renewer.track(hold(backend, clock.now()));
+  await advance(clock, 3500);
+  assert.deepEqual(calls.map((t) => t - 1_000_000), [1000, 2000, 3000]);
+  renewer.untrack("uid-1");
+  await advance(clock, 3000);
+  assert.equal(calls.length, 3, "no renewal after untrack");
+  assert.deepEqual(queued, [], "nothing to reconcile while renewals succeed");
+});
+
+test("a hold found gone is untracked and its lock queued; a failure retries soon and queues the lock", async () => {
+  const clock = new FakeClock(0);
+  let answer: "renew" | "gone" | Error = new Error("backend down");
+  const { backend, calls } = scriptedBackend(clock, () => answer);
+  const queued: string[] = [];
+  const renewer = new HoldRenewer({ clock, enqueueLock: (k) => queued.push(k) });
+  renewer.track(hold(backend, 0));
+  await advance(clock, 1000);
+  assert.equal(calls.length, 1);
+  assert.deepEqual(queued, ["ns/lock"], "a failed renewal queues the lock (its conditions say why)");
+  await advance(clock, 300);
+  assert.equal(calls.length, 2, "retried within 250 ms");
+  answer = "gone";
+  await advance(clock, 300);
+  assert.deepEqual(renewer.tracked(), [], "a hold found gone is no longer renewed");
+  assert.equal(queued.length, 3);
+  const before = calls.length;
+  await advance(clock, 3000);
+  assert.equal(calls.length, before);
+});
+
+test("a renewal skipped for want of leadership is retried later without queueing the lock", async () => {
+  const clock = new FakeClock(0);
+  class NotLeading extends Error {}
+  let leading = false;
+  const { backend, calls } = scriptedBackend(clock, () => (leading ? "renew" : new NotLeading("not leading")));
+  const queued: string[] = [];
+  const renewer = new HoldRenewer({ clock, enqueueLock: (k) => queued.push(k), isPause: (err) => err instanceof NotLeading });
+  renewer.track(hold(backend, 0));
+  await advance(clock, 1500);
+  assert.equal(calls.length, 1);
+  assert.deepEqual(queued, []);
+  leading = true;
+  await advance(clock, 1000);
+  assert.equal(calls.length, 2, "tried again a second later");
+  assert.deepEqual(renewer.tracked(), ["uid-1"]);
+});
+
+test("tracking a hold again replaces its schedule (one renewal, from the newest renewTime)", async () => {
+  const clock = new FakeClock(0);
+  const { backend, calls } = scriptedBackend(clock, () => "renew");
+  const renewer = new HoldRenewer({ clock, enqueueLock: () => undefined });
+  renewer.track(hold(backend, 0));
+  clock.advance(500);
+  renewer.track(hold(backend, 500)); // renewed elsewhere at 500: next due at 1500, not 1000
+  await advance(clock, 1200);
+  assert.deepEqual(calls, [1500]);
+  renewer.stopAll();
+});
