@@ -7,7 +7,11 @@
  * - `pause-operator`    SIGSTOP the leader for longer than the locks' lease and the leader lease, then SIGCONT;
  * - `pause-backend`     SIGSTOP a backend server (redis, zookeeper, etcd) longer than the lease, then SIGCONT;
  * - `restart-backend`   stop a backend server, start it again on the same address and data;
- * - `restart-apiserver` restart kube-apiserver (same port, certificates, etcd data).
+ * - `restart-apiserver` restart kube-apiserver (same port, certificates, etcd data);
+ * - `lose-member`       stop one member of a clustered backend server (3-member etcd or ZooKeeper) for longer
+ *                       than the lease, then start it again: the others keep a quorum;
+ * - `lose-majority`     stop a majority of its members (two of three), one after the other, for longer than
+ *                       the lease, then start them again: the server is unavailable until then.
  *
  * Backend and API server faults go through the environment's loopback control endpoint. Whatever
  * happens, every fault injected is healed (`healAll`), so no process is left stopped.
@@ -15,13 +19,15 @@
 import type { OperatorFleet, Replica } from "./operators";
 import { now, Random, sleep, withTimeout } from "./util";
 
-export const FAULT_KINDS = ["kill-operator", "pause-operator", "pause-backend", "restart-backend", "restart-apiserver"] as const;
+export const FAULT_KINDS = ["kill-operator", "pause-operator", "pause-backend", "restart-backend", "restart-apiserver", "lose-member", "lose-majority"] as const;
+/** The kinds that need a clustered backend server. */
+export const CLUSTER_FAULT_KINDS: readonly FaultKind[] = ["lose-member", "lose-majority"];
 export type FaultKind = (typeof FAULT_KINDS)[number];
 export type ServerName = "redis" | "zookeeper" | "etcd";
 
 export interface Fault {
   kind: FaultKind;
-  /** What it hit: "operator-N", a backend server's name, "kube-apiserver". */
+  /** What it hit: "operator-N", a backend server's name, "SERVER/M,N" (its members M and N), "kube-apiserver". */
   target: string;
   /** The episode it belongs to (faults of one episode overlap). */
   episode: number;
@@ -50,6 +56,8 @@ export interface NemesisOptions {
   servers: ServerName[];
   /** Servers that keep their data across a restart (restart-backend picks among them). */
   restartable: ServerName[];
+  /** The clustered servers among `servers`, with their member count (lose-member and lose-majority pick among them). */
+  clusters: Partial<Record<ServerName, number>>;
   kinds: readonly FaultKind[];
   /** The locks' leaseDurationSeconds, and the leader election lease, in ms: pauses outlast both. */
   lockLeaseMs: number;
@@ -205,6 +213,7 @@ export class Nemesis {
       await this.post(`/controlplanes/1/apiserver/restart`, 120_000);
       return this.track({ fault, holdMs: 0, heal: async () => undefined });
     }
+    if (kind === "lose-member" || kind === "lose-majority") return this.loseMembers(kind, fault, record, used);
     const free = (kind === "restart-backend" ? o.restartable : o.servers).filter((s) => !used.has(s));
     if (free.length === 0) return undefined;
     const server = o.random.pick(free);
@@ -216,6 +225,34 @@ export class Nemesis {
     }
     await this.post(`/services/${server}/stop`);
     return this.track({ fault, holdMs: o.random.int(300, 2000), heal: () => this.post(`/services/${server}/start`, 120_000) });
+  }
+
+  /**
+   * Stops one member (`lose-member`) or a majority (`lose-majority`) of a clustered server, one after the
+   * other, for longer than the lock's lease; healing starts them all at once. Stops that fail are undone.
+   */
+  private async loseMembers(kind: "lose-member" | "lose-majority", fault: Fault, record: (target: string) => void, used: Set<string>): Promise<Active | undefined> {
+    const { random, clusters } = this.o;
+    const free = (Object.keys(clusters) as ServerName[]).filter((s) => !used.has(s));
+    if (free.length === 0) return undefined;
+    const server = random.pick(free);
+    used.add(server);
+    const size = clusters[server]!;
+    const count = kind === "lose-member" ? 1 : Math.floor(size / 2) + 1;
+    const members = random.shuffle(Array.from({ length: size }, (_, i) => i + 1)).slice(0, count); // stopped in this order
+    record(`${server}/${members.join(",")}`);
+    const heal = async () => {
+      await Promise.all(members.map((m) => this.post(`/services/${server}/members/${m}/start`, 120_000)));
+    };
+    const begin = now();
+    try {
+      for (const m of members) await this.post(`/services/${server}/members/${m}/stop`);
+      this.o.log(`nemesis: ${kind}(${fault.target}): down after ${Math.round(now() - begin)}ms`);
+    } catch (err) {
+      await heal().catch(() => undefined);
+      throw err;
+    }
+    return this.track({ fault, holdMs: this.o.lockLeaseMs + random.int(1000, 2500), heal });
   }
 
   private track(active: Active): Active {

@@ -14,7 +14,7 @@ import { createNamespace, kubeConfig } from "../support/env";
 import { Api } from "../support/operator";
 import { check, type Violation } from "./checker";
 import { ClaimLog } from "./history";
-import { FAULT_KINDS, Nemesis, type Fault, type FaultKind, type Recovery } from "./nemesis";
+import { CLUSTER_FAULT_KINDS, FAULT_KINDS, Nemesis, type Fault, type FaultKind, type Recovery, type ServerName } from "./nemesis";
 import { OperatorFleet } from "./operators";
 import { FencedRegister, type Rejection } from "./register";
 import { errorText, now, Random, retry, secs, sleep } from "./util";
@@ -35,25 +35,30 @@ export interface ChaosTargets {
   /** The environment's control endpoint (KUBELOCK_TEST_CONTROL). */
   control: string;
   redisUrl?: string;
+  /** One client URL, or a comma-separated list of them (a cluster's members). */
   etcdEndpoint?: string;
   zookeeperConnect?: string;
   /** The control endpoint can restart kube-apiserver (a local control plane). */
   apiServerRestart: boolean;
   /** Redis keeps its data across a restart (else restarting it would reset fencing counters: no restarts then). */
   redisPersistent: boolean;
+  /** The backend servers that are clusters, with their member count: lose-member and lose-majority need one. */
+  clusters: Partial<Record<ServerName, number>>;
 }
 
 /**
  * A private environment for chaos: its own control plane, Redis (persistent, as redis.ts requires for
- * fencing tokens to survive a restart), ZooKeeper and lock etcd, so faults never disturb other tests.
+ * fencing tokens to survive a restart), a 3-member ZooKeeper ensemble and a 3-member lock etcd cluster,
+ * so faults never disturb other tests.
  */
 export async function startChaosEnvironment(log: (line: string) => void): Promise<{ targets: ChaosTargets; stop: () => Promise<void> }> {
-  const env = await startEnvironment({ clusters: 1, services: ["redis", "zookeeper", "etcd"], controllerManager: false, redisPersistence: true, log });
+  const env = await startEnvironment({ clusters: 1, services: ["redis", "zookeeper", "etcd"], controllerManager: false, redisPersistence: true, clusteredBackends: true, log });
   const v = env.variables;
   return {
     targets: {
       kubeconfig: v.KUBECONFIG, control: v.KUBELOCK_TEST_CONTROL, redisUrl: v.KUBELOCK_TEST_REDIS_URL, etcdEndpoint: v.KUBELOCK_TEST_ETCD_ENDPOINT,
       zookeeperConnect: v.KUBELOCK_TEST_ZOOKEEPER_CONNECT, apiServerRestart: process.env.USE_EXISTING_CLUSTER !== "true", redisPersistent: true,
+      clusters: env.members,
     },
     stop: env.stop,
   };
@@ -119,7 +124,8 @@ export const defaultChaosOptions = (targets: ChaosTargets, log: (line: string) =
 });
 
 export function availableKinds(targets: ChaosTargets): FaultKind[] {
-  return FAULT_KINDS.filter((k) => k !== "restart-apiserver" || targets.apiServerRestart);
+  const clustered = Object.keys(targets.clusters).length > 0;
+  return FAULT_KINDS.filter((k) => (k !== "restart-apiserver" || targets.apiServerRestart) && (clustered || !CLUSTER_FAULT_KINDS.includes(k)));
 }
 
 function operatorConfig(targets: ChaosTargets, backends: readonly BackendName[], namespace: string, leaseSeconds: number): string {
@@ -128,7 +134,7 @@ function operatorConfig(targets: ChaosTargets, backends: readonly BackendName[],
     lines.push("  - name: redis", "    type: redis", `    redis: { url: "${targets.redisUrl}", keyPrefix: "${namespace}", commandTimeoutMs: 1500, connectTimeoutMs: 1500 }`);
   }
   if (backends.includes("etcd")) {
-    lines.push("  - name: etcd", "    type: etcd", `    etcd: { endpoints: ["${targets.etcdEndpoint}"], prefix: "/${namespace}", requestTimeoutMs: 1500, dialTimeoutMs: 1500 }`);
+    lines.push("  - name: etcd", "    type: etcd", `    etcd: { endpoints: ${JSON.stringify(targets.etcdEndpoint?.split(","))}, prefix: "/${namespace}", requestTimeoutMs: 1500, dialTimeoutMs: 1500 }`);
   }
   if (backends.includes("zookeeper")) {
     // Holds live as long as the session: its timeout plays the lease.
@@ -184,6 +190,7 @@ export async function runChaos(o: ChaosOptions, registerCleanup: (cleanup: () =>
   const nemesis = new Nemesis({
     control: o.targets.control, fleet, random, servers, kinds: o.kinds, lockLeaseMs: o.leaseSeconds * 1000, leaderLeaseMs: LEADER_LEASE_MS,
     restartable: servers.filter((s) => s !== "redis" || o.targets.redisPersistent),
+    clusters: Object.fromEntries(servers.filter((s) => o.targets.clusters[s]).map((s) => [s, o.targets.clusters[s]])),
     aloneFirst: o.aloneFirst, mixChance: o.mixChance, mixedAtLeast: o.mixedAtLeast, maxMix: o.maxMix, gapMs: o.gapMs, recoveryTimeoutMs: o.recoveryTimeoutMs,
     lastGrant: (lock) => lastGrant.get(lock), locks: locks.map((l) => l.name),
     done: () => accepted() >= o.grants || now() - t0 >= o.seconds * 1000, log,
@@ -235,7 +242,7 @@ export async function runChaos(o: ChaosOptions, registerCleanup: (cleanup: () =>
     seed: o.seed, namespace, durationMs: now() - t0, grants: accepted(),
     grantsByLock: Object.fromEntries([...registers].map(([name, r]) => [name, r.sections.length])),
     claims: records.length, outcomes: count(records, (r) => r.outcome ?? "unfinished"),
-    faults: count(injected, (f) => f.kind), faultTargets: count(injected, (f) => `${f.kind}(${f.target.replace(/-\d+$/, "")})`),
+    faults: count(injected, (f) => f.kind), faultTargets: count(injected, (f) => `${f.kind}(${f.target.replace(/-\d+$|\/[\d,]+$/, "")})`),
     skippedFaults: nemesis.faults.filter((f) => f.skipped), episodes: episodes.size, mixedEpisodes: [...episodes.values()].filter((n) => n > 1).length,
     longestRecovery: longest && { ms: longest.longest, episode: longest.episode, faults: longest.faults },
     recoveries: nemesis.recoveries,

@@ -1,8 +1,10 @@
 /**
  * A short Jepsen-style run (test/chaos/): workers take turns on a mutex and a semaphore per backend
  * (kubernetes, redis, etcd, zookeeper) through fenced registers while the nemesis kills and pauses the
- * leading operator, pauses and restarts backend servers and restarts kube-apiserver, each fault alone and
- * then mixed. The full history must show no violation, and every fault kind must have been injected.
+ * leading operator, pauses and restarts backend servers, stops one member and then a majority of the
+ * 3-member etcd cluster and ZooKeeper ensemble, and restarts kube-apiserver, each fault alone and then
+ * mixed. The full history must show no violation, and every fault kind must have been injected: the
+ * nemesis gives each kind its episode alone before it heeds `grants`/`seconds`, so they only bound the rest.
  *
  * It runs against a private environment (its own control plane and backend servers), so its faults never
  * disturb tests running at the same time. `make test-chaos` is the long run. CHAOS_SEED replays a schedule.

@@ -35,29 +35,45 @@ export function controlPlaneBinaries(): Promise<string> {
   });
 }
 
-/** An etcd server on loopback with its data in `dir`; given ports let it come back where it was. */
-export async function startEtcd(
-  binDir: string,
-  dir: string,
-  name = "etcd",
-  ports?: { client: number; peer: number },
-): Promise<{ process: ManagedProcess; endpoint: string; ports: { client: number; peer: number } }> {
-  const clientPort = ports?.client ?? (await freePort());
-  const peerPort = ports?.peer ?? (await freePort());
-  const endpoint = `http://127.0.0.1:${clientPort}`;
-  const proc = new ManagedProcess(name, join(binDir, "etcd"), [
-    `--name=${name}`,
-    `--data-dir=${join(dir, `${name}-data`)}`,
-    `--listen-client-urls=${endpoint}`,
-    `--advertise-client-urls=${endpoint}`,
-    `--listen-peer-urls=http://127.0.0.1:${peerPort}`,
-    `--initial-advertise-peer-urls=http://127.0.0.1:${peerPort}`,
-    `--initial-cluster=${name}=http://127.0.0.1:${peerPort}`,
+/** One etcd member on loopback: its name (also its data and log file names) and its ports. */
+export interface EtcdMember {
+  name: string;
+  client: number;
+  peer: number;
+}
+
+export const etcdEndpoint = (member: EtcdMember): string => `http://127.0.0.1:${member.client}`;
+
+/**
+ * Spawns `member` of the etcd cluster `cluster` (every member, itself included; alone by default) with its
+ * data in `dir`, without waiting: members of a cluster only become healthy together. On a restart the data
+ * directory exists and etcd ignores the initial-cluster flags, rejoining as the member it was.
+ */
+export function launchEtcd(binDir: string, dir: string, member: EtcdMember, cluster: EtcdMember[] = [member], logFile = join(dir, `${member.name}.log`)): ManagedProcess {
+  const peerUrl = (m: EtcdMember) => `http://127.0.0.1:${m.peer}`;
+  return new ManagedProcess(member.name, join(binDir, "etcd"), [
+    `--name=${member.name}`,
+    `--data-dir=${join(dir, `${member.name}-data`)}`,
+    `--listen-client-urls=${etcdEndpoint(member)}`,
+    `--advertise-client-urls=${etcdEndpoint(member)}`,
+    `--listen-peer-urls=${peerUrl(member)}`,
+    `--initial-advertise-peer-urls=${peerUrl(member)}`,
+    `--initial-cluster=${cluster.map((m) => `${m.name}=${peerUrl(m)}`).join(",")}`,
+    "--initial-cluster-state=new",
     "--unsafe-no-fsync=true",
     "--log-level=warn",
-  ], join(dir, `${name}.log`));
-  await proc.waitUntil("etcd /health", () => httpOk(`${endpoint}/health`), 30_000);
-  return { process: proc, endpoint, ports: { client: clientPort, peer: peerPort } };
+  ], logFile);
+}
+
+/** etcd's /health answers 200 only while the member sees a leader: in a cluster, once it is part of a quorum. */
+export const etcdHealthy = (member: EtcdMember): Promise<boolean> => httpOk(`${etcdEndpoint(member)}/health`);
+
+/** A lone etcd server on free loopback ports with its data in `dir`, once healthy. */
+export async function startEtcd(binDir: string, dir: string, name = "etcd"): Promise<{ process: ManagedProcess; endpoint: string }> {
+  const member: EtcdMember = { name, client: await freePort(), peer: await freePort() };
+  const proc = launchEtcd(binDir, dir, member);
+  await proc.waitUntil("etcd /health", () => etcdHealthy(member), 30_000);
+  return { process: proc, endpoint: etcdEndpoint(member) };
 }
 
 export interface ControlPlane {

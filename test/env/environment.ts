@@ -2,14 +2,15 @@
  * Everything the integration tests and the demo run against, started once: one or two local control
  * planes (or the existing cluster of `KUBECONFIG` when `USE_EXISTING_CLUSTER=true`), the backend
  * servers, and the CRDs. `variables` tells child processes where everything is (see
- * test/support/env.ts); a loopback control endpoint lets tests stop and start backend servers.
+ * test/support/env.ts); a loopback control endpoint lets tests stop and start backend servers (and
+ * single members of clustered ones).
  */
 import { existsSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import { join, resolve } from "node:path";
 import { controlPlaneBinaries, startControlPlane, type ControlPlane } from "./controlplane";
 import { runCommand } from "./process";
-import { EtcdService, RedisService, ZooKeeperService, type Service } from "./services";
+import { EtcdService, hasMembers, RedisService, ZooKeeperService, type Service } from "./services";
 
 const repoRoot = resolve(__dirname, "..", "..");
 export const crdsDir = join(repoRoot, "crds");
@@ -25,6 +26,12 @@ export interface EnvironmentOptions {
   controllerManager?: boolean;
   /** Redis with an fsynced append-only file, so holds and fencing counters survive its restart (default false). */
   redisPersistence?: boolean;
+  /**
+   * etcd and ZooKeeper as 3-member clusters on loopback (default false: one server each). Their variables
+   * then list every member, comma-separated: KUBELOCK_TEST_ETCD_ENDPOINT the client URLs (split it for
+   * `etcd.endpoints`), KUBELOCK_TEST_ZOOKEEPER_CONNECT a host:port,host:port,host:port connect string.
+   */
+  clusteredBackends?: boolean;
 }
 
 export interface Environment {
@@ -32,6 +39,8 @@ export interface Environment {
   variables: Record<string, string>;
   kubectl: string;
   binDir?: string;
+  /** The member count of each clustered service (see `clusteredBackends`); the others are absent. */
+  members: Partial<Record<ServiceName, number>>;
   stop(): Promise<void>;
 }
 
@@ -75,14 +84,17 @@ export async function startEnvironment(options: EnvironmentOptions = {}): Promis
     log("environment: CRDs installed and established");
 
     const services = new Map<ServiceName, Service>();
+    const members: Partial<Record<ServiceName, number>> = {};
+    const clustered = options.clusteredBackends ?? false;
     for (const name of options.services ?? []) {
       const service = name === "redis" ? await RedisService.create({ persistent: options.redisPersistence })
-        : name === "zookeeper" ? await ZooKeeperService.create()
-        : await EtcdService.create(binDir!);
+        : name === "zookeeper" ? await (clustered ? ZooKeeperService.ensemble(3) : ZooKeeperService.create())
+        : await (clustered ? EtcdService.cluster(binDir!, 3) : EtcdService.create(binDir!));
       cleanups.push(() => service.destroy());
       await service.start();
       services.set(name, service);
-      log(`environment: ${name} at ${service.address}`);
+      if (hasMembers(service)) members[name] = service.members;
+      log(`environment: ${name}${hasMembers(service) ? ` (${service.members} members)` : ""} at ${service.address}`);
     }
     if (services.has("redis")) variables.KUBELOCK_TEST_REDIS_URL = services.get("redis")!.address;
     if (services.has("zookeeper")) variables.KUBELOCK_TEST_ZOOKEEPER_CONNECT = services.get("zookeeper")!.address;
@@ -93,7 +105,7 @@ export async function startEnvironment(options: EnvironmentOptions = {}): Promis
       cleanups.push(() => new Promise((done) => control.server.close(() => done())));
       variables.KUBELOCK_TEST_CONTROL = control.url;
     }
-    return { variables, kubectl, binDir, stop };
+    return { variables, kubectl, binDir, members, stop };
   } catch (err) {
     await stop();
     throw err;
@@ -104,12 +116,27 @@ async function installCrds(kubectl: string, kubeconfig: string): Promise<void> {
   await runCommand(kubectl, ["--kubeconfig", kubeconfig, "apply", "--server-side", "--force-conflicts", "-k", crdsDir]);
   await runCommand(kubectl, ["--kubeconfig", kubeconfig, "wait", "--for=condition=Established", "--timeout=60s",
     "crd/distributedlocks.kubelock.io", "crd/lockclaims.kubelock.io"]);
+  // Established is not yet servable: the API server answers 429 "storage is (re)initializing" until the
+  // new kinds' watch caches are ready. Clients start right after this, so wait until a list works.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await runCommand(kubectl, ["--kubeconfig", kubeconfig, "get", "distributedlocks,lockclaims", "--all-namespaces"]);
+      return;
+    } catch (err) {
+      if (attempt >= 60) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+  }
 }
 
 /**
  * How test processes inject faults, on loopback:
  * - POST /services/NAME/stop|start: take a backend server away and bring it back (same address and data);
  * - POST /services/NAME/pause|resume: SIGSTOP / SIGCONT the server process (it hangs with connections open);
+ *   on a clustered service these four act on every member;
+ * - POST /services/NAME/members/I/stop|start: stop or start one member (1-based) of a clustered service;
+ *   start answers once the member serves again, if a majority of members runs (else once it is spawned).
+ *   400 for a service without members, 404 for a member it does not have;
  * - POST /controlplanes/N/apiserver/restart: restart control plane N's kube-apiserver (1-based; same port,
  *   certificates and etcd data), answering once it is ready again. Absent with an existing cluster.
  */
@@ -128,17 +155,28 @@ function serveControl(services: Map<ServiceName, Service>, planes: ControlPlane[
       );
       return;
     }
-    const match = /^\/services\/(\w+)\/(stop|start|pause|resume)$/.exec(req.url ?? "");
+    const answer = (done: Promise<void>) => done.then(
+      () => res.writeHead(200).end("ok\n"),
+      (err: Error) => res.writeHead(500).end(`${err.message}\n`),
+    );
+    const match = /^\/services\/(\w+)\/(?:(stop|start|pause|resume)|members\/(\d+)\/(stop|start))$/.exec(req.url ?? "");
     const service = match && services.get(match[1] as ServiceName);
     if (req.method !== "POST" || !match || !service) {
       res.writeHead(404).end("unknown service or action\n");
       return;
     }
-    const action = match[2] as "stop" | "start" | "pause" | "resume";
-    service[action]().then(
-      () => res.writeHead(200).end("ok\n"),
-      (err: Error) => res.writeHead(500).end(`${err.message}\n`),
-    );
+    if (match[2]) {
+      answer(service[match[2] as "stop" | "start" | "pause" | "resume"]());
+      return;
+    }
+    const member = Number(match[3]);
+    if (!hasMembers(service)) {
+      res.writeHead(400).end(`${match[1]} is a single server, without members\n`);
+    } else if (member < 1 || member > service.members) {
+      res.writeHead(404).end(`${match[1]} has members 1 to ${service.members}, not ${member}\n`);
+    } else {
+      answer(match[4] === "stop" ? service.stopMember(member) : service.startMember(member));
+    }
   });
   return new Promise((done) =>
     server.listen(0, "127.0.0.1", () => {

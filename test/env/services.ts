@@ -1,18 +1,20 @@
 /**
- * The lock backends' servers for tests and the demo, each on a free loopback port in its own temporary
+ * The lock backends' servers for tests and the demo, each on free loopback ports in its own temporary
  * directory: Redis (Debian `redis-server`), ZooKeeper (Debian `zookeeper`, run with its own config
  * file) and an etcd for locks (the built binary). Each can be stopped and started again on the same
- * port and data, so tests can take a server away and bring it back.
+ * port and data, so tests can take a server away and bring it back. ZooKeeper and etcd also come as
+ * 3-member clusters (`ZooKeeperService.ensemble`, `EtcdService.cluster`) whose members can be taken away
+ * one by one.
  */
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { startEtcd } from "./controlplane";
+import { etcdEndpoint, etcdHealthy, launchEtcd, type EtcdMember } from "./controlplane";
 import { freePort, ManagedProcess } from "./process";
 
 export interface Service {
-  /** What clients connect to: a URL or host:port list. */
+  /** What clients connect to: a URL or host:port, or a comma-separated list of them (a cluster's members). */
   readonly address: string;
   start(): Promise<void>;
   /** Stops the server; `start()` brings it back on the same address with the same data. */
@@ -27,15 +29,51 @@ export interface Service {
   resume(): Promise<void>;
 }
 
+/** A replicated server whose members (numbered from 1) can be stopped and started one by one. */
+export interface Members {
+  readonly members: number;
+  /** Stops member `i`; the others go on (without a majority they stop serving). */
+  stopMember(i: number): Promise<void>;
+  /** Starts member `i` again on the same ports and data. */
+  startMember(i: number): Promise<void>;
+}
+
+export function hasMembers(service: Service): service is Service & Members {
+  return service instanceof ClusterService;
+}
+
 abstract class LocalService implements Service {
   protected process?: ManagedProcess;
-  protected readonly dir: string;
   private paused = false;
-  constructor(readonly name: string, readonly port: number) {
-    this.dir = mkdtempSync(join(tmpdir(), `kubelock-${name}-`));
+  private launches = 0;
+  /** `dir` holds its data and logs: a fresh temporary directory unless given. */
+  constructor(readonly name: string, protected readonly dir = mkdtempSync(join(tmpdir(), `kubelock-${name}-`))) {
+    mkdirSync(dir, { recursive: true });
   }
   abstract get address(): string;
-  abstract start(): Promise<void>;
+  /** Spawns the server, logging to `logFile`, without waiting for it. */
+  protected abstract launch(logFile: string): ManagedProcess;
+  /** Whether it serves clients (a cluster member: as part of a quorum). */
+  protected abstract serving(): Promise<boolean>;
+  get running(): boolean {
+    return this.process?.running ?? false;
+  }
+  async start(): Promise<void> {
+    this.spawn();
+    await this.ready();
+  }
+  /** Spawns the server unless it runs; each run has its own log (NAME.log, then NAME.restart-N.log). */
+  spawn(): void {
+    if (this.running) return;
+    const n = this.launches++;
+    this.paused = false;
+    this.process = this.launch(join(this.dir, n === 0 ? `${this.name}.log` : `${this.name}.restart-${n}.log`));
+  }
+  /** Waits until it serves, failing early with its log's tail if it exits. */
+  async ready(): Promise<void> {
+    if (!this.process) throw new Error(`${this.name} was never started`);
+    await this.process.waitUntil(`${this.name} to serve`, () => this.serving(), 60_000);
+  }
   async stop(): Promise<void> {
     await this.resume(); // a stopped (SIGSTOP) process would only die by SIGKILL, without a clean shutdown
     await this.process?.stop();
@@ -59,76 +97,171 @@ abstract class LocalService implements Service {
   }
 }
 
+/**
+ * A replicated server on loopback (an etcd cluster, a ZooKeeper ensemble), each member in its own directory
+ * under the cluster's: the address lists every member's; start, stop, pause and resume act on all of them.
+ */
+class ClusterService implements Service, Members {
+  /** `size` members made by `member(i, dir)`, i from 1, with `dir` its own directory. */
+  static create(name: string, size: number, member: (i: number, dir: string) => LocalService): ClusterService {
+    const dir = mkdtempSync(join(tmpdir(), `kubelock-${name}-`));
+    return new ClusterService(name, dir, Array.from({ length: size }, (_, i) => member(i + 1, join(dir, `${name}-${i + 1}`))));
+  }
+  private constructor(readonly name: string, private readonly dir: string, private readonly servers: LocalService[]) {}
+  get address(): string {
+    return this.servers.map((s) => s.address).join(",");
+  }
+  get members(): number {
+    return this.servers.length;
+  }
+  /** Starts every member that is not running, all at once (a member serves only once a quorum runs). */
+  async start(): Promise<void> {
+    for (const server of this.servers) server.spawn();
+    await Promise.all(this.servers.map((s) => s.ready()));
+  }
+  async stop(): Promise<void> {
+    await Promise.all(this.servers.map((s) => s.stop()));
+  }
+  async pause(): Promise<void> {
+    const running = this.servers.filter((s) => s.running);
+    if (running.length === 0) throw new Error(`${this.name}: no member is running`);
+    await Promise.all(running.map((s) => s.pause()));
+  }
+  async resume(): Promise<void> {
+    await Promise.all(this.servers.map((s) => s.resume()));
+  }
+  async destroy(): Promise<void> {
+    await this.stop();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+  async stopMember(i: number): Promise<void> {
+    await this.member(i).stop();
+  }
+  /**
+   * Once it runs together with a majority of the members, waits until it serves again (it has rejoined the
+   * quorum); with fewer running it cannot serve, so it is only spawned.
+   */
+  async startMember(i: number): Promise<void> {
+    const server = this.member(i);
+    server.spawn();
+    if (this.servers.filter((s) => s.running).length > this.servers.length / 2) await server.ready();
+  }
+  private member(i: number): LocalService {
+    const server = Number.isInteger(i) && i >= 1 ? this.servers[i - 1] : undefined;
+    if (!server) throw new RangeError(`${this.name} has members 1 to ${this.servers.length}, not ${i}`);
+    return server;
+  }
+}
+
 export class RedisService extends LocalService {
   /** `persistent`: an append-only file fsynced on every write, so a restart keeps holds and fencing counters. */
   static async create(options: { persistent?: boolean } = {}): Promise<RedisService> {
-    const service = new RedisService("redis", await freePort());
-    service.persistent = options.persistent ?? false;
-    return service;
+    return new RedisService(await freePort(), options.persistent ?? false);
   }
-  private persistent = false;
+  private constructor(private readonly port: number, private readonly persistent: boolean) {
+    super("redis");
+  }
   get address(): string {
     return `redis://127.0.0.1:${this.port}`;
   }
-  async start(): Promise<void> {
-    this.process = new ManagedProcess("redis-server", "redis-server", [
+  protected launch(logFile: string): ManagedProcess {
+    return new ManagedProcess(this.name, "redis-server", [
       "--bind", "127.0.0.1", "--port", String(this.port), "--dir", this.dir,
       "--save", "", "--appendonly", this.persistent ? "yes" : "no", ...(this.persistent ? ["--appendfsync", "always"] : []),
       "--protected-mode", "yes",
       // Keyspace notifications for expired and deleted keys wake waiters without polling.
       "--notify-keyspace-events", "Kgx",
-    ], join(this.dir, "redis.log"));
-    await this.process.waitUntil("PING", () => ask(this.port, "PING\r\n", "+PONG"), 30_000);
+    ], logFile);
   }
+  protected serving(): Promise<boolean> {
+    return ask(this.port, "PING\r\n", (reply) => reply.startsWith("+PONG"));
+  }
+}
+
+/** A member of a ZooKeeper ensemble: its myid and every member's quorum and election ports (by myid - 1). */
+interface Quorum {
+  id: number;
+  peers: { peer: number; election: number }[];
 }
 
 export class ZooKeeperService extends LocalService {
   static async create(): Promise<ZooKeeperService> {
     return new ZooKeeperService("zookeeper", await freePort());
   }
+  /** An ensemble of `size` members on loopback (each with its own zoo.cfg, myid and data). */
+  static async ensemble(size = 3): Promise<Service & Members> {
+    const ports = await distinctPorts(3 * size);
+    const peers = Array.from({ length: size }, (_, i) => ({ peer: ports[3 * i + 1], election: ports[3 * i + 2] }));
+    return ClusterService.create("zookeeper", size, (id, dir) => new ZooKeeperService(`zookeeper-${id}`, ports[3 * (id - 1)], { id, peers }, dir));
+  }
+  private constructor(name: string, private readonly port: number, private readonly quorum?: Quorum, dir?: string) {
+    super(name, dir);
+  }
   get address(): string {
     return `127.0.0.1:${this.port}`;
   }
-  async start(): Promise<void> {
+  protected launch(logFile: string): ManagedProcess {
     const config = join(this.dir, "zoo.cfg");
+    const data = join(this.dir, "data");
+    mkdirSync(data, { recursive: true });
+    if (this.quorum) writeFileSync(join(data, "myid"), `${this.quorum.id}\n`);
     writeFileSync(config, [
       "tickTime=500",
-      `dataDir=${join(this.dir, "data")}`,
+      `dataDir=${data}`,
       `clientPort=${this.port}`,
       "clientPortAddress=127.0.0.1",
       "admin.enableServer=false",
       "minSessionTimeout=1000",
       "maxSessionTimeout=60000",
       "4lw.commands.whitelist=ruok,srvr",
+      // An ensemble: a follower has 10 ticks (5 s) to connect and sync to a leader, and may lag 5 ticks.
+      ...(this.quorum ? ["initLimit=10", "syncLimit=5", ...this.quorum.peers.map((p, i) => `server.${i + 1}=127.0.0.1:${p.peer}:${p.election}`)] : []),
       "",
     ].join("\n"));
-    this.process = new ManagedProcess("zookeeper", "java", [
+    return new ManagedProcess(this.name, "java", [
       `-Dzookeeper.log.dir=${this.dir}`,
       "-Xmx256m",
       "-cp", zookeeperClasspath(),
       "org.apache.zookeeper.server.quorum.QuorumPeerMain", config,
-    ], join(this.dir, "zookeeper.log"));
-    await this.process.waitUntil("ruok", () => ask(this.port, "ruok", "imok"), 60_000);
+    ], logFile);
+  }
+  /** `srvr` shows a mode (standalone, leader, follower) only while the server serves: in an ensemble, in a quorum. */
+  protected serving(): Promise<boolean> {
+    return ask(this.port, "srvr", (reply) => /^Mode: (standalone|leader|follower)$/m.test(reply));
   }
 }
 
 export class EtcdService extends LocalService {
-  private ports?: { client: number; peer: number };
-  private constructor(private readonly binDir: string) {
-    super("lock-etcd", 0);
-  }
   static async create(binDir: string): Promise<EtcdService> {
-    return new EtcdService(binDir);
+    const [client, peer] = await distinctPorts(2);
+    const member = { name: "lock-etcd", client, peer };
+    return new EtcdService(binDir, member, [member]);
+  }
+  /** A cluster of `size` members on loopback; its address lists their client URLs. */
+  static async cluster(binDir: string, size = 3): Promise<Service & Members> {
+    const ports = await distinctPorts(2 * size);
+    const cluster = Array.from({ length: size }, (_, i): EtcdMember => ({ name: `lock-etcd-${i + 1}`, client: ports[2 * i], peer: ports[2 * i + 1] }));
+    return ClusterService.create("lock-etcd", size, (i, dir) => new EtcdService(binDir, cluster[i - 1], cluster, dir));
+  }
+  private constructor(private readonly binDir: string, private readonly member: EtcdMember, private readonly cluster: EtcdMember[], dir?: string) {
+    super(member.name, dir);
   }
   get address(): string {
-    if (!this.ports) throw new Error("lock etcd not started yet");
-    return `http://127.0.0.1:${this.ports.client}`;
+    return etcdEndpoint(this.member);
   }
-  async start(): Promise<void> {
-    const started = await startEtcd(this.binDir, this.dir, "lock-etcd", this.ports);
-    this.process = started.process;
-    this.ports = started.ports;
+  protected launch(logFile: string): ManagedProcess {
+    return launchEtcd(this.binDir, this.dir, this.member, this.cluster, logFile);
   }
+  protected serving(): Promise<boolean> {
+    return etcdHealthy(this.member);
+  }
+}
+
+/** `n` different loopback ports that were free a moment ago. */
+async function distinctPorts(n: number): Promise<number[]> {
+  const ports = new Set<number>();
+  while (ports.size < n) ports.add(await freePort());
+  return [...ports];
 }
 
 function zookeeperClasspath(): string {
@@ -137,22 +270,22 @@ function zookeeperClasspath(): string {
   return jar;
 }
 
-/** Sends `request` to a loopback TCP port and checks the reply starts with `expect`. */
-function ask(port: number, request: string, expect: string): Promise<boolean> {
+/** Sends `request` to a loopback TCP port and checks the reply (as it arrives, and once the server closes). */
+function ask(port: number, request: string, ok: (reply: string) => boolean): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = connect(port, "127.0.0.1");
     let reply = "";
-    const finish = (ok: boolean) => {
+    const finish = (result: boolean) => {
       socket.destroy();
-      resolve(ok);
+      resolve(result);
     };
     socket.setTimeout(1000, () => finish(false));
     socket.on("connect", () => socket.write(request));
     socket.on("data", (d) => {
       reply += d;
-      if (reply.length >= expect.length) finish(reply.startsWith(expect));
+      if (ok(reply)) finish(true);
     });
     socket.on("error", () => finish(false));
-    socket.on("end", () => finish(reply.startsWith(expect)));
+    socket.on("end", () => finish(ok(reply)));
   });
 }
