@@ -5,7 +5,8 @@
  *
  * Environment: CHAOS_SEED (replay a schedule), CHAOS_BACKENDS (comma list, default all four),
  * CHAOS_FAULTS (comma list of fault kinds, or "none" for a baseline without faults), CHAOS_OPERATOR_LOG_LEVEL
- * (the operators' --log-level, default info).
+ * (the operators' --log-level, default info), CHAOS_LONG_HOLDS (the share of 1–8 s critical sections that span
+ * faults and end early when their claim is Lost; default 0.1).
  */
 import { ALL_BACKENDS, availableKinds, defaultChaosOptions, formatReport, runChaos, startChaosEnvironment, type BackendName } from "./runner";
 import type { FaultKind } from "./nemesis";
@@ -40,6 +41,8 @@ async function main(): Promise<number> {
       kinds,
       aloneFirst: kinds.length > 0,
       mixedAtLeast: kinds.length > 1 ? 1 : 0,
+      // A share of long critical sections spans faults, so holds are lost and the Lost rules are exercised.
+      longHolds: { chance: Number(process.env.CHAOS_LONG_HOLDS ?? 0.1), ms: [1000, 8000] },
     }, (cleanup) => cleanups.splice(1, 0, cleanup));
     console.log(formatReport(report));
     return report.violations.length === 0 ? 0 : 1;

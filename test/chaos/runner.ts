@@ -82,6 +82,8 @@ export interface ChaosOptions {
   maxMix: number;
   workers: { mutex: number; semaphore: number };
   holdMs: [number, number];
+  /** Long critical sections that span faults (see WorkerContext.longHolds); none by default. */
+  longHolds?: { chance: number; ms: [number, number] };
   /** The locks' leaseDurationSeconds (ZooKeeper's session timeout is set to match). */
   leaseSeconds: number;
   gapMs: [number, number];
@@ -203,7 +205,7 @@ export async function runChaos(o: ChaosOptions, registerCleanup: (cleanup: () =>
     await fleet.start();
     log(`chaos: ${fleet.replicas.length} operator replicas up; starting ${locks.length} locks' workers`);
     const ctx = {
-      api, log: history, registers, records, random, holdMs: o.holdMs, maxCycles: 100_000,
+      api, log: history, registers, records, random, holdMs: o.holdMs, longHolds: o.longHolds, maxCycles: 100_000,
       stopping: () => stopping, deadline: () => deadline, report: log,
     };
     const workers = locks.flatMap((l) => Array.from({ length: l.maxHolders === 1 ? o.workers.mutex : o.workers.semaphore }, (_, i) => new Worker(`${l.name}-w${i}`, l.name, ctx)));

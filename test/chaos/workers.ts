@@ -51,6 +51,11 @@ export interface WorkerContext {
   random: Random;
   /** Critical section length, ms. */
   holdMs: [number, number];
+  /**
+   * Long critical sections, to span faults: with this chance a worker holds for `longHoldMs` instead, and
+   * then, as a real workload must, leaves as soon as its claim stops showing Granted with its token (Lost).
+   */
+  longHolds?: { chance: number; ms: [number, number] };
   /** True once workers should not start another cycle. */
   stopping: () => boolean;
   /** The latest moment anything may still be waited for (`now()` scale); moves as the run goes. */
@@ -119,7 +124,9 @@ export class Worker {
         return;
       }
       try {
-        await sleep(random.int(...this.ctx.holdMs));
+        const long = this.ctx.longHolds && random.next() < this.ctx.longHolds.chance ? this.ctx.longHolds.ms : undefined;
+        if (long) await this.holdUnlessLost(record, random.int(...long));
+        else await sleep(random.int(...this.ctx.holdMs));
       } finally {
         register.leave(section);
       }
@@ -130,6 +137,21 @@ export class Worker {
         throw err;
       }), this.ctx.deadline());
       record.deleted = true;
+    }
+  }
+
+  /** Sleeps `ms`, or less: until the history shows the claim no longer Granted with its token. */
+  private async holdUnlessLost(record: ClaimRecord, ms: number): Promise<void> {
+    let unsubscribe = () => {};
+    const lost = new Promise<void>((resolve) => {
+      unsubscribe = this.ctx.log.on((e) => {
+        if (e.name === record.name && (e.phase !== "Granted" || e.fencingToken !== record.token)) resolve();
+      });
+    });
+    try {
+      await Promise.race([sleep(ms), lost]);
+    } finally {
+      unsubscribe();
     }
   }
 
