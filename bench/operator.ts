@@ -1,6 +1,6 @@
 /** The real operator for a benchmark: a fresh namespace, `kubelock operator` watching it, a claim watch. */
-import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createNamespace, eventually } from "../test/support/env";
@@ -26,21 +26,23 @@ export function operatorConfig(ctx: BenchContext, keyPrefix: string): string {
 /**
  * A fresh namespace and the operator for it, started by test/support/operator.ts; with `nodeFlags` (such as
  * --cpu-prof, which NODE_OPTIONS refuses) or `root` (another checkout of kubelock, e.g. an earlier commit)
- * the same command is spawned here with those flags, from that checkout, instead.
+ * the same command is spawned here with those flags, from that checkout, instead. With `compiled` it runs
+ * the JavaScript that `make build` writes to dist/ (what the container image runs), built first if stale.
  */
 export async function operatorNamespace(
   ctx: BenchContext,
   prefix: string,
-  options: { nodeFlags?: string[]; root?: string; prepare?: (api: Api) => Promise<void> } = {},
+  options: { nodeFlags?: string[]; root?: string; compiled?: boolean; prepare?: (api: Api) => Promise<void> } = {},
 ): Promise<OperatorNamespace> {
-  const { nodeFlags, root, prepare } = options;
+  const { nodeFlags, root, compiled, prepare } = options;
+  if (compiled) ensureBuilt(ctx);
   const namespace = await createNamespace(prefix, ctx.kubeConfig);
   await prepare?.(new Api(namespace, ctx.kubeConfig));
   const watch = new ClaimWatch(namespace, ctx.kubeConfig); // before the operator: it sees every grant
   await watch.start();
   const before = new Set(children());
   const config = operatorConfig(ctx, prefix);
-  const operator = nodeFlags || root ? await spawnOperator(namespace, config, nodeFlags ?? [], root) : await startOperator({ namespace, config });
+  const operator = nodeFlags || root || compiled ? await spawnOperator(namespace, config, nodeFlags ?? [], root, compiled) : await startOperator({ namespace, config });
   const pid = children().find((p) => !before.has(p) && cmdline(p).includes(namespace));
   return {
     namespace, api: new Api(namespace, ctx.kubeConfig), watch, operator, pid,
@@ -72,11 +74,12 @@ function cmdline(pid: number): string {
   }
 }
 
-/** `node FLAGS --import tsx src/cli/main.ts operator ...` for one namespace, as startOperator runs it. */
-async function spawnOperator(namespace: string, config: string, nodeFlags: string[], repoRoot = join(__dirname, "..")): Promise<OperatorProcess> {
+/** `node FLAGS --import tsx src/cli/main.ts operator ...` (or dist/src/cli/main.js) for one namespace, as startOperator runs it. */
+async function spawnOperator(namespace: string, config: string, nodeFlags: string[], repoRoot = join(__dirname, ".."), compiled = false): Promise<OperatorProcess> {
   const file = join(mkdtempSync(join(tmpdir(), "kubelock-bench-")), "config.yaml");
   writeFileSync(file, config);
-  const child = spawn(process.execPath, [...nodeFlags, "--import", "tsx", join(repoRoot, "src/cli/main.ts"), "operator", "--kubeconfig", process.env.KUBECONFIG!,
+  const entry = compiled ? [join(repoRoot, "dist/src/cli/main.js")] : ["--import", "tsx", join(repoRoot, "src/cli/main.ts")];
+  const child = spawn(process.execPath, [...nodeFlags, ...entry, "operator", "--kubeconfig", process.env.KUBECONFIG!,
     "--watch-namespace", namespace, "--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--config", file], { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
   child.stdout.on("data", (d) => (output += d));
@@ -88,4 +91,15 @@ async function spawnOperator(namespace: string, config: string, nodeFlags: strin
     await exited;
   };
   return { output: () => output, stop: () => end("SIGTERM"), kill: () => end("SIGKILL") };
+}
+
+/** Compiles src/ into dist/ (tsconfig.build.json) unless dist/src/cli/main.js is newer than every source file. */
+function ensureBuilt(ctx: BenchContext): void {
+  const repoRoot = join(__dirname, "..");
+  const built = join(repoRoot, "dist/src/cli/main.js");
+  const newest = (dir: string): number => Math.max(0, ...readdirSync(dir, { withFileTypes: true })
+    .map((e) => (e.isDirectory() ? newest(join(dir, e.name)) : statSync(join(dir, e.name)).mtimeMs)));
+  if (existsSync(built) && statSync(built).mtimeMs >= newest(join(repoRoot, "src"))) return;
+  ctx.log("compiling src/ into dist/ (npx tsc -p tsconfig.build.json)");
+  execFileSync(process.execPath, [join(repoRoot, "node_modules/typescript/bin/tsc"), "-p", "tsconfig.build.json"], { cwd: repoRoot, stdio: "inherit" });
 }

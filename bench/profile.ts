@@ -63,10 +63,11 @@ export async function profileBenchmark(ctx: BenchContext): Promise<void> {
   const top = (m: Map<string, number>, n: number) => [...m].sort((a, b) => b[1] - a[1]).slice(0, n);
 
   const share = (i: number) => `${fmt((100 * inclusive[i]) / busy, 1)}%`;
-  ctx.findings.push(`5 operator CPU (profile, section 5): ${fmt(busy / 1000, 1)} s on the CPU for ${claims * backends.length} grants (${fmt(busy / (claims * backends.length), 0)} ms per grant, operator start-up included). ` +
-    `Per-request client overhead dominates: client-node's applySecurityAuthentication takes ${share(0)} of busy time, of which reading the kubeconfig's cert files from disk on every request ${share(1)} ` +
-    `and src/kube/connection-reuse.ts hashing CA/cert/key with sha256 on every request ${share(2)} (the agent cache key could be computed once per KubeConfig); ` +
-    `new TLS connections (createSecureContext) ${share(3)}; typed (de)serialization ${share(4)}. The reconciler itself (LockReconciler.grant, inclusive of the calls it makes) is ${share(6)}.`);
+  const ranked = PATHS.map(([label], i) => [label, i] as const).sort((a, b) => inclusive[b[1]] - inclusive[a[1]]);
+  ctx.findings.push(`5 operator CPU (profile, section 5): ${fmt(busy / 1000, 1)} s on the CPU for ${claims * backends.length} grants ` +
+    `(${fmt(busy / (claims * backends.length), 0)} ms per grant, operator start-up and module loading included). Largest call paths (inclusive): ` +
+    `${ranked.slice(0, 4).map(([label, i]) => `${label.replace(/`/g, "")} ${share(i)}`).join("; ")}. ` +
+    `Top packages by self time: ${top(byPackage, 4).filter(([k]) => k !== "(idle)").map(([k, ms]) => `${k} ${fmt((100 * ms) / busy, 1)}%`).join(", ")}.`);
   ctx.report.heading("5. Where the operator's CPU goes (node --cpu-prof)");
   ctx.report.text(
     `The throughput workload (${claims} claims over ${locks} locks per backend; ${rates.join(", ")}) against an operator started as ` +
