@@ -46,10 +46,15 @@ export async function scaleBenchmark(ctx: BenchContext): Promise<void> {
         if (granted.size === n) resolve();
       });
     });
-    const timeoutMs = envInt("BENCH_SCALE_TIMEOUT_MS", 600_000);
+    const timeoutMs = envInt("BENCH_SCALE_TIMEOUT_MS", 1_800_000);
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([all, new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`scale: ${granted.size}/${n} granted after ${timeoutMs} ms`)), timeoutMs)))])
-      .finally(() => clearTimeout(timer));
+    const progress = setInterval(() => ctx.log(`scale: ${granted.size}/${n} granted after ${fmt((now() - start) / 1000, 0)} s`), 30_000);
+    await Promise.race([all, new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`scale: ${granted.size}/${n} granted after ${timeoutMs} ms; ` +
+      `operator errors: ${op.operator.output().split("\n").filter((l) => l.includes('"level":"error"')).slice(-3).join(" | ") || "none"}`)), timeoutMs)))])
+      .finally(() => {
+        clearTimeout(timer);
+        clearInterval(progress);
+      });
     const convergeMs = last - start;
     ctx.log(`scale: converged in ${fmt(convergeMs / 1000, 1)} s`);
     if (!op.pid) throw new Error("could not find the operator's process id");

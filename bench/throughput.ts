@@ -15,8 +15,8 @@ import { operatorNamespace, type OperatorNamespace } from "./operator";
 const CONCURRENCY = 16;
 
 export async function throughputBenchmark(ctx: BenchContext): Promise<void> {
-  const claims = envInt("BENCH_TP_CLAIMS", 150);
-  const locks = envInt("BENCH_TP_LOCKS", 15);
+  const claims = envInt("BENCH_TP_CLAIMS", 1000);
+  const locks = envInt("BENCH_TP_LOCKS", 100);
   const timeoutMs = envInt("BENCH_TP_TIMEOUT_MS", 300_000);
   const backends = (process.env.BENCH_TP_BACKENDS ?? "kubernetes,redis").split(",").filter(Boolean);
   const raw = await rawPatchRates(ctx);
@@ -48,7 +48,7 @@ export async function throughputBenchmark(ctx: BenchContext): Promise<void> {
       "latency = each claim's create → its Granted observed (queueing included). One operator process (default settings: 16 lock workers). " +
       `Baseline, same invocation, a namespace with no operator: merge patches of claim status, one at a time and ${CONCURRENCY} at once (one claim per worker). ` +
       `Medians of ${ctx.runs} runs (plus one unmeasured warm-up of ${Math.min(claims, locks)} claims per backend).` +
-      (claims === 1000 && locks === 100 ? "" : ` The issue's shape is 1,000 claims over 100 locks (BENCH_TP_CLAIMS=1000 BENCH_TP_LOCKS=100); ` +
+      (claims === 1000 && locks === 100 ? "" : ` The reference shape is 1,000 claims over 100 locks (BENCH_TP_CLAIMS=1000 BENCH_TP_LOCKS=100); ` +
         `this run keeps the same ${claims / locks} claims per lock (the same queue depth, so the same work per grant) at ${claims}/${locks}, so that ${ctx.runs} runs of both backends fit the time budget.`),
   );
   report.table(["what", "per second", "p50 ms", "p99 ms", "grants/s ÷ this", "per-run rates"], [

@@ -24,7 +24,7 @@ import { HoldRenewer } from "./hold-renewer";
 const sameJson = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
 
 export class LockReconciler {
-  /** Backend watches by lock key, so a release anywhere wakes this lock's waiters. */
+  /** Backend watches by lock key, while the lock has waiters or other clusters' holders: a release anywhere wakes them. */
   private readonly watches = new Map<string, { backendKey: string; stop: () => void }>();
   /** When each lock last rewrote waiting claims' moved places (see POSITION_REFRESH_MS). */
   private readonly positionsWrittenAt = new Map<string, number>();
@@ -69,7 +69,10 @@ export class LockReconciler {
     if (lock.metadata.deletionTimestamp) return this.lockDeleted(lock, claims, backend, backendKey);
     await this.ensureFinalizer(LOCK_PLURAL, lock);
     lock = this.latest(lock);
-    this.watchBackend(key, backend, backendKey);
+    // Watch before reading the holds when a claim may have to wait (or other clusters hold), so no
+    // release between the read and the watch goes unnoticed; grant() drops the watch when nobody waits.
+    const mayWait = claims.some((c) => !c.metadata.deletionTimestamp && c.status?.phase !== "Granted" && !isTerminal(c.status?.phase));
+    if (mayWait || lock.status?.holders?.some((h) => h.cluster !== undefined)) this.watchBackend(key, backend, backendKey);
 
     try {
       return await this.grant(lock, claims, backend, backendKey);
@@ -220,6 +223,11 @@ export class LockReconciler {
       now,
     });
     metrics?.lockState(lockKey, holds.size, waiting.length);
+    // The backend watch wakes waiters when a hold goes elsewhere, and keeps other clusters' holders in the
+    // status fresh. With neither, it would only cost (a Redis watch polls): this operator's own holds are
+    // checked by the renewer, whose next renewal finds a vanished hold.
+    if (waiting.length > 0 || [...holds.values()].some((h) => h.cluster !== clusterName)) this.watchBackend(lockKey, backend, backendKey);
+    else this.stopBackendWatch(lockKey);
     if (failures.length > 0) throw failures[0];
 
     const deadlines = [...assessed.values()].map((a) => a.facts.deadline).filter((d): d is number => d !== undefined);
@@ -417,9 +425,14 @@ export class LockReconciler {
     this.watches.set(lockKey, { backendKey, stop: backend.watch(backendKey, () => this.ctx.enqueueLock(lockKey)) });
   }
 
-  private stopWatch(lockKey: string): void {
+  private stopBackendWatch(lockKey: string): void {
     this.watches.get(lockKey)?.stop();
     this.watches.delete(lockKey);
+  }
+
+  /** The lock is gone: nothing of it is watched or remembered. */
+  private stopWatch(lockKey: string): void {
+    this.stopBackendWatch(lockKey);
     this.positionsWrittenAt.delete(lockKey);
   }
 

@@ -23,6 +23,10 @@
  * Handlers run synchronously, in order, after the cache already reflects the event; they should only
  * enqueue keys. A handler that throws is logged and does not disturb the informer or other handlers.
  *
+ * Cached objects carry no `metadata.managedFields` (as controller-runtime's TransformStripManagedFields):
+ * nothing reads them here, and server-side apply bookkeeping is often the largest part of an object, so
+ * dropping it keeps a cache of tens of thousands of objects small.
+ *
  * Objects in the cache are shared: never mutate them (copy first, e.g. `structuredClone`).
  * Objects from the watch are plain JSON; `list` should return the same plain shape. Typed client-node
  * APIs (e.g. `CoreV1Api`) return class instances with `Date` fields — convert them
@@ -37,7 +41,7 @@ import { Clock, TimerHandle, realClock } from "./clock";
  * fields just let client-node's generated types (where everything is optional) be used directly.
  */
 export interface KubeObject {
-  metadata?: { name?: string; namespace?: string; resourceVersion?: string };
+  metadata?: { name?: string; namespace?: string; resourceVersion?: string; managedFields?: unknown };
 }
 
 export interface InformerEvent<T> {
@@ -447,6 +451,7 @@ export class Informer<T extends KubeObject> {
 
   private store(key: string, obj: T, old: T | undefined): void {
     if (old) this.unindex(key, old);
+    if (obj.metadata?.managedFields) delete obj.metadata.managedFields; // a fresh object from a list, watch or write
     this.cache.set(key, obj);
     const ns = obj.metadata?.namespace ?? "";
     let keys = this.namespaces.get(ns);

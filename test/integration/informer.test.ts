@@ -84,6 +84,8 @@ test("informer sees ConfigMap add, update and delete in a fresh namespace, with 
   assert.equal(added.obj.data?.v, "1");
   assert.equal(informer.keyOf(added.obj), `${namespace}/live`);
   assert.equal(informer.get(namespace, "live")?.metadata?.resourceVersion, created.metadata?.resourceVersion);
+  assert.ok(created.metadata?.managedFields?.length, "the server returns managedFields");
+  for (const o of informer.list(namespace)) assert.equal(o.metadata?.managedFields, undefined, `${o.metadata?.name} is cached without managedFields`);
   assert.deepEqual(informer.byIndex("team", "b").map((o) => o.metadata?.name), ["live"]);
 
   await core.replaceNamespacedConfigMap({ name: "live", namespace, body: { ...cm("live", { v: "2" }, { team: "a" }), metadata: { name: "live", labels: { team: "a" }, resourceVersion: created.metadata?.resourceVersion } } });
