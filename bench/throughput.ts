@@ -15,8 +15,8 @@ import { operatorNamespace, type OperatorNamespace } from "./operator";
 const CONCURRENCY = 16;
 
 export async function throughputBenchmark(ctx: BenchContext): Promise<void> {
-  const claims = envInt("BENCH_TP_CLAIMS", 1000);
-  const locks = envInt("BENCH_TP_LOCKS", 100);
+  const claims = envInt("BENCH_TP_CLAIMS", 150);
+  const locks = envInt("BENCH_TP_LOCKS", 15);
   const timeoutMs = envInt("BENCH_TP_TIMEOUT_MS", 300_000);
   const backends = (process.env.BENCH_TP_BACKENDS ?? "kubernetes,redis").split(",").filter(Boolean);
   const raw = await rawPatchRates(ctx);

@@ -108,6 +108,8 @@ export class KubernetesLeaseBackend implements LockBackend {
   private readonly clock: () => number;
   private readonly requestTimeoutMs: number;
   private readonly requestOptions: k8s.ConfigurationOptions<k8s.ObservableMiddleware>;
+  /** requestOptions plus `Content-Type: application/merge-patch+json`. */
+  private readonly mergePatchOptions: k8s.ConfigurationOptions<k8s.ObservableMiddleware>;
   private readonly namespaceWatches = new Map<string, NamespaceWatch>();
   private closed = false;
 
@@ -133,6 +135,7 @@ export class KubernetesLeaseBackend implements LockBackend {
       ],
       middlewareMergeStrategy: "append",
     };
+    this.mergePatchOptions = k8s.setHeaderOptions("Content-Type", k8s.PatchStrategy.MergePatch, this.requestOptions);
   }
 
   async tryAcquire(req: AcquireRequest): Promise<Hold | undefined> {
@@ -186,13 +189,11 @@ export class KubernetesLeaseBackend implements LockBackend {
       );
       if (!slot) return undefined;
       const lease = slot.lease;
-      const body: k8s.V1Lease = {
-        apiVersion: "coordination.k8s.io/v1",
-        kind: "Lease",
-        metadata: { ...ownMeta(lease), resourceVersion: lease.metadata?.resourceVersion },
-        spec: { ...lease.spec, leaseDurationSeconds, renewTime: microTime(now) },
-      };
-      const renewed = await this.conditional(() => this.api.replaceNamespacedLease({ name: lease.metadata!.name!, namespace: ref.namespace, body }, this.requestOptions));
+      // A merge patch, not a PUT: Leases allow create-on-update, so a PUT racing a release (the renewer
+      // runs beside the reconciler) would bring the deleted slot back. A patch of a missing object is a
+      // 404, and the resourceVersion in it makes it conditional (409 when the slot changed).
+      const patch = { metadata: { resourceVersion: lease.metadata?.resourceVersion }, spec: { leaseDurationSeconds, renewTime: microTime(now) } };
+      const renewed = await this.conditional(() => this.api.patchNamespacedLease({ name: lease.metadata!.name!, namespace: ref.namespace, body: patch }, this.mergePatchOptions));
       if (renewed) return toHold(renewed);
     }
     throw new BackendUnavailableError(this.name, `too much contention renewing ${key}`);
