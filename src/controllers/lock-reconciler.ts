@@ -21,7 +21,10 @@ import { blockedStatus, endedStatus, grantedStatus, waitingStatus } from "./clai
 import { ClaimIndex, type OperatorContext } from "./context";
 import { HoldRenewer } from "./hold-renewer";
 
-const sameJson = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+/** Equal as JSON values, whatever the order of object keys (the API server keeps its own order). */
+const sameJson = (a: unknown, b: unknown) => canonical(a) === canonical(b);
+const canonical = (value: unknown): string => JSON.stringify(value, (_key, v: unknown) =>
+  v && typeof v === "object" && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0))) : v);
 
 export class LockReconciler {
   /** Backend watches by lock key, while the lock has waiters or other clusters' holders: a release anywhere wakes them. */
