@@ -31,7 +31,7 @@
  */
 import { createHash } from "node:crypto";
 import * as k8s from "@kubernetes/client-node";
-import { apiErrorMessage, statusCode } from "../kube/client";
+import { apiErrorMessage, requestTimeout, statusCode } from "../kube/client";
 import {
   BackendUnavailableError,
   type AcquireRequest,
@@ -119,22 +119,10 @@ export class KubernetesLeaseBackend implements LockBackend {
     this.api = options.kubeConfig.makeApiClient(k8s.CoordinationV1Api);
     this.clock = options.clock ?? Date.now;
     this.requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
-    const timeoutMs = this.requestTimeoutMs;
     // client-node 1.x has no request timeout setting: a per-call middleware gives every request an
     // AbortSignal (it covers connecting, sending and reading the body). Connection reuse comes from
     // the KubeConfig (kube/connection-reuse.ts).
-    this.requestOptions = {
-      middleware: [
-        {
-          pre: (context) => {
-            context.setSignal(AbortSignal.timeout(timeoutMs));
-            return new k8s.Observable(Promise.resolve(context));
-          },
-          post: (context) => new k8s.Observable(Promise.resolve(context)),
-        },
-      ],
-      middlewareMergeStrategy: "append",
-    };
+    this.requestOptions = requestTimeout(this.requestTimeoutMs);
     this.mergePatchOptions = k8s.setHeaderOptions("Content-Type", k8s.PatchStrategy.MergePatch, this.requestOptions);
   }
 

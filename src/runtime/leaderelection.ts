@@ -21,7 +21,7 @@
  * `FakeClock` and an in-memory store.
  */
 import * as k8s from "@kubernetes/client-node";
-import { apiErrorMessage } from "../kube/client";
+import { apiErrorMessage, requestTimeout } from "../kube/client";
 import { silentLogger, type Logger } from "../log";
 import { realClock, sleep, type Clock } from "./clock";
 
@@ -311,16 +311,7 @@ export class KubeLeaseStore implements LeaseStore {
   /** `requestTimeoutMs`: each request is aborted after this long (default 5000). */
   constructor(kubeConfig: k8s.KubeConfig, requestTimeoutMs = 5_000) {
     this.api = kubeConfig.makeApiClient(k8s.CoordinationV1Api);
-    this.options = {
-      middleware: [{
-        pre: (context) => {
-          context.setSignal(AbortSignal.timeout(requestTimeoutMs));
-          return new k8s.Observable(Promise.resolve(context));
-        },
-        post: (context) => new k8s.Observable(Promise.resolve(context)),
-      }],
-      middlewareMergeStrategy: "append",
-    };
+    this.options = requestTimeout(requestTimeoutMs);
   }
 
   async get(ref: LeaseRef): Promise<LeaseRecord | undefined> {
