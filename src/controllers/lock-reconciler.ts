@@ -302,14 +302,14 @@ export class LockReconciler {
       this.ctx.metrics?.released(`${lock.metadata.namespace}/${lock.metadata.name}`, backend.name, ClaimReason.LockNotFound, this.ctx.clock.now());
     }
     for (const claim of claims) if (claim.metadata.deletionTimestamp) await this.removeFinalizer(claim);
-    this.stopWatch(`${lock.metadata.namespace}/${lock.metadata.name}`);
+    this.forgetLock(`${lock.metadata.namespace}/${lock.metadata.name}`);
     this.ctx.metrics?.lockGone(`${lock.metadata.namespace}/${lock.metadata.name}`);
     await this.removeFinalizer(lock);
   }
 
   /** No such lock: claims naming it wait with LockNotFound; deleted ones go. */
   private async lockMissing(key: string, name: string, claims: LockClaim[]): Promise<void> {
-    this.stopWatch(key);
+    this.forgetLock(key);
     this.ctx.metrics?.lockGone(key);
     const now = new Date(this.ctx.clock.now()).toISOString();
     for (const claim of claims) {
@@ -434,14 +434,14 @@ export class LockReconciler {
   }
 
   /** The lock is gone: nothing of it is watched or remembered. */
-  private stopWatch(lockKey: string): void {
+  private forgetLock(lockKey: string): void {
     this.stopBackendWatch(lockKey);
     this.positionsWrittenAt.delete(lockKey);
   }
 
   stopAll(): void {
     this.renewer.stopAll();
-    for (const key of [...this.watches.keys()]) this.stopWatch(key);
+    for (const key of [...this.watches.keys()]) this.forgetLock(key);
   }
 }
 
