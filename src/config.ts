@@ -4,8 +4,8 @@
  *
  * ```yaml
  * defaultBackend: kubernetes   # default "kubernetes": Leases on the operator's own API server
- * clusterName: east            # default "": names this cluster's holds in a shared backend; give each
- *                              # cluster that shares a backend a different one
+ * clusterName: east            # names this cluster's holds in a shared backend; default: derived from
+ *                              # the kube-system namespace's UID, so clusters never share one by accident
  * backends:                    # default []: the built-in `kubernetes` backend always exists
  *   - name: redis              # a DNS label, unique
  *     type: redis              # kubernetes | etcd | redis | zookeeper

@@ -27,6 +27,7 @@ import { PodReconciler } from "./controllers/pod-reconciler";
 import { healthHandler, Readiness, serveHttp, text, type HttpServer } from "./health";
 import { EventRecorder } from "./kube/events";
 import { apiErrorMessage, KubeClient, requestTimeout } from "./kube/client";
+import { defaultClusterName } from "./kube/cluster-identity";
 import type { Logger } from "./log";
 import { OperatorMetrics } from "./metrics";
 import { realClock, sleep, type Clock } from "./runtime/clock";
@@ -81,6 +82,8 @@ export interface RunningOperator {
    */
   lost: Promise<void>;
   metrics: OperatorMetrics;
+  /** The name marking this cluster's holds: the config's, or derived from the cluster (see defaultClusterName). */
+  clusterName: string;
   /** Graceful stop: finish in-flight reconciles, release the leader Lease, close everything. */
   stop(): Promise<void>;
 }
@@ -94,12 +97,14 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   const { kubeConfig, config, log } = options;
   const clock = options.clock ?? realClock;
   const metrics = new OperatorMetrics({ perLock: options.metricsPerLock });
+  const client = new KubeClient(kubeConfig);
+  const clusterName = config.clusterName || await defaultClusterName(client);
+  if (!config.clusterName) log.info("clusterName not configured: named after the kube-system namespace's UID", { clusterName });
   const configured = await BackendRegistry.fromConfig(
     config.backends.map((b) => ({ name: b.name, type: b.type, settings: b.settings })),
-    { kubeConfig, clusterName: config.clusterName },
+    { kubeConfig, clusterName },
   );
   const backends = new BackendRegistry(configured.all().map((b) => metrics.instrument(b)));
-  const client = new KubeClient(kubeConfig);
   const caches = makeCaches(kubeConfig, client, log, options.resyncMs ?? 600_000, options.namespace);
   const informers = [caches.locks, caches.claims, caches.pods];
   const informerNames = ["distributedlocks", "lockclaims", "pods"];
@@ -136,7 +141,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     caches, client, backends, clock, metrics,
     events: new EventRecorder(kubeConfig, "kubelock", log),
     defaultBackend: config.defaultBackend,
-    clusterName: config.clusterName,
+    clusterName,
     log,
     enqueueLock: (key) => lockQueue.add(key),
   };
@@ -147,8 +152,13 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   // renewals and new changes never wait behind a start-up backlog of every lock.
   let listed = false;
   const addLock = (key: string) => lockQueue.add(key, listed ? "normal" : "low");
-  caches.locks.on(({ obj }) => addLock(`${obj.metadata.namespace}/${obj.metadata.name}`));
-  caches.claims.on(({ obj }) => {
+  caches.locks.on(({ obj }) => {
+    const key = `${obj.metadata.namespace}/${obj.metadata.name}`;
+    addLock(key);
+    for (const claim of caches.claims.byIndex(ClaimIndex.byLock, key)) locks.followClaim(claim); // a claim seen before its lock
+  });
+  caches.claims.on(({ type, obj }) => {
+    locks.followClaim(obj, type === "delete"); // every replica renews Granted claims' holds
     addLock(lockKeyOfClaim(obj));
     if (obj.spec.podName) podQueue.add(`${obj.metadata.namespace}/${obj.spec.podName}`);
   });
@@ -185,7 +195,6 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     // Queue everything: a new leader takes over whatever the last one left.
     for (const lock of caches.locks.list()) lockQueue.add(`${lock.metadata.namespace}/${lock.metadata.name}`, "low");
     for (const claim of caches.claims.list()) lockQueue.add(lockKeyOfClaim(claim), "low");
-    locks.resumeRenewals();
     workers = Promise.all([
       runWorkers(lockQueue, options.lockWorkers ?? 16, timed("DistributedLock", (key) => locks.reconcile(key)), onError("DistributedLock")),
       runWorkers(podQueue, 2, timed("Pod", (key) => pods.reconcile(key)), onError("Pod")),
@@ -238,6 +247,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     ready,
     lost,
     metrics,
+    clusterName,
     async stop() {
       stopping = true;
       await stopWorkers();

@@ -102,6 +102,12 @@ export interface DistributedLockStatus {
   holders?: LockHolder[];
   waiting?: number;
   leaseTransitions?: number;
+  /**
+   * The highest fencing token this cluster ever handed out on the lock (a decimal string): the high-water mark
+   * below which no grant may go, kept in the API server so that a backend losing its data cannot make tokens
+   * repeat or go backwards.
+   */
+  highestFencingToken?: string;
   observedGeneration?: number;
   conditions?: Condition[];
 }
@@ -189,6 +195,8 @@ export const LockReason = Object.freeze({
   BackendReady: "BackendReady",
   BackendUnavailable: "BackendUnavailable",
   UnknownBackend: "UnknownBackend",
+  /** The backend issued a fencing token at or below the lock's high-water mark: it lost data; nothing is granted. */
+  FencingTokenRegressed: "FencingTokenRegressed",
   SlotFree: "SlotFree",
   AllSlotsHeld: "AllSlotsHeld",
 });

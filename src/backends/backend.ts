@@ -34,6 +34,14 @@ export interface AcquireRequest extends HolderInfo {
   maxHolders: number;
   /** The hold expires this long after the last acquire or renew unless renewed. */
   leaseDurationSeconds: number;
+  /**
+   * The highest fencing token the caller ever handed out on this key (a decimal string), if it knows one. A
+   * backend whose tokens come from a counter it keeps raises the counter to at least this before drawing, so
+   * tokens never repeat or go backwards even when the counter was lost (a Redis restarted empty or failed over
+   * to a replica that missed writes, a deleted counter object). Backends whose token is the server's own
+   * revision (etcd, ZooKeeper) cannot; for every backend the caller refuses a new token at or below it.
+   */
+  fencingFloor?: string;
 }
 
 export interface Hold extends HolderInfo {

@@ -156,7 +156,7 @@ export class KubernetesLeaseBackend implements LockBackend {
         if (!claimed) continue; // someone else changed the slot first: look again
       }
 
-      const token = await this.nextToken(ref, state);
+      const token = await this.nextToken(ref, state, BigInt(req.fencingFloor ?? "0"));
       const finished = await this.writeToken(ref, claimed, token);
       if (finished) return toHold(finished);
       // The claim changed under us (expired and taken, or a concurrent call for the same holder): look again.
@@ -315,11 +315,11 @@ export class KubernetesLeaseBackend implements LockBackend {
 
   /**
    * Increments the key's fencing counter with optimistic concurrency and returns the new value. The
-   * counter never goes below the largest token found on a slot, so even a deleted counter Lease cannot
-   * make tokens go backwards while a hold that carries one exists.
+   * counter never goes below the largest token found on a slot, nor below the caller's high-water mark
+   * (`fencingFloor`), so a deleted counter Lease cannot make tokens go backwards.
    */
-  private async nextToken(ref: KeyRef, state: KeyState): Promise<bigint> {
-    let floor = 0n;
+  private async nextToken(ref: KeyRef, state: KeyState, callerFloor: bigint): Promise<bigint> {
+    let floor = callerFloor;
     for (const { lease } of state.slots) {
       const token = tokenOf(lease);
       if (token !== undefined && token > floor) floor = token;

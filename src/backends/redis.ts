@@ -56,9 +56,10 @@ local function publish(what) redis.call('PUBLISH', ARGV[1], what) end
 `;
 
 /**
- * ACQUIRE. KEYS[3] = fencing counter. ARGV: channel, holderId, maxHolders, leaseMs, HolderInfo JSON.
+ * ACQUIRE. KEYS[3] = fencing counter. ARGV: channel, holderId, maxHolders, leaseMs, HolderInfo JSON, fencing floor.
  * Returns the hold's JSON: the existing one unchanged when holderId holds the key (re-attach, same token),
- * a new one (INCR'd token) when fewer than maxHolders holds exist; else nil.
+ * a new one (INCR'd token) when fewer than maxHolders holds exist; else nil. The counter is first raised to the
+ * floor (the caller's high-water mark), so a counter lost with Redis's data never hands out an old token again.
  */
 const ACQUIRE = `${PRELUDE}
 local changed = purge()
@@ -67,6 +68,8 @@ if redis.call('ZSCORE', KEYS[1], ARGV[2]) then
   result = redis.call('HGET', KEYS[2], ARGV[2])
 elseif redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
   local hold = cjson.decode(ARGV[5])
+  local floor = tonumber(ARGV[6])
+  if floor > tonumber(redis.call('GET', KEYS[3]) or '0') then redis.call('SET', KEYS[3], ARGV[6]) end
   hold.fencingToken = string.format('%d', redis.call('INCR', KEYS[3]))
   hold.acquireTime = string.format('%d', now)
   hold.renewTime = hold.acquireTime
@@ -175,7 +178,7 @@ export class RedisBackend implements LockBackend {
     const k = this.keys(req.key);
     const lease = leaseMs(req.leaseDurationSeconds);
     const info = JSON.stringify({ holderId: req.holderId, claim: req.claim, holderIdentity: req.holderIdentity, cluster: req.cluster ?? "" });
-    const json = await this.run((s) => s.kubelockAcquire(k.holds, k.info, k.counter, k.channel, req.holderId, req.maxHolders, lease, info));
+    const json = await this.run((s) => s.kubelockAcquire(k.holds, k.info, k.counter, k.channel, req.holderId, req.maxHolders, lease, info, req.fencingFloor ?? "0"));
     return json ? toHold(json) : undefined;
   }
 

@@ -89,7 +89,7 @@ export async function operatorCommand(argv: string[]): Promise<number> {
     leaderElection, metricsAddress, healthAddress, metricsPerLock: values["metrics-per-lock"],
   });
   log.info("operator started", {
-    pid: process.pid, defaultBackend: config.defaultBackend, clusterName: config.clusterName, backends: config.backends.map((b) => b.name),
+    pid: process.pid, defaultBackend: config.defaultBackend, clusterName: operator.clusterName, backends: config.backends.map((b) => b.name),
     ...(leaderElection && { identity: leaderElection.identity, lease: `${leaderElection.lease.namespace}/${leaderElection.lease.name}` }),
   });
   const outcome = await new Promise<"signal" | "lost">((resolve) => {

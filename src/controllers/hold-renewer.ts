@@ -1,100 +1,174 @@
 /**
  * Renews this operator's backend holds on their own schedule, apart from the lock queue (as client-go's
- * leader election renews apart from the work it guards). A renewal is one backend call: it never waits
- * behind API writes or a backlog of locks, so holds survive a slow API server, and an operator holding
- * thousands of locks does no reconcile and no API write while nothing changes.
+ * leader election renews apart from the work it guards), and knows how long each hold is certainly valid.
+ * A renewal is one backend call: it never waits behind API writes or a backlog of locks.
  *
  * Contract:
- * - `track` (re)schedules a hold's renewal a third of its lease after its last renewal; `untrack` stops it.
- * - A renewal that finds the hold gone stops tracking it and queues its lock: the reconciler then shows the
- *   claim Lost. A renewal that fails is retried after RETRY_MS and queues the lock as well, so its
- *   conditions say why (BackendUnavailable); a failure `isPause` accepts (this operator does not provably
- *   lead right now) is retried after PAUSE_RETRY_MS without queueing anything.
- * - Renewing is idempotent per holder and owner-checked by every backend, so a renewal racing a release or
- *   the reconciler's own renewal is harmless.
+ * - `track` (re)schedules a hold's renewal a third of its lease after its last confirmation; `untrack` stops it.
+ * - A confirmation is a successful acquire or renewal; it counts from when that call STARTED, on this process's
+ *   clock, never from a timestamp another machine wrote. `validUntil` = last confirmation + lease − margin
+ *   (`validityMarginMs`): until then the backend cannot have let the hold go, whatever happens meanwhile. A hold
+ *   tracked without a confirmation here (after a restart) has no validity until its first renewal succeeds.
+ * - A renewal that finds the hold gone stops tracking it and queues its lock (the claim becomes Lost). A renewal
+ *   that fails is retried with jittered exponential backoff (bounded well inside the lease) and queues the lock, so
+ *   its conditions say why; when the validity deadline passes without a confirmation, the lock is queued again at
+ *   that moment, so the claim is shown Lost then, backend reachable or not.
+ * - Renewing is idempotent per holder and owner-checked by every backend (it never recreates a released hold), so
+ *   a renewal racing a release, another replica's renewal or the reconciler's own is harmless. That is why every
+ *   replica renews, leader or not: a standby keeps the holds alive through a leader's crash, however short the
+ *   locks' leases are next to the leader election's failover time.
  */
 import type { Hold, LockBackend } from "../backends/backend";
 import type { Clock, TimerHandle } from "../runtime/clock";
 
-/** How soon a failed renewal is tried again, ms (well inside the shortest lease, 1 s). */
-const RETRY_MS = 250;
+/** First retry of a failed renewal, ms; doubled per failure up to `retryCapMs`. */
+const RETRY_BASE_MS = 250;
 /** How soon a renewal skipped for want of leadership is tried again, ms. */
 const PAUSE_RETRY_MS = 1000;
+
+/**
+ * What is taken off a lease for clock drift, scheduling delays and the status write that shows the claim Lost:
+ * 10 %, at least 1 s, at most a third of the lease.
+ */
+export function validityMarginMs(leaseSeconds: number): number {
+  const leaseMs = leaseSeconds * 1000;
+  return Math.min(Math.max(1000, leaseMs / 10), leaseMs / 3);
+}
+
+/** The longest pause between renewal retries: a sixth of the lease, at most 5 s, so several fit before the deadline. */
+export function retryCapMs(leaseSeconds: number): number {
+  return Math.max(RETRY_BASE_MS, Math.min(5000, (leaseSeconds * 1000) / 6));
+}
 
 export interface TrackedHold {
   /** The DistributedLock (`namespace/name`) to queue when the hold is gone or cannot be renewed. */
   lockKey: string;
-  /** The backend as the reconciler uses it (failures as BackendUnavailableError, leadership checked). */
+  /** The backend as the reconciler uses it (failures as BackendUnavailableError). */
   backend: LockBackend;
   backendKey: string;
   holderId: string;
   leaseSeconds: number;
-  /** RFC 3339: the hold's last acquire or renewal. */
-  renewTime: string;
 }
 
-interface Scheduled {
+interface Entry {
   hold: TrackedHold;
-  timer: TimerHandle;
+  /** This process's clock when the last confirming call started; undefined: none here yet. */
+  confirmedAt?: number;
+  failures: number;
+  timer?: TimerHandle;
+  deadline?: TimerHandle;
 }
 
 export class HoldRenewer {
-  private readonly scheduled = new Map<string, Scheduled>();
+  private readonly entries = new Map<string, Entry>();
 
   constructor(private readonly o: {
     clock: Clock;
     enqueueLock: (key: string) => void;
     onError?: (hold: TrackedHold, err: unknown) => void;
     isPause?: (err: unknown) => boolean;
+    /** Jitter source in [0, 1) (tests pass a fixed one). */
+    random?: () => number;
   }) {}
 
-  /** Renews `hold` a third of its lease after `hold.renewTime` (at once if that has passed), and so on. */
-  track(hold: TrackedHold): void {
-    const dueIn = Date.parse(hold.renewTime) + (hold.leaseSeconds * 1000) / 3 - this.o.clock.now();
-    this.schedule(hold, Number.isFinite(dueIn) ? dueIn : 0);
+  /**
+   * Keeps `hold` renewed. `confirmedAt`: when a call that confirmed it started (an acquire or renewal by the
+   * caller). Without one, an untracked hold is renewed within `firstRenewalMs` (default: at once) and has no
+   * validity until then; an already tracked hold keeps its schedule.
+   */
+  track(hold: TrackedHold, confirmedAt?: number, firstRenewalMs = 0): void {
+    const entry = this.entries.get(hold.holderId);
+    if (entry && confirmedAt === undefined) {
+      entry.hold = hold;
+      return;
+    }
+    const next: Entry = { hold, confirmedAt: Math.max(confirmedAt ?? -Infinity, entry?.confirmedAt ?? -Infinity), failures: 0 };
+    if (!Number.isFinite(next.confirmedAt)) next.confirmedAt = undefined;
+    this.replace(next);
+    const now = this.o.clock.now();
+    this.schedule(next, next.confirmedAt === undefined ? firstRenewalMs : next.confirmedAt + (hold.leaseSeconds * 1000) / 3 - now);
+    this.armDeadline(next);
   }
 
   untrack(holderId: string): void {
-    const current = this.scheduled.get(holderId);
-    if (!current) return;
-    this.o.clock.clearTimeout(current.timer);
-    this.scheduled.delete(holderId);
+    const entry = this.entries.get(holderId);
+    if (!entry) return;
+    this.clearTimers(entry);
+    this.entries.delete(holderId);
+  }
+
+  /** Until when (this process's clock, ms) the hold is certainly held; undefined when not tracked or never confirmed here. */
+  validUntil(holderId: string): number | undefined {
+    const entry = this.entries.get(holderId);
+    if (entry?.confirmedAt === undefined) return undefined;
+    return entry.confirmedAt + entry.hold.leaseSeconds * 1000 - validityMarginMs(entry.hold.leaseSeconds);
   }
 
   /** Holder ids being renewed. */
   tracked(): string[] {
-    return [...this.scheduled.keys()];
+    return [...this.entries.keys()];
   }
 
   stopAll(): void {
-    for (const id of [...this.scheduled.keys()]) this.untrack(id);
+    for (const id of [...this.entries.keys()]) this.untrack(id);
   }
 
-  private schedule(hold: TrackedHold, ms: number): void {
-    this.untrack(hold.holderId);
-    const entry: Scheduled = { hold, timer: this.o.clock.setTimeout(() => void this.renew(entry), Math.max(0, ms)) };
-    this.scheduled.set(hold.holderId, entry);
+  private replace(entry: Entry): void {
+    const current = this.entries.get(entry.hold.holderId);
+    if (current) this.clearTimers(current);
+    this.entries.set(entry.hold.holderId, entry);
   }
 
-  private async renew(entry: Scheduled): Promise<void> {
+  private clearTimers(entry: Entry): void {
+    if (entry.timer !== undefined) this.o.clock.clearTimeout(entry.timer);
+    if (entry.deadline !== undefined) this.o.clock.clearTimeout(entry.deadline);
+    entry.timer = entry.deadline = undefined;
+  }
+
+  private schedule(entry: Entry, ms: number): void {
+    if (entry.timer !== undefined) this.o.clock.clearTimeout(entry.timer);
+    entry.timer = this.o.clock.setTimeout(() => void this.renew(entry), Math.max(0, ms));
+  }
+
+  /** At the validity deadline, unless a confirmation moved it, the lock is queued: the claim must show Lost now. */
+  private armDeadline(entry: Entry): void {
+    if (entry.deadline !== undefined) this.o.clock.clearTimeout(entry.deadline);
+    const until = this.validUntil(entry.hold.holderId);
+    if (until === undefined) return;
+    entry.deadline = this.o.clock.setTimeout(() => {
+      entry.deadline = undefined;
+      if (this.entries.get(entry.hold.holderId) === entry) this.o.enqueueLock(entry.hold.lockKey);
+    }, until - this.o.clock.now() + 1);
+  }
+
+  private async renew(entry: Entry): Promise<void> {
     const { hold } = entry;
+    entry.timer = undefined;
+    const startedAt = this.o.clock.now();
     let renewed: Hold | undefined;
     try {
       renewed = await hold.backend.renew(hold.backendKey, hold.holderId, hold.leaseSeconds);
     } catch (err) {
-      if (this.scheduled.get(hold.holderId) !== entry) return;
-      if (this.o.isPause?.(err)) return this.schedule(hold, PAUSE_RETRY_MS);
+      if (this.entries.get(hold.holderId) !== entry) return;
+      if (this.o.isPause?.(err)) return this.schedule(entry, PAUSE_RETRY_MS);
       this.o.onError?.(hold, err);
-      this.schedule(hold, RETRY_MS);
+      entry.failures++;
+      this.schedule(entry, this.backoffMs(entry));
       this.o.enqueueLock(hold.lockKey);
       return;
     }
-    if (this.scheduled.get(hold.holderId) !== entry) return; // untracked or re-tracked meanwhile
+    if (this.entries.get(hold.holderId) !== entry) return; // untracked or re-tracked meanwhile
     if (!renewed) {
-      this.scheduled.delete(hold.holderId);
+      this.untrack(hold.holderId);
       this.o.enqueueLock(hold.lockKey);
       return;
     }
-    this.track({ ...hold, renewTime: renewed.renewTime });
+    this.track(hold, startedAt);
+  }
+
+  /** Exponential from RETRY_BASE_MS, capped by `retryCapMs`, with jitter in [½, 1] of it so replicas spread. */
+  private backoffMs(entry: Entry): number {
+    const ceiling = Math.min(retryCapMs(entry.hold.leaseSeconds), RETRY_BASE_MS * 2 ** Math.min(entry.failures - 1, 16));
+    return ceiling * (0.5 + 0.5 * (this.o.random ?? Math.random)());
   }
 }

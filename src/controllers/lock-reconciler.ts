@@ -19,7 +19,7 @@ import { isNotFound, statusCode } from "../kube/client";
 import type { ReconcileResult } from "../runtime/workqueue";
 import { blockedStatus, endedStatus, grantedStatus, waitingStatus } from "./claim-status";
 import { ClaimIndex, type OperatorContext } from "./context";
-import { HoldRenewer } from "./hold-renewer";
+import { HoldRenewer, validityMarginMs, type TrackedHold } from "./hold-renewer";
 
 /** Equal as JSON values, whatever the order of object keys (the API server keeps its own order). */
 const sameJson = (a: unknown, b: unknown) => canonical(a) === canonical(b);
@@ -32,6 +32,8 @@ export class LockReconciler {
   /** When each lock last rewrote waiting claims' moved places (see POSITION_REFRESH_MS). */
   private readonly positionsWrittenAt = new Map<string, number>();
   private readonly renewer: HoldRenewer;
+  /** Lock-delay: when each lapsing hold (its claim ended Lost or LeaseExpired) may be released, this process's clock. */
+  private readonly lapseDeadlines = new Map<string, number>();
 
   constructor(private readonly ctx: OperatorContext) {
     this.renewer = new HoldRenewer({
@@ -95,14 +97,20 @@ export class LockReconciler {
     const renewEveryMs = (leaseSeconds * 1000) / 3;
     const nowMs = clock.now();
     const now = new Date(nowMs).toISOString();
+    const tracked = (holderId: string): TrackedHold => ({ lockKey, backend, backendKey, holderId, leaseSeconds });
 
     await forEachConcurrently(claims.filter((c) => !c.metadata.deletionTimestamp), async (claim) => {
       await this.ensureFinalizer(CLAIM_PLURAL, claim);
       await this.recordPodUid(this.latest(claim));
     });
     claims = claims.map((c) => this.latest(c));
+    let floor = fencingFloor(lock, claims);
     const holds = new Map((await backend.holders(backendKey)).map((h) => [h.holderId, h]));
-    const assessed = new Map(claims.map((c) => [c.metadata.uid ?? c.metadata.name, { claim: c, facts: assessClaim(c, this.podState(c), nowMs) }]));
+    const assessed = new Map(claims.map((c) => {
+      const facts = assessClaim(c, this.podState(c), nowMs);
+      facts.validityPassed = (this.renewer.validUntil(facts.id) ?? Infinity) <= nowMs;
+      return [facts.id, { claim: c, facts }];
+    }));
     const decision = decide({
       maxHolders,
       cluster: clusterName,
@@ -111,7 +119,7 @@ export class LockReconciler {
     });
     const statuses = new Map<string, LockClaimStatus>();
 
-    // Endings: status first, then the backend release.
+    // Endings: status first, then the backend release (or, for Lost and LeaseExpired, the lock-delay).
     for (const ending of decision.endings) {
       const { claim } = assessed.get(ending.id)!;
       statuses.set(ending.id, endedStatus(claim, ending.phase, ending.reason, ending.message, now));
@@ -120,29 +128,41 @@ export class LockReconciler {
       // ending is on its status and in the metrics, and spares the API server an Event per grant.
       if (!claim.metadata.deletionTimestamp) this.ctx.events.record(claim, ending.reason === ClaimReason.Lost ? "Warning" : "Normal", ending.reason, ending.message);
       this.renewer.untrack(ending.id);
+      if (!ending.release) continue;
       if (await backend.release(backendKey, ending.id)) metrics?.released(lockKey, backend.name, ending.reason, nowMs);
       holds.delete(ending.id);
     }
     for (const orphan of decision.orphans) {
-      // A hold of this cluster whose claim ended, or whose claim exists under no lock (another lock
-      // sharing the backend key keeps its own claims' holds).
-      if (!assessed.has(orphan) && this.ctx.caches.claims.byIndex(ClaimIndex.byUid, orphan).length > 0) continue;
+      if (!(await this.isOrphan(lock, holds.get(orphan)!, assessed.has(orphan)))) continue;
       this.renewer.untrack(orphan);
       if (await backend.release(backendKey, orphan)) metrics?.released(lockKey, backend.name, "Orphaned", nowMs);
       holds.delete(orphan);
     }
+    // Lock-delay: a lapsing hold goes one lease after its claim ended, when its holder has stopped by its own deadline.
+    let lapseAt = Infinity;
+    for (const id of decision.lapsing) {
+      this.renewer.untrack(id);
+      const releaseAt = this.lapsesAt(id, nowMs + leaseSeconds * 1000);
+      if (releaseAt > nowMs) lapseAt = Math.min(lapseAt, releaseAt);
+      else {
+        if (await backend.release(backendKey, id)) metrics?.released(lockKey, backend.name, "Lapsed", nowMs);
+        holds.delete(id);
+      }
+    }
+    for (const id of assessed.keys()) if (!holds.has(id) || !decision.lapsing.includes(id)) this.lapseDeadlines.delete(id);
 
-    // Keep: renew holds that are a third of their lease old (the renewer normally did); a hold gone meanwhile is Lost.
+    // Keep: renew holds not confirmed by this process within a third of their lease (the renewer normally did);
+    // a hold gone meanwhile is Lost.
     let lostNow = false;
     for (const id of decision.keep) {
-      const hold = holds.get(id)!;
-      if (nowMs - Date.parse(hold.renewTime) >= renewEveryMs) {
+      const validUntil = this.renewer.validUntil(id);
+      if (validUntil === undefined || validUntil - nowMs <= (leaseSeconds * 1000 * 2) / 3 - validityMarginMs(leaseSeconds)) {
+        const startedAt = clock.now();
         const renewed = await backend.renew(backendKey, id, leaseSeconds);
         if (!renewed) {
           lostNow = true;
           holds.delete(id);
           this.renewer.untrack(id);
-          await backend.release(backendKey, id); // an expired leftover, if the backend keeps one
           metrics?.released(lockKey, backend.name, ClaimReason.Lost, nowMs);
           const { claim } = assessed.get(id)!;
           const message = "the backend hold expired before the operator could renew it; stop work guarded by this claim's fencing token and create a new claim";
@@ -151,6 +171,7 @@ export class LockReconciler {
           continue;
         }
         holds.set(id, renewed);
+        this.renewer.track(tracked(id), startedAt);
       }
       const { claim } = assessed.get(id)!;
       statuses.set(id, grantedStatus(claim, holds.get(id)!, lock.metadata.name, now));
@@ -158,21 +179,33 @@ export class LockReconciler {
 
     // Grants, in queue order, while the backend has a free slot (another cluster may take one first).
     let granted = 0;
+    let regression: string | undefined;
     const waiting: string[] = [];
     for (const id of decision.queue) {
       const { claim } = assessed.get(id)!;
-      const hold = !lostNow && granted < decision.grantable
+      const startedAt = clock.now();
+      const hold = !lostNow && !regression && granted < decision.grantable
         ? await backend.tryAcquire({
           key: backendKey, maxHolders, leaseDurationSeconds: leaseSeconds, holderId: id, claim: claim.metadata.name,
-          holderIdentity: claim.spec.podName ?? claim.metadata.name, cluster: clusterName,
+          holderIdentity: claim.spec.podName ?? claim.metadata.name, cluster: clusterName, fencingFloor: floor.toString(),
         })
         : undefined;
       if (!hold) {
         waiting.push(id);
         continue;
       }
+      if (BigInt(hold.fencingToken) <= floor) {
+        // Never shown to anyone: give the slot back, grant nothing, and say that the backend lost its data.
+        await backend.release(backendKey, id);
+        regression = `backend ${backend.name} issued fencing token ${hold.fencingToken}, not above the highest this lock handed out `
+          + `(${floor}): it lost data (restarted empty, restored, or failed over); nothing is granted until its tokens pass ${floor}`;
+        waiting.push(id);
+        continue;
+      }
+      floor = BigInt(hold.fencingToken);
       granted++;
       holds.set(id, hold);
+      this.renewer.track(tracked(id), startedAt);
       metrics?.granted(lockKey, backend.name, claim.metadata.creationTimestamp, clock.now());
       statuses.set(id, grantedStatus(claim, hold, lock.metadata.name, now));
       this.ctx.events.record(claim, "Normal", ClaimReason.Granted, `granted lock ${lock.metadata.name} with fencing token ${hold.fencingToken}`);
@@ -209,22 +242,22 @@ export class LockReconciler {
         failures.push(err);
       }
     });
-    await forEachConcurrently([...assessed.values()].filter(({ claim }) => claim.metadata.deletionTimestamp),
-      ({ claim }) => this.removeFinalizer(claim).catch((err) => void failures.push(err)));
 
-    // From now on the renewer keeps this operator's holds alive, between reconciles.
-    for (const [id, hold] of holds) {
-      if (assessed.has(id)) this.renewer.track({ lockKey, backend, backendKey, holderId: id, leaseSeconds, renewTime: hold.renewTime });
-    }
-
+    // The high-water mark is recorded before any deleted claim (which may show a token) lets go of its finalizer.
     await this.writeLockStatus(lock, {
       holders: [...holds.values()].map((h) => this.holderEntry(h, lock.status?.holders, nowMs)),
       waiting: waiting.length,
       leaseTransitions: (lock.status?.leaseTransitions ?? 0) + shownGranted.size,
-      ready: { status: "True", reason: LockReason.BackendReady, message: `backend ${backend.name} reachable` },
+      highestFencingToken: floor > 0n ? floor.toString() : undefined,
+      ready: regression
+        ? { status: "False", reason: LockReason.FencingTokenRegressed, message: regression }
+        : { status: "True", reason: LockReason.BackendReady, message: `backend ${backend.name} reachable` },
       available: holds.size < maxHolders,
       now,
     });
+    // A deleted claim keeps its finalizer while its hold lapses (lock-delay): the claim is the record of it.
+    await forEachConcurrently([...assessed.values()].filter(({ claim, facts }) => claim.metadata.deletionTimestamp && !holds.has(facts.id)),
+      ({ claim }) => this.removeFinalizer(claim).catch((err) => void failures.push(err)));
     metrics?.lockState(lockKey, holds.size, waiting.length);
     // The backend watch wakes waiters when a hold goes elsewhere, and keeps other clusters' holders in the
     // status fresh. With neither, it would only cost (a Redis watch polls): this operator's own holds are
@@ -237,34 +270,54 @@ export class LockReconciler {
     // Waiting claims: look again every third of a lease (a foreign hold may expire without any event).
     // Holds alone: only to record renewals in the status now and then (the renewer renews them).
     const next = Math.min(waiting.length > 0 ? renewEveryMs : holds.size > 0 ? STATUS_REPORT_MS : Infinity,
-      positionsDeferred ? refreshIn : Infinity, ...deadlines.map((d) => d - nowMs + 10));
+      positionsDeferred ? refreshIn : Infinity, lapseAt - nowMs + 10, ...deadlines.map((d) => d - nowMs + 10));
     return Number.isFinite(next) ? { requeueAfterMs: Math.max(10, Math.round(next)) } : {};
   }
 
   /**
-   * On becoming the leader: renew the holds of every claim the cache shows Granted, spread over the next
-   * few seconds, before the (low-priority) pass over every lock gets to them, so a large backlog after a
-   * failover never lets holds expire. Claims whose hold is gone are queued and end Lost as usual.
+   * Every replica, leader or not, renews the holds of the claims its cache shows Granted (see HoldRenewer): a
+   * standby keeps them alive through the leader's crash, and a new leader takes over with their validity known.
+   * Called for every claim the cache adds or changes; a claim that is no longer Granted stops being renewed here
+   * (the leader's reconcile decides what becomes of its hold). First renewals of holds found at start-up are
+   * spread over a few seconds.
    */
-  resumeRenewals(): void {
-    const now = this.ctx.clock.now();
-    for (const claim of this.ctx.caches.claims.list()) {
-      if (claim.status?.phase !== "Granted" || !claim.metadata.uid) continue;
-      const lock = this.ctx.caches.locks.get(claim.metadata.namespace, claim.spec.lockName);
-      if (!lock || lock.metadata.deletionTimestamp) continue;
-      let backend: LockBackend;
-      try {
-        backend = this.backendFor(lock);
-      } catch {
-        continue; // an unknown backend: the lock's reconcile says so
-      }
-      const leaseSeconds = lock.spec.leaseDurationSeconds ?? LOCK_DEFAULTS.leaseDurationSeconds;
-      const spreadMs = Math.random() * Math.min((leaseSeconds * 1000) / 6, RESUME_SPREAD_MS);
-      this.renewer.track({
-        lockKey: `${lock.metadata.namespace}/${lock.metadata.name}`, backend, backendKey: backendKeyOf(lock), holderId: claim.metadata.uid, leaseSeconds,
-        renewTime: new Date(now - (leaseSeconds * 1000) / 3 + spreadMs).toISOString(), // due in spreadMs
-      });
+  followClaim(claim: LockClaim, deleted = false): void {
+    const id = claim.metadata.uid;
+    if (!id) return;
+    const lock = this.ctx.caches.locks.get(claim.metadata.namespace, claim.spec.lockName);
+    if (deleted || claim.status?.phase !== "Granted" || !lock || lock.metadata.deletionTimestamp) {
+      if (deleted || isTerminal(claim.status?.phase)) this.renewer.untrack(id);
+      return;
     }
+    let backend: LockBackend;
+    try {
+      backend = this.backendFor(lock);
+    } catch {
+      return; // an unknown backend: the lock's reconcile says so
+    }
+    const leaseSeconds = lock.spec.leaseDurationSeconds ?? LOCK_DEFAULTS.leaseDurationSeconds;
+    const lockKey = `${lock.metadata.namespace}/${lock.metadata.name}`;
+    const spreadMs = Math.random() * Math.min((leaseSeconds * 1000) / 6, RESUME_SPREAD_MS);
+    this.renewer.track({ lockKey, backend, backendKey: backendKeyOf(lock), holderId: id, leaseSeconds }, undefined, spreadMs);
+  }
+
+  /** When a lapsing hold may be released: remembered from the first time it was seen lapsing (`fresh` then). */
+  private lapsesAt(holderId: string, fresh: number): number {
+    const at = this.lapseDeadlines.get(holderId) ?? fresh;
+    this.lapseDeadlines.set(holderId, at);
+    return at;
+  }
+
+  /**
+   * A hold of this cluster with no live claim under this lock is released only on evidence: a claim ended for
+   * good, or a live read from the API server showing that its claim is gone. A cache miss alone is no evidence
+   * (a new leader's cache may lag, and another lock may share the backend key).
+   */
+  private async isOrphan(lock: DistributedLock, hold: Hold, claimed: boolean): Promise<boolean> {
+    if (claimed) return true; // its claim is here, in a terminal phase
+    if (this.ctx.caches.claims.byIndex(ClaimIndex.byUid, hold.holderId).length > 0) return false;
+    const live = await this.ctx.client.getClaim(lock.metadata.namespace!, hold.claim).catch(ignoreNotFound);
+    return live?.metadata.uid !== hold.holderId;
   }
 
   /** The lock's backend as reconciles use it; throws BackendConfigError for an unknown name. */
@@ -326,9 +379,18 @@ export class LockReconciler {
     const now = new Date(this.ctx.clock.now()).toISOString();
     // The cache, not the objects this reconcile started from: it may have written statuses already.
     lock = this.latest(lock);
+    const nowMs = this.ctx.clock.now();
     for (const claim of claims.map((c) => this.latest(c))) {
       if (claim.metadata.deletionTimestamp && reason === LockReason.UnknownBackend) await this.removeFinalizer(claim);
-      else if (claim.status?.phase === undefined || claim.status.phase === "Pending" || claim.status.phase === "Granted") {
+      else if (reason === LockReason.BackendUnavailable && claim.status?.phase === "Granted" && !((this.renewer.validUntil(claim.metadata.uid!) ?? -Infinity) > nowMs)) {
+        // Past its validity deadline (or never confirmed by this process): the backend may already have let the hold
+        // go, so the claim must not show Granted any longer. The hold, if it is still there, lapses (lock-delay).
+        const lostMessage = `the operator could not confirm the backend hold within its lease (${message}); `
+          + "stop work guarded by this claim's fencing token and create a new claim";
+        this.renewer.untrack(claim.metadata.uid!);
+        await this.writeClaimStatus(claim, endedStatus(claim, "Lost", ClaimReason.Lost, lostMessage, now));
+        this.ctx.events.record(claim, "Warning", ClaimReason.Lost, lostMessage);
+      } else if (claim.status?.phase === undefined || claim.status.phase === "Pending" || claim.status.phase === "Granted") {
         await this.writeClaimStatus(claim, blockedStatus(claim, ClaimReason.BackendUnavailable, message, now));
       }
     }
@@ -445,8 +507,17 @@ export class LockReconciler {
   }
 }
 
-/** How long at most a new leader spreads its first renewals of the holds it finds (see resumeRenewals). */
+/** How long at most the first renewals of the holds found at start-up are spread (see followClaim). */
 const RESUME_SPREAD_MS = 5000;
+
+/**
+ * The fencing high-water mark: the highest token this cluster ever showed on the lock, from the lock's status and
+ * every claim of it that shows one. New grants must get a larger token.
+ */
+function fencingFloor(lock: DistributedLock, claims: LockClaim[]): bigint {
+  const shown = [lock.status?.highestFencingToken, ...claims.map((c) => c.status?.fencingToken)];
+  return shown.reduce((max: bigint, t) => (t && /^[0-9]+$/.test(t) && BigInt(t) > max ? BigInt(t) : max), 0n);
+}
 
 const backendKeyOf = (lock: DistributedLock) => `${lock.metadata.namespace}/${lock.spec.key ?? lock.metadata.name}`;
 
@@ -476,7 +547,8 @@ function failuresAsUnavailable(backend: LockBackend, beforeChange: () => void): 
   return {
     name: backend.name,
     tryAcquire: guard(backend.tryAcquire),
-    renew: guard(backend.renew),
+    // Renewing needs no leadership: it only extends a hold that exists, owner-checked (see HoldRenewer).
+    renew: guard(backend.renew, false),
     release: guard(backend.release),
     holders: guard(backend.holders, false),
     watch: (key, onChange) => backend.watch(key, onChange),

@@ -2,8 +2,8 @@
  * What the grant decision needs to know about one claim, worked out from the claim, its pod and the
  * time: whether it must end now (and why), whether it is blocked, and when it next needs a look.
  */
-import { ClaimReason, POD_UID_ANNOTATION, RELEASE_ANNOTATION, type LockClaim } from "../api/types";
-import { isTerminal, type ClaimFacts } from "./decide";
+import { ClaimReason, ConditionType, POD_UID_ANNOTATION, RELEASE_ANNOTATION, type LockClaim } from "../api/types";
+import { endsByLapse, isTerminal, type ClaimFacts } from "./decide";
 
 /** The claim's pod as the cache sees it; `undefined` when the claim names no pod. */
 export type PodState = { exists: false } | { exists: true; phase?: string; uid?: string };
@@ -36,7 +36,12 @@ export function assessClaim(claim: LockClaim, pod: PodState | undefined, now: nu
     createdAt,
     phase: claim.status?.phase,
   };
-  if (isTerminal(facts.phase)) return facts; // ended for good: nothing more to work out
+  if (isTerminal(facts.phase)) {
+    // Ended for good: only whether a hold it may still have lapses (Lost, LeaseExpired) or goes at once.
+    const reason = claim.status?.conditions?.find((c) => c.type === ConditionType.Granted)?.reason;
+    facts.lapses = facts.phase === "Lost" || endsByLapse(reason);
+    return facts;
+  }
   const granted = facts.phase === "Granted";
   const podName = claim.spec.podName;
 

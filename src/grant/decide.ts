@@ -7,11 +7,15 @@
  * 2. A claim that must end (deleted, released, pod ended, heartbeat expired, wait timed out) ends and
  *    moves to the matching terminal phase; the caller releases its hold, whether or not the backend
  *    listed one (release is owner-checked and idempotent, and also clears an acquire cut short).
- * 3. A claim shown Granted whose backend hold is gone is Lost, before anything else is granted.
- * 4. A hold of this cluster that no live claim owns (its claim is gone) is released.
- * 5. The remaining claims that hold keep holding; the rest wait in a queue ordered by priority
+ * 3. A claim shown Granted whose backend hold is gone is Lost, before anything else is granted; so is one
+ *    whose hold's validity deadline passed without a confirmed renewal (the backend may let it go any moment).
+ * 4. Lock-delay (as Chubby's): a hold whose claim ended Lost or LeaseExpired is not released at once. Its holder
+ *    may still be at work until it notices, so the hold is left to lapse (`lapsing`: not renewed, still taking its
+ *    slot) and the caller releases it only once the lease has run out since the ending.
+ * 5. A hold of this cluster that no live claim owns (its claim is gone) is released.
+ * 6. The remaining claims that hold keep holding; the rest wait in a queue ordered by priority
  *    (higher first), then creation time, then name. The first `free` of the queue should be granted,
- *    where `free` = maxHolders − holds kept − holds of other clusters.
+ *    where `free` = maxHolders − holds kept − holds lapsing − holds of other clusters.
  */
 import { ClaimReason, TERMINAL_PHASES, type ClaimPhase } from "../api/types";
 
@@ -27,6 +31,10 @@ export interface ClaimFacts {
   end?: ClaimEnd;
   /** The claim's pod is missing: it cannot be granted yet (nor is it queued). */
   blocked?: boolean;
+  /** Ended in a way whose hold must lapse rather than be released (Lost, LeaseExpired); see rule 4. */
+  lapses?: boolean;
+  /** Its hold's validity deadline passed without a confirmed renewal (rule 3). */
+  validityPassed?: boolean;
 }
 
 export interface ClaimEnd {
@@ -53,13 +61,17 @@ export interface Ending {
   phase: ClaimPhase;
   reason: ClaimReason;
   message: string;
+  /** Whether its hold is released now (false: it lapses, rule 4). */
+  release: boolean;
 }
 
 export interface Decision {
   /** Claims that end now, and how. */
   endings: Ending[];
-  /** Holds of this cluster whose claim no longer exists: release them. */
+  /** Holds of this cluster whose claim no longer exists or ended for good: release them. */
   orphans: string[];
+  /** Holds of this cluster left to lapse (rule 4): not renewed, released once their lease ran out. */
+  lapsing: string[];
   /** Claims that hold and keep holding. */
   keep: string[];
   /** Waiting claims, best first. */
@@ -83,6 +95,15 @@ export function phaseForEnd(reason: ClaimReason): ClaimPhase {
   return END_PHASE[reason] ?? "Released";
 }
 
+/** Endings whose hold lapses instead of being released (rule 4). */
+const LAPSING_REASONS: readonly ClaimReason[] = [ClaimReason.Lost, ClaimReason.LeaseExpired];
+
+export function endsByLapse(reason: ClaimReason | string | undefined): boolean {
+  return LAPSING_REASONS.includes(reason as ClaimReason);
+}
+
+const lost = (message: string): ClaimEnd => ({ reason: ClaimReason.Lost, message });
+
 export function isTerminal(phase: ClaimPhase | undefined): boolean {
   return phase !== undefined && TERMINAL_PHASES.includes(phase);
 }
@@ -91,24 +112,28 @@ export function decide(input: DecisionInput): Decision {
   const ours = new Set(input.holds.filter((h) => h.cluster === input.cluster).map((h) => h.holderId));
   const foreign = input.holds.length - ours.size;
   const claimIds = new Set(input.claims.map((c) => c.id));
-  const decision: Decision = { endings: [], orphans: [], keep: [], queue: [], grantable: 0 };
+  const decision: Decision = { endings: [], orphans: [], lapsing: [], keep: [], queue: [], grantable: 0 };
   const waiting: ClaimFacts[] = [];
+  const end = (claim: ClaimFacts, { reason, message }: ClaimEnd) => {
+    const release = !(ours.has(claim.id) && endsByLapse(reason));
+    decision.endings.push({ id: claim.id, phase: phaseForEnd(reason), reason, message, release });
+    if (!release) decision.lapsing.push(claim.id);
+  };
 
   for (const claim of input.claims) {
     const held = ours.has(claim.id);
     if (isTerminal(claim.phase)) {
-      if (held) decision.orphans.push(claim.id);
+      if (held) (claim.lapses ? decision.lapsing : decision.orphans).push(claim.id);
     } else if (claim.end) {
-      decision.endings.push({ id: claim.id, phase: phaseForEnd(claim.end.reason), reason: claim.end.reason, message: claim.end.message });
+      end(claim, claim.end);
+    } else if (held && claim.validityPassed && claim.phase === "Granted") {
+      end(claim, lost("the operator could not confirm the backend hold within its lease (backend unreachable or too slow); "
+        + "stop work guarded by this claim's fencing token and create a new claim"));
     } else if (held) {
       decision.keep.push(claim.id);
     } else if (claim.phase === "Granted") {
-      decision.endings.push({
-        id: claim.id,
-        phase: "Lost",
-        reason: ClaimReason.Lost,
-        message: "the backend hold vanished (it expired while the operator could not renew it); stop work guarded by this claim's fencing token and create a new claim",
-      });
+      end(claim, lost("the backend hold vanished (it expired while the operator could not renew it); "
+        + "stop work guarded by this claim's fencing token and create a new claim"));
     } else if (!claim.blocked) {
       waiting.push(claim);
     }
@@ -116,7 +141,8 @@ export function decide(input: DecisionInput): Decision {
   for (const id of ours) if (!claimIds.has(id)) decision.orphans.push(id);
 
   decision.queue = waiting.sort(queueOrder).map((c) => c.id);
-  decision.grantable = Math.min(decision.queue.length, Math.max(0, input.maxHolders - decision.keep.length - foreign));
+  const taken = decision.keep.length + decision.lapsing.length + foreign;
+  decision.grantable = Math.min(decision.queue.length, Math.max(0, input.maxHolders - taken));
   return decision;
 }
 

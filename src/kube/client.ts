@@ -105,6 +105,11 @@ export class KubeClient {
     );
   }
 
+  /** A claim read live from the API server (not a cache): the evidence before a hold is released as an orphan. */
+  async getClaim(namespace: string, name: string): Promise<LockClaim> {
+    return (await this.custom.getNamespacedCustomObject({ group: GROUP, version: VERSION, plural: CLAIM_PLURAL, namespace, name }, timeout)) as LockClaim;
+  }
+
   async createClaim(claim: LockClaim): Promise<LockClaim> {
     return (await this.custom.createNamespacedCustomObject({
       group: GROUP, version: VERSION, plural: CLAIM_PLURAL, namespace: claim.metadata.namespace, body: claim,

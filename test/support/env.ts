@@ -69,10 +69,12 @@ export async function eventually<T>(
   what: string,
   check: () => Promise<T | undefined> | T | undefined,
   timeoutMs = 30_000,
+  /** The longest pause between checks (they start at 20 ms and double). */
+  maxPollMs = 250,
 ): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
-  for (let delay = 20; ; delay = Math.min(delay * 2, 250)) {
+  for (let delay = 20; ; delay = Math.min(delay * 2, maxPollMs)) {
     try {
       const value = await check();
       if (value !== undefined) return value;

@@ -163,6 +163,8 @@ export interface ClaimObservation {
   phase?: string;
   fencingToken?: string;
   deleted: boolean;
+  /** When the watch delivered it (Date.now()): never earlier than the write itself. */
+  at: number;
 }
 
 /**
@@ -188,7 +190,7 @@ export class ClaimHistory {
       this.abort = await new k8s.Watch(this.kc).watch(path, { resourceVersion, allowWatchBookmarks: true }, (phase, obj: LockClaim) => {
         resourceVersion = obj.metadata?.resourceVersion ?? resourceVersion;
         if (phase !== "ADDED" && phase !== "MODIFIED" && phase !== "DELETED") return;
-        this.events.push({ name: obj.metadata.name, phase: obj.status?.phase, fencingToken: obj.status?.fencingToken, deleted: phase === "DELETED" });
+        this.events.push({ name: obj.metadata.name, phase: obj.status?.phase, fencingToken: obj.status?.fencingToken, deleted: phase === "DELETED", at: Date.now() });
       }, () => void setTimeout(() => void watch().catch(() => undefined), 50));
     };
     await watch();

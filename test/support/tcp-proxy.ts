@@ -1,7 +1,11 @@
 /**
- * A loopback TCP proxy in front of a server: clients that connect through it lose the server when it
- * stops (it refuses connections and cuts open ones, watches included), which is a partition or an
- * outage as the client sees it; `start()` again brings it back on the same port.
+ * A loopback TCP proxy in front of a server, for outages and partitions as a client sees them:
+ * - `stop()`: it refuses connections and cuts open ones (watches included), an outage; `start()` again
+ *   brings it back on the same port;
+ * - `partition()`: it stops relaying bytes in both directions while every connection stays open, and
+ *   accepts new ones that get no answer either: a network partition or a half-open connection, where
+ *   nothing fails fast and only timeouts notice; `heal()` relays again, the held-back bytes included (TCP
+ *   delays, it does not drop).
  */
 import { connect, createServer, type Server, type Socket } from "node:net";
 
@@ -9,12 +13,17 @@ export class TcpProxy {
   private server?: Server;
   private readonly sockets = new Set<Socket>();
   private port = 0;
+  private partitioned = false;
 
   constructor(private readonly host: string, private readonly targetPort: number) {}
 
   /** 127.0.0.1:PORT, once started. */
   get address(): string {
     return `127.0.0.1:${this.port}`;
+  }
+
+  get isPartitioned(): boolean {
+    return this.partitioned;
   }
 
   async start(): Promise<void> {
@@ -27,8 +36,10 @@ export class TcpProxy {
           client.destroy();
           upstream.destroy();
         });
+        if (this.partitioned) socket.pause();
       }
-      client.pipe(upstream).pipe(client);
+      this.relay(client, upstream);
+      this.relay(upstream, client);
     });
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
@@ -38,10 +49,32 @@ export class TcpProxy {
     this.server = server;
   }
 
+  /** Stops relaying: connections stay open, bytes wait (see the class comment). */
+  partition(): void {
+    this.partitioned = true;
+    for (const socket of this.sockets) socket.pause();
+  }
+
+  heal(): void {
+    this.partitioned = false;
+    for (const socket of this.sockets) socket.resume();
+  }
+
   async stop(): Promise<void> {
     const server = this.server;
     this.server = undefined;
+    this.partitioned = false;
     for (const socket of this.sockets) socket.destroy();
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+
+  /** Forwards `from` to `to` with backpressure; a partition pauses `from`, and a drain never resumes it meanwhile. */
+  private relay(from: Socket, to: Socket): void {
+    from.on("data", (chunk) => {
+      if (to.write(chunk)) return;
+      from.pause();
+      to.once("drain", () => this.partitioned || from.resume());
+    });
+    from.on("end", () => to.end());
   }
 }

@@ -49,7 +49,7 @@ const cases: Case[] = [
     name: "a holder that must end releases, and the next can be granted in the same pass",
     input: { claims: [claim("h", { phase: "Granted", end: { reason: ClaimReason.HolderTerminated, message: "pod ended" } }), claim("w")], holds: [hold("h")] },
     want: {
-      endings: [{ id: "h", phase: "Released", reason: ClaimReason.HolderTerminated, message: "pod ended" }],
+      endings: [{ id: "h", phase: "Released", reason: ClaimReason.HolderTerminated, message: "pod ended", release: true }],
       keep: [], queue: ["w"], grantable: 1,
     },
   },
@@ -61,12 +61,30 @@ const cases: Case[] = [
   {
     name: "a waiting claim past its wait timeout ends Expired and is not queued",
     input: { claims: [claim("w", { end: { reason: ClaimReason.WaitTimeout, message: "too long" } })], holds: [hold("other-claim-gone")] },
-    want: { endings: [{ id: "w", phase: "Expired", reason: ClaimReason.WaitTimeout, message: "too long" }], orphans: ["other-claim-gone"], queue: [], grantable: 0 },
+    want: { endings: [{ id: "w", phase: "Expired", reason: ClaimReason.WaitTimeout, message: "too long", release: true }], orphans: ["other-claim-gone"], queue: [], grantable: 0 },
   },
   {
     name: "terminal claims never hold again; a hold left behind is released",
     input: { claims: [claim("done", { phase: "Released" }), claim("w")], holds: [hold("done")] },
     want: { orphans: ["done"], keep: [], queue: ["w"], grantable: 1 },
+  },
+  {
+    name: "lock-delay: a heartbeat that expired leaves its hold to lapse, taking its slot meanwhile",
+    input: { claims: [claim("h", { phase: "Granted", end: { reason: ClaimReason.LeaseExpired, message: "no heartbeat" } }), claim("w")], holds: [hold("h")] },
+    want: {
+      endings: [{ id: "h", phase: "Expired", reason: ClaimReason.LeaseExpired, message: "no heartbeat", release: false }],
+      lapsing: ["h"], orphans: [], keep: [], queue: ["w"], grantable: 0,
+    },
+  },
+  {
+    name: "a hold whose validity deadline passed without a confirmed renewal is Lost and lapses",
+    input: { claims: [claim("h", { phase: "Granted", validityPassed: true }), claim("w")], holds: [hold("h")] },
+    want: { lapsing: ["h"], keep: [], queue: ["w"], grantable: 0 },
+  },
+  {
+    name: "a Lost claim's hold still in the backend keeps lapsing; a Released one's goes at once",
+    input: { maxHolders: 3, claims: [claim("lost", { phase: "Lost", lapses: true }), claim("done", { phase: "Released" }), claim("w")], holds: [hold("lost"), hold("done")] },
+    want: { lapsing: ["lost"], orphans: ["done"], queue: ["w"], grantable: 1 },
   },
   {
     name: "a blocked claim (missing pod) is not queued",

@@ -2,7 +2,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { Hold, LockBackend } from "../../src/backends/backend";
-import { HoldRenewer, type TrackedHold } from "../../src/controllers/hold-renewer";
+import { HoldRenewer, retryCapMs, validityMarginMs, type TrackedHold } from "../../src/controllers/hold-renewer";
 import { FakeClock } from "../../src/runtime/clock";
 
 const flush = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
@@ -24,9 +24,7 @@ function scriptedBackend(clock: FakeClock, answer: () => "renew" | "gone" | Erro
   return { backend, calls };
 }
 
-const hold = (backend: LockBackend, renewTime: number, leaseSeconds = 3): TrackedHold => ({
-  lockKey: "ns/lock", backend, backendKey: "ns/key", holderId: "uid-1", leaseSeconds, renewTime: new Date(renewTime).toISOString(),
-});
+const hold = (backend: LockBackend, leaseSeconds = 3): TrackedHold => ({ lockKey: "ns/lock", backend, backendKey: "ns/key", holderId: "uid-1", leaseSeconds });
 
 async function advance(clock: FakeClock, ms: number): Promise<void> {
   for (let t = 0; t < ms; t += 100) {
@@ -40,7 +38,7 @@ test("renews every third of the lease from the last renewal, and stops when untr
   const { backend, calls } = scriptedBackend(clock, () => "renew");
   const queued: string[] = [];
   const renewer = new HoldRenewer({ clock, enqueueLock: (k) => queued.push(k) });
-  renewer.track(hold(backend, clock.now()));
+  renewer.track(hold(backend), clock.now());
   await advance(clock, 3500);
   assert.deepEqual(calls.map((t) => t - 1_000_000), [1000, 2000, 3000]);
   renewer.untrack("uid-1");
@@ -54,14 +52,16 @@ test("a hold found gone is untracked and its lock queued; a failure retries soon
   let answer: "renew" | "gone" | Error = new Error("backend down");
   const { backend, calls } = scriptedBackend(clock, () => answer);
   const queued: string[] = [];
-  const renewer = new HoldRenewer({ clock, enqueueLock: (k) => queued.push(k) });
-  renewer.track(hold(backend, 0));
+  const renewer = new HoldRenewer({ clock, enqueueLock: (k) => queued.push(k), random: () => 0.99 });
+  renewer.track(hold(backend), 0);
   await advance(clock, 1000);
   assert.equal(calls.length, 1);
   assert.deepEqual(queued, ["ns/lock"], "a failed renewal queues the lock (its conditions say why)");
   await advance(clock, 300);
   assert.equal(calls.length, 2, "retried within 250 ms");
   answer = "gone";
+  await advance(clock, 300);
+  assert.equal(calls.length, 2, "the second retry waits twice as long");
   await advance(clock, 300);
   assert.deepEqual(renewer.tracked(), [], "a hold found gone is no longer renewed");
   assert.equal(queued.length, 3);
@@ -77,7 +77,7 @@ test("a renewal skipped for want of leadership is retried later without queueing
   const { backend, calls } = scriptedBackend(clock, () => (leading ? "renew" : new NotLeading("not leading")));
   const queued: string[] = [];
   const renewer = new HoldRenewer({ clock, enqueueLock: (k) => queued.push(k), isPause: (err) => err instanceof NotLeading });
-  renewer.track(hold(backend, 0));
+  renewer.track(hold(backend), 0);
   await advance(clock, 1500);
   assert.equal(calls.length, 1);
   assert.deepEqual(queued, []);
@@ -87,14 +87,56 @@ test("a renewal skipped for want of leadership is retried later without queueing
   assert.deepEqual(renewer.tracked(), ["uid-1"]);
 });
 
-test("tracking a hold again replaces its schedule (one renewal, from the newest renewTime)", async () => {
+test("tracking a hold again replaces its schedule (one renewal, from the newest confirmation)", async () => {
   const clock = new FakeClock(0);
   const { backend, calls } = scriptedBackend(clock, () => "renew");
   const renewer = new HoldRenewer({ clock, enqueueLock: () => undefined });
-  renewer.track(hold(backend, 0));
+  renewer.track(hold(backend), 0);
   clock.advance(500);
-  renewer.track(hold(backend, 500)); // renewed elsewhere at 500: next due at 1500, not 1000
+  renewer.track(hold(backend), 500); // renewed by the reconciler at 500: next due at 1500, not 1000
+  renewer.track(hold(backend)); // seen again without a confirmation (a cache event): the schedule stays
   await advance(clock, 1200);
   assert.deepEqual(calls, [1500]);
   renewer.stopAll();
+});
+
+test("validity: last confirmed renewal START + lease − margin; the lock is queued at the deadline while renewals fail", async () => {
+  const clock = new FakeClock(0);
+  let answer: "renew" | Error = "renew";
+  const { backend } = scriptedBackend(clock, () => answer);
+  const queued: number[] = [];
+  const renewer = new HoldRenewer({ clock, enqueueLock: () => queued.push(clock.now()), random: () => 0.5 });
+  renewer.track(hold(backend, 3), 0);
+  assert.equal(renewer.validUntil("uid-1"), 3000 - validityMarginMs(3));
+  await advance(clock, 1000); // renewal started at 1000 succeeds
+  assert.equal(renewer.validUntil("uid-1"), 4000 - 1000);
+  answer = new Error("partitioned");
+  queued.length = 0;
+  await advance(clock, 4000);
+  assert.equal(renewer.validUntil("uid-1"), 3000, "failed renewals never move the deadline");
+  assert.ok(queued.includes(3001), `queued at the deadline: ${queued.join(",")}`);
+});
+
+test("never confirmed here (a restart): no validity until the first renewal succeeds, which comes within the spread", async () => {
+  const clock = new FakeClock(0);
+  const { backend, calls } = scriptedBackend(clock, () => "renew");
+  const renewer = new HoldRenewer({ clock, enqueueLock: () => undefined });
+  renewer.track(hold(backend, 30), undefined, 2000);
+  assert.equal(renewer.validUntil("uid-1"), undefined);
+  await advance(clock, 2000);
+  assert.deepEqual(calls, [2000]);
+  assert.equal(renewer.validUntil("uid-1"), 2000 + 30_000 - 3000);
+});
+
+test("retries back off exponentially with jitter, bounded by a sixth of the lease (at most 5 s)", async () => {
+  const clock = new FakeClock(0);
+  const { backend, calls } = scriptedBackend(clock, () => new Error("down"));
+  const renewer = new HoldRenewer({ clock, enqueueLock: () => undefined, random: () => 0.99 });
+  renewer.track(hold(backend, 60), 0);
+  await advance(clock, 80_000);
+  const gaps = calls.slice(1).map((t, i) => t - calls[i]);
+  assert.ok(gaps.length >= 8, `kept trying: ${gaps.length}`);
+  for (let i = 1; i < 4; i++) assert.ok(gaps[i] >= gaps[i - 1] * 1.5, `grows: ${gaps.join(",")}`);
+  assert.ok(gaps.every((g) => g <= retryCapMs(60) + 100), `bounded: ${gaps.join(",")}`);
+  assert.ok(gaps.at(-1)! >= retryCapMs(60) * 0.9, `reaches the cap: ${gaps.join(",")}`);
 });
