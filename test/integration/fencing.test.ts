@@ -1,0 +1,84 @@
+/**
+ * Fencing tokens never repeat or go backwards for a lock, even when the backend loses what it knew: the
+ * operator keeps a high-water mark in the lock's status (`highestFencingToken`) and never hands out a token at
+ * or below it. A backend that keeps a counter raises it to the mark (Redis restarted empty, a Kubernetes counter
+ * Lease deleted); a backend whose token is its server's revision (etcd) cannot, so nothing is granted and the
+ * lock says why.
+ */
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import * as k8s from "@kubernetes/client-node";
+import Redis from "ioredis";
+import { GROUP, LOCK_PLURAL, VERSION } from "../../src/api/types";
+import { eventually, kubeConfig, testEnv } from "../support/env";
+import { useOperatorNamespace } from "../support/operator";
+
+const ns = useOperatorNamespace("fencing", {
+  config: `defaultBackend: kubernetes
+backends:
+  - {name: redis, type: redis, redis: {url: "${testEnv.redisUrl}", keyPrefix: fencing-test}}
+  - {name: etcd, type: etcd, etcd: {endpoints: ["${testEnv.etcdEndpoint}"], prefix: /fencing-test}}
+`,
+});
+let redis: Redis;
+
+before(() => {
+  redis = new Redis(testEnv.redisUrl);
+});
+after(() => redis?.disconnect());
+
+/** Grants `claim` on `lock`, then deletes it and waits until the lock records its token as the high-water mark. */
+async function grantAndRelease(lock: string, claim: string): Promise<bigint> {
+  await ns.api.createClaim(claim, { lockName: lock });
+  const token = (await ns.api.waitForPhase(claim, "Granted")).status!.fencingToken!;
+  await ns.api.deleteClaim(claim);
+  await eventually(`claim ${claim} gone`, async () => ((await ns.api.getClaim(claim)) ? undefined : true));
+  const recorded = await ns.api.waitForLock(lock, `records token ${token}`, (l) => l.status?.highestFencingToken === token);
+  assert.equal(recorded.status?.holders?.length ?? 0, 0);
+  return BigInt(token);
+}
+
+test("Redis restarted empty: the next grant's token is still above every earlier one", async () => {
+  await ns.api.createLock("flushed", { backend: "redis" });
+  const before = await grantAndRelease("flushed", "a");
+  const keys = await redis.keys(`fencing-test:{${ns.namespace}/flushed}:*`);
+  assert.ok(keys.some((k) => k.endsWith(":fencing")), `the counter exists: ${keys.join(", ")}`);
+  await redis.del(...keys); // what a restart without persistence, or a failover to a lagging replica, leaves
+  await ns.api.createClaim("b", { lockName: "flushed" });
+  const after = BigInt((await ns.api.waitForPhase("b", "Granted")).status!.fencingToken!);
+  assert.ok(after > before, `token ${after} after the data loss, ${before} before`);
+});
+
+test("Kubernetes backend: a deleted counter Lease cannot make tokens repeat", async () => {
+  await ns.api.createLock("recount", {});
+  const before = await grantAndRelease("recount", "c");
+  const leases = kubeConfig().makeApiClient(k8s.CoordinationV1Api);
+  const all = await leases.listNamespacedLease({ namespace: ns.namespace });
+  const counters = all.items.filter((l) => l.metadata?.name?.includes("recount") && l.metadata.name.endsWith("-fencing"));
+  assert.equal(counters.length, 1, `one counter Lease: ${all.items.map((l) => l.metadata?.name).join(", ")}`);
+  for (const l of all.items.filter((x) => x.metadata?.name?.includes("recount"))) {
+    await leases.deleteNamespacedLease({ name: l.metadata!.name!, namespace: ns.namespace });
+  }
+  await ns.api.createClaim("d", { lockName: "recount" });
+  const after = BigInt((await ns.api.waitForPhase("d", "Granted")).status!.fencingToken!);
+  assert.ok(after > before, `token ${after} after the counter was deleted, ${before} before`);
+});
+
+test("etcd tokens are revisions: below the high-water mark nothing is granted, and the lock says why", async () => {
+  await ns.api.createLock("revision", { backend: "etcd" });
+  const first = await grantAndRelease("revision", "e");
+  // As if etcd had lost its data: the mark is far above any revision it will issue soon.
+  const mark = (first + 1_000_000_000n).toString();
+  const custom = kubeConfig().makeApiClient(k8s.CustomObjectsApi);
+  await custom.patchNamespacedCustomObjectStatus(
+    { group: GROUP, version: VERSION, plural: LOCK_PLURAL, namespace: ns.namespace, name: "revision", body: { status: { highestFencingToken: mark } } },
+    k8s.setHeaderOptions("Content-Type", k8s.PatchStrategy.MergePatch),
+  );
+  await ns.api.createClaim("f", { lockName: "revision" });
+  const lock = await ns.api.waitForLock("revision", "Ready=False FencingTokenRegressed",
+    (l) => l.status?.conditions?.some((c) => c.type === "Ready" && c.reason === "FencingTokenRegressed") ?? false);
+  assert.match(lock.status!.conditions!.find((c) => c.type === "Ready")!.message, new RegExp(`not above the highest this lock handed out \\(${mark}\\)`));
+  const f = await ns.api.getClaim("f");
+  assert.equal(f?.status?.phase, "Pending", "never Granted with a token at or below the mark");
+  assert.equal(lock.status?.highestFencingToken, mark, "the mark never goes down");
+});
