@@ -91,7 +91,7 @@ test("the operator runs the core flow as the deploy ServiceAccount, and not with
       (err: Error) => err.message,
     );
     assert.match(denied, /forbidden/i);
-    assert.match(denied, /HTTP 403: .*system:serviceaccount:kubelock-system:kubelock-operator.*cannot list resource/);
+    assert.match(denied, /HTTP 403: .*system:serviceaccount:kubelock-system:kubelock-operator.*cannot (list|get) resource/);
   } finally {
     await kubectl(["apply", "--server-side", "--force-conflicts", "-k", join(repoRoot, "deploy")]);
   }
