@@ -40,6 +40,8 @@ test("default config on both clusters: one holder across both, for several lease
   }
   const phases = () => Promise.all(clusters.map(async (c) => (await c.api.getClaim("run"))?.status?.phase));
   await eventually("one cluster granted", async () => ((await phases()).includes("Granted") ? true : undefined));
+  const first = (await phases()).indexOf("Granted");
+  const token = (await clusters[first].api.getClaim("run"))?.status?.fencingToken;
   const start = Date.now();
   let checks = 0;
   while (Date.now() - start < 4 * LEASE_SECONDS * 1000) {
@@ -48,8 +50,9 @@ test("default config on both clusters: one holder across both, for several lease
     checks++;
   }
   assert.ok(checks > 10, `checked ${checks} times`);
-  const holderIndex = (await phases()).indexOf("Granted");
-  const [holder, other] = holderIndex === 0 ? clusters : [clusters[1], clusters[0]];
+  assert.deepEqual(await phases(), first === 0 ? ["Granted", "Pending"] : ["Pending", "Granted"], "the first holder kept its grant");
+  const [holder, other] = first === 0 ? clusters : [clusters[1], clusters[0]];
+  assert.equal((await holder.api.getClaim("run"))?.status?.fencingToken, token, "with the same token");
   const shown = await other.api.waitForLock("once", "shows the other cluster's holder", (l) => l.status?.holders?.length === 1);
   assert.equal(shown.status!.holders![0].cluster, `cluster-${holder.uid}`);
   await holder.api.deleteClaim("run");
