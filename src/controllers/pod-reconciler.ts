@@ -1,10 +1,13 @@
 /**
  * Reconciles pods annotated `kubelock.io/lock: <lockName>`: creates the LockClaim named after the pod,
  * owned by it (garbage-collected with it), and removes the `kubelock.io/lock` scheduling gate once
- * that claim is granted.
+ * that claim is granted to this very pod: the UID the claim records (claimPodUid) must be the pod's.
+ * A pod recreated under the same name while an earlier pod's claim still holds stays gated; the lock
+ * reconciler ends that claim, and the pod gets a claim of its own once the old one is gone.
  */
 import type * as k8s from "@kubernetes/client-node";
 import { API_VERSION, LOCK_ANNOTATION, PRIORITY_ANNOTATION, SCHEDULING_GATE, type LockClaim } from "../api/types";
+import { claimPodUid } from "../grant/claim-facts";
 import { statusCode } from "../kube/client";
 import type { ReconcileResult } from "../runtime/workqueue";
 import type { OperatorContext } from "./context";
@@ -30,7 +33,8 @@ export class PodReconciler {
       this.warn(pod, "ClaimNameTaken", `LockClaim ${name} exists but is not this pod's (spec.podName=${claim.spec.podName ?? "unset"}); delete it or rename the pod`);
       return;
     }
-    if (claim.status?.phase === "Granted" && pod.spec?.schedulingGates?.some((g) => g.name === SCHEDULING_GATE)) {
+    const gated = pod.spec?.schedulingGates?.some((g) => g.name === SCHEDULING_GATE);
+    if (claim.status?.phase === "Granted" && gated && claimPodUid(claim) === pod.metadata?.uid) {
       await this.ctx.client.removeSchedulingGate(pod, SCHEDULING_GATE);
       this.ctx.events.record(podTarget(pod), "Normal", "Ungated", `lock ${lockName} granted; scheduling gate ${SCHEDULING_GATE} removed`);
     }

@@ -116,7 +116,11 @@ export class KubeClient {
     }, timeout)) as LockClaim;
   }
 
-  /** Removes one scheduling gate from a pod (a JSON patch guarded by a test of the gate's position). */
+  /**
+   * Removes one scheduling gate from `pod`: a JSON patch guarded by tests of the pod's UID (a pod
+   * recreated under the same name meanwhile is left alone: the API server refuses the patch, and the pod is
+   * reconciled again from a fresh cache) and of the gate's position.
+   */
   async removeSchedulingGate(pod: k8s.V1Pod, gate: string): Promise<void> {
     const index = pod.spec?.schedulingGates?.findIndex((g) => g.name === gate) ?? -1;
     if (index < 0) return;
@@ -124,6 +128,7 @@ export class KubeClient {
       {
         name: pod.metadata!.name!, namespace: pod.metadata!.namespace!,
         body: [
+          { op: "test", path: "/metadata/uid", value: pod.metadata!.uid },
           { op: "test", path: `/spec/schedulingGates/${index}/name`, value: gate },
           { op: "remove", path: `/spec/schedulingGates/${index}` },
         ],

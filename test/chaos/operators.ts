@@ -31,6 +31,7 @@ export function cliCommand(): { args: string[]; compiled: boolean } {
 }
 
 export interface FleetOptions {
+  /** What the replicas authenticate with (the runner passes the deploy/ ServiceAccount's). */
   kubeconfig: string;
   kc: k8s.KubeConfig;
   namespace: string;

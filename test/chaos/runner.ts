@@ -31,7 +31,10 @@ export const ALL_BACKENDS: readonly BackendName[] = ["kubernetes", "redis", "etc
 
 /** Where the run's servers are, and how to reach the fault control endpoint. */
 export interface ChaosTargets {
+  /** The cluster's admin (the run's own clients). */
   kubeconfig: string;
+  /** What operator replicas authenticate with: the deploy/ ServiceAccount's token (see test/env/operator-identity.ts). */
+  operatorKubeconfig: string;
   /** The environment's control endpoint (KUBELOCK_TEST_CONTROL). */
   control: string;
   redisUrl?: string;
@@ -56,7 +59,8 @@ export async function startChaosEnvironment(log: (line: string) => void): Promis
   const v = env.variables;
   return {
     targets: {
-      kubeconfig: v.KUBECONFIG, control: v.KUBELOCK_TEST_CONTROL, redisUrl: v.KUBELOCK_TEST_REDIS_URL, etcdEndpoint: v.KUBELOCK_TEST_ETCD_ENDPOINT,
+      kubeconfig: v.KUBECONFIG, operatorKubeconfig: v.KUBELOCK_TEST_OPERATOR_KUBECONFIG,
+      control: v.KUBELOCK_TEST_CONTROL, redisUrl: v.KUBELOCK_TEST_REDIS_URL, etcdEndpoint: v.KUBELOCK_TEST_ETCD_ENDPOINT,
       zookeeperConnect: v.KUBELOCK_TEST_ZOOKEEPER_CONNECT, apiServerRestart: process.env.USE_EXISTING_CLUSTER !== "true", redisPersistent: true,
       clusters: env.members,
     },
@@ -180,7 +184,7 @@ export async function runChaos(o: ChaosOptions, registerCleanup: (cleanup: () =>
   });
 
   const fleet = new OperatorFleet({
-    kubeconfig: o.targets.kubeconfig, kc, namespace, configFile, logDir, leaseName: "kubelock-chaos", replicas: 2,
+    kubeconfig: o.targets.operatorKubeconfig, kc, namespace, configFile, logDir, leaseName: "kubelock-chaos", replicas: 2,
     leaderElection: { lease: `${LEADER_LEASE_MS}ms`, renewDeadline: "4s", retryPeriod: "1s" }, maxStarts: 500, log,
   });
   registerCleanup(() => fleet.stop());

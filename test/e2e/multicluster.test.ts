@@ -24,11 +24,16 @@ backends:
 const clusters: { name: string; kubeconfig: string; api: Api; operator?: OperatorProcess }[] = [];
 
 before(async () => {
-  for (const [name, kubeconfig] of [["east", testEnv.kubeconfig], ["west", testEnv.secondKubeconfig]]) {
+  // Each cluster's operator runs as that cluster's deploy/ ServiceAccount.
+  for (const [name, kubeconfig, operatorKubeconfig] of [
+    ["east", testEnv.kubeconfig, testEnv.operatorKubeconfig],
+    ["west", testEnv.secondKubeconfig, testEnv.secondOperatorKubeconfig],
+  ]) {
     const kc = kubeConfig(kubeconfig);
     await kc.makeApiClient(k8s.CoreV1Api).createNamespace({ body: { metadata: { name: namespace } } });
     const api = new Api(namespace, kc);
-    clusters.push({ name, kubeconfig, api, operator: await startOperator({ namespace, kubeconfig, config: config(name) }) });
+    const operator = await startOperator({ namespace, kubeconfig: operatorKubeconfig, config: config(name) });
+    clusters.push({ name, kubeconfig, api, operator });
   }
 });
 

@@ -5,10 +5,12 @@
  * test/support/env.ts); a loopback control endpoint lets tests stop and start backend servers (and
  * single members of clustered ones).
  */
-import { existsSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:http";
+import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { controlPlaneBinaries, startControlPlane, type ControlPlane } from "./controlplane";
+import { writeOperatorKubeconfig } from "./operator-identity";
 import { runCommand } from "./process";
 import { EtcdService, hasMembers, RedisService, ZooKeeperService, type Service } from "./services";
 
@@ -35,7 +37,10 @@ export interface EnvironmentOptions {
 }
 
 export interface Environment {
-  /** Variables for child processes: KUBECONFIG, KUBELOCK_TEST_*. */
+  /**
+   * Variables for child processes: KUBECONFIG (admin), KUBELOCK_TEST_OPERATOR_KUBECONFIG (the operator's
+   * ServiceAccount, see operator-identity.ts), KUBELOCK_TEST_*.
+   */
   variables: Record<string, string>;
   kubectl: string;
   binDir?: string;
@@ -82,6 +87,15 @@ export async function startEnvironment(options: EnvironmentOptions = {}): Promis
     if (kubeconfigs[1]) variables.KUBELOCK_TEST_KUBECONFIG_2 = kubeconfigs[1];
     for (const kubeconfig of kubeconfigs) await installCrds(kubectl, kubeconfig);
     log("environment: CRDs installed and established");
+    // Operators under test authenticate as the shipped ServiceAccount of their cluster, never as admin.
+    const identities = mkdtempSync(join(tmpdir(), "kubelock-operator-identity-"));
+    cleanups.push(async () => rmSync(identities, { recursive: true, force: true }));
+    for (const [i, kubeconfig] of kubeconfigs.entries()) {
+      const file = join(identities, `cluster${i + 1}.kubeconfig`);
+      await writeOperatorKubeconfig(kubectl, kubeconfig, file);
+      variables[i === 0 ? "KUBELOCK_TEST_OPERATOR_KUBECONFIG" : "KUBELOCK_TEST_OPERATOR_KUBECONFIG_2"] = file;
+    }
+    log("environment: deploy/rbac.yaml applied; operators run with its ServiceAccount's token");
 
     const services = new Map<ServiceName, Service>();
     const members: Partial<Record<ServiceName, number>> = {};

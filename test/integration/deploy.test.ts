@@ -1,37 +1,26 @@
 /**
  * deploy/ on the real API server: `kubectl apply -k deploy/` succeeds, and the operator runs with
- * exactly the deploy ServiceAccount's permissions (its token, not admin) through the core flow.
+ * exactly the deploy ServiceAccount's permissions (its token, not admin) through the core flow. (Every
+ * test runs the operator so; rbac.test.ts shows holds kept with it on every backend.)
  */
 import assert from "node:assert/strict";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { after, before, test } from "node:test";
-import { createNamespace, kubeConfig, kubectl } from "../support/env";
+import { tokenKubeconfig } from "../env/operator-identity";
+import { createNamespace, kubectl, testEnv } from "../support/env";
 import { Api, startOperator, type OperatorProcess } from "../support/operator";
 
 const repoRoot = resolve(__dirname, "..", "..");
 let operator: OperatorProcess | undefined;
 
-/** A kubeconfig that authenticates with a ServiceAccount's token (TokenRequest), nothing else. */
-export async function serviceAccountKubeconfig(namespace: string, serviceAccount: string): Promise<string> {
+/** A kubeconfig that authenticates with a token (TokenRequest) of `serviceAccount` in `namespace`, nothing else. */
+async function serviceAccountKubeconfig(namespace: string, serviceAccount: string): Promise<string> {
   const token = await kubectl(["create", "token", serviceAccount, "-n", namespace, "--duration=1h"]);
   assert.equal(token.code, 0, token.stderr);
-  const cluster = kubeConfig().getCurrentCluster()!;
   const file = join(mkdtempSync(join(tmpdir(), "kubelock-sa-")), "kubeconfig");
-  writeFileSync(file, `apiVersion: v1
-kind: Config
-clusters:
-- name: test
-  cluster: { server: "${cluster.server}", certificate-authority: "${cluster.caFile}" }
-users:
-- name: ${serviceAccount}
-  user: { token: "${token.stdout.trim()}" }
-contexts:
-- name: sa
-  context: { cluster: test, user: ${serviceAccount}, namespace: ${namespace} }
-current-context: sa
-`);
+  writeFileSync(file, tokenKubeconfig(testEnv.kubeconfig, serviceAccount, token.stdout.trim()));
   return file;
 }
 
@@ -68,10 +57,14 @@ test("the operator ClusterRole has no wildcards", async () => {
 });
 
 test("the operator runs the core flow as the deploy ServiceAccount, and not without its binding", async () => {
+  // startOperator's default identity (every test's): the shipped ServiceAccount, not admin.
+  const whoami = await kubectl(["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"], { kubeconfig: testEnv.operatorKubeconfig });
+  assert.equal(whoami.code, 0, whoami.stderr);
+  assert.equal(whoami.stdout, "system:serviceaccount:kubelock-system:kubelock-operator");
+
   const namespace = await createNamespace("rbac");
   const api = new Api(namespace);
-  const asOperator = await serviceAccountKubeconfig("kubelock-system", "kubelock-operator");
-  operator = await startOperator({ namespace, kubeconfig: asOperator });
+  operator = await startOperator({ namespace });
   await api.createLock("guarded");
   await api.createClaim("first", { lockName: "guarded" });
   await api.createClaim("second", { lockName: "guarded" });
@@ -82,17 +75,14 @@ test("the operator runs the core flow as the deploy ServiceAccount, and not with
   await operator.stop();
   operator = undefined;
 
-  // Without the binding, the same ServiceAccount cannot even list locks: start-up says so.
-  const removed = await kubectl(["delete", "clusterrolebinding/kubelock-operator"]);
-  assert.equal(removed.code, 0, removed.stderr);
-  try {
-    const denied = await startOperator({ namespace, kubeconfig: asOperator, syncTimeoutMs: 20_000 }).then(
-      (op) => op.stop().then(() => "started"),
-      (err: Error) => err.message,
-    );
-    assert.match(denied, /forbidden/i);
-    assert.match(denied, /HTTP 403: .*system:serviceaccount:kubelock-system:kubelock-operator.*cannot (list|get) resource/);
-  } finally {
-    await kubectl(["apply", "--server-side", "--force-conflicts", "-k", join(repoRoot, "deploy")]);
-  }
+  // A ServiceAccount without the binding cannot even start (its first refused request may be the cluster
+  // identity read or a list). Its own account, not the shipped binding removed: other tests' operators use that.
+  const created = await kubectl(["create", "serviceaccount", "unbound", "-n", namespace]);
+  assert.equal(created.code, 0, created.stderr);
+  const unbound = await serviceAccountKubeconfig(namespace, "unbound");
+  const denied = await startOperator({ namespace, kubeconfig: unbound, syncTimeoutMs: 20_000 }).then(
+    (op) => op.stop().then(() => "started"),
+    (err: Error) => err.message,
+  );
+  assert.match(denied, new RegExp(`HTTP 403: .*system:serviceaccount:${namespace}:unbound.*cannot (list|get) resource`));
 });

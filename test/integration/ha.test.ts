@@ -177,7 +177,7 @@ test("a leader paused past its renew deadline finds out when it resumes, stops i
 test("invalid leader election settings stop start-up with a clear message and exit code 2", async () => {
   const cli = join(resolve(__dirname, "..", ".."), "src/cli/main.ts");
   const result = await run(process.execPath, [
-    "--import", "tsx", cli, "operator", "--kubeconfig", testEnv.kubeconfig, "--leader-elect",
+    "--import", "tsx", cli, "operator", "--kubeconfig", testEnv.operatorKubeconfig, "--leader-elect",
     "--leader-elect-lease-duration", "4s", "--leader-elect-renew-deadline", "5s", "--leader-elect-retry-period", "500ms",
   ]);
   assert.equal(result.code, 2, result.stderr);

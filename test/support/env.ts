@@ -15,9 +15,14 @@ function required(name: string): string {
 
 /** Addresses of the environment's parts, read lazily so unit tests need none of them. */
 export const testEnv = {
+  /** The cluster's admin: what tests themselves use. */
   get kubeconfig(): string { return required("KUBECONFIG"); },
+  /** The operator's own identity: a token of the deploy/ ServiceAccount, with exactly the shipped RBAC. */
+  get operatorKubeconfig(): string { return required("KUBELOCK_TEST_OPERATOR_KUBECONFIG"); },
   /** A second, independent API server (multi-cluster tests), when the run started one. */
   get secondKubeconfig(): string { return required("KUBELOCK_TEST_KUBECONFIG_2"); },
+  /** The operator's identity on the second API server. */
+  get secondOperatorKubeconfig(): string { return required("KUBELOCK_TEST_OPERATOR_KUBECONFIG_2"); },
   get kubectl(): string { return process.env.KUBELOCK_TEST_KUBECTL ?? "kubectl"; },
   /** redis://127.0.0.1:PORT */
   get redisUrl(): string { return required("KUBELOCK_TEST_REDIS_URL"); },

@@ -19,16 +19,29 @@ const cli = join(repoRoot, "src/cli/main.ts");
 
 export interface OperatorProcess {
   readonly output: () => string;
-  /** SIGTERM and wait for exit. */
+  /** SIGTERM and wait for exit; throws if the API server refused the operator a request (see refusals). */
   stop(): Promise<void>;
-  /** SIGKILL: no clean-up at all, as a crash. */
+  /** SIGKILL: no clean-up at all, as a crash; throws as stop() does. */
   kill(): Promise<void>;
+}
+
+/**
+ * Lines of `output` that tell of a request the API server refused (403 Forbidden): with the shipped RBAC
+ * (the default identity) there must be none, whatever the test does.
+ */
+export function refusals(output: string): string[] {
+  return output.split("\n").filter((line) => /\bforbidden\b/i.test(line));
 }
 
 /** Starts `kubelock operator` for one namespace; resolves once it logged that its caches synced. */
 export async function startOperator(options: {
   namespace: string;
   config?: string;
+  /**
+   * What the operator authenticates with. Default: a token of the deploy/ ServiceAccount
+   * (testEnv.operatorKubeconfig), so every test also shows that the shipped RBAC allows all the operator
+   * does. Another only for another cluster (its own operatorKubeconfig) or a test of other credentials.
+   */
   kubeconfig?: string;
   logLevel?: string;
   /** How long to wait for the caches to sync (default 60 s). */
@@ -36,7 +49,8 @@ export async function startOperator(options: {
   /** More flags, after the defaults (a repeated flag's last value wins). */
   extraArgs?: string[];
 }): Promise<OperatorProcess> {
-  const args = ["--import", "tsx", cli, "operator", "--log-level", options.logLevel ?? "info", "--kubeconfig", options.kubeconfig ?? testEnv.kubeconfig, "--watch-namespace", options.namespace];
+  const args = ["--import", "tsx", cli, "operator", "--log-level", options.logLevel ?? "info",
+    "--kubeconfig", options.kubeconfig ?? testEnv.operatorKubeconfig, "--watch-namespace", options.namespace];
   // Free ports, so operators of tests running at once never collide on :8080/:8081 (logged as "serving ...").
   args.push("--metrics-bind-address", "127.0.0.1:0", "--health-probe-bind-address", "127.0.0.1:0", ...(options.extraArgs ?? []));
   if (options.config) {
@@ -62,6 +76,8 @@ export async function startOperator(options: {
   const end = async (signal: NodeJS.Signals) => {
     if (running) child.kill(signal);
     await exited;
+    const refused = refusals(output);
+    if (refused.length > 0) throw new Error(`the API server refused the operator ${refused.length} request(s); the first:\n${refused[0]}`);
   };
   return { output: () => output, stop: () => end("SIGTERM"), kill: () => end("SIGKILL") };
 }
