@@ -9,6 +9,7 @@ import { createWriteStream, existsSync, readdirSync, statSync, type WriteStream 
 import { join, relative, resolve } from "node:path";
 import * as k8s from "@kubernetes/client-node";
 import { tailOf } from "../env/process";
+import { refusals } from "../support/operator";
 import { now, sleep, withTimeout } from "./util";
 
 const repoRoot = resolve(__dirname, "..", "..");
@@ -47,8 +48,13 @@ export interface FleetOptions {
   log: (line: string) => void;
 }
 
+/** How many refused requests (see refusals) a replica keeps for the report: the last ones. */
+const MAX_REFUSALS_KEPT = 5;
+
 export class Replica {
   readonly exited: Promise<number | null>;
+  /** Log lines of requests the API server refused this replica (403), the last MAX_REFUSALS_KEPT. */
+  readonly refused: string[] = [];
   private code: number | null | undefined;
   private paused = false;
   private seen = "";
@@ -62,6 +68,7 @@ export class Replica {
       for (const line of d.toString().split("\n")) {
         if (/"msg":"(operator started|caches synced|acquired the leader lease; leading|leader election lost|exiting: leadership lost)/.test(line)) this.seen += line + "\n";
       }
+      for (const line of refusals(d.toString())) if (this.refused.push(line) > MAX_REFUSALS_KEPT) this.refused.shift();
     };
     child.stdout!.on("data", collect);
     child.stderr!.on("data", collect);

@@ -234,6 +234,9 @@ export async function runChaos(o: ChaosOptions, registerCleanup: (cleanup: () =>
     await fleet.stop();
     await history.stop();
   }
+  // Replicas run as the deploy/ ServiceAccount: a request refused them is a permission deploy/rbac.yaml lacks.
+  const refused = fleet.all.flatMap((r) => r.refused.map((line) => `operator-${r.index}: ${line}`));
+  if (refused.length > 0) leftovers.push({ kind: "api-refused", summary: "the API server refused operator replicas requests", evidence: refused });
 
   const violations = [
     ...check({ locks, registers, events: history.events, records, recoveries: nemesis.recoveries, t0 }),
