@@ -48,13 +48,13 @@ export interface FleetOptions {
   log: (line: string) => void;
 }
 
-/** How many refused requests (see refusals) a replica keeps for the report: the last ones. */
-const MAX_REFUSALS_KEPT = 5;
+/** How many refused requests (see refusals) a replica keeps: the last ones. */
+const MAX_REFUSALS_KEPT = 1000;
 
 export class Replica {
   readonly exited: Promise<number | null>;
-  /** Log lines of requests the API server refused this replica (403), the last MAX_REFUSALS_KEPT. */
-  readonly refused: string[] = [];
+  /** Log lines of requests the API server refused this replica (403), with when they came (now()). */
+  readonly refused: { at: number; line: string }[] = [];
   private code: number | null | undefined;
   private paused = false;
   private seen = "";
@@ -68,7 +68,7 @@ export class Replica {
       for (const line of d.toString().split("\n")) {
         if (/"msg":"(operator started|caches synced|acquired the leader lease; leading|leader election lost|exiting: leadership lost)/.test(line)) this.seen += line + "\n";
       }
-      for (const line of refusals(d.toString())) if (this.refused.push(line) > MAX_REFUSALS_KEPT) this.refused.shift();
+      for (const line of refusals(d.toString())) if (this.refused.push({ at: now(), line: line.slice(0, 600) }) > MAX_REFUSALS_KEPT) this.refused.shift();
     };
     child.stdout!.on("data", collect);
     child.stderr!.on("data", collect);

@@ -234,9 +234,7 @@ export async function runChaos(o: ChaosOptions, registerCleanup: (cleanup: () =>
     await fleet.stop();
     await history.stop();
   }
-  // Replicas run as the deploy/ ServiceAccount: a request refused them is a permission deploy/rbac.yaml lacks.
-  const refused = fleet.all.flatMap((r) => r.refused.map((line) => `operator-${r.index}: ${line}`));
-  if (refused.length > 0) leftovers.push({ kind: "api-refused", summary: "the API server refused operator replicas requests", evidence: refused });
+  leftovers.push(...refusedRequests(fleet, nemesis.faults));
 
   const violations = [
     ...check({ locks, registers, events: history.events, records, recoveries: nemesis.recoveries, t0 }),
@@ -288,6 +286,21 @@ async function awaitReleased(api: Api, locks: string[], deadline: number): Promi
 }
 
 /** The report as text: figures, faults, recovery, and every violation with its evidence. */
+/** How long after a restarted kube-apiserver answered a refusal is still put down to the restart. */
+const RESTART_REFUSALS_MS = 2000;
+
+/**
+ * Replicas run as the deploy/ ServiceAccount: a request refused them (403) is a permission deploy/rbac.yaml
+ * lacks, unless a kube-apiserver was restarting then (it answers before its authorizer has loaded the roles).
+ */
+function refusedRequests(fleet: OperatorFleet, faults: Fault[]): Violation[] {
+  const restarts = faults.filter((f) => f.kind === "restart-apiserver" && !f.skipped);
+  const duringRestart = (at: number) => restarts.some((f) => at >= f.injectedAt && at <= (f.healedAt ?? Infinity) + RESTART_REFUSALS_MS);
+  const refused = fleet.all.flatMap((r) => r.refused.filter((x) => !duringRestart(x.at)).map((x) => `operator-${r.index}: ${x.line}`));
+  if (refused.length === 0) return [];
+  return [{ kind: "api-refused", class: "liveness", summary: `the API server refused operator replicas ${refused.length} request(s)`, evidence: refused.slice(0, 5) }];
+}
+
 export function formatReport(r: ChaosReport): string {
   const kv = (o: Record<string, number>) => Object.entries(o).sort().map(([k, v]) => `${k} ${v}`).join(", ") || "none";
   const lines = [
