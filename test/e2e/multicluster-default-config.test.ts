@@ -20,11 +20,16 @@ const config = () => `backends:
 const clusters: { api: Api; uid: string; operator?: OperatorProcess }[] = [];
 
 before(async () => {
-  for (const kubeconfig of [testEnv.kubeconfig, testEnv.secondKubeconfig]) {
+  // Each cluster's operator runs as that cluster's deploy/ ServiceAccount.
+  for (const [kubeconfig, operatorKubeconfig] of [
+    [testEnv.kubeconfig, testEnv.operatorKubeconfig],
+    [testEnv.secondKubeconfig, testEnv.secondOperatorKubeconfig],
+  ]) {
     const core = kubeConfig(kubeconfig).makeApiClient(k8s.CoreV1Api);
     await core.createNamespace({ body: { metadata: { name: namespace } } });
     const uid = (await core.readNamespace({ name: "kube-system" })).metadata!.uid!;
-    clusters.push({ api: new Api(namespace, kubeConfig(kubeconfig)), uid, operator: await startOperator({ namespace, kubeconfig, config: config() }) });
+    const operator = await startOperator({ namespace, kubeconfig: operatorKubeconfig, config: config() });
+    clusters.push({ api: new Api(namespace, kubeConfig(kubeconfig)), uid, operator });
   }
 });
 
