@@ -8,8 +8,12 @@
  * - `kubelock-<k>-<slot>`, one Lease per slot (0 .. maxHolders-1). `spec.holderIdentity` is the holder's
  *   claim UID; `leaseDurationSeconds`, `acquireTime`, `renewTime` and `leaseTransitions` mean what they
  *   mean on any Lease; annotations carry the fencing token and the HolderInfo. A slot is free when its
- *   Lease is missing, has no holderIdentity, or `renewTime + leaseDurationSeconds` is in the past.
- *   Released slots are deleted, so per-item locks leave no slot Leases behind.
+ *   Lease is missing, has no holderIdentity, or has not changed for `leaseDurationSeconds` as this process
+ *   observed it (its resourceVersion, first seen on this process's own clock: see runtime/observed.ts).
+ *   renewTime is written for people and tools; expiry never compares it, a timestamp from another machine,
+ *   with the local clock. A Lease seen for the first time (after a restart or failover) counts as renewed
+ *   then: expiry is judged late, never early. Released slots are deleted, so per-item locks leave no slot
+ *   Leases behind.
  * - `kubelock-<k>-fencing`, the fencing counter: annotation `kubelock.io/fencing-counter` holds the last
  *   token issued (a decimal string). It is never deleted, so tokens keep increasing across restarts.
  *   (The counter is not named `kubelock-<k>`: that would be slot 1 of key `<k minus "-1">`.)
@@ -40,6 +44,7 @@ import {
 } from "./backend";
 import type { BackendFactory } from "./registry";
 import { NamespaceWatch } from "./kubernetes-watch";
+import { ObservedVersions } from "../runtime/observed";
 
 export const MANAGED_BY_LABEL = "app.kubernetes.io/managed-by";
 export const MANAGED_BY = "kubelock";
@@ -73,7 +78,7 @@ const RELEASE_ATTEMPTS = 8;
 export interface KubernetesLeaseBackendOptions {
   name: string;
   kubeConfig: k8s.KubeConfig;
-  /** Milliseconds since the epoch; decides expiry and stamps acquire and renew times. */
+  /** Milliseconds since the epoch; times observations (expiry) and stamps acquire and renew times. */
   clock?: () => number;
   /** Each API request fails with BackendUnavailableError after this long. Default 10 s. */
   requestTimeoutMs?: number;
@@ -111,6 +116,8 @@ export class KubernetesLeaseBackend implements LockBackend {
   /** requestOptions plus `Content-Type: application/merge-patch+json`. */
   private readonly mergePatchOptions: k8s.ConfigurationOptions<k8s.ObservableMiddleware>;
   private readonly namespaceWatches = new Map<string, NamespaceWatch>();
+  /** When this process first saw each slot Lease's resourceVersion, by key (shared with the watches). */
+  private readonly observed = new ObservedVersions();
   private closed = false;
 
   constructor(options: KubernetesLeaseBackendOptions) {
@@ -181,7 +188,8 @@ export class KubernetesLeaseBackend implements LockBackend {
       // runs beside the reconciler) would bring the deleted slot back. A patch of a missing object is a
       // 404, and the resourceVersion in it makes it conditional (409 when the slot changed).
       const patch = { metadata: { resourceVersion: lease.metadata?.resourceVersion }, spec: { leaseDurationSeconds, renewTime: microTime(now) } };
-      const renewed = await this.conditional(() => this.api.patchNamespacedLease({ name: lease.metadata!.name!, namespace: ref.namespace, body: patch }, this.mergePatchOptions));
+      const sentAt = this.clock();
+      const renewed = this.wrote(await this.conditional(() => this.api.patchNamespacedLease({ name: lease.metadata!.name!, namespace: ref.namespace, body: patch }, this.mergePatchOptions)), sentAt);
       if (renewed) return toHold(renewed);
     }
     throw new BackendUnavailableError(this.name, `too much contention renewing ${key}`);
@@ -232,7 +240,7 @@ export class KubernetesLeaseBackend implements LockBackend {
     if (this.closed) return () => undefined;
     let shared = this.namespaceWatches.get(ref.namespace);
     if (!shared) {
-      const created: NamespaceWatch = new NamespaceWatch(this.kubeConfig, ref.namespace, this.clock, () => {
+      const created: NamespaceWatch = new NamespaceWatch(this.kubeConfig, ref.namespace, this.clock, this.observed, () => {
         if (this.namespaceWatches.get(ref.namespace) === created) this.namespaceWatches.delete(ref.namespace);
       });
       this.namespaceWatches.set(ref.namespace, created);
@@ -254,11 +262,16 @@ export class KubernetesLeaseBackend implements LockBackend {
     return !!lease.spec?.holderIdentity && !this.expired(lease, now);
   }
 
+  /** Unchanged for its leaseDurationSeconds since this process first saw its resourceVersion. */
   private expired(lease: k8s.V1Lease, now: number): boolean {
-    const spec = lease.spec;
-    const renewed = timeMs(spec?.renewTime) ?? timeMs(spec?.acquireTime);
-    if (renewed === undefined || !spec?.leaseDurationSeconds) return true;
-    return renewed + spec.leaseDurationSeconds * 1000 < now;
+    const expires = expiresAt(lease, this.observed, now);
+    return expires === undefined || expires < now;
+  }
+
+  /** Notes a slot Lease this process wrote, as seen from when the write was sent. */
+  private wrote<T extends k8s.V1Lease | undefined>(lease: T, sentAt: number): T {
+    if (lease?.metadata?.resourceVersion) this.observed.wrote(observedGroup(lease), lease.metadata.name ?? "", lease.metadata.resourceVersion, sentAt);
+    return lease;
   }
 
   /** Claims slot `index` (create, or replace the free Lease `previous`); undefined when we lost the race. */
@@ -288,11 +301,12 @@ export class KubernetesLeaseBackend implements LockBackend {
         leaseTransitions: (previous?.spec?.leaseTransitions ?? 0) + (hadHolder ? 1 : 0),
       },
     };
-    return this.conditional(() =>
+    const sentAt = this.clock();
+    return this.wrote(await this.conditional(() =>
       previous
         ? this.api.replaceNamespacedLease({ name, namespace: ref.namespace, body }, this.requestOptions)
         : this.api.createNamespacedLease({ namespace: ref.namespace, body }, this.requestOptions),
-    );
+    ), sentAt);
   }
 
   /** Writes the token into our claim; undefined when the claim changed since. */
@@ -308,9 +322,9 @@ export class KubernetesLeaseBackend implements LockBackend {
       },
       spec: { ...claimed.spec, renewTime: microTime(now) },
     };
-    return this.conditional(() =>
+    return this.wrote(await this.conditional(() =>
       this.api.replaceNamespacedLease({ name: claimed.metadata!.name!, namespace: ref.namespace, body }, this.requestOptions),
-    );
+    ), now);
   }
 
   /**
@@ -400,6 +414,8 @@ export class KubernetesLeaseBackend implements LockBackend {
       if (match) state.slots.push({ index: Number(match[1]), lease });
     }
     state.slots.sort((a, b) => a.index - b.index);
+    const seen = state.slots.map(({ lease }) => [lease.metadata?.name ?? "", lease.metadata?.resourceVersion ?? ""] as const);
+    this.observed.sync(`${ref.namespace}/${ref.label}`, seen, this.clock());
     return state;
   }
 
@@ -482,6 +498,23 @@ function labels(ref: KeyRef, role: string): Record<string, string> {
 function ownMeta(lease: k8s.V1Lease): k8s.V1ObjectMeta {
   const m = lease.metadata ?? {};
   return { name: m.name, namespace: m.namespace, labels: m.labels, annotations: m.annotations, ownerReferences: m.ownerReferences };
+}
+
+/** The observation group of a slot Lease: its namespace and key label (as `load` groups a key's slots). */
+export function observedGroup(lease: k8s.V1Lease): string {
+  return `${lease.metadata?.namespace ?? ""}/${lease.metadata?.labels?.[KEY_LABEL] ?? ""}`;
+}
+
+/**
+ * When a slot Lease expires on this process's clock: its leaseDurationSeconds after this process first saw
+ * its current resourceVersion (now, when never seen). Undefined for a Lease without a lease duration.
+ */
+export function expiresAt(lease: k8s.V1Lease, observed: ObservedVersions, now?: number): number | undefined {
+  const duration = lease.spec?.leaseDurationSeconds;
+  if (!duration || !lease.metadata?.resourceVersion) return undefined;
+  const seen = observed.seenAt(observedGroup(lease), lease.metadata.name ?? "", lease.metadata.resourceVersion);
+  const start = seen ?? now;
+  return start === undefined ? undefined : start + duration * 1000;
 }
 
 function tokenOf(lease: k8s.V1Lease): bigint | undefined {

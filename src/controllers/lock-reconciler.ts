@@ -20,6 +20,7 @@ import type { ReconcileResult } from "../runtime/workqueue";
 import { blockedStatus, endedStatus, grantedStatus, waitingStatus } from "./claim-status";
 import { ClaimIndex, type OperatorContext } from "./context";
 import { HoldRenewer, validityMarginMs, type TrackedHold } from "./hold-renewer";
+import { ObservedVersions } from "../runtime/observed";
 
 /** Equal as JSON values, whatever the order of object keys (the API server keeps its own order). */
 const sameJson = (a: unknown, b: unknown) => canonical(a) === canonical(b);
@@ -31,6 +32,8 @@ export class LockReconciler {
   private readonly watches = new Map<string, { backendKey: string; stop: () => void }>();
   /** When each lock last rewrote waiting claims' moved places (see POSITION_REFRESH_MS). */
   private readonly positionsWrittenAt = new Map<string, number>();
+  /** When this process first saw each heartbeat claim's current heartbeat, by lock (see assessClaim). */
+  private readonly heartbeats = new ObservedVersions();
   private readonly renewer: HoldRenewer;
   /** Lock-delay: when each lapsing hold (its claim ended Lost or LeaseExpired) may be released, this process's clock. */
   private readonly lapseDeadlines = new Map<string, number>();
@@ -106,8 +109,9 @@ export class LockReconciler {
     claims = claims.map((c) => this.latest(c));
     let floor = fencingFloor(lock, claims);
     const holds = new Map((await backend.holders(backendKey)).map((h) => [h.holderId, h]));
+    const heartbeatSeenAt = this.heartbeats.sync(lockKey, claims.flatMap(heartbeatOf), nowMs);
     const assessed = new Map(claims.map((c) => {
-      const facts = assessClaim(c, this.podState(c), nowMs);
+      const facts = assessClaim(c, this.podState(c), nowMs, heartbeatSeenAt.get(c.metadata.uid ?? c.metadata.name));
       facts.validityPassed = (this.renewer.validUntil(facts.id) ?? Infinity) <= nowMs;
       return [facts.id, { claim: c, facts }];
     }));
@@ -499,6 +503,7 @@ export class LockReconciler {
   private forgetLock(lockKey: string): void {
     this.stopBackendWatch(lockKey);
     this.positionsWrittenAt.delete(lockKey);
+    this.heartbeats.forget(lockKey);
   }
 
   stopAll(): void {
@@ -520,6 +525,11 @@ function fencingFloor(lock: DistributedLock, claims: LockClaim[]): bigint {
 }
 
 const backendKeyOf = (lock: DistributedLock) => `${lock.metadata.namespace}/${lock.spec.key ?? lock.metadata.name}`;
+
+/** A Granted heartbeat claim's current heartbeat, as [id, version] for ObservedVersions; none for other claims. */
+const heartbeatOf = (claim: LockClaim): [string, string][] => claim.status?.phase === "Granted" && claim.spec.leaseDurationSeconds
+  ? [[claim.metadata.uid ?? claim.metadata.name, `${claim.spec.renewTime ?? ""} ${claim.status.acquireTime ?? ""}`]]
+  : [];
 
 /** Thrown instead of a write when this operator no longer provably leads; the reconcile retries later. */
 export class NotLeadingError extends Error {
