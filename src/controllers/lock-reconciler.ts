@@ -75,6 +75,12 @@ export class LockReconciler {
     }
     const backendKey = backendKeyOf(lock);
     if (lock.metadata.deletionTimestamp) return this.lockDeleted(lock, claims, backend, backendKey);
+    const leaseProblem = backend.leaseProblem?.(lock.spec.leaseDurationSeconds ?? LOCK_DEFAULTS.leaseDurationSeconds);
+    if (leaseProblem) {
+      // Nothing is granted; a deleted claim's hold (granted before the lease changed) goes, then its finalizer.
+      for (const claim of claims) if (claim.metadata.deletionTimestamp && claim.metadata.uid) await backend.release(backendKey, claim.metadata.uid);
+      return this.writeUnready(lock, claims, LockReason.LeaseUnsupported, leaseProblem, ClaimReason.InvalidSpec);
+    }
     await this.ensureFinalizer(LOCK_PLURAL, lock);
     lock = this.latest(lock);
     // Watch before reading the holds when a claim may have to wait (or other clusters hold), so no
@@ -379,13 +385,13 @@ export class LockReconciler {
   }
 
   /** The lock cannot work (unknown backend, backend down): say so on the lock and on its waiting claims. */
-  private async writeUnready(lock: DistributedLock, claims: LockClaim[], reason: string, message: string): Promise<void> {
+  private async writeUnready(lock: DistributedLock, claims: LockClaim[], reason: string, message: string, claimReason: ClaimReason = ClaimReason.BackendUnavailable): Promise<void> {
     const now = new Date(this.ctx.clock.now()).toISOString();
     // The cache, not the objects this reconcile started from: it may have written statuses already.
     lock = this.latest(lock);
     const nowMs = this.ctx.clock.now();
     for (const claim of claims.map((c) => this.latest(c))) {
-      if (claim.metadata.deletionTimestamp && reason === LockReason.UnknownBackend) await this.removeFinalizer(claim);
+      if (claim.metadata.deletionTimestamp && (reason === LockReason.UnknownBackend || reason === LockReason.LeaseUnsupported)) await this.removeFinalizer(claim);
       else if (reason === LockReason.BackendUnavailable && claim.status?.phase === "Granted" && !((this.renewer.validUntil(claim.metadata.uid!) ?? -Infinity) > nowMs)) {
         // Past its validity deadline (or never confirmed by this process): the backend may already have let the hold
         // go, so the claim must not show Granted any longer. The hold, if it is still there, lapses (lock-delay).
@@ -395,7 +401,7 @@ export class LockReconciler {
         await this.writeClaimStatus(claim, endedStatus(claim, "Lost", ClaimReason.Lost, lostMessage, now));
         this.ctx.events.record(claim, "Warning", ClaimReason.Lost, lostMessage);
       } else if (claim.status?.phase === undefined || claim.status.phase === "Pending" || claim.status.phase === "Granted") {
-        await this.writeClaimStatus(claim, blockedStatus(claim, ClaimReason.BackendUnavailable, message, now));
+        await this.writeClaimStatus(claim, blockedStatus(claim, claimReason, message, now));
       }
     }
     await this.writeLockStatus(lock, {
@@ -563,6 +569,7 @@ function failuresAsUnavailable(backend: LockBackend, beforeChange: () => void): 
     holders: guard(backend.holders, false),
     watch: (key, onChange) => backend.watch(key, onChange),
     close: () => backend.close(),
+    leaseProblem: (seconds) => backend.leaseProblem?.(seconds),
   };
 }
 
