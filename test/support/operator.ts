@@ -35,6 +35,10 @@ export async function startOperator(options: {
   syncTimeoutMs?: number;
   /** More flags, after the defaults (a repeated flag's last value wins). */
   extraArgs?: string[];
+  /** Run under this command (e.g. `faketime -f +120s`), which then runs node. */
+  prefix?: string[];
+  /** Added to the test's environment. */
+  env?: Record<string, string>;
 }): Promise<OperatorProcess> {
   const args = ["--import", "tsx", cli, "operator", "--log-level", options.logLevel ?? "info", "--kubeconfig", options.kubeconfig ?? testEnv.kubeconfig, "--watch-namespace", options.namespace];
   // Free ports, so operators of tests running at once never collide on :8080/:8081 (logged as "serving ...").
@@ -44,7 +48,8 @@ export async function startOperator(options: {
     writeFileSync(file, options.config);
     args.push("--config", file);
   }
-  const child: ChildProcess = spawn(process.execPath, args, { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"] });
+  const [command, ...before] = [...(options.prefix ?? []), process.execPath];
+  const child: ChildProcess = spawn(command, [...before, ...args], { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...options.env } });
   let output = "";
   child.stdout!.on("data", (d) => (output += d));
   child.stderr!.on("data", (d) => (output += d));
