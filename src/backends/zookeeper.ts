@@ -26,9 +26,10 @@
  * that is the only lease this backend can honour: `leaseProblem` refuses a lock whose leaseDurationSeconds
  * differs (configure one backend per lease duration: same connect, another sessionTimeoutMs). A shorter lease
  * would let the hold linger; a longer one would promise holds across an outage the session does not survive.
- * The client pings by itself; renew checks the child exists and stamps renewTime (a versioned set). When the
- * session expires every hold of this process is gone: renew returns undefined (the claim is Lost) and a new
- * client makes a new session.
+ * The client pings by itself; renew checks the child exists and stamps renewTime (a versioned set). A child of
+ * another session cannot be kept alive from here, so renewing it is BackendUnavailableError, never a confirmation.
+ * When the session expires every hold of this process is gone: renew returns undefined (the claim is Lost) and a
+ * new client makes a new session.
  *
  * Connection: while an established session is disconnected (not yet expired) every call throws
  * BackendUnavailableError at once, so nothing is decided on a stale view; a client that has not connected yet
@@ -100,7 +101,7 @@ export interface ZooKeeperBackendOptions {
 
 interface Child { name: string; holderId: string; seq: number }
 interface NodeData extends HolderInfo { maxHolders: number; leaseDurationSeconds: number; acquireTime: string; renewTime: string }
-interface Node { czxid: number; version: number; data?: NodeData }
+interface Node { czxid: number; version: number; ephemeralOwner: string; data?: NodeData }
 interface KeyWatch { path: string; listeners: Set<() => void>; armedOn?: ZooKeeper; generation: number }
 type Done = (rc: number, error: unknown, ...result: unknown[]) => void;
 type Session = ZooKeeperSession;
@@ -179,10 +180,13 @@ export class ZooKeeperBackend implements LockBackend {
         const mine = children.find((c) => c.holderId === holderId);
         const node = mine && (await this.read(`${lock}/${mine.name}`));
         if (!mine || !node?.data || children.indexOf(mine) >= node.data.maxHolders) return undefined;
+        // Only the owning session keeps a node alive: a hold of another session (a leader's, seen from a follower;
+        // a crashed operator's, not handed over) cannot be extended from here, so this is no confirmation.
+        if (node.ephemeralOwner !== this.sessionId) throw this.unavailable(`the hold on ${key} belongs to another session, which this one cannot keep alive`);
         const data: NodeData = { ...node.data, leaseDurationSeconds, renewTime: this.now() };
         const { rc, result } = await this.call(`renew ${lock}/${mine.name}`, (zk, done) => zk.a_set(`${lock}/${mine.name}`, JSON.stringify(data), node.version, done), [Z.ZBADVERSION, Z.ZNONODE]);
         if (rc === Z.ZNONODE) return undefined;
-        if (rc === Z.ZOK) return toHold({ czxid: node.czxid, version: (result[0] as { version: number }).version, data });
+        if (rc === Z.ZOK) return toHold({ ...node, version: (result[0] as { version: number }).version, data });
       }
       throw this.unavailable(`too much contention renewing ${key}`);
     });
@@ -409,8 +413,8 @@ export class ZooKeeperBackend implements LockBackend {
   private async read(path: string): Promise<Node | undefined> {
     const { rc, result } = await this.call(`read ${path}`, (zk, done) => zk.a_get(path, false, done), [Z.ZNONODE]);
     if (rc === Z.ZNONODE) return undefined;
-    const stat = result[0] as { czxid: number; version: number };
-    return { czxid: stat.czxid, version: stat.version, data: parseData(result[1]) };
+    const stat = result[0] as { czxid: number; version: number; ephemeralOwner: string };
+    return { czxid: stat.czxid, version: stat.version, ephemeralOwner: String(stat.ephemeralOwner), data: parseData(result[1]) };
   }
 
   private async remove(path: string): Promise<boolean> {

@@ -219,6 +219,18 @@ describe("zookeeper backend: nodes, tokens, watches, sessions", () => {
     assert.equal(await successor.renew(key, a.holderId, 30), undefined);
   });
 
+  test("a hold of another live session cannot be renewed from here: unavailable, not confirmed", async () => {
+    const owner = backend();
+    const { key } = newKey("foreign");
+    const a = request(key, "a");
+    const hold = await owner.tryAcquire(a);
+    assert.ok(hold);
+    const other = backend();
+    assert.deepEqual((await other.holders(key)).map((h) => h.holderId), [a.holderId]);
+    await assert.rejects(other.renew(key, a.holderId, 30), /belongs to another session/);
+    assert.equal((await owner.renew(key, a.holderId, 30))?.fencingToken, hold.fencingToken, "the owning session renews");
+  });
+
   test("no server: BackendUnavailableError within the request timeout", async () => {
     const server = createServer();
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
