@@ -32,7 +32,7 @@ import { readFileSync } from "node:fs";
 import { Etcd3, EtcdLeaseInvalidError, isRecoverableError, type IKeyValue, type IOptions, type Lease, type Watcher } from "etcd3";
 import { BackendConfigError, BackendUnavailableError, type AcquireRequest, type Hold, type HolderInfo, type LockBackend } from "./backend";
 import type { BackendFactory } from "./registry";
-import { ObservedVersions } from "../runtime/observed";
+import { monotonicNow, ObservedVersions } from "../runtime/observed";
 
 const DEFAULT_PREFIX = "/kubelock";
 const DEFAULT_TIMEOUT_MS = 2000;
@@ -98,6 +98,7 @@ export class EtcdBackend implements LockBackend {
     const mine = prefix + encodeURIComponent(req.holderId);
     for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
       const now = Date.now();
+      const sentAt = monotonicNow();
       const stored: Stored = {
         holderId: req.holderId, claim: req.claim, holderIdentity: req.holderIdentity, cluster: req.cluster,
         acquireTime: new Date(now).toISOString(), renewTime: new Date(now).toISOString(),
@@ -112,18 +113,18 @@ export class EtcdBackend implements LockBackend {
       this.observe(prefix, kvs);
       const ours = kvs.find((kv) => kv.key.toString() === mine);
       if (!ours) continue;
-      if (txn.res.succeeded) this.observed.wrote(prefix, mine, ours.mod_revision, now);
+      if (txn.res.succeeded) this.observed.wrote(prefix, mine, ours.mod_revision, sentAt);
       else {
         // Our key existed: re-attach (same value and token), unless it expired; moved onto our session lease
         // so it outlives the operator instance that created it.
-        if (this.expired(prefix, ours, now)) {
+        if (this.expired(prefix, ours)) {
           await this.deleteIf(ours);
           continue;
         }
         if (ours.lease !== txn.lease && !(await this.put(ours, ours.value.toString(), req.leaseDurationSeconds))) continue;
       }
       const before = kvs.filter((kv) => BigInt(kv.create_revision) < BigInt(ours.create_revision));
-      const stale = before.filter((kv) => this.expired(prefix, kv, now));
+      const stale = before.filter((kv) => this.expired(prefix, kv));
       if (stale.length > 0) {
         await Promise.all(stale.map((kv) => this.deleteIf(kv)));
         continue;
@@ -144,8 +145,8 @@ export class EtcdBackend implements LockBackend {
       const kv = (await this.call(() => this.client.get(mine).exec())).kvs[0];
       const now = Date.now();
       if (!kv) return undefined;
-      this.observed.note(prefix, mine, kv.mod_revision, now);
-      if (this.expired(prefix, kv, now)) {
+      this.observed.note(prefix, mine, kv.mod_revision, monotonicNow());
+      if (this.expired(prefix, kv)) {
         await this.deleteIf(kv);
         return undefined;
       }
@@ -161,8 +162,7 @@ export class EtcdBackend implements LockBackend {
     const prefix = this.holdersPrefix(key);
     const mine = prefix + encodeURIComponent(holderId);
     const deleted = await this.call(() => this.client.delete().key(mine).getPrevious());
-    const now = Date.now();
-    const live = deleted.some((kv) => !this.expired(prefix, kv, now));
+    const live = deleted.some((kv) => !this.expired(prefix, kv));
     this.observed.drop(prefix, mine);
     return live;
   }
@@ -172,8 +172,7 @@ export class EtcdBackend implements LockBackend {
     const prefix = this.holdersPrefix(key);
     const { kvs } = await this.call(() => this.client.getAll().prefix(prefix).sort("Create", "Ascend").exec());
     this.observe(prefix, kvs);
-    const now = Date.now();
-    const live = kvs.filter((kv) => !this.expired(prefix, kv, now));
+    const live = kvs.filter((kv) => !this.expired(prefix, kv));
     return live.filter((kv, rank) => rank < (parse(kv)?.maxHolders ?? 1)).map(toHold);
   }
 
@@ -230,7 +229,7 @@ export class EtcdBackend implements LockBackend {
   /** Writes `value` to kv's key on our session lease if the key is unchanged since `kv`; the new kv, or undefined. */
   private async put(kv: IKeyValue, value: string, ttl: number): Promise<IKeyValue | undefined> {
     const key = kv.key.toString();
-    const sentAt = Date.now();
+    const sentAt = monotonicNow();
     const res = await this.withSession(ttl, (lease) =>
       this.client.if(key, "Mod", "==", kv.mod_revision).then(this.client.put(key).value(value).lease(lease)).commit(),
     );
@@ -241,14 +240,14 @@ export class EtcdBackend implements LockBackend {
 
   /** Notes the hold keys a full read of `prefix` found (see ObservedVersions). */
   private observe(prefix: string, kvs: IKeyValue[]): void {
-    this.observed.sync(prefix, kvs.map((kv) => [kv.key.toString(), kv.mod_revision] as const), Date.now());
+    this.observed.sync(prefix, kvs.map((kv) => [kv.key.toString(), kv.mod_revision] as const), monotonicNow());
   }
 
   /**
    * Unchanged for its leaseDurationSeconds since this process first saw its mod revision (now, if never):
    * gone. A value that is no hold counts as expired.
    */
-  private expired(prefix: string, kv: IKeyValue, now: number): boolean {
+  private expired(prefix: string, kv: IKeyValue, now = monotonicNow()): boolean {
     const stored = parse(kv);
     if (!stored || !(stored.leaseDurationSeconds > 0)) return true;
     const seen = this.observed.seenAt(prefix, kv.key.toString(), kv.mod_revision) ?? now;

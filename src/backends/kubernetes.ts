@@ -44,7 +44,7 @@ import {
 } from "./backend";
 import type { BackendFactory } from "./registry";
 import { NamespaceWatch } from "./kubernetes-watch";
-import { ObservedVersions } from "../runtime/observed";
+import { monotonicNow, ObservedVersions } from "../runtime/observed";
 
 export const MANAGED_BY_LABEL = "app.kubernetes.io/managed-by";
 export const MANAGED_BY = "kubelock";
@@ -78,7 +78,7 @@ const RELEASE_ATTEMPTS = 8;
 export interface KubernetesLeaseBackendOptions {
   name: string;
   kubeConfig: k8s.KubeConfig;
-  /** Milliseconds since the epoch; times observations (expiry) and stamps acquire and renew times. */
+  /** Milliseconds since the epoch; stamps acquire and renew times. Given, it also times observations (expiry). */
   clock?: () => number;
   /** Each API request fails with BackendUnavailableError after this long. Default 10 s. */
   requestTimeoutMs?: number;
@@ -111,6 +111,8 @@ export class KubernetesLeaseBackend implements LockBackend {
   private readonly api: k8s.CoordinationV1Api;
   private readonly kubeConfig: k8s.KubeConfig;
   private readonly clock: () => number;
+  /** Times observations: the monotonic clock unless a clock was injected. */
+  private readonly observationClock: () => number;
   private readonly requestTimeoutMs: number;
   private readonly requestOptions: k8s.ConfigurationOptions<k8s.ObservableMiddleware>;
   /** requestOptions plus `Content-Type: application/merge-patch+json`. */
@@ -125,6 +127,7 @@ export class KubernetesLeaseBackend implements LockBackend {
     this.kubeConfig = options.kubeConfig;
     this.api = options.kubeConfig.makeApiClient(k8s.CoordinationV1Api);
     this.clock = options.clock ?? Date.now;
+    this.observationClock = options.clock ?? monotonicNow;
     this.requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
     // client-node 1.x has no request timeout setting: a per-call middleware gives every request an
     // AbortSignal (it covers connecting, sending and reading the body). Connection reuse comes from
@@ -147,13 +150,13 @@ export class KubernetesLeaseBackend implements LockBackend {
       const state = await this.load(ref);
       const now = this.clock();
 
-      const mine = state.slots.filter((s) => s.lease.spec?.holderIdentity === req.holderId && !this.expired(s.lease, now));
+      const mine = state.slots.filter((s) => s.lease.spec?.holderIdentity === req.holderId && !this.expired(s.lease));
       const granted = mine.find((s) => tokenOf(s.lease) !== undefined);
       if (granted) return toHold(granted.lease); // re-attach: the hold as it is, same token
       let claimed: k8s.V1Lease | undefined = mine.length > 0 ? mine[0].lease : undefined; // claimed by an earlier call that did not finish: finish it
 
       if (!claimed) {
-        const taken = state.slots.filter((s) => this.held(s.lease, now));
+        const taken = state.slots.filter((s) => this.held(s.lease));
         if (taken.length >= req.maxHolders) return undefined;
         const takenIndexes = new Set(taken.map((s) => s.index));
         let index = 0;
@@ -180,7 +183,7 @@ export class KubernetesLeaseBackend implements LockBackend {
       const state = await this.load(ref);
       const now = this.clock();
       const slot = state.slots.find(
-        (s) => s.lease.spec?.holderIdentity === holderId && tokenOf(s.lease) !== undefined && !this.expired(s.lease, now),
+        (s) => s.lease.spec?.holderIdentity === holderId && tokenOf(s.lease) !== undefined && !this.expired(s.lease),
       );
       if (!slot) return undefined;
       const lease = slot.lease;
@@ -188,7 +191,7 @@ export class KubernetesLeaseBackend implements LockBackend {
       // runs beside the reconciler) would bring the deleted slot back. A patch of a missing object is a
       // 404, and the resourceVersion in it makes it conditional (409 when the slot changed).
       const patch = { metadata: { resourceVersion: lease.metadata?.resourceVersion }, spec: { leaseDurationSeconds, renewTime: microTime(now) } };
-      const sentAt = this.clock();
+      const sentAt = this.observationClock();
       const renewed = this.wrote(await this.conditional(() => this.api.patchNamespacedLease({ name: lease.metadata!.name!, namespace: ref.namespace, body: patch }, this.mergePatchOptions)), sentAt);
       if (renewed) return toHold(renewed);
     }
@@ -200,14 +203,13 @@ export class KubernetesLeaseBackend implements LockBackend {
     let released = false;
     for (let attempt = 0; attempt < RELEASE_ATTEMPTS; attempt++) {
       const state = await this.load(ref);
-      const now = this.clock();
       // Every slot with this holder's identity: a live hold, an unfinished claim, or an expired leftover
       // that nobody took over. All are deleted; only a live hold counts as "a hold was removed".
       const mine = state.slots.filter((s) => s.lease.spec?.holderIdentity === holderId);
       if (mine.length === 0) return released;
       let conflict = false;
       for (const { lease } of mine) {
-        const live = tokenOf(lease) !== undefined && !this.expired(lease, now);
+        const live = tokenOf(lease) !== undefined && !this.expired(lease);
         const result = await this.conditional(() =>
           this.api.deleteNamespacedLease(
             {
@@ -228,9 +230,8 @@ export class KubernetesLeaseBackend implements LockBackend {
 
   async holders(key: string): Promise<Hold[]> {
     const state = await this.load(keyRef(key));
-    const now = this.clock();
     return state.slots
-      .filter((s) => tokenOf(s.lease) !== undefined && this.held(s.lease, now))
+      .filter((s) => tokenOf(s.lease) !== undefined && this.held(s.lease))
       .map((s) => toHold(s.lease))
       .sort((a, b) => compareTokens(a.fencingToken, b.fencingToken));
   }
@@ -240,7 +241,7 @@ export class KubernetesLeaseBackend implements LockBackend {
     if (this.closed) return () => undefined;
     let shared = this.namespaceWatches.get(ref.namespace);
     if (!shared) {
-      const created: NamespaceWatch = new NamespaceWatch(this.kubeConfig, ref.namespace, this.clock, this.observed, () => {
+      const created: NamespaceWatch = new NamespaceWatch(this.kubeConfig, ref.namespace, this.observationClock, this.observed, () => {
         if (this.namespaceWatches.get(ref.namespace) === created) this.namespaceWatches.delete(ref.namespace);
       });
       this.namespaceWatches.set(ref.namespace, created);
@@ -258,12 +259,12 @@ export class KubernetesLeaseBackend implements LockBackend {
   // --- slots and tokens ---
 
   /** A slot is taken by a live holder (granted, or claimed and about to be granted). */
-  private held(lease: k8s.V1Lease, now: number): boolean {
-    return !!lease.spec?.holderIdentity && !this.expired(lease, now);
+  private held(lease: k8s.V1Lease): boolean {
+    return !!lease.spec?.holderIdentity && !this.expired(lease);
   }
 
   /** Unchanged for its leaseDurationSeconds since this process first saw its resourceVersion. */
-  private expired(lease: k8s.V1Lease, now: number): boolean {
+  private expired(lease: k8s.V1Lease, now = this.observationClock()): boolean {
     const expires = expiresAt(lease, this.observed, now);
     return expires === undefined || expires < now;
   }
@@ -301,7 +302,7 @@ export class KubernetesLeaseBackend implements LockBackend {
         leaseTransitions: (previous?.spec?.leaseTransitions ?? 0) + (hadHolder ? 1 : 0),
       },
     };
-    const sentAt = this.clock();
+    const sentAt = this.observationClock();
     return this.wrote(await this.conditional(() =>
       previous
         ? this.api.replaceNamespacedLease({ name, namespace: ref.namespace, body }, this.requestOptions)
@@ -312,6 +313,7 @@ export class KubernetesLeaseBackend implements LockBackend {
   /** Writes the token into our claim; undefined when the claim changed since. */
   private async writeToken(ref: KeyRef, claimed: k8s.V1Lease, token: bigint): Promise<k8s.V1Lease | undefined> {
     const now = this.clock();
+    const sentAt = this.observationClock();
     const body: k8s.V1Lease = {
       apiVersion: "coordination.k8s.io/v1",
       kind: "Lease",
@@ -324,7 +326,7 @@ export class KubernetesLeaseBackend implements LockBackend {
     };
     return this.wrote(await this.conditional(() =>
       this.api.replaceNamespacedLease({ name: claimed.metadata!.name!, namespace: ref.namespace, body }, this.requestOptions),
-    ), now);
+    ), sentAt);
   }
 
   /**
@@ -415,7 +417,7 @@ export class KubernetesLeaseBackend implements LockBackend {
     }
     state.slots.sort((a, b) => a.index - b.index);
     const seen = state.slots.map(({ lease }) => [lease.metadata?.name ?? "", lease.metadata?.resourceVersion ?? ""] as const);
-    this.observed.sync(`${ref.namespace}/${ref.label}`, seen, this.clock());
+    this.observed.sync(`${ref.namespace}/${ref.label}`, seen, this.observationClock());
     return state;
   }
 

@@ -13,6 +13,12 @@
  * so deleted objects are forgotten.
  */
 
+/**
+ * A clock for observation times: ms on the monotonic clock (offset by the wall clock at process start, so the
+ * numbers look like epoch ms). Setting the wall clock (NTP steps, an operator fixing a skew) does not move it.
+ */
+export const monotonicNow = (): number => performance.timeOrigin + performance.now();
+
 interface Seen {
   version: string;
   at: number;

@@ -35,8 +35,6 @@ export async function startOperator(options: {
   syncTimeoutMs?: number;
   /** More flags, after the defaults (a repeated flag's last value wins). */
   extraArgs?: string[];
-  /** Run under this command (e.g. `faketime -f +120s`), which then runs node. */
-  prefix?: string[];
   /** Added to the test's environment. */
   env?: Record<string, string>;
 }): Promise<OperatorProcess> {
@@ -48,8 +46,7 @@ export async function startOperator(options: {
     writeFileSync(file, options.config);
     args.push("--config", file);
   }
-  const [command, ...before] = [...(options.prefix ?? []), process.execPath];
-  const child: ChildProcess = spawn(command, [...before, ...args], { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...options.env } });
+  const child: ChildProcess = spawn(process.execPath, args, { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...options.env } });
   let output = "";
   child.stdout!.on("data", (d) => (output += d));
   child.stderr!.on("data", (d) => (output += d));
