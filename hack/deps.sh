@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building and testing kubelock needs on a fresh Debian machine, skipping what is there:
-# Debian packages (redis-server, zookeeper, openssl) and the npm packages (with the native ZooKeeper client).
+# Debian packages (redis-server, zookeeper, openssl, faketime) and the npm packages (with the native ZooKeeper client).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -8,6 +8,7 @@ missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 [ -f /usr/share/java/zookeeper.jar ] || missing+=(zookeeper)
 command -v openssl >/dev/null || missing+=(openssl)
+command -v faketime >/dev/null || missing+=(faketime)   # clock-skew tests; backdated test certificates
 command -v java >/dev/null || missing+=(default-jre-headless)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "deps: installing Debian packages: ${missing[*]}"

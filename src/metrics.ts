@@ -159,6 +159,7 @@ export class OperatorMetrics implements LockMetrics {
       holders: timed("holders", (key: string) => backend.holders(key)),
       watch: (key, onChange) => backend.watch(key, onChange),
       close: () => backend.close(),
+      leaseProblem: (seconds) => backend.leaseProblem?.(seconds),
     };
   }
 

@@ -32,7 +32,7 @@ import type { Logger } from "./log";
 import { OperatorMetrics } from "./metrics";
 import { realClock, sleep, type Clock } from "./runtime/clock";
 import { Informer, type ListResult } from "./runtime/informer";
-import { KubeLeaseStore, LEADER_ELECTION_DEFAULTS, LeaderElector, type LeaseRef } from "./runtime/leaderelection";
+import { JITTER_FACTOR, KubeLeaseStore, LEADER_ELECTION_DEFAULTS, LeaderElector, type LeaseRef } from "./runtime/leaderelection";
 import { runWorkers, WorkQueue } from "./runtime/workqueue";
 
 export interface LeaderElectionOptions {
@@ -100,9 +100,15 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   const client = new KubeClient(kubeConfig);
   const clusterName = config.clusterName || await defaultClusterName(client);
   if (!config.clusterName) log.info("clusterName not configured: named after the kube-system namespace's UID", { clusterName });
+  const le = options.leaderElection;
+  const handover = le && {
+    namespace: le.lease.namespace,
+    failoverMs: (le.leaseDurationMs ?? LEADER_ELECTION_DEFAULTS.leaseDurationMs) + (le.retryPeriodMs ?? LEADER_ELECTION_DEFAULTS.retryPeriodMs) * (1 + JITTER_FACTOR),
+    log,
+  };
   const configured = await BackendRegistry.fromConfig(
     config.backends.map((b) => ({ name: b.name, type: b.type, settings: b.settings })),
-    { kubeConfig, clusterName },
+    { kubeConfig, clusterName, handover },
   );
   const backends = new BackendRegistry(configured.all().map((b) => metrics.instrument(b)));
   const caches = makeCaches(kubeConfig, client, log, options.resyncMs ?? 600_000, options.namespace);
@@ -215,10 +221,17 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   ready.catch(() => undefined);
 
   let elector: LeaderElector | undefined;
+  /** A new leader first takes over what backends hand from leader to leader (a ZooKeeper session), then reconciles. */
+  const takeOverBackends = () => Promise.all(configured.all().map(async (backend) => {
+    try {
+      await backend.lead?.(() => elector?.leadsNow() ?? false);
+    } catch (err) {
+      log.error("could not take over the last leader's backend state; its holds there may become Lost", { backend: backend.name, error: apiErrorMessage(err) });
+    }
+  }));
   let onLost = () => {};
   const lost = new Promise<void>((resolve) => (onLost = resolve));
-  if (options.leaderElection) {
-    const le = options.leaderElection;
+  if (le) {
     const margin = (le.leaseDurationMs ?? LEADER_ELECTION_DEFAULTS.leaseDurationMs) - (le.renewDeadlineMs ?? LEADER_ELECTION_DEFAULTS.renewDeadlineMs);
     elector = new LeaderElector({
       ...le,
@@ -227,10 +240,15 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
       // A request may take half the renew deadline: a leader gets a second try before it must step down.
       store: new KubeLeaseStore(kubeConfig, (le.renewDeadlineMs ?? LEADER_ELECTION_DEFAULTS.renewDeadlineMs) / 2),
       callbacks: {
-        onStartedLeading: (signal) => void ready.then(() => signal.aborted || startWorkers(), () => undefined),
+        onStartedLeading: (signal) => void ready.then(async () => {
+          if (signal.aborted) return;
+          await takeOverBackends();
+          if (!signal.aborted) startWorkers();
+        }, () => undefined),
         onStoppedLeading: (reason) => {
           metrics.leader.set(0);
           if (reason !== "lost") return;
+          for (const backend of configured.all()) backend.stepDown?.();
           log.error("leader election lost; stopping the controllers", { drainMs: margin });
           void stopWorkers(margin).then(onLost);
         },

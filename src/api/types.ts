@@ -197,6 +197,8 @@ export const LockReason = Object.freeze({
   UnknownBackend: "UnknownBackend",
   /** The backend issued a fencing token at or below the lock's high-water mark: it lost data; nothing is granted. */
   FencingTokenRegressed: "FencingTokenRegressed",
+  /** The backend cannot honour the lock's leaseDurationSeconds (the message says what to change). */
+  LeaseUnsupported: "LeaseUnsupported",
   SlotFree: "SlotFree",
   AllSlotsHeld: "AllSlotsHeld",
 });

@@ -87,6 +87,23 @@ export interface LockBackend {
 
   /** Releases connections. Holds are not released: they expire by their lease. */
   close(): Promise<void>;
+
+  /**
+   * Optional: why this backend cannot honour a lock's `leaseDurationSeconds` (a message that says what to do
+   * instead), or undefined when it can. The lock then grants nothing and says so in its Ready condition.
+   */
+  leaseProblem?(leaseDurationSeconds: number): string | undefined;
+
+  /**
+   * Optional, with leader election: this replica now leads. Called once, before any reconcile; resolves when
+   * the backend is ready to renew what the previous leader held. A backend whose holds belong to a connection
+   * session takes over the previous leader's session here. From then on `leading()` says whether this replica
+   * still provably leads: a handed-over session must not be used (or reconnected) when it does not.
+   */
+  lead?(leading: () => boolean): Promise<void>;
+
+  /** Optional: leadership was lost; stop using whatever `lead` took over, at once (the next leader takes it). */
+  stepDown?(): void;
 }
 
 /** The backend server could not be reached or did not answer in time. */

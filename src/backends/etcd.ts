@@ -12,9 +12,12 @@
  * revision, strictly increasing across grants, clusters and restarts.
  *
  * Expiry, two layers:
- * - Per hold (the contract): renewTime + leaseDurationSeconds passed means gone. holders() skips it, renew()
+ * - Per hold (the contract): a key whose mod revision has not changed for its leaseDurationSeconds, as this
+ *   process observed it (first seen on its own clock: runtime/observed.ts), is gone. holders() skips it, renew()
  *   returns undefined, a contender deletes it (compared on mod revision, so a racing renew wins or fails cleanly)
- *   before counting. Operators sharing an etcd need clocks that agree well within a lease, as with Leases.
+ *   before counting. renewTime in the value is for people; no machine's timestamp is compared with another's
+ *   clock, so operators sharing an etcd need no agreeing clocks. A key first seen (a restart, another cluster's
+ *   operator) counts as renewed then: late, never early.
  * - Per process: keys are attached to this instance's *session lease* for their leaseDurationSeconds (one lease
  *   per distinct duration, TTL = duration, since one lease cannot carry per-hold TTLs), granted lazily, kept
  *   alive by etcd3 and shared by all such holds: no lease grant per acquire. A dead or cut-off operator's keys go
@@ -29,6 +32,7 @@ import { readFileSync } from "node:fs";
 import { Etcd3, EtcdLeaseInvalidError, isRecoverableError, type IKeyValue, type IOptions, type Lease, type Watcher } from "etcd3";
 import { BackendConfigError, BackendUnavailableError, type AcquireRequest, type Hold, type HolderInfo, type LockBackend } from "./backend";
 import type { BackendFactory } from "./registry";
+import { monotonicNow, ObservedVersions } from "../runtime/observed";
 
 const DEFAULT_PREFIX = "/kubelock";
 const DEFAULT_TIMEOUT_MS = 2000;
@@ -60,6 +64,8 @@ export class EtcdBackend implements LockBackend {
   private readonly requestTimeoutMs: number;
   private readonly sessions = new Map<number, Session>();
   private readonly watches = new Map<string, KeyWatch>();
+  /** When this process first saw each hold key's mod revision, by holders prefix. */
+  private readonly observed = new ObservedVersions();
   private closed = false;
 
   constructor(options: EtcdBackendOptions) {
@@ -92,6 +98,7 @@ export class EtcdBackend implements LockBackend {
     const mine = prefix + encodeURIComponent(req.holderId);
     for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
       const now = Date.now();
+      const sentAt = monotonicNow();
       const stored: Stored = {
         holderId: req.holderId, claim: req.claim, holderIdentity: req.holderIdentity, cluster: req.cluster,
         acquireTime: new Date(now).toISOString(), renewTime: new Date(now).toISOString(),
@@ -103,19 +110,21 @@ export class EtcdBackend implements LockBackend {
           .commit().then((res) => ({ res, lease })),
       );
       const kvs = txn.res.responses[txn.res.responses.length - 1].response_range.kvs;
+      this.observe(prefix, kvs);
       const ours = kvs.find((kv) => kv.key.toString() === mine);
       if (!ours) continue;
-      if (!txn.res.succeeded) {
+      if (txn.res.succeeded) this.observed.wrote(prefix, mine, ours.mod_revision, sentAt);
+      else {
         // Our key existed: re-attach (same value and token), unless it expired; moved onto our session lease
         // so it outlives the operator instance that created it.
-        if (expired(ours, now)) {
+        if (this.expired(prefix, ours)) {
           await this.deleteIf(ours);
           continue;
         }
         if (ours.lease !== txn.lease && !(await this.put(ours, ours.value.toString(), req.leaseDurationSeconds))) continue;
       }
       const before = kvs.filter((kv) => BigInt(kv.create_revision) < BigInt(ours.create_revision));
-      const stale = before.filter((kv) => expired(kv, now));
+      const stale = before.filter((kv) => this.expired(prefix, kv));
       if (stale.length > 0) {
         await Promise.all(stale.map((kv) => this.deleteIf(kv)));
         continue;
@@ -130,12 +139,14 @@ export class EtcdBackend implements LockBackend {
   /** Refreshes renewTime and moves the key onto this instance's session lease for `leaseDurationSeconds`. */
   async renew(key: string, holderId: string, leaseDurationSeconds: number): Promise<Hold | undefined> {
     positiveInteger("leaseDurationSeconds", leaseDurationSeconds);
-    const mine = this.holdersPrefix(key) + encodeURIComponent(holderId);
+    const prefix = this.holdersPrefix(key);
+    const mine = prefix + encodeURIComponent(holderId);
     for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
       const kv = (await this.call(() => this.client.get(mine).exec())).kvs[0];
       const now = Date.now();
       if (!kv) return undefined;
-      if (expired(kv, now)) {
+      this.observed.note(prefix, mine, kv.mod_revision, monotonicNow());
+      if (this.expired(prefix, kv)) {
         await this.deleteIf(kv);
         return undefined;
       }
@@ -148,18 +159,20 @@ export class EtcdBackend implements LockBackend {
 
   /** Owner-checked by construction: the only key deleted is `<...>/holders/<holderId>`. */
   async release(key: string, holderId: string): Promise<boolean> {
-    const mine = this.holdersPrefix(key) + encodeURIComponent(holderId);
+    const prefix = this.holdersPrefix(key);
+    const mine = prefix + encodeURIComponent(holderId);
     const deleted = await this.call(() => this.client.delete().key(mine).getPrevious());
-    const now = Date.now();
-    return deleted.some((kv) => !expired(kv, now));
+    const live = deleted.some((kv) => !this.expired(prefix, kv));
+    this.observed.drop(prefix, mine);
+    return live;
   }
 
   /** Live keys that hold by the grant rule (a loser's key, present for a round trip, is left out). */
   async holders(key: string): Promise<Hold[]> {
     const prefix = this.holdersPrefix(key);
     const { kvs } = await this.call(() => this.client.getAll().prefix(prefix).sort("Create", "Ascend").exec());
-    const now = Date.now();
-    const live = kvs.filter((kv) => !expired(kv, now));
+    this.observe(prefix, kvs);
+    const live = kvs.filter((kv) => !this.expired(prefix, kv));
     return live.filter((kv, rank) => rank < (parse(kv)?.maxHolders ?? 1)).map(toHold);
   }
 
@@ -216,10 +229,29 @@ export class EtcdBackend implements LockBackend {
   /** Writes `value` to kv's key on our session lease if the key is unchanged since `kv`; the new kv, or undefined. */
   private async put(kv: IKeyValue, value: string, ttl: number): Promise<IKeyValue | undefined> {
     const key = kv.key.toString();
+    const sentAt = monotonicNow();
     const res = await this.withSession(ttl, (lease) =>
       this.client.if(key, "Mod", "==", kv.mod_revision).then(this.client.put(key).value(value).lease(lease)).commit(),
     );
-    return res.succeeded ? { ...kv, value: Buffer.from(value), mod_revision: res.header.revision } : undefined;
+    if (!res.succeeded) return undefined;
+    this.observed.wrote(key.slice(0, key.lastIndexOf("/") + 1), key, res.header.revision, sentAt);
+    return { ...kv, value: Buffer.from(value), mod_revision: res.header.revision };
+  }
+
+  /** Notes the hold keys a full read of `prefix` found (see ObservedVersions). */
+  private observe(prefix: string, kvs: IKeyValue[]): void {
+    this.observed.sync(prefix, kvs.map((kv) => [kv.key.toString(), kv.mod_revision] as const), monotonicNow());
+  }
+
+  /**
+   * Unchanged for its leaseDurationSeconds since this process first saw its mod revision (now, if never):
+   * gone. A value that is no hold counts as expired.
+   */
+  private expired(prefix: string, kv: IKeyValue, now = monotonicNow()): boolean {
+    const stored = parse(kv);
+    if (!stored || !(stored.leaseDurationSeconds > 0)) return true;
+    const seen = this.observed.seenAt(prefix, kv.key.toString(), kv.mod_revision) ?? now;
+    return seen + stored.leaseDurationSeconds * 1000 < now;
   }
 
   private async deleteIf(kv: IKeyValue): Promise<void> {
@@ -285,13 +317,6 @@ function parse(kv: IKeyValue): Stored | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** Past renewTime + leaseDurationSeconds; a value that is no hold counts as expired. */
-function expired(kv: IKeyValue, now: number): boolean {
-  const stored = parse(kv);
-  const renewed = Date.parse(stored?.renewTime ?? "");
-  return !stored || Number.isNaN(renewed) || renewed + stored.leaseDurationSeconds * 1000 < now;
 }
 
 function toHold(kv: IKeyValue): Hold {

@@ -4,7 +4,8 @@
  */
 import * as k8s from "@kubernetes/client-node";
 import { timerDelay } from "../runtime/clock";
-import { KEY_LABEL, MANAGED_BY, MANAGED_BY_LABEL, ROLE_LABEL, ROLE_SLOT, timeMs } from "./kubernetes";
+import type { ObservedVersions } from "../runtime/observed";
+import { expiresAt, KEY_LABEL, MANAGED_BY, MANAGED_BY_LABEL, observedGroup, ROLE_LABEL, ROLE_SLOT } from "./kubernetes";
 
 /** The API server ends each watch after about this long; the client re-watches. */
 const WATCH_TIMEOUT_SECONDS = 300;
@@ -16,7 +17,8 @@ type Listener = () => void;
  * events go to the listeners of the Lease's `kubelock.io/key` label. It reconnects with backoff, calls
  * every listener on each (re)connect (changes may have happened while it was not connected), and calls
  * a key's listeners when the earliest hold it knows of expires (an expiry writes nothing, so no event
- * would tell). It stops when its last listener goes.
+ * would tell). Each event notes the Lease's resourceVersion in the backend's observations, so expiry
+ * counts from when this process first saw a change. It stops when its last listener goes.
  */
 export class NamespaceWatch {
   private started = false;
@@ -34,6 +36,7 @@ export class NamespaceWatch {
     private readonly kubeConfig: k8s.KubeConfig,
     private readonly namespace: string,
     private readonly clock: () => number,
+    private readonly observed: ObservedVersions,
     private readonly onIdle: () => void,
   ) {}
 
@@ -124,11 +127,13 @@ export class NamespaceWatch {
           if (!name || !label) return;
           let byName = this.leases.get(label);
           if (type === "DELETED") {
+            this.observed.drop(observedGroup(object), name);
             byName?.delete(name);
             if (byName?.size === 0) this.leases.delete(label);
           } else {
             if (!byName) this.leases.set(label, (byName = new Map()));
             byName.set(name, object);
+            if (object.metadata?.resourceVersion) this.observed.note(observedGroup(object), name, object.metadata.resourceVersion, this.clock());
           }
           if (!this.listeners.has(label)) return;
           this.scheduleExpiry(label);
@@ -153,9 +158,8 @@ export class NamespaceWatch {
     const now = this.clock();
     let next: number | undefined;
     for (const lease of this.leases.get(label)?.values() ?? []) {
-      const renewed = timeMs(lease.spec?.renewTime) ?? timeMs(lease.spec?.acquireTime);
-      if (!lease.spec?.holderIdentity || renewed === undefined || !lease.spec.leaseDurationSeconds) continue;
-      const expires = renewed + lease.spec.leaseDurationSeconds * 1000;
+      const expires = lease.spec?.holderIdentity ? expiresAt(lease, this.observed, now) : undefined;
+      if (expires === undefined) continue;
       if (expires >= now && (next === undefined || expires < next)) next = expires;
     }
     if (next === undefined || this.stopped) return;

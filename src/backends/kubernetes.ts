@@ -8,8 +8,12 @@
  * - `kubelock-<k>-<slot>`, one Lease per slot (0 .. maxHolders-1). `spec.holderIdentity` is the holder's
  *   claim UID; `leaseDurationSeconds`, `acquireTime`, `renewTime` and `leaseTransitions` mean what they
  *   mean on any Lease; annotations carry the fencing token and the HolderInfo. A slot is free when its
- *   Lease is missing, has no holderIdentity, or `renewTime + leaseDurationSeconds` is in the past.
- *   Released slots are deleted, so per-item locks leave no slot Leases behind.
+ *   Lease is missing, has no holderIdentity, or has not changed for `leaseDurationSeconds` as this process
+ *   observed it (its resourceVersion, first seen on this process's own clock: see runtime/observed.ts).
+ *   renewTime is written for people and tools; expiry never compares it, a timestamp from another machine,
+ *   with the local clock. A Lease seen for the first time (after a restart or failover) counts as renewed
+ *   then: expiry is judged late, never early. Released slots are deleted, so per-item locks leave no slot
+ *   Leases behind.
  * - `kubelock-<k>-fencing`, the fencing counter: annotation `kubelock.io/fencing-counter` holds the last
  *   token issued (a decimal string). It is never deleted, so tokens keep increasing across restarts.
  *   (The counter is not named `kubelock-<k>`: that would be slot 1 of key `<k minus "-1">`.)
@@ -40,6 +44,7 @@ import {
 } from "./backend";
 import type { BackendFactory } from "./registry";
 import { NamespaceWatch } from "./kubernetes-watch";
+import { monotonicNow, ObservedVersions } from "../runtime/observed";
 
 export const MANAGED_BY_LABEL = "app.kubernetes.io/managed-by";
 export const MANAGED_BY = "kubelock";
@@ -73,7 +78,7 @@ const RELEASE_ATTEMPTS = 8;
 export interface KubernetesLeaseBackendOptions {
   name: string;
   kubeConfig: k8s.KubeConfig;
-  /** Milliseconds since the epoch; decides expiry and stamps acquire and renew times. */
+  /** Milliseconds since the epoch; stamps acquire and renew times. Given, it also times observations (expiry). */
   clock?: () => number;
   /** Each API request fails with BackendUnavailableError after this long. Default 10 s. */
   requestTimeoutMs?: number;
@@ -106,11 +111,15 @@ export class KubernetesLeaseBackend implements LockBackend {
   private readonly api: k8s.CoordinationV1Api;
   private readonly kubeConfig: k8s.KubeConfig;
   private readonly clock: () => number;
+  /** Times observations: the monotonic clock unless a clock was injected. */
+  private readonly observationClock: () => number;
   private readonly requestTimeoutMs: number;
   private readonly requestOptions: k8s.ConfigurationOptions<k8s.ObservableMiddleware>;
   /** requestOptions plus `Content-Type: application/merge-patch+json`. */
   private readonly mergePatchOptions: k8s.ConfigurationOptions<k8s.ObservableMiddleware>;
   private readonly namespaceWatches = new Map<string, NamespaceWatch>();
+  /** When this process first saw each slot Lease's resourceVersion, by key (shared with the watches). */
+  private readonly observed = new ObservedVersions();
   private closed = false;
 
   constructor(options: KubernetesLeaseBackendOptions) {
@@ -118,6 +127,7 @@ export class KubernetesLeaseBackend implements LockBackend {
     this.kubeConfig = options.kubeConfig;
     this.api = options.kubeConfig.makeApiClient(k8s.CoordinationV1Api);
     this.clock = options.clock ?? Date.now;
+    this.observationClock = options.clock ?? monotonicNow;
     this.requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
     // client-node 1.x has no request timeout setting: a per-call middleware gives every request an
     // AbortSignal (it covers connecting, sending and reading the body). Connection reuse comes from
@@ -140,13 +150,13 @@ export class KubernetesLeaseBackend implements LockBackend {
       const state = await this.load(ref);
       const now = this.clock();
 
-      const mine = state.slots.filter((s) => s.lease.spec?.holderIdentity === req.holderId && !this.expired(s.lease, now));
+      const mine = state.slots.filter((s) => s.lease.spec?.holderIdentity === req.holderId && !this.expired(s.lease));
       const granted = mine.find((s) => tokenOf(s.lease) !== undefined);
       if (granted) return toHold(granted.lease); // re-attach: the hold as it is, same token
       let claimed: k8s.V1Lease | undefined = mine.length > 0 ? mine[0].lease : undefined; // claimed by an earlier call that did not finish: finish it
 
       if (!claimed) {
-        const taken = state.slots.filter((s) => this.held(s.lease, now));
+        const taken = state.slots.filter((s) => this.held(s.lease));
         if (taken.length >= req.maxHolders) return undefined;
         const takenIndexes = new Set(taken.map((s) => s.index));
         let index = 0;
@@ -173,7 +183,7 @@ export class KubernetesLeaseBackend implements LockBackend {
       const state = await this.load(ref);
       const now = this.clock();
       const slot = state.slots.find(
-        (s) => s.lease.spec?.holderIdentity === holderId && tokenOf(s.lease) !== undefined && !this.expired(s.lease, now),
+        (s) => s.lease.spec?.holderIdentity === holderId && tokenOf(s.lease) !== undefined && !this.expired(s.lease),
       );
       if (!slot) return undefined;
       const lease = slot.lease;
@@ -181,7 +191,8 @@ export class KubernetesLeaseBackend implements LockBackend {
       // runs beside the reconciler) would bring the deleted slot back. A patch of a missing object is a
       // 404, and the resourceVersion in it makes it conditional (409 when the slot changed).
       const patch = { metadata: { resourceVersion: lease.metadata?.resourceVersion }, spec: { leaseDurationSeconds, renewTime: microTime(now) } };
-      const renewed = await this.conditional(() => this.api.patchNamespacedLease({ name: lease.metadata!.name!, namespace: ref.namespace, body: patch }, this.mergePatchOptions));
+      const sentAt = this.observationClock();
+      const renewed = this.wrote(await this.conditional(() => this.api.patchNamespacedLease({ name: lease.metadata!.name!, namespace: ref.namespace, body: patch }, this.mergePatchOptions)), sentAt);
       if (renewed) return toHold(renewed);
     }
     throw new BackendUnavailableError(this.name, `too much contention renewing ${key}`);
@@ -192,14 +203,13 @@ export class KubernetesLeaseBackend implements LockBackend {
     let released = false;
     for (let attempt = 0; attempt < RELEASE_ATTEMPTS; attempt++) {
       const state = await this.load(ref);
-      const now = this.clock();
       // Every slot with this holder's identity: a live hold, an unfinished claim, or an expired leftover
       // that nobody took over. All are deleted; only a live hold counts as "a hold was removed".
       const mine = state.slots.filter((s) => s.lease.spec?.holderIdentity === holderId);
       if (mine.length === 0) return released;
       let conflict = false;
       for (const { lease } of mine) {
-        const live = tokenOf(lease) !== undefined && !this.expired(lease, now);
+        const live = tokenOf(lease) !== undefined && !this.expired(lease);
         const result = await this.conditional(() =>
           this.api.deleteNamespacedLease(
             {
@@ -220,9 +230,8 @@ export class KubernetesLeaseBackend implements LockBackend {
 
   async holders(key: string): Promise<Hold[]> {
     const state = await this.load(keyRef(key));
-    const now = this.clock();
     return state.slots
-      .filter((s) => tokenOf(s.lease) !== undefined && this.held(s.lease, now))
+      .filter((s) => tokenOf(s.lease) !== undefined && this.held(s.lease))
       .map((s) => toHold(s.lease))
       .sort((a, b) => compareTokens(a.fencingToken, b.fencingToken));
   }
@@ -232,7 +241,7 @@ export class KubernetesLeaseBackend implements LockBackend {
     if (this.closed) return () => undefined;
     let shared = this.namespaceWatches.get(ref.namespace);
     if (!shared) {
-      const created: NamespaceWatch = new NamespaceWatch(this.kubeConfig, ref.namespace, this.clock, () => {
+      const created: NamespaceWatch = new NamespaceWatch(this.kubeConfig, ref.namespace, this.observationClock, this.observed, () => {
         if (this.namespaceWatches.get(ref.namespace) === created) this.namespaceWatches.delete(ref.namespace);
       });
       this.namespaceWatches.set(ref.namespace, created);
@@ -250,15 +259,20 @@ export class KubernetesLeaseBackend implements LockBackend {
   // --- slots and tokens ---
 
   /** A slot is taken by a live holder (granted, or claimed and about to be granted). */
-  private held(lease: k8s.V1Lease, now: number): boolean {
-    return !!lease.spec?.holderIdentity && !this.expired(lease, now);
+  private held(lease: k8s.V1Lease): boolean {
+    return !!lease.spec?.holderIdentity && !this.expired(lease);
   }
 
-  private expired(lease: k8s.V1Lease, now: number): boolean {
-    const spec = lease.spec;
-    const renewed = timeMs(spec?.renewTime) ?? timeMs(spec?.acquireTime);
-    if (renewed === undefined || !spec?.leaseDurationSeconds) return true;
-    return renewed + spec.leaseDurationSeconds * 1000 < now;
+  /** Unchanged for its leaseDurationSeconds since this process first saw its resourceVersion. */
+  private expired(lease: k8s.V1Lease, now = this.observationClock()): boolean {
+    const expires = expiresAt(lease, this.observed, now);
+    return expires === undefined || expires < now;
+  }
+
+  /** Notes a slot Lease this process wrote, as seen from when the write was sent. */
+  private wrote<T extends k8s.V1Lease | undefined>(lease: T, sentAt: number): T {
+    if (lease?.metadata?.resourceVersion) this.observed.wrote(observedGroup(lease), lease.metadata.name ?? "", lease.metadata.resourceVersion, sentAt);
+    return lease;
   }
 
   /** Claims slot `index` (create, or replace the free Lease `previous`); undefined when we lost the race. */
@@ -288,16 +302,18 @@ export class KubernetesLeaseBackend implements LockBackend {
         leaseTransitions: (previous?.spec?.leaseTransitions ?? 0) + (hadHolder ? 1 : 0),
       },
     };
-    return this.conditional(() =>
+    const sentAt = this.observationClock();
+    return this.wrote(await this.conditional(() =>
       previous
         ? this.api.replaceNamespacedLease({ name, namespace: ref.namespace, body }, this.requestOptions)
         : this.api.createNamespacedLease({ namespace: ref.namespace, body }, this.requestOptions),
-    );
+    ), sentAt);
   }
 
   /** Writes the token into our claim; undefined when the claim changed since. */
   private async writeToken(ref: KeyRef, claimed: k8s.V1Lease, token: bigint): Promise<k8s.V1Lease | undefined> {
     const now = this.clock();
+    const sentAt = this.observationClock();
     const body: k8s.V1Lease = {
       apiVersion: "coordination.k8s.io/v1",
       kind: "Lease",
@@ -308,9 +324,9 @@ export class KubernetesLeaseBackend implements LockBackend {
       },
       spec: { ...claimed.spec, renewTime: microTime(now) },
     };
-    return this.conditional(() =>
+    return this.wrote(await this.conditional(() =>
       this.api.replaceNamespacedLease({ name: claimed.metadata!.name!, namespace: ref.namespace, body }, this.requestOptions),
-    );
+    ), sentAt);
   }
 
   /**
@@ -400,6 +416,8 @@ export class KubernetesLeaseBackend implements LockBackend {
       if (match) state.slots.push({ index: Number(match[1]), lease });
     }
     state.slots.sort((a, b) => a.index - b.index);
+    const seen = state.slots.map(({ lease }) => [lease.metadata?.name ?? "", lease.metadata?.resourceVersion ?? ""] as const);
+    this.observed.sync(`${ref.namespace}/${ref.label}`, seen, this.observationClock());
     return state;
   }
 
@@ -482,6 +500,23 @@ function labels(ref: KeyRef, role: string): Record<string, string> {
 function ownMeta(lease: k8s.V1Lease): k8s.V1ObjectMeta {
   const m = lease.metadata ?? {};
   return { name: m.name, namespace: m.namespace, labels: m.labels, annotations: m.annotations, ownerReferences: m.ownerReferences };
+}
+
+/** The observation group of a slot Lease: its namespace and key label (as `load` groups a key's slots). */
+export function observedGroup(lease: k8s.V1Lease): string {
+  return `${lease.metadata?.namespace ?? ""}/${lease.metadata?.labels?.[KEY_LABEL] ?? ""}`;
+}
+
+/**
+ * When a slot Lease expires on this process's clock: its leaseDurationSeconds after this process first saw
+ * its current resourceVersion (now, when never seen). Undefined for a Lease without a lease duration.
+ */
+export function expiresAt(lease: k8s.V1Lease, observed: ObservedVersions, now?: number): number | undefined {
+  const duration = lease.spec?.leaseDurationSeconds;
+  if (!duration || !lease.metadata?.resourceVersion) return undefined;
+  const seen = observed.seenAt(observedGroup(lease), lease.metadata.name ?? "", lease.metadata.resourceVersion);
+  const start = seen ?? now;
+  return start === undefined ? undefined : start + duration * 1000;
 }
 
 function tokenOf(lease: k8s.V1Lease): bigint | undefined {

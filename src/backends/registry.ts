@@ -11,6 +11,7 @@
  *   `name`; reconcilers look them up with `get(name)`.
  */
 import { KubeConfig } from "@kubernetes/client-node";
+import type { Logger } from "../log";
 import { BackendConfigError, type LockBackend } from "./backend";
 import { kubernetesBackendFactory } from "./kubernetes";
 import { etcdBackendFactory, parseEtcdSettings } from "./etcd";
@@ -26,6 +27,17 @@ export interface BackendFactoryContext {
   clusterName: string;
   /** The type's own settings block from the config (`redis: {...}` for `type: redis`), or {}. */
   settings: Record<string, unknown>;
+  /** Set with leader election: what a backend needs to hand per-process state to the next leader. */
+  handover?: Handover;
+}
+
+/** With leader election: where the leader keeps state for the next one, and how long a failover may take. */
+export interface Handover {
+  /** The operator's own namespace (the leader election Lease's). */
+  namespace: string;
+  /** The longest a crashed leader goes unreplaced: leader lease + polling, ms. */
+  failoverMs: number;
+  log: Logger;
 }
 
 /** Builds a backend; throws (BackendConfigError or Error) on invalid settings. */
@@ -45,6 +57,7 @@ export interface BackendConfig {
   settings?: Record<string, unknown>;
   kubeConfig: KubeConfig;
   clusterName?: string;
+  handover?: Handover;
 }
 
 /** The name of the backend that exists without configuration: Leases on the operator's own API server. */
@@ -74,7 +87,7 @@ export async function createBackend(config: BackendConfig): Promise<LockBackend>
     throw new BackendConfigError(`backend "${config.name}": settings for type ${config.type} must be a mapping`);
   }
   try {
-    return await factory({ name: config.name, kubeConfig: config.kubeConfig, clusterName: config.clusterName ?? "", settings });
+    return await factory({ name: config.name, kubeConfig: config.kubeConfig, clusterName: config.clusterName ?? "", settings, handover: config.handover });
   } catch (err) {
     if (err instanceof BackendConfigError) throw err;
     throw new BackendConfigError(problemLines(config.name, err).join("\n"), { cause: err });
@@ -137,14 +150,14 @@ export class BackendRegistry {
    */
   static async fromConfig(
     entries: { name: string; type: string; settings?: Record<string, unknown> }[],
-    context: { kubeConfig: KubeConfig; clusterName?: string },
+    context: { kubeConfig: KubeConfig; clusterName?: string; handover?: Handover },
   ): Promise<BackendRegistry> {
     const registry = new BackendRegistry();
     const all = entries.some((e) => e.name === BUILTIN_BACKEND) ? entries : [...entries, { name: BUILTIN_BACKEND, type: "kubernetes" }];
     try {
       for (const entry of all) {
         if (registry.has(entry.name)) throw new BackendConfigError(`backend "${entry.name}" is configured twice`);
-        registry.add(await createBackend({ ...entry, kubeConfig: context.kubeConfig, clusterName: context.clusterName }));
+        registry.add(await createBackend({ ...entry, kubeConfig: context.kubeConfig, clusterName: context.clusterName, handover: context.handover }));
       }
     } catch (err) {
       await registry.closeAll();

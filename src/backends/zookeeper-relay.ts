@@ -3,7 +3,8 @@
  * over a live connection, which deletes every ephemeral node (every hold) at once; holds must instead
  * outlive an operator restart. With the client connected through these relays, the backend cuts the
  * connection first, so close() finds nothing to send and the session lives on until its timeout (or
- * until a restarted operator resumes it).
+ * until a restarted operator resumes it). A replica that lost leadership must not reconnect a session it
+ * handed over, so new connections pass `admit` first.
  */
 import { connect as dial, createServer, type AddressInfo, type Server, type Socket } from "node:net";
 
@@ -14,6 +15,8 @@ export class LoopbackRelay {
   private readonly servers: Server[] = [];
   /** The client's address list: one relay per server, in the same order. */
   connect = "";
+  /** Whether a new connection may be relayed now (refused ones are closed at once, as a server that is down). */
+  admit: () => boolean = () => true;
 
   private constructor() {}
 
@@ -34,7 +37,7 @@ export class LoopbackRelay {
   }
 
   private pipe(client: Socket, upstream: { host: string; port: number }): void {
-    if (this.cutOff) return void client.destroy();
+    if (this.cutOff || !this.admit()) return void client.destroy();
     const server = dial(upstream.port, upstream.host);
     for (const socket of [client, server]) {
       this.sockets.add(socket);

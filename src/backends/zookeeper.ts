@@ -20,11 +20,16 @@
  * larger token; re-attach finds the same child, so the same token. (Zxids restart only if the ensemble's data
  * is wiped; the addon returns them as doubles, exact up to 2^53, i.e. 2^21 leader epochs.)
  *
- * Expiry: holds live exactly as long as the session that created them; the session timeout
- * (`sessionTimeoutMs`, bounded by the server's min/max) is the expiry granularity, and leaseDurationSeconds is
- * only recorded. The client pings by itself; renew checks the child exists and stamps renewTime (a versioned
- * set). When the session expires every hold of this process is gone: renew returns undefined (the claim is
- * Lost) and a new client makes a new session.
+ * Expiry: holds live exactly as long as the session that created them, and the ZooKeeper servers decide when
+ * it has expired (their own time: no operator's clock is compared with anything). A hold therefore outlives
+ * the operator by the session timeout (`sessionTimeoutMs` as the server granted it, within its min/max), so
+ * that is the only lease this backend can honour: `leaseProblem` refuses a lock whose leaseDurationSeconds
+ * differs (configure one backend per lease duration: same connect, another sessionTimeoutMs). A shorter lease
+ * would let the hold linger; a longer one would promise holds across an outage the session does not survive.
+ * The client pings by itself; renew checks the child exists and stamps renewTime (a versioned set). A child of
+ * another session cannot be kept alive from here, so renewing it is BackendUnavailableError, never a confirmation.
+ * When the session expires every hold of this process is gone: renew returns undefined (the claim is Lost) and a
+ * new client makes a new session.
  *
  * Connection: while an established session is disconnected (not yet expired) every call throws
  * BackendUnavailableError at once, so nothing is decided on a stale view; a client that has not connected yet
@@ -33,13 +38,25 @@
  * locally), then starts a new one.
  *
  * Restarts: close() leaves the session to expire, as a crash would, so holds outlive the process by the
- * session timeout (the C client sends closeSession only over a live connection; close() first points it at an
- * unroutable address). With `sessionFile`, the session id and password are kept there (mode 0600) and a
- * restarted operator resumes the session, holds and all, if it has not expired. The path must be private to
- * one process (an emptyDir survives container restarts): two processes on one session take it from each
- * other. Without it, a restarted operator re-attaches to its holderIds' children (same token), but they belong
- * to the old session and vanish when it expires; renew then returns undefined and the claims become Lost.
- * Moving a child to the new session would mean a new child: a new token and the back of the queue.
+ * session timeout (the C client sends closeSession only over a live connection; close() first cuts the
+ * connection, see LoopbackRelay). A later process keeps the holds only by resuming that session (its id and
+ * password) before it expires; a new session cannot own the old one's children (moving a child to it would
+ * mean a new child: a new token and the back of the queue), so they vanish with the old session, renew
+ * returns undefined and the claims become Lost.
+ *
+ * Leader failover and rolling updates (`handover`, set with --leader-elect): every replica starts on a
+ * session of its own (followers only read: probes). The leader keeps its session's id and password in a
+ * Secret only the operator may read (SessionStore), and the replica that takes over resumes that session in
+ * `lead()`, before it renews anything, so every hold lives on with its token. This holds while the failover
+ * (leader lease + polling, about --leader-elect-lease-duration + 2.2 × retry period) is shorter than the
+ * session timeout; the factory logs an error when it is not, and then a crashed leader's holds expire before
+ * the next one arrives: their claims become Lost (never Granted without a hold). Two processes on one session
+ * would take it from each other, so a replica that no longer leads neither reconnects it (the relay admits a
+ * connection only while `leading()`) nor keeps it (`stepDown` cuts it at once).
+ *
+ * Without leader election, `sessionFile` keeps the session id and password in a file (mode 0600) and a
+ * restarted operator resumes it. The path must be private to one process (an emptyDir survives container
+ * restarts).
  *
  * Auth: `authFile` holds digest credentials `user:password`, added to every session, never logged. The addon
  * creates nodes with the open ACL: auth admits the client where the ensemble or rootPath's parent requires
@@ -50,7 +67,9 @@ import { dirname } from "node:path";
 import ZooKeeper from "zookeeper";
 import { BackendConfigError, BackendUnavailableError, type AcquireRequest, type Hold, type HolderInfo, type LockBackend } from "./backend";
 import type { BackendFactory } from "./registry";
+import type { Logger } from "../log";
 import { LoopbackRelay } from "./zookeeper-relay";
+import { DEFAULT_SESSION_SECRET, parseSession, SecretSessionStore, type SessionStore, type ZooKeeperSession } from "./zookeeper-session";
 
 const Z = ZooKeeper.constants;
 const DEFAULT_SESSION_TIMEOUT_MS = 30_000;
@@ -70,20 +89,28 @@ export interface ZooKeeperBackendOptions {
   rootPath?: string;
   auth?: string;
   sessionFile?: string;
+  /** The Secret's name (in the handover namespace); default kubelock-zookeeper-sessions. */
+  sessionSecret?: string;
   requestTimeoutMs?: number;
   clock?: () => number;
+  /** With leader election: where the leader's session is handed to the next leader (sessionFile is then unused). */
+  handover?: SessionStore;
+  /** Handover problems (a Secret that cannot be read or written) are logged here. */
+  log?: Logger;
 }
 
 interface Child { name: string; holderId: string; seq: number }
 interface NodeData extends HolderInfo { maxHolders: number; leaseDurationSeconds: number; acquireTime: string; renewTime: string }
-interface Node { czxid: number; version: number; data?: NodeData }
+interface Node { czxid: number; version: number; ephemeralOwner: string; data?: NodeData }
 interface KeyWatch { path: string; listeners: Set<() => void>; armedOn?: ZooKeeper; generation: number }
 type Done = (rc: number, error: unknown, ...result: unknown[]) => void;
-interface Session { id: string; password: string }
+type Session = ZooKeeperSession;
+/** How often lead() tries to read the handed-over session before it gives up (a second apart). */
+const HANDOVER_READ_ATTEMPTS = 3;
 
 export class ZooKeeperBackend implements LockBackend {
   readonly name: string;
-  private readonly options: Required<Omit<ZooKeeperBackendOptions, "auth" | "sessionFile">> & Pick<ZooKeeperBackendOptions, "auth" | "sessionFile">;
+  private readonly options: Required<Pick<ZooKeeperBackendOptions, "sessionTimeoutMs" | "rootPath" | "requestTimeoutMs" | "clock">> & ZooKeeperBackendOptions;
   private client!: ZooKeeper;
   private connected = false;
   /** The current client has been connected at least once: losing its connection means suspended. */
@@ -98,14 +125,20 @@ export class ZooKeeperBackend implements LockBackend {
   private readonly busy = new Map<string, Promise<unknown>>();
   /** The client connects through it, so close() can cut the connection first (see LoopbackRelay). */
   private readonly relay: Promise<LoopbackRelay>;
+  /** Set by lead(): whether this replica still leads (a handed-over session is used only then). */
+  private leading?: () => boolean;
+  /** The session last written to the handover store. */
+  private handedOver?: string;
+  /** The session timeout the server granted the current session, ms. */
+  private grantedTimeoutMs?: number;
 
   constructor(options: ZooKeeperBackendOptions) {
     this.name = options.name;
     const { sessionTimeoutMs = DEFAULT_SESSION_TIMEOUT_MS, rootPath = DEFAULT_ROOT, requestTimeoutMs = DEFAULT_REQUEST_TIMEOUT_MS, clock = Date.now } = options;
     this.options = { ...options, sessionTimeoutMs, rootPath, requestTimeoutMs, clock };
-    if (options.sessionFile) this.resume = readSession(options.sessionFile);
+    if (options.sessionFile && !options.handover) this.resume = readSession(options.sessionFile);
     this.relay = LoopbackRelay.start(options.connect);
-    this.relay.catch(() => undefined); // reported by ready(): requests wait for a client that never comes
+    this.relay.then((relay) => (relay.admit = () => this.leading?.() ?? true), () => undefined); // reported by ready()
     void this.open();
   }
 
@@ -147,10 +180,13 @@ export class ZooKeeperBackend implements LockBackend {
         const mine = children.find((c) => c.holderId === holderId);
         const node = mine && (await this.read(`${lock}/${mine.name}`));
         if (!mine || !node?.data || children.indexOf(mine) >= node.data.maxHolders) return undefined;
+        // Only the owning session keeps a node alive: a hold of another session (a leader's, seen from a follower;
+        // a crashed operator's, not handed over) cannot be extended from here, so this is no confirmation.
+        if (node.ephemeralOwner !== this.sessionId) throw this.unavailable(`the hold on ${key} belongs to another session, which this one cannot keep alive`);
         const data: NodeData = { ...node.data, leaseDurationSeconds, renewTime: this.now() };
         const { rc, result } = await this.call(`renew ${lock}/${mine.name}`, (zk, done) => zk.a_set(`${lock}/${mine.name}`, JSON.stringify(data), node.version, done), [Z.ZBADVERSION, Z.ZNONODE]);
         if (rc === Z.ZNONODE) return undefined;
-        if (rc === Z.ZOK) return toHold({ czxid: node.czxid, version: (result[0] as { version: number }).version, data });
+        if (rc === Z.ZOK) return toHold({ ...node, version: (result[0] as { version: number }).version, data });
       }
       throw this.unavailable(`too much contention renewing ${key}`);
     });
@@ -190,6 +226,55 @@ export class ZooKeeperBackend implements LockBackend {
       shared.listeners.delete(listener);
       if (shared.listeners.size === 0 && this.watches.get(path) === shared) this.watches.delete(path); // its last event is ignored
     };
+  }
+
+  /** Refuses a lease other than the session timeout (see "Expiry" above). */
+  leaseProblem(leaseDurationSeconds: number): string | undefined {
+    const timeoutMs = this.grantedTimeoutMs ?? this.options.sessionTimeoutMs;
+    if (leaseDurationSeconds * 1000 === timeoutMs) return undefined;
+    const granted = this.grantedTimeoutMs !== undefined && this.grantedTimeoutMs !== this.options.sessionTimeoutMs
+      ? ` (the server granted ${this.grantedTimeoutMs}ms of the ${this.options.sessionTimeoutMs}ms asked: see its min/maxSessionTimeout)` : "";
+    const lease = timeoutMs % 1000 === 0 ? `set the lock's leaseDurationSeconds to ${timeoutMs / 1000}, or ` : "";
+    return `backend ${this.name} (zookeeper) keeps a hold exactly as long as its session, ${timeoutMs}ms${granted}, `
+      + `so it cannot honour leaseDurationSeconds ${leaseDurationSeconds}: ${lease}use a zookeeper backend with sessionTimeoutMs ${leaseDurationSeconds * 1000}`;
+  }
+
+  /**
+   * This replica now leads: resume the session the last leader handed over (its holds with it) before anything
+   * is renewed, then hand the session in use over in turn. Without a handed-over session (the first leader, or
+   * a store that cannot be read: thrown after a few tries) the replica keeps its own.
+   */
+  async lead(leading: () => boolean): Promise<void> {
+    const store = this.options.handover;
+    if (!store || this.closed) return;
+    this.leading = leading;
+    let stored: Session | undefined;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        stored = await store.load();
+        break;
+      } catch (err) {
+        if (attempt >= HANDOVER_READ_ATTEMPTS) throw err;
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+      }
+    }
+    if (stored && stored.id !== this.resume?.id) {
+      // Our own session was only read through (followers hold nothing): end it and resume the leader's.
+      const own = this.client;
+      this.resume = stored;
+      clearTimeout(this.reopenTimer);
+      await this.open();
+      own?.close();
+      await this.ready().catch(() => undefined); // connected, or it is still trying: renewals will say so
+    }
+    await this.handOver();
+  }
+
+  /** Leadership is lost: drop the connection now and admit no other (the next leader resumes the session). */
+  stepDown(): void {
+    if (!this.options.handover) return;
+    this.leading = () => false;
+    void this.relay.then((relay) => relay.cut(), () => undefined);
   }
 
   async close(): Promise<void> {
@@ -232,7 +317,9 @@ export class ZooKeeperBackend implements LockBackend {
       this.lastProblem = "";
       if (first) {
         this.resume = { id: String(client.client_id), password: client.client_password };
-        if (sessionFile) writeSession(sessionFile, this.resume);
+        this.grantedTimeoutMs = typeof client.timeout === "number" && client.timeout > 0 ? client.timeout : undefined;
+        if (sessionFile && !this.options.handover) writeSession(sessionFile, this.resume);
+        if (this.leading) void this.handOver();
       }
       for (const wake of this.waiters) wake();
       for (const watch of this.watches.values()) {
@@ -258,6 +345,23 @@ export class ZooKeeperBackend implements LockBackend {
     });
     client.init({});
     if (auth) client.add_auth("digest", auth, () => undefined); // sent on every (re)connect; a failure closes the client
+  }
+
+  /** Writes the session in use to the handover store (once per session), for the next leader. */
+  private async handOver(): Promise<void> {
+    const session = this.resume;
+    const store = this.options.handover;
+    if (!store || !session || !this.leading?.() || this.handedOver === session.id) return;
+    try {
+      await store.save(session);
+      this.handedOver = session.id;
+      this.options.log?.info("zookeeper session handed over for the next leader", { backend: this.name, where: store.where, session: session.id });
+    } catch (err) {
+      // Not fatal here; the next leader then starts a session of its own and this one's holds become Lost.
+      this.options.log?.error("cannot hand the zookeeper session over; holds will not survive a leader change", {
+        backend: this.name, error: err instanceof Error ? err.message : String(err),
+      });
+    }
   }
 
   /** The connected client; waits only for a client that has not connected yet. */
@@ -309,8 +413,8 @@ export class ZooKeeperBackend implements LockBackend {
   private async read(path: string): Promise<Node | undefined> {
     const { rc, result } = await this.call(`read ${path}`, (zk, done) => zk.a_get(path, false, done), [Z.ZNONODE]);
     if (rc === Z.ZNONODE) return undefined;
-    const stat = result[0] as { czxid: number; version: number };
-    return { czxid: stat.czxid, version: stat.version, data: parseData(result[1]) };
+    const stat = result[0] as { czxid: number; version: number; ephemeralOwner: string };
+    return { czxid: stat.czxid, version: stat.version, ephemeralOwner: String(stat.ephemeralOwner), data: parseData(result[1]) };
   }
 
   private async remove(path: string): Promise<boolean> {
@@ -433,8 +537,7 @@ function codeName(rc: number): string {
 /** The saved session; undefined (a new session) when missing or unreadable. */
 function readSession(file: string): Session | undefined {
   try {
-    const { id, password } = JSON.parse(readFileSync(file, "utf8")) as Partial<Session>;
-    return /^[0-9a-f]+$/.test(String(id)) && /^[0-9A-F]{32}$/i.test(String(password)) ? { id: id!, password: password! } : undefined;
+    return parseSession(readFileSync(file, "utf8"));
   } catch {
     return undefined;
   }
@@ -451,7 +554,10 @@ function writeSession(file: string, session: Session): void {
 /** Checks the `zookeeper:` settings block; every mistake is one line of the thrown BackendConfigError. */
 export function parseZooKeeperSettings(name: string, raw: Record<string, unknown>): ZooKeeperBackendOptions {
   const problems: string[] = [];
-  const { connect, sessionTimeoutMs = DEFAULT_SESSION_TIMEOUT_MS, rootPath = DEFAULT_ROOT, authFile, sessionFile, requestTimeoutMs = DEFAULT_REQUEST_TIMEOUT_MS, ...unknown } = raw;
+  const {
+    connect, sessionTimeoutMs = DEFAULT_SESSION_TIMEOUT_MS, rootPath = DEFAULT_ROOT, authFile, sessionFile, sessionSecret = DEFAULT_SESSION_SECRET,
+    requestTimeoutMs = DEFAULT_REQUEST_TIMEOUT_MS, ...unknown
+  } = raw;
   for (const field of Object.keys(unknown)) problems.push(`unknown setting zookeeper.${field}`);
   if (typeof connect !== "string" || !connect) problems.push('zookeeper.connect is required ("host:port,host:port")');
   else {
@@ -484,9 +590,26 @@ export function parseZooKeeperSettings(name: string, raw: Record<string, unknown
   if (sessionFile !== undefined && (typeof sessionFile !== "string" || !sessionFile || !existsSync(dirname(sessionFile)))) {
     problems.push("zookeeper.sessionFile must be a file path in an existing directory");
   }
+  if (typeof sessionSecret !== "string" || sessionSecret.length > 253 || !/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(sessionSecret)) {
+    problems.push("zookeeper.sessionSecret must be a Secret name (lower-case letters, digits, '-', '.')");
+  }
   if (problems.length > 0) throw new BackendConfigError(problems.map((p) => `backend "${name}": ${p}`).join("\n"));
-  return { name, connect, sessionTimeoutMs, rootPath, auth, sessionFile, requestTimeoutMs } as ZooKeeperBackendOptions;
+  return { name, connect, sessionTimeoutMs, rootPath, auth, sessionFile, sessionSecret, requestTimeoutMs } as ZooKeeperBackendOptions;
 }
 
-/** The registry's factory for `type: zookeeper`. */
-export const zookeeperBackendFactory: BackendFactory = ({ name, settings }) => new ZooKeeperBackend(parseZooKeeperSettings(name, settings));
+/**
+ * The registry's factory for `type: zookeeper`. With leader election (`handover`), the session is handed from
+ * leader to leader through key `<backend name>` of Secret `sessionSecret` in the operator's namespace.
+ */
+export const zookeeperBackendFactory: BackendFactory = ({ name, settings, kubeConfig, handover }) => {
+  const options = parseZooKeeperSettings(name, settings);
+  if (!handover) return new ZooKeeperBackend(options);
+  const timeoutMs = options.sessionTimeoutMs ?? DEFAULT_SESSION_TIMEOUT_MS;
+  if (timeoutMs <= handover.failoverMs) {
+    handover.log.error("zookeeper.sessionTimeoutMs is shorter than a leader failover: a crashed leader's holds will expire before the next leader resumes them (their claims become Lost)", {
+      backend: name, sessionTimeoutMs: timeoutMs, failoverMs: handover.failoverMs,
+    });
+  }
+  const store = new SecretSessionStore(kubeConfig, handover.namespace, options.sessionSecret ?? DEFAULT_SESSION_SECRET, name);
+  return new ZooKeeperBackend({ ...options, handover: store, log: handover.log });
+};

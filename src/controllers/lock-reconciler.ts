@@ -20,6 +20,7 @@ import type { ReconcileResult } from "../runtime/workqueue";
 import { blockedStatus, endedStatus, grantedStatus, waitingStatus } from "./claim-status";
 import { ClaimIndex, type OperatorContext } from "./context";
 import { HoldRenewer, validityMarginMs, type TrackedHold } from "./hold-renewer";
+import { ObservedVersions } from "../runtime/observed";
 
 /** Equal as JSON values, whatever the order of object keys (the API server keeps its own order). */
 const sameJson = (a: unknown, b: unknown) => canonical(a) === canonical(b);
@@ -31,6 +32,8 @@ export class LockReconciler {
   private readonly watches = new Map<string, { backendKey: string; stop: () => void }>();
   /** When each lock last rewrote waiting claims' moved places (see POSITION_REFRESH_MS). */
   private readonly positionsWrittenAt = new Map<string, number>();
+  /** When this process first saw each heartbeat claim's current heartbeat, by lock (see assessClaim). */
+  private readonly heartbeats = new ObservedVersions();
   private readonly renewer: HoldRenewer;
   /** Lock-delay: when each lapsing hold (its claim ended Lost or LeaseExpired) may be released, this process's clock. */
   private readonly lapseDeadlines = new Map<string, number>();
@@ -72,6 +75,12 @@ export class LockReconciler {
     }
     const backendKey = backendKeyOf(lock);
     if (lock.metadata.deletionTimestamp) return this.lockDeleted(lock, claims, backend, backendKey);
+    const leaseProblem = backend.leaseProblem?.(lock.spec.leaseDurationSeconds ?? LOCK_DEFAULTS.leaseDurationSeconds);
+    if (leaseProblem) {
+      // Nothing is granted; a deleted claim's hold (granted before the lease changed) goes, then its finalizer.
+      for (const claim of claims) if (claim.metadata.deletionTimestamp && claim.metadata.uid) await backend.release(backendKey, claim.metadata.uid);
+      return this.writeUnready(lock, claims, LockReason.LeaseUnsupported, leaseProblem, ClaimReason.InvalidSpec);
+    }
     await this.ensureFinalizer(LOCK_PLURAL, lock);
     lock = this.latest(lock);
     // Watch before reading the holds when a claim may have to wait (or other clusters hold), so no
@@ -106,8 +115,9 @@ export class LockReconciler {
     claims = claims.map((c) => this.latest(c));
     let floor = fencingFloor(lock, claims);
     const holds = new Map((await backend.holders(backendKey)).map((h) => [h.holderId, h]));
+    const heartbeatSeenAt = this.heartbeats.sync(lockKey, claims.flatMap(heartbeatOf), nowMs);
     const assessed = new Map(claims.map((c) => {
-      const facts = assessClaim(c, this.podState(c), nowMs);
+      const facts = assessClaim(c, this.podState(c), nowMs, heartbeatSeenAt.get(c.metadata.uid ?? c.metadata.name));
       facts.validityPassed = (this.renewer.validUntil(facts.id) ?? Infinity) <= nowMs;
       return [facts.id, { claim: c, facts }];
     }));
@@ -375,13 +385,13 @@ export class LockReconciler {
   }
 
   /** The lock cannot work (unknown backend, backend down): say so on the lock and on its waiting claims. */
-  private async writeUnready(lock: DistributedLock, claims: LockClaim[], reason: string, message: string): Promise<void> {
+  private async writeUnready(lock: DistributedLock, claims: LockClaim[], reason: string, message: string, claimReason: ClaimReason = ClaimReason.BackendUnavailable): Promise<void> {
     const now = new Date(this.ctx.clock.now()).toISOString();
     // The cache, not the objects this reconcile started from: it may have written statuses already.
     lock = this.latest(lock);
     const nowMs = this.ctx.clock.now();
     for (const claim of claims.map((c) => this.latest(c))) {
-      if (claim.metadata.deletionTimestamp && reason === LockReason.UnknownBackend) await this.removeFinalizer(claim);
+      if (claim.metadata.deletionTimestamp && (reason === LockReason.UnknownBackend || reason === LockReason.LeaseUnsupported)) await this.removeFinalizer(claim);
       else if (reason === LockReason.BackendUnavailable && claim.status?.phase === "Granted" && !((this.renewer.validUntil(claim.metadata.uid!) ?? -Infinity) > nowMs)) {
         // Past its validity deadline (or never confirmed by this process): the backend may already have let the hold
         // go, so the claim must not show Granted any longer. The hold, if it is still there, lapses (lock-delay).
@@ -391,7 +401,7 @@ export class LockReconciler {
         await this.writeClaimStatus(claim, endedStatus(claim, "Lost", ClaimReason.Lost, lostMessage, now));
         this.ctx.events.record(claim, "Warning", ClaimReason.Lost, lostMessage);
       } else if (claim.status?.phase === undefined || claim.status.phase === "Pending" || claim.status.phase === "Granted") {
-        await this.writeClaimStatus(claim, blockedStatus(claim, ClaimReason.BackendUnavailable, message, now));
+        await this.writeClaimStatus(claim, blockedStatus(claim, claimReason, message, now));
       }
     }
     await this.writeLockStatus(lock, {
@@ -499,6 +509,7 @@ export class LockReconciler {
   private forgetLock(lockKey: string): void {
     this.stopBackendWatch(lockKey);
     this.positionsWrittenAt.delete(lockKey);
+    this.heartbeats.forget(lockKey);
   }
 
   stopAll(): void {
@@ -520,6 +531,11 @@ function fencingFloor(lock: DistributedLock, claims: LockClaim[]): bigint {
 }
 
 const backendKeyOf = (lock: DistributedLock) => `${lock.metadata.namespace}/${lock.spec.key ?? lock.metadata.name}`;
+
+/** A Granted heartbeat claim's current heartbeat, as [id, version] for ObservedVersions; none for other claims. */
+const heartbeatOf = (claim: LockClaim): [string, string][] => claim.status?.phase === "Granted" && claim.spec.leaseDurationSeconds
+  ? [[claim.metadata.uid ?? claim.metadata.name, `${claim.spec.renewTime ?? ""} ${claim.status.acquireTime ?? ""}`]]
+  : [];
 
 /** Thrown instead of a write when this operator no longer provably leads; the reconcile retries later. */
 export class NotLeadingError extends Error {
@@ -553,6 +569,7 @@ function failuresAsUnavailable(backend: LockBackend, beforeChange: () => void): 
     holders: guard(backend.holders, false),
     watch: (key, onChange) => backend.watch(key, onChange),
     close: () => backend.close(),
+    leaseProblem: (seconds) => backend.leaseProblem?.(seconds),
   };
 }
 

@@ -27,7 +27,14 @@ export interface ClaimAssessment extends ClaimFacts {
 
 const ms = (time: string | undefined): number | undefined => (time ? Date.parse(time) : undefined);
 
-export function assessClaim(claim: LockClaim, pod: PodState | undefined, now: number): ClaimAssessment {
+/**
+ * `heartbeatSeenAt`: in heartbeat mode, when this process first saw the claim's current heartbeat (its
+ * spec.renewTime and status.acquireTime as they are now), on its own clock; undefined means now. The
+ * holder's renewTime is never compared with the local clock: it was written on another machine, whose clock
+ * may be minutes off. A heartbeat first seen after a restart or failover starts the clock afresh (late,
+ * never early).
+ */
+export function assessClaim(claim: LockClaim, pod: PodState | undefined, now: number, heartbeatSeenAt = now): ClaimAssessment {
   const createdAt = ms(claim.metadata.creationTimestamp) ?? now;
   const facts: ClaimAssessment = {
     id: claim.metadata.uid ?? claim.metadata.name,
@@ -64,9 +71,8 @@ export function assessClaim(claim: LockClaim, pod: PodState | undefined, now: nu
   if (facts.end) return facts;
 
   if (granted && claim.spec.leaseDurationSeconds) {
-    // A renewTime from before the grant (set while queued, or left on an adopted claim) does not count.
-    const last = Math.max(ms(claim.spec.renewTime) ?? 0, ms(claim.status?.acquireTime) ?? createdAt);
-    const deadline = last + claim.spec.leaseDurationSeconds * 1000;
+    // The grant itself (a new acquireTime) counts as a heartbeat, so a renewTime from before it does not expire it.
+    const deadline = heartbeatSeenAt + claim.spec.leaseDurationSeconds * 1000;
     if (now >= deadline) {
       facts.end = {
         reason: ClaimReason.LeaseExpired,

@@ -219,6 +219,18 @@ describe("zookeeper backend: nodes, tokens, watches, sessions", () => {
     assert.equal(await successor.renew(key, a.holderId, 30), undefined);
   });
 
+  test("a hold of another live session cannot be renewed from here: unavailable, not confirmed", async () => {
+    const owner = backend();
+    const { key } = newKey("foreign");
+    const a = request(key, "a");
+    const hold = await owner.tryAcquire(a);
+    assert.ok(hold);
+    const other = backend();
+    assert.deepEqual((await other.holders(key)).map((h) => h.holderId), [a.holderId]);
+    await assert.rejects(other.renew(key, a.holderId, 30), /belongs to another session/);
+    assert.equal((await owner.renew(key, a.holderId, 30))?.fencingToken, hold.fencingToken, "the owning session renews");
+  });
+
   test("no server: BackendUnavailableError within the request timeout", async () => {
     const server = createServer();
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
@@ -235,7 +247,8 @@ describe("zookeeper backend: nodes, tokens, watches, sessions", () => {
 describe("zookeeper settings", () => {
   test("valid settings, defaults, and the registry's lazy factory", async () => {
     assert.deepEqual(parseZooKeeperSettings("zk", { connect: "zk-0:2181,zk-1:2181" }), {
-      name: "zk", connect: "zk-0:2181,zk-1:2181", sessionTimeoutMs: 30000, rootPath: "/kubelock", auth: undefined, sessionFile: undefined, requestTimeoutMs: 10000,
+      name: "zk", connect: "zk-0:2181,zk-1:2181", sessionTimeoutMs: 30000, rootPath: "/kubelock", auth: undefined, sessionFile: undefined,
+      sessionSecret: "kubelock-zookeeper-sessions", requestTimeoutMs: 10000,
     });
     const b = await createBackend({ name: "zk", type: "zookeeper", kubeConfig: kubeConfig(), settings: { connect: testEnv.zookeeperConnect, rootPath: ROOT } });
     try {
@@ -258,6 +271,7 @@ describe("zookeeper settings", () => {
       [{ connect: "zk:1", sessionTimeoutMs: 10 }, /sessionTimeoutMs must be an integer >= 1000/],
       [{ connect: "zk:1", requestTimeoutMs: "5s" }, /requestTimeoutMs must be an integer/],
       [{ connect: "zk:1", rootPath: "kubelock/" }, /rootPath must be an absolute path/],
+      [{ connect: "zk:1", sessionSecret: "Not_A_Name" }, /sessionSecret must be a Secret name/],
       [{ connect: "zk:1", rootPath: "/zookeeper/x" }, /rootPath must be an absolute path/],
       [{ connect: "zk:1", authFile: join(dir, "missing") }, /authFile: cannot read .*ENOENT/],
       [{ connect: "zk:1", authFile: badAuth }, /must hold digest credentials user:password/],

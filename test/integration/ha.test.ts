@@ -8,7 +8,7 @@ import { join, resolve } from "node:path";
 import { after, before, test } from "node:test";
 import * as k8s from "@kubernetes/client-node";
 import { createNamespace, eventually, kubeConfig, run, testEnv } from "../support/env";
-import { Api, ClaimHistory, startOperator, type OperatorProcess } from "../support/operator";
+import { Api, ClaimHistory, findLog as find, identityOf, leadingAt, startOperator, type OperatorProcess } from "../support/operator";
 
 const LEASE_MS = 4_000;
 const RETRY_MS = 500;
@@ -20,17 +20,6 @@ let namespace: string;
 let api: Api;
 let history: ClaimHistory;
 const operators: OperatorProcess[] = [];
-
-interface LogLine { ts: string; msg: string; [field: string]: unknown }
-
-const lines = (op: OperatorProcess): LogLine[] =>
-  op.output().split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as LogLine);
-const find = (op: OperatorProcess, msg: string) => lines(op).find((l) => l.msg === msg);
-const leadingAt = (op: OperatorProcess) => {
-  const line = find(op, "acquired the leader lease; leading");
-  return line ? Date.parse(line.ts) : undefined;
-};
-const identityOf = (op: OperatorProcess) => find(op, "operator started")?.identity as string;
 
 async function replica(): Promise<OperatorProcess> {
   const op = await startOperator({

@@ -32,7 +32,7 @@ const backendsConfig = [
   "backends:",
   `  - {name: redis, type: redis, redis: {url: "${testEnv.redisUrl}"}}`,
   `  - {name: etcd, type: etcd, etcd: {endpoints: ["${testEnv.etcdEndpoint}"]}}`,
-  `  - {name: zk, type: zookeeper, zookeeper: {connect: "${testEnv.zookeeperConnect}", sessionTimeoutMs: 10000}}`,
+  `  - {name: zk, type: zookeeper, zookeeper: {connect: "${testEnv.zookeeperConnect}", sessionTimeoutMs: 30000}}`,
   "",
 ].join("\n");
 

@@ -48,6 +48,8 @@ export async function startOperator(options: {
   syncTimeoutMs?: number;
   /** More flags, after the defaults (a repeated flag's last value wins). */
   extraArgs?: string[];
+  /** Added to the test's environment. */
+  env?: Record<string, string>;
 }): Promise<OperatorProcess> {
   const args = ["--import", "tsx", cli, "operator", "--log-level", options.logLevel ?? "info",
     "--kubeconfig", options.kubeconfig ?? testEnv.operatorKubeconfig, "--watch-namespace", options.namespace];
@@ -58,7 +60,7 @@ export async function startOperator(options: {
     writeFileSync(file, options.config);
     args.push("--config", file);
   }
-  const child: ChildProcess = spawn(process.execPath, args, { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"] });
+  const child: ChildProcess = spawn(process.execPath, args, { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...options.env } });
   let output = "";
   child.stdout!.on("data", (d) => (output += d));
   child.stderr!.on("data", (d) => (output += d));
@@ -81,6 +83,25 @@ export async function startOperator(options: {
   };
   return { output: () => output, stop: () => end("SIGTERM"), kill: () => end("SIGKILL") };
 }
+
+/** One line of the operator's JSON log. */
+export interface LogLine { ts: string; msg: string; [field: string]: unknown }
+
+/** The operator's JSON log lines so far. */
+export const logLines = (op: OperatorProcess): LogLine[] =>
+  op.output().split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as LogLine);
+
+/** The first log line with message `msg`. */
+export const findLog = (op: OperatorProcess, msg: string): LogLine | undefined => logLines(op).find((l) => l.msg === msg);
+
+/** When the replica (run with --leader-elect) started leading, ms since the epoch; undefined while it follows. */
+export const leadingAt = (op: OperatorProcess): number | undefined => {
+  const line = findLog(op, "acquired the leader lease; leading");
+  return line ? Date.parse(line.ts) : undefined;
+};
+
+/** The replica's leader election identity. */
+export const identityOf = (op: OperatorProcess): string => findLog(op, "operator started")?.identity as string;
 
 export interface OperatorNamespace {
   readonly namespace: string;

@@ -119,7 +119,9 @@ describe("assessClaim", () => {
     status,
   });
 
-  const table: { name: string; claim: LockClaim; pod?: Parameters<typeof assessClaim>[1]; reason?: string; blocked?: boolean; deadline?: string }[] = [
+  const table: {
+    name: string; claim: LockClaim; pod?: Parameters<typeof assessClaim>[1]; heartbeatSeenAt?: string; reason?: string; blocked?: boolean; deadline?: string;
+  }[] = [
     { name: "deleted claim ends Released", claim: base({}, {}, { deletionTimestamp: "2026-01-01T00:00:30Z" }), reason: "Released" },
     { name: "release annotation ends Released", claim: base({}, {}, { annotations: { "kubelock.io/release": "true" } }), reason: "Released" },
     { name: "granted claim whose pod is gone ends HolderTerminated", claim: base({ podName: "p" }, { phase: "Granted" }), pod: { exists: false }, reason: "HolderTerminated" },
@@ -137,16 +139,20 @@ describe("assessClaim", () => {
     },
     { name: "running pod: nothing ends", claim: base({ podName: "p" }), pod: { exists: true, phase: "Running" } },
     {
-      name: "heartbeat older than its lease expires",
-      claim: base({ leaseDurationSeconds: 10, renewTime: "2026-01-01T00:00:49Z" }, { phase: "Granted" }), reason: "LeaseExpired",
+      name: "heartbeat unchanged for its lease (as this process saw it) expires",
+      claim: base({ leaseDurationSeconds: 10, renewTime: "2026-01-01T00:00:59Z" }, { phase: "Granted" }), heartbeatSeenAt: "2026-01-01T00:00:50Z", reason: "LeaseExpired",
     },
     {
-      name: "fresh heartbeat sets the deadline",
-      claim: base({ leaseDurationSeconds: 10, renewTime: "2026-01-01T00:00:55Z" }, { phase: "Granted" }), deadline: "2026-01-01T00:01:05Z",
+      name: "a heartbeat seen recently sets the deadline from when it was seen",
+      claim: base({ leaseDurationSeconds: 10, renewTime: "2026-01-01T00:00:55Z" }, { phase: "Granted" }), heartbeatSeenAt: "2026-01-01T00:00:57Z", deadline: "2026-01-01T00:01:07Z",
     },
     {
-      name: "a renewTime older than the grant does not expire a fresh grant",
-      claim: base({ leaseDurationSeconds: 10, renewTime: "2026-01-01T00:00:00Z" }, { phase: "Granted", acquireTime: "2026-01-01T00:00:58Z" }), deadline: "2026-01-01T00:01:08Z",
+      name: "a renewTime far in the past (the holder's clock is behind) does not expire a heartbeat seen just now",
+      claim: base({ leaseDurationSeconds: 10, renewTime: "2025-12-31T23:00:00Z" }, { phase: "Granted" }), deadline: "2026-01-01T00:01:10Z",
+    },
+    {
+      name: "a renewTime far in the future (the holder's clock is ahead) does not keep an unchanged heartbeat alive",
+      claim: base({ leaseDurationSeconds: 10, renewTime: "2026-01-01T01:00:00Z" }, { phase: "Granted" }), heartbeatSeenAt: "2026-01-01T00:00:45Z", reason: "LeaseExpired",
     },
     { name: "wait timeout reached", claim: base({ waitTimeoutSeconds: 60 }), reason: "WaitTimeout" },
     { name: "wait timeout ahead sets the deadline", claim: base({ waitTimeoutSeconds: 90 }), deadline: "2026-01-01T00:01:30Z" },
@@ -154,7 +160,7 @@ describe("assessClaim", () => {
   ];
   for (const row of table) {
     test(row.name, () => {
-      const facts = assessClaim(row.claim, row.pod, now);
+      const facts = assessClaim(row.claim, row.pod, now, row.heartbeatSeenAt ? Date.parse(row.heartbeatSeenAt) : undefined);
       assert.equal(facts.end?.reason, row.reason);
       assert.equal(facts.blocked ?? false, row.blocked ?? false);
       assert.equal(facts.deadline, row.deadline ? Date.parse(row.deadline) : undefined);
