@@ -1,0 +1,159 @@
+/**
+ * `kubelock run` stops its command by its own deadline: when no renewal has been confirmed for the
+ * lease minus a margin it stops the command's whole process group, even with the API server
+ * unreachable or the connection half-open (a relay that stops relaying while connections stay open),
+ * and it never leaves a process of the group behind, lost grant or not. Real API server and operator;
+ * the CLI reaches the API server through a loopback TcpProxy.
+ */
+import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { performance } from "node:perf_hooks";
+import { after, before, test } from "node:test";
+import * as k8s from "@kubernetes/client-node";
+import { CLAIM_PLURAL, GROUP, VERSION, type LockClaim } from "../../src/api/types";
+import { watchClaim } from "../../src/cli/claim-watch";
+import { connect } from "../../src/cli/common";
+import { grantedRunClaim, kubeconfigFile, running, show, startCli } from "../support/cli";
+import { eventually, kubeConfig, kubeConfigFor } from "../support/env";
+import { useOperatorNamespace } from "../support/operator";
+import { TcpProxy } from "../support/tcp-proxy";
+
+const ctx = useOperatorNamespace("cli-run-deadline");
+const LEASE_MS = 4000;
+
+let proxy: TcpProxy;
+let proxied: string;
+
+before(async () => {
+  const server = new URL(kubeConfig().getCurrentCluster()!.server);
+  proxy = new TcpProxy(server.hostname, Number(server.port || 443));
+  await proxy.start();
+  proxied = kubeconfigFile(kubeConfigFor(`https://${proxy.address}`));
+});
+
+after(async () => {
+  await proxy?.stop();
+});
+
+/**
+ * A shell that starts two background sleeps and waits, writing the pids of all three to a file;
+ * with `ignoreTerm` all three ignore SIGTERM, so only SIGKILL stops them.
+ */
+function groupScript(ignoreTerm: boolean): { pidFile: string; command: string[] } {
+  const pidFile = join(mkdtempSync(join(tmpdir(), "kubelock-run-pids-")), "pids");
+  const trap = ignoreTerm ? "trap '' TERM; " : "";
+  const script = `${trap}sleep 1000 & echo $! >> ${pidFile}; sleep 1000 & echo $! >> ${pidFile}; echo $$ >> ${pidFile}; wait`;
+  return { pidFile, command: ["sh", "-c", script] };
+}
+
+const pidsIn = (file: string, count: number) => eventually(`${count} pids in ${file}`, () => {
+  let lines: number[];
+  try {
+    lines = readFileSync(file, "utf8").trim().split("\n").filter(Boolean).map(Number);
+  } catch {
+    return undefined;
+  }
+  return lines.length === count ? lines : undefined;
+});
+
+const survivors = (pids: number[]) => pids.filter(running);
+
+/**
+ * Runs `kubelock run` through the proxy with a 4 s lease, waits until its command runs and one renewal
+ * after the grant went through, then applies `fault` and checks that the whole group is gone within
+ * the lease plus a small bound, and that run exits 4 naming its deadline.
+ */
+async function cutOffWhileHolding(lock: string, fault: () => Promise<void> | void, ignoreTerm: boolean): Promise<{ claim: LockClaim; stoppedAt: number }> {
+  const { api, namespace } = ctx;
+  await api.createLock(lock);
+  const { pidFile, command } = groupScript(ignoreTerm);
+  const run = startCli(["run", "--lock", lock, "--lease-duration", `${LEASE_MS / 1000}s`, "--grace-period", "1m", "--kubeconfig", proxied, "-n", namespace, "--", ...command]);
+  const claim = await grantedRunClaim(api, lock);
+  const pids = await pidsIn(pidFile, 3);
+  await api.waitForClaim(claim.metadata.name, "renewed through the proxy after the grant", (c) =>
+    Date.parse(c.spec.renewTime ?? "0") > Date.parse(c.status?.acquireTime ?? "0"));
+  assert.deepEqual(survivors(pids), pids, "the shell and both sleeps run while the lock is held");
+
+  const cutAt = performance.now();
+  await fault();
+  await eventually("no process of the command's group is left", () => (survivors(pids).length === 0 ? true : undefined), LEASE_MS + 10_000)
+    .catch((err: Error) => assert.fail(`${err.message}; survivors ${survivors(pids).join(" ")}\n${run.stderr()}`));
+  const stoppedAt = Date.now();
+  const elapsed = performance.now() - cutAt;
+  assert.ok(elapsed < LEASE_MS + 1500, `the group was stopped ${Math.round(elapsed)}ms after the cut, more than the ${LEASE_MS}ms lease + 1.5s\n${run.stderr()}`);
+
+  const result = await run.exited;
+  assert.equal(result.code, 4, show(result));
+  assert.match(result.stderr, /lost lock \S+: no renewal was confirmed for 3s \(the lease minus a margin of 1s\)/);
+  return { claim, stoppedAt };
+}
+
+test("a holder whose API connection goes half-open kills its whole group by the deadline, before the operator ends the grant", async () => {
+  // Every process ignores SIGTERM and the grace period is a minute: only the deadline's SIGKILL can stop them in time.
+  const { claim, stoppedAt } = await cutOffWhileHolding("halfopen", () => proxy.blackhole(), true);
+  // The operator, which still reaches the API server, ends the grant only after the lease: by then nothing runs.
+  const expired = await ctx.api.waitForPhase(claim.metadata.name, "Expired");
+  assert.ok(stoppedAt <= Date.parse(expired.status!.releaseTime!),
+    `the group was gone (seen at ${new Date(stoppedAt).toISOString()}) before the grant ended (${expired.status!.releaseTime})`);
+  await proxy.stop();
+  await proxy.start();
+});
+
+test("a holder that cannot reach the API server at all stops its whole group by the deadline", async () => {
+  const { claim } = await cutOffWhileHolding("refused", () => proxy.stop(), false);
+  await ctx.api.waitForPhase(claim.metadata.name, "Expired");
+  await proxy.start();
+});
+
+test("a lost grant (claim deleted) stops the background children of the command too", async () => {
+  const { api, namespace } = ctx;
+  await api.createLock("deleted");
+  const { pidFile, command } = groupScript(false);
+  const run = startCli(["run", "--lock", "deleted", "--grace-period", "30s", "-n", namespace, "--", ...command]);
+  const claim = await grantedRunClaim(api, "deleted");
+  const pids = await pidsIn(pidFile, 3);
+  assert.deepEqual(survivors(pids), pids);
+
+  await api.deleteClaim(claim.metadata.name);
+  const result = await run.exited;
+  assert.equal(result.code, 4, show(result));
+  assert.match(result.stderr, /lost lock deleted: claim deleted-run-\w+ was deleted/);
+  assert.deepEqual(survivors(pids), [], "kubelock run returns only once every process of the group is gone");
+});
+
+test("a command that exits leaving children behind: they are stopped before the lock is released", async () => {
+  const { api, namespace } = ctx;
+  await api.createLock("leftover");
+  const pidFile = join(mkdtempSync(join(tmpdir(), "kubelock-run-pids-")), "pids");
+  const run = startCli(["run", "--lock", "leftover", "-n", namespace, "--", "sh", "-c", `sleep 1000 & echo $! > ${pidFile}; exit 3`]);
+  const result = await run.exited;
+  assert.equal(result.code, 3, show(result));
+  const [child] = await pidsIn(pidFile, 1);
+  assert.equal(running(child), false, "the background sleep is gone");
+  assert.match(result.stderr, /sh exited; stopping the processes it left in its process group/);
+  await eventually("the run's claim is gone", async () => ((await api.listClaims()).some((c) => c.spec.lockName === "leftover") ? undefined : true));
+});
+
+test("the claim watch restarts from a list when its stream goes silent", async () => {
+  const { api, namespace } = ctx;
+  await api.createLock("watched");
+  await api.createClaim("watched", { lockName: "watched" });
+  const cluster = connect({ kubeconfig: proxied, namespace }, 2000);
+  const seen: (LockClaim | undefined)[] = [];
+  const watch = watchClaim(cluster, "watched", (c) => seen.push(c), (err) => assert.fail(err.message), { idleMs: 3000 });
+  try {
+    await eventually("the claim listed", () => (seen.length > 0 ? true : undefined));
+    // The open stream (and every pooled connection) goes mute for good; new connections work again.
+    proxy.blackhole();
+    proxy.restore();
+    await api.custom.patchNamespacedCustomObject(
+      { group: GROUP, version: VERSION, namespace, plural: CLAIM_PLURAL, name: "watched", body: { metadata: { labels: { changed: "yes" } } } },
+      k8s.setHeaderOptions("Content-Type", k8s.PatchStrategy.MergePatch),
+    );
+    await eventually("the change seen through a new stream", () => (seen.at(-1)?.metadata.labels?.changed === "yes" ? true : undefined), 20_000);
+  } finally {
+    watch.stop();
+  }
+});
