@@ -15,7 +15,7 @@ import * as k8s from "@kubernetes/client-node";
 import { CLAIM_PLURAL, GROUP, VERSION, type LockClaim } from "../../src/api/types";
 import { watchClaim } from "../../src/cli/claim-watch";
 import { connect } from "../../src/cli/common";
-import { grantedRunClaim, kubeconfigFile, running, show, startCli, type CliProcess } from "../support/cli";
+import { endedWithin, grantedRunClaim, kubeconfigFile, running, show, startCli, type CliProcess } from "../support/cli";
 import { eventually, kubeConfig, kubeConfigFor } from "../support/env";
 import { useOperatorNamespace } from "../support/operator";
 import { TcpProxy } from "../support/tcp-proxy";
@@ -100,7 +100,7 @@ async function cutOffWhileHolding(lock: string, fault: (proxy: TcpProxy) => Prom
       assert.deepEqual(survivors(pids), [], `processes of the group still run ${Math.round(elapsed)}ms after the cut\n${run.stderr()}`);
       assert.ok(elapsed < LEASE_MS + 1500, `the group was stopped ${Math.round(elapsed)}ms after the cut, more than the ${LEASE_MS}ms lease + 1.5s\n${run.stderr()}`);
 
-      const result = await run.exited;
+      const result = await endedWithin(run, 30_000);
       assert.equal(result.code, 4, show(result));
       assert.match(result.stderr, /lost lock \S+: no renewal was confirmed for 3s \(the lease minus a margin of 1s\)/);
       return { claim, stoppedAt, elapsed };
@@ -138,7 +138,7 @@ test("a lost grant (claim deleted) stops the background children of the command 
     assert.deepEqual(survivors(pids), pids);
 
     await api.deleteClaim(claim.metadata.name);
-    const result = await run.exited;
+    const result = await endedWithin(run, 30_000);
     assert.equal(result.code, 4, show(result));
     assert.match(result.stderr, /lost lock deleted: claim deleted-run-\w+ (was deleted|is now Released \(Released: the claim was deleted\))/);
     assert.deepEqual(survivors(pids), [], "kubelock run returns only once every process of the group is gone");
@@ -152,7 +152,7 @@ test("a command that exits leaving children behind: they are stopped before the 
   await api.createLock("leftover");
   const pidFile = join(mkdtempSync(join(tmpdir(), "kubelock-run-pids-")), "pids");
   const run = startCli(["run", "--lock", "leftover", "-n", namespace, "--", "sh", "-c", `sleep 1000 & echo $! > ${pidFile}; exit 3`]);
-  const result = await run.exited;
+  const result = await endedWithin(run, 30_000);
   assert.equal(result.code, 3, show(result));
   const child = await pidsIn(pidFile, 1);
   try {

@@ -33,6 +33,22 @@ export function startCli(args: string[], env: Record<string, string> = {}): CliP
   return { child, stdout: () => stdout, stderr: () => stderr, exited };
 }
 
+/**
+ * The process's result once it has exited and its output closed, or a failure after `ms` (a process
+ * it left behind may hold its output open).
+ */
+export async function endedWithin(cli: CliProcess, ms: number): Promise<CliResult> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`kubelock did not end within ${ms}ms; its stderr:\n${cli.stderr()}`)), ms);
+  });
+  try {
+    return await Promise.race([cli.exited, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Runs `kubelock ARGS` to completion. */
 export const kubelock = (args: string[], env: Record<string, string> = {}) => startCli(args, env).exited;
 
