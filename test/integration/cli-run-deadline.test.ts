@@ -36,9 +36,9 @@ async function withProxy<T>(body: (proxy: TcpProxy, kubeconfig: string) => Promi
 }
 
 /** Kills whatever a failed test left running (the run, its command's processes), so the file can end. */
-function cleanUp(run: CliProcess, pids: number[]): void {
+function cleanUp(run: CliProcess, pidFile: string): void {
   if (run.child.exitCode === null && run.child.signalCode === null) run.child.kill("SIGKILL");
-  for (const pid of pids.filter(running)) process.kill(pid, "SIGKILL");
+  for (const pid of pidsWritten(pidFile).filter(running)) process.kill(pid, "SIGKILL");
 }
 
 /**
@@ -52,14 +52,18 @@ function groupScript(ignoreTerm: boolean): { pidFile: string; command: string[] 
   return { pidFile, command: ["sh", "-c", script] };
 }
 
-const pidsIn = (file: string, count: number) => eventually(`${count} pids in ${file}`, () => {
-  let lines: number[];
+/** The pids written to `file` so far. */
+function pidsWritten(file: string): number[] {
   try {
-    lines = readFileSync(file, "utf8").trim().split("\n").filter(Boolean).map(Number);
+    return readFileSync(file, "utf8").trim().split("\n").filter(Boolean).map(Number);
   } catch {
-    return undefined;
+    return [];
   }
-  return lines.length === count ? lines : undefined;
+}
+
+const pidsIn = (file: string, count: number) => eventually(`${count} pids in ${file}`, () => {
+  const pids = pidsWritten(file);
+  return pids.length === count ? pids : undefined;
 });
 
 const survivors = (pids: number[]) => pids.filter(running);
@@ -83,10 +87,9 @@ async function cutOffWhileHolding(lock: string, fault: (proxy: TcpProxy) => Prom
   const { pidFile, command } = groupScript(ignoreTerm);
   return withProxy(async (proxy, kubeconfig) => {
     const run = startCli(["run", "--lock", lock, "--lease-duration", `${LEASE_MS / 1000}s`, "--grace-period", "1m", "--kubeconfig", kubeconfig, "-n", namespace, "--", ...command]);
-    let pids: number[] = [];
     try {
       const claim = await grantedRunClaim(api, lock);
-      pids = await pidsIn(pidFile, 3);
+      const pids = await pidsIn(pidFile, 3);
       await api.waitForClaim(claim.metadata.name, "renewed through the proxy after the grant", (c) =>
         Date.parse(c.spec.renewTime ?? "0") > Date.parse(c.status?.acquireTime ?? "0"));
       assert.deepEqual(survivors(pids), pids, "the shell and both sleeps run while the lock is held");
@@ -105,7 +108,7 @@ async function cutOffWhileHolding(lock: string, fault: (proxy: TcpProxy) => Prom
       assert.match(result.stderr, /lost lock \S+: no renewal was confirmed for 3s \(the lease minus a margin of 1s\)/);
       return { claim, stoppedAt, elapsed };
     } finally {
-      cleanUp(run, pids);
+      cleanUp(run, pidFile);
     }
   });
 }
@@ -131,10 +134,9 @@ test("a lost grant (claim deleted) stops the background children of the command 
   await api.createLock("deleted");
   const { pidFile, command } = groupScript(false);
   const run = startCli(["run", "--lock", "deleted", "--grace-period", "30s", "-n", namespace, "--", ...command]);
-  let pids: number[] = [];
   try {
     const claim = await grantedRunClaim(api, "deleted");
-    pids = await pidsIn(pidFile, 3);
+    const pids = await pidsIn(pidFile, 3);
     assert.deepEqual(survivors(pids), pids);
 
     await api.deleteClaim(claim.metadata.name);
@@ -143,7 +145,7 @@ test("a lost grant (claim deleted) stops the background children of the command 
     assert.match(result.stderr, /lost lock deleted: claim deleted-run-\w+ (was deleted|is now Released \(Released: the claim was deleted\))/);
     assert.deepEqual(survivors(pids), [], "kubelock run returns only once every process of the group is gone");
   } finally {
-    cleanUp(run, pids);
+    cleanUp(run, pidFile);
   }
 });
 
@@ -152,15 +154,15 @@ test("a command that exits leaving children behind: they are stopped before the 
   await api.createLock("leftover");
   const pidFile = join(mkdtempSync(join(tmpdir(), "kubelock-run-pids-")), "pids");
   const run = startCli(["run", "--lock", "leftover", "-n", namespace, "--", "sh", "-c", `sleep 1000 & echo $! > ${pidFile}; exit 3`]);
-  const result = await endedWithin(run, 30_000);
-  assert.equal(result.code, 3, show(result));
-  const child = await pidsIn(pidFile, 1);
   try {
-    assert.equal(running(child[0]), false, "the background sleep is gone");
+    const result = await endedWithin(run, 30_000);
+    assert.equal(result.code, 3, show(result));
+    const [child] = await pidsIn(pidFile, 1);
+    assert.equal(running(child), false, "the background sleep is gone");
+    assert.match(result.stderr, /sh exited; stopping the processes it left in its process group/);
   } finally {
-    cleanUp(run, child);
+    cleanUp(run, pidFile);
   }
-  assert.match(result.stderr, /sh exited; stopping the processes it left in its process group/);
   await eventually("the run's claim is gone", async () => ((await api.listClaims()).some((c) => c.spec.lockName === "leftover") ? undefined : true));
 });
 
