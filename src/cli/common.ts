@@ -9,7 +9,7 @@ import {
   API_VERSION, CLAIM_PLURAL, ConditionType, GROUP, LOCK_PLURAL, RELEASE_ANNOTATION, VERSION,
   type Condition, type DistributedLock, type LockClaim,
 } from "../api/types";
-import { apiErrorMessage, statusCode } from "../kube/client";
+import { apiErrorMessage, requestTimeout, statusCode } from "../kube/client";
 import { DurationError, parseDuration } from "./duration";
 import { loadKubeConfig } from "./kubeconfig";
 
@@ -113,14 +113,22 @@ export function podIdentity(env: NodeJS.ProcessEnv = process.env): PodIdentity {
   return { name: value("POD_NAME"), namespace: value("POD_NAMESPACE"), uid: value("POD_UID") };
 }
 
+/** Every API request of the CLI gives up after this long unless a command chooses less (run: a third of the lease). */
+export const CLI_REQUEST_TIMEOUT_MS = 15_000;
+
 export interface Cluster {
   kc: k8s.KubeConfig;
   custom: k8s.CustomObjectsApi;
   namespace: string;
+  /** Each request (not a watch stream) is aborted after this long: a half-open connection fails instead of hanging. */
+  requestTimeoutMs: number;
 }
 
+/** Per-call options that give one request of `cluster` its timeout. */
+export const timeoutOf = (cluster: Cluster) => requestTimeout(cluster.requestTimeoutMs);
+
 /** Loads the kubeconfig and resolves the namespace: `-n`, POD_NAMESPACE, the context's namespace, "default". */
-export function connect(flags: { namespace?: string; kubeconfig?: string }): Cluster {
+export function connect(flags: { namespace?: string; kubeconfig?: string }, requestTimeoutMs = CLI_REQUEST_TIMEOUT_MS): Cluster {
   let kc: k8s.KubeConfig;
   try {
     kc = loadKubeConfig(flags.kubeconfig);
@@ -129,7 +137,7 @@ export function connect(flags: { namespace?: string; kubeconfig?: string }): Clu
   }
   const contextNamespace = kc.getContextObject(kc.getCurrentContext())?.namespace;
   const namespace = flags.namespace || podIdentity().namespace || contextNamespace || "default";
-  return { kc, custom: kc.makeApiClient(k8s.CustomObjectsApi), namespace };
+  return { kc, custom: kc.makeApiClient(k8s.CustomObjectsApi), namespace, requestTimeoutMs };
 }
 
 /** The HTTP status of a failed API call or watch, if it was one. */
@@ -169,28 +177,27 @@ export async function call<T>(verb: string, resource: string, namespace: string,
   }
 }
 
-const mergePatch = k8s.setHeaderOptions("Content-Type", k8s.PatchStrategy.MergePatch);
-
 export const claimNotFound = (name: string, namespace: string) => `claim ${name} not found in namespace ${namespace}`;
 export const lockNotFound = (name: string, namespace: string) => `lock ${name} not found in namespace ${namespace}`;
 
 export async function getClaim(cluster: Cluster, name: string): Promise<LockClaim> {
   const { custom, namespace } = cluster;
   return call("get", CLAIM_PLURAL, namespace, () =>
-    custom.getNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural: CLAIM_PLURAL, name }) as Promise<LockClaim>,
+    custom.getNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural: CLAIM_PLURAL, name }, timeoutOf(cluster)) as Promise<LockClaim>,
   claimNotFound(name, namespace));
 }
 
 export async function getLock(cluster: Cluster, name: string): Promise<DistributedLock> {
   const { custom, namespace } = cluster;
   return call("get", LOCK_PLURAL, namespace, () =>
-    custom.getNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural: LOCK_PLURAL, name }) as Promise<DistributedLock>,
+    custom.getNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural: LOCK_PLURAL, name }, timeoutOf(cluster)) as Promise<DistributedLock>,
   lockNotFound(name, namespace));
 }
 
 /** A JSON merge patch of a claim (spec or metadata); a missing claim is exit 5. */
 export async function patchClaim(cluster: Cluster, name: string, body: object): Promise<LockClaim> {
   const { custom, namespace } = cluster;
+  const mergePatch = k8s.setHeaderOptions("Content-Type", k8s.PatchStrategy.MergePatch, timeoutOf(cluster));
   return call("patch", CLAIM_PLURAL, namespace, () =>
     custom.patchNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural: CLAIM_PLURAL, name, body }, mergePatch) as Promise<LockClaim>,
   claimNotFound(name, namespace));
@@ -205,7 +212,7 @@ export function annotateRelease(cluster: Cluster, name: string): Promise<LockCla
 export async function deleteClaim(cluster: Cluster, name: string): Promise<void> {
   const { custom, namespace } = cluster;
   try {
-    await custom.deleteNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural: CLAIM_PLURAL, name });
+    await custom.deleteNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural: CLAIM_PLURAL, name }, timeoutOf(cluster));
   } catch (err) {
     if (httpStatus(err) === 404) return;
     throw apiError(err, "delete", CLAIM_PLURAL, namespace);
@@ -253,7 +260,7 @@ export async function createOrAdoptClaim(cluster: Cluster, request: ClaimRequest
     body.metadata.ownerReferences = [{ apiVersion: "v1", kind: "Pod", name: request.podName, uid: request.podUid, controller: true, blockOwnerDeletion: false }];
   }
   try {
-    const claim = (await custom.createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural: CLAIM_PLURAL, body })) as LockClaim;
+    const claim = (await custom.createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural: CLAIM_PLURAL, body }, timeoutOf(cluster))) as LockClaim;
     return { claim, created: true };
   } catch (err) {
     if (httpStatus(err) !== 409) throw apiError(err, "create", CLAIM_PLURAL, namespace);

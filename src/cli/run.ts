@@ -1,20 +1,23 @@
 /**
  * `kubelock run --lock L -- CMD ARGS...`: holds the lock while a command runs, like flock(1). Creates a
- * heartbeat-mode claim, waits for the grant, runs the command with KUBELOCK_FENCING_TOKEN set, renews
- * spec.renewTime every third of the lease while it runs, stops it if the grant is lost, and releases
- * the lock when it ends.
+ * heartbeat-mode claim, waits for the grant, runs the command in a process group of its own with
+ * KUBELOCK_FENCING_TOKEN set, renews spec.renewTime every third of the lease while it runs, stops the
+ * whole group if the grant is lost or by its own deadline when renewals stop being confirmed, and
+ * releases the lock once every process of the group is gone.
  */
-import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { constants } from "node:os";
+import { performance } from "node:perf_hooks";
 import type { LockClaim } from "../api/types";
 import { watchClaim, type ClaimWatch } from "./claim-watch";
 import {
   CliError, COMMON_FLAGS_HELP, EXIT_CODES_HELP, Exit, annotateRelease, command, connect, createOrAdoptClaim, deleteClaim,
-  describeError, durationFlag, grantedCondition, integerFlag, parseFlags, patchClaim, podIdentity, renewClaim, usageError,
-  type Cluster,
+  describeError, durationFlag, integerFlag, parseFlags, patchClaim, podIdentity, usageError, type Cluster,
 } from "./common";
 import { formatDuration } from "./duration";
+import { describePhase, startHeartbeat } from "./heartbeat";
+import { driftMarginMs, holdDeadline, killAt, renewIntervalMs, type HoldDeadline } from "./hold-deadline";
+import { ProcessGroup } from "./process-group";
 import { abortOnSignals, leaseSecondsFlag, waitForGrant } from "./wait";
 
 export const runHelp = `Usage: kubelock run --lock LOCK [flags] -- COMMAND [ARGS...]
@@ -22,14 +25,20 @@ export const runHelp = `Usage: kubelock run --lock LOCK [flags] -- COMMAND [ARGS
 Holds a DistributedLock while COMMAND runs, like flock(1):
   1. creates a LockClaim in heartbeat mode (spec.leaseDurationSeconds) and waits for the grant,
      printing the queue position (kubelock's own messages go to stderr);
-  2. runs COMMAND with stdin, stdout and stderr inherited and KUBELOCK_FENCING_TOKEN,
-     KUBELOCK_LOCK and KUBELOCK_CLAIM in its environment;
-  3. renews spec.renewTime every third of the lease while it runs;
-  4. if the grant is lost (the claim leaves phase Granted, is deleted, or cannot be renewed within
-     the lease), sends COMMAND SIGTERM, then SIGKILL after --grace-period, and exits 4;
-  5. when COMMAND exits, releases the lock and exits with COMMAND's exit code (128+N if it was
-     killed by signal N; 127 if it could not be started).
-SIGINT, SIGTERM and SIGHUP are forwarded to COMMAND.
+  2. once a first renewal is confirmed, runs COMMAND in a process group of its own, with stdin,
+     stdout and stderr inherited and KUBELOCK_FENCING_TOKEN, KUBELOCK_LOCK and KUBELOCK_CLAIM in
+     its environment;
+  3. renews spec.renewTime every third of the lease while it runs (each request times out);
+  4. if the grant is lost, sends COMMAND's whole process group SIGTERM, then SIGKILL after
+     --grace-period, and exits 4. Lost means: the claim leaves phase Granted or is deleted, or no
+     renewal was confirmed for the lease minus a margin (10% of the lease, at least 1s, at most a
+     quarter of it), counted on this machine's monotonic clock from the start of the last confirmed
+     renewal, so it holds when the API server is unreachable or the connection hangs. SIGKILL then
+     comes no later than the lease minus half the margin, whatever --grace-period says;
+  5. when COMMAND exits, stops what it left in its process group (SIGTERM, then SIGKILL as above),
+     releases the lock and exits with COMMAND's exit code (128+N if it was killed by signal N; 127 if
+     it could not be started).
+SIGINT, SIGTERM and SIGHUP are forwarded to COMMAND's process group.
 
 The claim is named --claim NAME, or else LOCK-run-RANDOM: a fresh claim per run, so runs in the
 same pod (or a claim made by 'kubelock wait' for the pod) never collide. A claim created here is
@@ -43,7 +52,7 @@ Flags:
       --lease-duration D   heartbeat lease, whole seconds (default 15s)
       --timeout D          give up waiting for the grant after this long (default: wait forever)
       --priority N         queue priority: higher goes first (default 0)
-      --grace-period D     after SIGTERM on a lost grant, SIGKILL after this long (default 10s)
+      --grace-period D     after SIGTERM, SIGKILL after this long (default 10s; capped by the deadline)
 ${COMMON_FLAGS_HELP}
 
 ${EXIT_CODES_HELP.replace("  0  success (granted, released, renewed)\n", "  N  COMMAND's own exit code once it ran (0 included); 128+N killed by signal N; 127 not startable\n")}
@@ -96,9 +105,9 @@ export const runCommand = command("run", async (argv) => {
     // A renewTime left from earlier would count against the lease from the moment of the grant.
     if (claim.spec.renewTime && claim.status?.phase !== "Granted") await patchClaim(cluster, claimName, { spec: { renewTime: null } });
   }
-  const release = async () => {
-    if (created) await deleteClaim(cluster, claimName);
-    else await annotateRelease(cluster, claimName).catch((err) => (err instanceof CliError && err.code === Exit.NotFound ? undefined : Promise.reject(err)));
+  const release = async (via: Cluster) => {
+    if (created) await deleteClaim(via, claimName);
+    else await annotateRelease(via, claimName).catch((err) => (err instanceof CliError && err.code === Exit.NotFound ? undefined : Promise.reject(err)));
   };
 
   // Waiting: an interrupt or a failure deletes the claim this command created.
@@ -116,9 +125,11 @@ export const runCommand = command("run", async (argv) => {
 
   const token = granted.status?.fencingToken ?? "";
   const lease = (granted.spec.leaseDurationSeconds ?? leaseSeconds) * 1000;
-  const code = await holdWhileRunning({ cluster, claimName, lockName, token, leaseMs: lease, graceMs, commandLine });
+  // From here on a request that outlasts a renewal interval is useless: renewals decide the deadline.
+  const holding: Cluster = { ...cluster, requestTimeoutMs: Math.min(cluster.requestTimeoutMs, renewIntervalMs(lease)) };
+  const code = await holdWhileRunning({ cluster: holding, claimName, lockName, token, leaseMs: lease, graceMs, commandLine });
   try {
-    await release();
+    await release(holding);
   } catch (err) {
     say(`could not release claim ${claimName}: ${err instanceof Error ? err.message : String(err)}`);
     if (code === 0) return Exit.Unexpected;
@@ -127,6 +138,7 @@ export const runCommand = command("run", async (argv) => {
 });
 
 interface HoldOptions {
+  /** The cluster whose requests give up within a renewal interval. */
   cluster: Cluster;
   claimName: string;
   lockName: string;
@@ -136,57 +148,48 @@ interface HoldOptions {
   commandLine: string[];
 }
 
-/** Runs the command while heartbeating and watching the grant; resolves with run's exit code. */
+/**
+ * Confirms the grant with a first renewal, then runs the command in a process group of its own while
+ * renewing and watching the claim; resolves with run's exit code once every process of the group is
+ * gone. The grant counts as lost when the claim leaves Granted or when the local deadline passes
+ * without a confirmed renewal (hold-deadline.ts); the group then gets SIGTERM, and SIGKILL after the
+ * grace period or at the deadline's kill time, whichever comes first.
+ */
 function holdWhileRunning(options: HoldOptions): Promise<number> {
   const { cluster, claimName, lockName, token, leaseMs, graceMs, commandLine } = options;
+  const name = commandLine[0];
   return new Promise((resolve) => {
+    // Until a renewal is confirmed the command does not start; this bounds that wait.
+    let deadline: HoldDeadline = holdDeadline(performance.now(), leaseMs);
+    let group: ProcessGroup | undefined;
     let lost = false;
-    let killTimer: NodeJS.Timeout | undefined;
-    let lastRenewed = Date.now();
-    let stopped = false;
+    let exitCode: number | undefined;
+    let stopping = false;
+    let killed = false;
+    let killTime = Infinity;
+    let done = false;
+    const timers: Record<"deadline" | "kill" | "poll", NodeJS.Timeout | undefined> = { deadline: undefined, kill: undefined, poll: undefined };
 
-    say(`granted lock ${lockName} with fencing token ${token}; running ${commandLine.join(" ")}`);
-    const child: ChildProcess = spawn(commandLine[0], commandLine.slice(1), {
-      stdio: "inherit",
-      env: { ...process.env, KUBELOCK_FENCING_TOKEN: token, KUBELOCK_LOCK: lockName, KUBELOCK_CLAIM: claimName },
-    });
-    child.on("spawn", () => say(`${commandLine[0]} started (pid ${child.pid})`));
-    child.on("error", (err: NodeJS.ErrnoException) => {
-      if (child.pid !== undefined) return say(`signalling ${commandLine[0]} failed: ${err.message}`);
-      say(`cannot run ${commandLine[0]}: ${err.message}`);
-      finish(err.code === "EACCES" ? 126 : 127);
-    });
-    child.on("exit", (code, signal) => {
-      if (signal) say(`${commandLine[0]} was killed by ${signal}`);
-      finish(code ?? 128 + (signal ? constants.signals[signal] ?? 0 : 0));
-    });
-
-    const loseGrant = (why: string) => {
-      if (lost || stopped) return;
-      lost = true;
-      say(`lost lock ${lockName}: ${why}; stopping ${commandLine[0]} (SIGTERM, then SIGKILL after ${formatDuration(graceMs)})`);
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill("SIGTERM");
-        killTimer = setTimeout(() => child.kill("SIGKILL"), graceMs);
-      }
+    const armDeadline = () => {
+      clearTimeout(timers.deadline);
+      timers.deadline = setTimeout(() => {
+        if (performance.now() < deadline.stopAt) return armDeadline();
+        if (!group) return finish(Exit.Unexpected, `no renewal of claim ${claimName} was confirmed after the grant; not starting ${name}`);
+        loseGrant(`no renewal was confirmed for ${formatDuration(leaseMs - driftMarginMs(leaseMs))} (the lease minus a margin of ${formatDuration(driftMarginMs(leaseMs))})`);
+      }, Math.max(0, deadline.stopAt - performance.now()));
     };
 
-    // The heartbeat: now, then every third of the lease. Without a renewal for a whole lease, the
-    // operator may have ended the grant unseen (API server unreachable): treat it as lost.
-    const heartbeat = async () => {
-      try {
-        const claim = await renewClaim(cluster, claimName);
-        lastRenewed = Date.now();
-        if (claim.status?.phase !== "Granted") loseGrant(describePhase(claim));
-      } catch (err) {
-        if (err instanceof CliError && err.code === Exit.NotFound) return loseGrant(`claim ${claimName} was deleted`);
-        say(`renewal failed: ${err instanceof Error ? err.message : String(err)}`);
-        if (Date.now() - lastRenewed >= leaseMs) loseGrant(`no renewal succeeded within the ${formatDuration(leaseMs)} lease`);
-      }
-    };
-    void heartbeat();
-    const renewTimer = setInterval(() => void heartbeat(), Math.max(100, Math.floor(leaseMs / 3)));
-
+    const heartbeat = startHeartbeat(cluster, claimName, leaseMs, {
+      confirmed: (startedAt) => {
+        if (done || lost) return;
+        deadline = holdDeadline(startedAt, leaseMs);
+        armDeadline();
+        if (!group) startCommand();
+      },
+      ended: (why) => loseGrant(why),
+      failed: (message) => say(`renewal failed: ${message}`),
+    });
+    armDeadline();
     const watch: ClaimWatch = watchClaim(cluster, claimName, (claim) => {
       if (!claim) loseGrant(`claim ${claimName} was deleted`);
       else if (claim.status?.phase !== "Granted") loseGrant(describePhase(claim));
@@ -194,24 +197,75 @@ function holdWhileRunning(options: HoldOptions): Promise<number> {
 
     const forward = new Map<NodeJS.Signals, () => void>();
     for (const sig of FORWARDED) {
-      const handler = () => void child.kill(sig);
+      const handler = () => (group ? group.signal(sig) : finish(128 + constants.signals[sig], `interrupted by ${sig}`));
       forward.set(sig, handler);
       process.on(sig, handler);
     }
 
-    function finish(code: number) {
-      if (stopped) return;
-      stopped = true;
-      clearInterval(renewTimer);
-      if (killTimer) clearTimeout(killTimer);
+    function startCommand() {
+      say(`granted lock ${lockName} with fencing token ${token}; running ${commandLine.join(" ")}`);
+      const started = new ProcessGroup(commandLine, { ...process.env, KUBELOCK_FENCING_TOKEN: token, KUBELOCK_LOCK: lockName, KUBELOCK_CLAIM: claimName });
+      group = started;
+      started.child.on("spawn", () => say(`${name} started (pid ${started.id}, its own process group)`));
+      started.child.on("error", (err: NodeJS.ErrnoException) => {
+        if (started.id !== undefined) return say(`signalling ${name} failed: ${err.message}`);
+        say(`cannot run ${name}: ${err.message}`);
+        finish(err.code === "EACCES" ? 126 : 127);
+      });
+      started.child.on("exit", (code, signal) => {
+        if (signal) say(`${name} was killed by ${signal}`);
+        exitCode = code ?? 128 + (signal ? constants.signals[signal] ?? 0 : 0);
+        settleGroup();
+      });
+    }
+
+    function loseGrant(why: string) {
+      if (lost || done) return;
+      lost = true;
+      heartbeat.stop();
+      clearTimeout(timers.deadline);
+      if (!group) return finish(Exit.ClaimEnded, `lost lock ${lockName} before ${name} started: ${why}`);
+      say(`lost lock ${lockName}: ${why}; stopping ${name} (SIGTERM to its process group, then SIGKILL within ${formatDuration(graceMs)})`);
+      stopGroup();
+    }
+
+    /** SIGTERM to the group now (once), SIGKILL after the grace period but no later than the deadline allows. */
+    function stopGroup() {
+      const now = performance.now();
+      if (!stopping) {
+        stopping = true;
+        group!.signal("SIGTERM");
+      }
+      const at = killAt(now, graceMs, deadline.killBy);
+      if (at >= killTime) return;
+      killTime = at;
+      clearTimeout(timers.kill);
+      timers.kill = setTimeout(() => {
+        group!.signal("SIGKILL");
+        killed = true;
+        settleGroup();
+      }, Math.max(0, at - now));
+    }
+
+    /** Once the command itself exited: done when its whole group is gone (or was killed); else stop the rest. */
+    function settleGroup() {
+      if (exitCode === undefined || done) return;
+      if (killed || !group!.alive()) return finish(lost ? Exit.ClaimEnded : exitCode);
+      if (!stopping) say(`${name} exited; stopping the processes it left in its process group`);
+      stopGroup();
+      clearTimeout(timers.poll);
+      timers.poll = setTimeout(settleGroup, 100);
+    }
+
+    function finish(code: number, message?: string) {
+      if (done) return;
+      done = true;
+      if (message) say(message);
+      heartbeat.stop();
       watch.stop();
+      for (const timer of Object.values(timers)) clearTimeout(timer);
       for (const [sig, handler] of forward) process.off(sig, handler);
-      resolve(lost ? Exit.ClaimEnded : code);
+      resolve(code);
     }
   });
-}
-
-function describePhase(claim: LockClaim): string {
-  const condition = grantedCondition(claim);
-  return `claim ${claim.metadata.name} is now ${claim.status?.phase ?? "without a phase"}${condition ? ` (${condition.reason}: ${condition.message})` : ""}`;
 }

@@ -1,7 +1,7 @@
 /** `kubelock status LOCK`: a lock's settings, conditions, holders and waiting queue, for people. */
 import { CLAIM_PLURAL, ConditionType, GROUP, LOCK_DEFAULTS, VERSION, type LockClaim } from "../api/types";
 import {
-  COMMON_FLAGS_HELP, call, command, connect, getLock, grantedCondition, parseFlags, usageError,
+  COMMON_FLAGS_HELP, call, command, connect, getLock, grantedCondition, parseFlags, timeoutOf, usageError,
 } from "./common";
 import { formatAge, formatDuration } from "./duration";
 
@@ -42,7 +42,7 @@ export const statusCommand = command("status", async (argv) => {
   const { custom, namespace } = cluster;
   const lock = await getLock(cluster, name);
   const claims = await call("list", CLAIM_PLURAL, namespace, async () =>
-    ((await custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural: CLAIM_PLURAL })) as { items: LockClaim[] }).items);
+    ((await custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural: CLAIM_PLURAL }, timeoutOf(cluster))) as { items: LockClaim[] }).items);
   const now = Date.now();
 
   const condition = (type: string) => {

@@ -6,7 +6,6 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { createServer, type Server, type Socket } from "node:net";
 import { after, describe, test } from "node:test";
-import * as k8s from "@kubernetes/client-node";
 import { BackendConfigError, BackendUnavailableError } from "../../src/backends/backend";
 import {
   CLAIM_ANNOTATION,
@@ -19,7 +18,7 @@ import {
   MANAGED_BY_LABEL,
 } from "../../src/backends/kubernetes";
 import { BackendRegistry, backendTypes, createBackend } from "../../src/backends/registry";
-import { createNamespace, eventually, kubeConfig, kubectl } from "../support/env";
+import { createNamespace, eventually, kubeConfig, kubeConfigFor, kubectl } from "../support/env";
 import { TcpProxy } from "../support/tcp-proxy";
 import { holdRequest, runBackendConformance } from "./backend-conformance";
 
@@ -92,15 +91,6 @@ async function loopbackServer(answer: "refuse" | "hang"): Promise<{ url: string;
 }
 
 /** The test kubeconfig, pointed at another server. */
-function kubeConfigFor(server: string): k8s.KubeConfig {
-  const kc = kubeConfig();
-  const current = kc.getCurrentCluster()!;
-  const clusters = kc.clusters.map((c) => (c.name === current.name ? { ...c, server } : c));
-  const patched = new k8s.KubeConfig();
-  patched.loadFromOptions({ clusters, users: kc.users, contexts: kc.contexts, currentContext: kc.currentContext });
-  return patched;
-}
-
 describe("kubernetes backend: Leases", () => {
   test("a hold is a Lease named after the key, with labels, annotations and MicroTime fields", async () => {
     const ns = await testNamespace();

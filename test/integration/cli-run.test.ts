@@ -7,7 +7,7 @@ import { after, before, test } from "node:test";
 import * as k8s from "@kubernetes/client-node";
 import { CLAIM_PLURAL, GROUP, RELEASE_ANNOTATION, VERSION, type LockClaim } from "../../src/api/types";
 import { createNamespace, eventually } from "../support/env";
-import { show, startCli, type CliProcess } from "../support/cli";
+import { commandPid, grantedRunClaim, running, show, startCli } from "../support/cli";
 import { Api, startOperator, type OperatorProcess } from "../support/operator";
 
 
@@ -27,26 +27,6 @@ after(async () => {
 
 const claimsOf = async (lock: string): Promise<LockClaim[]> => (await api.listClaims()).filter((c) => c.spec.lockName === lock);
 
-/** The one claim `kubelock run` made for `lock`, once Granted. */
-const grantedRunClaim = (lock: string) => eventually(`a granted run claim for ${lock}`, async () =>
-  (await claimsOf(lock)).find((c) => c.metadata.name.startsWith(`${lock}-run-`) && c.status?.phase === "Granted"));
-
-/** The pid the run process reports for its command. */
-const commandPid = (run: CliProcess) => eventually("the command started", () => {
-  const match = /started \(pid (\d+)\)/.exec(run.stderr());
-  return match ? Number(match[1]) : undefined;
-});
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ESRCH") return false;
-    throw err;
-  }
-}
-
 test("run returns the command's exit code, gives it the token, and releases the lock", async () => {
   await api.createLock("job");
   const run = startCli(["run", "--lock", "job", "-n", namespace, "--", "sh", "-c", "echo token=$KUBELOCK_FENCING_TOKEN lock=$KUBELOCK_LOCK; exit 7"]);
@@ -65,9 +45,9 @@ test("run returns the command's exit code, gives it the token, and releases the 
 test("a lost grant stops the command: exit 4, and the command is gone", async () => {
   await api.createLock("lose");
   const run = startCli(["run", "--lock", "lose", "--grace-period", "5s", "-n", namespace, "--", "sleep", "600"]);
-  const claim = await grantedRunClaim("lose");
+  const claim = await grantedRunClaim(api, "lose");
   const pid = await commandPid(run);
-  assert.ok(alive(pid), "sleep runs while the lock is held");
+  assert.ok(running(pid), "sleep runs while the lock is held");
   assert.equal(claim.spec.leaseDurationSeconds, 15, "heartbeat mode, default lease 15s");
 
   await api.custom.patchNamespacedCustomObject(
@@ -77,7 +57,7 @@ test("a lost grant stops the command: exit 4, and the command is gone", async ()
   const result = await run.exited;
   assert.equal(result.code, 4, show(result));
   assert.match(result.stderr, /lost lock lose: claim lose-run-\w+ is now Released \(Released: released by its holder/);
-  assert.equal(alive(pid), false, "the sleep child was stopped");
+  assert.equal(running(pid), false, "the sleep child was stopped");
 });
 
 test("waits behind a holder, keeps the grant past its lease by renewing, forwards SIGTERM and releases", async () => {
@@ -88,7 +68,7 @@ test("waits behind a holder, keeps the grant past its lease by renewing, forward
   await eventually("queue position printed", () => (run.stderr().includes("waiting for lock beat: position 1") ? true : undefined));
 
   await api.deleteClaim("beat-holder");
-  const claim = await grantedRunClaim("beat");
+  const claim = await grantedRunClaim(api, "beat");
   assert.equal(claim.spec.leaseDurationSeconds, 2);
   const pid = await commandPid(run);
   // Outlive the 2 s lease twice over: only renewals keep the grant.
@@ -101,7 +81,7 @@ test("waits behind a holder, keeps the grant past its lease by renewing, forward
   const result = await run.exited;
   assert.equal(result.code, 128 + 15, show(result));
   assert.match(result.stderr, /sleep was killed by SIGTERM/);
-  assert.equal(alive(pid), false);
+  assert.equal(running(pid), false);
   await eventually("the run's claim is gone", async () => ((await claimsOf("beat")).length === 0 ? true : undefined));
 });
 

@@ -38,6 +38,16 @@ export function kubeConfig(path = testEnv.kubeconfig): k8s.KubeConfig {
   return reuseConnections(kc);
 }
 
+/** The test cluster's kubeconfig with another server address (e.g. a TcpProxy in front of the API server). */
+export function kubeConfigFor(server: string, path = testEnv.kubeconfig): k8s.KubeConfig {
+  const kc = kubeConfig(path);
+  const current = kc.getCurrentCluster()!;
+  const clusters = kc.clusters.map((c) => (c.name === current.name ? { ...c, server } : c));
+  const patched = new k8s.KubeConfig();
+  patched.loadFromOptions({ clusters, users: kc.users, contexts: kc.contexts, currentContext: kc.currentContext });
+  return patched;
+}
+
 export interface CommandResult { code: number; stdout: string; stderr: string }
 
 /** Runs the real kubectl against the test API server. */

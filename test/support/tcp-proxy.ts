@@ -3,17 +3,26 @@
  * - `stop()`: it refuses connections and cuts open ones (watches included), an outage; `start()` again
  *   brings it back on the same port;
  * - `partition()`: it stops relaying bytes in both directions while every connection stays open, and
- *   accepts new ones that get no answer either: a network partition or a half-open connection, where
- *   nothing fails fast and only timeouts notice; `heal()` relays again, the held-back bytes included (TCP
- *   delays, it does not drop).
+ *   accepts new ones that get no answer either: a network partition, where nothing fails fast and only
+ *   timeouts notice; `heal()` relays again, the held-back bytes included (TCP delays, it does not drop);
+ * - `blackhole()`: the nastier half-open path. Every open connection goes mute for good (bytes are read and
+ *   dropped, as after a NAT or firewall lost the connection's state) and new ones are accepted into the
+ *   same silence; `restore()` relays new connections again, the muted ones stay mute until `stop()`.
  */
 import { connect, createServer, type Server, type Socket } from "node:net";
 
+interface Relay {
+  client: Socket;
+  upstream: Socket;
+  muted: boolean;
+}
+
 export class TcpProxy {
   private server?: Server;
-  private readonly sockets = new Set<Socket>();
+  private readonly relays = new Set<Relay>();
   private port = 0;
   private partitioned = false;
+  private silent = false;
 
   constructor(private readonly host: string, private readonly targetPort: number) {}
 
@@ -27,19 +36,17 @@ export class TcpProxy {
   }
 
   async start(): Promise<void> {
+    this.silent = false;
     const server = createServer((client) => {
-      const upstream = connect(this.targetPort, this.host);
-      for (const socket of [client, upstream]) {
-        this.sockets.add(socket);
-        socket.on("close", () => this.sockets.delete(socket));
-        socket.on("error", () => {
-          client.destroy();
-          upstream.destroy();
-        });
+      const relay: Relay = { client, upstream: connect(this.targetPort, this.host), muted: this.silent };
+      this.relays.add(relay);
+      for (const socket of [client, relay.upstream]) {
+        socket.on("close", () => this.relays.delete(relay));
+        socket.on("error", () => destroy(relay));
         if (this.partitioned) socket.pause();
       }
-      this.relay(client, upstream);
-      this.relay(upstream, client);
+      this.forward(relay, client, relay.upstream);
+      this.forward(relay, relay.upstream, client);
     });
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
@@ -52,29 +59,45 @@ export class TcpProxy {
   /** Stops relaying: connections stay open, bytes wait (see the class comment). */
   partition(): void {
     this.partitioned = true;
-    for (const socket of this.sockets) socket.pause();
+    for (const { client, upstream } of this.relays) for (const socket of [client, upstream]) socket.pause();
   }
 
   heal(): void {
     this.partitioned = false;
-    for (const socket of this.sockets) socket.resume();
+    for (const { client, upstream } of this.relays) for (const socket of [client, upstream]) socket.resume();
+  }
+
+  /** Mutes every connection, open and new, for good, while keeping them all open. */
+  blackhole(): void {
+    this.silent = true;
+    for (const relay of this.relays) relay.muted = true;
+  }
+
+  /** New connections are relayed again; those muted by blackhole() stay mute. */
+  restore(): void {
+    this.silent = false;
   }
 
   async stop(): Promise<void> {
     const server = this.server;
     this.server = undefined;
     this.partitioned = false;
-    for (const socket of this.sockets) socket.destroy();
+    for (const relay of this.relays) destroy(relay);
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 
   /** Forwards `from` to `to` with backpressure; a partition pauses `from`, and a drain never resumes it meanwhile. */
-  private relay(from: Socket, to: Socket): void {
+  private forward(relay: Relay, from: Socket, to: Socket): void {
     from.on("data", (chunk) => {
-      if (to.write(chunk)) return;
+      if (relay.muted || to.write(chunk)) return;
       from.pause();
       to.once("drain", () => this.partitioned || from.resume());
     });
-    from.on("end", () => to.end());
+    from.on("end", () => relay.muted || to.end());
   }
+}
+
+function destroy({ client, upstream }: Relay): void {
+  client.destroy();
+  upstream.destroy();
 }
