@@ -4,7 +4,8 @@
  * exits 1 if the checker found any violation.
  *
  * Environment: CHAOS_SEED (replay a schedule), CHAOS_BACKENDS (comma list, default all four),
- * CHAOS_FAULTS (comma list of fault kinds, or "none" for a baseline without faults), CHAOS_OPERATOR_LOG_LEVEL
+ * CHAOS_FAULTS (comma list of fault kinds, see nemesis.ts, or "none" for a baseline without faults), CHAOS_CLUSTERS
+ * (1: no second cluster sharing the backends, so no shared-default-config fault; default 2), CHAOS_OPERATOR_LOG_LEVEL
  * (the operators' --log-level, default info), CHAOS_LONG_HOLDS (the share of 1–8 s critical sections that span
  * faults and end early when their claim is Lost; default 0.1).
  */
@@ -31,7 +32,10 @@ async function main(): Promise<number> {
   try {
     const defaults = defaultChaosOptions(environment.targets, log);
     const faults = list("CHAOS_FAULTS");
-    const kinds = faults?.includes("none") ? [] : (faults as FaultKind[] | undefined) ?? availableKinds(environment.targets);
+    const available = availableKinds(environment.targets);
+    const unknown = faults?.filter((f) => f !== "none" && !(available as string[]).includes(f)) ?? [];
+    if (unknown.length > 0) throw new Error(`CHAOS_FAULTS: unknown or unavailable here: ${unknown.join(", ")}; available: ${available.join(", ")}`);
+    const kinds = faults?.includes("none") ? [] : (faults as FaultKind[] | undefined) ?? available;
     const report = await runChaos({
       ...defaults,
       grants: Number(process.env.CHAOS_GRANTS ?? 10_000),
