@@ -6,11 +6,12 @@
  * Safety:
  * - register-overlap     more than maxHolders accepted critical sections overlap (register clock);
  * - register-order       a mutex register accepted a token not greater than the one before;
- * - duplicate-token      one fencing token granted to two claims of a lock;
+ * - duplicate-token      one fencing token granted to two claims of a lock (one report per lock);
  * - status-overlap       more than maxHolders claims of a lock shown Granted at once in one cluster's claim
  *                        history (Granted only while the backend hold exists; a vanished hold is Lost
  *                        before anything else is granted);
- * - status-order         a mutex's grants, in one cluster's history order, do not carry increasing tokens;
+ * - status-order         a mutex's grants, in one cluster's history order, do not carry increasing tokens
+ *                        (one report per lock and cluster);
  * - token-order          a claim got a token not above one already granted on its lock, anywhere, before
  *                        the claim existed (see `tokenOrder`);
  * - granted-elsewhere    a claim shown Granted while the backend server's own holders exclude its hold and
@@ -88,6 +89,8 @@ export interface Violation {
   lock?: string;
   /** When it happened (run clock), where known. */
   at?: number;
+  /** The faults under way then (set by the runner). */
+  during?: string;
   summary: string;
   evidence: string[];
 }
@@ -171,13 +174,19 @@ export function check(input: CheckInput): Violation[] {
   for (const e of allEvents) if (e.phase === "Granted" && e.fencingToken) own(e.lock, e.fencingToken, e.name);
   for (const [lock, register] of input.registers) for (const s of register.sections) own(lock, String(s.token), s.claim);
   for (const [lock, byToken] of owners) {
-    for (const [token, claims] of byToken) {
-      if (claims.size < 2) continue;
-      out.push({
-        kind: "duplicate-token", lock, summary: `token ${token} of ${lock} granted to ${[...claims].join(", ")}`,
-        evidence: allEvents.filter((e) => claims.has(e.name) && e.phase === "Granted").slice(0, 10).map(eventText),
-      });
-    }
+    // One violation per lock: after a backend lost its counter, every token repeats.
+    const repeated = [...byToken].filter(([, claims]) => claims.size > 1);
+    if (repeated.length === 0) continue;
+    const [token, claims] = repeated[0];
+    out.push({
+      kind: "duplicate-token", lock,
+      summary: `${repeated.length} token(s) of ${lock} granted to more than one claim; the first: token ${token} to ${[...claims].join(", ")}`,
+      evidence: [
+        ...allEvents.filter((e) => claims.has(e.name) && e.phase === "Granted").slice(0, 6).map(eventText),
+        ...repeated.slice(1, 6).map(([t, c]) => `token ${t}: ${[...c].join(", ")}`),
+        ...(repeated.length > 6 ? [`... and ${repeated.length - 6} more tokens`] : []),
+      ],
+    });
   }
 
   // status-overlap, status-order and phase-transition: replay each cluster's claim history.
@@ -189,6 +198,7 @@ export function check(input: CheckInput): Violation[] {
     const everGranted = new Set<string>();
     const phaseOf = new Map<string, string | undefined>();
     const transitionReported = new Set<string>(); // one report per claim
+    const disorder = new Map<string, string[]>(); // status-order, per lock
     for (const e of history.events) {
       if (e.type === "reset") {
         granted.clear();
@@ -227,10 +237,18 @@ export function check(input: CheckInput): Violation[] {
         const token = BigInt(e.fencingToken);
         const last = lastGrantToken.get(e.lock);
         if (last && token <= last.token) {
-          out.push({ kind: "status-order", lock: e.lock, summary: `mutex ${e.lock} granted ${e.name} token ${token} after ${last.event.name} token ${last.token}`, evidence: [eventText(last.event), eventText(e)] });
+          const list = disorder.get(e.lock) ?? disorder.set(e.lock, []).get(e.lock)!;
+          if (list.length === 0) out.push({ kind: "status-order", lock: e.lock, at: e.t, summary: "", evidence: list });
+          list.push(`${e.name} token ${token} after ${last.event.name} token ${last.token} (seen ${at(e.t)})`);
         }
         if (!last || token > last.token) lastGrantToken.set(e.lock, { token, event: e });
       }
+    }
+    for (const v of out) {
+      const list = v.kind === "status-order" && v.summary === "" ? disorder.get(v.lock!) : undefined;
+      if (!list) continue;
+      v.summary = `${history.cluster}: mutex ${v.lock} granted ${list.length} claim(s) a token not above the previous grant's`;
+      v.evidence = list.length > 8 ? [...list.slice(0, 8), `... and ${list.length - 8} more`] : list;
     }
   }
 

@@ -27,6 +27,9 @@ import { now, Random, sleep, withTimeout } from "./util";
 
 export { CLUSTER_FAULT_KINDS, DATA_LOSS_KINDS, FAULT_KINDS, type Fault, type FaultKind, type ServerName } from "./faults/types";
 
+/** The kinds that act on operators (one of them per episode). */
+const OPERATOR_KINDS: readonly FaultKind[] = ["kill-operator", "pause-operator", "roll-operators", "skew-clock", "partition-operator", "shared-default-config"];
+
 const INJECTORS: Record<FaultKind, Injector> = {
   "kill-operator": killOperator, "pause-operator": pauseOperator, "roll-operators": rollOperators, "skew-clock": skewClock,
   "partition-operator": partitionOperator, "half-open-holder": halfOpenHolder,
@@ -65,6 +68,8 @@ export interface NemesisOptions {
   leaderLeaseMs: number;
   /** Inject each kind alone once (shuffled) before mixing. */
   aloneFirst: boolean;
+  /** With aloneFirst: two kinds per episode instead, an operator fault with another kind (covers every kind sooner). */
+  pairUp: boolean;
   /** Chance that an episode mixes 2–3 faults. */
   mixChance: number;
   /** Episodes mixing faults that must come (right after the alone ones) before the nemesis may finish. */
@@ -113,7 +118,7 @@ export class Nemesis {
           mixed = 0;
           continue; // a run without faults (a baseline): just wait for the end
         }
-        const kinds = alone.length > 0 ? [alone.shift()!] : this.pickMix(mixed > 0);
+        const kinds = alone.length > 0 ? this.nextUncovered(alone) : this.pickMix(mixed > 0);
         // A required mixed episode counts only when two faults really went in (one can be skipped,
         // e.g. when both would hit the same process).
         if ((await this.runEpisode(kinds)) > 1) mixed--;
@@ -121,6 +126,14 @@ export class Nemesis {
     } finally {
       await this.healAll();
     }
+  }
+
+  /** The next kinds (removed from `alone`): one, or with `pairUp` one and a partner that needs no operator. */
+  private nextUncovered(alone: FaultKind[]): FaultKind[] {
+    const first = alone.shift()!;
+    if (!this.o.pairUp) return [first];
+    const partner = alone.findIndex((k) => OPERATOR_KINDS.includes(k) !== OPERATOR_KINDS.includes(first));
+    return partner < 0 ? [first] : [first, ...alone.splice(partner, 1)];
   }
 
   private pickMix(forceMix: boolean): FaultKind[] {

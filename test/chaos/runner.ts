@@ -89,6 +89,8 @@ export interface ChaosOptions {
   kinds: readonly FaultKind[];
   /** Each kind alone once before mixing. */
   aloneFirst: boolean;
+  /** With aloneFirst: two kinds per episode (an operator fault with another), to cover every kind sooner. */
+  pairUp?: boolean;
   mixChance: number;
   /** Mixed episodes that must come after the alone ones. */
   mixedAtLeast: number;
@@ -293,7 +295,7 @@ export async function runChaos(o: ChaosOptions, registerCleanup: (cleanup: () =>
     random, servers, kinds, lockLeaseMs: o.leaseSeconds * 1000, leaderLeaseMs: LEADER_LEASE_MS,
     restartable: servers.filter((s) => s !== "redis" || t.redisPersistent),
     clusters: Object.fromEntries(servers.filter((s) => t.clusters[s]).map((s) => [s, t.clusters[s]])),
-    aloneFirst: o.aloneFirst, mixChance: o.mixChance, mixedAtLeast: o.mixedAtLeast, maxMix: o.maxMix, gapMs: o.gapMs, recoveryTimeoutMs: o.recoveryTimeoutMs,
+    aloneFirst: o.aloneFirst, pairUp: o.pairUp ?? false, mixChance: o.mixChance, mixedAtLeast: o.mixedAtLeast, maxMix: o.maxMix, gapMs: o.gapMs, recoveryTimeoutMs: o.recoveryTimeoutMs,
     lastGrant: (lock) => lastGrant.get(lock), locks: locks.map((l) => l.name),
     done: () => accepted() >= o.grants || now() - t0 >= o.seconds * 1000, log,
   });
@@ -350,6 +352,13 @@ export async function runChaos(o: ChaosOptions, registerCleanup: (cleanup: () =>
     ...check({ locks, registers, histories, records, created, observed: truth.violations, recoveries: nemesis.recoveries, t0 }),
     ...leftovers,
   ], losses, new Map(locks.map((l) => [l.name, l.backend])), o.leaseSeconds * 1000);
+  // Which faults were under way (from injection to a lease and a leader lease after healing) when each violation happened.
+  const after = o.leaseSeconds * 1000 + LEADER_LEASE_MS;
+  for (const v of [...violations, ...excused]) {
+    if (v.at === undefined) continue;
+    const under = nemesis.faults.filter((f) => !f.skipped && f.injectedAt <= v.at! && v.at! <= (f.healedAt ?? Infinity) + after);
+    v.during = under.map((f) => `${f.kind}(${f.target})`).join(" + ") || "no fault";
+  }
   const count = <T>(items: T[], key: (item: T) => string) => items.reduce<Record<string, number>>((acc, item) => ((acc[key(item)] = (acc[key(item)] ?? 0) + 1), acc), {});
   const injected = nemesis.faults.filter((f) => !f.skipped);
   const longest = nemesis.recoveries.reduce<Recovery | undefined>((best, r) => (!best || r.longest > best.longest ? r : best), undefined);
@@ -416,7 +425,7 @@ export function formatReport(r: ChaosReport): string {
     `  violations: ${r.violations.length} (safety ${r.violations.filter((v) => v.class !== "liveness").length}, liveness ${r.violations.filter((v) => v.class === "liveness").length})`,
   ];
   for (const v of r.violations) {
-    lines.push(`  VIOLATION (${v.class ?? "safety"}) ${v.kind}${v.lock ? ` [${v.lock}]` : ""}${v.at === undefined ? "" : ` at +${secs(v.at - r.t0)}`}: ${v.summary}`);
+    lines.push(`  VIOLATION (${v.class ?? "safety"}) ${v.kind}${v.lock ? ` [${v.lock}]` : ""}${v.at === undefined ? "" : ` at +${secs(v.at - r.t0)} during ${v.during}`}: ${v.summary}`);
     for (const e of v.evidence) lines.push(`      ${e}`);
   }
   if (r.violations.length > 0) lines.push("  fault timeline:", ...r.timeline.map((t) => `    ${t}`), `  operator logs: ${r.logDir}`);
