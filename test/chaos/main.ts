@@ -5,7 +5,8 @@
  *
  * Environment: CHAOS_SEED (replay a schedule), CHAOS_BACKENDS (comma list, default all four),
  * CHAOS_FAULTS (comma list of fault kinds, see nemesis.ts, or "none" for a baseline without faults), CHAOS_CLUSTERS
- * (1: no second cluster sharing the backends, so no shared-default-config fault; default 2), CHAOS_OPERATOR_LOG_LEVEL
+ * (1: no second cluster sharing the backends, so no shared-default-config fault; default 2), CHAOS_LEASE_SECONDS (the
+ * locks' leaseDurationSeconds, default 3), CHAOS_OPERATOR_LOG_LEVEL
  * (the operators' --log-level, default info), CHAOS_LONG_HOLDS (the share of 1–8 s critical sections that span
  * faults and end early when their claim is Lost; default 0.1).
  */
@@ -39,6 +40,7 @@ async function main(): Promise<number> {
     const report = await runChaos({
       ...defaults,
       grants: Number(process.env.CHAOS_GRANTS ?? 10_000),
+      leaseSeconds: Number(process.env.CHAOS_LEASE_SECONDS ?? defaults.leaseSeconds),
       seconds: Number(process.env.CHAOS_SECONDS ?? 3600),
       seed: process.env.CHAOS_SEED ? Number(process.env.CHAOS_SEED) : defaults.seed,
       backends: (list("CHAOS_BACKENDS") as BackendName[] | undefined) ?? ALL_BACKENDS,

@@ -124,8 +124,9 @@ export interface ChaosReport {
   grantsByLock: Record<string, number>;
   claims: number;
   outcomes: Record<string, number>;
-  /** `kubelock run` invocations by exit code. */
+  /** `kubelock run` invocations by exit code, and the first few that did not exit 0 with their stderr's tail. */
   cliRuns: Record<string, number>;
+  cliFailures: string[];
   faults: Record<string, number>;
   faultTargets: Record<string, number>;
   skippedFaults: Fault[];
@@ -318,7 +319,11 @@ export async function runChaos(o: ChaosOptions, registerCleanup: (cleanup: () =>
       return c.locks.flatMap((l) => Array.from({ length: count(l.maxHolders) }, (_, i) => new Worker(`${prefix}${l.name}-w${i}`, l.name, ctx)));
     });
     workersDone = Promise.all([...workers.map((w) => w.run()), ...cliHolders.map((h) => h.run())]);
-    const progress = setInterval(() => log(`chaos: ${accepted()} grants, ${records.length} claims, ${cliRecords.length} kubelock runs, ${nemesis.faults.length} faults`), 10_000);
+    // While the nemesis runs (it may take longer than planned on a slow machine), waiting claims may wait on.
+    const progress = setInterval(() => {
+      deadline = Math.max(deadline, now() + 2 * o.recoveryTimeoutMs);
+      log(`chaos: ${accepted()} grants, ${records.length} claims, ${cliRecords.length} kubelock runs, ${nemesis.faults.length} faults`);
+    }, 10_000);
     try {
       await nemesis.run();
     } finally {
@@ -368,6 +373,7 @@ export async function runChaos(o: ChaosOptions, registerCleanup: (cleanup: () =>
     seed: o.seed, namespace, durationMs: now() - t0, clusters: clusters.length, grants: accepted(),
     grantsByLock: Object.fromEntries([...registers].map(([name, r]) => [name, r.sections.length])),
     claims: records.length, outcomes: count(records, (r) => r.outcome ?? "unfinished"), cliRuns: count(cliRecords, (r) => `exit ${r.exitCode ?? "-"}`),
+    cliFailures: cliRecords.filter((r) => r.exitCode !== 0).slice(0, 4).map((r) => `${r.name} exit ${r.exitCode ?? "-"}: ${(r.stderr ?? "").trim().replace(/\n/g, " | ")}`),
     faults: count(injected, (f) => f.kind), faultTargets: count(injected, (f) => `${f.kind}(${coarse(f.target)})`),
     skippedFaults: nemesis.faults.filter((f) => f.skipped), episodes: episodes.size, mixedEpisodes: [...episodes.values()].filter((n) => n > 1).length,
     longestRecovery: longest && { ms: longest.longest, episode: longest.episode, faults: longest.faults },
@@ -412,6 +418,7 @@ export function formatReport(r: ChaosReport): string {
     `chaos report (seed ${r.seed}, namespace ${r.namespace}, ${secs(r.durationMs)}, ${r.clusters} cluster${r.clusters > 1 ? "s sharing the backends" : ""})`,
     `  grants (accepted critical sections): ${r.grants}  [${kv(r.grantsByLock)}]`,
     `  claims: ${r.claims}  [${kv(r.outcomes)}]; kubelock run: ${Object.values(r.cliRuns).reduce((a, b) => a + b, 0)}  [${kv(r.cliRuns)}]`,
+    ...r.cliFailures.map((f) => `    ${f}`),
     `  faults injected: ${Object.values(r.faults).reduce((a, b) => a + b, 0)} in ${r.episodes} episodes (${r.mixedEpisodes} mixed)  [${kv(r.faults)}]`,
     `  fault targets: ${kv(r.faultTargets)}`,
     ...(r.skippedFaults.length ? [`  faults skipped: ${r.skippedFaults.map((f) => `${f.kind}: ${f.skipped}`).join("; ")}`] : []),
