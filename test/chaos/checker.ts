@@ -333,11 +333,15 @@ export function tokenOrder(histories: History[], created: Map<string, number>, t
  * `round.granted` showed Granted (same token) in a list that finished before the backend read started and
  * in one that started after it ended; phases never return to Granted and a grant keeps its token (the
  * phase-transition check holds that), so it showed Granted during the whole backend read. The backend read
- * is one request (one Redis script, one etcd range, one Lease list; ZooKeeper lists the children in one
- * call), so its holders coexisted at one instant within it. If they exclude the claim's hold (its UID with
- * its token), the claim was Granted without a hold then; if they also fill every slot with other holders,
- * the backend had granted its slot elsewhere while it showed Granted. Claims being deleted are not in
- * `round.granted`: releasing writes their status last.
+ * is one request (one Redis script, one etcd range, one Lease list), so its holders coexisted at one
+ * instant within it. If they exclude the claim's hold (its UID with its token), the claim was Granted
+ * without a hold then; if they also fill every slot with other holders, the backend had granted its slot
+ * elsewhere while it showed Granted. Claims being deleted are not in `round.granted`: releasing writes
+ * their status last. ZooKeeper lists a lock's children in one call and then reads each: a hold whose node
+ * goes in between counts as absent, which it is by the end of the read, so granted-without-hold stays
+ * exact there while granted-elsewhere could, in that narrow race, pair holders of two close instants.
+ * Expiry in `holders()` is judged on this process's clock, which is the true one on this machine (only an
+ * operator under `skew-clock` runs on a skewed one).
  */
 export function judgeRound(round: TruthRound, maxOf: Map<string, number>, t0: number): Violation[] {
   const when = at(t0);

@@ -11,12 +11,14 @@
  * faults and end early when their claim is Lost; default 0.1).
  */
 import { ALL_BACKENDS, availableKinds, defaultChaosOptions, formatReport, runChaos, startChaosEnvironment, type BackendName } from "./runner";
-import type { FaultKind } from "./nemesis";
+import { FAULT_KINDS, type FaultKind } from "./nemesis";
 
 const list = (name: string): string[] | undefined => process.env[name]?.split(",").map((s) => s.trim()).filter(Boolean);
 
 async function main(): Promise<number> {
   const log = (line: string) => console.error(line);
+  const unknown = list("CHAOS_FAULTS")?.filter((f) => f !== "none" && !(FAULT_KINDS as readonly string[]).includes(f)) ?? [];
+  if (unknown.length > 0) throw new Error(`CHAOS_FAULTS: unknown fault kinds ${unknown.join(", ")}; known: ${FAULT_KINDS.join(", ")}`);
   const cleanups: (() => Promise<void>)[] = [];
   const environment = await startChaosEnvironment(log);
   cleanups.push(environment.stop);
@@ -34,8 +36,8 @@ async function main(): Promise<number> {
     const defaults = defaultChaosOptions(environment.targets, log);
     const faults = list("CHAOS_FAULTS");
     const available = availableKinds(environment.targets);
-    const unknown = faults?.filter((f) => f !== "none" && !(available as string[]).includes(f)) ?? [];
-    if (unknown.length > 0) throw new Error(`CHAOS_FAULTS: unknown or unavailable here: ${unknown.join(", ")}; available: ${available.join(", ")}`);
+    const unavailable = faults?.filter((f) => f !== "none" && !(available as string[]).includes(f)) ?? [];
+    if (unavailable.length > 0) throw new Error(`CHAOS_FAULTS: not available here: ${unavailable.join(", ")}; available: ${available.join(", ")}`);
     const kinds = faults?.includes("none") ? [] : (faults as FaultKind[] | undefined) ?? available;
     const report = await runChaos({
       ...defaults,
