@@ -158,7 +158,7 @@ export function check(input: CheckInput): Violation[] {
       for (let i = 1; i < register.sections.length; i++) {
         const [a, b] = [register.sections[i - 1], register.sections[i]];
         if (b.token <= a.token) {
-          out.push({ kind: "register-order", lock, summary: `mutex register ${lock} accepted token ${b.token} after ${a.token}`, evidence: [sectionText(a), sectionText(b)] });
+          out.push({ kind: "register-order", lock, at: b.enter, summary: `mutex register ${lock} accepted token ${b.token} after ${a.token}`, evidence: [sectionText(a), sectionText(b)] });
         }
       }
     }
@@ -178,8 +178,9 @@ export function check(input: CheckInput): Violation[] {
     const repeated = [...byToken].filter(([, claims]) => claims.size > 1);
     if (repeated.length === 0) continue;
     const [token, claims] = repeated[0];
+    const seen = allEvents.filter((e) => claims.has(e.name) && e.phase === "Granted").map((e) => e.t);
     out.push({
-      kind: "duplicate-token", lock,
+      kind: "duplicate-token", lock, at: seen.length > 1 ? seen.sort((a, b) => a - b)[1] : undefined,
       summary: `${repeated.length} token(s) of ${lock} granted to more than one claim; the first: token ${token} to ${[...claims].join(", ")}`,
       evidence: [
         ...allEvents.filter((e) => claims.has(e.name) && e.phase === "Granted").slice(0, 6).map(eventText),
@@ -315,8 +316,8 @@ export function tokenOrder(histories: History[], created: Map<string, number>, t
       const born = created.get(g.name)!;
       for (; k < bySeen.length && bySeen[k].seen < born; k++) if (!highest || bySeen[k].token > highest.token) highest = bySeen[k];
       if (!highest || g.token > highest.token) continue;
-      first ??= born;
-      offenders.push(`${g.name} (created ${when(born)}) got token ${g.token}, yet ${highest.name} had been granted token ${highest.token} (seen ${when(highest.seen)})`);
+      first = Math.min(first ?? Infinity, g.seen);
+      offenders.push(`${g.name} (created ${when(born)}, seen Granted ${when(g.seen)}) got token ${g.token}, yet ${highest.name} had been granted token ${highest.token} (seen ${when(highest.seen)})`);
     }
     if (offenders.length === 0) continue;
     out.push({

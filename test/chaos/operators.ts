@@ -3,7 +3,7 @@
  * CLI, as test/support/operator.ts runs it, but with the pid at hand for SIGKILL, SIGSTOP and SIGCONT).
  * A supervisor keeps `replicas` of them running, as a Deployment would: a replica that exits (killed, or
  * on losing leadership, which the operator answers by exiting 1) is replaced; `roll()` replaces them all
- * one by one, as a rolling update does.
+ * one by one, as a rolling update does, `recreate()` all at once, as a Recreate update does.
  *
  * Each replica reaches the API server and the backends through relays of its own (relays.ts), with its
  * own kubeconfig and config file, so one replica can be partitioned alone. A replica may start with a
@@ -280,6 +280,18 @@ export class OperatorFleet {
       while (!this.stopped && now() < deadline && !this.all.slice(started).some((r) => r.running && r.identity)) await sleep(100);
     }
     const next = await this.waitForLeader(Math.max(0, deadline - now()));
+    return next !== undefined && !old.includes(next);
+  }
+
+  /**
+   * Replaces every replica at once (a Recreate update): all get SIGTERM together and the supervisor starts
+   * their replacements (with the current `skewMs` and `clusterName`). Resolves once a replacement leads;
+   * false if that took too long.
+   */
+  async recreate(timeoutMs = 60_000): Promise<boolean> {
+    const old = [...this.replicas];
+    await Promise.all(old.map((r) => r.stop()));
+    const next = await this.waitForLeader(timeoutMs);
     return next !== undefined && !old.includes(next);
   }
 
