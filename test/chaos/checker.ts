@@ -178,9 +178,12 @@ export function check(input: CheckInput): Violation[] {
     const repeated = [...byToken].filter(([, claims]) => claims.size > 1);
     if (repeated.length === 0) continue;
     const [token, claims] = repeated[0];
-    const seen = allEvents.filter((e) => claims.has(e.name) && e.phase === "Granted").map((e) => e.t);
+    // When the token was seen Granted to its second claim.
+    const firstSeen = new Map<string, number>();
+    for (const e of allEvents) if (claims.has(e.name) && e.phase === "Granted" && !firstSeen.has(e.name)) firstSeen.set(e.name, e.t);
+    const seen = [...firstSeen.values()].sort((a, b) => a - b);
     out.push({
-      kind: "duplicate-token", lock, at: seen.length > 1 ? seen.sort((a, b) => a - b)[1] : undefined,
+      kind: "duplicate-token", lock, at: seen[1],
       summary: `${repeated.length} token(s) of ${lock} granted to more than one claim; the first: token ${token} to ${[...claims].join(", ")}`,
       evidence: [
         ...allEvents.filter((e) => claims.has(e.name) && e.phase === "Granted").slice(0, 6).map(eventText),

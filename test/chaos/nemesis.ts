@@ -109,6 +109,7 @@ export class Nemesis {
     const o = this.o;
     const alone = o.aloneFirst ? o.random.shuffle(o.kinds) : [];
     let mixed = o.mixedAtLeast;
+    const retries = new Map<FaultKind, number>();
     const finished = () => alone.length === 0 && mixed <= 0 && o.done();
     try {
       for (let n = 0; n < 10_000 && !finished(); n++) {
@@ -118,10 +119,18 @@ export class Nemesis {
           mixed = 0;
           continue; // a run without faults (a baseline): just wait for the end
         }
-        const kinds = alone.length > 0 ? this.nextUncovered(alone) : this.pickMix(mixed > 0);
+        const covering = alone.length > 0;
+        const kinds = covering ? this.nextUncovered(alone) : this.pickMix(mixed > 0);
         // A required mixed episode counts only when two faults really went in (one can be skipped,
         // e.g. when both would hit the same process).
-        if ((await this.runEpisode(kinds)) > 1) mixed--;
+        const injected = await this.runEpisode(kinds);
+        if (injected.length > 1) mixed--;
+        // A kind that could not go in (no leader to hit, say) gets another turn, up to three in all.
+        for (const kind of covering ? kinds.filter((k) => !injected.includes(k)) : []) {
+          const tries = (retries.get(kind) ?? 0) + 1;
+          retries.set(kind, tries);
+          if (tries < 3) alone.push(kind);
+        }
       }
     } finally {
       await this.healAll();
@@ -142,8 +151,8 @@ export class Nemesis {
     return random.shuffle(kinds).slice(0, random.int(2, Math.max(2, this.o.maxMix)));
   }
 
-  /** Injects `kinds` (at random offsets), heals them, waits for recovery; returns how many went in. */
-  private async runEpisode(kinds: FaultKind[]): Promise<number> {
+  /** Injects `kinds` (at random offsets), heals them, waits for recovery; returns the kinds that went in. */
+  private async runEpisode(kinds: FaultKind[]): Promise<FaultKind[]> {
     const episode = ++this.episode;
     const used = new Set<string>();
     const started: Active[] = [];
@@ -166,10 +175,10 @@ export class Nemesis {
     }));
     const healedAt = Math.max(begin, ...started.map((a) => a.fault.healedAt ?? now()));
     const description = started.map((a) => `${a.fault.kind}(${a.fault.target})`).join(" + ") || "(nothing injected)";
-    if (started.length === 0) return 0;
+    if (started.length === 0) return [];
     this.o.log(`nemesis: episode ${episode}: ${description} healed; waiting for every lock to grant again`);
     await this.awaitRecovery(episode, description, healedAt);
-    return started.length;
+    return started.map((a) => a.fault.kind);
   }
 
   /** Waits until every lock granted after `healedAt`, bounded by the recovery timeout. */
