@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing kubelock needs on a fresh Debian machine, skipping what is there:
-# Debian packages (redis-server, zookeeper, openssl, faketime) and the npm packages (with the native ZooKeeper client).
+# Debian packages (redis-server, zookeeper, openssl, faketime for skewed clocks) and the npm
+# packages (with the native ZooKeeper client).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -8,8 +9,8 @@ missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 [ -f /usr/share/java/zookeeper.jar ] || missing+=(zookeeper)
 command -v openssl >/dev/null || missing+=(openssl)
-command -v faketime >/dev/null || missing+=(faketime)   # clock-skew tests; backdated test certificates
 command -v java >/dev/null || missing+=(default-jre-headless)
+command -v faketime >/dev/null || missing+=(faketime)   # clock-skew tests and chaos; backdated test certificates
 if [ ${#missing[@]} -gt 0 ]; then
   echo "deps: installing Debian packages: ${missing[*]}"
   sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd=sudo

@@ -1,41 +1,42 @@
 /**
  * The nemesis: injects faults in episodes, each fault alone or several mixed (overlapping, at random
  * offsets), heals them, then waits until every lock grants again (the recovery time) before the next
- * episode. Faults:
+ * episode. The faults, one file per concern under faults/:
  *
- * - `kill-operator`     SIGKILL the leading operator replica (the supervisor starts a replacement);
- * - `pause-operator`    SIGSTOP the leader for longer than the locks' lease and the leader lease, then SIGCONT;
- * - `pause-backend`     SIGSTOP a backend server (redis, zookeeper, etcd) longer than the lease, then SIGCONT;
- * - `restart-backend`   stop a backend server, start it again on the same address and data;
- * - `restart-apiserver` restart kube-apiserver (same port, certificates, etcd data);
- * - `lose-member`       stop one member of a clustered backend server (3-member etcd or ZooKeeper) for longer
- *                       than the lease, then start it again: the others keep a quorum;
- * - `lose-majority`     stop a majority of its members (two of three), one after the other, for longer than
- *                       the lease, then start them again: the server is unavailable until then.
+ * - operators.ts   `kill-operator`, `pause-operator`, `roll-operators` (rolling replacement of both replicas),
+ *                  `skew-clock` (replicas on a wall clock skewed by more than a lease);
+ * - partition.ts   `partition-operator`: ONE operator cut off from ONE server (API server or a backend), its
+ *                  connections left open;
+ * - holder.ts      `half-open-holder`: a `kubelock run` holder's API connection half-open in its critical section;
+ * - servers.ts     `pause-backend`, `restart-backend`, `restart-apiserver`, `lose-member`, `lose-majority`;
+ * - data-loss.ts   `wipe-redis` (restarted empty), `delete-counter` (a lock's fencing counter deleted);
+ * - shared.ts      `shared-default-config`: two clusters sharing the backends on the shipped default config.
  *
- * Backend and API server faults go through the environment's loopback control endpoint. Whatever
- * happens, every fault injected is healed (`healAll`), so no process is left stopped.
+ * Whatever happens, every fault injected is healed (`healAll`), so no process is left stopped or cut off.
  */
-import type { OperatorFleet, Replica } from "./operators";
+import type { OperatorFleet } from "./operators";
+import { deleteCounter, wipeRedis, type Counters } from "./faults/data-loss";
+import { halfOpenHolder } from "./faults/holder";
+import { killOperator, pauseOperator, rollOperators, skewClock } from "./faults/operators";
+import { partitionOperator } from "./faults/partition";
+import { loseMajority, loseMember, pauseBackend, restartApiServer, restartBackend } from "./faults/servers";
+import { sharedDefaultConfig } from "./faults/shared";
+import type { Fault, FaultContext, FaultKind, Injected, Injector, ServerName } from "./faults/types";
+import type { CliHolder, SectionServer } from "./cli-holders";
 import { now, Random, sleep, withTimeout } from "./util";
 
-export const FAULT_KINDS = ["kill-operator", "pause-operator", "pause-backend", "restart-backend", "restart-apiserver", "lose-member", "lose-majority"] as const;
-/** The kinds that need a clustered backend server. */
-export const CLUSTER_FAULT_KINDS: readonly FaultKind[] = ["lose-member", "lose-majority"];
-export type FaultKind = (typeof FAULT_KINDS)[number];
-export type ServerName = "redis" | "zookeeper" | "etcd";
+export { CLUSTER_FAULT_KINDS, DATA_LOSS_KINDS, FAULT_KINDS, type Fault, type FaultKind, type ServerName } from "./faults/types";
 
-export interface Fault {
-  kind: FaultKind;
-  /** What it hit: "operator-N", a backend server's name, "SERVER/M,N" (its members M and N), "kube-apiserver". */
-  target: string;
-  /** The episode it belongs to (faults of one episode overlap). */
-  episode: number;
-  injectedAt: number;
-  healedAt?: number;
-  /** Why it could not be injected, if it was not. */
-  skipped?: string;
-}
+/** The kinds that act on operators (one of them per episode). */
+const OPERATOR_KINDS: readonly FaultKind[] = ["kill-operator", "pause-operator", "roll-operators", "skew-clock", "partition-operator", "shared-default-config"];
+
+const INJECTORS: Record<FaultKind, Injector> = {
+  "kill-operator": killOperator, "pause-operator": pauseOperator, "roll-operators": rollOperators, "skew-clock": skewClock,
+  "partition-operator": partitionOperator, "half-open-holder": halfOpenHolder,
+  "pause-backend": pauseBackend, "restart-backend": restartBackend, "restart-apiserver": restartApiServer,
+  "lose-member": loseMember, "lose-majority": loseMajority, "wipe-redis": wipeRedis, "delete-counter": deleteCounter,
+  "shared-default-config": sharedDefaultConfig,
+};
 
 export interface Recovery {
   episode: number;
@@ -50,7 +51,10 @@ export interface Recovery {
 
 export interface NemesisOptions {
   control: string;
-  fleet: OperatorFleet;
+  /** One fleet per cluster; the first has two replicas. */
+  fleets: OperatorFleet[];
+  holders?: { all: CliHolder[]; server: SectionServer };
+  counters?: Counters;
   random: Random;
   /** Backend servers the run uses (faults pick among them). */
   servers: ServerName[];
@@ -64,6 +68,8 @@ export interface NemesisOptions {
   leaderLeaseMs: number;
   /** Inject each kind alone once (shuffled) before mixing. */
   aloneFirst: boolean;
+  /** With aloneFirst: two kinds per episode instead, an operator fault with another kind (covers every kind sooner). */
+  pairUp: boolean;
   /** Chance that an episode mixes 2–3 faults. */
   mixChance: number;
   /** Episodes mixing faults that must come (right after the alone ones) before the nemesis may finish. */
@@ -83,11 +89,8 @@ export interface NemesisOptions {
 }
 
 /** One fault in progress: how to undo it. */
-interface Active {
+interface Active extends Injected {
   fault: Fault;
-  heal: () => Promise<void>;
-  /** How long it lasts before healing, ms. */
-  holdMs: number;
 }
 
 export class Nemesis {
@@ -106,6 +109,7 @@ export class Nemesis {
     const o = this.o;
     const alone = o.aloneFirst ? o.random.shuffle(o.kinds) : [];
     let mixed = o.mixedAtLeast;
+    const retries = new Map<FaultKind, number>();
     const finished = () => alone.length === 0 && mixed <= 0 && o.done();
     try {
       for (let n = 0; n < 10_000 && !finished(); n++) {
@@ -115,14 +119,30 @@ export class Nemesis {
           mixed = 0;
           continue; // a run without faults (a baseline): just wait for the end
         }
-        const kinds = alone.length > 0 ? [alone.shift()!] : this.pickMix(mixed > 0);
+        const covering = alone.length > 0;
+        const kinds = covering ? this.nextUncovered(alone) : this.pickMix(mixed > 0);
         // A required mixed episode counts only when two faults really went in (one can be skipped,
         // e.g. when both would hit the same process).
-        if ((await this.runEpisode(kinds)) > 1) mixed--;
+        const injected = await this.runEpisode(kinds);
+        if (injected.length > 1) mixed--;
+        // A kind that could not go in (no leader to hit, say) gets another turn, up to three in all.
+        for (const kind of covering ? kinds.filter((k) => !injected.includes(k)) : []) {
+          const tries = (retries.get(kind) ?? 0) + 1;
+          retries.set(kind, tries);
+          if (tries < 3) alone.push(kind);
+        }
       }
     } finally {
       await this.healAll();
     }
+  }
+
+  /** The next kinds (removed from `alone`): one, or with `pairUp` one and a partner that needs no operator. */
+  private nextUncovered(alone: FaultKind[]): FaultKind[] {
+    const first = alone.shift()!;
+    if (!this.o.pairUp) return [first];
+    const partner = alone.findIndex((k) => OPERATOR_KINDS.includes(k) !== OPERATOR_KINDS.includes(first));
+    return partner < 0 ? [first] : [first, ...alone.splice(partner, 1)];
   }
 
   private pickMix(forceMix: boolean): FaultKind[] {
@@ -131,8 +151,8 @@ export class Nemesis {
     return random.shuffle(kinds).slice(0, random.int(2, Math.max(2, this.o.maxMix)));
   }
 
-  /** Injects `kinds` (at random offsets), heals them, waits for recovery; returns how many went in. */
-  private async runEpisode(kinds: FaultKind[]): Promise<number> {
+  /** Injects `kinds` (at random offsets), heals them, waits for recovery; returns the kinds that went in. */
+  private async runEpisode(kinds: FaultKind[]): Promise<FaultKind[]> {
     const episode = ++this.episode;
     const used = new Set<string>();
     const started: Active[] = [];
@@ -155,10 +175,10 @@ export class Nemesis {
     }));
     const healedAt = Math.max(begin, ...started.map((a) => a.fault.healedAt ?? now()));
     const description = started.map((a) => `${a.fault.kind}(${a.fault.target})`).join(" + ") || "(nothing injected)";
-    if (started.length === 0) return 0;
+    if (started.length === 0) return [];
     this.o.log(`nemesis: episode ${episode}: ${description} healed; waiting for every lock to grant again`);
     await this.awaitRecovery(episode, description, healedAt);
-    return started.length;
+    return started.map((a) => a.fault.kind);
   }
 
   /** Waits until every lock granted after `healedAt`, bounded by the recovery timeout. */
@@ -183,76 +203,19 @@ export class Nemesis {
   private async inject(kind: FaultKind, episode: number, used: Set<string>): Promise<Active | undefined> {
     const o = this.o;
     const fault: Fault = { kind, target: "", episode, injectedAt: now() };
-    const record = (target: string, skipped?: string) => {
-      Object.assign(fault, { target, skipped, injectedAt: now() });
-      this.faults.push(fault);
-      o.log(`nemesis: ${skipped ? "skipped" : "inject"} ${kind}(${target})${skipped ? `: ${skipped}` : ""}`);
+    const ctx: FaultContext = {
+      random: o.random, fleets: o.fleets, servers: o.servers, restartable: o.restartable, clusters: o.clusters, holders: o.holders,
+      counters: o.counters, lockLeaseMs: o.lockLeaseMs, leaderLeaseMs: o.leaderLeaseMs, log: o.log,
+      post: (path, timeoutMs) => this.post(path, timeoutMs),
+      take: (resource) => !used.has(resource) && !!used.add(resource),
+      record: (target, skipped) => {
+        Object.assign(fault, { target, skipped, injectedAt: now() });
+        this.faults.push(fault);
+        o.log(`nemesis: ${skipped ? "skipped" : "inject"} ${kind}(${target})${skipped ? `: ${skipped}` : ""}`);
+      },
     };
-    // Longer than the lock's lease (holds expire) and than the leader lease (a follower takes over).
-    const longPause = () => Math.max(o.lockLeaseMs, o.leaderLeaseMs) + o.random.int(1000, 2500);
-    if (kind === "kill-operator" || kind === "pause-operator") {
-      if (used.has("operator")) return undefined;
-      used.add("operator");
-      const leader = await o.fleet.waitForLeader(20_000);
-      if (!leader) {
-        record("operator", "no identifiable leader within 20 s");
-        return undefined;
-      }
-      record(`operator-${leader.index}`);
-      if (kind === "kill-operator") {
-        leader.signal("SIGKILL");
-        return this.track({ fault, holdMs: 0, heal: async () => undefined });
-      }
-      leader.signal("SIGSTOP");
-      return this.track({ fault, holdMs: longPause(), heal: async () => resume(leader) });
-    }
-    if (kind === "restart-apiserver") {
-      if (used.has("apiserver")) return undefined;
-      used.add("apiserver");
-      record("kube-apiserver");
-      await this.post(`/controlplanes/1/apiserver/restart`, 120_000);
-      return this.track({ fault, holdMs: 0, heal: async () => undefined });
-    }
-    if (kind === "lose-member" || kind === "lose-majority") return this.loseMembers(kind, fault, record, used);
-    const free = (kind === "restart-backend" ? o.restartable : o.servers).filter((s) => !used.has(s));
-    if (free.length === 0) return undefined;
-    const server = o.random.pick(free);
-    used.add(server);
-    record(server);
-    if (kind === "pause-backend") {
-      await this.post(`/services/${server}/pause`);
-      return this.track({ fault, holdMs: longPause(), heal: () => this.post(`/services/${server}/resume`) });
-    }
-    await this.post(`/services/${server}/stop`);
-    return this.track({ fault, holdMs: o.random.int(300, 2000), heal: () => this.post(`/services/${server}/start`, 120_000) });
-  }
-
-  /**
-   * Stops one member (`lose-member`) or a majority (`lose-majority`) of a clustered server, one after the
-   * other, for longer than the lock's lease; healing starts them all at once. Stops that fail are undone.
-   */
-  private async loseMembers(kind: "lose-member" | "lose-majority", fault: Fault, record: (target: string) => void, used: Set<string>): Promise<Active | undefined> {
-    const { random, clusters } = this.o;
-    const free = (Object.keys(clusters) as ServerName[]).filter((s) => !used.has(s));
-    if (free.length === 0) return undefined;
-    const server = random.pick(free);
-    used.add(server);
-    const size = clusters[server]!;
-    const count = kind === "lose-member" ? 1 : Math.floor(size / 2) + 1;
-    const members = random.shuffle(Array.from({ length: size }, (_, i) => i + 1)).slice(0, count); // stopped in this order
-    record(`${server}/${members.join(",")}`);
-    const heal = async () => {
-      await Promise.all(members.map((m) => this.post(`/services/${server}/members/${m}/start`, 120_000)));
-    };
-    const begin = now();
-    try {
-      for (const m of members) await this.post(`/services/${server}/members/${m}/stop`);
-      this.o.log(`nemesis: ${kind}(${fault.target}): down after ${Math.round(now() - begin)}ms`);
-    } catch (err) {
-      await heal().catch(() => undefined);
-      throw err;
-    }
-    return this.track({ fault, holdMs: this.o.lockLeaseMs + random.int(1000, 2500), heal });
+    const injected = await INJECTORS[kind](ctx);
+    return injected && this.track({ fault, ...injected });
   }
 
   private track(active: Active): Active {
@@ -279,9 +242,4 @@ export class Nemesis {
     const body = await res.text();
     if (res.status !== 200) throw new Error(`POST ${path}: HTTP ${res.status} ${body.trim()}`);
   }
-}
-
-function resume(replica: Replica): Promise<void> {
-  replica.signal("SIGCONT");
-  return Promise.resolve();
 }

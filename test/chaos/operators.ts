@@ -2,14 +2,21 @@
  * The operators under test: `kubelock operator --leader-elect` replicas run as child processes (the real
  * CLI, as test/support/operator.ts runs it, but with the pid at hand for SIGKILL, SIGSTOP and SIGCONT).
  * A supervisor keeps `replicas` of them running, as a Deployment would: a replica that exits (killed, or
- * on losing leadership, which the operator answers by exiting 1) is replaced.
+ * on losing leadership, which the operator answers by exiting 1) is replaced; `roll()` replaces them all
+ * one by one, as a rolling update does, `recreate()` all at once, as a Recreate update does.
+ *
+ * Each replica reaches the API server and the backends through relays of its own (relays.ts), with its
+ * own kubeconfig and config file, so one replica can be partitioned alone. A replica may start with a
+ * skewed wall clock (libfaketime, from Debian's faketime; monotonic clocks stay true, as on a real
+ * machine whose clock is off).
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { createWriteStream, existsSync, readdirSync, statSync, type WriteStream } from "node:fs";
+import { createWriteStream, existsSync, readdirSync, statSync, writeFileSync, type WriteStream } from "node:fs";
 import { join, relative, resolve } from "node:path";
 import * as k8s from "@kubernetes/client-node";
 import { tailOf } from "../env/process";
 import { refusals } from "../support/operator";
+import { Relays, type Upstreams } from "./relays";
 import { now, sleep, withTimeout } from "./util";
 
 const repoRoot = resolve(__dirname, "..", "..");
@@ -31,12 +38,29 @@ export function cliCommand(): { args: string[]; compiled: boolean } {
   return { args: ["--import", "tsx", join(repoRoot, "src/cli/main.ts")], compiled: false };
 }
 
+/** libfaketime, which skews a process's clock (LD_PRELOAD): Debian's faketime package installs it. */
+export function libfaketime(): string {
+  const dirs = ["/usr/lib/x86_64-linux-gnu/faketime", "/usr/lib/aarch64-linux-gnu/faketime", "/usr/lib/faketime", "/usr/local/lib/faketime"];
+  const found = dirs.map((d) => join(d, "libfaketime.so.1")).find((f) => existsSync(f));
+  if (!found) throw new Error("libfaketime.so.1 not found: install the Debian package faketime (make deps does)");
+  return found;
+}
+
+/** Operator config text for a replica, given where its relays are and the cluster name (undefined: none set, as shipped). */
+export type ConfigFor = (addresses: Upstreams, clusterName: string | undefined) => string;
+
 export interface FleetOptions {
+  /** Names this fleet's files and log lines ("c1"); a cluster has one fleet. */
+  name: string;
   /** What the replicas authenticate with (the runner passes the deploy/ ServiceAccount's). */
   kubeconfig: string;
   kc: k8s.KubeConfig;
   namespace: string;
-  configFile: string;
+  /** The servers the replicas reach through their relays. */
+  upstreams: Upstreams;
+  config: ConfigFor;
+  /** The config's clusterName at start (undefined: the shipped default, no clusterName). */
+  clusterName: string | undefined;
   logDir: string;
   /** The leader election Lease's name (in `namespace`). */
   leaseName: string;
@@ -60,7 +84,15 @@ export class Replica {
   private seen = "";
   private readonly out: WriteStream;
 
-  constructor(readonly index: number, private readonly child: ChildProcess, readonly logFile: string) {
+  constructor(
+    readonly index: number,
+    private readonly child: ChildProcess,
+    readonly logFile: string,
+    /** Its own relays to the API server and the backends. */
+    readonly relays: Relays,
+    /** How far its wall clock is off, ms (0: true). */
+    readonly skewMs: number,
+  ) {
     this.out = createWriteStream(logFile);
     const collect = (d: Buffer) => {
       this.out.write(d);
@@ -75,7 +107,8 @@ export class Replica {
     this.exited = new Promise((done) => child.on("exit", (code, signal) => {
       this.code = code ?? (signal ? -1 : null);
       this.out.end();
-      done(this.code);
+      const exitCode = this.code;
+      void relays.stop().finally(() => done(exitCode));
     }));
   }
 
@@ -126,14 +159,24 @@ export class OperatorFleet {
   readonly replicas: Replica[] = [];
   /** Every replica started, in order (exited ones included). */
   readonly all: Replica[] = [];
+  /** The wall clock skew of replicas started from now on, ms. */
+  skewMs = 0;
+  /** The clusterName of configs written from now on (undefined: none, as the shipped config). */
+  clusterName: string | undefined;
   private stopped = false;
+  private spawning = 0;
   private supervising?: Promise<void>;
   private readonly coordination: k8s.CoordinationV1Api;
   private readonly cli = cliCommand();
 
   constructor(private readonly options: FleetOptions) {
     this.coordination = options.kc.makeApiClient(k8s.CoordinationV1Api);
+    this.clusterName = options.clusterName;
     options.log(`operators: running ${this.cli.compiled ? "the compiled dist/" : "the sources through tsx (dist/ is missing or older than src/)"}`);
+  }
+
+  get name(): string {
+    return this.options.name;
   }
 
   get starts(): number {
@@ -142,7 +185,7 @@ export class OperatorFleet {
 
   /** Starts the replicas and waits (bounded) until one of them leads. */
   async start(): Promise<void> {
-    for (let i = 0; i < this.options.replicas; i++) this.spawn();
+    for (let i = 0; i < this.options.replicas; i++) await this.spawn();
     this.supervising = this.supervise();
     const deadline = now() + 90_000;
     while (!(await this.leader())) {
@@ -151,21 +194,35 @@ export class OperatorFleet {
     }
   }
 
-  private spawn(): Replica {
+  private async spawn(): Promise<Replica> {
     const o = this.options;
     const index = this.all.length;
-    const args = [
-      ...this.cli.args, "operator", "--log-level", process.env.CHAOS_OPERATOR_LOG_LEVEL ?? "info", "--kubeconfig", o.kubeconfig, "--watch-namespace", o.namespace,
-      "--metrics-bind-address", "127.0.0.1:0", "--health-probe-bind-address", "127.0.0.1:0", "--config", o.configFile,
-      "--leader-elect", "--leader-elect-namespace", o.namespace, "--leader-elect-id", o.leaseName,
-      "--leader-elect-lease-duration", o.leaderElection.lease, "--leader-elect-renew-deadline", o.leaderElection.renewDeadline,
-      "--leader-elect-retry-period", o.leaderElection.retryPeriod,
-    ];
-    const child = spawn(process.execPath, args, { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, POD_NAME: `chaos-operator-${index}` } });
-    const replica = new Replica(index, child, join(o.logDir, `operator-${index}.log`));
-    this.replicas.push(replica);
-    this.all.push(replica);
-    return replica;
+    this.spawning++;
+    try {
+      const relays = await Relays.start(o.upstreams);
+      const base = join(o.logDir, `${o.name}-operator-${index}`);
+      const configFile = `${base}.yaml`;
+      writeFileSync(configFile, o.config(relays.addresses, this.clusterName));
+      const kubeconfig = relays.writeKubeconfig(o.kubeconfig, `${base}.kubeconfig`);
+      const args = [
+        ...this.cli.args, "operator", "--log-level", process.env.CHAOS_OPERATOR_LOG_LEVEL ?? "info", "--kubeconfig", kubeconfig, "--watch-namespace", o.namespace,
+        "--metrics-bind-address", "127.0.0.1:0", "--health-probe-bind-address", "127.0.0.1:0", "--config", configFile,
+        "--leader-elect", "--leader-elect-namespace", o.namespace, "--leader-elect-id", o.leaseName,
+        "--leader-elect-lease-duration", o.leaderElection.lease, "--leader-elect-renew-deadline", o.leaderElection.renewDeadline,
+        "--leader-elect-retry-period", o.leaderElection.retryPeriod,
+      ];
+      const skewMs = this.skewMs;
+      // libfaketime: only the wall clock is skewed; timers and monotonic clocks run true.
+      const skew = skewMs === 0 ? {} : { LD_PRELOAD: libfaketime(), FAKETIME: `${skewMs > 0 ? "+" : "-"}${Math.abs(skewMs) / 1000}s`, FAKETIME_DONT_FAKE_MONOTONIC: "1" };
+      const env = { ...process.env, POD_NAME: `chaos-${o.name}-operator-${index}`, ...skew };
+      const child = spawn(process.execPath, args, { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"], env });
+      const replica = new Replica(index, child, `${base}.log`, relays, skewMs);
+      this.replicas.push(replica);
+      this.all.push(replica);
+      return replica;
+    } finally {
+      this.spawning--;
+    }
   }
 
   /** Replaces replicas that exited; bounded by `maxStarts` and by the stop flag. */
@@ -178,8 +235,12 @@ export class OperatorFleet {
           this.options.log(`operators: replica ${replica.index} exited (code ${replica.exitCode}); start budget used up, not replaced`);
           continue;
         }
-        const next = this.spawn();
-        this.options.log(`operators: replica ${replica.index} exited (code ${replica.exitCode}); started replica ${next.index}`);
+        try {
+          const next = await this.spawn();
+          this.options.log(`operators: ${this.options.name} replica ${replica.index} exited (code ${replica.exitCode}); started replica ${next.index}${next.skewMs ? ` (clock ${next.skewMs > 0 ? "+" : ""}${next.skewMs / 1000}s)` : ""}`);
+        } catch (err) {
+          this.options.log(`operators: ${this.options.name} could not start a replica: ${(err as Error).message}`);
+        }
       }
       await Promise.race([sleep(200), ...this.replicas.map((r) => r.exited)]);
     }
@@ -211,10 +272,42 @@ export class OperatorFleet {
     return undefined;
   }
 
+  /**
+   * A rolling replacement: each running replica (followers first, the leader last) is stopped with SIGTERM
+   * and the supervisor starts its replacement (with the current `skewMs` and `clusterName`); the next one
+   * goes once that replacement runs. Resolves once a replacement leads; false if that took too long.
+   */
+  async roll(timeoutMs = 60_000): Promise<boolean> {
+    const deadline = now() + timeoutMs;
+    const leader = await this.leader();
+    const old = [...this.replicas].sort((a, b) => Number(a === leader) - Number(b === leader));
+    for (const replica of old) {
+      if (this.stopped) return false;
+      const started = this.all.length;
+      await replica.stop();
+      while (!this.stopped && now() < deadline && !this.all.slice(started).some((r) => r.running && r.identity)) await sleep(100);
+    }
+    const next = await this.waitForLeader(Math.max(0, deadline - now()));
+    return next !== undefined && !old.includes(next);
+  }
+
+  /**
+   * Replaces every replica at once (a Recreate update): all get SIGTERM together and the supervisor starts
+   * their replacements (with the current `skewMs` and `clusterName`). Resolves once a replacement leads;
+   * false if that took too long.
+   */
+  async recreate(timeoutMs = 60_000): Promise<boolean> {
+    const old = [...this.replicas];
+    await Promise.all(old.map((r) => r.stop()));
+    const next = await this.waitForLeader(timeoutMs);
+    return next !== undefined && !old.includes(next);
+  }
+
   /** Stops supervising, resumes any paused replica, stops every replica. */
   async stop(): Promise<void> {
     this.stopped = true;
     await this.supervising;
+    while (this.spawning > 0) await sleep(50);
     await Promise.all(this.all.map((r) => r.stop()));
   }
 }

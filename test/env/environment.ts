@@ -148,6 +148,7 @@ async function installCrds(kubectl: string, kubeconfig: string): Promise<void> {
  * - POST /services/NAME/stop|start: take a backend server away and bring it back (same address and data);
  * - POST /services/NAME/pause|resume: SIGSTOP / SIGCONT the server process (it hangs with connections open);
  *   on a clustered service these four act on every member;
+ * - POST /services/redis/wipe: data loss, restart Redis empty (its data files deleted);
  * - POST /services/NAME/members/I/stop|start: stop or start one member (1-based) of a clustered service;
  *   start answers once the member serves again, if a majority of members runs (else once it is spawned).
  *   400 for a service without members, 404 for a member it does not have;
@@ -173,10 +174,15 @@ function serveControl(services: Map<ServiceName, Service>, planes: ControlPlane[
       () => res.writeHead(200).end("ok\n"),
       (err: Error) => res.writeHead(500).end(`${err.message}\n`),
     );
-    const match = /^\/services\/(\w+)\/(?:(stop|start|pause|resume)|members\/(\d+)\/(stop|start))$/.exec(req.url ?? "");
+    const match = /^\/services\/(\w+)\/(?:(stop|start|pause|resume|wipe)|members\/(\d+)\/(stop|start))$/.exec(req.url ?? "");
     const service = match && services.get(match[1] as ServiceName);
     if (req.method !== "POST" || !match || !service) {
       res.writeHead(404).end("unknown service or action\n");
+      return;
+    }
+    if (match[2] === "wipe") {
+      if (service instanceof RedisService) answer(service.wipe());
+      else res.writeHead(400).end(`${match[1]} cannot be wiped (only redis)\n`);
       return;
     }
     if (match[2]) {

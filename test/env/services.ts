@@ -176,6 +176,12 @@ export class RedisService extends LocalService {
   protected serving(): Promise<boolean> {
     return ask(this.port, "PING\r\n", (reply) => reply.startsWith("+PONG"));
   }
+  /** Data loss: stops the server, deletes its data (append-only file, snapshot) and starts it again empty. */
+  async wipe(): Promise<void> {
+    await this.stop();
+    for (const data of ["appendonlydir", "dump.rdb"]) rmSync(join(this.dir, data), { recursive: true, force: true });
+    await this.start();
+  }
 }
 
 /** A member of a ZooKeeper ensemble: its myid and every member's quorum and election ports (by myid - 1). */
