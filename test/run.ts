@@ -27,8 +27,9 @@ function selectFiles(args: string[], node: boolean): string[] {
   });
 }
 
-function runNodeTests(files: string[], variables: Record<string, string>): Promise<number> {
-  const concurrency = process.env.KUBELOCK_TEST_CONCURRENCY ?? "2";
+/** Runs the files with node's test runner; the end-to-end tier's files one at a time (they share the node's operator). */
+function runNodeTests(files: string[], variables: Record<string, string>, node: boolean): Promise<number> {
+  const concurrency = process.env.KUBELOCK_TEST_CONCURRENCY ?? (node ? "1" : "2");
   const args = ["--import", "tsx", "--test", `--test-concurrency=${concurrency}`, "--test-timeout=600000", ...files];
   return new Promise((done) => {
     const child = spawn(process.execPath, args, { cwd: repoRoot, stdio: "inherit", env: { ...process.env, ...variables } });
@@ -60,7 +61,7 @@ async function main(): Promise<number> {
         services: ["redis", "zookeeper", "etcd"],
       });
     }
-    return await runNodeTests(files, environment?.variables ?? {});
+    return await runNodeTests(files, environment?.variables ?? {}, node);
   } finally {
     if (environment) {
       console.error("environment: stopping every process and removing temporary directories");

@@ -1,0 +1,102 @@
+/**
+ * What the end-to-end tests on the real node share: the project's image, deploy/ applied as a user
+ * would (a kustomize overlay that only substitutes the image), and reaching pods and Services from
+ * inside the node's network namespace.
+ */
+import assert from "node:assert/strict";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, relative, resolve } from "node:path";
+import * as k8s from "@kubernetes/client-node";
+import { eventually, kubeConfig, kubectl, run } from "../support/env";
+
+const repoRoot = resolve(__dirname, "..", "..");
+
+function required(name: string): string {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set: run the end-to-end tier through \`make e2e\` (test/run.ts --node)`);
+  return value;
+}
+
+/** The project's image built from its Dockerfile (localhost/kubelock:SOURCES_HASH). */
+export const projectImage = (): string => required("KUBELOCK_TEST_IMAGE");
+
+export const operatorNamespace = "kubelock-system";
+export const operatorSelector = "app.kubernetes.io/name=kubelock,app.kubernetes.io/component=operator";
+
+export const core = () => kubeConfig().makeApiClient(k8s.CoreV1Api);
+
+/** Fails the test with the command's stderr unless it exited 0; returns its stdout. */
+export async function ok(result: Promise<{ code: number; stdout: string; stderr: string }>): Promise<string> {
+  const r = await result;
+  assert.equal(r.code, 0, r.stderr || r.stdout);
+  return r.stdout;
+}
+
+/**
+ * A kustomize overlay of `dir` (a repository directory such as deploy/) whose only change is the
+ * image: `kubelock` becomes the project's built image. Returns the overlay's directory.
+ */
+export function imageOverlay(dir: string): string {
+  const overlay = mkdtempSync(join(tmpdir(), "kubelock-overlay-"));
+  const [name, tag] = projectImage().split(/:(?=[^:/]+$)/);
+  writeFileSync(join(overlay, "kustomization.yaml"), `apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources: ["${relative(overlay, join(repoRoot, dir))}"]
+images: [{ name: kubelock, newName: "${name}", newTag: "${tag}" }]
+`);
+  return overlay;
+}
+
+/** `kubectl apply -k deploy/` with the built image; resolves once the Deployment's rollout is complete. */
+export async function deployOperator(): Promise<void> {
+  await ok(kubectl(["apply", "-k", imageOverlay("deploy")]));
+  await ok(kubectl(["rollout", "status", "-n", operatorNamespace, "deployment/kubelock-operator", "--timeout=300s"]));
+}
+
+/** The operator's pods that are Running and not being deleted. */
+export async function operatorPods(): Promise<k8s.V1Pod[]> {
+  const pods = await core().listNamespacedPod({ namespace: operatorNamespace, labelSelector: operatorSelector });
+  return pods.items.filter((p) => p.status?.phase === "Running" && !p.metadata?.deletionTimestamp);
+}
+
+/** Runs a command inside the node's network namespace (where pod and Service addresses are reachable). */
+export function inNode(command: string, args: string[]) {
+  return run("nsenter", [`--net=${required("KUBELOCK_TEST_NODE_NETNS")}`, "--", command, ...args]);
+}
+
+/** GETs an http URL from inside the node's network namespace (a node process there); fails unless 200. */
+export async function httpGetInNode(url: string): Promise<string> {
+  const script = `fetch(${JSON.stringify(url)}, { signal: AbortSignal.timeout(5000) }).then(async (r) => {
+    process.stdout.write(await r.text()); process.exitCode = r.status === 200 ? 0 : 1; })`;
+  return ok(inNode(process.execPath, ["-e", script]));
+}
+
+/** The value of an unlabelled gauge in a Prometheus text exposition, or undefined. */
+export function gauge(metrics: string, name: string): number | undefined {
+  const line = metrics.split("\n").find((l) => l.startsWith(`${name} `));
+  return line === undefined ? undefined : Number(line.split(" ")[1]);
+}
+
+/** Which operator pod leads: the one whose kubelock_leader gauge is 1 (each pod's /metrics, by pod IP). */
+export async function leaders(): Promise<string[]> {
+  const result: string[] = [];
+  for (const pod of await operatorPods()) {
+    const metrics = await httpGetInNode(`http://${pod.status!.podIP}:8080/metrics`);
+    if (gauge(metrics, "kubelock_leader") === 1) result.push(pod.metadata!.name!);
+  }
+  return result;
+}
+
+/** Waits until exactly one operator pod leads, and returns its name. */
+export async function theLeader(timeoutMs = 60_000): Promise<string> {
+  return eventually("exactly one leading operator pod", async () => {
+    const found = await leaders();
+    return found.length === 1 ? found[0] : undefined;
+  }, timeoutMs);
+}
+
+/** Every line the operator's pods logged (all containers, current runs), for checks across tests. */
+export async function operatorLogs(): Promise<string> {
+  return ok(kubectl(["logs", "-n", operatorNamespace, "-l", operatorSelector, "--tail=-1", "--prefix"]));
+}
