@@ -100,3 +100,51 @@ export async function theLeader(timeoutMs = 60_000): Promise<string> {
 export async function operatorLogs(): Promise<string> {
   return ok(kubectl(["logs", "-n", operatorNamespace, "-l", operatorSelector, "--tail=-1", "--prefix"]));
 }
+
+/** A container securityContext that the restricted Pod Security level admits (inline YAML). */
+export const restricted = "{ runAsNonRoot: true, runAsUser: 65532, readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, " +
+  "capabilities: { drop: [ALL] }, seccompProfile: { type: RuntimeDefault } }";
+
+/** A ServiceAccount in `namespace` bound (RoleBinding) to deploy/'s kubelock-claimer ClusterRole and nothing else. */
+export async function claimerServiceAccount(namespace: string, name: string): Promise<void> {
+  await ok(kubectl(["create", "serviceaccount", "-n", namespace, name]));
+  await ok(kubectl(["create", "rolebinding", "-n", namespace, `${name}-kubelock-claimer`, "--clusterrole=kubelock-claimer",
+    `--serviceaccount=${namespace}:${name}`]));
+}
+
+export interface CriticalSection {
+  holder: string;
+  token: number;
+}
+
+/**
+ * Checks a log that workloads appended to, one "start HOLDER TOKEN" line when entering their critical
+ * section and one "end HOLDER TOKEN" line when leaving it: at most `maxHolders` inside at once, a holder
+ * leaves with the token it entered with, no token is used twice, a mutex's tokens grow in order of
+ * entry, and every section that started ended. Returns the sections in order of entry.
+ */
+export function criticalSections(log: string, maxHolders: number): CriticalSection[] {
+  const inside = new Map<string, number>();
+  const sections: CriticalSection[] = [];
+  for (const line of log.trim().split("\n")) {
+    const [event, holder, tokenText] = line.trim().split(/\s+/);
+    const token = Number(tokenText);
+    assert.ok(Number.isInteger(token) && token > 0, `no fencing token in ${JSON.stringify(line)}`);
+    if (event === "start") {
+      assert.ok(!inside.has(holder), `${holder} entered twice`);
+      inside.set(holder, token);
+      assert.ok(inside.size <= maxHolders, `${inside.size} holders at once (at most ${maxHolders}): ${[...inside.keys()].join(", ")}`);
+      // A mutex's holders enter in grant order; a semaphore's may log their entries in either order.
+      const previous = sections.at(-1)?.token;
+      if (maxHolders === 1 && previous !== undefined) assert.ok(token > previous, `token ${token} entered after ${previous}`);
+      assert.ok(!sections.some((s) => s.token === token), `token ${token} granted twice`);
+      sections.push({ holder, token });
+    } else {
+      assert.equal(event, "end", `unexpected line ${JSON.stringify(line)}`);
+      assert.equal(inside.get(holder), token, `${holder} left with token ${token}, entered with ${inside.get(holder)}`);
+      inside.delete(holder);
+    }
+  }
+  assert.equal(inside.size, 0, `never left: ${[...inside.keys()].join(", ")}`);
+  return sections;
+}
