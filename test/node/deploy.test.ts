@@ -4,12 +4,14 @@
  * Service, JSON logs and restricted security context all exercised by a real kubelet.
  */
 import assert from "node:assert/strict";
-import { before, test } from "node:test";
+import { after, before, test } from "node:test";
 import { createNamespace, eventually, kubectl } from "../support/env";
 import { Api } from "../support/operator";
-import { core, deployOperator, gauge, httpGetInNode, ok, operatorNamespace, operatorPods, theLeader } from "./support";
+import { assertOperatorNeverForbidden, core, deployOperator, gauge, httpGetInNode, ok, operatorNamespace, operatorPods, theLeader } from "./support";
 
 before(deployOperator);
+
+after(assertOperatorNeverForbidden);
 
 test("deploy/: 2 replicas Running and Ready through their probes, exactly one leader holding the Lease", async () => {
   const pods = await eventually("2 Ready operator pods", async () => {

@@ -7,11 +7,11 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { test } from "node:test";
+import { after, test } from "node:test";
 import type * as k8s from "@kubernetes/client-node";
 import { createNamespace, eventually, kubectl } from "../support/env";
 import { Api } from "../support/operator";
-import { core, deployOperator, ok, projectImage } from "./support";
+import { assertOperatorNeverForbidden, core, deployOperator, ok, projectImage } from "./support";
 
 const repoRoot = resolve(__dirname, "..", "..");
 
@@ -36,6 +36,8 @@ function runOf(pod: k8s.V1Pod, container: string): { start: number; end?: number
   return undefined;
 }
 
+after(assertOperatorNeverForbidden);
+
 test("(a) job-db-migration: the 5 pods migrate one at a time, each with its own larger token", async () => {
   const { namespace, api } = await applyExample("job-db-migration.yaml");
   await ok(kubectl(["wait", "-n", namespace, "--for=condition=Complete", "job/migrate", "--timeout=300s"]));
@@ -52,9 +54,9 @@ test("(a) job-db-migration: the 5 pods migrate one at a time, each with its own 
   }));
   runs.sort((x, y) => x.start - y.start);
   for (let i = 1; i < runs.length; i++) {
-    const [before, after] = [runs[i - 1], runs[i]];
-    assert.ok(after.start >= before.end!, `${after.name} started before ${before.name} finished`);
-    assert.ok(after.token > before.token, `${after.name} ran with token ${after.token} after ${before.token}`);
+    const [prev, next] = [runs[i - 1], runs[i]];
+    assert.ok(next.start >= prev.end!, `${next.name} started before ${prev.name} finished`);
+    assert.ok(next.token > prev.token, `${next.name} ran with token ${next.token} after ${prev.token}`);
   }
 });
 

@@ -4,11 +4,11 @@
  * the real scheduler places them, one holder at a time.
  */
 import assert from "node:assert/strict";
-import { before, test } from "node:test";
+import { after, before, test } from "node:test";
 import type * as k8s from "@kubernetes/client-node";
 import { createNamespace, eventually, kubectl } from "../support/env";
 import { Api } from "../support/operator";
-import { core, deployOperator, ok } from "./support";
+import { assertOperatorNeverForbidden, core, deployOperator, ok } from "./support";
 
 let namespace: string;
 let api: Api;
@@ -40,6 +40,8 @@ function assertGated(p: k8s.V1Pod): void {
   assert.deepEqual(p.spec?.schedulingGates?.map((g) => g.name), ["kubelock.io/lock"]);
   assert.equal(scheduled(p)?.reason, "SchedulingGated");
 }
+
+after(assertOperatorNeverForbidden);
 
 test("gated pods stay SchedulingGated until granted, then the scheduler places them one holder at a time", async () => {
   await api.createLock("gpu-slot", { maxHolders: 1 });

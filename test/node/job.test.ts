@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { createNamespace, kubectl } from "../support/env";
 import { Api } from "../support/operator";
-import { claimerServiceAccount, criticalSections, deployOperator, ok, projectImage, restricted } from "./support";
+import { assertOperatorNeverForbidden, claimerServiceAccount, criticalSections, deployOperator, ok, projectImage, restricted } from "./support";
 
 let namespace: string;
 let api: Api;
@@ -56,6 +56,8 @@ spec:
         - { name: lock, emptyDir: {} }
         - { name: shared, hostPath: { path: ${shared}, type: Directory } }
 `;
+
+after(assertOperatorNeverForbidden);
 
 test("a Job of 5 parallel pods behind `kubelock wait` init containers runs its critical sections one at a time", async () => {
   await api.createLock("db-migration", { maxHolders: 1 });

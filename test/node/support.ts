@@ -148,3 +148,12 @@ export function criticalSections(log: string, maxHolders: number): CriticalSecti
   assert.equal(inside.size, 0, `never left: ${[...inside.keys()].join(", ")}`);
   return sections;
 }
+
+/**
+ * Fails if an operator pod logged a refusal by the API server (403, "forbidden"): deploy/'s RBAC must be
+ * enough for everything the tests made it do. Each test file runs it last, before pods may be replaced.
+ */
+export async function assertOperatorNeverForbidden(): Promise<void> {
+  const refused = (await operatorLogs()).split("\n").filter((line) => /forbidden|\b403\b/i.test(line));
+  assert.equal(refused.length, 0, `the operator was refused by the API server ${refused.length} times, e.g.:\n${refused.slice(0, 3).join("\n")}`);
+}
