@@ -4,7 +4,7 @@
  * inside the node's network namespace.
  */
 import assert from "node:assert/strict";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative, resolve } from "node:path";
 import * as k8s from "@kubernetes/client-node";
@@ -156,4 +156,49 @@ export function criticalSections(log: string, maxHolders: number): CriticalSecti
 export async function assertOperatorNeverForbidden(): Promise<void> {
   const refused = (await operatorLogs()).split("\n").filter((line) => /forbidden|\b403\b/i.test(line));
   assert.equal(refused.length, 0, `the operator was refused by the API server ${refused.length} times, e.g.:\n${refused.slice(0, 3).join("\n")}`);
+}
+
+/** A machine directory that pods mount (hostPath) to append to one log; everyone may write it. */
+export function sharedLogDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), "kubelock-e2e-log-"));
+  chmodSync(dir, 0o777);
+  return dir;
+}
+
+/**
+ * A Job of `pods` parallel pods (ServiceAccount `migrator`) whose init container runs `kubelock wait`
+ * for `lock` with the downward API and writes the fencing token to an emptyDir; the main container
+ * reads it and appends "start POD TOKEN", then after `seconds`, "end POD TOKEN" to `sharedDir`/log.
+ */
+export function lockedJob(options: { name: string; lock: string; pods: number; sharedDir: string; seconds?: number }): string {
+  return `apiVersion: batch/v1
+kind: Job
+metadata: { name: ${options.name} }
+spec:
+  parallelism: ${options.pods}
+  completions: ${options.pods}
+  template:
+    spec:
+      serviceAccountName: migrator
+      restartPolicy: Never
+      initContainers:
+        - name: lock
+          image: ${projectImage()}
+          args: [wait, --lock, ${options.lock}, --timeout, 5m, --token-file, /lock/token]
+          env:
+            - { name: POD_NAME, valueFrom: { fieldRef: { fieldPath: metadata.name } } }
+            - { name: POD_NAMESPACE, valueFrom: { fieldRef: { fieldPath: metadata.namespace } } }
+            - { name: POD_UID, valueFrom: { fieldRef: { fieldPath: metadata.uid } } }
+          volumeMounts: [{ name: lock, mountPath: /lock }]
+          securityContext: ${restricted}
+      containers:
+        - name: work
+          image: busybox:1.36
+          command: [sh, -c, 'echo "start $POD_NAME $(cat /lock/token)" >> /shared/log; sleep ${options.seconds ?? 1}; echo "end $POD_NAME $(cat /lock/token)" >> /shared/log']
+          env: [{ name: POD_NAME, valueFrom: { fieldRef: { fieldPath: metadata.name } } }]
+          volumeMounts: [{ name: lock, mountPath: /lock, readOnly: true }, { name: shared, mountPath: /shared }]
+      volumes:
+        - { name: lock, emptyDir: {} }
+        - { name: shared, hostPath: { path: ${options.sharedDir}, type: Directory } }
+`;
 }
