@@ -170,14 +170,18 @@ function cgroupMounts(): string[] {
  * kubelet then has stopped every container and sandbox (network torn down, namespaces removed).
  */
 async function drain(kubectl: (args: string[]) => Promise<string>, ctr: (args: string[]) => Promise<string>, log: (line: string) => void) {
+  const started = Date.now();
   await kubectl(["delete", "pods", "--all", "--all-namespaces", "--grace-period=2", "--wait=false"]).catch((err) => log(`node: ${err}`));
-  const deadline = Date.now() + 60_000;
-  while (Date.now() < deadline) {
-    const tasks = await ctr(["tasks", "ls", "-q"]).catch(() => "");
-    if (tasks.trim() === "") return;
+  let tasks = "";
+  while (Date.now() < started + 60_000) {
+    tasks = (await ctr(["tasks", "ls", "-q"]).catch(() => "")).trim();
+    if (tasks === "") {
+      log(`node: every pod stopped ${((Date.now() - started) / 1000).toFixed(1)}s after their deletion`);
+      return;
+    }
     await new Promise((r) => setTimeout(r, 500));
   }
-  log("node: containers still ran a minute after their pods were deleted; killing them");
+  log(`node: containers still ran a minute after their pods were deleted; killing them: ${tasks.split("\n").join(" ")}`);
 }
 
 /** Kills and deletes, through containerd, any task and container the kubelet left. */

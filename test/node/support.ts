@@ -4,7 +4,7 @@
  * inside the node's network namespace.
  */
 import assert from "node:assert/strict";
-import { chmodSync, mkdtempSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative, resolve } from "node:path";
 import * as k8s from "@kubernetes/client-node";
@@ -39,6 +39,7 @@ export async function ok(result: Promise<{ code: number; stdout: string; stderr:
  */
 export function imageOverlay(dir: string): string {
   const overlay = mkdtempSync(join(tmpdir(), "kubelock-overlay-"));
+  process.once("exit", () => rmSync(overlay, { recursive: true, force: true }));
   const [name, tag] = projectImage().split(/:(?=[^:/]+$)/);
   writeFileSync(join(overlay, "kustomization.yaml"), `apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
