@@ -40,7 +40,8 @@ export interface EnvironmentOptions {
    * same namespace (its API server exposed on the machine's loopback): pods run. Needs root, the packages
    * of hack/node/deps.sh, and builds the images first (hack/node/images.sh). Its variables:
    * KUBELOCK_TEST_IMAGE (the project's image), KUBELOCK_TEST_NODE (the Node's name),
-   * KUBELOCK_TEST_NODE_NETNS (the namespace's path, for `nsenter --net=`).
+   * KUBELOCK_TEST_NODE_NETNS (the namespace's path, for `nsenter --net=`), and with Redis,
+   * KUBELOCK_TEST_NODE_REDIS_URL (the same server as pods reach it, through a relay at the node address).
    */
   node?: boolean;
 }
@@ -125,6 +126,9 @@ export async function startEnvironment(options: EnvironmentOptions = {}): Promis
       log(`environment: ${name}${hasMembers(service) ? ` (${service.members} members)` : ""} at ${service.address}`);
     }
     if (services.has("redis")) variables.KUBELOCK_TEST_REDIS_URL = services.get("redis")!.address;
+    if (services.has("redis") && netns) {
+      variables.KUBELOCK_TEST_NODE_REDIS_URL = `redis://${await netns.reach(Number(new URL(services.get("redis")!.address).port))}`;
+    }
     if (services.has("zookeeper")) variables.KUBELOCK_TEST_ZOOKEEPER_CONNECT = services.get("zookeeper")!.address;
     if (services.has("etcd")) variables.KUBELOCK_TEST_ETCD_ENDPOINT = services.get("etcd")!.address;
 

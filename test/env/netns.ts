@@ -3,10 +3,11 @@
  * the kubelet and kube-proxy run inside it (`launch`), so their addresses, routes, iptables rules and
  * pod networks never touch the machine's. It has loopback and a veth pair whose first end carries the
  * node address, with a dead-end default route (the kubelet and kube-proxy want one; nothing leaves).
- * Ports inside are reached from the machine's loopback through relays (`expose`). `destroy()` stops the
+ * Ports inside are reached from the machine's loopback through relays (`expose`), and servers on the
+ * machine's loopback from inside (`reach`). `destroy()` stops the
  * relays and deletes the namespace, and with it every rule, route and link made inside.
  */
-import { mkdirSync } from "node:fs";
+import { existsSync, mkdirSync } from "node:fs";
 import { connect } from "node:net";
 import { join } from "node:path";
 import { ManagedProcess, runCommand } from "./process";
@@ -71,6 +72,23 @@ export class NetworkNamespace {
       join(relayDir, `${port}-outside.log`));
     this.relays.push(outside);
     await outside.waitUntil(`127.0.0.1:${port} to listen`, () => accepts(port), 10_000);
+  }
+
+  /**
+   * The reverse of `expose`: the machine's 127.0.0.1:`port` (a backend server on loopback) becomes
+   * reachable inside at the node address, `address`:`port`, from the node and from its pods.
+   */
+  async reach(port: number): Promise<string> {
+    const relayDir = join(this.dir, "relays");
+    mkdirSync(relayDir, { recursive: true });
+    const socket = join(relayDir, `reach-${port}.sock`);
+    const outside = launchHere(`relay to ${port}`, "socat", [`UNIX-LISTEN:${socket},fork,unlink-early`, `TCP:127.0.0.1:${port}`],
+      join(relayDir, `reach-${port}-outside.log`));
+    this.relays.push(outside);
+    await outside.waitUntil(`${socket} to exist`, async () => existsSync(socket), 10_000);
+    this.relays.push(this.launch(`relay to ${port} (inside)`, "socat",
+      [`TCP-LISTEN:${port},bind=${this.address},reuseaddr,fork`, `UNIX-CONNECT:${socket}`], join(relayDir, `reach-${port}-inside.log`)));
+    return `${this.address}:${port}`;
   }
 
   /** Stops the relays and deletes the namespace (its links, routes and iptables rules go with it). */

@@ -1,8 +1,8 @@
 /**
  * Failover on the real node: the leading operator pod is deleted while a Job's pods take turns, the
  * other replica leads within the documented bound and the grants go on, one holder at a time; a
- * `kubectl rollout restart` replaces both replicas while claims are held, and every Granted claim stays
- * Granted with its token throughout.
+ * `kubectl rollout restart` replaces both replicas while claims are held on the kubernetes and Redis
+ * backends, and every Granted claim stays Granted with its token throughout.
  */
 import assert from "node:assert/strict";
 import { existsSync, readFileSync, rmSync } from "node:fs";
@@ -19,8 +19,20 @@ let namespace: string;
 let api: Api;
 const shared = sharedLogDir();
 
+/** The operator's config with a Redis backend (the environment's server, as pods reach it). */
+const redisConfig = () => `defaultBackend: kubernetes
+clusterName: ""
+backends:
+  - { name: redis, type: redis, redis: { url: "${process.env.KUBELOCK_TEST_NODE_REDIS_URL}" } }
+`;
+
 before(async () => {
   await deployOperator();
+  // deploy/'s ConfigMap given a Redis backend, as a user would edit it; the replicas restart to read it.
+  const patch = JSON.stringify({ data: { "config.yaml": redisConfig() } });
+  await ok(kubectl(["patch", "configmap", "-n", operatorNamespace, "kubelock-config", "--type=merge", "-p", patch]));
+  await ok(kubectl(["rollout", "restart", "-n", operatorNamespace, "deployment/kubelock-operator"]));
+  await ok(kubectl(["rollout", "status", "-n", operatorNamespace, "deployment/kubelock-operator", "--timeout=300s"]));
   namespace = await createNamespace("failover");
   api = new Api(namespace);
   await claimerServiceAccount(namespace, "migrator");
@@ -54,10 +66,12 @@ test("the leader pod deleted mid-Job: the other replica leads within the lease b
 test("rollout restart replaces both replicas while claims are held: every Granted claim stays Granted with its token", async () => {
   const history = new ClaimHistory(namespace);
   await history.start();
-  const held = ["orders", "payments", "reports"];
+  // On the kubernetes backend (Leases) and on Redis, reached from the pods.
+  const backends: Record<string, string | undefined> = { orders: undefined, payments: undefined, "redis-orders": "redis", "redis-payments": "redis" };
+  const held = Object.keys(backends);
   const tokens = new Map<string, string>();
   for (const name of held) {
-    await api.createLock(name, { maxHolders: 1 });
+    await api.createLock(name, { maxHolders: 1, ...(backends[name] && { backend: backends[name] }) });
     await api.createClaim(`${name}-holder`, { lockName: name });
     tokens.set(name, (await api.waitForPhase(`${name}-holder`, "Granted", 60_000)).status!.fencingToken!);
   }
