@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 NPX := npx --no-install
 
-.PHONY: all deps controlplane build lint typecheck test test-unit test-chaos demo run clean
+.PHONY: all deps controlplane build lint typecheck test test-unit test-chaos e2e demo run clean
 
 all: build
 
@@ -27,6 +27,11 @@ typecheck: deps
 test: deps lint typecheck build ## set-up, lint, typecheck, then every test against a real control plane
 	@echo "test: building the control plane if needed, starting it with Redis, ZooKeeper and etcd, running all tests"
 	@$(NPX) tsx test/run.ts
+
+e2e: deps build ## end-to-end tier on a real node (containerd, kubelet, scheduler, proxy): deploy/, examples/, init containers, gates
+	@hack/node/deps.sh
+	@echo "e2e: building the node's binaries and images if needed, starting a control plane and a real node in a network namespace"
+	@$(NPX) tsx test/run.ts --node
 
 test-unit: deps
 	@$(NPX) tsx test/run.ts $(wildcard test/unit/*.test.ts)

@@ -4,6 +4,8 @@
  *
  *   tsx test/run.ts                      every test (unit, integration, conformance, e2e)
  *   tsx test/run.ts test/unit/x.test.ts  only those files; unit-only runs start nothing
+ *   tsx test/run.ts --node [files]       the end-to-end tier on a real node (test/env/node.ts): by default
+ *                                        every test/node file; files under test/node/ imply --node
  *
  * Environment: KUBEBUILDER_ASSETS (ready binaries), USE_EXISTING_CLUSTER=true + KUBECONFIG (a real
  * cluster instead of the local control plane), KUBELOCK_TEST_CONCURRENCY (test files at once, default 2).
@@ -16,17 +18,18 @@ import { startEnvironment, type Environment } from "./env/environment";
 const repoRoot = resolve(__dirname, "..");
 const suites = ["unit", "integration", "conformance", "e2e"];
 
-function selectFiles(args: string[]): string[] {
+function selectFiles(args: string[], node: boolean): string[] {
   if (args.length > 0) return args.map((a) => relative(repoRoot, resolve(a)));
-  return suites.flatMap((suite) => {
+  return (node ? ["node"] : suites).flatMap((suite) => {
     const dir = join(repoRoot, "test", suite);
     if (!existsSync(dir)) return [];
     return readdirSync(dir).filter((f) => f.endsWith(".test.ts")).sort().map((f) => `test/${suite}/${f}`);
   });
 }
 
-function runNodeTests(files: string[], variables: Record<string, string>): Promise<number> {
-  const concurrency = process.env.KUBELOCK_TEST_CONCURRENCY ?? "2";
+/** Runs the files with node's test runner; the end-to-end tier's files one at a time (they share the node's operator). */
+function runNodeTests(files: string[], variables: Record<string, string>, node: boolean): Promise<number> {
+  const concurrency = process.env.KUBELOCK_TEST_CONCURRENCY ?? (node ? "1" : "2");
   const args = ["--import", "tsx", "--test", `--test-concurrency=${concurrency}`, "--test-timeout=600000", ...files];
   return new Promise((done) => {
     const child = spawn(process.execPath, args, { cwd: repoRoot, stdio: "inherit", env: { ...process.env, ...variables } });
@@ -35,7 +38,9 @@ function runNodeTests(files: string[], variables: Record<string, string>): Promi
 }
 
 async function main(): Promise<number> {
-  const files = selectFiles(process.argv.slice(2));
+  const args = process.argv.slice(2);
+  const files = selectFiles(args.filter((a) => a !== "--node"), args.includes("--node"));
+  const node = args.includes("--node") || files.some((f) => f.startsWith("test/node/"));
   if (files.length === 0) {
     console.error("no test files selected");
     return 1;
@@ -51,12 +56,12 @@ async function main(): Promise<number> {
   process.once("SIGTERM", () => void shutdown("SIGTERM"));
   try {
     if (needsCluster) {
-      environment = await startEnvironment({
+      environment = await startEnvironment(node ? { node, services: ["redis"] } : {
         clusters: files.some((f) => /multi-?cluster/.test(f)) ? 2 : 1,
         services: ["redis", "zookeeper", "etcd"],
       });
     }
-    return await runNodeTests(files, environment?.variables ?? {});
+    return await runNodeTests(files, environment?.variables ?? {}, node);
   } finally {
     if (environment) {
       console.error("environment: stopping every process and removing temporary directories");

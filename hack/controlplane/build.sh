@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds the local control plane's binaries (kube-apiserver, kube-controller-manager, kubectl, etcd)
 # from Go modules, once, into a cache outside the repository, and prints the directory that holds them.
+# With --node it also builds what a real node runs (kubelet, kube-scheduler, kube-proxy), from the same
+# k8s.io/kubernetes module: the end-to-end tier uses them.
 #
 #   KUBEBUILDER_ASSETS  a directory with ready binaries: printed as is, nothing is built.
 #   KUBELOCK_CACHE      cache root (default: $XDG_CACHE_HOME/kubelock or ~/.cache/kubelock).
@@ -11,9 +13,16 @@ set -euo pipefail
 KUBERNETES_VERSION=v1.37.2
 ETCD_VERSION=v3.6.16
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+node=false
+case "${1:-}" in
+  --node) node=true ;;
+  "") ;;
+  *) echo "usage: $0 [--node]" >&2; exit 2 ;;
+esac
 
 if [ -n "${KUBEBUILDER_ASSETS:-}" ]; then
-  for b in kube-apiserver etcd; do
+  wanted=(kube-apiserver etcd); $node && wanted+=(kubelet kube-scheduler kube-proxy)
+  for b in "${wanted[@]}"; do
     [ -x "$KUBEBUILDER_ASSETS/$b" ] || { echo "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS has no executable $b" >&2; exit 1; }
   done
   echo "$KUBEBUILDER_ASSETS"
@@ -46,5 +55,10 @@ build etcd etcd go.etcd.io/etcd/server/v3
 build kubernetes kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$version_flags"
 build kubernetes kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager "$version_flags"
 build kubernetes kubectl k8s.io/kubernetes/cmd/kubectl "$version_flags"
+if $node; then
+  build kubernetes kubelet k8s.io/kubernetes/cmd/kubelet "$version_flags"
+  build kubernetes kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler "$version_flags"
+  build kubernetes kube-proxy k8s.io/kubernetes/cmd/kube-proxy "$version_flags"
+fi
 
 echo "$out"

@@ -25,7 +25,8 @@ export interface ControlPlaneCerts {
 const backdate = existsSync("/usr/bin/faketime") ? ["faketime", "-f", "-1h"] : [];
 const openssl = (args: string[]) => (backdate.length > 0 ? runCommand(backdate[0], [...backdate.slice(1), "openssl", ...args]) : runCommand("openssl", args));
 
-export async function makeCerts(dir: string): Promise<ControlPlaneCerts> {
+/** `extraSans`: more subjectAltName entries for the serving certificate (e.g. "IP:10.0.0.1", "DNS:kubernetes"). */
+export async function makeCerts(dir: string, extraSans: string[] = []): Promise<ControlPlaneCerts> {
   const p = (name: string) => join(dir, name);
   const certs: ControlPlaneCerts = {
     caCert: p("ca.crt"),
@@ -39,7 +40,7 @@ export async function makeCerts(dir: string): Promise<ControlPlaneCerts> {
   await openssl(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", p("ca.key"), "-out", certs.caCert,
     "-days", "2", "-subj", "/CN=kubelock-test-ca", "-addext", "basicConstraints=critical,CA:TRUE",
     "-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
-  await issue("serving", "/CN=kube-apiserver", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n");
+  await issue("serving", "/CN=kube-apiserver", `subjectAltName=${["IP:127.0.0.1", "DNS:localhost", ...extraSans].join(",")}\nextendedKeyUsage=serverAuth\n`);
   await issue("admin", "/O=system:masters/CN=admin", "extendedKeyUsage=clientAuth\n");
   await openssl(["genrsa", "-out", certs.serviceAccountKey, "2048"]);
   await openssl(["rsa", "-in", certs.serviceAccountKey, "-pubout", "-out", certs.serviceAccountPub]);

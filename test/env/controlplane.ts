@@ -10,17 +10,19 @@ import { request as httpRequest } from "node:http";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { makeCerts } from "./certs";
-import { freePort, ManagedProcess } from "./process";
+import { launchHere, type Launcher, type NetworkNamespace } from "./netns";
+import { freePort, type ManagedProcess } from "./process";
 
 const repoRoot = resolve(__dirname, "..", "..");
 
 /**
- * The directory with kube-apiserver, etcd, kube-controller-manager and kubectl: `KUBEBUILDER_ASSETS`
- * when set, else built once by hack/controlplane/build.sh and cached (its progress shows on stderr).
+ * The directory with kube-apiserver, etcd, kube-controller-manager and kubectl (and with `node`, kubelet,
+ * kube-scheduler and kube-proxy): `KUBEBUILDER_ASSETS` when set, else built once by
+ * hack/controlplane/build.sh and cached (its progress shows on stderr).
  */
-export function controlPlaneBinaries(): Promise<string> {
+export function controlPlaneBinaries(options: { node?: boolean } = {}): Promise<string> {
   return new Promise((resolveDir, reject) => {
-    const build = spawn(join(repoRoot, "hack/controlplane/build.sh"), [], { stdio: ["ignore", "pipe", "inherit"] });
+    const build = spawn(join(repoRoot, "hack/controlplane/build.sh"), options.node ? ["--node"] : [], { stdio: ["ignore", "pipe", "inherit"] });
     let out = "";
     build.stdout.on("data", (d) => (out += d));
     build.on("error", reject);
@@ -49,9 +51,10 @@ export const etcdEndpoint = (member: EtcdMember): string => `http://127.0.0.1:${
  * data in `dir`, without waiting: members of a cluster only become healthy together. On a restart the data
  * directory exists and etcd ignores the initial-cluster flags, rejoining as the member it was.
  */
-export function launchEtcd(binDir: string, dir: string, member: EtcdMember, cluster: EtcdMember[] = [member], logFile = join(dir, `${member.name}.log`)): ManagedProcess {
+export function launchEtcd(binDir: string, dir: string, member: EtcdMember, cluster: EtcdMember[] = [member],
+  logFile = join(dir, `${member.name}.log`), launch: Launcher = launchHere): ManagedProcess {
   const peerUrl = (m: EtcdMember) => `http://127.0.0.1:${m.peer}`;
-  return new ManagedProcess(member.name, join(binDir, "etcd"), [
+  return launch(member.name, join(binDir, "etcd"), [
     `--name=${member.name}`,
     `--data-dir=${join(dir, `${member.name}-data`)}`,
     `--listen-client-urls=${etcdEndpoint(member)}`,
@@ -68,10 +71,14 @@ export function launchEtcd(binDir: string, dir: string, member: EtcdMember, clus
 /** etcd's /health answers 200 only while the member sees a leader: in a cluster, once it is part of a quorum. */
 export const etcdHealthy = (member: EtcdMember): Promise<boolean> => httpOk(`${etcdEndpoint(member)}/health`);
 
-/** A lone etcd server on free loopback ports with its data in `dir`, once healthy. */
-export async function startEtcd(binDir: string, dir: string, name = "etcd"): Promise<{ process: ManagedProcess; endpoint: string }> {
+/**
+ * A lone etcd server on free loopback ports with its data in `dir`, once healthy; inside `netns` when
+ * given (its client port exposed on the machine's loopback).
+ */
+export async function startEtcd(binDir: string, dir: string, name = "etcd", netns?: NetworkNamespace): Promise<{ process: ManagedProcess; endpoint: string }> {
   const member: EtcdMember = { name, client: await freePort(), peer: await freePort() };
-  const proc = launchEtcd(binDir, dir, member);
+  if (netns) await netns.expose(member.client);
+  const proc = launchEtcd(binDir, dir, member, [member], undefined, netns?.launch);
   await proc.waitUntil("etcd /health", () => etcdHealthy(member), 30_000);
   return { process: proc, endpoint: etcdEndpoint(member) };
 }
@@ -79,6 +86,8 @@ export async function startEtcd(binDir: string, dir: string, name = "etcd"): Pro
 export interface ControlPlane {
   kubeconfig: string;
   server: string;
+  /** The CA that signed the API server's certificate and its client certificates (admin, kubelet client). */
+  caCert: string;
   stop(): Promise<void>;
   /**
    * Stops kube-apiserver (SIGTERM) and starts it again on the same port, certificates and etcd data;
@@ -87,13 +96,32 @@ export interface ControlPlane {
   restartApiServer(): Promise<void>;
 }
 
+export interface ControlPlaneOptions {
+  name?: string;
+  /** Start kube-controller-manager (default true). */
+  controllerManager?: boolean;
+  /**
+   * Run for a real node: every process inside this namespace, the API server's port exposed on the
+   * machine's loopback (same port, so one kubeconfig serves both sides). The API server then advertises
+   * the namespace's address as the `kubernetes` Service's endpoint (which pods reach through kube-proxy,
+   * and its certificate names), authorizes kubelets (Node), reaches them by InternalIP, and gives pods
+   * ServiceAccount tokens; the controller manager also runs the controllers a node's pods need.
+   */
+  netns?: NetworkNamespace;
+}
+
+/** The `kubernetes` Service's ClusterIP: the first address of --service-cluster-ip-range. */
+export const kubernetesServiceIp = "10.0.0.1";
+
 /**
  * Starts etcd, kube-apiserver and (when `controllerManager`) kube-controller-manager in a fresh
  * temporary directory, waits until the API server is ready and `default` exists, writes a kubeconfig.
  * `stop()` stops every process and removes the directory.
  */
-export async function startControlPlane(binDir: string, options: { name?: string; controllerManager?: boolean } = {}): Promise<ControlPlane> {
+export async function startControlPlane(binDir: string, options: ControlPlaneOptions = {}): Promise<ControlPlane> {
   const name = options.name ?? "cluster";
+  const netns = options.netns;
+  const launch = netns?.launch ?? launchHere;
   const dir = mkdtempSync(join(tmpdir(), `kubelock-${name}-`));
   const processes: ManagedProcess[] = [];
   const stop = async () => {
@@ -101,15 +129,17 @@ export async function startControlPlane(binDir: string, options: { name?: string
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    const certs = await makeCerts(dir);
-    const etcd = await startEtcd(binDir, dir);
+    const certs = await makeCerts(dir, netns ? [`IP:${netns.address}`, `IP:${kubernetesServiceIp}`, "DNS:kubernetes",
+      "DNS:kubernetes.default", "DNS:kubernetes.default.svc", "DNS:kubernetes.default.svc.cluster.local"] : []);
+    const etcd = await startEtcd(binDir, dir, "etcd", netns);
     processes.push(etcd.process);
 
     const port = await freePort();
     const server = `https://127.0.0.1:${port}`;
+    if (netns) await netns.expose(port);
     const apiserverArgs = [
       `--etcd-servers=${etcd.endpoint}`,
-      "--bind-address=127.0.0.1",
+      `--bind-address=${netns ? "0.0.0.0" : "127.0.0.1"}`,
       `--secure-port=${port}`,
       `--cert-dir=${dir}`,
       `--tls-cert-file=${certs.servingCert}`,
@@ -119,13 +149,17 @@ export async function startControlPlane(binDir: string, options: { name?: string
       `--service-account-key-file=${certs.serviceAccountPub}`,
       `--service-account-signing-key-file=${certs.serviceAccountKey}`,
       "--service-cluster-ip-range=10.0.0.0/24",
-      "--authorization-mode=RBAC",
-      "--disable-admission-plugins=ServiceAccount",
       "--allow-privileged=true",
-      "--endpoint-reconciler-type=none",
       "--v=0",
+      ...(netns ? [
+        `--advertise-address=${netns.address}`,
+        "--authorization-mode=Node,RBAC",
+        `--kubelet-client-certificate=${certs.adminCert}`,
+        `--kubelet-client-key=${certs.adminKey}`,
+        "--kubelet-preferred-address-types=InternalIP",
+      ] : ["--authorization-mode=RBAC", "--disable-admission-plugins=ServiceAccount", "--endpoint-reconciler-type=none"]),
     ];
-    let apiserver = new ManagedProcess(`${name}/kube-apiserver`, join(binDir, "kube-apiserver"), apiserverArgs, join(dir, "kube-apiserver.log"));
+    let apiserver = launch(`${name}/kube-apiserver`, join(binDir, "kube-apiserver"), apiserverArgs, join(dir, "kube-apiserver.log"));
     processes.push(apiserver);
     const ca = readFileSync(certs.caCert);
     const adminCert = readFileSync(certs.adminCert);
@@ -138,7 +172,7 @@ export async function startControlPlane(binDir: string, options: { name?: string
       const old = apiserver;
       await old.stop();
       // Each run logs to its own file (a ManagedProcess truncates its log).
-      apiserver = new ManagedProcess(`${name}/kube-apiserver`, join(binDir, "kube-apiserver"), apiserverArgs, join(dir, `kube-apiserver.restart-${++restarts}.log`));
+      apiserver = launch(`${name}/kube-apiserver`, join(binDir, "kube-apiserver"), apiserverArgs, join(dir, `kube-apiserver.restart-${++restarts}.log`));
       processes[processes.indexOf(old)] = apiserver;
       await apiserver.waitUntil("/readyz", () => httpsOk(`${server}/readyz`, tls), 120_000);
     };
@@ -147,7 +181,9 @@ export async function startControlPlane(binDir: string, options: { name?: string
     writeFileSync(kubeconfig, kubeconfigYaml(name, server, certs.caCert, certs.adminCert, certs.adminKey));
 
     if (options.controllerManager !== false && existsSync(join(binDir, "kube-controller-manager"))) {
-      const kcm = new ManagedProcess(`${name}/kube-controller-manager`, join(binDir, "kube-controller-manager"), [
+      const nodeControllers = ["serviceaccount-controller", "root-ca-certificate-publisher-controller", "endpointslice-controller",
+        "node-lifecycle-controller", "pod-garbage-collector-controller"];
+      const kcm = launch(`${name}/kube-controller-manager`, join(binDir, "kube-controller-manager"), [
         `--kubeconfig=${kubeconfig}`,
         `--authentication-kubeconfig=${kubeconfig}`,
         `--authorization-kubeconfig=${kubeconfig}`,
@@ -155,7 +191,8 @@ export async function startControlPlane(binDir: string, options: { name?: string
         "--bind-address=127.0.0.1",
         `--secure-port=${await freePort()}`,
         `--cert-dir=${dir}`,
-        "--controllers=garbagecollector,namespace,deployment,replicaset,job",
+        `--controllers=${["garbagecollector", "namespace", "deployment", "replicaset", "job", ...(netns ? nodeControllers : [])].join(",")}`,
+        ...(netns ? [`--root-ca-file=${certs.caCert}`, `--service-account-private-key-file=${certs.serviceAccountKey}`] : []),
         "--leader-elect=false",
         "--kube-api-qps=200",
         "--kube-api-burst=400",
@@ -164,7 +201,7 @@ export async function startControlPlane(binDir: string, options: { name?: string
       ], join(dir, "kube-controller-manager.log"));
       processes.push(kcm);
     }
-    return { kubeconfig, server, stop, restartApiServer };
+    return { kubeconfig, server, caCert: certs.caCert, stop, restartApiServer };
   } catch (err) {
     await stop();
     throw err;

@@ -11,6 +11,8 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { controlPlaneBinaries, startControlPlane, type ControlPlane } from "./controlplane";
 import { writeOperatorKubeconfig } from "./operator-identity";
+import { NetworkNamespace } from "./netns";
+import { nodeImages, startNode } from "./node";
 import { runCommand } from "./process";
 import { EtcdService, hasMembers, RedisService, ZooKeeperService, type Service } from "./services";
 
@@ -34,6 +36,15 @@ export interface EnvironmentOptions {
    * `etcd.endpoints`), KUBELOCK_TEST_ZOOKEEPER_CONNECT a host:port,host:port,host:port connect string.
    */
   clusteredBackends?: boolean;
+  /**
+   * A real node (test/env/node.ts) in a network namespace of its own, with one control plane inside the
+   * same namespace (its API server exposed on the machine's loopback): pods run. Needs root, the packages
+   * of hack/node/deps.sh, and builds the images first (hack/node/images.sh). Its variables:
+   * KUBELOCK_TEST_IMAGE (the project's image), KUBELOCK_TEST_NODE (the Node's name),
+   * KUBELOCK_TEST_NODE_NETNS (the namespace's path, for `nsenter --net=`), and with Redis,
+   * KUBELOCK_TEST_NODE_REDIS_URL (the same server as pods reach it, through a relay at the node address).
+   */
+  node?: boolean;
 }
 
 export interface Environment {
@@ -61,7 +72,18 @@ export async function startEnvironment(options: EnvironmentOptions = {}): Promis
     const existing = process.env.USE_EXISTING_CLUSTER === "true";
     let binDir: string | undefined;
     const needEtcd = options.services?.includes("etcd");
-    if (!existing || needEtcd) binDir = await controlPlaneBinaries();
+    if (options.node && existing) throw new Error("a real node joins the local control plane only: unset USE_EXISTING_CLUSTER");
+    if (options.node && process.getuid?.() !== 0) throw new Error("a real node needs root (network namespaces, mounts, cgroups)");
+    if (!existing || needEtcd) binDir = await controlPlaneBinaries({ node: options.node });
+    const images = options.node ? await nodeImages() : undefined;
+    let netns: NetworkNamespace | undefined;
+    if (options.node) {
+      const netnsDir = mkdtempSync(join(tmpdir(), "kubelock-netns-"));
+      cleanups.push(async () => rmSync(netnsDir, { recursive: true, force: true }));
+      netns = await NetworkNamespace.create(`kubelock-${process.pid}`, netnsDir);
+      cleanups.push(() => netns!.destroy());
+      log(`environment: network namespace ${netns.name} (node address ${netns.address})`);
+    }
     const kubectl = binDir && existsSync(join(binDir, "kubectl")) ? join(binDir, "kubectl") : "kubectl";
     variables.KUBELOCK_TEST_KUBECTL = kubectl;
 
@@ -76,12 +98,18 @@ export async function startEnvironment(options: EnvironmentOptions = {}): Promis
       for (let i = 1; i <= (options.clusters ?? 1); i++) {
         log(`environment: starting control plane ${i} (etcd, kube-apiserver, kube-controller-manager)`);
         const started = Date.now();
-        const plane: ControlPlane = await startControlPlane(binDir!, { name: `cluster${i}`, controllerManager: options.controllerManager });
+        const plane: ControlPlane = await startControlPlane(binDir!, { name: `cluster${i}`, controllerManager: options.controllerManager,
+          netns: i === 1 ? netns : undefined });
         cleanups.push(() => plane.stop());
         planes.push(plane);
         log(`environment: control plane ${i} ready at ${plane.server} in ${((Date.now() - started) / 1000).toFixed(1)}s`);
         kubeconfigs.push(plane.kubeconfig);
       }
+    }
+    if (netns && images) {
+      const node = await startNode(binDir!, planes[0], netns, images, log);
+      cleanups.push(() => node.stop());
+      Object.assign(variables, { KUBELOCK_TEST_IMAGE: images.project, KUBELOCK_TEST_NODE: node.name, KUBELOCK_TEST_NODE_NETNS: netns.path });
     }
     variables.KUBECONFIG = kubeconfigs[0];
     if (kubeconfigs[1]) variables.KUBELOCK_TEST_KUBECONFIG_2 = kubeconfigs[1];
@@ -111,6 +139,9 @@ export async function startEnvironment(options: EnvironmentOptions = {}): Promis
       log(`environment: ${name}${hasMembers(service) ? ` (${service.members} members)` : ""} at ${service.address}`);
     }
     if (services.has("redis")) variables.KUBELOCK_TEST_REDIS_URL = services.get("redis")!.address;
+    if (services.has("redis") && netns) {
+      variables.KUBELOCK_TEST_NODE_REDIS_URL = `redis://${await netns.reach(Number(new URL(services.get("redis")!.address).port))}`;
+    }
     if (services.has("zookeeper")) variables.KUBELOCK_TEST_ZOOKEEPER_CONNECT = services.get("zookeeper")!.address;
     if (services.has("etcd")) variables.KUBELOCK_TEST_ETCD_ENDPOINT = services.get("etcd")!.address;
 
