@@ -7,9 +7,11 @@
  * - `<prefix>:{K}:holds`   ZSET holderId -> expiry (ms, Redis server time)
  * - `<prefix>:{K}:info`    HASH holderId -> JSON {holderId, claim, holderIdentity, cluster, fencingToken,
  *                          acquireTime, renewTime} (times in ms as decimal strings)
- * - `<prefix>:{K}:fencing` the fencing counter (INCR). Never expires, so tokens keep increasing after a
- *                          lock went idle; Redis must not evict it (use `noeviction` or a `volatile-*`
- *                          policy) and must persist it (AOF or RDB) for tokens to survive a Redis restart.
+ * - `<prefix>:{K}:fencing` the fencing counter. Never expires, so tokens keep increasing after a lock went
+ *                          idle. A missing counter (first use, or lost: evicted, Redis restarted empty or
+ *                          failed over to a replica that missed it) starts from the server's clock in
+ *                          microseconds, and the caller's high-water mark raises it further, so tokens never
+ *                          repeat or go back even then (unless the server's clock went back meanwhile).
  *
  * Holds and info carry a PEXPIRE of the longest hold's remaining lease, so idle locks vanish. Every
  * change is one Lua script (atomic, times from `TIME` so all operators agree on expiry) that first purges
@@ -58,8 +60,9 @@ local function publish(what) redis.call('PUBLISH', ARGV[1], what) end
 /**
  * ACQUIRE. KEYS[3] = fencing counter. ARGV: channel, holderId, maxHolders, leaseMs, HolderInfo JSON, fencing floor.
  * Returns the hold's JSON: the existing one unchanged when holderId holds the key (re-attach, same token),
- * a new one (INCR'd token) when fewer than maxHolders holds exist; else nil. The counter is first raised to the
- * floor (the caller's high-water mark), so a counter lost with Redis's data never hands out an old token again.
+ * a new one (the counter's next value) when fewer than maxHolders holds exist; else nil. The counter is first raised
+ * to the floor (the caller's high-water mark), and a missing one starts from the server's clock (microseconds), so a
+ * counter lost with Redis's data hands out no old token again, in this cluster or another sharing the key.
  */
 const ACQUIRE = `${PRELUDE}
 local changed = purge()
@@ -68,9 +71,13 @@ if redis.call('ZSCORE', KEYS[1], ARGV[2]) then
   result = redis.call('HGET', KEYS[2], ARGV[2])
 elseif redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
   local hold = cjson.decode(ARGV[5])
+  -- A missing counter (a new key, or one lost with Redis's data) starts from this server's clock in microseconds:
+  -- above every token drawn before a loss, whichever cluster drew it, unless the clock went back.
+  local counter = tonumber(redis.call('GET', KEYS[3]) or string.format('%d', now * 1000))
   local floor = tonumber(ARGV[6])
-  if floor > tonumber(redis.call('GET', KEYS[3]) or '0') then redis.call('SET', KEYS[3], ARGV[6]) end
-  hold.fencingToken = string.format('%d', redis.call('INCR', KEYS[3]))
+  if floor > counter then counter = floor end
+  hold.fencingToken = string.format('%d', counter + 1)
+  redis.call('SET', KEYS[3], hold.fencingToken)
   hold.acquireTime = string.format('%d', now)
   hold.renewTime = hold.acquireTime
   result = cjson.encode(hold)
