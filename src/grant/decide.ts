@@ -12,7 +12,8 @@
  * 4. Lock-delay (as Chubby's): a hold whose claim ended Lost or LeaseExpired is not released at once. Its holder
  *    may still be at work until it notices, so the hold is left to lapse (`lapsing`: not renewed, still taking its
  *    slot) and the caller releases it only once the lease has run out since the ending.
- * 5. A hold of this cluster that no live claim owns (its claim is gone) is released.
+ * 5. A hold of this cluster that no live claim owns (its claim is gone) is released. A hold is this cluster's when
+ *    it carries its name or belongs to one of its claims.
  * 6. The remaining claims that hold keep holding; the rest wait in a queue ordered by priority
  *    (higher first), then creation time, then name. The first `free` of the queue should be granted,
  *    where `free` = maxHolders − holds kept − holds lapsing − holds of other clusters.
@@ -109,9 +110,11 @@ export function isTerminal(phase: ClaimPhase | undefined): boolean {
 }
 
 export function decide(input: DecisionInput): Decision {
-  const ours = new Set(input.holds.filter((h) => h.cluster === input.cluster).map((h) => h.holderId));
-  const foreign = input.holds.length - ours.size;
+  // Ours: marked with our cluster name, or held for one of our claims (UIDs are unique across clusters), so holds
+  // made before a change of clusterName (say, to the derived default) are still kept, renewed and released.
   const claimIds = new Set(input.claims.map((c) => c.id));
+  const ours = new Set(input.holds.filter((h) => h.cluster === input.cluster || claimIds.has(h.holderId)).map((h) => h.holderId));
+  const foreign = input.holds.length - ours.size;
   const decision: Decision = { endings: [], orphans: [], lapsing: [], keep: [], queue: [], grantable: 0 };
   const waiting: ClaimFacts[] = [];
   const end = (claim: ClaimFacts, { reason, message }: ClaimEnd) => {

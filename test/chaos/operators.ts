@@ -3,7 +3,7 @@
  * CLI, as test/support/operator.ts runs it, but with the pid at hand for SIGKILL, SIGSTOP and SIGCONT).
  * A supervisor keeps `replicas` of them running, as a Deployment would: a replica that exits (killed, or
  * on losing leadership, which the operator answers by exiting 1) is replaced; `roll()` replaces them all
- * one by one, as a rolling update does, `recreate()` all at once, as a Recreate update does.
+ * one by one, a replacement first, as a rolling update does.
  *
  * Each replica reaches the API server and the backends through relays of its own (relays.ts), with its
  * own kubeconfig and config file, so one replica can be partitioned alone. A replica may start with a
@@ -14,6 +14,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { createWriteStream, existsSync, readdirSync, statSync, writeFileSync, type WriteStream } from "node:fs";
 import { join, relative, resolve } from "node:path";
 import * as k8s from "@kubernetes/client-node";
+import { OPERATOR_NAMESPACE } from "../env/operator-identity";
 import { tailOf } from "../env/process";
 import { refusals } from "../support/operator";
 import { Relays, type Upstreams } from "./relays";
@@ -62,7 +63,10 @@ export interface FleetOptions {
   /** The config's clusterName at start (undefined: the shipped default, no clusterName). */
   clusterName: string | undefined;
   logDir: string;
-  /** The leader election Lease's name (in `namespace`). */
+  /**
+   * The leader election Lease's name, in the operator's namespace as installed (deploy/): the ZooKeeper session
+   * hand-over Secret lives beside it, where only the operator's ServiceAccount may read it.
+   */
   leaseName: string;
   replicas: number;
   /** --leader-elect-lease-duration / renew-deadline / retry-period, as durations ("4s"). */
@@ -207,7 +211,7 @@ export class OperatorFleet {
       const args = [
         ...this.cli.args, "operator", "--log-level", process.env.CHAOS_OPERATOR_LOG_LEVEL ?? "info", "--kubeconfig", kubeconfig, "--watch-namespace", o.namespace,
         "--metrics-bind-address", "127.0.0.1:0", "--health-probe-bind-address", "127.0.0.1:0", "--config", configFile,
-        "--leader-elect", "--leader-elect-namespace", o.namespace, "--leader-elect-id", o.leaseName,
+        "--leader-elect", "--leader-elect-namespace", OPERATOR_NAMESPACE, "--leader-elect-id", o.leaseName,
         "--leader-elect-lease-duration", o.leaderElection.lease, "--leader-elect-renew-deadline", o.leaderElection.renewDeadline,
         "--leader-elect-retry-period", o.leaderElection.retryPeriod,
       ];
@@ -253,7 +257,7 @@ export class OperatorFleet {
   async leader(): Promise<Replica | undefined> {
     let holder: string | undefined;
     try {
-      const lease = await withTimeout(this.coordination.readNamespacedLease({ name: this.options.leaseName, namespace: this.options.namespace }), 5000, "read leader lease");
+      const lease = await withTimeout(this.coordination.readNamespacedLease({ name: this.options.leaseName, namespace: OPERATOR_NAMESPACE }), 5000, "read leader lease");
       holder = lease.spec?.holderIdentity ?? undefined;
     } catch {
       return undefined;
@@ -273,9 +277,10 @@ export class OperatorFleet {
   }
 
   /**
-   * A rolling replacement: each running replica (followers first, the leader last) is stopped with SIGTERM
-   * and the supervisor starts its replacement (with the current `skewMs` and `clusterName`); the next one
-   * goes once that replacement runs. Resolves once a replacement leads; false if that took too long.
+   * A rolling replacement with surge (as a Deployment with maxUnavailable 0 does): for each running replica
+   * (followers first, the leader last) a replacement starts first (with the current `skewMs` and `clusterName`),
+   * and once its caches have synced, the old one is retired with SIGTERM. Resolves once a replacement leads;
+   * false if that took too long.
    */
   async roll(timeoutMs = 60_000): Promise<boolean> {
     const deadline = now() + timeoutMs;
@@ -283,23 +288,13 @@ export class OperatorFleet {
     const old = [...this.replicas].sort((a, b) => Number(a === leader) - Number(b === leader));
     for (const replica of old) {
       if (this.stopped) return false;
-      const started = this.all.length;
+      const next = await this.spawn();
+      while (!this.stopped && now() < deadline && next.running && !next.synced) await sleep(100);
+      const at = this.replicas.indexOf(replica);
+      if (at >= 0) this.replicas.splice(at, 1); // retired, not replaced by the supervisor
       await replica.stop();
-      while (!this.stopped && now() < deadline && !this.all.slice(started).some((r) => r.running && r.identity)) await sleep(100);
     }
     const next = await this.waitForLeader(Math.max(0, deadline - now()));
-    return next !== undefined && !old.includes(next);
-  }
-
-  /**
-   * Replaces every replica at once (a Recreate update): all get SIGTERM together and the supervisor starts
-   * their replacements (with the current `skewMs` and `clusterName`). Resolves once a replacement leads;
-   * false if that took too long.
-   */
-  async recreate(timeoutMs = 60_000): Promise<boolean> {
-    const old = [...this.replicas];
-    await Promise.all(old.map((r) => r.stop()));
-    const next = await this.waitForLeader(timeoutMs);
     return next !== undefined && !old.includes(next);
   }
 

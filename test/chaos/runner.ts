@@ -34,6 +34,13 @@ import { Worker, type ClaimRecord } from "./workers";
  * not depose leaders by itself; a paused leader is paused for longer than this.
  */
 const LEADER_LEASE_MS = 6000;
+/**
+ * ZooKeeper holds live as long as the operator's session, which a new leader resumes: the session timeout (the
+ * ZooKeeper locks' lease) must outlast the worst failover (leader lease + 2.2 retry periods of polling + the
+ * hand-over), else a paused or killed leader's holds go before anyone can show them Lost.
+ */
+const ZOOKEEPER_LEASE_SECONDS = 12;
+const leaseOf = (backend: BackendName, leaseSeconds: number) => (backend === "zookeeper" ? Math.max(leaseSeconds, ZOOKEEPER_LEASE_SECONDS) : leaseSeconds);
 
 export type BackendName = "kubernetes" | "redis" | "etcd" | "zookeeper";
 export const ALL_BACKENDS: readonly BackendName[] = ["kubernetes", "redis", "etcd", "zookeeper"];
@@ -190,7 +197,7 @@ function backendSettings(addresses: Upstreams, backends: readonly BackendName[],
   }
   if (backends.includes("zookeeper") && addresses.zookeeper) {
     // Holds live as long as the session: its timeout plays the lease.
-    out.push({ name: "zookeeper", type: "zookeeper", settings: { connect: addresses.zookeeper.join(","), rootPath: `/${namespace}`, sessionTimeoutMs: leaseSeconds * 1000, requestTimeoutMs: 1500 } });
+    out.push({ name: "zookeeper", type: "zookeeper", settings: { connect: addresses.zookeeper.join(","), rootPath: `/${namespace}`, sessionTimeoutMs: leaseOf("zookeeper", leaseSeconds) * 1000, requestTimeoutMs: 1500 } });
   }
   return out;
 }
@@ -235,7 +242,7 @@ export async function runChaos(o: ChaosOptions, registerCleanup: (cleanup: () =>
   ]);
   const registers = new Map(locks.map((l) => [l.name, new FencedRegister(l.name, l.maxHolders)]));
   const fleetOptions = {
-    namespace, logDir, leaseName: "kubelock-chaos", maxStarts: 500, log,
+    namespace, logDir, leaseName: namespace, maxStarts: 500, log,
     leaderElection: { lease: `${LEADER_LEASE_MS}ms`, renewDeadline: "4s", retryPeriod: "1s" },
   };
   const clusters: Cluster[] = [];
@@ -251,7 +258,7 @@ export async function runChaos(o: ChaosOptions, registerCleanup: (cleanup: () =>
     const api = new Api(namespace, ckc);
     const clusterLocks = locks.filter((l) => spec.shared.includes(l.backend));
     for (const l of clusterLocks) {
-      await retry(`create lock ${l.name} in ${spec.name}`, () => api.createLock(l.name, { backend: l.backend, maxHolders: l.maxHolders, leaseDurationSeconds: o.leaseSeconds }).catch((err) => {
+      await retry(`create lock ${l.name} in ${spec.name}`, () => api.createLock(l.name, { backend: l.backend, maxHolders: l.maxHolders, leaseDurationSeconds: leaseOf(l.backend, o.leaseSeconds) }).catch((err) => {
         if ((err as { code?: number }).code !== 409) throw err; // created by an attempt whose answer was lost
       }), now() + 60_000);
     }

@@ -87,6 +87,11 @@ const cases: Case[] = [
     want: { lapsing: ["lost"], orphans: ["done"], queue: ["w"], grantable: 1 },
   },
   {
+    name: "a hold of one of our claims is ours whatever cluster name it carries (clusterName changed meanwhile)",
+    input: { claims: [claim("h", { phase: "Granted" }), claim("w")], holds: [hold("h", "old-name"), hold("x", "west")] },
+    want: { keep: ["h"], orphans: [], queue: ["w"], grantable: 0 },
+  },
+  {
     name: "a blocked claim (missing pod) is not queued",
     input: { claims: [claim("blocked", { blocked: true }), claim("w", { createdAt: 2000 })] },
     want: { queue: ["w"], grantable: 1 },

@@ -3,8 +3,8 @@
  * - `kill-operator`   SIGKILL the leader (the supervisor starts a replacement; the follower takes over);
  * - `pause-operator`  SIGSTOP the leader longer than the locks' lease and the leader lease, then SIGCONT;
  * - `roll-operators`  a rolling replacement of both replicas (SIGTERM one, wait for its replacement, then the other);
- * - `skew-clock`      replace both replicas at once by replicas on a wall clock skewed by more than a lease
- *                     (libfaketime), either way, for a while; healing replaces them by replicas on the true clock.
+ * - `skew-clock`      roll both replicas over to replicas on a wall clock skewed by more than a lease
+ *                     (libfaketime), either way, for a while; healing rolls them back to the true clock.
  */
 import { libfaketime } from "../operators";
 import { instant, longPause, type FaultContext, type Injected, type Injector } from "./types";
@@ -47,12 +47,12 @@ export const skewClock: Injector = async (ctx): Promise<Injected | undefined> =>
   const skewMs = (ctx.random.next() < 0.5 ? -1 : 1) * (2 * ctx.lockLeaseMs + ctx.random.int(1000, 4000));
   ctx.record(`c1/clock ${skewMs > 0 ? "+" : ""}${(skewMs / 1000).toFixed(1)}s`);
   fleet.skewMs = skewMs;
-  if (!(await fleet.recreate())) ctx.log("nemesis: skew-clock: no skewed replica leads within the timeout");
+  if (!(await fleet.roll())) ctx.log("nemesis: skew-clock: no skewed replica leads within the timeout");
   return {
     holdMs: 2 * ctx.lockLeaseMs + ctx.random.int(1000, 3000),
     heal: async () => {
       fleet.skewMs = 0;
-      if (!(await fleet.recreate())) ctx.log("nemesis: skew-clock heal: no replica on the true clock leads within the timeout");
+      if (!(await fleet.roll())) ctx.log("nemesis: skew-clock heal: no replica on the true clock leads within the timeout");
     },
   };
 };

@@ -2,7 +2,7 @@
  * `shared-default-config`: the two clusters share the Redis, etcd and ZooKeeper backends with distinct
  * clusterNames all along; this fault rolls both clusters' operators onto the shipped default config (no
  * clusterName, so "" in both) for a while, with both clusters' workers contending, then back (each time
- * replacing every replica at once, as a Recreate update does).
+ * a rolling update of every replica, a replacement first).
  */
 import type { Injector } from "./types";
 
@@ -11,8 +11,8 @@ export const sharedDefaultConfig: Injector = async (ctx) => {
   ctx.record(`clusterName "" in ${ctx.fleets.map((f) => f.name).join(" and ")}`);
   const names = ctx.fleets.map((f) => f.clusterName);
   const roll = async () => {
-    const led = await Promise.all(ctx.fleets.map((f) => f.recreate()));
-    if (led.includes(false)) ctx.log("nemesis: shared-default-config: a recreated fleet has no new leader within the timeout");
+    const led = await Promise.all(ctx.fleets.map((f) => f.roll()));
+    if (led.includes(false)) ctx.log("nemesis: shared-default-config: a rolled fleet has no new leader within the timeout");
   };
   for (const fleet of ctx.fleets) fleet.clusterName = undefined;
   await roll();
