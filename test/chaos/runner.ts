@@ -250,7 +250,7 @@ export async function runChaos(o: ChaosOptions, registerCleanup: (cleanup: () =>
   const specs = [{ name: "c1", kubeconfig: t.kubeconfig, operatorKubeconfig: t.operatorKubeconfig, replicas: 2, shared: o.backends }];
   if (t.secondKubeconfig && t.secondOperatorKubeconfig) {
     const shared = o.backends.filter((b) => SHARED_BACKENDS.includes(b));
-    specs.push({ name: "c2", kubeconfig: t.secondKubeconfig, operatorKubeconfig: t.secondOperatorKubeconfig, replicas: 1, shared });
+    specs.push({ name: "c2", kubeconfig: t.secondKubeconfig, operatorKubeconfig: t.secondOperatorKubeconfig, replicas: 2, shared });
   }
   for (const spec of specs) {
     const ckc = spec.name === "c1" ? kc : kubeConfig(spec.kubeconfig);
