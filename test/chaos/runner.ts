@@ -11,6 +11,7 @@ import { join } from "node:path";
 import type * as k8s from "@kubernetes/client-node";
 import { startEnvironment } from "../env/environment";
 import { createNamespace, kubeConfig } from "../support/env";
+import { grantHandover } from "../support/handover";
 import { Api } from "../support/operator";
 import { check, type Violation } from "./checker";
 import { ClaimLog } from "./history";
@@ -155,6 +156,8 @@ export async function runChaos(o: ChaosOptions, registerCleanup: (cleanup: () =>
   const random = new Random(o.seed);
   const kc: k8s.KubeConfig = kubeConfig(o.targets.kubeconfig);
   const namespace = await createNamespace("chaos", kc);
+  // Leader election runs in this namespace: the replicas (the deploy/ ServiceAccount) hand ZooKeeper sessions over here.
+  if (o.backends.includes("zookeeper")) await grantHandover(kc, namespace);
   const logDir = mkdtempSync(join(tmpdir(), `kubelock-${namespace}-`));
   const configFile = join(logDir, "config.yaml");
   writeFileSync(configFile, operatorConfig(o.targets, o.backends, namespace, o.leaseSeconds));
