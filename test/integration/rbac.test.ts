@@ -16,6 +16,8 @@ const LEASE_SECONDS = 3;
 /** Longer than an operator restart takes, even on a loaded machine. */
 const RESTART_LEASE_SECONDS = 30;
 const BACKENDS = ["kubernetes", "redis", "etcd", "zookeeper"] as const;
+/** The configured backend of `type` for locks of `lease` seconds. */
+const backendName = (type: (typeof BACKENDS)[number], lease: number) => (type === "zookeeper" ? `zookeeper-${lease}s` : type);
 
 let namespace: string;
 let api: Api;
@@ -28,15 +30,18 @@ before(async () => {
   api = new Api(namespace);
   history = new ClaimHistory(namespace);
   await history.start();
-  // ZooKeeper holds live in the session: the session file lets the restarted operator resume it.
-  const sessionFile = join(mkdtempSync(join(tmpdir(), "kubelock-zk-")), "session.json");
+  // ZooKeeper holds live exactly as long as the session (a lock's lease must be the session timeout): one
+  // backend per lease, each with a session file that lets the restarted operator resume its session.
+  const sessions = mkdtempSync(join(tmpdir(), "kubelock-zk-"));
   config = [
     "backends:",
     `  - {name: redis, type: redis, redis: {url: "${testEnv.redisUrl}"}}`,
     `  - {name: etcd, type: etcd, etcd: {endpoints: ["${testEnv.etcdEndpoint}"]}}`,
-    "  - name: zookeeper",
-    "    type: zookeeper",
-    `    zookeeper: {connect: "${testEnv.zookeeperConnect}", sessionTimeoutMs: 20000, sessionFile: ${sessionFile}}`,
+    ...[LEASE_SECONDS, RESTART_LEASE_SECONDS].flatMap((lease) => [
+      `  - name: ${backendName("zookeeper", lease)}`,
+      "    type: zookeeper",
+      `    zookeeper: {connect: "${testEnv.zookeeperConnect}", sessionTimeoutMs: ${lease * 1000}, sessionFile: ${join(sessions, `${lease}s.json`)}}`,
+    ]),
     "",
   ].join("\n");
 });
@@ -52,7 +57,7 @@ interface HeldClaim { holder: string; rival: string; token: string }
 async function holdOnEveryBackend(prefix: string, leaseDurationSeconds: number): Promise<HeldClaim[]> {
   return Promise.all(BACKENDS.map(async (backend) => {
     const lock = `${prefix}-${backend}`;
-    await api.createLock(lock, { backend, leaseDurationSeconds });
+    await api.createLock(lock, { backend: backendName(backend, leaseDurationSeconds), leaseDurationSeconds });
     await api.createClaim(`${lock}-holder`, { lockName: lock });
     const granted = await api.waitForPhase(`${lock}-holder`, "Granted");
     await api.createClaim(`${lock}-rival`, { lockName: lock });
