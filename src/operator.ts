@@ -60,6 +60,11 @@ export interface OperatorOptions {
   lockWorkers?: number;
   /** Watch only this namespace (default: all namespaces). */
   namespace?: string;
+  /**
+   * The operator's own namespace (the CLI: POD_NAMESPACE, else kubelock-system), where a leader keeps what the
+   * next leader takes over (the ZooKeeper session Secret). Default kubelock-system.
+   */
+  ownNamespace?: string;
   /** Full resync period of the caches, ms. Default 10 minutes. */
   resyncMs?: number;
   clock?: Clock;
@@ -102,7 +107,8 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   if (!config.clusterName) log.info("clusterName not configured: named after the kube-system namespace's UID", { clusterName });
   const le = options.leaderElection;
   const handover = le && {
-    namespace: le.lease.namespace,
+    namespace: options.ownNamespace ?? "kubelock-system",
+    election: `${le.lease.namespace}.${le.lease.name}`,
     failoverMs: (le.leaseDurationMs ?? LEADER_ELECTION_DEFAULTS.leaseDurationMs) + (le.retryPeriodMs ?? LEADER_ELECTION_DEFAULTS.retryPeriodMs) * (1 + JITTER_FACTOR),
     log,
   };

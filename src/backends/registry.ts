@@ -33,8 +33,13 @@ export interface BackendFactoryContext {
 
 /** With leader election: where the leader keeps state for the next one, and how long a failover may take. */
 export interface Handover {
-  /** The operator's own namespace (the leader election Lease's). */
+  /** The operator's own namespace. */
   namespace: string;
+  /**
+   * The leader election (`<lease namespace>.<lease name>`): state is kept per election, so operators of other
+   * elections (another installation, a test) that share the namespace never take each other's.
+   */
+  election: string;
   /** The longest a crashed leader goes unreplaced: leader lease + polling, ms. */
   failoverMs: number;
   log: Logger;

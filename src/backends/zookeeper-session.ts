@@ -1,6 +1,6 @@
 /**
- * Where a ZooKeeper backend's session is handed from one leader to the next: one key (the backend's name)
- * of a Secret in the operator's own namespace. A hold is an ephemeral node of the session that created it,
+ * Where a ZooKeeper backend's session is handed from one leader to the next: one key (per leader election and
+ * backend) of a Secret in the operator's own namespace. A hold is an ephemeral node of the session that created it,
  * so the replica that takes over leadership re-attaches to that session (its id and password) instead of
  * starting one of its own, and the holds live on.
  *

@@ -62,6 +62,7 @@
  * creates nodes with the open ACL: auth admits the client where the ensemble or rootPath's parent requires
  * it, but does not protect the nodes created here.
  */
+import { createHash } from "node:crypto";
 import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import ZooKeeper from "zookeeper";
@@ -597,9 +598,15 @@ export function parseZooKeeperSettings(name: string, raw: Record<string, unknown
   return { name, connect, sessionTimeoutMs, rootPath, auth, sessionFile, sessionSecret, requestTimeoutMs } as ZooKeeperBackendOptions;
 }
 
+/** The Secret key of one election's session for one backend: `<lease namespace>.<lease name>.<backend>` (hashed past 253). */
+export function sessionKey(election: string, backend: string): string {
+  const key = `${election}.${backend}`;
+  return key.length <= 253 ? key : `${backend}.${createHash("sha256").update(key).digest("hex").slice(0, 40)}`;
+}
+
 /**
  * The registry's factory for `type: zookeeper`. With leader election (`handover`), the session is handed from
- * leader to leader through key `<backend name>` of Secret `sessionSecret` in the operator's namespace.
+ * leader to leader through key `sessionKey(...)` of Secret `sessionSecret` in the operator's own namespace.
  */
 export const zookeeperBackendFactory: BackendFactory = ({ name, settings, kubeConfig, handover }) => {
   const options = parseZooKeeperSettings(name, settings);
@@ -610,6 +617,6 @@ export const zookeeperBackendFactory: BackendFactory = ({ name, settings, kubeCo
       backend: name, sessionTimeoutMs: timeoutMs, failoverMs: handover.failoverMs,
     });
   }
-  const store = new SecretSessionStore(kubeConfig, handover.namespace, options.sessionSecret ?? DEFAULT_SESSION_SECRET, name);
+  const store = new SecretSessionStore(kubeConfig, handover.namespace, options.sessionSecret ?? DEFAULT_SESSION_SECRET, sessionKey(handover.election, name));
   return new ZooKeeperBackend({ ...options, handover: store, log: handover.log });
 };

@@ -85,7 +85,7 @@ export async function operatorCommand(argv: string[]): Promise<number> {
   }
   const log = createLogger(level, { logger: "kubelock" });
   const operator = await startOperator({
-    kubeConfig: loadKubeConfig(values.kubeconfig), config, log, namespace: values["watch-namespace"],
+    kubeConfig: loadKubeConfig(values.kubeconfig), config, log, namespace: values["watch-namespace"], ownNamespace: process.env.POD_NAMESPACE || undefined,
     leaderElection, metricsAddress, healthAddress, metricsPerLock: values["metrics-per-lock"],
   });
   log.info("operator started", {

@@ -79,15 +79,17 @@ for (const skew of [`+${SKEW_S}s`, `-${SKEW_S}s`]) {
       started.push(operator);
     });
 
-    /** Claim `name` was never seen in a phase other than Granted since it was first Granted. */
-    const stayedGranted = (name: string) => {
+    /** Claim `name` is Granted now and was never seen in another phase since it was first Granted. */
+    const stayedGranted = async (name: string) => {
+      assert.equal((await api.getClaim(name))?.status?.phase, "Granted", `${name} is no longer Granted`);
       const seen = history.events.filter((e) => e.name === name);
       const from = seen.findIndex((e) => e.phase === "Granted");
-      assert.ok(from >= 0, `${name} was never Granted`);
+      assert.ok(from >= 0, `${name} was never seen Granted`);
       assert.deepEqual(seen.slice(from).filter((e) => e.phase !== "Granted").map((e) => e.phase), [], `${name} left Granted`);
     };
-    /** When this test first received claim `name` in `phase`. */
-    const receivedAt = (name: string, phase: string) => history.events.find((e) => e.name === name && e.phase === phase)?.at;
+    /** When this test first received claim `name` in `phase` from its watch (waits for the watch to deliver it). */
+    const receivedAt = (name: string, phase: string) =>
+      eventually(`the watch to deliver ${name} ${phase}`, () => history.events.find((e) => e.name === name && e.phase === phase)?.at, 10_000);
 
     test("the operator's clock is really off", async () => {
       const line = operator.output().split("\n").find((l) => l.startsWith("{"));
@@ -113,10 +115,11 @@ for (const skew of [`+${SKEW_S}s`, `-${SKEW_S}s`]) {
             assert.ok(await other.renew(key, theirs.holderId, LEASE_S), "the other party lost its hold while renewing it");
             await sleep(LEASE_MS / 4);
           }
-          assert.equal(receivedAt(`t-${backend}`, "Granted"), undefined, "the operator took a slot the other party was renewing");
+          const meanwhile = [(await api.getClaim(`t-${backend}`))?.status?.phase, ...history.events.filter((e) => e.name === `t-${backend}`).map((e) => e.phase)];
+          assert.ok(!meanwhile.includes("Granted"), "the operator took a slot the other party was renewing");
           // Abandoned (not released): the operator takes over after the lease, counted from the last renewal it saw.
           await api.waitForPhase(`t-${backend}`, "Granted", LEASE_MS + SLACK_MS);
-          const after = receivedAt(`t-${backend}`, "Granted")! - lastRenewal;
+          const after = (await receivedAt(`t-${backend}`, "Granted")) - lastRenewal;
           assert.ok(after >= LEASE_MS, `granted ${after}ms after the abandoned hold's last renewal started, before its lease ran out`);
         });
 
@@ -131,7 +134,7 @@ for (const skew of [`+${SKEW_S}s`, `-${SKEW_S}s`]) {
             assert.equal(taken, undefined, `the other party took a slot the operator was renewing, ${Date.now() - from}ms in`);
             await sleep(LEASE_MS / 8);
           }
-          stayedGranted(`o-${backend}`);
+          await stayedGranted(`o-${backend}`);
         });
       }
 
@@ -155,9 +158,10 @@ for (const skew of [`+${SKEW_S}s`, `-${SKEW_S}s`]) {
         await api.waitForPhase("renewed", "Granted");
 
         await api.waitForPhase("abandoned", "Expired", LEASE_MS + SLACK_MS);
-        assert.ok(receivedAt("abandoned", "Expired")! >= grantedAt + LEASE_MS, "expired before a lease had passed since its grant");
+        const expiredAfter = (await receivedAt("abandoned", "Expired")) - grantedAt;
+        assert.ok(expiredAfter >= LEASE_MS, `expired ${expiredAfter}ms after its grant, before a lease had passed`);
         await eventually("the renewed claim to outlive two leases", () => (Date.now() > grantedAt + PROTECTED_MS ? true : undefined), PROTECTED_MS + SLACK_MS);
-        stayedGranted("renewed");
+        await stayedGranted("renewed");
         renewer.child.kill("SIGTERM");
         assert.equal((await renewer.exited).code, 0, renewer.stderr());
       });

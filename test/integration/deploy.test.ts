@@ -49,6 +49,17 @@ test("kubectl apply -k deploy/ creates every object", async () => {
   assert.equal(deployment.spec.template.spec.securityContext.runAsNonRoot, true);
 });
 
+test("the ZooKeeper session handover Secret: the operator may read and patch it, and no other Secret", async () => {
+  const canI = async (verb: string, resource: string) => (await kubectl(["auth", "can-i", verb, resource, "-n", "kubelock-system",
+    "--as", "system:serviceaccount:kubelock-system:kubelock-operator"])).stdout.trim();
+  assert.equal(await canI("get", "secret/kubelock-zookeeper-sessions"), "yes");
+  assert.equal(await canI("patch", "secret/kubelock-zookeeper-sessions"), "yes");
+  assert.equal(await canI("get", "secret/some-other-secret"), "no");
+  assert.equal(await canI("list", "secrets"), "no");
+  const reader = await kubectl(["auth", "can-i", "get", "secret/kubelock-zookeeper-sessions", "-n", "kubelock-system", "--as", "system:serviceaccount:kubelock-system:default"]);
+  assert.equal(reader.stdout.trim(), "no", "another ServiceAccount of the namespace can read the session");
+});
+
 test("the operator ClusterRole has no wildcards", async () => {
   const role = JSON.parse((await kubectl(["get", "clusterrole/kubelock-operator", "-o", "json"])).stdout);
   for (const rule of role.rules) {

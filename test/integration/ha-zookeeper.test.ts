@@ -16,7 +16,8 @@ import { Api, ClaimHistory, findLog, identityOf, leadingAt, startOperator, type 
 
 /** Longer than a failover (leader lease 4 s + polling), as the handover requires. */
 const SESSION_MS = 12_000;
-const SECRET = "zk-handover";
+/** Where deploy/ lets the operator keep the session (the test's operators run as deploy/'s ServiceAccount). */
+const SECRET = { namespace: "kubelock-system", name: "kubelock-zookeeper-sessions" };
 const LEASE_NAME = "kubelock-ha-zk";
 
 let namespace: string;
@@ -27,7 +28,7 @@ const operators: OperatorProcess[] = [];
 const config = () => [
   "backends:",
   `  - {name: zk, type: zookeeper, zookeeper: {connect: "${testEnv.zookeeperConnect}", rootPath: /kubelock-ha-${randomBytes(3).toString("hex")}, `
-    + `sessionTimeoutMs: ${SESSION_MS}, sessionSecret: ${SECRET}}}`,
+    + `sessionTimeoutMs: ${SESSION_MS}}}`,
   "",
 ].join("\n");
 let operatorConfig: string;
@@ -52,10 +53,10 @@ async function follower(leader: OperatorProcess): Promise<OperatorProcess> {
   return op;
 }
 
-/** The session handed over in the Secret (id and password), read as the test's admin. */
+/** The session handed over in the Secret (id and password; key: election and backend), read as the test's admin. */
 async function handedOver(): Promise<{ id: string; password: string } | undefined> {
-  const secret = await kubeConfig().makeApiClient(k8s.CoreV1Api).readNamespacedSecret({ namespace, name: SECRET }).catch(() => undefined);
-  const raw = secret?.data?.zk;
+  const secret = await kubeConfig().makeApiClient(k8s.CoreV1Api).readNamespacedSecret(SECRET).catch(() => undefined);
+  const raw = secret?.data?.[`${namespace}.${LEASE_NAME}.zk`];
   return raw ? JSON.parse(Buffer.from(raw, "base64").toString("utf8")) : undefined;
 }
 
@@ -139,6 +140,7 @@ test("rolling replacement of every replica (SIGTERM, one at a time): the hold ke
   const c2 = await api.waitForPhase("c2", "Granted");
   assert.ok(BigInt(c2.status!.fencingToken!) > BigInt(token));
   assert.equal(history.replay().maxGranted, 1, "never two holders of the mutex");
+  for (const op of operators) assert.doesNotMatch(op.output(), /HTTP 403/, "deploy/'s ServiceAccount was refused a request");
 });
 
 test("a lock whose lease differs from the session timeout is refused with a message that says what to change", async () => {
