@@ -47,7 +47,10 @@ export class Counters {
       }
     }
     if (backend === "redis" && this.redisUrl) {
-      this.redis ??= new Redis(this.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1, enableOfflineQueue: false });
+      if (!this.redis) {
+        this.redis = new Redis(this.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1, enableOfflineQueue: false });
+        this.redis.on("error", () => undefined); // Redis restarts under the nemesis; a failed delete reports itself
+      }
       if (this.redis.status === "wait") await this.redis.connect();
       return (await this.redis.del(`${this.redisKeyPrefix}:{${this.namespace}/${lock}}:fencing`)) === 1;
     }
