@@ -16,7 +16,6 @@ import type { LockBackend } from "../../src/backends/backend";
 import { createBackend } from "../../src/backends/registry";
 import { startEnvironment } from "../env/environment";
 import { createNamespace, kubeConfig } from "../support/env";
-import { grantHandover } from "../support/handover";
 import { Api } from "../support/operator";
 import { check, excuseDataLoss, type DataLoss, type History, type Violation } from "./checker";
 import { CliHolder, SectionServer, type CliRecord } from "./cli-holders";
@@ -229,7 +228,6 @@ export async function runChaos(o: ChaosOptions, registerCleanup: (cleanup: () =>
   const kc: k8s.KubeConfig = kubeConfig(o.targets.kubeconfig);
   const namespace = await createNamespace("chaos", kc);
   // Leader election runs in this namespace: the replicas (the deploy/ ServiceAccount) hand ZooKeeper sessions over here.
-  if (o.backends.includes("zookeeper")) await grantHandover(kc, namespace);
   const logDir = mkdtempSync(join(tmpdir(), `kubelock-${namespace}-`));
   const t = o.targets;
   const upstreams: Upstreams = {

@@ -11,7 +11,6 @@ import { randomBytes } from "node:crypto";
 import { after, before, test } from "node:test";
 import * as k8s from "@kubernetes/client-node";
 import { createNamespace, eventually, kubeConfig, testEnv } from "../support/env";
-import { grantHandover } from "../support/handover";
 import { Api, ClaimHistory, findLog, identityOf, leadingAt, startOperator, type OperatorProcess } from "../support/operator";
 
 /** Longer than a failover (leader lease 4 s + polling), as the handover requires. */
@@ -76,8 +75,6 @@ async function keptThrough(claim: string, token: string, since: number): Promise
 
 before(async () => {
   namespace = await createNamespace("ha-zk");
-  // Replicas run as the deploy/ ServiceAccount: it may use the handover Secret once granted it here.
-  await grantHandover(kubeConfig(), namespace, SECRET);
   api = new Api(namespace);
   history = new ClaimHistory(namespace);
   await history.start();
