@@ -288,6 +288,8 @@ export class OperatorFleet {
     const old = [...this.replicas].sort((a, b) => Number(a === leader) - Number(b === leader));
     for (const replica of old) {
       if (this.stopped) return false;
+      // One that exited meanwhile was replaced by the supervisor already: a surge for it would only grow the fleet.
+      if (!replica.running || !this.replicas.includes(replica)) continue;
       const next = await this.spawn();
       while (!this.stopped && now() < deadline && next.running && !next.synced) await sleep(100);
       const at = this.replicas.indexOf(replica);
