@@ -186,7 +186,7 @@ describe("a claim cannot take over another pod's grant", () => {
     });
 
     test("[BUG K] a LockClaim applied with spec.podName (no ownerReference): the pod's replacement does not inherit the grant", async () => {
-      // DESIGN.md: "The grant ends when that pod reaches phase Succeeded or Failed, or is deleted." The
+      // The contract: "The grant ends when that pod reaches phase Succeeded or Failed, or is deleted." The
       // operator knows the pod's UID only from an ownerReference (claim-facts.ts claimPodUid); a claim
       // applied as YAML with podName has none, so a same-name replacement that appears while the operator
       // is not looking (down, or busy between the two events) silently takes over the grant.

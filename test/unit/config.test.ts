@@ -11,7 +11,7 @@ describe("config", () => {
     assert.deepEqual(parseConfig(""), { defaultBackend: "kubernetes", clusterName: "", backends: [] });
   });
 
-  test("the example from DESIGN.md parses", () => {
+  test("the README's configuration example parses", () => {
     const config = parseConfig(`
 defaultBackend: kubernetes
 clusterName: east
