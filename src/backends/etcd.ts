@@ -301,10 +301,11 @@ export class EtcdBackend implements LockBackend {
       return await Promise.race([op(), timeout]);
     } catch (err) {
       // Recoverable: gRPC unavailable, deadline exceeded, cancelled...; a broken circuit is etcd3 failing fast.
-      if (err instanceof Error && (isRecoverableError(err) || "isBrokenCircuitError" in err)) {
-        throw new BackendUnavailableError(this.name, err.message, { cause: err });
-      }
-      throw err;
+      const unreachable = err instanceof BackendUnavailableError ||
+        (err instanceof Error && (isRecoverableError(err) || "isBrokenCircuitError" in err));
+      if (!unreachable) throw err;
+      this.observed.interrupted(); // time without sight of etcd does not count toward any hold's expiry
+      throw err instanceof BackendUnavailableError ? err : new BackendUnavailableError(this.name, (err as Error).message, { cause: err });
     } finally {
       clearTimeout(timer);
     }

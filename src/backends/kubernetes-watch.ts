@@ -148,6 +148,7 @@ export class NamespaceWatch {
       this.controller = controller;
       for (const label of [...this.listeners.keys()]) this.notify(label);
     } catch {
+      this.observed.interrupted(); // could not connect: the server (or the way to it) is down
       end();
     }
   }

@@ -236,6 +236,19 @@ export class KubernetesLeaseBackend implements LockBackend {
       .sort((a, b) => compareTokens(a.fencingToken, b.fencingToken));
   }
 
+  /**
+   * Every hold a slot Lease names, expired or not: who the Leases say, before anyone's judgement of expiry. On
+   * this backend only this cluster's operator writes the Leases, and it shows a claim's ending before it gives
+   * the claim's slot to anyone, so a named hold cannot have been granted elsewhere (checkers compare with this).
+   */
+  async namedHolders(key: string): Promise<Hold[]> {
+    const state = await this.load(keyRef(key));
+    return state.slots
+      .filter((s) => tokenOf(s.lease) !== undefined && !!s.lease.spec?.holderIdentity)
+      .map((s) => toHold(s.lease))
+      .sort((a, b) => compareTokens(a.fencingToken, b.fencingToken));
+  }
+
   watch(key: string, onChange: () => void): () => void {
     const ref = keyRef(key);
     if (this.closed) return () => undefined;
@@ -447,7 +460,10 @@ export class KubernetesLeaseBackend implements LockBackend {
     try {
       return await request();
     } catch (err) {
-      if (isUnavailable(err)) throw new BackendUnavailableError(this.name, describe(err, this.requestTimeoutMs), { cause: err });
+      if (isUnavailable(err)) {
+        this.observed.interrupted();
+        throw new BackendUnavailableError(this.name, describe(err, this.requestTimeoutMs), { cause: err });
+      }
       if (err instanceof k8s.ApiException) {
         throw new Error(`backend ${this.name}: Lease request failed: ${apiErrorMessage(err)}`, { cause: err });
       }

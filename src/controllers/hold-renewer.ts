@@ -9,6 +9,8 @@
  *   clock, never from a timestamp another machine wrote. `validUntil` = last confirmation + lease − margin
  *   (`validityMarginMs`): until then the backend cannot have let the hold go, whatever happens meanwhile. A hold
  *   tracked without a confirmation here (after a restart) has no validity until its first renewal succeeds.
+ * - Once the validity deadline has passed, the hold is not renewed again (a success then would revive a hold whose
+ *   holder already stopped); it stays tracked with its passed deadline until the reconcile ends its claim.
  * - A renewal that finds the hold gone stops tracking it and queues its lock (the claim becomes Lost). A renewal
  *   that fails is retried with jittered exponential backoff (bounded well inside the lease) and queues the lock, so
  *   its conditions say why; when the validity deadline passes without a confirmation, the lock is queued again at
@@ -23,8 +25,6 @@ import type { Clock, TimerHandle } from "../runtime/clock";
 
 /** First retry of a failed renewal, ms; doubled per failure up to `retryCapMs`. */
 const RETRY_BASE_MS = 250;
-/** How soon a renewal skipped for want of leadership is tried again, ms. */
-const PAUSE_RETRY_MS = 1000;
 
 /**
  * What is taken off a lease for clock drift, scheduling delays and the status write that shows the claim Lost:
@@ -66,7 +66,6 @@ export class HoldRenewer {
     clock: Clock;
     enqueueLock: (key: string) => void;
     onError?: (hold: TrackedHold, err: unknown) => void;
-    isPause?: (err: unknown) => boolean;
     /** Jitter source in [0, 1) (tests pass a fixed one). */
     random?: () => number;
   }) {}
@@ -145,12 +144,17 @@ export class HoldRenewer {
     const { hold } = entry;
     entry.timer = undefined;
     const startedAt = this.o.clock.now();
+    if (startedAt >= (this.validUntil(hold.holderId) ?? Infinity)) {
+      // Lapsed: its holder was told to stop by now. A late success must not revive it, so it is not
+      // renewed again; the lock's reconcile shows the claim Lost and lets the hold go (lock-delay).
+      this.o.enqueueLock(hold.lockKey);
+      return;
+    }
     let renewed: Hold | undefined;
     try {
       renewed = await hold.backend.renew(hold.backendKey, hold.holderId, hold.leaseSeconds);
     } catch (err) {
       if (this.entries.get(hold.holderId) !== entry) return;
-      if (this.o.isPause?.(err)) return this.schedule(entry, PAUSE_RETRY_MS);
       this.o.onError?.(hold, err);
       entry.failures++;
       this.schedule(entry, this.backoffMs(entry));

@@ -43,7 +43,6 @@ export class LockReconciler {
       clock: ctx.clock,
       enqueueLock: (key) => ctx.enqueueLock(key),
       onError: (hold, err) => ctx.log.debug("renewal failed; retrying", { lock: hold.lockKey, error: err instanceof Error ? err.message : String(err) }),
-      isPause: (err) => err instanceof NotLeadingError,
     });
   }
 
@@ -397,8 +396,9 @@ export class LockReconciler {
         // go, so the claim must not show Granted any longer. The hold, if it is still there, lapses (lock-delay).
         const lostMessage = `the operator could not confirm the backend hold within its lease (${message}); `
           + "stop work guarded by this claim's fencing token and create a new claim";
-        this.renewer.untrack(claim.metadata.uid!);
         await this.writeClaimStatus(claim, endedStatus(claim, "Lost", ClaimReason.Lost, lostMessage, now));
+        // Only once Lost is written: until then the renewer's passed deadline keeps the hold from being revived.
+        this.renewer.untrack(claim.metadata.uid!);
         this.ctx.events.record(claim, "Warning", ClaimReason.Lost, lostMessage);
       } else if (claim.status?.phase === undefined || claim.status.phase === "Pending" || claim.status.phase === "Granted") {
         await this.writeClaimStatus(claim, blockedStatus(claim, claimReason, message, now));

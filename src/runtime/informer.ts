@@ -4,8 +4,11 @@
  *
  * Lifecycle (`start()`):
  * 1. List. Replace the cache with the result and emit add/update/delete for the differences against
- *    the previous cache (an object whose resourceVersion did not change emits nothing). The first
- *    successful list marks the informer synced (`waitForSync`, `hasSynced`).
+ *    the previous cache; an object whose resourceVersion did not change emits `update` with
+ *    `old === obj`, as a resync does (client-go's Replace does the same). A relist follows a failure, so
+ *    handlers re-check everything: work that failed while the server was away (and is waiting out a
+ *    long backoff) runs again once it answers. The first successful list marks the informer synced
+ *    (`waitForSync`, `hasSynced`).
  * 2. Watch `path` from the list's resourceVersion, with bookmarks. ADDED/MODIFIED/DELETED update the
  *    cache, then emit; BOOKMARK only advances the resourceVersion.
  * 3. The watch ends:
@@ -422,7 +425,10 @@ export class Informer<T extends KubeObject> {
     }
     for (const [key, obj] of fresh) {
       const old = this.cache.get(key);
-      if (old && sameVersion(old, obj)) continue;
+      if (old && sameVersion(old, obj)) {
+        this.emit({ type: "update", obj: old, old });
+        continue;
+      }
       this.store(key, obj, old);
       this.emit(old ? { type: "update", obj, old } : { type: "add", obj });
     }

@@ -11,6 +11,11 @@
  *
  * Entries are kept per group (a lock key); `sync` replaces a group's members with what a full read found,
  * so deleted objects are forgotten.
+ *
+ * Time during which this process could not reach the server does not count either (`interrupted`): a holder
+ * could not renew then, and its own operator could not write that it lost its hold. Every observation starts
+ * afresh at the next sighting, as etcd's lessor extends every lease when a new leader takes over. Expiry after
+ * an outage is therefore judged at least a full lease after the server answered again.
  */
 
 /**
@@ -74,5 +79,10 @@ export class ObservedVersions {
 
   forget(group: string): void {
     this.groups.delete(group);
+  }
+
+  /** The server could not be reached: every observation starts afresh when next seen. */
+  interrupted(): void {
+    this.groups.clear();
   }
 }

@@ -12,7 +12,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as k8s from "@kubernetes/client-node";
-import type { LockBackend } from "../../src/backends/backend";
+import { KubernetesLeaseBackend } from "../../src/backends/kubernetes";
 import { createBackend } from "../../src/backends/registry";
 import { startEnvironment } from "../env/environment";
 import { createNamespace, kubeConfig } from "../support/env";
@@ -25,7 +25,7 @@ import { CLUSTER_FAULT_KINDS, DATA_LOSS_KINDS, FAULT_KINDS, Nemesis, type Fault,
 import { libfaketime, OperatorFleet } from "./operators";
 import { FencedRegister, type Rejection } from "./register";
 import { apiServerOf, type Upstreams } from "./relays";
-import { TruthPoller } from "./truth";
+import { TruthPoller, type HolderReader } from "./truth";
 import { errorText, now, Random, retry, secs, sleep } from "./util";
 import { Worker, type ClaimRecord } from "./workers";
 
@@ -285,8 +285,9 @@ export async function runChaos(o: ChaosOptions, registerCleanup: (cleanup: () =>
     });
   }
 
-  const truthBackends = new Map<string, LockBackend>();
-  truthBackends.set("kubernetes", await createBackend({ name: "kubernetes", type: "kubernetes", kubeConfig: kc, clusterName: "truth" }));
+  const truthBackends = new Map<string, HolderReader>();
+  const leases = new KubernetesLeaseBackend({ name: "kubernetes", kubeConfig: kc });
+  truthBackends.set("kubernetes", { holders: (key) => leases.namedHolders(key), close: () => leases.close() });
   for (const b of backendSettings({ ...upstreams }, o.backends, namespace, o.leaseSeconds)) {
     truthBackends.set(b.name, await createBackend({ name: b.name, type: b.type, settings: b.settings, kubeConfig: kc, clusterName: "truth" }));
   }

@@ -4,7 +4,11 @@
  * every lock's holders from its backend server, and lists the claims again; `judgeRound` (checker.ts)
  * says why a claim Granted in both lists was Granted during the whole backend read, whatever the lag of
  * any watch. Backends are read with the product's own `holders()` (the backend contract: every current
- * hold, from every cluster), on connections of their own.
+ * hold, from every cluster), on connections of their own. The built-in Lease backend is the exception: there
+ * the API server is both the backend and the status store, expiry is each reader's own judgement (a lease
+ * unchanged since it saw the API server again), and only the claim's own operator can give its slot away,
+ * after writing the claim's ending. So what counts there is what the Leases name (`namedHolders`): a claim
+ * shown Granted while no Lease names it, or while others fill its slots, is a violation.
  */
 import type { LockBackend } from "../../src/backends/backend";
 import type { LockClaim } from "../../src/api/types";
@@ -17,10 +21,13 @@ export interface TruthOptions {
   namespace: string;
   /** Each lock with its maxHolders and the backend (by name) that holds it. */
   locks: { name: string; maxHolders: number; backend: string }[];
-  backends: Map<string, LockBackend>;
+  backends: Map<string, HolderReader>;
   intervalMs: number;
   t0: number;
 }
+
+/** What the poller reads a lock's holders with: a backend's `holders()`, or the Lease backend's `namedHolders()`. */
+export type HolderReader = Pick<LockBackend, "holders" | "close">;
 
 export class TruthPoller {
   /** Violations found, the first of each kind per claim. */

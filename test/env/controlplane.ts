@@ -92,8 +92,9 @@ export interface ControlPlane {
   /**
    * Stops kube-apiserver (SIGTERM) and starts it again on the same port, certificates and etcd data;
    * resolves once it is ready again. Clients see their connections and watches end, as in an upgrade.
+   * `downMs`: how long to stay stopped before starting again (default 0).
    */
-  restartApiServer(): Promise<void>;
+  restartApiServer(downMs?: number): Promise<void>;
 }
 
 export interface ControlPlaneOptions {
@@ -168,9 +169,10 @@ export async function startControlPlane(binDir: string, options: ControlPlaneOpt
     await apiserver.waitUntil("/readyz", () => httpsOk(`${server}/readyz`, tls), 120_000);
     await apiserver.waitUntil("namespace default", () => httpsOk(`${server}/api/v1/namespaces/default`, tls), 60_000);
     let restarts = 0;
-    const restartApiServer = async () => {
+    const restartApiServer = async (downMs = 0) => {
       const old = apiserver;
       await old.stop();
+      if (downMs > 0) await new Promise((resolve) => setTimeout(resolve, downMs));
       // Each run logs to its own file (a ManagedProcess truncates its log).
       apiserver = launch(`${name}/kube-apiserver`, join(binDir, "kube-apiserver"), apiserverArgs, join(dir, `kube-apiserver.restart-${++restarts}.log`));
       processes[processes.indexOf(old)] = apiserver;

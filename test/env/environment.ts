@@ -157,7 +157,7 @@ export async function startEnvironment(options: EnvironmentOptions = {}): Promis
   }
 }
 
-async function installCrds(kubectl: string, kubeconfig: string): Promise<void> {
+export async function installCrds(kubectl: string, kubeconfig: string): Promise<void> {
   await runCommand(kubectl, ["--kubeconfig", kubeconfig, "apply", "--server-side", "--force-conflicts", "-k", crdsDir]);
   await runCommand(kubectl, ["--kubeconfig", kubeconfig, "wait", "--for=condition=Established", "--timeout=60s",
     "crd/distributedlocks.kubelock.io", "crd/lockclaims.kubelock.io"]);

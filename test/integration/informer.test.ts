@@ -149,7 +149,9 @@ test("after a forced relist the cache matches the server, with events for what t
   });
   assert.deepEqual(snapshot(informer.list(namespace)), snapshot(fresh.items));
   const ours = events.map(describeEvent).filter((d) => / (keep|change|drop|new)$/.test(d)).sort();
-  assert.deepEqual(ours, ["add new", "delete drop", "update change"], "the relist emitted exactly the differences");
+  assert.deepEqual(ours, ["add new", "delete drop", "update change", "update keep"], "the relist emitted the differences, and a resync of the rest");
+  const keep = events.find((e) => e.obj.metadata?.name === "keep");
+  assert.ok(keep?.type === "update" && keep.old === keep.obj, "an unchanged object is resynced (old === obj)");
   assert.equal(informer.get(namespace, "change")?.data?.v, "1");
 
   // And the watch that follows the relist delivers again.

@@ -70,23 +70,6 @@ test("a hold found gone is untracked and its lock queued; a failure retries soon
   assert.equal(calls.length, before);
 });
 
-test("a renewal skipped for want of leadership is retried later without queueing the lock", async () => {
-  const clock = new FakeClock(0);
-  class NotLeading extends Error {}
-  let leading = false;
-  const { backend, calls } = scriptedBackend(clock, () => (leading ? "renew" : new NotLeading("not leading")));
-  const queued: string[] = [];
-  const renewer = new HoldRenewer({ clock, enqueueLock: (k) => queued.push(k), isPause: (err) => err instanceof NotLeading });
-  renewer.track(hold(backend), 0);
-  await advance(clock, 1500);
-  assert.equal(calls.length, 1);
-  assert.deepEqual(queued, []);
-  leading = true;
-  await advance(clock, 1000);
-  assert.equal(calls.length, 2, "tried again a second later");
-  assert.deepEqual(renewer.tracked(), ["uid-1"]);
-});
-
 test("tracking a hold again replaces its schedule (one renewal, from the newest confirmation)", async () => {
   const clock = new FakeClock(0);
   const { backend, calls } = scriptedBackend(clock, () => "renew");
@@ -115,6 +98,24 @@ test("validity: last confirmed renewal START + lease − margin; the lock is que
   await advance(clock, 4000);
   assert.equal(renewer.validUntil("uid-1"), 3000, "failed renewals never move the deadline");
   assert.ok(queued.includes(3001), `queued at the deadline: ${queued.join(",")}`);
+});
+
+test("past its deadline a hold is not renewed again: a backend answering late does not revive it", async () => {
+  const clock = new FakeClock(0);
+  let answer: "renew" | Error = new Error("unreachable");
+  const { backend, calls } = scriptedBackend(clock, () => answer);
+  const queued: number[] = [];
+  const renewer = new HoldRenewer({ clock, enqueueLock: () => queued.push(clock.now()), random: () => 0.5 });
+  renewer.track(hold(backend, 3), 0);
+  await advance(clock, 3000); // every renewal fails; the deadline (2000) passes
+  answer = "renew"; // the backend answers again
+  const tried = calls.length;
+  await advance(clock, 5000);
+  assert.equal(calls.length, tried, `no renewal after the deadline: ${calls.join(",")}`);
+  assert.ok(calls.every((t) => t < 2000), `every renewal started before the deadline: ${calls.join(",")}`);
+  assert.equal(renewer.validUntil("uid-1"), 2000, "the deadline stays passed until the reconcile ends the claim");
+  assert.deepEqual(renewer.tracked(), ["uid-1"]);
+  assert.ok(queued.some((t) => t >= 2000), "its lock was queued");
 });
 
 test("never confirmed here (a restart): no validity until the first renewal succeeds, which comes within the spread", async () => {

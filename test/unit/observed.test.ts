@@ -37,4 +37,15 @@ describe("ObservedVersions", () => {
     seen.forget("k");
     assert.equal(seen.seenAt("k", "b", "1"), undefined);
   });
+
+  test("an interruption restarts every observation at its next sighting", () => {
+    const seen = new ObservedVersions();
+    seen.sync("k", [["a", "1"]], 100);
+    seen.wrote("j", "b", "4", 150);
+    seen.interrupted(); // the server could not be reached at, say, 200..5000
+    assert.equal(seen.seenAt("k", "a", "1"), undefined);
+    assert.equal(seen.seenAt("j", "b", "4"), undefined);
+    assert.deepEqual([...seen.sync("k", [["a", "1"]], 5000)], [["a", 5000]], "the same version counts from when it was seen again");
+    assert.equal(seen.note("j", "b", "4", 5100), 5100);
+  });
 });
