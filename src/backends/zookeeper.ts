@@ -66,6 +66,7 @@ import { createHash } from "node:crypto";
 import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import ZooKeeper from "zookeeper";
+import { JITTER_FACTOR } from "../runtime/leaderelection";
 import { BackendConfigError, BackendUnavailableError, type AcquireRequest, type Hold, type HolderInfo, type LockBackend } from "./backend";
 import type { BackendFactory } from "./registry";
 import type { Logger } from "../log";
@@ -613,9 +614,12 @@ export const zookeeperBackendFactory: BackendFactory = ({ name, settings, kubeCo
   if (!handover) return new ZooKeeperBackend(options);
   const timeoutMs = options.sessionTimeoutMs ?? DEFAULT_SESSION_TIMEOUT_MS;
   if (timeoutMs <= handover.failoverMs) {
-    handover.log.error("zookeeper.sessionTimeoutMs is shorter than a leader failover: a crashed leader's holds will expire before the next leader resumes them (their claims become Lost)", {
-      backend: name, sessionTimeoutMs: timeoutMs, failoverMs: handover.failoverMs,
-    });
+    // Refused rather than run: every hold would be lost at the first leader crash, silently.
+    const minimum = Math.ceil(handover.failoverMs / 1000) * 1000;
+    throw new BackendConfigError(`backend "${name}": zookeeper.sessionTimeoutMs ${timeoutMs} is not longer than a leader failover `
+      + `(${Math.round(handover.failoverMs)} ms: the leader election's lease plus ${JITTER_FACTOR + 1} retry periods), so a crashed leader's `
+      + `holds would expire before the next leader resumes its session; set sessionTimeoutMs to at least ${minimum}, `
+      + "or shorten --leader-elect-lease-duration / --leader-elect-retry-period");
   }
   const store = new SecretSessionStore(kubeConfig, handover.namespace, options.sessionSecret ?? DEFAULT_SESSION_SECRET, sessionKey(handover.election, name));
   return new ZooKeeperBackend({ ...options, handover: store, log: handover.log });

@@ -150,3 +150,23 @@ test("a lock whose lease differs from the session timeout is refused with a mess
   const claim = await api.waitForClaim("l0", "told why", (c) => c.status?.conditions?.some((x) => x.reason === "InvalidSpec") === true);
   assert.equal(claim.status?.phase, "Pending");
 });
+
+test("a session timeout not longer than a leader failover is refused at start-up, naming the minimum", async () => {
+  // Leader lease 10 s, retry period 1 s: a failover may take 10 + 2.2 × 1 = 12.2 s, more than a 4 s session.
+  await assert.rejects(
+    startOperator({
+      namespace,
+      config: config().replace(`sessionTimeoutMs: ${SESSION_MS}`, "sessionTimeoutMs: 4000"),
+      extraArgs: [
+        "--leader-elect", "--leader-elect-namespace", namespace, "--leader-elect-id", `${LEASE_NAME}-short`,
+        "--leader-elect-lease-duration", "10s", "--leader-elect-renew-deadline", "8s", "--leader-elect-retry-period", "1s",
+      ],
+    }),
+    (err: Error) => {
+      assert.match(err.message, /operator exited/);
+      assert.match(err.message, /zookeeper\.sessionTimeoutMs 4000 is not longer than a leader failover \(12200 ms/);
+      assert.match(err.message, /set sessionTimeoutMs to at least 13000/);
+      return true;
+    },
+  );
+});
