@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 /** The `kubelock` command: the operator and the tools workloads and people use. */
+import { holdCommand, holdHelp } from "./hold";
 import { operatorCommand, operatorHelp } from "./operator";
 import { releaseCommand, releaseHelp } from "./release";
 import { renewCommand, renewHelp } from "./renew";
@@ -10,6 +11,7 @@ import { waitCommand, waitHelp } from "./wait";
 const commands: Record<string, { run: (argv: string[]) => Promise<number>; summary: string; help: string }> = {
   operator: { run: operatorCommand, summary: "run the controllers", help: operatorHelp },
   wait: { run: waitCommand, summary: "ask for a lock and wait until it is granted (init containers)", help: waitHelp },
+  hold: { run: holdCommand, summary: "native sidecar: hold a lock for the pod, stop its work if the grant is lost", help: holdHelp },
   release: { run: releaseCommand, summary: "end this pod's (or a claim's) grant", help: releaseHelp },
   renew: { run: renewCommand, summary: "heartbeat: move a claim's spec.renewTime forward", help: renewHelp },
   run: { run: runCommand, summary: "hold a lock while a command runs, like flock: run --lock L -- CMD", help: runHelp },

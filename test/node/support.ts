@@ -79,11 +79,14 @@ export function gauge(metrics: string, name: string): number | undefined {
   return line === undefined ? undefined : Number(line.split(" ")[1]);
 }
 
-/** Which operator pod leads: the one whose kubelock_leader gauge is 1 (each pod's /metrics, by pod IP). */
+/**
+ * Which operator pods lead: those whose kubelock_leader gauge is 1 (each pod's /metrics, by pod IP). A pod
+ * that does not answer yet (a replacement still starting) is not counted; callers wait for what they expect.
+ */
 export async function leaders(): Promise<string[]> {
   const result: string[] = [];
   for (const pod of await operatorPods()) {
-    const metrics = await httpGetInNode(`http://${pod.status!.podIP}:8080/metrics`);
+    const metrics = await httpGetInNode(`http://${pod.status!.podIP}:8080/metrics`).catch(() => "");
     if (gauge(metrics, "kubelock_leader") === 1) result.push(pod.metadata!.name!);
   }
   return result;
