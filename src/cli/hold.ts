@@ -21,6 +21,7 @@ import { formatDuration } from "./duration";
 import { describePhase, startHeartbeat } from "./heartbeat";
 import { driftMarginMs, holdDeadline, killAt, renewIntervalMs, type HoldDeadline } from "./hold-deadline";
 import { PodProcesses } from "./pod-processes";
+import { HOLDER_FLAGS } from "./run";
 import { abortOnSignals, leaseSecondsFlag, waitForGrant, writeFileAtomic } from "./wait";
 
 export const holdHelp = `Usage: kubelock hold --lock LOCK --token-file FILE [flags]
@@ -57,15 +58,7 @@ const say = (line: string) => console.error(`kubelock hold: ${line}`);
 const RESTOP_MS = 1000;
 
 export const holdCommand = command("hold", async (argv) => {
-  const { values } = parseFlags(argv, {
-    lock: { type: "string" },
-    claim: { type: "string" },
-    "token-file": { type: "string" },
-    "lease-duration": { type: "string" },
-    timeout: { type: "string" },
-    priority: { type: "string" },
-    "grace-period": { type: "string" },
-  });
+  const { values } = parseFlags(argv, { ...HOLDER_FLAGS, "token-file": { type: "string" } } as const);
   if (values.help) {
     console.log(holdHelp);
     return 0;

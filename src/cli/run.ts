@@ -61,6 +61,16 @@ lost and COMMAND was stopped.`;
 
 const FORWARDED = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
 
+/** The flags of the commands that hold a lock in heartbeat mode (`run`, `hold`). */
+export const HOLDER_FLAGS = {
+  lock: { type: "string" },
+  claim: { type: "string" },
+  "lease-duration": { type: "string" },
+  timeout: { type: "string" },
+  priority: { type: "string" },
+  "grace-period": { type: "string" },
+} as const;
+
 function runClaimName(lock: string): string {
   const suffix = `-run-${randomBytes(4).toString("hex")}`;
   return `${lock.slice(0, 253 - suffix.length).replace(/[.-]+$/, "")}${suffix}`;
@@ -72,14 +82,7 @@ export const runCommand = command("run", async (argv) => {
   const separator = argv.indexOf("--");
   const flagArgs = separator >= 0 ? argv.slice(0, separator) : argv;
   const commandLine = separator >= 0 ? argv.slice(separator + 1) : [];
-  const { values } = parseFlags(flagArgs, {
-    lock: { type: "string" },
-    claim: { type: "string" },
-    "lease-duration": { type: "string" },
-    timeout: { type: "string" },
-    priority: { type: "string" },
-    "grace-period": { type: "string" },
-  });
+  const { values } = parseFlags(flagArgs, HOLDER_FLAGS);
   if (values.help) {
     console.log(runHelp);
     return 0;

@@ -102,7 +102,8 @@ export async function theLeader(timeoutMs = 60_000): Promise<string> {
 
 /** Every line the operator's pods logged (all containers, current runs), for checks across tests. */
 export async function operatorLogs(): Promise<string> {
-  return ok(kubectl(["logs", "-n", operatorNamespace, "-l", operatorSelector, "--tail=-1", "--prefix"]));
+  // A pod the selector listed may be gone before its logs are read (a rollout's old replica ending): list again.
+  return eventually("the operator pods' logs", () => ok(kubectl(["logs", "-n", operatorNamespace, "-l", operatorSelector, "--tail=-1", "--prefix"])), 60_000);
 }
 
 /** A container securityContext that the restricted Pod Security level admits (inline YAML). */
