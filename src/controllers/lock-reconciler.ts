@@ -34,6 +34,8 @@ export class LockReconciler {
   private readonly positionsWrittenAt = new Map<string, number>();
   /** When this process first saw each heartbeat claim's current heartbeat, by lock (see assessClaim). */
   private readonly heartbeats = new ObservedVersions();
+  /** When this process first saw each waiting claim (waitTimeoutSeconds counts from it). */
+  private readonly waiting = new ObservedVersions();
   private readonly renewer: HoldRenewer;
   /** Lock-delay: when each lapsing hold (its claim ended Lost or LeaseExpired) may be released, this process's clock. */
   private readonly lapseDeadlines = new Map<string, number>();
@@ -115,8 +117,10 @@ export class LockReconciler {
     let floor = fencingFloor(lock, claims);
     const holds = new Map((await backend.holders(backendKey)).map((h) => [h.holderId, h]));
     const heartbeatSeenAt = this.heartbeats.sync(lockKey, claims.flatMap(heartbeatOf), nowMs);
+    const waitingSeenAt = this.waiting.sync(lockKey, claims.flatMap(waitingOf), nowMs);
     const assessed = new Map(claims.map((c) => {
-      const facts = assessClaim(c, this.podState(c), nowMs, heartbeatSeenAt.get(c.metadata.uid ?? c.metadata.name));
+      const id = c.metadata.uid ?? c.metadata.name;
+      const facts = assessClaim(c, this.podState(c), nowMs, heartbeatSeenAt.get(id), waitingSeenAt.get(id));
       facts.validityPassed = (this.renewer.validUntil(facts.id) ?? Infinity) <= nowMs;
       return [facts.id, { claim: c, facts }];
     }));
@@ -510,6 +514,7 @@ export class LockReconciler {
     this.stopBackendWatch(lockKey);
     this.positionsWrittenAt.delete(lockKey);
     this.heartbeats.forget(lockKey);
+    this.waiting.forget(lockKey);
   }
 
   stopAll(): void {
@@ -535,6 +540,12 @@ const backendKeyOf = (lock: DistributedLock) => `${lock.metadata.namespace}/${lo
 /** A Granted heartbeat claim's current heartbeat, as [id, version] for ObservedVersions; none for other claims. */
 const heartbeatOf = (claim: LockClaim): [string, string][] => claim.status?.phase === "Granted" && claim.spec.leaseDurationSeconds
   ? [[claim.metadata.uid ?? claim.metadata.name, `${claim.spec.renewTime ?? ""} ${claim.status.acquireTime ?? ""}`]]
+  : [];
+
+/** A waiting claim with a waitTimeoutSeconds, as [id, version] for ObservedVersions (one version: it is seen once). */
+const waitingOf = (claim: LockClaim): [string, string][] =>
+  claim.spec.waitTimeoutSeconds && claim.status?.phase !== "Granted" && !isTerminal(claim.status?.phase)
+  ? [[claim.metadata.uid ?? claim.metadata.name, "waiting"]]
   : [];
 
 /** Thrown instead of a write when this operator no longer provably leads; the reconcile retries later. */

@@ -32,9 +32,10 @@ const ms = (time: string | undefined): number | undefined => (time ? Date.parse(
  * spec.renewTime and status.acquireTime as they are now), on its own clock; undefined means now. The
  * holder's renewTime is never compared with the local clock: it was written on another machine, whose clock
  * may be minutes off. A heartbeat first seen after a restart or failover starts the clock afresh (late,
- * never early).
+ * never early). `waitingSeenAt`: when this process first saw the claim waiting; waitTimeoutSeconds counts from
+ * it, not from creationTimestamp (the API server's clock), for the same reason.
  */
-export function assessClaim(claim: LockClaim, pod: PodState | undefined, now: number, heartbeatSeenAt = now): ClaimAssessment {
+export function assessClaim(claim: LockClaim, pod: PodState | undefined, now: number, heartbeatSeenAt = now, waitingSeenAt = now): ClaimAssessment {
   const createdAt = ms(claim.metadata.creationTimestamp) ?? now;
   const facts: ClaimAssessment = {
     id: claim.metadata.uid ?? claim.metadata.name,
@@ -80,7 +81,7 @@ export function assessClaim(claim: LockClaim, pod: PodState | undefined, now: nu
       };
     } else facts.deadline = deadline;
   } else if (!granted && claim.spec.waitTimeoutSeconds) {
-    const deadline = createdAt + claim.spec.waitTimeoutSeconds * 1000;
+    const deadline = waitingSeenAt + claim.spec.waitTimeoutSeconds * 1000;
     if (now >= deadline) {
       facts.end = { reason: ClaimReason.WaitTimeout, message: `not granted within waitTimeoutSeconds (${claim.spec.waitTimeoutSeconds}s); create a new claim to wait again` };
     } else facts.deadline = deadline;

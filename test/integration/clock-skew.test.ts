@@ -165,6 +165,19 @@ for (const skew of [`+${SKEW_S}s`, `-${SKEW_S}s`]) {
         renewer.child.kill("SIGTERM");
         assert.equal((await renewer.exited).code, 0, renewer.stderr());
       });
+
+      test("waitTimeoutSeconds counts from when the operator saw the claim: not at once, not minutes late", async () => {
+        await api.createLock("patience");
+        await api.createClaim("holder", { lockName: "patience" });
+        await api.waitForPhase("holder", "Granted");
+        const createdAt = Date.now();
+        await api.createClaim("patient", { lockName: "patience", waitTimeoutSeconds: LEASE_S });
+        await api.waitForPhase("patient", "Pending");
+        const expired = await api.waitForPhase("patient", "Expired", LEASE_MS + SLACK_MS);
+        assert.equal(expired.status?.conditions?.find((c) => c.type === "Granted")?.reason, "WaitTimeout");
+        const after = (await receivedAt("patient", "Expired")) - createdAt;
+        assert.ok(after >= LEASE_MS, `timed out ${after}ms after it was created, before its ${LEASE_S}s`);
+      });
     });
 
     test("killed, the operator's holds go to the other party after the lease, not minutes later", async () => {

@@ -125,7 +125,7 @@ describe("assessClaim", () => {
   });
 
   const table: {
-    name: string; claim: LockClaim; pod?: Parameters<typeof assessClaim>[1]; heartbeatSeenAt?: string; reason?: string; blocked?: boolean; deadline?: string;
+    name: string; claim: LockClaim; pod?: Parameters<typeof assessClaim>[1]; heartbeatSeenAt?: string; waitingSeenAt?: string; reason?: string; blocked?: boolean; deadline?: string;
   }[] = [
     { name: "deleted claim ends Released", claim: base({}, {}, { deletionTimestamp: "2026-01-01T00:00:30Z" }), reason: "Released" },
     { name: "release annotation ends Released", claim: base({}, {}, { annotations: { "kubelock.io/release": "true" } }), reason: "Released" },
@@ -159,13 +159,18 @@ describe("assessClaim", () => {
       name: "a renewTime far in the future (the holder's clock is ahead) does not keep an unchanged heartbeat alive",
       claim: base({ leaseDurationSeconds: 10, renewTime: "2026-01-01T01:00:00Z" }, { phase: "Granted" }), heartbeatSeenAt: "2026-01-01T00:00:45Z", reason: "LeaseExpired",
     },
-    { name: "wait timeout reached", claim: base({ waitTimeoutSeconds: 60 }), reason: "WaitTimeout" },
-    { name: "wait timeout ahead sets the deadline", claim: base({ waitTimeoutSeconds: 90 }), deadline: "2026-01-01T00:01:30Z" },
+    { name: "wait timeout reached", claim: base({ waitTimeoutSeconds: 60 }), waitingSeenAt: "2026-01-01T00:00:00Z", reason: "WaitTimeout" },
+    { name: "wait timeout ahead sets the deadline", claim: base({ waitTimeoutSeconds: 90 }), waitingSeenAt: "2026-01-01T00:00:00Z", deadline: "2026-01-01T00:01:30Z" },
+    {
+      name: "a creationTimestamp far behind this clock (a skewed operator) does not time out a claim first seen waiting now",
+      claim: base({ waitTimeoutSeconds: 60 }, {}, { creationTimestamp: "2025-12-31T20:00:00Z" }), deadline: "2026-01-01T00:02:00Z",
+    },
     { name: "terminal claims are left alone", claim: base({ podName: "p", waitTimeoutSeconds: 1 }, { phase: "Expired" }), pod: { exists: false } },
   ];
   for (const row of table) {
     test(row.name, () => {
-      const facts = assessClaim(row.claim, row.pod, now, row.heartbeatSeenAt ? Date.parse(row.heartbeatSeenAt) : undefined);
+      const seen = (at?: string) => (at ? Date.parse(at) : undefined);
+      const facts = assessClaim(row.claim, row.pod, now, seen(row.heartbeatSeenAt), seen(row.waitingSeenAt));
       assert.equal(facts.end?.reason, row.reason);
       assert.equal(facts.blocked ?? false, row.blocked ?? false);
       assert.equal(facts.deadline, row.deadline ? Date.parse(row.deadline) : undefined);
