@@ -1,8 +1,8 @@
 /**
- * Failover on the real node: the leading operator pod is deleted while a Job's pods take turns, the
- * other replica leads within the documented bound and the grants go on, one holder at a time; a
- * `kubectl rollout restart` replaces both replicas while claims are held on the kubernetes and Redis
- * backends, and every Granted claim stays Granted with its token throughout.
+ * Failover on the real node: the leading operator pod is deleted while a Job's pods take turns; another
+ * replica (the standby or the Deployment's replacement) leads within the documented bound and the grants
+ * go on, one holder at a time; a `kubectl rollout restart` replaces both replicas while claims are held on
+ * the kubernetes and Redis backends, and every Granted claim stays Granted with its token throughout.
  */
 import assert from "node:assert/strict";
 import { existsSync, readFileSync, rmSync } from "node:fs";
@@ -54,8 +54,13 @@ test("the leader pod deleted mid-Job: the other replica leads within the lease b
   assert.ok(other, "a second replica runs");
   const deleted = Date.now();
   await core().deleteNamespacedPod({ name: leader, namespace: operatorNamespace });
-  await eventually(`${other} leading`, async () => ((await leaders()).includes(other) ? true : undefined), takeoverBoundMs);
-  console.log(`failover: ${other} led ${((Date.now() - deleted) / 1000).toFixed(1)}s after ${leader} was deleted`);
+  // The standby, or the Deployment's replacement for the deleted pod: whichever asks first after the old leader
+  // let the Lease go (it does on SIGTERM) leads; never the deleted one, and never two.
+  const next = await eventually("another replica leading", async () => {
+    const found = await leaders();
+    return found.length === 1 && found[0] !== leader ? found[0] : undefined;
+  }, takeoverBoundMs);
+  console.log(`failover: ${next === other ? "the standby" : "the replacement"} ${next} led ${((Date.now() - deleted) / 1000).toFixed(1)}s after ${leader} was deleted`);
 
   await ok(kubectl(["wait", "-n", namespace, "--for=condition=Complete", "job/work", "--timeout=300s"]));
   const sections = criticalSections(readFileSync(join(shared, "log"), "utf8"), 1);
