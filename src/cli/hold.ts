@@ -11,7 +11,6 @@
  */
 import { rmSync } from "node:fs";
 import { performance } from "node:perf_hooks";
-import type { LockClaim } from "../api/types";
 import { watchClaim } from "./claim-watch";
 import {
   CliError, COMMON_FLAGS_HELP, EXIT_CODES_HELP, Exit, command, connect, createOrAdoptClaim, deleteClaim, describeError,
@@ -22,7 +21,7 @@ import { describePhase, startHeartbeat } from "./heartbeat";
 import { driftMarginMs, holdDeadline, killAt, renewIntervalMs, type HoldDeadline } from "./hold-deadline";
 import { PodProcesses } from "./pod-processes";
 import { HOLDER_FLAGS } from "./run";
-import { abortOnSignals, leaseSecondsFlag, waitForGrant, writeFileAtomic } from "./wait";
+import { leaseSecondsFlag, waitAsHolder, writeFileAtomic } from "./wait";
 
 export const holdHelp = `Usage: kubelock hold --lock LOCK --token-file FILE [flags]
 
@@ -84,17 +83,7 @@ export const holdCommand = command("hold", async (argv) => {
   const { created } = await createOrAdoptClaim(cluster, {
     name: claimName, lockName, priority, leaseDurationSeconds: leaseMs / 1000, podName: pod.name, podUid: pod.uid,
   });
-  const interrupt = new AbortController();
-  const unregister = abortOnSignals(interrupt, `waiting for lock ${lockName}`);
-  let granted: LockClaim;
-  try {
-    granted = await waitForGrant({ cluster, claimName, lockName, timeoutMs, out: say, signal: interrupt.signal });
-  } catch (err) {
-    if (created) await deleteClaim(cluster, claimName).catch((e) => say(`could not delete claim ${claimName}: ${describeError(e)}`));
-    throw err;
-  } finally {
-    unregister();
-  }
+  const granted = await waitAsHolder({ cluster, claimName, lockName, timeoutMs, out: say, created });
   const token = granted.status?.fencingToken;
   if (!token) throw new CliError(`claim ${claimName} is Granted but shows no fencing token`, Exit.Unexpected);
   const holding = { ...cluster, requestTimeoutMs: Math.min(cluster.requestTimeoutMs, renewIntervalMs(leaseMs)) };

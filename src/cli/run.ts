@@ -8,17 +8,16 @@
 import { randomBytes } from "node:crypto";
 import { constants } from "node:os";
 import { performance } from "node:perf_hooks";
-import type { LockClaim } from "../api/types";
 import { watchClaim, type ClaimWatch } from "./claim-watch";
 import {
   CliError, COMMON_FLAGS_HELP, EXIT_CODES_HELP, Exit, annotateRelease, command, connect, createOrAdoptClaim, deleteClaim,
-  describeError, durationFlag, integerFlag, parseFlags, patchClaim, podIdentity, usageError, type Cluster,
+  durationFlag, integerFlag, parseFlags, patchClaim, podIdentity, usageError, type Cluster,
 } from "./common";
 import { formatDuration } from "./duration";
 import { describePhase, startHeartbeat } from "./heartbeat";
 import { driftMarginMs, holdDeadline, killAt, renewIntervalMs, type HoldDeadline } from "./hold-deadline";
 import { ProcessGroup } from "./process-group";
-import { abortOnSignals, leaseSecondsFlag, waitForGrant } from "./wait";
+import { leaseSecondsFlag, waitAsHolder } from "./wait";
 
 export const runHelp = `Usage: kubelock run --lock LOCK [flags] -- COMMAND [ARGS...]
 
@@ -113,18 +112,7 @@ export const runCommand = command("run", async (argv) => {
     else await annotateRelease(via, claimName).catch((err) => (err instanceof CliError && err.code === Exit.NotFound ? undefined : Promise.reject(err)));
   };
 
-  // Waiting: an interrupt or a failure deletes the claim this command created.
-  const interrupt = new AbortController();
-  const unregister = abortOnSignals(interrupt, `waiting for lock ${lockName}`);
-  let granted: LockClaim;
-  try {
-    granted = await waitForGrant({ cluster, claimName, lockName, timeoutMs, out: say, signal: interrupt.signal });
-  } catch (err) {
-    if (created) await deleteClaim(cluster, claimName).catch((e) => say(`could not delete claim ${claimName}: ${describeError(e)}`));
-    throw err;
-  } finally {
-    unregister();
-  }
+  const granted = await waitAsHolder({ cluster, claimName, lockName, timeoutMs, out: say, created });
 
   const token = granted.status?.fencingToken ?? "";
   const lease = (granted.spec.leaseDurationSeconds ?? leaseSeconds) * 1000;

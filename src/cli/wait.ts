@@ -9,7 +9,7 @@ import { dirname, resolve } from "node:path";
 import { ClaimReason, TERMINAL_PHASES, type LockClaim } from "../api/types";
 import { watchClaim } from "./claim-watch";
 import {
-  CliError, COMMON_FLAGS_HELP, EXIT_CODES_HELP, Exit, command, connect, createOrAdoptClaim, deleteClaim, durationFlag,
+  CliError, COMMON_FLAGS_HELP, EXIT_CODES_HELP, Exit, command, connect, createOrAdoptClaim, deleteClaim, describeError, durationFlag,
   grantedCondition, integerFlag, lockNotFound, parseFlags, podIdentity, usageError, type Cluster,
 } from "./common";
 import { formatDuration, parseSeconds, DurationError } from "./duration";
@@ -107,6 +107,24 @@ export function waitForGrant(options: WaitOptions): Promise<LockClaim> {
       }, timeoutMs);
     }
   });
+}
+
+/**
+ * `waitForGrant` for a holder that made (or adopted) its claim: SIGINT/SIGTERM/SIGHUP interrupt the wait, and
+ * on any failure a claim this command `created` is deleted, so it cannot take the lock later with nobody behind it.
+ */
+export async function waitAsHolder(options: Omit<WaitOptions, "signal"> & { created: boolean }): Promise<LockClaim> {
+  const { cluster, claimName, lockName, created, out } = options;
+  const interrupt = new AbortController();
+  const unregister = abortOnSignals(interrupt, `waiting for lock ${lockName}`);
+  try {
+    return await waitForGrant({ ...options, signal: interrupt.signal });
+  } catch (err) {
+    if (created) await deleteClaim(cluster, claimName).catch((e) => out(`could not delete claim ${claimName}: ${describeError(e)}`));
+    throw err;
+  } finally {
+    unregister();
+  }
 }
 
 /** Writes `content` to `file` atomically (a temporary file in the same directory, then rename). */
