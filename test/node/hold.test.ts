@@ -11,7 +11,9 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { createNamespace, eventually, kubectl } from "../support/env";
 import { Api } from "../support/operator";
-import { assertOperatorNeverForbidden, claimerServiceAccount, core, deployOperator, ok, projectImage, restricted, sharedLogDir } from "./support";
+import {
+  assertOperatorNeverForbidden, claimerServiceAccount, core, deployOperator, ok, podIdentityEnv, projectImage, restricted, sharedLogDir,
+} from "./support";
 
 let namespace: string;
 let api: Api;
@@ -40,10 +42,7 @@ spec:
       image: ${projectImage()}
       restartPolicy: Always
       args: [hold, --lock, ${lock}, --token-file, /lock/token, --lease-duration, 10s, --grace-period, 3s]
-      env:
-        - { name: POD_NAME, valueFrom: { fieldRef: { fieldPath: metadata.name } } }
-        - { name: POD_NAMESPACE, valueFrom: { fieldRef: { fieldPath: metadata.namespace } } }
-        - { name: POD_UID, valueFrom: { fieldRef: { fieldPath: metadata.uid } } }
+      env: ${podIdentityEnv}
       startupProbe: { exec: { command: [test, -s, /lock/token] }, periodSeconds: 1, failureThreshold: 600 }
       volumeMounts: [{ name: lock, mountPath: /lock }]
       securityContext: ${restricted}

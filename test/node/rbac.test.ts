@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { createNamespace, eventually, kubectl } from "../support/env";
 import { Api } from "../support/operator";
-import { assertOperatorNeverForbidden, claimerServiceAccount, core, deployOperator, ok, projectImage, restricted } from "./support";
+import { assertOperatorNeverForbidden, claimerServiceAccount, core, deployOperator, ok, podIdentityEnv, projectImage, restricted } from "./support";
 
 let namespace: string;
 let api: Api;
@@ -48,10 +48,7 @@ spec:
           kubelock release
           echo released
           NODE_EXTRA_CA_CERTS=/var/run/secrets/kubernetes.io/serviceaccount/ca.crt node -e '${patchOthersStatus.replaceAll("\n", " ")}'
-      env:
-        - { name: POD_NAME, valueFrom: { fieldRef: { fieldPath: metadata.name } } }
-        - { name: POD_NAMESPACE, valueFrom: { fieldRef: { fieldPath: metadata.namespace } } }
-        - { name: POD_UID, valueFrom: { fieldRef: { fieldPath: metadata.uid } } }
+      env: ${podIdentityEnv}
       volumeMounts: [{ name: tmp, mountPath: /tmp }]
       securityContext: ${restricted}
   volumes: [{ name: tmp, emptyDir: {} }]

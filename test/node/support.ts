@@ -106,6 +106,11 @@ export async function operatorLogs(): Promise<string> {
   return eventually("the operator pods' logs", () => ok(kubectl(["logs", "-n", operatorNamespace, "-l", operatorSelector, "--tail=-1", "--prefix"])), 60_000);
 }
 
+/** The downward API variables `kubelock wait/run/hold` read: the pod's name, namespace and UID (inline YAML). */
+export const podIdentityEnv = "[{ name: POD_NAME, valueFrom: { fieldRef: { fieldPath: metadata.name } } }, "
+  + "{ name: POD_NAMESPACE, valueFrom: { fieldRef: { fieldPath: metadata.namespace } } }, "
+  + "{ name: POD_UID, valueFrom: { fieldRef: { fieldPath: metadata.uid } } }]";
+
 /** A container securityContext that the restricted Pod Security level admits (inline YAML). */
 export const restricted = "{ runAsNonRoot: true, runAsUser: 65532, readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, " +
   "capabilities: { drop: [ALL] }, seccompProfile: { type: RuntimeDefault } }";
@@ -190,10 +195,7 @@ spec:
         - name: lock
           image: ${projectImage()}
           args: [wait, --lock, ${options.lock}, --timeout, 5m, --token-file, /lock/token]
-          env:
-            - { name: POD_NAME, valueFrom: { fieldRef: { fieldPath: metadata.name } } }
-            - { name: POD_NAMESPACE, valueFrom: { fieldRef: { fieldPath: metadata.namespace } } }
-            - { name: POD_UID, valueFrom: { fieldRef: { fieldPath: metadata.uid } } }
+          env: ${podIdentityEnv}
           volumeMounts: [{ name: lock, mountPath: /lock }]
           securityContext: ${restricted}
       containers:
