@@ -229,11 +229,7 @@ export class KubernetesLeaseBackend implements LockBackend {
   }
 
   async holders(key: string): Promise<Hold[]> {
-    const state = await this.load(keyRef(key));
-    return state.slots
-      .filter((s) => tokenOf(s.lease) !== undefined && this.held(s.lease))
-      .map((s) => toHold(s.lease))
-      .sort((a, b) => compareTokens(a.fencingToken, b.fencingToken));
+    return this.slotHolds(key, (lease) => this.held(lease));
   }
 
   /**
@@ -242,9 +238,14 @@ export class KubernetesLeaseBackend implements LockBackend {
    * the claim's slot to anyone, so a named hold cannot have been granted elsewhere (checkers compare with this).
    */
   async namedHolders(key: string): Promise<Hold[]> {
+    return this.slotHolds(key, (lease) => !!lease.spec?.holderIdentity);
+  }
+
+  /** The key's granted slots (with a token) that `counts`, as holds in token order. */
+  private async slotHolds(key: string, counts: (lease: k8s.V1Lease) => boolean): Promise<Hold[]> {
     const state = await this.load(keyRef(key));
     return state.slots
-      .filter((s) => tokenOf(s.lease) !== undefined && !!s.lease.spec?.holderIdentity)
+      .filter((s) => tokenOf(s.lease) !== undefined && counts(s.lease))
       .map((s) => toHold(s.lease))
       .sort((a, b) => compareTokens(a.fencingToken, b.fencingToken));
   }

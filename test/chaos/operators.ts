@@ -13,6 +13,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { createWriteStream, existsSync, readdirSync, statSync, writeFileSync, type WriteStream } from "node:fs";
 import { join, relative, resolve } from "node:path";
+import { skewedClock } from "../env/faketime";
 import * as k8s from "@kubernetes/client-node";
 import { OPERATOR_NAMESPACE } from "../env/operator-identity";
 import { tailOf } from "../env/process";
@@ -37,14 +38,6 @@ export function cliCommand(): { args: string[]; compiled: boolean } {
   });
   if (existsSync(compiled) && fresh(join(repoRoot, "src"))) return { args: [compiled], compiled: true };
   return { args: ["--import", "tsx", join(repoRoot, "src/cli/main.ts")], compiled: false };
-}
-
-/** libfaketime, which skews a process's clock (LD_PRELOAD): Debian's faketime package installs it. */
-export function libfaketime(): string {
-  const dirs = ["/usr/lib/x86_64-linux-gnu/faketime", "/usr/lib/aarch64-linux-gnu/faketime", "/usr/lib/faketime", "/usr/local/lib/faketime"];
-  const found = dirs.map((d) => join(d, "libfaketime.so.1")).find((f) => existsSync(f));
-  if (!found) throw new Error("libfaketime.so.1 not found: install the Debian package faketime (make deps does)");
-  return found;
 }
 
 /** Operator config text for a replica, given where its relays are and the cluster name (undefined: none set, as shipped). */
@@ -217,7 +210,7 @@ export class OperatorFleet {
       ];
       const skewMs = this.skewMs;
       // libfaketime: only the wall clock is skewed; timers and monotonic clocks run true.
-      const skew = skewMs === 0 ? {} : { LD_PRELOAD: libfaketime(), FAKETIME: `${skewMs > 0 ? "+" : "-"}${Math.abs(skewMs) / 1000}s`, FAKETIME_DONT_FAKE_MONOTONIC: "1" };
+      const skew = skewMs === 0 ? {} : skewedClock(`${skewMs > 0 ? "+" : "-"}${Math.abs(skewMs) / 1000}s`);
       const env = { ...process.env, POD_NAME: `chaos-${o.name}-operator-${index}`, ...skew };
       const child = spawn(process.execPath, args, { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"], env });
       const replica = new Replica(index, child, `${base}.log`, relays, skewMs);

@@ -3,8 +3,9 @@
  * certificate for 127.0.0.1/localhost, an admin client certificate in `system:masters`, and the
  * service-account signing key pair.
  */
-import { existsSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { findLibfaketime, skewedClock } from "./faketime";
 import { runCommand } from "./process";
 
 export interface ControlPlaneCerts {
@@ -19,11 +20,11 @@ export interface ControlPlaneCerts {
 
 /**
  * Certificates start an hour in the past (kubeadm backdates by five minutes for the same reason), so a process
- * whose clock is behind (the clock-skew tests run operators under faketime) still accepts them: openssl runs
- * under faketime when it is installed (hack/deps.sh installs it).
+ * whose clock is behind (the clock-skew tests run operators under libfaketime) still accepts them: openssl runs
+ * with its clock an hour behind when libfaketime is installed (hack/deps.sh installs it).
  */
-const backdate = existsSync("/usr/bin/faketime") ? ["faketime", "-f", "-1h"] : [];
-const openssl = (args: string[]) => (backdate.length > 0 ? runCommand(backdate[0], [...backdate.slice(1), "openssl", ...args]) : runCommand("openssl", args));
+const backdate = findLibfaketime() ? { ...process.env, ...skewedClock("-1h") } : undefined;
+const openssl = (args: string[]) => runCommand("openssl", args, { env: backdate });
 
 /** `extraSans`: more subjectAltName entries for the serving certificate (e.g. "IP:10.0.0.1", "DNS:kubernetes"). */
 export async function makeCerts(dir: string, extraSans: string[] = []): Promise<ControlPlaneCerts> {

@@ -10,11 +10,11 @@
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { existsSync, readdirSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import type { AcquireRequest, LockBackend } from "../../src/backends/backend";
 import { EtcdBackend } from "../../src/backends/etcd";
 import { KubernetesLeaseBackend } from "../../src/backends/kubernetes";
+import { skewedClock } from "../env/faketime";
 import { startCli, type CliProcess } from "../support/cli";
 import { createNamespace, eventually, kubeConfig, testEnv } from "../support/env";
 import { Api, ClaimHistory, startOperator, type OperatorProcess } from "../support/operator";
@@ -31,13 +31,6 @@ const BACKENDS = ["kubernetes", "etcd"] as const;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const started: { stop(): Promise<void> }[] = [];
 const clis: CliProcess[] = [];
-
-/** libfaketime, preloaded into the operator (the faketime command would fork, and a kill would miss node). */
-function libfaketime(): string {
-  const found = readdirSync("/usr/lib").map((dir) => `/usr/lib/${dir}/faketime/libfaketime.so.1`).find((path) => existsSync(path));
-  assert.ok(found, "these tests need libfaketime (Debian package faketime; make deps installs it)");
-  return found;
-}
 
 after(async () => {
   for (const cli of clis) cli.child.kill("SIGTERM");
@@ -74,7 +67,7 @@ for (const skew of [`+${SKEW_S}s`, `-${SKEW_S}s`]) {
         namespace,
         config: `backends:\n  - {name: etcd, type: etcd, etcd: {endpoints: ["${testEnv.etcdEndpoint}"]}}\n`,
         // Timers run on the monotonic clock: only the wall clock is off.
-        env: { LD_PRELOAD: libfaketime(), FAKETIME: skew, FAKETIME_DONT_FAKE_MONOTONIC: "1" },
+        env: skewedClock(skew),
       });
       started.push(operator);
     });

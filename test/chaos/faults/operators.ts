@@ -6,7 +6,7 @@
  * - `skew-clock`      roll both replicas over to replicas on a wall clock skewed by more than a lease
  *                     (libfaketime), either way, for a while; healing rolls them back to the true clock.
  */
-import { libfaketime } from "../operators";
+import { libfaketime } from "../../env/faketime";
 import { instant, longPause, type FaultContext, type Injected, type Injector } from "./types";
 
 async function leaderOf(ctx: FaultContext) {
