@@ -7,8 +7,10 @@
  * leader starts its workers at once (its caches are already synced) and queues every lock and pod.
  * When leadership is lost (no renewal within the renew deadline), the operator shuts its queues down,
  * waits for in-flight reconciles at most `leaseDuration - renewDeadline` (the time before another
- * replica may lead) and resolves `lost`; the CLI then exits non-zero, as controller-runtime does, so
- * the process restarts as a clean follower.
+ * replica may lead), closes its HTTP servers and resolves `lost`. Its informers and hold renewals go
+ * on until `stop()`: the CLI starts a fresh instance as a clean follower and stops this one only once
+ * the fresh one has synced its caches. (controller-runtime exits instead; a process restarted while
+ * the API server is away could not learn which holds to renew, and they would lapse.)
  *
  * `stop()` (SIGTERM) is graceful: stop taking work, finish in-flight reconciles, release the leader
  * Lease (a follower takes over on its next poll), stop informers and servers, close backend
@@ -82,13 +84,16 @@ export interface RunningOperator {
   /** Resolves once every cache has synced (the workers run once this replica also leads). */
   ready: Promise<void>;
   /**
-   * Resolves if leadership is lost, once the queues are shut down and in-flight reconciles finished
-   * (or the bound passed). Never resolves without leader election. The caller should exit non-zero.
+   * Resolves if leadership is lost, once the queues are shut down, in-flight reconciles finished (or
+   * the bound passed) and the HTTP servers closed. Never resolves without leader election. Holds are
+   * still renewed until `stop()`: the caller starts a successor and stops this one once it has synced.
    */
   lost: Promise<void>;
   metrics: OperatorMetrics;
   /** The name marking this cluster's holds: the config's, or derived from the cluster (see defaultClusterName). */
   clusterName: string;
+  /** The leader election identity (with leader election). */
+  identity?: string;
   /** Graceful stop: finish in-flight reconciles, release the leader Lease, close everything. */
   stop(): Promise<void>;
 }
@@ -121,6 +126,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   const informers = [caches.locks, caches.claims, caches.pods];
   const informerNames = ["distributedlocks", "lockclaims", "pods"];
   const servers: HttpServer[] = [];
+  const closeServers = () => Promise.all(servers.splice(0).map((s) => s.close()));
   try {
     if (options.metricsAddress) {
       servers.push(await serveHttp(options.metricsAddress, async (req, res) => {
@@ -140,7 +146,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
       log.info("serving health probes", { address: servers[servers.length - 1].address, paths: ["/healthz", "/readyz"] });
     }
   } catch (err) {
-    await Promise.all(servers.map((s) => s.close()));
+    await closeServers();
     await backends.closeAll();
     throw err;
   }
@@ -256,7 +262,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
           if (reason !== "lost") return;
           for (const backend of configured.all()) backend.stepDown?.();
           log.error("leader election lost; stopping the controllers", { drainMs: margin });
-          void stopWorkers(margin).then(onLost);
+          void stopWorkers(margin).then(closeServers).then(onLost);
         },
       },
     });
@@ -272,6 +278,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     lost,
     metrics,
     clusterName,
+    identity: le?.identity,
     async stop() {
       stopping = true;
       await stopWorkers();
@@ -279,7 +286,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
       metrics.leader.set(0);
       for (const informer of informers) informer.stop();
       locks.stopAll();
-      await Promise.all(servers.map((s) => s.close()));
+      await closeServers();
       // A backend that cannot close (say, an unreachable server) must not hold the process forever.
       const closed = backends.closeAll().then(() => true, (err) => {
         log.error("closing backends failed", { error: apiErrorMessage(err) });

@@ -1,11 +1,11 @@
-/** `kubelock operator`: runs the controllers until SIGTERM or SIGINT, or until leadership is lost. */
+/** `kubelock operator`: runs the controllers until SIGTERM or SIGINT (restarting in-process as a follower when leadership is lost). */
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import { parseArgs } from "node:util";
 import { ConfigError, loadConfig } from "../config";
 import { parseBindAddress } from "../health";
-import { createLogger, type Level } from "../log";
-import { startOperator, type LeaderElectionOptions } from "../operator";
+import { createLogger, type Level, type Logger } from "../log";
+import { startOperator, type LeaderElectionOptions, type RunningOperator } from "../operator";
 import { leaderElectionProblems } from "../runtime/leaderelection";
 import { parseDuration } from "./duration";
 import { loadKubeConfig } from "./kubeconfig";
@@ -33,9 +33,11 @@ Flags:
 
 Durations are written like 15s, 500ms, 1m. The election identity is POD_NAME (else the hostname)
 plus a random suffix. A replica that loses leadership stops its workers, waits for in-flight
-reconciles and exits with code 1, to start again as a follower.
+reconciles and starts afresh as a follower in the same process; the old instance keeps renewing
+the holds it knows until the new one has synced its caches, so an API server outage longer than
+the renew deadline does not leave them unrenewed.
 
-Exit codes: 0 stopped by a signal, 1 runtime failure or leadership lost, 2 bad flags or config.`;
+Exit codes: 0 stopped by a signal, 1 runtime failure, 2 bad flags or config.`;
 
 export async function operatorCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -84,23 +86,38 @@ export async function operatorCommand(argv: string[]): Promise<number> {
     throw err;
   }
   const log = createLogger(level, { logger: "kubelock" });
-  const operator = await startOperator({
-    kubeConfig: loadKubeConfig(values.kubeconfig), config, log, namespace: values["watch-namespace"], ownNamespace: process.env.POD_NAMESPACE || undefined,
-    leaderElection, metricsAddress, healthAddress, metricsPerLock: values["metrics-per-lock"],
+  const signalled = new Promise<void>((resolve) => {
+    process.once("SIGTERM", resolve);
+    process.once("SIGINT", resolve);
   });
+  let stopped = false;
+  void signalled.then(() => (stopped = true));
+  const start = (clusterName?: string) => startOperator({
+    kubeConfig: loadKubeConfig(values.kubeconfig), config: clusterName ? { ...config, clusterName } : config, log,
+    namespace: values["watch-namespace"], ownNamespace: process.env.POD_NAMESPACE || undefined,
+    leaderElection: leaderElection && { ...leaderElection, identity: electionIdentity() },
+    metricsAddress, healthAddress, metricsPerLock: values["metrics-per-lock"],
+  });
+  let operator = await start();
   log.info("operator started", {
     pid: process.pid, defaultBackend: config.defaultBackend, clusterName: operator.clusterName, backends: config.backends.map((b) => b.name),
-    ...(leaderElection && { identity: leaderElection.identity, lease: `${leaderElection.lease.namespace}/${leaderElection.lease.name}` }),
+    ...(leaderElection && { identity: operator.identity, lease: `${leaderElection.lease.namespace}/${leaderElection.lease.name}` }),
   });
-  const outcome = await new Promise<"signal" | "lost">((resolve) => {
-    process.once("SIGTERM", () => resolve("signal"));
-    process.once("SIGINT", () => resolve("signal"));
-    void operator.lost.then(() => resolve("lost"));
-  });
-  if (outcome === "lost") {
-    // Backend holds stay (they belong to the pods); connections close with the process.
-    log.error("exiting: leadership lost");
-    return 1;
+  while (!stopped) {
+    if (await Promise.race([signalled.then(() => true), operator.lost.then(() => false)])) break;
+    // A clean follower, started before this instance stops: until its caches have synced (the API server
+    // may be away), this instance's renewals keep the holds it knows alive. Same cluster name: deriving it
+    // again would need the API server.
+    log.error("restarting as a follower; the old instance renews its holds until the new one has synced its caches");
+    const successor = await startAgain(() => start(operator.clusterName), log, signalled);
+    if (successor) {
+      log.info("operator restarted", { identity: successor.identity });
+      await Promise.race([successor.ready.catch(() => undefined), signalled]);
+    }
+    await operator.stop();
+    log.info("the old instance stopped");
+    if (!successor) return 0;
+    operator = successor;
   }
   log.info("stopping");
   await operator.stop();
@@ -108,10 +125,28 @@ export async function operatorCommand(argv: string[]): Promise<number> {
   return 0;
 }
 
+/** Retries `start` (a second apart) until it succeeds or a signal comes (then undefined). */
+async function startAgain(start: () => Promise<RunningOperator>, log: Logger, signalled: Promise<void>): Promise<RunningOperator | undefined> {
+  let stop = false;
+  void signalled.then(() => (stop = true));
+  while (!stop) {
+    try {
+      return await start();
+    } catch (err) {
+      log.error("could not start the follower instance; retrying", { error: err instanceof Error ? err.message : String(err) });
+      await Promise.race([new Promise((resolve) => setTimeout(resolve, 1000)), signalled]);
+    }
+  }
+  return undefined;
+}
+
+/** POD_NAME (else the hostname) plus a random suffix: each instance of the process campaigns as itself. */
+const electionIdentity = () => `${process.env.POD_NAME || hostname()}_${randomBytes(4).toString("hex")}`;
+
 function leaderElectionFlags(values: Record<string, string | boolean | undefined>, problems: string[]): LeaderElectionOptions | undefined {
   const duration = (flag: string) => attempt(problems, () => parseDuration(String(values[flag]), `--${flag}`));
   const settings = {
-    identity: `${process.env.POD_NAME || hostname()}_${randomBytes(4).toString("hex")}`,
+    identity: electionIdentity(),
     leaseDurationMs: duration("leader-elect-lease-duration"),
     renewDeadlineMs: duration("leader-elect-renew-deadline"),
     retryPeriodMs: duration("leader-elect-retry-period"),

@@ -1,9 +1,9 @@
 /**
  * The operators under test: `kubelock operator --leader-elect` replicas run as child processes (the real
  * CLI, as test/support/operator.ts runs it, but with the pid at hand for SIGKILL, SIGSTOP and SIGCONT).
- * A supervisor keeps `replicas` of them running, as a Deployment would: a replica that exits (killed, or
- * on losing leadership, which the operator answers by exiting 1) is replaced; `roll()` replaces them all
- * one by one, a replacement first, as a rolling update does.
+ * A supervisor keeps `replicas` of them running, as a Deployment would: a replica that exits (killed) is
+ * replaced; `roll()` replaces them all one by one, a replacement first, as a rolling update does. A replica
+ * that loses leadership restarts in its own process as a follower, under a new election identity.
  *
  * Each replica reaches the API server and the backends through relays of its own (relays.ts), with its
  * own kubeconfig and config file, so one replica can be partitioned alone. A replica may start with a
@@ -95,7 +95,7 @@ export class Replica {
       this.out.write(d);
       // Only the few lines looked for are kept in memory.
       for (const line of d.toString().split("\n")) {
-        if (/"msg":"(operator started|caches synced|acquired the leader lease; leading|leader election lost|exiting: leadership lost)/.test(line)) this.seen += line + "\n";
+        if (/"msg":"(operator started|operator restarted|caches synced|acquired the leader lease; leading|leader election lost)/.test(line)) this.seen += line + "\n";
       }
       for (const line of refusals(d.toString())) if (this.refused.push({ at: now(), line: line.slice(0, 600) }) > MAX_REFUSALS_KEPT) this.refused.shift();
     };
@@ -121,9 +121,10 @@ export class Replica {
   get synced(): boolean {
     return this.seen.includes('"msg":"caches synced"');
   }
-  /** The leader election identity it logged at start-up. */
+  /** The leader election identity it logged last (at start-up, or when it restarted as a follower). */
   get identity(): string | undefined {
-    return /"msg":"operator started".*?"identity":"([^"]+)"/.exec(this.seen)?.[1];
+    const all = [...this.seen.matchAll(/"msg":"operator (?:started|restarted)".*?"identity":"([^"]+)"/g)];
+    return all[all.length - 1]?.[1];
   }
   get isPaused(): boolean {
     return this.paused;
@@ -284,7 +285,9 @@ export class OperatorFleet {
       // One that exited meanwhile was replaced by the supervisor already: a surge for it would only grow the fleet.
       if (!replica.running || !this.replicas.includes(replica)) continue;
       const next = await this.spawn();
-      while (!this.stopped && now() < deadline && next.running && !next.synced) await sleep(100);
+      // maxUnavailable 0: the old one goes only once its replacement is ready (caches synced), however long that takes.
+      while (!this.stopped && next.running && !next.synced) await sleep(100);
+      if (!next.synced) continue;
       const at = this.replicas.indexOf(replica);
       if (at >= 0) this.replicas.splice(at, 1); // retired, not replaced by the supervisor
       await replica.stop();

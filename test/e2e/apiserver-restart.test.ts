@@ -8,20 +8,27 @@
  *   judges the unchanged Lease expired only a lease after it could read again.
  * - The claim never shows Granted while no Lease names its hold.
  * A reader of its own (a second KubernetesLeaseBackend, as another operator replica) polls throughout, as the
- * chaos run's truth poller does: the claim, the Leases, the claim again. The control plane is this test's own:
- * restarting the shared one would disturb tests running beside it.
+ * chaos run's truth poller does: the claim, the Leases, the claim again.
+ *
+ * With leader election and an etcd backend, an outage longer than the renew deadline costs the leader its
+ * leader Lease, not its holds: it restarts in-process as a follower, and the old instance renews what it knows
+ * (etcd is up) until the new one has synced; exiting instead would leave nobody who knows those holds while the
+ * API server is away. The control plane is this test's own: restarting the shared one would disturb tests
+ * running beside it.
  */
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
+import * as k8s from "@kubernetes/client-node";
+import { EtcdBackend } from "../../src/backends/etcd";
 import { KubernetesLeaseBackend } from "../../src/backends/kubernetes";
 import { controlPlaneBinaries, startControlPlane, type ControlPlane } from "../env/controlplane";
 import { installCrds } from "../env/environment";
 import { writeOperatorKubeconfig } from "../env/operator-identity";
-import { createNamespace, eventually, kubeConfig } from "../support/env";
-import { Api, startOperator, type OperatorProcess } from "../support/operator";
+import { createNamespace, eventually, kubeConfig, testEnv } from "../support/env";
+import { Api, leadingAt, logLines, startOperator, type OperatorProcess } from "../support/operator";
 
 const LEASE_SECONDS = 2;
 
@@ -31,13 +38,15 @@ let api: Api;
 let namespace: string;
 let operator: OperatorProcess | undefined;
 let reader: KubernetesLeaseBackend;
+let operatorKubeconfig: string;
+let elected: OperatorProcess | undefined;
 
 before(async () => {
   const binDir = await controlPlaneBinaries();
   plane = await startControlPlane(binDir, { name: "restarted", controllerManager: false });
   dir = mkdtempSync(join(tmpdir(), "kubelock-restart-"));
   await installCrds(join(binDir, "kubectl"), plane.kubeconfig);
-  const operatorKubeconfig = join(dir, "operator.kubeconfig");
+  operatorKubeconfig = join(dir, "operator.kubeconfig");
   await writeOperatorKubeconfig(join(binDir, "kubectl"), plane.kubeconfig, operatorKubeconfig);
   const admin = kubeConfig(plane.kubeconfig);
   namespace = await createNamespace("restart", admin);
@@ -53,6 +62,7 @@ after(async () => {
   try {
     await reader?.close();
     await operator?.stop();
+    await elected?.stop();
   } finally {
     await plane?.stop();
     if (dir) rmSync(dir, { recursive: true, force: true });
@@ -120,7 +130,12 @@ test("after an API-server restart longer than the lease: Lost, never revived, an
   let lostAt: number;
   try {
     // Stopped for longer than a lease: every renewal fails and the hold's validity passes while nothing can be written.
+    const restartedFrom = Date.now();
     await plane.restartApiServer(2 * LEASE_SECONDS * 1000);
+    // A restarted server refuses requests until its authorizer has synced RBAC: the operator retries those.
+    const asOperator = new Api(namespace, kubeConfig(operatorKubeconfig));
+    await eventually("the operator's ServiceAccount may list claims", async () => ((await asOperator.listClaims().catch(() => undefined)) ? true : undefined), 30_000);
+    operator?.excuseRefusals(restartedFrom, Date.now());
     const lost = await api.waitForPhase("held", "Lost", 30_000);
     lostAt = Date.now();
     assert.equal(lost.status?.fencingToken, held.status?.fencingToken);
@@ -140,4 +155,67 @@ test("after an API-server restart longer than the lease: Lost, never revived, an
     assert.ok(judgedFreeAt - answeredAt >= LEASE_SECONDS * 1000, `judged expired ${judgedFreeAt - answeredAt} ms after the server answered`);
   }
   assert.ok(lostAt! > answeredAt, "Lost was written once the server answered");
+});
+
+test("a leader that loses its leader Lease in an outage restarts in-process as a follower; its etcd holds are renewed throughout", async () => {
+  const admin = kubeConfig(plane.kubeconfig);
+  const ns = await createNamespace("restart-le", admin);
+  const api2 = new Api(ns, admin);
+  const prefix = `/${ns}`;
+  // After the first test's restart the server's authorizer may not have synced yet: wait until the token may read Leases.
+  const leases = kubeConfig(operatorKubeconfig).makeApiClient(k8s.CoordinationV1Api);
+  const mayReadLeases = () => eventually("the operator's ServiceAccount may read Leases", () => leases.listNamespacedLease({ namespace: ns }).then(() => true, () => undefined), 30_000);
+  await mayReadLeases();
+  elected = await startOperator({
+    namespace: ns, kubeconfig: operatorKubeconfig,
+    config: `backends:\n  - {name: etcd, type: etcd, etcd: {endpoints: ["${testEnv.etcdEndpoint}"], prefix: "${prefix}"}}\n`,
+    extraArgs: ["--leader-elect", "--leader-elect-namespace", ns, "--leader-elect-lease-duration", "4s",
+      "--leader-elect-renew-deadline", "3s", "--leader-elect-retry-period", "500ms"],
+  });
+  await eventually("the operator leads", () => leadingAt(elected!));
+  await api2.createLock("kept", { backend: "etcd", leaseDurationSeconds: LEASE_SECONDS });
+  await api2.createClaim("held", { lockName: "kept" });
+  const held = await api2.waitForPhase("held", "Granted");
+  await api2.createClaim("next", { lockName: "kept" });
+  await api2.waitForPhase("next", "Pending");
+
+  // etcd's view, read by a backend of its own (as another cluster's operator would judge the key).
+  const etcd = new EtcdBackend({ name: "truth", endpoints: [testEnv.etcdEndpoint], prefix });
+  const gaps: string[] = [];
+  let reads = 0;
+  let done = false;
+  const polling = (async () => {
+    while (!done) {
+      const holds = await etcd.holders(`${ns}/kept`).catch(() => undefined);
+      if (holds) {
+        reads++;
+        if (!holds.some((h) => h.holderId === held.metadata.uid)) gaps.push(`${new Date().toISOString()}: etcd held ${holds.map((h) => h.claim).join(", ") || "nothing"}`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  })();
+  const messages = () => logLines(elected!).map((l) => l.msg);
+  try {
+    // Longer than the renew deadline (3 s) and the lease (2 s).
+    const restartedFrom = Date.now();
+    await plane.restartApiServer(8_000);
+    // A restarted server refuses requests until its authorizer has synced RBAC: the operator retries those.
+    await mayReadLeases();
+    for (const op of [elected, operator]) op?.excuseRefusals(restartedFrom, Date.now());
+    await eventually("the old instance lost its leader Lease", () => messages().includes("leader election lost; stopping the controllers") || undefined, 30_000);
+    await eventually("the follower instance leads", () => messages().filter((m) => m === "acquired the leader lease; leading").length >= 2 || undefined, 30_000);
+  } finally {
+    done = true;
+    await polling;
+    await etcd.close();
+  }
+  assert.ok(messages().includes("operator restarted"), "restarted in the same process");
+  assert.ok(!messages().includes("stopped"), "the process never stopped");
+  assert.ok(reads > 50, `${reads} reads of etcd`);
+  assert.deepEqual(gaps, [], "the hold was missing from etcd");
+  const after = await api2.waitForPhase("held", "Granted");
+  assert.equal(after.status?.fencingToken, held.status?.fencingToken, "same grant, same token");
+  await api2.deleteClaim("held");
+  const next = await api2.waitForPhase("next", "Granted");
+  assert.ok(BigInt(next.status!.fencingToken!) > BigInt(held.status!.fencingToken!));
 });

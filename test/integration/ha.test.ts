@@ -8,7 +8,7 @@ import { join, resolve } from "node:path";
 import { after, before, test } from "node:test";
 import * as k8s from "@kubernetes/client-node";
 import { createNamespace, eventually, kubeConfig, run, testEnv } from "../support/env";
-import { Api, ClaimHistory, findLog as find, identityOf, leadingAt, startOperator, type OperatorProcess } from "../support/operator";
+import { Api, ClaimHistory, findLog as find, identityOf, leadingAt, logLines, startOperator, type OperatorProcess } from "../support/operator";
 
 const LEASE_MS = 4_000;
 const RETRY_MS = 500;
@@ -132,7 +132,7 @@ test("SIGTERM of the leader releases the Lease: a follower leads in under 2 s", 
   assert.deepEqual(replay.grants.map((g) => g.name), ["t0", "t1"]);
 });
 
-test("a leader paused past its renew deadline finds out when it resumes, stops its workers and exits", async () => {
+test("a leader paused past its renew deadline finds out when it resumes, stops its workers and restarts in-process as a follower", async () => {
   const fourth = await replica();
   const leader = third;
   await eventually("the new follower sees the leader", () => (find(fourth, "new leader observed")?.leader === identityOf(leader) ? true : undefined));
@@ -143,17 +143,17 @@ test("a leader paused past its renew deadline finds out when it resumes, stops i
   } finally {
     process.kill(pid, "SIGCONT");
   }
-  await eventually("the old leader exits", () => {
-    try {
-      process.kill(pid, 0);
-      return undefined;
-    } catch {
-      return true;
-    }
-  }, 15_000);
+  await eventually("the old leader restarts as a follower", () => find(leader, "operator restarted"), 15_000);
   assert.ok(find(leader, "could not renew the leader lease within the renew deadline; stopping leading"), leader.output().slice(-2000));
   assert.ok(find(leader, "leader election lost; stopping the controllers"));
-  assert.ok(find(leader, "exiting: leadership lost"));
+  const restarted = find(leader, "operator restarted")!.identity as string;
+  assert.notEqual(restarted, identityOf(leader), "the follower instance campaigns under an identity of its own");
+  await eventually("the follower instance has synced and the old one stopped", () => find(leader, "the old instance stopped"));
+  assert.equal(logLines(leader).filter((l) => l.msg === "caches synced").length, 2, "it stopped once the new instance had synced");
+  await eventually("the restarted instance follows the new leader", () => (logLines(leader).some((l) => l.msg === "new leader observed" && l.identity === restarted && l.leader === identityOf(fourth)) ? true : undefined));
+  process.kill(pid, 0); // still running
+  const starts = logLines(leader).filter((l) => l.msg === "acquired the leader lease; leading");
+  assert.equal(starts.length, 1, "the restarted instance does not lead while the new leader renews");
 
   // The new leader serves the lock.
   await api.createClaim("p0", { lockName: "db" });
