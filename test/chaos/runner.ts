@@ -359,13 +359,16 @@ export async function runChaos(o: ChaosOptions, registerCleanup: (cleanup: () =>
     deadline = Math.min(deadline, now());
     await nemesis.healAll();
     for (const h of cliHolders) h.kill();
+    log("chaos: stopping the workers, the truth poller and the operators");
     await workersDone;
     await sectionServer.stop();
     await truth.stop();
     await counters.close();
     await Promise.all(clusters.map((c) => c.fleet.stop()));
+    log("chaos: operators stopped; closing the claim histories");
     for (const c of clusters) await c.history.stop();
   }
+  log("chaos: judging the history");
   leftovers.push(...refusedRequests(clusters.map((c) => c.fleet), nemesis.faults));
 
   const histories: History[] = clusters.map((c) => ({ cluster: c.name, events: c.history.events }));
