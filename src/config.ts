@@ -8,23 +8,21 @@
  *                              # the kube-system namespace's UID, so clusters never share one by accident
  * backends:                    # default []: the built-in `kubernetes` backend always exists
  *   - name: redis              # a DNS label, unique
- *     type: redis              # kubernetes | etcd | redis | zookeeper
+ *     type: redis              # a registered type: kubernetes | etcd | redis | zookeeper
  *     redis: { url: redis://redis:6379, keyPrefix: kubelock }   # the type's own settings block
  * ```
  */
 import { readFileSync } from "node:fs";
 import { parseDocument } from "yaml";
-import { BUILTIN_BACKEND, backendSettingsProblems } from "./backends/registry";
+import { BUILTIN_BACKEND, backendSettingsProblems, backendTypes, requiredSettings } from "./backends/registry";
 
 export interface BackendEntry {
   name: string;
-  type: BackendType;
+  /** A registered backend type (see backends/registry.ts). */
+  type: string;
   /** The block named after the type (`redis: {...}` for `type: redis`). */
   settings: Record<string, unknown>;
 }
-
-export const BACKEND_TYPES = Object.freeze(["kubernetes", "etcd", "redis", "zookeeper"] as const);
-export type BackendType = (typeof BACKEND_TYPES)[number];
 
 export interface OperatorConfig {
   defaultBackend: string;
@@ -43,14 +41,6 @@ export class ConfigError extends Error {
 }
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
-
-/** Settings each type cannot do without: `[field, check, what it must be]`. */
-const REQUIRED_SETTINGS: Record<BackendType, [string, (v: unknown) => boolean, string][]> = {
-  kubernetes: [],
-  etcd: [["endpoints", (v) => Array.isArray(v) && v.length > 0 && v.every((e) => typeof e === "string" && /^https?:\/\//.test(e)), "a non-empty list of http(s):// URLs"]],
-  redis: [["url", (v) => typeof v === "string" && /^rediss?:\/\//.test(v), "a redis:// or rediss:// URL"]],
-  zookeeper: [["connect", (v) => typeof v === "string" && /^[^,\s]+:\d+(,[^,\s]+:\d+)*$/.test(v), "a host:port list separated by commas"]],
-};
 
 /**
  * Reads and checks the config file: its shape (parseConfig) and every backend's own settings (each
@@ -168,12 +158,12 @@ function parseBackend(entry: unknown, at: string, problems: string[]): BackendEn
   const before = problems.length;
   if (name !== undefined && name !== null && typeof name !== "string") problems.push(`${at}.name: ${kind(name)}, not a string; it must be a DNS label`);
   else if (typeof name !== "string" || !DNS_LABEL.test(name)) problems.push(`${at}.name: ${quote(name ?? "")} must be a DNS label`);
-  const known = `known: ${BACKEND_TYPES.join(", ")}`;
+  const known = `known: ${backendTypes().join(", ")}`;
   if (type !== undefined && type !== null && typeof type !== "string") {
     problems.push(`${at}.type: ${kind(type)}, not a string; it must be a backend type (${known})`);
     return undefined;
   }
-  if (typeof type !== "string" || !(BACKEND_TYPES as readonly string[]).includes(type)) {
+  if (typeof type !== "string" || !backendTypes().includes(type)) {
     problems.push(`${at}.type: ${quote(type ?? "")} is not a backend type (${known})`);
     return undefined;
   }
@@ -185,11 +175,11 @@ function parseBackend(entry: unknown, at: string, problems: string[]): BackendEn
     problems.push(`${at}.${type}: must be a mapping`);
     return undefined;
   }
-  for (const [field, valid, what] of REQUIRED_SETTINGS[type as BackendType]) {
+  for (const [field, valid, what] of requiredSettings(type)) {
     const value = (settings as Record<string, unknown>)[field];
     if (value === undefined) problems.push(`${at}.${type}.${field}: missing; it must be ${what}`);
     else if (!valid(value)) problems.push(`${at}.${type}.${field}: must be ${what}`);
   }
   if (problems.length > before) return undefined;
-  return { name: name as string, type: type as BackendType, settings: settings as Record<string, unknown> };
+  return { name: name as string, type, settings: settings as Record<string, unknown> };
 }

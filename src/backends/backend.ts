@@ -1,6 +1,6 @@
 /**
  * The lock backend contract. Every backend (kubernetes, etcd, redis, zookeeper) implements it in a
- * file of its own and registers a factory by type in `registry.ts`.
+ * folder of its own, whose `index.ts` exports the plugin that `registry.ts` lists.
  *
  * The backend is the source of truth for who holds a lock. The operator decides *who should be next*
  * (priority, FIFO, its own cluster's claims); the backend decides *whether a slot is free*, across every

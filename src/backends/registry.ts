@@ -1,21 +1,22 @@
 /**
  * Backends by type and by name.
  *
- * - Types: each backend file exports a factory and a settings parser; `registerBackendType(type, factory,
- *   validateSettings)` makes them available under its config `type` (this file registers the built-in
- *   ones below). The config loader runs `validateSettings` for every configured backend, so all
- *   settings mistakes are config mistakes reported before anything is built. A backend whose client
- *   library is heavy or native can register a factory that imports its file lazily, so operators that
- *   do not use it never load it.
+ * - Types: each backend lives in a folder of its own (`<type>/index.ts` exports its BackendPlugin: the type,
+ *   the settings it cannot do without, a settings validator and a factory). PLUGINS below is the only place
+ *   that lists them: the config loader asks this file which types exist and what each requires, and runs
+ *   `validateSettings` for every configured backend, so all settings mistakes are config mistakes reported
+ *   before anything is built. A plugin whose client library is heavy or native imports it in its factory,
+ *   so operators that do not use it never load it.
  * - Names: `BackendRegistry` holds the operator's configured backends (the config's `backends[]`) by
  *   `name`; reconcilers look them up with `get(name)`.
  */
-import { KubeConfig } from "@kubernetes/client-node";
+import type { KubeConfig } from "@kubernetes/client-node";
 import type { Logger } from "../log";
 import { BackendConfigError, type LockBackend } from "./backend";
-import { kubernetesBackendFactory } from "./kubernetes";
-import { etcdBackendFactory, parseEtcdSettings } from "./etcd";
-import { parseRedisSettings, redisBackendFactory } from "./redis";
+import { etcdPlugin } from "./etcd";
+import { kubernetesPlugin } from "./kubernetes";
+import { redisPlugin } from "./redis";
+import { zookeeperPlugin } from "./zookeeper";
 
 /** What a factory gets to build one configured backend. */
 export interface BackendFactoryContext {
@@ -68,22 +69,35 @@ export interface BackendConfig {
 /** The name of the backend that exists without configuration: Leases on the operator's own API server. */
 export const BUILTIN_BACKEND = "kubernetes";
 
-const factories = new Map<string, BackendFactory>();
-const validators = new Map<string, BackendSettingsValidator>();
+/** A setting a type cannot do without, checked with the config's shape: `[field, valid, what it must be]`. */
+export type RequiredSetting = [string, (value: unknown) => boolean, string];
 
-export function registerBackendType(type: string, factory: BackendFactory, validateSettings: BackendSettingsValidator): void {
-  if (factories.has(type)) throw new BackendConfigError(`backend type "${type}" is already registered`);
-  factories.set(type, factory);
-  validators.set(type, validateSettings);
+/** One backend type: what its folder's index.ts exports. */
+export interface BackendPlugin {
+  /** The config's `type`, also the name of its settings block (`redis: {...}` for `type: redis`). */
+  type: string;
+  required: RequiredSetting[];
+  validateSettings: BackendSettingsValidator;
+  factory: BackendFactory;
 }
 
-/** The registered types, sorted. */
+/** Every backend type, in the order `backendTypes()` lists them. */
+const PLUGINS: readonly BackendPlugin[] = [kubernetesPlugin, etcdPlugin, redisPlugin, zookeeperPlugin];
+
+const plugins = new Map(PLUGINS.map((p) => [p.type, p]));
+
+/** The known types, sorted. */
 export function backendTypes(): string[] {
-  return [...factories.keys()].sort();
+  return [...plugins.keys()].sort();
+}
+
+/** The settings `type` cannot do without (none for an unknown type). */
+export function requiredSettings(type: string): readonly RequiredSetting[] {
+  return plugins.get(type)?.required ?? [];
 }
 
 export async function createBackend(config: BackendConfig): Promise<LockBackend> {
-  const factory = factories.get(config.type);
+  const factory = plugins.get(config.type)?.factory;
   if (!factory) {
     throw new BackendConfigError(`backend "${config.name}": unknown type "${config.type}"; known types: ${backendTypes().join(", ")}`);
   }
@@ -104,7 +118,7 @@ export async function createBackend(config: BackendConfig): Promise<LockBackend>
  * they are valid. Nothing is built and nothing connects; files the settings name are read.
  */
 export async function backendSettingsProblems(config: { name: string; type: string; settings?: Record<string, unknown> }): Promise<string[]> {
-  const validate = validators.get(config.type);
+  const validate = plugins.get(config.type)?.validateSettings;
   if (!validate) return [`backend "${config.name}": unknown type "${config.type}"; known types: ${backendTypes().join(", ")}`];
   const settings = config.settings ?? {};
   if (typeof settings !== "object" || settings === null || Array.isArray(settings)) return [`backend "${config.name}": settings for type ${config.type} must be a mapping`];
@@ -121,23 +135,6 @@ function problemLines(name: string, err: unknown): string[] {
   if (err instanceof BackendConfigError) return err.message.split("\n");
   const message = err instanceof Error ? err.message : String(err);
   return [`backend "${name}": ${message.startsWith(`backend ${name}: `) ? message.slice(`backend ${name}: `.length) : message}`];
-}
-
-/**
- * `type: kubernetes` settings are checked by its factory: building the backend against a placeholder
- * cluster only creates an API client object (nothing connects), and it is closed at once.
- */
-async function validateKubernetesSettings(name: string, settings: Record<string, unknown>): Promise<void> {
-  const kubeConfig = new KubeConfig();
-  kubeConfig.loadFromClusterAndUser({ name: "settings-check", server: "https://127.0.0.1:1", skipTLSVerify: false }, { name: "settings-check" });
-  await (await kubernetesBackendFactory({ name, kubeConfig, clusterName: "", settings })).close();
-}
-
-/** `type: zookeeper` settings: its file loads the native addon, so it is imported only when configured. */
-async function validateZooKeeperSettings(name: string, settings: Record<string, unknown>): Promise<void> {
-  // An addon that fails to load is no settings mistake: the factory reports it when the backend is built.
-  const zookeeper = await import("./zookeeper").catch(() => undefined);
-  zookeeper?.parseZooKeeperSettings(name, settings);
 }
 
 /** The operator's configured backends, by name. */
@@ -205,8 +202,3 @@ export class BackendRegistry {
     }
   }
 }
-
-registerBackendType("kubernetes", kubernetesBackendFactory, validateKubernetesSettings);
-registerBackendType("redis", redisBackendFactory, (name, settings) => void parseRedisSettings(name, settings));
-registerBackendType("etcd", etcdBackendFactory, (name, settings) => void parseEtcdSettings(name, settings));
-registerBackendType("zookeeper", async (context) => (await import("./zookeeper")).zookeeperBackendFactory(context), validateZooKeeperSettings); // lazy: loads the native addon only when used

@@ -12,7 +12,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as k8s from "@kubernetes/client-node";
-import { KubernetesLeaseBackend } from "../../src/backends/kubernetes";
+import { KubernetesLeaseBackend } from "../../src/backends/kubernetes/backend";
 import { createBackend } from "../../src/backends/registry";
 import { startEnvironment } from "../env/environment";
 import { createNamespace, kubeConfig } from "../support/env";

@@ -11,7 +11,7 @@ import { after, describe, test } from "node:test";
 import { Etcd3 } from "etcd3";
 import * as k8s from "@kubernetes/client-node";
 import { BackendConfigError } from "../../src/backends/backend";
-import { EtcdBackend, type EtcdBackendOptions } from "../../src/backends/etcd";
+import { EtcdBackend, type EtcdBackendOptions } from "../../src/backends/etcd/backend";
 import { createBackend } from "../../src/backends/registry";
 import { eventually, testEnv, controlService } from "../support/env";
 import { holdRequest, runBackendConformance } from "./backend-conformance";

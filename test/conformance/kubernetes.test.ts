@@ -16,7 +16,7 @@ import {
   KEY_LABEL,
   KubernetesLeaseBackend,
   MANAGED_BY_LABEL,
-} from "../../src/backends/kubernetes";
+} from "../../src/backends/kubernetes/backend";
 import { BackendRegistry, backendTypes, createBackend } from "../../src/backends/registry";
 import { createNamespace, eventually, kubeConfig, kubeConfigFor, kubectl } from "../support/env";
 import { TcpProxy } from "../support/tcp-proxy";

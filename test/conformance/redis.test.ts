@@ -11,7 +11,8 @@ import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import Redis from "ioredis";
 import { BackendConfigError, BackendUnavailableError, type LockBackend } from "../../src/backends/backend";
-import { RedisBackend, redisBackendFactory } from "../../src/backends/redis";
+import { redisPlugin } from "../../src/backends/redis";
+import type { RedisBackend } from "../../src/backends/redis/backend";
 import { backendTypes, createBackend } from "../../src/backends/registry";
 import { eventually, kubeConfig, testEnv, controlService } from "../support/env";
 import { holdRequest, runBackendConformance } from "./backend-conformance";
@@ -20,7 +21,7 @@ const control = (action: "stop" | "start") => controlService("redis", action);
 
 const opened: LockBackend[] = [];
 async function backend(settings: Record<string, unknown> = {}): Promise<RedisBackend> {
-  const b = (await redisBackendFactory({ name: "redis", kubeConfig: kubeConfig(), clusterName: "", settings: { url: testEnv.redisUrl, ...settings } })) as RedisBackend;
+  const b = (await redisPlugin.factory({ name: "redis", kubeConfig: kubeConfig(), clusterName: "", settings: { url: testEnv.redisUrl, ...settings } })) as RedisBackend;
   opened.push(b);
   return b;
 }

@@ -11,7 +11,7 @@
  */
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { RedisBackend } from "../../src/backends/redis";
+import { RedisBackend } from "../../src/backends/redis/backend";
 import { createNamespace, eventually, testEnv } from "../support/env";
 import { Api, ClaimHistory, startOperator, type OperatorProcess } from "../support/operator";
 import { TcpProxy } from "../support/tcp-proxy";

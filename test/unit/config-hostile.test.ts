@@ -315,8 +315,8 @@ const backendCases: BackendCase[] = [
   { name: "etcd: username without passwordFile", entry: "{name: e, type: etcd, etcd: {endpoints: ['http://127.0.0.1:2379'], username: root}}", lines: [/etcd\.passwordFile is required with etcd\.username/] },
   { name: "etcd: mixed schemes", entry: "{name: e, type: etcd, etcd: {endpoints: ['http://127.0.0.1:2379', 'https://127.0.0.1:2380']}}", lines: [/etcd\.endpoints mix http:\/\/ and https:\/\//] },
   { name: "etcd: prefix with a space", entry: "{name: e, type: etcd, etcd: {endpoints: ['http://127.0.0.1:2379'], prefix: '/kube lock'}}", lines: [/etcd\.prefix must be a non-empty key prefix/] },
-  { name: "kubernetes: unknown setting", entry: "{name: k, type: kubernetes, kubernetes: {namespace: other}}", lines: [/unknown kubernetes settings: namespace/] },
-  { name: "kubernetes: negative timeout", entry: "{name: k, type: kubernetes, kubernetes: {requestTimeoutMs: -5}}", lines: [/kubernetes\.requestTimeoutMs must be a positive number/] },
+  { name: "kubernetes: unknown setting", entry: "{name: k, type: kubernetes, kubernetes: {namespace: other}}", lines: [/unknown setting kubernetes\.namespace/] },
+  { name: "kubernetes: negative timeout", entry: "{name: k, type: kubernetes, kubernetes: {requestTimeoutMs: -5}}", lines: [/kubernetes\.requestTimeoutMs must be a positive integer/] },
   // credentials inline
   { name: "redis url with a password and a bad database path", entry: `{name: r, type: redis, redis: {url: 'redis://:${backendSecret.redisPath}@127.0.0.1:6379/not-a-db'}}`, lines: [/redis\.url .*the path must be a database number/], secret: backendSecret.redisPath },
   {
@@ -448,7 +448,7 @@ describe("kubelock operator --config", { concurrency: 2 }, () => {
     ].join("\n"));
     assert.notEqual(r.code, "running", describeRun(r));
     const lines = mistakeLines(r.output);
-    for (const pattern of [/redis\.commandTimeoutMs/, /etcd\.dialTimeoutMs/, /unknown kubernetes settings: bogus/]) {
+    for (const pattern of [/redis\.commandTimeoutMs/, /etcd\.dialTimeoutMs/, /unknown setting kubernetes\.bogus/]) {
       assert.ok(lines.some((l) => pattern.test(l)), `no line matches ${pattern}: ${describeRun(r)}`);
     }
   });

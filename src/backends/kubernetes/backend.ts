@@ -35,16 +35,16 @@
  */
 import { createHash } from "node:crypto";
 import * as k8s from "@kubernetes/client-node";
-import { apiErrorMessage, requestTimeout, statusCode } from "../kube/client";
+import { apiErrorMessage, requestTimeout, statusCode } from "../../kube/client";
 import {
   BackendUnavailableError,
   type AcquireRequest,
   type Hold,
   type LockBackend,
-} from "./backend";
-import type { BackendFactory } from "./registry";
-import { NamespaceWatch } from "./kubernetes-watch";
-import { monotonicNow, ObservedVersions } from "../runtime/observed";
+} from "../backend";
+import { NamespaceWatch } from "./watch";
+import { monotonicNow, ObservedVersions } from "../../runtime/observed";
+import { splitLockKey } from "../kit/lock-key";
 
 export const MANAGED_BY_LABEL = "app.kubernetes.io/managed-by";
 export const MANAGED_BY = "kubelock";
@@ -473,26 +473,10 @@ export class KubernetesLeaseBackend implements LockBackend {
   }
 }
 
-
-
-/** The registry's factory for `type: kubernetes` (settings: `requestTimeoutMs`). */
-export const kubernetesBackendFactory: BackendFactory = ({ name, kubeConfig, settings }) => {
-  const { requestTimeoutMs, ...rest } = settings;
-  const unknown = Object.keys(rest);
-  if (unknown.length > 0) throw new Error(`backend ${name}: unknown kubernetes settings: ${unknown.join(", ")}`);
-  if (requestTimeoutMs !== undefined && (typeof requestTimeoutMs !== "number" || !(requestTimeoutMs > 0))) {
-    throw new Error(`backend ${name}: kubernetes.requestTimeoutMs must be a positive number`);
-  }
-  return new KubernetesLeaseBackend({ name, kubeConfig, requestTimeoutMs: requestTimeoutMs as number | undefined });
-};
-
 // --- helpers ---
 
 function keyRef(key: string): KeyRef {
-  const slash = key.indexOf("/");
-  const namespace = slash > 0 ? key.slice(0, slash) : "";
-  const rest = slash > 0 ? key.slice(slash + 1) : "";
-  if (!namespace || !rest) throw new Error(`invalid lock key "${key}": expected <namespace>/<key>`);
+  const { namespace, key: rest } = splitLockKey(key);
   const hash = createHash("sha256").update(rest).digest("hex").slice(0, 20);
   const nameFits =
     NAME_PREFIX.length + rest.length + Math.max(MAX_SLOT_SUFFIX, COUNTER_SUFFIX.length) <= MAX_NAME &&

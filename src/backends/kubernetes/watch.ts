@@ -3,9 +3,10 @@
  * shared by every key watched there (see NamespaceWatch).
  */
 import * as k8s from "@kubernetes/client-node";
-import { timerDelay } from "../runtime/clock";
-import type { ObservedVersions } from "../runtime/observed";
-import { expiresAt, KEY_LABEL, MANAGED_BY, MANAGED_BY_LABEL, observedGroup, ROLE_LABEL, ROLE_SLOT } from "./kubernetes";
+import { timerDelay } from "../../runtime/clock";
+import type { ObservedVersions } from "../../runtime/observed";
+import { FanOut } from "../kit/fan-out";
+import { expiresAt, KEY_LABEL, MANAGED_BY, MANAGED_BY_LABEL, observedGroup, ROLE_LABEL, ROLE_SLOT } from "./backend";
 
 /** The API server ends each watch after about this long; the client re-watches. */
 const WATCH_TIMEOUT_SECONDS = 300;
@@ -27,7 +28,12 @@ export class NamespaceWatch {
   private retryTimer?: NodeJS.Timeout;
   private idleTimer?: NodeJS.Timeout;
   private backoffMs = 250;
-  private readonly listeners = new Map<string, Set<Listener>>();
+  /** Listeners by key label; a label's expiry timer runs while it has listeners. */
+  private readonly listeners = new FanOut<void>((label) => void queueMicrotask(() => this.scheduleExpiry(label)), (label) => {
+    clearTimeout(this.expiryTimers.get(label));
+    this.expiryTimers.delete(label);
+    if (this.listeners.size === 0) this.stop();
+  });
   /** Slot Leases by key label, then by name. */
   private readonly leases = new Map<string, Map<string, k8s.V1Lease>>();
   private readonly expiryTimers = new Map<string, NodeJS.Timeout>();
@@ -41,24 +47,12 @@ export class NamespaceWatch {
   ) {}
 
   add(label: string, listener: Listener): () => void {
-    let set = this.listeners.get(label);
-    if (!set) this.listeners.set(label, (set = new Set()));
-    // Wrapped, so the same function added twice is two listeners.
-    const entry: Listener = () => listener();
-    set.add(entry);
-    this.scheduleExpiry(label);
+    const remove = this.listeners.add(label, listener);
     if (!this.started) {
       this.started = true;
       void this.connect();
     }
-    return () => {
-      const current = this.listeners.get(label);
-      if (!current?.delete(entry) || current.size > 0) return;
-      this.listeners.delete(label);
-      clearTimeout(this.expiryTimers.get(label));
-      this.expiryTimers.delete(label);
-      if (this.listeners.size === 0) this.stop();
-    };
+    return remove;
   }
 
   stop(): void {
@@ -74,14 +68,7 @@ export class NamespaceWatch {
   }
 
   private notify(label: string): void {
-    for (const listener of [...(this.listeners.get(label) ?? [])]) {
-      if (this.stopped) return;
-      try {
-        listener();
-      } catch {
-        // a listener's failure is the listener's business
-      }
-    }
+    if (!this.stopped) this.listeners.notify(label);
   }
 
   private async connect(): Promise<void> {
@@ -146,7 +133,7 @@ export class NamespaceWatch {
         return;
       }
       this.controller = controller;
-      for (const label of [...this.listeners.keys()]) this.notify(label);
+      if (!this.stopped) this.listeners.notifyAll();
     } catch {
       this.observed.interrupted(); // could not connect: the server (or the way to it) is down
       end();

@@ -62,21 +62,18 @@
  * creates nodes with the open ACL: auth admits the client where the ensemble or rootPath's parent requires
  * it, but does not protect the nodes created here.
  */
-import { createHash } from "node:crypto";
-import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { dirname } from "node:path";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import ZooKeeper from "zookeeper";
-import { JITTER_FACTOR } from "../runtime/leaderelection";
-import { BackendConfigError, BackendUnavailableError, type AcquireRequest, type Hold, type HolderInfo, type LockBackend } from "./backend";
-import type { BackendFactory } from "./registry";
-import type { Logger } from "../log";
-import { LoopbackRelay } from "./zookeeper-relay";
-import { DEFAULT_SESSION_SECRET, parseSession, SecretSessionStore, type SessionStore, type ZooKeeperSession } from "./zookeeper-session";
+import { BackendUnavailableError, type AcquireRequest, type Hold, type HolderInfo, type LockBackend } from "../backend";
+import type { Logger } from "../../log";
+import { withDeadline } from "../kit/deadline";
+import { FanOut } from "../kit/fan-out";
+import { splitLockKey } from "../kit/lock-key";
+import { LoopbackRelay } from "./relay";
+import { parseSession, type SessionStore, type ZooKeeperSession } from "./session";
+import { DEFAULT_REQUEST_TIMEOUT_MS, DEFAULT_ROOT, DEFAULT_SESSION_TIMEOUT_MS } from "./settings";
 
 const Z = ZooKeeper.constants;
-const DEFAULT_SESSION_TIMEOUT_MS = 30_000;
-const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
-const DEFAULT_ROOT = "/kubelock";
 /** How long close() waits for the client to notice its connection was cut (see LoopbackRelay). */
 const DETACH_TIMEOUT_MS = 2_000;
 const CHILD = /^h-(.+)-(\d{10})$/;
@@ -104,7 +101,7 @@ export interface ZooKeeperBackendOptions {
 interface Child { name: string; holderId: string; seq: number }
 interface NodeData extends HolderInfo { maxHolders: number; leaseDurationSeconds: number; acquireTime: string; renewTime: string }
 interface Node { czxid: number; version: number; ephemeralOwner: string; data?: NodeData }
-interface KeyWatch { path: string; listeners: Set<() => void>; armedOn?: ZooKeeper; generation: number }
+interface KeyWatch { path: string; armedOn?: ZooKeeper; generation: number }
 type Done = (rc: number, error: unknown, ...result: unknown[]) => void;
 type Session = ZooKeeperSession;
 /** How often lead() tries to read the handed-over session before it gives up (a second apart). */
@@ -123,7 +120,12 @@ export class ZooKeeperBackend implements LockBackend {
   private closed = false;
   private lastProblem = "";
   private readonly waiters = new Set<() => void>();
-  private readonly watches = new Map<string, KeyWatch>();
+  /** By lock node path: one children watch per watched lock, armed once `add` registered it. */
+  private readonly watches = new FanOut<KeyWatch>((path) => {
+    const watch: KeyWatch = { path, generation: 0 };
+    queueMicrotask(() => this.arm(watch));
+    return watch;
+  }); // a closed watch's last event is ignored
   private readonly busy = new Map<string, Promise<unknown>>();
   /** The client connects through it, so close() can cut the connection first (see LoopbackRelay). */
   private readonly relay: Promise<LoopbackRelay>;
@@ -215,20 +217,9 @@ export class ZooKeeperBackend implements LockBackend {
   watch(key: string, onChange: () => void): () => void {
     const path = this.lockPath(key);
     if (this.closed) return () => undefined;
-    let watch = this.watches.get(path);
-    if (!watch) {
-      watch = { path, listeners: new Set(), generation: 0 };
-      this.watches.set(path, watch);
-      this.arm(watch);
-    }
-    const shared = watch;
-    const listener = () => onChange(); // wrapped, so the same function added twice is two listeners
-    shared.listeners.add(listener);
-    return () => {
-      shared.listeners.delete(listener);
-      if (shared.listeners.size === 0 && this.watches.get(path) === shared) this.watches.delete(path); // its last event is ignored
-    };
+    return this.watches.add(path, onChange);
   }
+
 
   /** Refuses a lease other than the session timeout (see "Expiry" above). */
   leaseProblem(leaseDurationSeconds: number): string | undefined {
@@ -324,9 +315,9 @@ export class ZooKeeperBackend implements LockBackend {
         if (this.leading) void this.handOver();
       }
       for (const wake of this.waiters) wake();
-      for (const watch of this.watches.values()) {
+      for (const [path, watch] of this.watches.watched()) {
         if (watch.armedOn !== client) this.arm(watch);
-        notify(watch); // events may have been missed while disconnected
+        this.watches.notify(path); // events may have been missed while disconnected
       }
     });
     client.on("connecting", () => {
@@ -385,10 +376,8 @@ export class ZooKeeperBackend implements LockBackend {
   /** One request; resolves with its rc (ZOK or one of `accept`) and results. */
   private async call(what: string, invoke: (zk: ZooKeeper, done: Done) => unknown, accept: number[] = []): Promise<{ rc: number; result: unknown[] }> {
     const zk = await this.ready();
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(this.unavailable(`${what}: no answer within ${this.options.requestTimeoutMs}ms`)), this.options.requestTimeoutMs);
+    const answer = new Promise<{ rc: number; result: unknown[] }>((resolve, reject) => {
       const settle = (rc: number, result: unknown[]) => {
-        clearTimeout(timer);
         if (rc === Z.ZOK || accept.includes(rc)) resolve({ rc, result });
         else if (UNAVAILABLE.has(rc)) reject(this.unavailable(`${what}: ${codeName(rc)}`));
         else reject(new Error(`zookeeper backend ${this.name}: ${what}: ${codeName(rc)}`));
@@ -396,6 +385,8 @@ export class ZooKeeperBackend implements LockBackend {
       const rc = invoke(zk, (code: number, _error: unknown, ...result: unknown[]) => settle(code, result));
       if (typeof rc === "number" && rc !== Z.ZOK) settle(rc, []); // refused at once: no callback follows
     });
+    const { requestTimeoutMs } = this.options;
+    return withDeadline(answer, requestTimeoutMs, () => this.unavailable(`${what}: no answer within ${requestTimeoutMs}ms`));
   }
 
   private unavailable(message: string): BackendUnavailableError {
@@ -456,15 +447,15 @@ export class ZooKeeperBackend implements LockBackend {
    * Only the latest arming's callbacks count, so stray registrations never multiply.
    */
   private arm(watch: KeyWatch): void {
-    if (this.watches.get(watch.path) !== watch || !this.connected) return; // armed on the next connect
+    if (!this.watches.isCurrent(watch.path, watch) || !this.connected) return; // armed on the next connect
     const zk = this.client;
     const generation = ++watch.generation;
     watch.armedOn = zk;
-    const current = () => this.watches.get(watch.path) === watch && this.client === zk && watch.generation === generation && !this.closed;
+    const current = () => this.watches.isCurrent(watch.path, watch) && this.client === zk && watch.generation === generation && !this.closed;
     const fired = (type: number) => {
       if (type === Z.ZOO_SESSION_EVENT || !current()) return; // session events: the connect handler notifies
       this.arm(watch);
-      notify(watch);
+      this.watches.notify(watch.path);
     };
     const failed = (rc: number) => {
       if (rc !== Z.ZOK && rc !== Z.ZNONODE && current()) watch.armedOn = undefined; // re-armed on the next connect
@@ -480,9 +471,8 @@ export class ZooKeeperBackend implements LockBackend {
   // --- helpers ---
 
   private lockPath(key: string): string {
-    const slash = key.indexOf("/");
-    if (slash <= 0 || slash === key.length - 1) throw new Error(`invalid lock key "${key}": expected <namespace>/<key>`);
-    return `${this.options.rootPath}/${encodeSegment(key.slice(0, slash))}/${encodeSegment(key.slice(slash + 1))}`;
+    const lock = splitLockKey(key);
+    return `${this.options.rootPath}/${encodeSegment(lock.namespace)}/${encodeSegment(lock.key)}`;
   }
 
   private now(): string {
@@ -498,10 +488,6 @@ export class ZooKeeperBackend implements LockBackend {
     void tail.then(() => this.busy.get(id) === tail && this.busy.delete(id));
     return result;
   }
-}
-
-function notify(watch: KeyWatch): void {
-  for (const listener of [...watch.listeners]) listener();
 }
 
 function toHold(node: Node): Hold {
@@ -552,75 +538,3 @@ function writeSession(file: string, session: Session): void {
     // the holds then do not survive a restart; start-up checked the directory exists
   }
 }
-
-/** Checks the `zookeeper:` settings block; every mistake is one line of the thrown BackendConfigError. */
-export function parseZooKeeperSettings(name: string, raw: Record<string, unknown>): ZooKeeperBackendOptions {
-  const problems: string[] = [];
-  const {
-    connect, sessionTimeoutMs = DEFAULT_SESSION_TIMEOUT_MS, rootPath = DEFAULT_ROOT, authFile, sessionFile, sessionSecret = DEFAULT_SESSION_SECRET,
-    requestTimeoutMs = DEFAULT_REQUEST_TIMEOUT_MS, ...unknown
-  } = raw;
-  for (const field of Object.keys(unknown)) problems.push(`unknown setting zookeeper.${field}`);
-  if (typeof connect !== "string" || !connect) problems.push('zookeeper.connect is required ("host:port,host:port")');
-  else {
-    // The bad item is named by its place, not echoed: it may hold digest credentials (user:password@host).
-    const items = connect.split(",");
-    const bad = items.findIndex((hp) => !/^[^\s:/,@]+:\d{1,5}$/.test(hp) || Number(hp.split(":")[1]) > 65535 || Number(hp.split(":")[1]) < 1);
-    if (bad >= 0) {
-      const hint = items[bad].includes("@") ? "; credentials go in zookeeper.authFile" : "";
-      problems.push(`zookeeper.connect item ${bad + 1} of ${items.length} must be host:port with a port from 1 to 65535 (no chroot: use zookeeper.rootPath${hint})`);
-    }
-  }
-  for (const [field, value, min] of [["sessionTimeoutMs", sessionTimeoutMs, 1000], ["requestTimeoutMs", requestTimeoutMs, 1]] as const) {
-    if (!Number.isInteger(value) || (value as number) < min) problems.push(`zookeeper.${field} must be an integer >= ${min} (milliseconds)`);
-  }
-  if (typeof rootPath !== "string" || !/^(\/[^/\s]+)+$/.test(rootPath) || /\/\.\.?(\/|$)/.test(rootPath) || /^\/zookeeper(\/|$)/.test(rootPath)) {
-    problems.push("zookeeper.rootPath must be an absolute path like /kubelock (no trailing slash, not under /zookeeper)");
-  }
-  let auth: string | undefined;
-  if (authFile !== undefined) {
-    if (typeof authFile !== "string" || !authFile) problems.push("zookeeper.authFile must be a file path");
-    else {
-      try {
-        auth = readFileSync(authFile, "utf8").replace(/\r?\n$/, "");
-        if (!/^[^:\s]+:.+$/.test(auth)) problems.push(`zookeeper.authFile ${authFile} must hold digest credentials user:password`);
-      } catch (err) {
-        problems.push(`zookeeper.authFile: cannot read ${authFile}: ${(err as NodeJS.ErrnoException).code ?? "error"}`);
-      }
-    }
-  }
-  if (sessionFile !== undefined && (typeof sessionFile !== "string" || !sessionFile || !existsSync(dirname(sessionFile)))) {
-    problems.push("zookeeper.sessionFile must be a file path in an existing directory");
-  }
-  if (typeof sessionSecret !== "string" || sessionSecret.length > 253 || !/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(sessionSecret)) {
-    problems.push("zookeeper.sessionSecret must be a Secret name (lower-case letters, digits, '-', '.')");
-  }
-  if (problems.length > 0) throw new BackendConfigError(problems.map((p) => `backend "${name}": ${p}`).join("\n"));
-  return { name, connect, sessionTimeoutMs, rootPath, auth, sessionFile, sessionSecret, requestTimeoutMs } as ZooKeeperBackendOptions;
-}
-
-/** The Secret key of one election's session for one backend: `<lease namespace>.<lease name>.<backend>` (hashed past 253). */
-export function sessionKey(election: string, backend: string): string {
-  const key = `${election}.${backend}`;
-  return key.length <= 253 ? key : `${backend}.${createHash("sha256").update(key).digest("hex").slice(0, 40)}`;
-}
-
-/**
- * The registry's factory for `type: zookeeper`. With leader election (`handover`), the session is handed from
- * leader to leader through key `sessionKey(...)` of Secret `sessionSecret` in the operator's own namespace.
- */
-export const zookeeperBackendFactory: BackendFactory = ({ name, settings, kubeConfig, handover }) => {
-  const options = parseZooKeeperSettings(name, settings);
-  if (!handover) return new ZooKeeperBackend(options);
-  const timeoutMs = options.sessionTimeoutMs ?? DEFAULT_SESSION_TIMEOUT_MS;
-  if (timeoutMs <= handover.failoverMs) {
-    // Refused rather than run: every hold would be lost at the first leader crash, silently.
-    const minimum = Math.ceil(handover.failoverMs / 1000) * 1000;
-    throw new BackendConfigError(`backend "${name}": zookeeper.sessionTimeoutMs ${timeoutMs} is not longer than a leader failover `
-      + `(${Math.round(handover.failoverMs)} ms: the leader election's lease plus ${JITTER_FACTOR + 1} retry periods), so a crashed leader's `
-      + `holds would expire before the next leader resumes its session; set sessionTimeoutMs to at least ${minimum}, `
-      + "or shorten --leader-elect-lease-duration / --leader-elect-retry-period");
-  }
-  const store = new SecretSessionStore(kubeConfig, handover.namespace, options.sessionSecret ?? DEFAULT_SESSION_SECRET, sessionKey(handover.election, name));
-  return new ZooKeeperBackend({ ...options, handover: store, log: handover.log });
-};

@@ -9,8 +9,9 @@
  * contents. Writes are JSON merge patches of the one key, so backends sharing the Secret never clobber
  * each other; a Secret that does not exist yet is created (when RBAC allows).
  */
+import { createHash } from "node:crypto";
 import * as k8s from "@kubernetes/client-node";
-import { apiErrorMessage, requestTimeout, statusCode } from "../kube/client";
+import { apiErrorMessage, requestTimeout, statusCode } from "../../kube/client";
 
 export interface ZooKeeperSession {
   /** The session id, hex. */
@@ -79,3 +80,9 @@ export function parseSession(text: string): ZooKeeperSession | undefined {
     return undefined;
   }
 }
+/** The Secret key of one election's session for one backend: `<lease namespace>.<lease name>.<backend>` (hashed past 253). */
+export function sessionKey(election: string, backend: string): string {
+  const key = `${election}.${backend}`;
+  return key.length <= 253 ? key : `${backend}.${createHash("sha256").update(key).digest("hex").slice(0, 40)}`;
+}
+

@@ -28,14 +28,15 @@
  * the next operator re-attaches by holderId (tryAcquire and renew move the key onto its own session lease,
  * keeping the create revision).
  */
-import { readFileSync } from "node:fs";
 import { Etcd3, EtcdLeaseInvalidError, isRecoverableError, type IKeyValue, type IOptions, type Lease, type Watcher } from "etcd3";
-import { BackendConfigError, BackendUnavailableError, type AcquireRequest, type Hold, type HolderInfo, type LockBackend } from "./backend";
-import type { BackendFactory } from "./registry";
-import { monotonicNow, ObservedVersions } from "../runtime/observed";
+import { BackendUnavailableError, type AcquireRequest, type Hold, type HolderInfo, type LockBackend } from "../backend";
+import { monotonicNow, ObservedVersions } from "../../runtime/observed";
+import { withDeadline } from "../kit/deadline";
+import { FanOut } from "../kit/fan-out";
+import { splitLockKey } from "../kit/lock-key";
 
-const DEFAULT_PREFIX = "/kubelock";
-const DEFAULT_TIMEOUT_MS = 2000;
+export const DEFAULT_PREFIX = "/kubelock";
+export const DEFAULT_TIMEOUT_MS = 2000;
 /** gRPC keepalive ping interval; etcd refuses pings more often than every 5 s. */
 const GRPC_KEEPALIVE_MS = 10_000;
 const ATTEMPTS = 10;
@@ -55,7 +56,7 @@ export interface EtcdBackendOptions {
 interface Stored extends HolderInfo { acquireTime: string; renewTime: string; leaseDurationSeconds: number; maxHolders: number }
 
 interface Session { lease: Lease; id: Promise<string> }
-interface KeyWatch { listeners: Set<() => void>; watcher?: Watcher }
+interface KeyWatch { watcher?: Watcher }
 
 export class EtcdBackend implements LockBackend {
   readonly name: string;
@@ -63,7 +64,8 @@ export class EtcdBackend implements LockBackend {
   private readonly prefix: string;
   private readonly requestTimeoutMs: number;
   private readonly sessions = new Map<number, Session>();
-  private readonly watches = new Map<string, KeyWatch>();
+  /** One etcd watch per watched key (its holders prefix), shared by that key's listeners. */
+  private readonly watches = new FanOut<KeyWatch>((prefix) => this.startWatch(prefix, {}), (_, w) => void w.watcher?.cancel().catch(() => undefined));
   /** When this process first saw each hold key's mod revision, by holders prefix. */
   private readonly observed = new ObservedVersions();
   private closed = false;
@@ -176,18 +178,9 @@ export class EtcdBackend implements LockBackend {
     return live.filter((kv, rank) => rank < (parse(kv)?.maxHolders ?? 1)).map(toHold);
   }
 
-  /** One etcd watch per watched key (its holders prefix), shared by that key's listeners. */
   watch(key: string, onChange: () => void): () => void {
     if (this.closed) return () => undefined;
-    const prefix = this.holdersPrefix(key);
-    const watch = this.watches.get(prefix) ?? this.startWatch(prefix, { listeners: new Set() });
-    const listener = () => onChange(); // wrapped, so the same function added twice is two listeners
-    watch.listeners.add(listener);
-    return () => {
-      if (!watch.listeners.delete(listener) || watch.listeners.size > 0) return;
-      if (this.watches.get(prefix) === watch) this.watches.delete(prefix);
-      watch.watcher?.cancel().catch(() => undefined);
-    };
+    return this.watches.add(this.holdersPrefix(key), onChange);
   }
 
   async close(): Promise<void> {
@@ -195,25 +188,21 @@ export class EtcdBackend implements LockBackend {
     this.closed = true;
     for (const session of this.sessions.values()) session.lease.release(); // stop keepalives; never revoke
     this.sessions.clear();
-    const watchers = [...this.watches.values()].flatMap((w) => (w.watcher ? [w.watcher] : []));
-    this.watches.clear();
+    const watchers = this.watches.clear().flatMap((w) => (w.watcher ? [w.watcher] : []));
     const timeout = new Promise((resolve) => setTimeout(resolve, this.requestTimeoutMs).unref());
     await Promise.race([Promise.allSettled(watchers.map((w) => w.cancel())), timeout]);
     this.client.close();
   }
 
   private startWatch(prefix: string, watch: KeyWatch): KeyWatch {
-    this.watches.set(prefix, watch);
-    const notify = () => {
-      for (const listener of [...watch.listeners]) listener();
-    };
+    const notify = () => this.watches.notify(prefix);
     const watcher = this.client.watch().prefix(prefix).watcher();
     watch.watcher = watcher;
     // After a reconnect etcd3 resumes from the last revision seen; "connected" also wakes the listeners in case.
     watcher.on("connected", notify).on("data", (res) => res.events.length > 0 && notify());
     watcher.on("error", () => {
       // etcd cancelled the watch (its revision was compacted away): start a new one.
-      if (this.closed || this.watches.get(prefix) !== watch) return;
+      if (this.closed || !this.watches.isCurrent(prefix, watch)) return;
       notify();
       this.startWatch(prefix, watch);
     });
@@ -221,9 +210,8 @@ export class EtcdBackend implements LockBackend {
   }
 
   private holdersPrefix(key: string): string {
-    const slash = key.indexOf("/");
-    if (slash <= 0 || slash === key.length - 1) throw new Error(`backend key "${key}": expected <namespace>/<key>`);
-    return `${this.prefix}/${key.slice(0, slash)}/${encodeURIComponent(key.slice(slash + 1))}/holders/`;
+    const lock = splitLockKey(key);
+    return `${this.prefix}/${lock.namespace}/${encodeURIComponent(lock.key)}/holders/`;
   }
 
   /** Writes `value` to kv's key on our session lease if the key is unchanged since `kv`; the new kv, or undefined. */
@@ -293,12 +281,8 @@ export class EtcdBackend implements LockBackend {
   /** One etcd call (etcd3's retries included) within requestTimeoutMs; unreachable-server errors mapped. */
   private async call<T>(op: () => Promise<T>): Promise<T> {
     if (this.closed) throw new BackendUnavailableError(this.name, "the backend is closed");
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new BackendUnavailableError(this.name, `no answer within ${this.requestTimeoutMs}ms`)), this.requestTimeoutMs);
-    });
     try {
-      return await Promise.race([op(), timeout]);
+      return await withDeadline(op(), this.requestTimeoutMs, () => new BackendUnavailableError(this.name, `no answer within ${this.requestTimeoutMs}ms`));
     } catch (err) {
       // Recoverable: gRPC unavailable, deadline exceeded, cancelled...; a broken circuit is etcd3 failing fast.
       const unreachable = err instanceof BackendUnavailableError ||
@@ -306,8 +290,6 @@ export class EtcdBackend implements LockBackend {
       if (!unreachable) throw err;
       this.observed.interrupted(); // time without sight of etcd does not count toward any hold's expiry
       throw err instanceof BackendUnavailableError ? err : new BackendUnavailableError(this.name, (err as Error).message, { cause: err });
-    } finally {
-      clearTimeout(timer);
     }
   }
 }
@@ -333,71 +315,3 @@ function positiveInteger(field: string, value: number): void {
 }
 
 /** A value for a message, cut to 100 characters. */
-function shorten(text: string): string {
-  return text.length > 100 ? `${text.slice(0, 100)}…` : text;
-}
-
-/** Checks the `etcd:` settings block and reads its files; every mistake is one line of the BackendConfigError. */
-export function parseEtcdSettings(name: string, raw: Record<string, unknown>): EtcdBackendOptions {
-  const problems: string[] = [];
-  const { endpoints, prefix = DEFAULT_PREFIX, username, passwordFile, tls, dialTimeoutMs = DEFAULT_TIMEOUT_MS, requestTimeoutMs = DEFAULT_TIMEOUT_MS, ...unknown } = raw;
-  for (const field of Object.keys(unknown)) problems.push(`unknown setting etcd.${field}`);
-  const protocols = new Set<string>();
-  if (!Array.isArray(endpoints) || endpoints.length === 0) problems.push("etcd.endpoints is required: a non-empty list of http:// or https:// URLs");
-  else for (const endpoint of endpoints) {
-    const url = typeof endpoint === "string" && URL.canParse(endpoint) ? new URL(endpoint) : undefined;
-    if (typeof endpoint !== "string") problems.push("etcd.endpoints: every endpoint must be a string (an http:// or https:// URL)");
-    else if (!url || !["http:", "https:"].includes(url.protocol) || !url.hostname) {
-      problems.push(`etcd.endpoints: "${shorten(endpoint.replace(/^([a-z][a-z0-9+.-]*:\/\/)?.*@/is, "$1***@"))}" is not an http:// or https:// URL`);
-    } else if (url.username || url.password) problems.push("etcd.endpoints: URLs must not carry credentials; use etcd.username and etcd.passwordFile");
-    // Only scheme, host and port are shown: a path or query may carry a token.
-    else if (url.pathname !== "/" || url.search) problems.push(`etcd.endpoints: "${shorten(`${url.protocol}//${url.host}`)}/…" must be scheme://host:port, without a path or query`);
-    else protocols.add(url.protocol);
-  }
-  if (protocols.size > 1) problems.push("etcd.endpoints mix http:// and https://; use one scheme");
-  if (typeof prefix !== "string" || !/^\/?[^\s/]\S*$/.test(prefix)) problems.push("etcd.prefix must be a non-empty key prefix without spaces, such as /kubelock");
-  for (const [field, value] of [["dialTimeoutMs", dialTimeoutMs], ["requestTimeoutMs", requestTimeoutMs]] as const) {
-    if (!Number.isInteger(value) || (value as number) <= 0) problems.push(`etcd.${field} must be a positive integer (milliseconds)`);
-  }
-  const readFile = (field: string, path: unknown): Buffer | undefined => {
-    if (typeof path !== "string" || !path) return void problems.push(`etcd.${field} must be a file path`);
-    try {
-      return readFileSync(path);
-    } catch (err) {
-      problems.push(`etcd.${field}: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? "error"}`);
-      return undefined;
-    }
-  };
-  let auth: EtcdBackendOptions["auth"];
-  if (username !== undefined || passwordFile !== undefined) {
-    if (typeof username !== "string" || !username) problems.push("etcd.username must be a non-empty string (it goes with etcd.passwordFile)");
-    if (passwordFile === undefined) problems.push("etcd.passwordFile is required with etcd.username");
-    else {
-      const password = readFile("passwordFile", passwordFile)?.toString("utf8").replace(/\r?\n$/, "");
-      if (password === "") problems.push(`etcd.passwordFile ${String(passwordFile)} is empty`);
-      if (password && typeof username === "string") auth = { username, password };
-    }
-  }
-  let tlsOptions: EtcdBackendOptions["tls"];
-  if (tls !== undefined) {
-    if (typeof tls !== "object" || tls === null || Array.isArray(tls)) problems.push("etcd.tls must be a mapping");
-    else {
-      const { caFile, certFile, keyFile, ...rest } = tls as Record<string, unknown>;
-      for (const field of Object.keys(rest)) problems.push(`unknown setting etcd.tls.${field}`);
-      if (protocols.has("http:")) problems.push("etcd.tls needs https:// endpoints");
-      if ((certFile === undefined) !== (keyFile === undefined)) problems.push("etcd.tls.certFile and etcd.tls.keyFile go together");
-      tlsOptions = {
-        ca: caFile === undefined ? undefined : readFile("tls.caFile", caFile),
-        cert: certFile === undefined ? undefined : readFile("tls.certFile", certFile),
-        key: keyFile === undefined ? undefined : readFile("tls.keyFile", keyFile),
-      };
-    }
-  }
-  if (problems.length > 0) throw new BackendConfigError(problems.map((p) => `backend "${name}": ${p}`).join("\n"));
-  return {
-    name, endpoints: endpoints as string[], prefix: prefix as string, auth, tls: tlsOptions,
-    dialTimeoutMs: dialTimeoutMs as number, requestTimeoutMs: requestTimeoutMs as number,
-  };
-}
-
-export const etcdBackendFactory: BackendFactory = ({ name, settings }) => new EtcdBackend(parseEtcdSettings(name, settings));

@@ -1,0 +1,77 @@
+/**
+ * What every backend's settings parser repeats, in one place: unknown fields, durations in milliseconds,
+ * files read at start-up (named in messages, their contents never shown), credential files, TLS blocks.
+ *
+ * Contract: each mistake becomes one line, prefixed with the settings block (`redis.url ...`); nothing
+ * throws until `done(name)`, which throws every line at once as one BackendConfigError whose lines each
+ * name the backend (`backend "<name>": ...`), so a user fixes all mistakes in one go.
+ */
+import { readFileSync } from "node:fs";
+import { BackendConfigError } from "../backend";
+
+/** Certificate material of a `tls:` block; undefined fields were not configured. */
+export interface TlsFiles {
+  ca?: Buffer;
+  cert?: Buffer;
+  key?: Buffer;
+  /** The block's fields that are not caFile, certFile or keyFile (a backend checks its own). */
+  rest: Record<string, unknown>;
+}
+
+export class SettingsCheck {
+  private readonly problems: string[] = [];
+
+  /** `block`: the settings block's name in messages, the type (`redis`). */
+  constructor(private readonly block: string) {}
+
+  /** Records a mistake (without the block prefix: `problem("redis.url is required")`). */
+  problem(text: string): void {
+    this.problems.push(text);
+  }
+
+  /** One line per field left over after the known ones were taken out (`...rest`). */
+  unknown(rest: Record<string, unknown>, path = this.block): void {
+    for (const field of Object.keys(rest)) this.problem(`unknown setting ${path}.${field}`);
+  }
+
+  /** A whole number of milliseconds: positive, or at least `min` when given. */
+  milliseconds(field: string, value: unknown, min?: number): void {
+    if (min === undefined && (!Number.isInteger(value) || (value as number) <= 0)) {
+      this.problem(`${this.block}.${field} must be a positive integer (milliseconds)`);
+    } else if (min !== undefined && (!Number.isInteger(value) || (value as number) < min)) {
+      this.problem(`${this.block}.${field} must be an integer >= ${min} (milliseconds)`);
+    }
+  }
+
+  /** The file's bytes, or undefined with a problem naming the field and the path (never the contents). */
+  file(field: string, path: unknown): Buffer | undefined {
+    if (typeof path !== "string" || !path) return void this.problem(`${this.block}.${field} must be a file path`);
+    try {
+      return readFileSync(path);
+    } catch (err) {
+      this.problem(`${this.block}.${field}: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? "error"}`);
+      return undefined;
+    }
+  }
+
+  /** A one-line secret from a file (a mounted Secret): its trailing newline dropped; an empty file is a mistake. */
+  secret(field: string, path: unknown): string | undefined {
+    const text = this.file(field, path)?.toString("utf8").replace(/\r?\n$/, "");
+    if (text === "") this.problem(`${this.block}.${field} ${String(path)} is empty`);
+    return text || undefined;
+  }
+
+  /** A `tls:` mapping's files (caFile, certFile + keyFile together); undefined when it is no mapping. */
+  tls(raw: unknown): TlsFiles | undefined {
+    if (typeof raw !== "object" || raw === null || Array.isArray(raw)) return void this.problem(`${this.block}.tls must be a mapping`);
+    const { caFile, certFile, keyFile, ...rest } = raw as Record<string, unknown>;
+    if ((certFile === undefined) !== (keyFile === undefined)) this.problem(`${this.block}.tls.certFile and ${this.block}.tls.keyFile go together`);
+    const read = (field: string, path: unknown) => (path === undefined ? undefined : this.file(`tls.${field}`, path));
+    return { ca: read("caFile", caFile), cert: read("certFile", certFile), key: read("keyFile", keyFile), rest };
+  }
+
+  /** Throws every recorded mistake as one BackendConfigError for backend `name`; returns when there is none. */
+  done(name: string): void {
+    if (this.problems.length > 0) throw new BackendConfigError(this.problems.map((p) => `backend "${name}": ${p}`).join("\n"));
+  }
+}

@@ -1,0 +1,241 @@
+/**
+ * The Redis backend (ioredis): standalone, Sentinel or Cluster, plain or TLS.
+ *
+ * Keys per lock (`K` = `<namespace>/<key>` as the operator passes it; the `{K}` hash tag puts all of a
+ * lock's keys in one Cluster slot, so one script can touch them all):
+ *
+ * - `<prefix>:{K}:holds`   ZSET holderId -> expiry (ms, Redis server time)
+ * - `<prefix>:{K}:info`    HASH holderId -> JSON {holderId, claim, holderIdentity, cluster, fencingToken,
+ *                          acquireTime, renewTime} (times in ms as decimal strings)
+ * - `<prefix>:{K}:fencing` the fencing counter. Never expires, so tokens keep increasing after a lock went
+ *                          idle. A missing counter (first use, or lost: evicted, Redis restarted empty or
+ *                          failed over to a replica that missed it) starts from the server's clock in
+ *                          microseconds, and the caller's high-water mark raises it further, so tokens never
+ *                          repeat or go back even then (unless the server's clock went back meanwhile).
+ *
+ * Holds and info carry a PEXPIRE of the longest hold's remaining lease, so idle locks vanish. Every
+ * change is one Lua script (atomic, times from `TIME` so all operators agree on expiry) that first purges
+ * expired holds, and that PUBLISHes to `<prefix>:events:{K}` when the holds changed; `watch` subscribes
+ * there, and polls as a fallback for holds that vanished by key expiry with nobody running a script.
+ *
+ * Nothing is queued or replayed: commands fail at once while disconnected (`enableOfflineQueue: false`,
+ * no resend after reconnect) and time out after `commandTimeoutMs`, both as BackendUnavailableError;
+ * ioredis reconnects by itself with capped, jittered backoff. Replication is asynchronous: a failover can
+ * lose the latest writes (a grant, a counter increment), as with any single-Redis lock.
+ */
+import type { ConnectionOptions } from "node:tls";
+import Redis, { Cluster, type RedisOptions } from "ioredis";
+import { BackendUnavailableError, type AcquireRequest, type Hold, type LockBackend } from "../backend";
+
+export const DEFAULT_PREFIX = "kubelock";
+export const DEFAULT_TIMEOUT_MS = 2000;
+/** Fallback poll of each watched key: catches holds that vanished by key expiry. */
+const WATCH_POLL_MS = 2000;
+
+import { FanOut } from "../kit/fan-out";
+import { splitLockKey } from "../kit/lock-key";
+import { ACQUIRE, HOLDERS, RELEASE, RENEW } from "./scripts";
+
+interface Scripts {
+  kubelockAcquire(holds: string, info: string, counter: string, ...args: (string | number)[]): Promise<string | null>;
+  kubelockRenew(holds: string, info: string, ...args: (string | number)[]): Promise<string | null>;
+  kubelockRelease(holds: string, info: string, ...args: (string | number)[]): Promise<number>;
+  kubelockHolders(holds: string, info: string, channel: string): Promise<string[]>;
+}
+
+/** The validated `redis:` settings block. */
+export interface RedisSettings {
+  /** Username, password, database and (rediss) TLS come from it; its host is the Cluster seed, unused with Sentinel. */
+  url: string;
+  keyPrefix: string;
+  commandTimeoutMs: number;
+  connectTimeoutMs: number;
+  /** Read from `passwordFile` (wins over a password in the url); never logged or put in a message. */
+  password?: string;
+  tls?: ConnectionOptions;
+  sentinels?: { host: string; port: number }[];
+  sentinelName?: string;
+  cluster: boolean;
+}
+
+type Client = Redis | Cluster;
+
+interface Watch {
+  timer: NodeJS.Timeout;
+  /** What the last poll saw, to report holds that vanished by key expiry. */
+  seen?: string;
+}
+
+export class RedisBackend implements LockBackend {
+  private readonly client: Client;
+  private readonly subscriber: Client;
+  /** By event channel: a subscription and a fallback poll per watched lock. */
+  private readonly watches = new FanOut<Watch>((channel) => this.startWatch(channel), (channel, w) => {
+    clearInterval(w.timer);
+    this.subscriber.unsubscribe(channel).catch(() => undefined);
+  });
+  /** The last connection error, until the next successful connect: calls then fail without waiting. */
+  private lastError?: Error;
+  private connecting?: Promise<void>;
+  private closed = false;
+
+  constructor(readonly name: string, private readonly settings: RedisSettings) {
+    this.client = connect(settings, { enableOfflineQueue: false, maxRetriesPerRequest: 1 });
+    this.client.on("error", (err: Error) => (this.lastError = err));
+    this.client.on("ready", () => (this.lastError = undefined));
+    for (const [command, lua, keys] of [["kubelockAcquire", ACQUIRE, 3], ["kubelockRenew", RENEW, 2], ["kubelockRelease", RELEASE, 2], ["kubelockHolders", HOLDERS, 2]] as const) {
+      this.client.defineCommand(command, { lua, numberOfKeys: keys });
+    }
+    // SUBSCRIBE may wait for the connection however long it takes (ioredis re-subscribes after a reconnect):
+    // it changes nothing, so queueing it is harmless.
+    this.subscriber = connect(settings, { enableOfflineQueue: true, maxRetriesPerRequest: null, commandTimeout: undefined });
+    this.subscriber.on("error", () => undefined);
+    this.subscriber.on("message", (channel: string) => this.watches.notify(channel));
+    let connectedBefore = false;
+    this.subscriber.on("ready", () => {
+      // Events published while we were away are lost: wake every watcher once.
+      if (connectedBefore) this.watches.notifyAll();
+      connectedBefore = true;
+    });
+  }
+
+  async tryAcquire(req: AcquireRequest): Promise<Hold | undefined> {
+    if (!Number.isInteger(req.maxHolders) || req.maxHolders < 1) throw new Error(`maxHolders must be an integer >= 1, got ${req.maxHolders}`);
+    const k = this.keys(req.key);
+    const lease = leaseMs(req.leaseDurationSeconds);
+    const info = JSON.stringify({ holderId: req.holderId, claim: req.claim, holderIdentity: req.holderIdentity, cluster: req.cluster ?? "" });
+    const json = await this.run((s) => s.kubelockAcquire(k.holds, k.info, k.counter, k.channel, req.holderId, req.maxHolders, lease, info, req.fencingFloor ?? "0"));
+    return json ? toHold(json) : undefined;
+  }
+
+  async renew(key: string, holderId: string, leaseDurationSeconds: number): Promise<Hold | undefined> {
+    const [k, lease] = [this.keys(key), leaseMs(leaseDurationSeconds)];
+    const json = await this.run((s) => s.kubelockRenew(k.holds, k.info, k.channel, holderId, lease));
+    return json ? toHold(json) : undefined;
+  }
+
+  async release(key: string, holderId: string): Promise<boolean> {
+    const k = this.keys(key);
+    return (await this.run((s) => s.kubelockRelease(k.holds, k.info, k.channel, holderId))) === 1;
+  }
+
+  async holders(key: string): Promise<Hold[]> {
+    const k = this.keys(key);
+    const all = (await this.run((s) => s.kubelockHolders(k.holds, k.info, k.channel))).map(toHold);
+    return all.sort((a, b) => (BigInt(a.fencingToken) < BigInt(b.fencingToken) ? -1 : 1));
+  }
+
+  watch(key: string, onChange: () => void): () => void {
+    const { channel } = this.keys(key);
+    if (this.closed) return () => undefined;
+    return this.watches.add(channel, onChange);
+  }
+
+  private startWatch(channel: string): Watch {
+    const key = channel.slice(`${this.settings.keyPrefix}:events:{`.length, -1); // see keys()
+    const watch: Watch = { timer: setInterval(() => void this.poll(key, channel, watch), WATCH_POLL_MS).unref() };
+    this.subscriber.subscribe(channel).catch(() => undefined); // the poll still runs
+    void this.poll(key, channel, watch);
+    return watch;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const watch of this.watches.clear()) clearInterval(watch.timer);
+    await Promise.all([this.client, this.subscriber].map((c) => c.quit().catch(() => c.disconnect())));
+  }
+
+  private keys(key: string) {
+    splitLockKey(key); // the hash tag holds the whole key: only its form is checked
+    const base = `${this.settings.keyPrefix}:{${key}}`;
+    return { holds: `${base}:holds`, info: `${base}:info`, counter: `${base}:fencing`, channel: `${this.settings.keyPrefix}:events:{${key}}` };
+  }
+
+  /** Reports a change when the holds differ from the last poll; the HOLDERS script also publishes purges. */
+  private async poll(key: string, channel: string, watch: Watch): Promise<void> {
+    try {
+      const seen = (await this.holders(key)).map((h) => `${h.holderId}:${h.fencingToken}`).join(",");
+      if (watch.seen !== undefined && watch.seen !== seen && this.watches.isCurrent(channel, watch)) this.watches.notify(channel);
+      watch.seen = seen;
+    } catch {
+      // unreachable: the subscriber's reconnect wakes the watchers
+    }
+  }
+
+  /** Runs a script once the connection is ready; connection trouble becomes BackendUnavailableError. */
+  private async run<T>(call: (scripts: Scripts) => Promise<T>): Promise<T> {
+    if (this.closed) throw new BackendUnavailableError(this.name, "backend closed");
+    try {
+      if (this.client.status !== "ready") await this.ready();
+      return await call(this.client as unknown as Scripts);
+    } catch (err) {
+      if (err instanceof BackendUnavailableError) throw err;
+      const error = err as Error;
+      const serverSide = error.name === "ReplyError" && !/^(LOADING|READONLY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|NOAUTH|WRONGPASS|NOPERM|BUSY|OOM)\b/.test(error.message);
+      if (serverSide) throw error; // a script bug, not an outage
+      throw new BackendUnavailableError(this.name, error.message, { cause: err });
+    }
+  }
+
+  /**
+   * While the first connection (or a reconnect) is under way, waits for it up to connectTimeoutMs; after a
+   * connection error, fails at once so an outage shows promptly.
+   */
+  private ready(): Promise<void> {
+    if (this.lastError) return Promise.reject(new BackendUnavailableError(this.name, `not connected: ${this.lastError.message}`));
+    const client = this.client;
+    // One wait shared by every caller (not one pair of listeners each).
+    this.connecting ??= new Promise<void>((resolve, reject) => {
+      const done = (err?: Error) => {
+        clearTimeout(timer);
+        client.off("ready", onReady).off("error", onError);
+        this.connecting = undefined;
+        if (err) reject(new BackendUnavailableError(this.name, err.message, { cause: err }));
+        else resolve();
+      };
+      const onReady = () => done();
+      const onError = (err: Error) => done(err);
+      const timer = setTimeout(() => done(new Error(`no connection within ${this.settings.connectTimeoutMs}ms`)), this.settings.connectTimeoutMs);
+      client.on("ready", onReady).on("error", onError);
+    });
+    return this.connecting;
+  }
+}
+
+function leaseMs(seconds: number): number {
+  if (!Number.isInteger(seconds) || seconds < 1) throw new Error(`leaseDurationSeconds must be an integer >= 1, got ${seconds}`);
+  return seconds * 1000;
+}
+
+function toHold(json: string): Hold {
+  const h = JSON.parse(json) as Record<string, string>;
+  const time = (ms: string) => new Date(Number(ms)).toISOString();
+  return { holderId: h.holderId, claim: h.claim, holderIdentity: h.holderIdentity, cluster: h.cluster, fencingToken: h.fencingToken, acquireTime: time(h.acquireTime), renewTime: time(h.renewTime) };
+}
+
+/** A new connection (standalone, Sentinel or Cluster) from validated settings. */
+function connect(s: RedisSettings, overrides: RedisOptions): Client {
+  const url = new URL(s.url);
+  const backoff = (times: number) => Math.round(Math.min(100 * 2 ** Math.min(times, 10), 5000) * (0.5 + Math.random() / 2));
+  const options: RedisOptions = {
+    username: decodeURIComponent(url.username) || undefined,
+    password: s.password ?? (decodeURIComponent(url.password) || undefined),
+    db: Number(url.pathname.slice(1) || 0),
+    tls: s.tls,
+    connectTimeout: s.connectTimeoutMs,
+    commandTimeout: s.commandTimeoutMs,
+    autoResendUnfulfilledCommands: false,
+    retryStrategy: backoff,
+    ...overrides,
+  };
+  const host = url.hostname.replace(/^\[|\]$/g, "");
+  const port = Number(url.port || 6379);
+  if (s.cluster) {
+    const { db: _db, ...nodeOptions } = options;
+    return new Cluster([{ host, port }], { enableOfflineQueue: overrides.enableOfflineQueue, redisOptions: nodeOptions, clusterRetryStrategy: backoff, slotsRefreshTimeout: s.connectTimeoutMs });
+  }
+  if (s.sentinels) {
+    return new Redis({ ...options, sentinels: s.sentinels, name: s.sentinelName, sentinelRetryStrategy: backoff, enableTLSForSentinelMode: !!s.tls, sentinelTLS: s.tls });
+  }
+  return new Redis({ ...options, host, port });
+}

@@ -1,0 +1,68 @@
+/** The `redis:` settings block: checked, its files read, before anything connects. */
+import type { ConnectionOptions } from "node:tls";
+import { SettingsCheck } from "../kit/settings";
+import { DEFAULT_PREFIX, DEFAULT_TIMEOUT_MS, type RedisSettings } from "./backend";
+
+/** Checks the `redis:` settings block; every mistake is one line of the thrown BackendConfigError. */
+export function parseRedisSettings(name: string, raw: Record<string, unknown>): RedisSettings {
+  const check = new SettingsCheck("redis");
+  const { url, keyPrefix = DEFAULT_PREFIX, commandTimeoutMs = DEFAULT_TIMEOUT_MS, connectTimeoutMs = DEFAULT_TIMEOUT_MS, passwordFile, tls, sentinels, sentinelName, cluster = false, ...unknown } = raw;
+  check.unknown(unknown);
+  let parsed: URL | undefined;
+  if (typeof url !== "string" || !url) check.problem("redis.url is required (redis://host:port or rediss://host:port)");
+  else {
+    try {
+      parsed = new URL(url);
+    } catch {
+      check.problem(`redis.url "${redact(url)}" is not a URL`);
+    }
+    if (parsed && !["redis:", "rediss:"].includes(parsed.protocol)) check.problem(`redis.url "${redact(url, parsed)}" must start with redis:// or rediss://`);
+    if (parsed && !/^\/?(\d+)?$/.test(parsed.pathname)) check.problem(`redis.url "${redact(url, parsed)}": the path must be a database number`);
+  }
+  if (typeof keyPrefix !== "string" || !/^[^\s{}]+$/.test(keyPrefix)) check.problem("redis.keyPrefix must be a non-empty string without spaces or braces");
+  check.milliseconds("commandTimeoutMs", commandTimeoutMs);
+  check.milliseconds("connectTimeoutMs", connectTimeoutMs);
+  const password = passwordFile === undefined ? undefined : check.secret("passwordFile", passwordFile);
+  let tlsOptions: ConnectionOptions | undefined;
+  if (tls !== undefined) {
+    const files = check.tls(tls);
+    if (files) {
+      const { insecureSkipVerify = false, ...rest } = files.rest;
+      check.unknown(rest, "redis.tls");
+      if (parsed && parsed.protocol !== "rediss:") check.problem("redis.tls needs a rediss:// url");
+      if (typeof insecureSkipVerify !== "boolean") check.problem("redis.tls.insecureSkipVerify must be true or false");
+      tlsOptions = { ca: files.ca, cert: files.cert, key: files.key, rejectUnauthorized: insecureSkipVerify !== true };
+    }
+  }
+  if (parsed?.protocol === "rediss:") tlsOptions ??= {};
+  if (sentinels !== undefined) {
+    const valid = Array.isArray(sentinels) && sentinels.length > 0 && sentinels.every((e) => typeof e?.host === "string" && e.host && Number.isInteger(e.port) && e.port > 0 && e.port < 65536);
+    if (!valid) check.problem("redis.sentinels must be a non-empty list of {host, port}");
+    if (typeof sentinelName !== "string" || !sentinelName) check.problem("redis.sentinelName (the master's name) is required with redis.sentinels");
+  } else if (sentinelName !== undefined) check.problem("redis.sentinelName needs redis.sentinels");
+  if (typeof cluster !== "boolean") check.problem("redis.cluster must be true or false");
+  if (cluster === true && sentinels !== undefined) check.problem("redis.cluster and redis.sentinels exclude each other");
+  check.done(name);
+  return {
+    url: url as string, keyPrefix: keyPrefix as string, commandTimeoutMs: commandTimeoutMs as number, connectTimeoutMs: connectTimeoutMs as number,
+    password, tls: tlsOptions, sentinels: sentinels as RedisSettings["sentinels"], sentinelName: sentinelName as string | undefined, cluster: cluster as boolean,
+  };
+}
+
+/**
+ * The URL for messages, cut to 200 characters: scheme, user name, host and path of a parsed URL (the
+ * password masked, the query left out); of one that does not parse, everything up to its LAST '@' is
+ * masked (a password may hold '@' itself).
+ */
+function redact(url: string, parsed?: URL): string {
+  let shown: string;
+  if (parsed) {
+    const user = parsed.username || parsed.password ? `${parsed.username}${parsed.password ? ":***" : ""}@` : "";
+    shown = `${parsed.protocol}//${user}${parsed.host}${parsed.pathname}${parsed.search ? "?…" : ""}`;
+  } else {
+    const at = url.lastIndexOf("@");
+    const scheme = /^[a-z][a-z0-9+.-]*:\/\//i.exec(url)?.[0] ?? "";
+    shown = at < 0 ? url : `${scheme}***${url.slice(at)}`;
+  }
+  return shown.length > 200 ? `${shown.slice(0, 200)}…` : shown;
+}
