@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building and testing kubelock needs on a fresh Debian machine, skipping what is there:
-# Debian packages (redis-server, zookeeper, openssl, faketime for skewed clocks) and the npm
+# Debian packages (redis-server, zookeeper, postgresql, openssl, faketime for skewed clocks) and the npm
 # packages (with the native ZooKeeper client).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -10,6 +10,7 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 [ -f /usr/share/java/zookeeper.jar ] || missing+=(zookeeper)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v java >/dev/null || missing+=(default-jre-headless)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)   # the postgresql backend's server
 command -v faketime >/dev/null || missing+=(faketime)   # clock-skew tests and chaos; backdated test certificates
 if [ ${#missing[@]} -gt 0 ]; then
   echo "deps: installing Debian packages: ${missing[*]}"

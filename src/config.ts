@@ -8,7 +8,7 @@
  *                              # the kube-system namespace's UID, so clusters never share one by accident
  * backends:                    # default []: the built-in `kubernetes` backend always exists
  *   - name: redis              # a DNS label, unique
- *     type: redis              # a registered type: kubernetes | etcd | redis | zookeeper
+ *     type: redis              # a registered type: kubernetes | etcd | redis | zookeeper | postgresql
  *     redis: { url: redis://redis:6379, keyPrefix: kubelock }   # the type's own settings block
  * ```
  */

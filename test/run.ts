@@ -58,7 +58,7 @@ async function main(): Promise<number> {
     if (needsCluster) {
       environment = await startEnvironment(node ? { node, services: ["redis"] } : {
         clusters: files.some((f) => /multi-?cluster/.test(f)) ? 2 : 1,
-        services: ["redis", "zookeeper", "etcd"],
+        services: ["redis", "zookeeper", "etcd", "postgresql"],
       });
     }
     return await runNodeTests(files, environment?.variables ?? {}, node);

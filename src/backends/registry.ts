@@ -15,6 +15,7 @@ import type { Logger } from "../log";
 import { BackendConfigError, type LockBackend } from "./backend";
 import { etcdPlugin } from "./etcd";
 import { kubernetesPlugin } from "./kubernetes";
+import { postgresqlPlugin } from "./postgresql";
 import { redisPlugin } from "./redis";
 import { zookeeperPlugin } from "./zookeeper";
 
@@ -82,7 +83,7 @@ export interface BackendPlugin {
 }
 
 /** Every backend type, in the order `backendTypes()` lists them. */
-const PLUGINS: readonly BackendPlugin[] = [kubernetesPlugin, etcdPlugin, redisPlugin, zookeeperPlugin];
+const PLUGINS: readonly BackendPlugin[] = [kubernetesPlugin, etcdPlugin, redisPlugin, zookeeperPlugin, postgresqlPlugin];
 
 const plugins = new Map(PLUGINS.map((p) => [p.type, p]));
 

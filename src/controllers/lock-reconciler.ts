@@ -249,6 +249,16 @@ export class LockReconciler {
     await forEachConcurrently([...statuses].filter(([id]) => !ended.has(id)), async ([id, status]) => {
       const { claim } = assessed.get(id)!;
       try {
+        if (status.phase === "Granted" && !((this.renewer.validUntil(id) ?? -Infinity) > clock.now())) {
+          // Paused or starved between the acquire and this write past the hold's validity: the backend may have
+          // let it go and granted the slot elsewhere, so the claim must not be shown Granted now. A hold never
+          // shown to anyone is given back at once; a shown one lapses (the next pass shows its claim Lost).
+          if (claim.status?.phase !== "Granted") {
+            this.renewer.untrack(id);
+            await backend.release(backendKey, id);
+          }
+          throw new Error(`the hold of claim ${claim.metadata.name} was no longer certainly valid when its grant was to be written`);
+        }
         await this.writeClaimStatus(claim, status);
         if (status.phase === "Granted" && claim.status?.phase !== "Granted") shownGranted.add(id);
       } catch (err) {

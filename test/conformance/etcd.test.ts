@@ -85,9 +85,9 @@ describe("etcd backend", () => {
       'backend "locks": etcd.prefix must be a non-empty key prefix without spaces, such as /kubelock',
       'backend "locks": etcd.passwordFile is required with etcd.username',
       'backend "locks": unknown setting etcd.tls.extra',
-      'backend "locks": etcd.tls needs https:// endpoints',
       'backend "locks": etcd.tls.certFile and etcd.tls.keyFile go together',
       `backend "locks": etcd.tls.caFile: cannot read ${join(dir, "missing.pem")}: ENOENT`,
+      'backend "locks": etcd.tls needs https:// endpoints',
     ]);
     assert.deepEqual(await problems({ endpoints: ["http://a:2379", "https://b:2379"], passwordFile }), [
       'backend "locks": etcd.endpoints mix http:// and https://; use one scheme',

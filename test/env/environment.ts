@@ -14,12 +14,12 @@ import { writeOperatorKubeconfig } from "./operator-identity";
 import { NetworkNamespace } from "./netns";
 import { nodeImages, startNode } from "./node";
 import { runCommand } from "./process";
-import { EtcdService, hasMembers, RedisService, ZooKeeperService, type Service } from "./services";
+import { EtcdService, hasMembers, PostgresService, RedisService, ZooKeeperService, type Service } from "./services";
 
 const repoRoot = resolve(__dirname, "..", "..");
 export const crdsDir = join(repoRoot, "crds");
 
-export type ServiceName = "redis" | "zookeeper" | "etcd";
+export type ServiceName = "redis" | "zookeeper" | "etcd" | "postgresql";
 
 export interface EnvironmentOptions {
   /** Independent API servers to start (ignored with an existing cluster). Default 1. */
@@ -130,6 +130,7 @@ export async function startEnvironment(options: EnvironmentOptions = {}): Promis
     const clustered = options.clusteredBackends ?? false;
     for (const name of options.services ?? []) {
       const service = name === "redis" ? await RedisService.create({ persistent: options.redisPersistence })
+        : name === "postgresql" ? await PostgresService.create()
         : name === "zookeeper" ? await (clustered ? ZooKeeperService.ensemble(3) : ZooKeeperService.create())
         : await (clustered ? EtcdService.cluster(binDir!, 3) : EtcdService.create(binDir!));
       cleanups.push(() => service.destroy());
@@ -144,6 +145,7 @@ export async function startEnvironment(options: EnvironmentOptions = {}): Promis
     }
     if (services.has("zookeeper")) variables.KUBELOCK_TEST_ZOOKEEPER_CONNECT = services.get("zookeeper")!.address;
     if (services.has("etcd")) variables.KUBELOCK_TEST_ETCD_ENDPOINT = services.get("etcd")!.address;
+    if (services.has("postgresql")) variables.KUBELOCK_TEST_POSTGRESQL_URL = services.get("postgresql")!.address;
 
     if (services.size > 0 || planes.length > 0) {
       const control = await serveControl(services, planes);

@@ -58,10 +58,13 @@ export class ManagedProcess {
     return tailOf(this.logFile, lines);
   }
 
-  /** SIGTERM, then SIGKILL after `graceMs`; resolves once the process has exited. */
+  /** What `stop()` asks the process to end with (PostgreSQL ends at once on SIGINT, only when idle on SIGTERM). */
+  stopSignal: NodeJS.Signals = "SIGTERM";
+
+  /** `stopSignal`, then SIGKILL after `graceMs`; resolves once the process has exited. */
   async stop(graceMs = 5000): Promise<void> {
     if (!this.running) return;
-    this.child.kill("SIGTERM");
+    this.child.kill(this.stopSignal);
     const timer = setTimeout(() => this.child.kill("SIGKILL"), graceMs);
     await this.exited;
     clearTimeout(timer);

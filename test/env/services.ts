@@ -1,17 +1,17 @@
 /**
  * The lock backends' servers for tests and the demo, each on free loopback ports in its own temporary
  * directory: Redis (Debian `redis-server`), ZooKeeper (Debian `zookeeper`, run with its own config
- * file) and an etcd for locks (the built binary). Each can be stopped and started again on the same
+ * file), an etcd for locks (the built binary) and PostgreSQL (Debian `postgresql`, run as its `postgres` user). Each can be stopped and started again on the same
  * port and data, so tests can take a server away and bring it back. ZooKeeper and etcd also come as
  * 3-member clusters (`ZooKeeperService.ensemble`, `EtcdService.cluster`) whose members can be taken away
  * one by one.
  */
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { etcdEndpoint, etcdHealthy, launchEtcd, type EtcdMember } from "./controlplane";
-import { freePort, ManagedProcess } from "./process";
+import { freePort, ManagedProcess, runCommand } from "./process";
 
 export interface Service {
   /** What clients connect to: a URL or host:port, or a comma-separated list of them (a cluster's members). */
@@ -182,6 +182,59 @@ export class RedisService extends LocalService {
     for (const data of ["appendonlydir", "dump.rdb"]) rmSync(join(this.dir, data), { recursive: true, force: true });
     await this.start();
   }
+}
+
+/**
+ * PostgreSQL on loopback with trust authentication for the `postgres` role and one database, `postgres`. The
+ * server refuses to run as root, so initdb and the server run as Debian's `postgres` user (setpriv, which
+ * execs: signals reach the server itself), and its directory belongs to that user.
+ */
+export class PostgresService extends LocalService {
+  static async create(): Promise<PostgresService> {
+    const service = new PostgresService(await freePort());
+    await service.init();
+    return service;
+  }
+  private constructor(private readonly port: number) {
+    super("postgresql");
+  }
+  get address(): string {
+    return `postgres://postgres@127.0.0.1:${this.port}/postgres`;
+  }
+  private get data(): string {
+    return join(this.dir, "data");
+  }
+  private async init(): Promise<void> {
+    const { uid, gid } = await postgresUser();
+    chownSync(this.dir, uid, gid);
+    await runCommand("setpriv", [...asPostgres(uid, gid), pgBin("initdb"), "-D", this.data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]);
+  }
+  protected launch(logFile: string): ManagedProcess {
+    const { uid, gid } = postgresIds!;
+    const server = new ManagedProcess(this.name, "setpriv", [...asPostgres(uid, gid), pgBin("postgres"), "-D", this.data,
+      "-p", String(this.port), "-h", "127.0.0.1", "-k", this.dir, "-c", "fsync=off", "-c", "max_connections=200"], logFile);
+    server.stopSignal = "SIGINT"; // fast shutdown: SIGTERM would wait for every client to leave
+    return server;
+  }
+  protected serving(): Promise<boolean> {
+    return runCommand(pgBin("pg_isready"), ["-h", "127.0.0.1", "-p", String(this.port), "-U", "postgres"]).then(() => true, () => false);
+  }
+}
+
+let postgresIds: { uid: number; gid: number } | undefined;
+async function postgresUser(): Promise<{ uid: number; gid: number }> {
+  const [uid, gid] = (await runCommand("id", ["-u", "postgres"]).then(async (u) => [u, await runCommand("id", ["-g", "postgres"])]).catch(() => {
+    throw new Error("the postgres user is missing: install Debian's postgresql (hack/deps.sh)");
+  })).map((n) => Number(n.trim()));
+  postgresIds = { uid, gid };
+  return postgresIds;
+}
+const asPostgres = (uid: number, gid: number) => [`--reuid=${uid}`, `--regid=${gid}`, "--clear-groups", "--"];
+/** A PostgreSQL program of the newest installed major version (Debian keeps them in /usr/lib/postgresql/N/bin). */
+function pgBin(program: string): string {
+  const versions = existsSync("/usr/lib/postgresql") ? readdirSync("/usr/lib/postgresql").filter((v) => /^\d+$/.test(v)) : [];
+  if (versions.length === 0) throw new Error("PostgreSQL is missing: install Debian's postgresql (hack/deps.sh)");
+  return join("/usr/lib/postgresql", versions.sort((a, b) => Number(b) - Number(a))[0], "bin", program);
 }
 
 /** A member of a ZooKeeper ensemble: its myid and every member's quorum and election ports (by myid - 1). */

@@ -30,6 +30,8 @@ export const testEnv = {
   get zookeeperConnect(): string { return required("KUBELOCK_TEST_ZOOKEEPER_CONNECT"); },
   /** http://127.0.0.1:PORT of an etcd that holds locks (not the API server's). */
   get etcdEndpoint(): string { return required("KUBELOCK_TEST_ETCD_ENDPOINT"); },
+  /** postgres://postgres@127.0.0.1:PORT/postgres */
+  get postgresqlUrl(): string { return required("KUBELOCK_TEST_POSTGRESQL_URL"); },
 };
 
 export function kubeConfig(path = testEnv.kubeconfig): k8s.KubeConfig {
@@ -102,7 +104,7 @@ export async function eventually<T>(
 }
 
 /** Stops or starts one of the environment's backend servers (same address and data) through its control endpoint. */
-export async function controlService(service: "redis" | "zookeeper" | "etcd", action: "stop" | "start"): Promise<void> {
+export async function controlService(service: "redis" | "zookeeper" | "etcd" | "postgresql", action: "stop" | "start"): Promise<void> {
   const res = await fetch(`${required("KUBELOCK_TEST_CONTROL")}/services/${service}/${action}`, { method: "POST" });
   if (res.status !== 200) throw new Error(`${action} ${service}: HTTP ${res.status}: ${await res.text()}`);
 }

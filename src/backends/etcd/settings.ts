@@ -38,7 +38,6 @@ export function parseEtcdSettings(name: string, raw: Record<string, unknown>): E
   if (tls !== undefined) {
     const files = check.tls(tls);
     if (files) {
-      check.unknown(files.rest, "etcd.tls");
       if (protocols.has("http:")) check.problem("etcd.tls needs https:// endpoints");
       tlsOptions = { ca: files.ca, cert: files.cert, key: files.key };
     }

@@ -14,7 +14,7 @@ export interface TlsFiles {
   ca?: Buffer;
   cert?: Buffer;
   key?: Buffer;
-  /** The block's fields that are not caFile, certFile or keyFile (a backend checks its own). */
+  /** The block's `extra` fields that were given (a backend checks their values). */
   rest: Record<string, unknown>;
 }
 
@@ -61,13 +61,18 @@ export class SettingsCheck {
     return text || undefined;
   }
 
-  /** A `tls:` mapping's files (caFile, certFile + keyFile together); undefined when it is no mapping. */
-  tls(raw: unknown): TlsFiles | undefined {
+  /**
+   * A `tls:` mapping's files (caFile, certFile + keyFile together); undefined when it is no mapping. Fields
+   * other than the files and `extra` are reported unknown; `rest` holds the `extra` ones given.
+   */
+  tls(raw: unknown, extra: string[] = []): TlsFiles | undefined {
     if (typeof raw !== "object" || raw === null || Array.isArray(raw)) return void this.problem(`${this.block}.tls must be a mapping`);
     const { caFile, certFile, keyFile, ...rest } = raw as Record<string, unknown>;
+    this.unknown(Object.fromEntries(Object.entries(rest).filter(([field]) => !extra.includes(field))), `${this.block}.tls`);
     if ((certFile === undefined) !== (keyFile === undefined)) this.problem(`${this.block}.tls.certFile and ${this.block}.tls.keyFile go together`);
     const read = (field: string, path: unknown) => (path === undefined ? undefined : this.file(`tls.${field}`, path));
-    return { ca: read("caFile", caFile), cert: read("certFile", certFile), key: read("keyFile", keyFile), rest };
+    const given = Object.fromEntries(Object.entries(rest).filter(([field]) => extra.includes(field)));
+    return { ca: read("caFile", caFile), cert: read("certFile", certFile), key: read("keyFile", keyFile), rest: given };
   }
 
   /** Throws every recorded mistake as one BackendConfigError for backend `name`; returns when there is none. */

@@ -1,0 +1,245 @@
+/**
+ * The PostgreSQL backend (node-postgres): holds are rows of one table, fencing tokens come from a counter row
+ * per lock (statements in sql.ts).
+ *
+ * - Every change is one transaction holding the key's advisory lock, so acquires on one key never interleave
+ *   across operators; expiry is judged on the server's clock, so every operator agrees on it.
+ * - Fencing: the counter row never expires and never goes back; a lost counter restarts from the server's
+ *   clock in microseconds, and the caller's high-water mark (`fencingFloor`) raises it further.
+ * - Watch: one LISTEN connection per backend (NOTIFY carries the key), re-established with backoff; every
+ *   watcher is woken on reconnect (notifications sent meanwhile are lost), and a poll of each watched key
+ *   every 2 s catches holds that expired with nobody writing.
+ * - Errors: a server that cannot be reached or does not answer within `requestTimeoutMs` gives
+ *   BackendUnavailableError; a connection that timed out is discarded, never reused.
+ */
+import pg from "pg";
+import { BackendUnavailableError, type AcquireRequest, type Hold, type LockBackend } from "../backend";
+import { withDeadline } from "../kit/deadline";
+import { FanOut } from "../kit/fan-out";
+import { splitLockKey } from "../kit/lock-key";
+import * as sql from "./sql";
+
+/** Fallback poll of each watched key: catches holds that expired with nobody writing. */
+const WATCH_POLL_MS = 2000;
+const MAX_RECONNECT_MS = 5000;
+
+export interface PostgresSettings {
+  /** postgres://user@host:port/database (no password: passwordFile). */
+  url: string;
+  password?: string;
+  table: string;
+  requestTimeoutMs: number;
+  ssl?: { ca?: Buffer; cert?: Buffer; key?: Buffer; rejectUnauthorized: boolean };
+}
+
+interface Row { holder_id: string; claim: string; holder_identity: string; cluster: string; fencing_token: string; acquire_time: Date; renew_time: Date }
+interface Watch { timer: NodeJS.Timeout; seen?: string }
+type Tx = (query: (text: string, values?: unknown[]) => Promise<pg.QueryResult>) => Promise<{ changed: boolean; value: unknown }>;
+
+export class PostgresBackend implements LockBackend {
+  private readonly pool: pg.Pool;
+  private closed = false;
+  private schema?: Promise<void>;
+  private listener?: pg.Client;
+  private reconnectMs = 250;
+  private reconnectTimer?: NodeJS.Timeout;
+  private readonly watches = new FanOut<Watch>((key) => this.startWatch(key), (_, w) => clearInterval(w.timer));
+
+  constructor(readonly name: string, private readonly settings: PostgresSettings) {
+    this.pool = new pg.Pool({ ...this.connection(), max: 4, idleTimeoutMillis: 30_000 });
+    this.pool.on("error", () => undefined); // an idle connection that broke: the next checkout makes a new one
+  }
+
+  async tryAcquire(req: AcquireRequest): Promise<Hold | undefined> {
+    if (!Number.isInteger(req.maxHolders) || req.maxHolders < 1) throw new Error(`maxHolders must be an integer >= 1, got ${req.maxHolders}`);
+    const t = this.settings.table;
+    return this.change<Hold | undefined>(req.key, async (query) => {
+      const live = (await query(sql.holders(t), [req.key])).rows as Row[];
+      const mine = live.find((r) => r.holder_id === req.holderId);
+      if (mine) return { changed: false, value: toHold(mine) };
+      if (live.length >= req.maxHolders) return { changed: false, value: undefined };
+      const { token } = (await query(sql.nextToken(t), [req.key, req.fencingFloor ?? "0"])).rows[0] as { token: string };
+      const row = (await query(sql.insertHold(t), [req.key, req.holderId, req.claim, req.holderIdentity, req.cluster, token, leaseMs(req.leaseDurationSeconds)])).rows[0] as Row;
+      return { changed: true, value: toHold(row) };
+    });
+  }
+
+  async renew(key: string, holderId: string, leaseDurationSeconds: number): Promise<Hold | undefined> {
+    return this.change<Hold | undefined>(key, async (query) => {
+      const row = (await query(sql.renew(this.settings.table), [key, holderId, leaseMs(leaseDurationSeconds)])).rows[0] as Row | undefined;
+      return { changed: false, value: row && toHold(row) };
+    });
+  }
+
+  async release(key: string, holderId: string): Promise<boolean> {
+    return this.change<boolean>(key, async (query) => {
+      const removed = ((await query(sql.release(this.settings.table), [key, holderId])).rowCount ?? 0) > 0;
+      return { changed: removed, value: removed };
+    });
+  }
+
+  async holders(key: string): Promise<Hold[]> {
+    splitLockKey(key);
+    await this.ensureSchema();
+    const result = await this.withClient((client) => client.query(sql.holders(this.settings.table), [key]));
+    return (result.rows as Row[]).map(toHold);
+  }
+
+  watch(key: string, onChange: () => void): () => void {
+    splitLockKey(key);
+    if (this.closed) return () => undefined;
+    this.listen();
+    return this.watches.add(key, onChange);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const watch of this.watches.clear()) clearInterval(watch.timer);
+    clearTimeout(this.reconnectTimer);
+    await this.listener?.end().catch(() => undefined);
+    await this.pool.end().catch(() => undefined);
+  }
+
+  // --- transactions ---
+
+  /** One transaction on the key, under its advisory lock; NOTIFY when it changed the holds (purges included). */
+  private async change<T>(key: string, work: Tx): Promise<T> {
+    splitLockKey(key);
+    await this.ensureSchema();
+    return this.withClient(async (client) => {
+      const query = (text: string, values?: unknown[]) => client.query(text, values);
+      await query("BEGIN");
+      try {
+        await query(sql.LOCK_KEY, [key]);
+        const purged = ((await query(sql.purge(this.settings.table), [key])).rowCount ?? 0) > 0;
+        const { changed, value } = await work(query);
+        if (changed || purged) await query(sql.NOTIFY, [key]);
+        await query("COMMIT");
+        return value as T;
+      } catch (err) {
+        await query("ROLLBACK").catch(() => undefined);
+        throw err;
+      }
+    });
+  }
+
+  private ensureSchema(): Promise<void> {
+    this.schema ??= this.withClient(async (client) => {
+      await client.query("BEGIN");
+      await client.query(sql.LOCK_KEY, ["kubelock schema"]); // concurrent CREATE IF NOT EXISTS can collide
+      await client.query(sql.schema(this.settings.table));
+      await client.query("COMMIT");
+    }).catch((err) => {
+      this.schema = undefined;
+      throw err;
+    });
+    return this.schema;
+  }
+
+  /**
+   * A pooled connection for `use`, within requestTimeoutMs; failures to reach the server become
+   * BackendUnavailableError. A connection whose work failed or timed out may be mid-transaction or hung: it is
+   * destroyed (its in-flight statement fails with it), never reused.
+   */
+  private async withClient<T>(use: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    if (this.closed) throw new BackendUnavailableError(this.name, "backend closed");
+    const ms = this.settings.requestTimeoutMs;
+    let client: pg.PoolClient | undefined;
+    let released = false;
+    let abandoned = false;
+    const release = (destroy: boolean) => {
+      if (!client || released) return;
+      released = true;
+      client.release(destroy);
+    };
+    const work = (async () => {
+      client = await this.pool.connect();
+      if (abandoned) {
+        release(true); // connected after the deadline
+        throw new Error("connected after the deadline");
+      }
+      const result = await use(client);
+      release(false);
+      return result;
+    })();
+    try {
+      return await withDeadline(work, ms, () => new BackendUnavailableError(this.name, `no answer within ${ms}ms`));
+    } catch (err) {
+      abandoned = true;
+      release(true);
+      void work.catch(() => undefined);
+      if (err instanceof BackendUnavailableError) throw err;
+      if (unreachable(err)) throw new BackendUnavailableError(this.name, (err as Error).message, { cause: err });
+      throw err;
+    }
+  }
+
+  // --- watches ---
+
+  private startWatch(key: string): Watch {
+    const watch: Watch = { timer: setInterval(() => void this.poll(key, watch), WATCH_POLL_MS).unref() };
+    void this.poll(key, watch);
+    return watch;
+  }
+
+  /** Reports a change when the holds differ from the last poll (an expiry writes nothing, so nothing notifies). */
+  private async poll(key: string, watch: Watch): Promise<void> {
+    try {
+      const seen = (await this.holders(key)).map((h) => `${h.holderId}:${h.fencingToken}`).join(",");
+      if (watch.seen !== undefined && watch.seen !== seen && this.watches.isCurrent(key, watch)) this.watches.notify(key);
+      watch.seen = seen;
+    } catch {
+      // unreachable: the listener's reconnect wakes the watchers
+    }
+  }
+
+  /** Keeps one LISTEN connection while anything is watched; on every (re)connect, every watcher is woken. */
+  private listen(): void {
+    if (this.listener || this.closed || this.reconnectTimer) return;
+    const client = new pg.Client(this.connection());
+    this.listener = client;
+    const retry = () => {
+      if (this.listener !== client) return;
+      this.listener = undefined;
+      client.end().catch(() => undefined);
+      if (this.closed) return;
+      this.reconnectTimer = setTimeout(() => {
+        this.reconnectTimer = undefined;
+        if (this.watches.size > 0) this.listen();
+      }, this.reconnectMs).unref();
+      this.reconnectMs = Math.min(this.reconnectMs * 2, MAX_RECONNECT_MS);
+    };
+    client.on("error", retry);
+    client.on("end", retry);
+    client.on("notification", (n) => n.payload && this.watches.notify(n.payload));
+    client.connect().then(() => client.query(sql.LISTEN)).then(() => {
+      this.reconnectMs = 250;
+      this.watches.notifyAll(); // changes made while not listening were not heard
+    }, retry);
+  }
+
+  private connection(): pg.ClientConfig {
+    const s = this.settings;
+    return { connectionString: s.url, password: s.password, ssl: s.ssl, connectionTimeoutMillis: s.requestTimeoutMs, application_name: "kubelock" };
+  }
+}
+
+function leaseMs(seconds: number): number {
+  if (!(seconds > 0)) throw new Error(`leaseDurationSeconds must be positive, got ${seconds}`);
+  return Math.round(seconds * 1000);
+}
+
+function toHold(r: Row): Hold {
+  return {
+    holderId: r.holder_id, claim: r.claim, holderIdentity: r.holder_identity, cluster: r.cluster,
+    fencingToken: r.fencing_token, acquireTime: r.acquire_time.toISOString(), renewTime: r.renew_time.toISOString(),
+  };
+}
+
+/** Errors that mean the server could not be reached or is going away (not a statement's own failure). */
+function unreachable(err: unknown): boolean {
+  const e = err as { code?: string; message?: string };
+  if (typeof e?.code === "string" && /^(08|57P0[1-3]|53300|ECONN|ETIMEDOUT|EHOSTUNREACH|ENOTFOUND|EPIPE)/.test(e.code)) return true;
+  return /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error/i.test(e?.message ?? "");
+}

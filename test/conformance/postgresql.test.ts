@@ -1,0 +1,64 @@
+/**
+ * The PostgreSQL backend against the real server the test environment started: the shared conformance suite
+ * (with the outage case), then what is particular to it (settings, the fencing counter surviving the loss of
+ * its row, a hold no other operator can release).
+ */
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { after, test } from "node:test";
+import pg from "pg";
+import { BackendConfigError, type LockBackend } from "../../src/backends/backend";
+import { createBackend } from "../../src/backends/registry";
+import { controlService, kubeConfig, testEnv } from "../support/env";
+import { holdRequest, runBackendConformance } from "./backend-conformance";
+
+const opened: LockBackend[] = [];
+async function backend(settings: Record<string, unknown> = {}): Promise<LockBackend> {
+  const b = await createBackend({ name: "postgresql", type: "postgresql", kubeConfig: kubeConfig(), settings: { url: testEnv.postgresqlUrl, ...settings } });
+  opened.push(b);
+  return b;
+}
+after(() => Promise.allSettled(opened.map((b) => b.close())));
+
+runBackendConformance("postgresql", () => backend(), {
+  supportsExpiry: true,
+  minLeaseSeconds: 1,
+  stopServer: () => controlService("postgresql", "stop"),
+  startServer: () => controlService("postgresql", "start"),
+});
+
+test("postgresql: a deleted fencing counter row does not make tokens repeat or go back", async () => {
+  const b = await backend();
+  const key = `pg-${randomUUID().slice(0, 8)}/counter`;
+  const first = holdRequest(key, "a");
+  const token = BigInt((await b.tryAcquire(first))!.fencingToken);
+  await b.release(key, first.holderId);
+  const sql = new pg.Client({ connectionString: testEnv.postgresqlUrl });
+  await sql.connect();
+  try {
+    assert.equal((await sql.query("DELETE FROM kubelock_holds_fencing WHERE lock_key = $1", [key])).rowCount, 1);
+  } finally {
+    await sql.end();
+  }
+  const again = await b.tryAcquire(holdRequest(key, "b"));
+  assert.ok(BigInt(again!.fencingToken) > token, `token ${again!.fencingToken} after the counter went, was ${token}`);
+  const floored = await b.tryAcquire(holdRequest(`${key}-floor`, "c", { fencingFloor: "999999999999999999999" }));
+  assert.equal(floored?.fencingToken, "1000000000000000000000", "a new counter starts above the caller's high-water mark");
+});
+
+test("postgresql: settings mistakes are one line each, and a password in the URL is refused without being shown", async () => {
+  const lines = await createBackend({
+    name: "pg", type: "postgresql", kubeConfig: kubeConfig(),
+    settings: { url: "postgres://u:s3cret-pw@db:5432/x", table: "Bad-Name", requestTimeoutMs: 0, bogus: 1 },
+  }).then(() => [], (err: Error) => {
+    assert.ok(err instanceof BackendConfigError);
+    return err.message.split("\n");
+  });
+  assert.deepEqual(lines, [
+    'backend "pg": unknown setting postgresql.bogus',
+    'backend "pg": postgresql.url must not carry a password; use postgresql.passwordFile',
+    'backend "pg": postgresql.table must be a lower-case SQL identifier (letters, digits, _), such as kubelock_holds',
+    'backend "pg": postgresql.requestTimeoutMs must be a positive integer (milliseconds)',
+  ]);
+  assert.ok(!lines.join("\n").includes("s3cret-pw"));
+});
