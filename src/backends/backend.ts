@@ -58,6 +58,14 @@ export interface LockBackend {
   readonly name: string;
 
   /**
+   * True when the server itself expires holds on its own clock and `renew` is owner-checked there (Redis,
+   * ZooKeeper, PostgreSQL): a renewal that succeeds proves the hold never lapsed, however late it comes. False
+   * or absent when others judge a hold expired from what they observed (Kubernetes Leases, etcd keys): then a
+   * renewal after the holder's validity deadline may meet a slot someone else already judged free.
+   */
+  readonly expiresOnServer?: boolean;
+
+  /**
    * Take a slot for `req.holderId` if fewer than `maxHolders` holds exist; never waits.
    * Returns the hold, or `undefined` when every slot is taken. If `holderId` already holds the key,
    * returns that hold unchanged (re-attach) with its original fencing token.

@@ -9,8 +9,11 @@
  *   clock, never from a timestamp another machine wrote. `validUntil` = last confirmation + lease − margin
  *   (`validityMarginMs`): until then the backend cannot have let the hold go, whatever happens meanwhile. A hold
  *   tracked without a confirmation here (after a restart) has no validity until its first renewal succeeds.
- * - Once the validity deadline has passed, the hold is not renewed again (a success then would revive a hold whose
- *   holder already stopped); it stays tracked with its passed deadline until the reconcile ends its claim.
+ * - Once the validity deadline has passed, a hold on a backend whose expiry others judge from what they observed
+ *   (Leases, etcd) is not renewed again (a success then could revive a slot another operator already judged
+ *   free); it stays tracked with its passed deadline until the reconcile ends its claim. On a backend that expires
+ *   holds on its own clock (`expiresOnServer`), renewals go on: one that succeeds proves the hold never lapsed,
+ *   so a replica slowed past the deadline (a long pause, a starved process) does not give up a hold it still has.
  * - A renewal that finds the hold gone stops tracking it and queues its lock (the claim becomes Lost). A renewal
  *   that fails is retried with jittered exponential backoff (bounded well inside the lease) and queues the lock, so
  *   its conditions say why; when the validity deadline passes without a confirmation, the lock is queued again at
@@ -144,7 +147,7 @@ export class HoldRenewer {
     const { hold } = entry;
     entry.timer = undefined;
     const startedAt = this.o.clock.now();
-    if (startedAt >= (this.validUntil(hold.holderId) ?? Infinity)) {
+    if (startedAt >= (this.validUntil(hold.holderId) ?? Infinity) && !hold.backend.expiresOnServer) {
       // Lapsed: its holder was told to stop by now. A late success must not revive it, so it is not
       // renewed again; the lock's reconcile shows the claim Lost and lets the hold go (lock-delay).
       this.o.enqueueLock(hold.lockKey);

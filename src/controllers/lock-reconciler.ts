@@ -583,6 +583,7 @@ function failuresAsUnavailable(backend: LockBackend, beforeChange: () => void): 
   };
   return {
     name: backend.name,
+    expiresOnServer: backend.expiresOnServer,
     tryAcquire: guard(backend.tryAcquire),
     // Renewing needs no leadership: it only extends a hold that exists, owner-checked (see HoldRenewer).
     renew: guard(backend.renew, false),

@@ -98,6 +98,7 @@ export class FakeServer {
 }
 
 export class FakeBackend implements LockBackend {
+  readonly expiresOnServer = true;
   private closed = false;
   private readonly watches = new FanOut<void>(() => undefined);
   private readonly unsubscribe: () => void;

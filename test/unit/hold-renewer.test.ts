@@ -118,6 +118,22 @@ test("past its deadline a hold is not renewed again: a backend answering late do
   assert.ok(queued.some((t) => t >= 2000), "its lock was queued");
 });
 
+test("on a backend that expires holds itself, renewals go on past the deadline and a late success restores validity", async () => {
+  const clock = new FakeClock(0);
+  let answer: "renew" | Error = new Error("unreachable");
+  const { backend, calls } = scriptedBackend(clock, () => answer);
+  const serverExpiry = { ...backend, expiresOnServer: true } as LockBackend;
+  const queued: number[] = [];
+  const renewer = new HoldRenewer({ clock, enqueueLock: () => queued.push(clock.now()), random: () => 0.5 });
+  renewer.track(hold(serverExpiry, 3), 0);
+  await advance(clock, 3000); // every renewal fails; the deadline (2000) passes and the lock is queued
+  assert.ok(queued.some((t) => t >= 2000), "its lock was queued at the deadline");
+  answer = "renew"; // the server still has the hold: it never expired there
+  await advance(clock, 1000);
+  assert.ok(calls.some((t) => t > 2000), `renewed after the deadline: ${calls.join(",")}`);
+  assert.ok(renewer.validUntil("uid-1")! > clock.now(), "valid again: the success proves the hold never lapsed");
+});
+
 test("never confirmed here (a restart): no validity until the first renewal succeeds, which comes within the spread", async () => {
   const clock = new FakeClock(0);
   const { backend, calls } = scriptedBackend(clock, () => "renew");

@@ -37,6 +37,7 @@ interface Watch { timer: NodeJS.Timeout; seen?: string }
 type Tx = (query: (text: string, values?: unknown[]) => Promise<pg.QueryResult>) => Promise<{ changed: boolean; value: unknown }>;
 
 export class PostgresBackend implements LockBackend {
+  readonly expiresOnServer = true;
   private readonly pool: pg.Pool;
   private closed = false;
   private schema?: Promise<void>;

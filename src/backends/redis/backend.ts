@@ -67,6 +67,7 @@ interface Watch {
 }
 
 export class RedisBackend implements LockBackend {
+  readonly expiresOnServer = true;
   private readonly client: Client;
   private readonly subscriber: Client;
   /** By event channel: a subscription and a fallback poll per watched lock. */
