@@ -293,3 +293,26 @@ describe("zookeeper settings", () => {
     assert.equal(parseZooKeeperSettings("zk", { connect: "zk:1", authFile: goodAuth }).auth, "kubelock:s3cret");
   });
 });
+
+test("with digest credentials, a client without them can neither delete a hold nor add one; one with them can", async () => {
+  const b = backend({ rootPath: `${ROOT}-acl`, auth: "kubelock:acl-s3cret" });
+  const { key, path } = newKey("acl");
+  const lock = path.replace(ROOT, `${ROOT}-acl`);
+  const req = request(key, "a");
+  assert.ok(await b.tryAcquire(req));
+  const stranger = await rawClient();
+  const insider = await rawClient();
+  insider.add_auth("digest", "kubelock:acl-s3cret", () => undefined);
+  try {
+    const { result: [children] } = await zkCall<[string[]]>((done) => stranger.a_get_children(lock, false, done));
+    assert.equal(children.length, 1, "anyone may read");
+    const hold = `${lock}/${children[0]}`;
+    assert.equal((await zkCall((done) => stranger.a_delete_(hold, -1, done))).rc, Z.ZNOAUTH, "deleting a hold without the credentials");
+    assert.equal((await zkCall((done) => stranger.a_create(`${lock}/h-intruder-`, "", Z.ZOO_EPHEMERAL_SEQUENTIAL, done))).rc, Z.ZNOAUTH, "adding a hold without them");
+    assert.equal((await b.holders(key))[0]?.holderId, req.holderId, "the hold is still there");
+    assert.equal((await zkCall((done) => insider.a_delete_(hold, -1, done))).rc, Z.ZOK, "the operator's identity may");
+  } finally {
+    stranger.close();
+    insider.close();
+  }
+});

@@ -58,9 +58,9 @@
  * restarted operator resumes it. The path must be private to one process (an emptyDir survives container
  * restarts).
  *
- * Auth: `authFile` holds digest credentials `user:password`, added to every session, never logged. The addon
- * creates nodes with the open ACL: auth admits the client where the ensemble or rootPath's parent requires
- * it, but does not protect the nodes created here.
+ * Auth: `authFile` holds digest credentials `user:password`, added to every session, never logged. Nodes this
+ * backend creates are then restricted to that identity (read for anyone), so a client without the credentials
+ * cannot delete or add holds; operators of several clusters sharing the ensemble share the credentials.
  */
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import ZooKeeper from "zookeeper";
@@ -77,6 +77,8 @@ const Z = ZooKeeper.constants;
 /** How long close() waits for the client to notice its connection was cut (see LoopbackRelay). */
 const DETACH_TIMEOUT_MS = 2_000;
 const CHILD = /^h-(.+)-(\d{10})$/;
+/** With digest credentials: all rights for this identity (`auth`: the session's authenticated ids), read for anyone. */
+const OPERATOR_ONLY = [{ perms: Z.ZOO_PERM_ALL, scheme: "auth", auth: "" }, { perms: Z.ZOO_PERM_READ, scheme: "world", auth: "anyone" }];
 /** Return codes that mean the server could not be reached or asked in time. */
 const UNAVAILABLE = new Set([Z.ZCONNECTIONLOSS, Z.ZSESSIONEXPIRED, Z.ZOPERATIONTIMEOUT, Z.ZCLOSING, Z.ZINVALIDSTATE, Z.ZSESSIONMOVED, Z.ZAUTHFAILED]);
 
@@ -432,10 +434,18 @@ export class ZooKeeperBackend implements LockBackend {
     throw this.unavailable(`could not create the lock node ${lock}`);
   }
 
-  /** Creates `path` and missing ancestors: rootPath and above persistent, namespace and lock nodes containers. */
+  /**
+   * Creates `path` and missing ancestors: rootPath and above persistent, namespace and lock nodes containers.
+   * With digest credentials (authFile), each node created here is then restricted to that identity (read for
+   * anyone): deleting a node needs DELETE on its parent, so clients without the credentials can neither
+   * delete nor add holds under it. (The addon creates with the open ACL only; the ACL follows at once.)
+   */
   private async createNode(path: string): Promise<void> {
     const flags = path.split("/").length > this.options.rootPath.split("/").length ? Z.ZOO_CONTAINER : Z.ZOO_PERSISTENT;
     const { rc } = await this.call(`create ${path}`, (zk, done) => zk.a_create(path, "", flags, done), [Z.ZNODEEXISTS, Z.ZNONODE]);
+    if (rc === Z.ZOK && this.options.auth) {
+      await this.call(`protect ${path}`, (zk, done) => zk.a_set_acl(path, -1, OPERATOR_ONLY, done), [Z.ZNONODE]);
+    }
     if (rc !== Z.ZNONODE) return;
     await this.createNode(path.slice(0, path.lastIndexOf("/")));
     await this.createNode(path);
