@@ -306,7 +306,7 @@ const backendCases: BackendCase[] = [
   {
     name: "redis: tls on a redis:// url, and a non-boolean flag",
     entry: "{name: r, type: redis, redis: {url: 'redis://127.0.0.1:6379', tls: {insecureSkipVerify: yes-please}}}",
-    lines: [/redis\.tls needs a rediss:\/\/ url/, /insecureSkipVerify must be true or false/],
+    lines: [/insecureSkipVerify must be true or false/, /redis\.tls needs a rediss:\/\/ url/],
   },
   { name: "redis: sentinels as a string", entry: "{name: r, type: redis, redis: {url: 'redis://127.0.0.1:6379', sentinels: 'a:1', sentinelName: m}}", lines: [/redis\.sentinels must be a non-empty list/] },
   { name: "zookeeper: NaN session timeout", entry: "{name: z, type: zookeeper, zookeeper: {connect: '127.0.0.1:2181', sessionTimeoutMs: .nan}}", lines: [/zookeeper\.sessionTimeoutMs must be an integer/] },

@@ -14,8 +14,8 @@ export interface TlsFiles {
   ca?: Buffer;
   cert?: Buffer;
   key?: Buffer;
-  /** The block's `extra` fields that were given (a backend checks their values). */
-  rest: Record<string, unknown>;
+  /** With `allowInsecure`: false when `insecureSkipVerify: true` (server certificates not checked). */
+  rejectUnauthorized: boolean;
 }
 
 export class SettingsCheck {
@@ -62,17 +62,18 @@ export class SettingsCheck {
   }
 
   /**
-   * A `tls:` mapping's files (caFile, certFile + keyFile together); undefined when it is no mapping. Fields
-   * other than the files and `extra` are reported unknown; `rest` holds the `extra` ones given.
+   * A `tls:` mapping: its files (caFile, certFile + keyFile together) and, with `allowInsecure`, the
+   * `insecureSkipVerify` switch; other fields are unknown. Undefined when it is no mapping.
    */
-  tls(raw: unknown, extra: string[] = []): TlsFiles | undefined {
+  tls(raw: unknown, options: { allowInsecure?: boolean } = {}): TlsFiles | undefined {
     if (typeof raw !== "object" || raw === null || Array.isArray(raw)) return void this.problem(`${this.block}.tls must be a mapping`);
     const { caFile, certFile, keyFile, ...rest } = raw as Record<string, unknown>;
-    this.unknown(Object.fromEntries(Object.entries(rest).filter(([field]) => !extra.includes(field))), `${this.block}.tls`);
+    const { insecureSkipVerify = false, ...unknown } = options.allowInsecure ? rest : { ...rest, insecureSkipVerify: undefined };
+    this.unknown(options.allowInsecure ? unknown : rest, `${this.block}.tls`);
+    if (typeof insecureSkipVerify !== "boolean") this.problem(`${this.block}.tls.insecureSkipVerify must be true or false`);
     if ((certFile === undefined) !== (keyFile === undefined)) this.problem(`${this.block}.tls.certFile and ${this.block}.tls.keyFile go together`);
     const read = (field: string, path: unknown) => (path === undefined ? undefined : this.file(`tls.${field}`, path));
-    const given = Object.fromEntries(Object.entries(rest).filter(([field]) => extra.includes(field)));
-    return { ca: read("caFile", caFile), cert: read("certFile", certFile), key: read("keyFile", keyFile), rest: given };
+    return { ca: read("caFile", caFile), cert: read("certFile", certFile), key: read("keyFile", keyFile), rejectUnauthorized: insecureSkipVerify !== true };
   }
 
   /** Throws every recorded mistake as one BackendConfigError for backend `name`; returns when there is none. */

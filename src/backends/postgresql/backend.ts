@@ -16,6 +16,7 @@ import pg from "pg";
 import { BackendUnavailableError, type AcquireRequest, type Hold, type LockBackend } from "../backend";
 import { withDeadline } from "../kit/deadline";
 import { FanOut } from "../kit/fan-out";
+import { HoldersPoll } from "../kit/holders-poll";
 import { splitLockKey } from "../kit/lock-key";
 import * as sql from "./sql";
 
@@ -33,7 +34,6 @@ export interface PostgresSettings {
 }
 
 interface Row { holder_id: string; claim: string; holder_identity: string; cluster: string; fencing_token: string; acquire_time: Date; renew_time: Date }
-interface Watch { timer: NodeJS.Timeout; seen?: string }
 type Tx = (query: (text: string, values?: unknown[]) => Promise<pg.QueryResult>) => Promise<{ changed: boolean; value: unknown }>;
 
 export class PostgresBackend implements LockBackend {
@@ -44,7 +44,7 @@ export class PostgresBackend implements LockBackend {
   private listener?: pg.Client;
   private reconnectMs = 250;
   private reconnectTimer?: NodeJS.Timeout;
-  private readonly watches = new FanOut<Watch>((key) => this.startWatch(key), (_, w) => clearInterval(w.timer));
+  private readonly watches = new FanOut<HoldersPoll>((key) => this.startWatch(key), (_, poll) => poll.stop());
 
   constructor(readonly name: string, private readonly settings: PostgresSettings) {
     this.pool = new pg.Pool({ ...this.connection(), max: 4, idleTimeoutMillis: 30_000 });
@@ -96,7 +96,7 @@ export class PostgresBackend implements LockBackend {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const watch of this.watches.clear()) clearInterval(watch.timer);
+    for (const poll of this.watches.clear()) poll.stop();
     clearTimeout(this.reconnectTimer);
     await this.listener?.end().catch(() => undefined);
     await this.pool.end().catch(() => undefined);
@@ -178,21 +178,10 @@ export class PostgresBackend implements LockBackend {
 
   // --- watches ---
 
-  private startWatch(key: string): Watch {
-    const watch: Watch = { timer: setInterval(() => void this.poll(key, watch), WATCH_POLL_MS).unref() };
-    void this.poll(key, watch);
-    return watch;
-  }
-
-  /** Reports a change when the holds differ from the last poll (an expiry writes nothing, so nothing notifies). */
-  private async poll(key: string, watch: Watch): Promise<void> {
-    try {
-      const seen = (await this.holders(key)).map((h) => `${h.holderId}:${h.fencingToken}`).join(",");
-      if (watch.seen !== undefined && watch.seen !== seen && this.watches.isCurrent(key, watch)) this.watches.notify(key);
-      watch.seen = seen;
-    } catch {
-      // unreachable: the listener's reconnect wakes the watchers
-    }
+  /** NOTIFY reaches the listener; a poll catches holds that expired with nobody writing. */
+  private startWatch(key: string): HoldersPoll {
+    const poll: HoldersPoll = new HoldersPoll(() => this.holders(key), () => this.watches.isCurrent(key, poll) && this.watches.notify(key), WATCH_POLL_MS);
+    return poll;
   }
 
   /** Keeps one LISTEN connection while anything is watched; on every (re)connect, every watcher is woken. */

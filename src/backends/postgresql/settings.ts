@@ -19,11 +19,9 @@ export function parsePostgresSettings(name: string, raw: Record<string, unknown>
   const password = passwordFile === undefined ? undefined : check.secret("passwordFile", passwordFile);
   let ssl: PostgresSettings["ssl"];
   if (tls !== undefined) {
-    const files = check.tls(tls, ["insecureSkipVerify"]);
+    const files = check.tls(tls, { allowInsecure: true });
     if (files) {
-      const { insecureSkipVerify = false } = files.rest;
-      if (typeof insecureSkipVerify !== "boolean") check.problem("postgresql.tls.insecureSkipVerify must be true or false");
-      ssl = { ca: files.ca, cert: files.cert, key: files.key, rejectUnauthorized: insecureSkipVerify !== true };
+      ssl = files;
     }
   }
   check.done(name);

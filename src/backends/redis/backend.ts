@@ -33,6 +33,7 @@ export const DEFAULT_TIMEOUT_MS = 2000;
 const WATCH_POLL_MS = 2000;
 
 import { FanOut } from "../kit/fan-out";
+import { HoldersPoll } from "../kit/holders-poll";
 import { splitLockKey } from "../kit/lock-key";
 import { ACQUIRE, HOLDERS, RELEASE, RENEW } from "./scripts";
 
@@ -60,19 +61,14 @@ export interface RedisSettings {
 
 type Client = Redis | Cluster;
 
-interface Watch {
-  timer: NodeJS.Timeout;
-  /** What the last poll saw, to report holds that vanished by key expiry. */
-  seen?: string;
-}
 
 export class RedisBackend implements LockBackend {
   readonly expiresOnServer = true;
   private readonly client: Client;
   private readonly subscriber: Client;
   /** By event channel: a subscription and a fallback poll per watched lock. */
-  private readonly watches = new FanOut<Watch>((channel) => this.startWatch(channel), (channel, w) => {
-    clearInterval(w.timer);
+  private readonly watches = new FanOut<HoldersPoll>((channel) => this.startWatch(channel), (channel, poll) => {
+    poll.stop();
     this.subscriber.unsubscribe(channel).catch(() => undefined);
   });
   /** The last connection error, until the next successful connect: calls then fail without waiting. */
@@ -132,17 +128,17 @@ export class RedisBackend implements LockBackend {
     return this.watches.add(channel, onChange);
   }
 
-  private startWatch(channel: string): Watch {
+  /** A subscription to the key's channel, and a poll for holds that vanished by expiry with nobody running a script. */
+  private startWatch(channel: string): HoldersPoll {
     const key = channel.slice(`${this.settings.keyPrefix}:events:{`.length, -1); // see keys()
-    const watch: Watch = { timer: setInterval(() => void this.poll(key, channel, watch), WATCH_POLL_MS).unref() };
     this.subscriber.subscribe(channel).catch(() => undefined); // the poll still runs
-    void this.poll(key, channel, watch);
-    return watch;
+    const poll: HoldersPoll = new HoldersPoll(() => this.holders(key), () => this.watches.isCurrent(channel, poll) && this.watches.notify(channel), WATCH_POLL_MS);
+    return poll;
   }
 
   async close(): Promise<void> {
     this.closed = true;
-    for (const watch of this.watches.clear()) clearInterval(watch.timer);
+    for (const poll of this.watches.clear()) poll.stop();
     await Promise.all([this.client, this.subscriber].map((c) => c.quit().catch(() => c.disconnect())));
   }
 
@@ -150,17 +146,6 @@ export class RedisBackend implements LockBackend {
     splitLockKey(key); // the hash tag holds the whole key: only its form is checked
     const base = `${this.settings.keyPrefix}:{${key}}`;
     return { holds: `${base}:holds`, info: `${base}:info`, counter: `${base}:fencing`, channel: `${this.settings.keyPrefix}:events:{${key}}` };
-  }
-
-  /** Reports a change when the holds differ from the last poll; the HOLDERS script also publishes purges. */
-  private async poll(key: string, channel: string, watch: Watch): Promise<void> {
-    try {
-      const seen = (await this.holders(key)).map((h) => `${h.holderId}:${h.fencingToken}`).join(",");
-      if (watch.seen !== undefined && watch.seen !== seen && this.watches.isCurrent(channel, watch)) this.watches.notify(channel);
-      watch.seen = seen;
-    } catch {
-      // unreachable: the subscriber's reconnect wakes the watchers
-    }
   }
 
   /** Runs a script once the connection is ready; connection trouble becomes BackendUnavailableError. */

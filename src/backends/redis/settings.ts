@@ -25,12 +25,10 @@ export function parseRedisSettings(name: string, raw: Record<string, unknown>): 
   const password = passwordFile === undefined ? undefined : check.secret("passwordFile", passwordFile);
   let tlsOptions: ConnectionOptions | undefined;
   if (tls !== undefined) {
-    const files = check.tls(tls, ["insecureSkipVerify"]);
+    const files = check.tls(tls, { allowInsecure: true });
     if (files) {
-      const { insecureSkipVerify = false } = files.rest;
       if (parsed && parsed.protocol !== "rediss:") check.problem("redis.tls needs a rediss:// url");
-      if (typeof insecureSkipVerify !== "boolean") check.problem("redis.tls.insecureSkipVerify must be true or false");
-      tlsOptions = { ca: files.ca, cert: files.cert, key: files.key, rejectUnauthorized: insecureSkipVerify !== true };
+      tlsOptions = files;
     }
   }
   if (parsed?.protocol === "rediss:") tlsOptions ??= {};
