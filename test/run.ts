@@ -7,6 +7,9 @@
  *   tsx test/run.ts --node [files]       the end-to-end tier on a real node (test/env/node.ts): by default
  *                                        every test/node file; files under test/node/ imply --node
  *
+ * A file whose name says multicluster (or multi-cluster) gets a second, independent cluster for the
+ * whole run; in the end-to-end tier, with a real node of its own. Without one, a single cluster starts.
+ *
  * Environment: KUBEBUILDER_ASSETS (ready binaries), USE_EXISTING_CLUSTER=true + KUBECONFIG (a real
  * cluster instead of the local control plane), KUBELOCK_TEST_CONCURRENCY (test files at once, default 2).
  */
@@ -54,12 +57,10 @@ async function main(): Promise<number> {
   };
   process.once("SIGINT", () => void shutdown("SIGINT"));
   process.once("SIGTERM", () => void shutdown("SIGTERM"));
+  const clusters = files.some((f) => /multi-?cluster/.test(f)) ? 2 : 1;
   try {
     if (needsCluster) {
-      environment = await startEnvironment(node ? { node, services: ["redis"] } : {
-        clusters: files.some((f) => /multi-?cluster/.test(f)) ? 2 : 1,
-        services: ["redis", "zookeeper", "etcd", "postgresql"],
-      });
+      environment = await startEnvironment(node ? { node, clusters, services: ["redis"] } : { clusters, services: ["redis", "zookeeper", "etcd", "postgresql"] });
     }
     return await runNodeTests(files, environment?.variables ?? {}, node);
   } finally {

@@ -3,7 +3,8 @@
  * heartbeat-mode claim, waits for the grant, runs the command in a process group of its own with
  * KUBELOCK_FENCING_TOKEN set, renews spec.renewTime every third of the lease while it runs, stops the
  * whole group if the grant is lost or by its own deadline when renewals stop being confirmed, and
- * releases the lock once every process of the group is gone.
+ * releases the lock once every process of the group is gone (with --hold-at-least, no sooner than that
+ * long after the grant).
  */
 import { randomBytes } from "node:crypto";
 import { constants } from "node:os";
@@ -34,10 +35,14 @@ Holds a DistributedLock while COMMAND runs, like flock(1):
      quarter of it), counted on this machine's monotonic clock from the start of the last confirmed
      renewal, so it holds when the API server is unreachable or the connection hangs. SIGKILL then
      comes no later than the lease minus half the margin, whatever --grace-period says;
-  5. when COMMAND exits, stops what it left in its process group (SIGTERM, then SIGKILL as above),
-     releases the lock and exits with COMMAND's exit code (128+N if it was killed by signal N; 127 if
+  5. when COMMAND exits, stops what it left in its process group (SIGTERM, then SIGKILL as above);
+  6. with --hold-at-least D, keeps holding the lock (renewing as in 3) until D has passed since the
+     grant was seen, so that a run elsewhere that asks within D after the grant finds the lock held;
+     a grant lost meanwhile just ends the wait;
+  7. releases the lock and exits with COMMAND's exit code (128+N if it was killed by signal N; 127 if
      it could not be started).
-SIGINT, SIGTERM and SIGHUP are forwarded to COMMAND's process group.
+SIGINT, SIGTERM and SIGHUP are forwarded to COMMAND's process group; after COMMAND exited, they end
+the wait of --hold-at-least: the lock is released at once.
 
 The claim is named --claim NAME, or else LOCK-run-RANDOM: a fresh claim per run, so runs in the
 same pod (or a claim made by 'kubelock wait' for the pod) never collide. A claim created here is
@@ -52,6 +57,7 @@ Flags:
       --timeout D          give up waiting for the grant after this long (default: wait forever)
       --priority N         queue priority: higher goes first (default 0)
       --grace-period D     after SIGTERM, SIGKILL after this long (default 10s; capped by the deadline)
+      --hold-at-least D    keep the lock until D after the grant, even if COMMAND ends sooner (default 0s)
 ${COMMON_FLAGS_HELP}
 
 ${EXIT_CODES_HELP.replace("  0  success (granted, released, renewed)\n", "  N  COMMAND's own exit code once it ran (0 included); 128+N killed by signal N; 127 not startable\n")}
@@ -81,7 +87,7 @@ export const runCommand = command("run", async (argv) => {
   const separator = argv.indexOf("--");
   const flagArgs = separator >= 0 ? argv.slice(0, separator) : argv;
   const commandLine = separator >= 0 ? argv.slice(separator + 1) : [];
-  const { values } = parseFlags(flagArgs, HOLDER_FLAGS);
+  const { values } = parseFlags(flagArgs, { ...HOLDER_FLAGS, "hold-at-least": { type: "string" } } as const);
   if (values.help) {
     console.log(runHelp);
     return 0;
@@ -93,6 +99,7 @@ export const runCommand = command("run", async (argv) => {
   const timeoutMs = durationFlag(values.timeout, "--timeout");
   const priority = integerFlag(values.priority, "--priority");
   const graceMs = durationFlag(values["grace-period"], "--grace-period") ?? 10_000;
+  const holdAtLeastMs = durationFlag(values["hold-at-least"], "--hold-at-least") ?? 0;
   const pod = podIdentity();
   const cluster = connect(values);
   const inPod = pod.name !== undefined && (pod.namespace === undefined || pod.namespace === cluster.namespace);
@@ -113,12 +120,13 @@ export const runCommand = command("run", async (argv) => {
   };
 
   const granted = await waitAsHolder({ cluster, claimName, lockName, timeoutMs, out: say, created });
+  const holdUntil = performance.now() + holdAtLeastMs;
 
   const token = granted.status?.fencingToken ?? "";
   const lease = (granted.spec.leaseDurationSeconds ?? leaseSeconds) * 1000;
   // From here on a request that outlasts a renewal interval is useless: renewals decide the deadline.
   const holding: Cluster = { ...cluster, requestTimeoutMs: Math.min(cluster.requestTimeoutMs, renewIntervalMs(lease)) };
-  const code = await holdWhileRunning({ cluster: holding, claimName, lockName, token, leaseMs: lease, graceMs, commandLine });
+  const code = await holdWhileRunning({ cluster: holding, claimName, lockName, token, leaseMs: lease, graceMs, commandLine, holdUntil });
   try {
     await release(holding);
   } catch (err) {
@@ -137,6 +145,8 @@ interface HoldOptions {
   leaseMs: number;
   graceMs: number;
   commandLine: string[];
+  /** Monotonic time (ms) before which the lock is not released after the command exited (--hold-at-least). */
+  holdUntil: number;
 }
 
 /**
@@ -144,10 +154,11 @@ interface HoldOptions {
  * renewing and watching the claim; resolves with run's exit code once every process of the group is
  * gone. The grant counts as lost when the claim leaves Granted or when the local deadline passes
  * without a confirmed renewal (hold-deadline.ts); the group then gets SIGTERM, and SIGKILL after the
- * grace period or at the deadline's kill time, whichever comes first.
+ * grace period or at the deadline's kill time, whichever comes first. Once the group is gone the grant is
+ * kept (still renewed and watched) until `holdUntil`, unless it is lost or a forwarded signal comes first.
  */
 function holdWhileRunning(options: HoldOptions): Promise<number> {
-  const { cluster, claimName, lockName, token, leaseMs, graceMs, commandLine } = options;
+  const { cluster, claimName, lockName, token, leaseMs, graceMs, commandLine, holdUntil } = options;
   const name = commandLine[0];
   return new Promise((resolve) => {
     // Until a renewal is confirmed the command does not start; this bounds that wait.
@@ -159,7 +170,10 @@ function holdWhileRunning(options: HoldOptions): Promise<number> {
     let killed = false;
     let killTime = Infinity;
     let done = false;
-    const timers: Record<"deadline" | "kill" | "poll", NodeJS.Timeout | undefined> = { deadline: undefined, kill: undefined, poll: undefined };
+    /** COMMAND's exit code while the grant is kept after it (--hold-at-least). */
+    let lingering: number | undefined;
+    const timers: Record<"deadline" | "kill" | "poll" | "linger", NodeJS.Timeout | undefined> =
+      { deadline: undefined, kill: undefined, poll: undefined, linger: undefined };
 
     const armDeadline = () => {
       clearTimeout(timers.deadline);
@@ -188,7 +202,11 @@ function holdWhileRunning(options: HoldOptions): Promise<number> {
 
     const forward = new Map<NodeJS.Signals, () => void>();
     for (const sig of FORWARDED) {
-      const handler = () => (group ? group.signal(sig) : finish(128 + constants.signals[sig], `interrupted by ${sig}`));
+      const handler = () => {
+        if (lingering !== undefined) finish(lingering, `interrupted by ${sig}; releasing lock ${lockName} now`);
+        else if (group) group.signal(sig);
+        else finish(128 + constants.signals[sig], `interrupted by ${sig}`);
+      };
       forward.set(sig, handler);
       process.on(sig, handler);
     }
@@ -212,6 +230,7 @@ function holdWhileRunning(options: HoldOptions): Promise<number> {
 
     function loseGrant(why: string) {
       if (lost || done) return;
+      if (lingering !== undefined) return finish(lingering, `lost lock ${lockName} after ${name} exited: ${why}`);
       lost = true;
       heartbeat.stop();
       clearTimeout(timers.deadline);
@@ -240,12 +259,21 @@ function holdWhileRunning(options: HoldOptions): Promise<number> {
 
     /** Once the command itself exited: done when its whole group is gone (or was killed); else stop the rest. */
     function settleGroup() {
-      if (exitCode === undefined || done) return;
-      if (killed || !group!.alive()) return finish(lost ? Exit.ClaimEnded : exitCode);
+      if (exitCode === undefined || done || lingering !== undefined) return;
+      if (killed || !group!.alive()) return lost ? finish(Exit.ClaimEnded) : keepUntilHoldEnds(exitCode);
       if (!stopping) say(`${name} exited; stopping the processes it left in its process group`);
       stopGroup();
       clearTimeout(timers.poll);
       timers.poll = setTimeout(settleGroup, 100);
+    }
+
+    /** COMMAND and its group are gone with the grant held: release now, or once `holdUntil` has come. */
+    function keepUntilHoldEnds(code: number) {
+      const rest = holdUntil - performance.now();
+      if (rest <= 0) return finish(code);
+      lingering = code;
+      say(`${name} exited; holding lock ${lockName} ${formatDuration(rest)} longer (--hold-at-least)`);
+      timers.linger = setTimeout(() => finish(code), rest);
     }
 
     function finish(code: number, message?: string) {

@@ -43,6 +43,10 @@ export interface EnvironmentOptions {
    * KUBELOCK_TEST_IMAGE (the project's image), KUBELOCK_TEST_NODE (the Node's name),
    * KUBELOCK_TEST_NODE_NETNS (the namespace's path, for `nsenter --net=`), and with Redis,
    * KUBELOCK_TEST_NODE_REDIS_URL (the same server as pods reach it, through a relay at the node address).
+   * With 2 clusters, cluster 2 gets a node of its own the same way, in a namespace of its own (node
+   * address 10.251.0.1 where cluster 1's is 10.250.0.1), named kubelock-node-2; its variables are those
+   * above suffixed _2 (KUBELOCK_TEST_NODE_2, KUBELOCK_TEST_NODE_NETNS_2, KUBELOCK_TEST_NODE_REDIS_URL_2),
+   * the image being the same. Nodes stop in reverse order of their start.
    */
   node?: boolean;
 }
@@ -76,19 +80,12 @@ export async function startEnvironment(options: EnvironmentOptions = {}): Promis
     if (options.node && process.getuid?.() !== 0) throw new Error("a real node needs root (network namespaces, mounts, cgroups)");
     if (!existing || needEtcd) binDir = await controlPlaneBinaries({ node: options.node });
     const images = options.node ? await nodeImages() : undefined;
-    let netns: NetworkNamespace | undefined;
-    if (options.node) {
-      const netnsDir = mkdtempSync(join(tmpdir(), "kubelock-netns-"));
-      cleanups.push(async () => rmSync(netnsDir, { recursive: true, force: true }));
-      netns = await NetworkNamespace.create(`kubelock-${process.pid}`, netnsDir);
-      cleanups.push(() => netns!.destroy());
-      log(`environment: network namespace ${netns.name} (node address ${netns.address})`);
-    }
     const kubectl = binDir && existsSync(join(binDir, "kubectl")) ? join(binDir, "kubectl") : "kubectl";
     variables.KUBELOCK_TEST_KUBECTL = kubectl;
 
     const kubeconfigs: string[] = [];
     const planes: ControlPlane[] = [];
+    const namespaces: NetworkNamespace[] = [];
     if (existing) {
       const kubeconfig = process.env.KUBECONFIG;
       if (!kubeconfig) throw new Error("USE_EXISTING_CLUSTER=true needs KUBECONFIG");
@@ -96,20 +93,22 @@ export async function startEnvironment(options: EnvironmentOptions = {}): Promis
       kubeconfigs.push(kubeconfig);
     } else {
       for (let i = 1; i <= (options.clusters ?? 1); i++) {
+        const netns = images ? await nodeNamespace(i, cleanups, log) : undefined;
+        if (netns) namespaces.push(netns);
         log(`environment: starting control plane ${i} (etcd, kube-apiserver, kube-controller-manager)`);
         const started = Date.now();
-        const plane: ControlPlane = await startControlPlane(binDir!, { name: `cluster${i}`, controllerManager: options.controllerManager,
-          netns: i === 1 ? netns : undefined });
+        const plane: ControlPlane = await startControlPlane(binDir!, { name: `cluster${i}`, controllerManager: options.controllerManager, netns });
         cleanups.push(() => plane.stop());
         planes.push(plane);
         log(`environment: control plane ${i} ready at ${plane.server} in ${((Date.now() - started) / 1000).toFixed(1)}s`);
         kubeconfigs.push(plane.kubeconfig);
+        if (!netns || !images) continue;
+        // Started after its control plane, stopped before it (cleanups run in reverse): node 2 before node 1.
+        const node = await startNode(binDir!, plane, netns, images, log, i === 1 ? "kubelock-node" : `kubelock-node-${i}`);
+        cleanups.push(() => node.stop());
+        Object.assign(variables, { KUBELOCK_TEST_IMAGE: images.project, [`KUBELOCK_TEST_NODE${suffix(i)}`]: node.name,
+          [`KUBELOCK_TEST_NODE_NETNS${suffix(i)}`]: netns.path });
       }
-    }
-    if (netns && images) {
-      const node = await startNode(binDir!, planes[0], netns, images, log);
-      cleanups.push(() => node.stop());
-      Object.assign(variables, { KUBELOCK_TEST_IMAGE: images.project, KUBELOCK_TEST_NODE: node.name, KUBELOCK_TEST_NODE_NETNS: netns.path });
     }
     variables.KUBECONFIG = kubeconfigs[0];
     if (kubeconfigs[1]) variables.KUBELOCK_TEST_KUBECONFIG_2 = kubeconfigs[1];
@@ -121,7 +120,7 @@ export async function startEnvironment(options: EnvironmentOptions = {}): Promis
     for (const [i, kubeconfig] of kubeconfigs.entries()) {
       const file = join(identities, `cluster${i + 1}.kubeconfig`);
       await writeOperatorKubeconfig(kubectl, kubeconfig, file);
-      variables[i === 0 ? "KUBELOCK_TEST_OPERATOR_KUBECONFIG" : "KUBELOCK_TEST_OPERATOR_KUBECONFIG_2"] = file;
+      variables[`KUBELOCK_TEST_OPERATOR_KUBECONFIG${suffix(i + 1)}`] = file;
     }
     log("environment: deploy/rbac.yaml applied; operators run with its ServiceAccount's token");
 
@@ -139,9 +138,10 @@ export async function startEnvironment(options: EnvironmentOptions = {}): Promis
       if (hasMembers(service)) members[name] = service.members;
       log(`environment: ${name}${hasMembers(service) ? ` (${service.members} members)` : ""} at ${service.address}`);
     }
-    if (services.has("redis")) variables.KUBELOCK_TEST_REDIS_URL = services.get("redis")!.address;
-    if (services.has("redis") && netns) {
-      variables.KUBELOCK_TEST_NODE_REDIS_URL = `redis://${await netns.reach(Number(new URL(services.get("redis")!.address).port))}`;
+    const redis = services.get("redis");
+    if (redis) variables.KUBELOCK_TEST_REDIS_URL = redis.address;
+    for (const [i, netns] of redis ? namespaces.entries() : []) {
+      variables[`KUBELOCK_TEST_NODE_REDIS_URL${suffix(i + 1)}`] = `redis://${await netns.reach(Number(new URL(redis!.address).port))}`;
     }
     if (services.has("zookeeper")) variables.KUBELOCK_TEST_ZOOKEEPER_CONNECT = services.get("zookeeper")!.address;
     if (services.has("etcd")) variables.KUBELOCK_TEST_ETCD_ENDPOINT = services.get("etcd")!.address;
@@ -157,6 +157,23 @@ export async function startEnvironment(options: EnvironmentOptions = {}): Promis
     await stop();
     throw err;
   }
+}
+
+/** The suffix of cluster `i`'s variables (1-based): none for the first, _2 for the second. */
+const suffix = (i: number) => (i === 1 ? "" : `_${i}`);
+
+/**
+ * Cluster `i`'s network namespace for a real node (1-based): kubelock-PID for the first, kubelock-PID-I
+ * for others, node address 10.(249+I).0.1, with a directory of its own for the relays' sockets and logs;
+ * deleted (and the directory removed) by `cleanups`.
+ */
+async function nodeNamespace(i: number, cleanups: (() => Promise<void>)[], log: (line: string) => void): Promise<NetworkNamespace> {
+  const dir = mkdtempSync(join(tmpdir(), "kubelock-netns-"));
+  cleanups.push(async () => rmSync(dir, { recursive: true, force: true }));
+  const netns = await NetworkNamespace.create(`kubelock-${process.pid}${i === 1 ? "" : `-${i}`}`, dir, `10.${249 + i}.0.1`);
+  cleanups.push(() => netns.destroy());
+  log(`environment: network namespace ${netns.name} (node address ${netns.address})`);
+  return netns;
 }
 
 export async function installCrds(kubectl: string, kubeconfig: string): Promise<void> {

@@ -1,8 +1,9 @@
 /**
  * A network namespace of the test environment's own, for a real node: the control plane, containerd,
  * the kubelet and kube-proxy run inside it (`launch`), so their addresses, routes, iptables rules and
- * pod networks never touch the machine's. It has loopback and a veth pair whose first end carries the
- * node address, with a dead-end default route (the kubelet and kube-proxy want one; nothing leaves).
+ * pod networks never touch the machine's (nor another node's namespace). It has loopback and a veth
+ * pair whose first end carries the node address (one /24 per namespace), with a dead-end default
+ * route (the kubelet and kube-proxy want one; nothing leaves).
  * Ports inside are reached from the machine's loopback through relays (`expose`), and servers on the
  * machine's loopback from inside (`reach`). `destroy()` stops the
  * relays and deletes the namespace, and with it every rule, route and link made inside.
@@ -20,17 +21,20 @@ export const launchHere: Launcher = (name, command, args, logFile, env) => new M
 export class NetworkNamespace {
   private readonly relays: ManagedProcess[] = [];
 
-  /** The node's address inside (the kubelet's InternalIP, the API server's advertised address). */
-  readonly address = "10.250.0.1";
   readonly path: string;
 
-  private constructor(readonly name: string, private readonly dir: string) {
+  /** `address`: the node's address inside (the kubelet's InternalIP, the API server's advertised address). */
+  private constructor(readonly name: string, private readonly dir: string, readonly address: string) {
     this.path = `/run/netns/${name}`;
   }
 
-  /** Creates the namespace `name`; `dir` (existing) holds the relays' sockets and logs. */
-  static async create(name: string, dir: string): Promise<NetworkNamespace> {
-    const ns = new NetworkNamespace(name, dir);
+  /**
+   * Creates the namespace `name` with the node address `address` (default 10.250.0.1; its /24 is the
+   * node link's, .254 the dead-end gateway); `dir` (existing, one per namespace) holds the relays'
+   * sockets and logs.
+   */
+  static async create(name: string, dir: string, address = "10.250.0.1"): Promise<NetworkNamespace> {
+    const ns = new NetworkNamespace(name, dir, address);
     await runCommand("ip", ["netns", "add", name]);
     try {
       const ip = (...args: string[]) => runCommand("ip", ["-n", name, ...args]);
@@ -39,7 +43,7 @@ export class NetworkNamespace {
       await ip("addr", "add", `${ns.address}/24`, "dev", "node0");
       await ip("link", "set", "node0", "up");
       await ip("link", "set", "node1", "up");
-      await ip("route", "add", "default", "via", "10.250.0.254", "dev", "node0");
+      await ip("route", "add", "default", "via", address.replace(/\d+$/, "254"), "dev", "node0");
       await ns.run("sysctl", ["-q", "-w", "net.ipv4.ip_forward=1"]);
     } catch (err) {
       await ns.destroy();

@@ -1,17 +1,20 @@
 /**
  * A real node for the end-to-end tier: Debian's containerd and runc, a CNI bridge, the kubelet,
  * kube-proxy and kube-scheduler (built with the control plane by hack/controlplane/build.sh --node),
- * all inside the environment's network namespace, running pods from images made without a registry
- * (hack/node/images.sh) and imported into containerd.
+ * all inside a network namespace of the environment's, running pods from images made without a registry
+ * (hack/node/images.sh) and imported into containerd. Nodes of several clusters (each in a namespace of
+ * its own, with its own directory, cgroup root and name) may run at once; they stop in reverse order of
+ * their start, since each restores the kernel settings it found at its start.
  *
  * What it changes on the machine is undone by `stop()`: pods are deleted through the API and their
  * containers stopped, leftovers killed through containerd, every mount under the node's directory
- * unmounted, its cgroups removed, and the kernel settings the kubelet sets at start (vm.overcommit_memory,
- * kernel.panic, ...: it has no option not to) restored. Addresses, routes and iptables rules all live in
+ * unmounted, its cgroups removed, the links the kubelet made in /var/log/containers removed, and the
+ * kernel settings the kubelet sets at start (vm.overcommit_memory, kernel.panic, ...: it has no option
+ * not to) restored. Addresses, routes and iptables rules all live in
  * the namespace, which the environment deletes after the control plane stops.
  */
 import { spawn } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { ControlPlane } from "./controlplane";
@@ -58,8 +61,6 @@ export interface RealNode {
   stop(): Promise<void>;
 }
 
-export const nodeName = "kubelock-node";
-
 /**
  * The kernel settings the kubelet changes machine-wide on start (with no opt-out), saved before and
  * restored at stop.
@@ -67,9 +68,13 @@ export const nodeName = "kubelock-node";
 const kubeletSysctls = ["vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
   "kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes"];
 
-/** Starts containerd, the kubelet, kube-proxy and kube-scheduler in `netns` for `plane`; resolves once the node is Ready. */
+/**
+ * Starts containerd, the kubelet, kube-proxy and kube-scheduler in `netns` for `plane` as the Node `nodeName`;
+ * resolves once the node is Ready. Its log lines start with "node NAME:".
+ */
 export async function startNode(binDir: string, plane: ControlPlane, netns: NetworkNamespace, images: NodeImages,
-  log: (line: string) => void): Promise<RealNode> {
+  log: (line: string) => void, nodeName = "kubelock-node"): Promise<RealNode> {
+  const say = (line: string) => log(`node ${nodeName}: ${line}`);
   for (const tool of ["containerd", "runc", "ctr", "socat", "iptables"]) {
     await runCommand("sh", ["-c", `command -v ${tool}`]).catch(() => {
       throw new Error(`${tool} is missing: the end-to-end tier installs its packages with hack/node/deps.sh (make e2e)`);
@@ -79,6 +84,7 @@ export async function startNode(binDir: string, plane: ControlPlane, netns: Netw
   const paths = nodePaths(dir);
   const processes: ManagedProcess[] = [];
   const sysctls = new Map(kubeletSysctls.map((key) => [key, readFileSync(`/proc/sys/${key}`, "utf8").trim()]));
+  const logLinksDirExisted = existsSync(containerLogLinks);
   const cgroupRoot = `/${dir.split("/").pop()}`;
   const cgroupDirs = cgroupMounts().map((mount) => join(mount, cgroupRoot));
   const ctr = (args: string[]) => runCommand("ctr", ["--address", paths.containerdSocket, "--namespace", "k8s.io", ...args]);
@@ -91,15 +97,16 @@ export async function startNode(binDir: string, plane: ControlPlane, netns: Netw
     const kubelet = processes.find((p) => p.name === "kubelet");
     const others = processes.filter((p) => p !== kubelet && p.name !== "containerd");
     for (const p of others) await p.stop(); // the scheduler first: nothing new lands on the node
-    if (kubelet?.running) await drain(kubectl, ctr, log);
+    if (kubelet?.running) await drain(kubectl, ctr, say);
     await kubelet?.stop(10_000);
-    await killLeftovers(ctr, log);
+    await killLeftovers(ctr, say);
     await processes.find((p) => p.name === "containerd")?.stop(10_000);
-    await unmountUnder(dir, log);
-    for (const cgroup of cgroupDirs) removeCgroup(cgroup, log);
+    await unmountUnder(dir, say);
+    for (const cgroup of cgroupDirs) removeCgroup(cgroup, say);
     for (const [key, value] of sysctls) {
       if (readFileSync(`/proc/sys/${key}`, "utf8").trim() !== value) writeFileSync(`/proc/sys/${key}`, value);
     }
+    removeLogLinks(dir, !logLinksDirExisted);
     rmSync(dir, { recursive: true, force: true });
   };
 
@@ -124,7 +131,7 @@ export async function startNode(binDir: string, plane: ControlPlane, netns: Netw
     processes.push(containerd);
     await containerd.waitUntil("its socket", async () => existsSync(paths.containerdSocket) && (await ctr(["version"]), true), 30_000);
     for (const image of images.archives) await ctr(["images", "import", image.file]);
-    log(`node: containerd ready with ${images.archives.length} images in ${((Date.now() - started) / 1000).toFixed(1)}s`);
+    say(`containerd ready with ${images.archives.length} images in ${((Date.now() - started) / 1000).toFixed(1)}s`);
 
     const resolvConf = file("resolv.conf", "nameserver 127.0.0.1\n");
     const kubelet = netns.launch("kubelet", join(binDir, "kubelet"), [
@@ -149,12 +156,32 @@ export async function startNode(binDir: string, plane: ControlPlane, netns: Netw
       return ready.trim() === "True";
     }, 120_000);
     for (const p of processes) if (!p.running) throw new Error(`${p.name} exited:\n${p.tail()}`);
-    log(`node: ${nodeName} Ready in ${((Date.now() - started) / 1000).toFixed(1)}s (logs in ${dir})`);
+    say(`Ready in ${((Date.now() - started) / 1000).toFixed(1)}s (logs in ${dir})`);
     return { name: nodeName, stop };
   } catch (err) {
     await stop();
     throw err;
   }
+}
+
+/**
+ * Where the kubelet links each container's log (a fixed path, with no option): links into the node's
+ * directory that it had no time to remove are removed at stop.
+ */
+const containerLogLinks = "/var/log/containers";
+
+/** Removes the links into `dir` from the kubelet's log link directory, and the directory if `created` and empty. */
+function removeLogLinks(dir: string, created: boolean) {
+  if (!existsSync(containerLogLinks)) return;
+  for (const name of readdirSync(containerLogLinks)) {
+    const link = join(containerLogLinks, name);
+    try {
+      if (readlinkSync(link).startsWith(`${dir}/`)) unlinkSync(link);
+    } catch {
+      // not a link, or gone already
+    }
+  }
+  if (created && readdirSync(containerLogLinks).length === 0) rmdirSync(containerLogLinks);
 }
 
 /** The machine's cgroup hierarchies, v1 and v2 (the kubelet and runc use cgroupfs in each they find). */
@@ -171,17 +198,17 @@ function cgroupMounts(): string[] {
  */
 async function drain(kubectl: (args: string[]) => Promise<string>, ctr: (args: string[]) => Promise<string>, log: (line: string) => void) {
   const started = Date.now();
-  await kubectl(["delete", "pods", "--all", "--all-namespaces", "--grace-period=2", "--wait=false"]).catch((err) => log(`node: ${err}`));
+  await kubectl(["delete", "pods", "--all", "--all-namespaces", "--grace-period=2", "--wait=false"]).catch((err) => log(`${err}`));
   let tasks = "";
   while (Date.now() < started + 60_000) {
     tasks = (await ctr(["tasks", "ls", "-q"]).catch(() => "")).trim();
     if (tasks === "") {
-      log(`node: every pod stopped ${((Date.now() - started) / 1000).toFixed(1)}s after their deletion`);
+      log(`every pod stopped ${((Date.now() - started) / 1000).toFixed(1)}s after their deletion`);
       return;
     }
     await new Promise((r) => setTimeout(r, 500));
   }
-  log(`node: containers still ran a minute after their pods were deleted; killing them: ${tasks.split("\n").join(" ")}`);
+  log(`containers still ran a minute after their pods were deleted; killing them: ${tasks.split("\n").join(" ")}`);
 }
 
 /** Kills and deletes, through containerd, any task and container the kubelet left. */
@@ -189,7 +216,7 @@ async function killLeftovers(ctr: (args: string[]) => Promise<string>, log: (lin
   const tasks = (await ctr(["tasks", "ls", "-q"]).catch(() => "")).split("\n").filter(Boolean);
   for (const id of tasks) {
     await ctr(["tasks", "kill", "--signal", "SIGKILL", id]).catch(() => undefined);
-    await ctr(["tasks", "delete", "--force", id]).catch((err) => log(`node: task ${id}: ${err}`));
+    await ctr(["tasks", "delete", "--force", id]).catch((err) => log(`task ${id}: ${err}`));
   }
   const containers = (await ctr(["containers", "ls", "-q"]).catch(() => "")).split("\n").filter(Boolean);
   for (const id of containers) await ctr(["containers", "delete", id]).catch(() => undefined);
@@ -202,7 +229,7 @@ async function unmountUnder(dir: string, log: (line: string) => void) {
     .filter((target) => target?.startsWith(`${dir}/`))
     .sort((a, b) => b.length - a.length);
   for (const target of new Set(targets)) {
-    await runCommand("umount", [target]).catch(() => runCommand("umount", ["-l", target])).catch((err) => log(`node: ${err}`));
+    await runCommand("umount", [target]).catch(() => runCommand("umount", ["-l", target])).catch((err) => log(`${err}`));
   }
 }
 
@@ -215,6 +242,6 @@ function removeCgroup(cgroup: string, log: (line: string) => void) {
   try {
     rmdirSync(cgroup);
   } catch (err) {
-    log(`node: cgroup ${cgroup}: ${(err as Error).message}`);
+    log(`cgroup ${cgroup}: ${(err as Error).message}`);
   }
 }

@@ -7,7 +7,7 @@ import { after, before, test } from "node:test";
 import * as k8s from "@kubernetes/client-node";
 import { CLAIM_PLURAL, GROUP, RELEASE_ANNOTATION, VERSION, type LockClaim } from "../../src/api/types";
 import { createNamespace, eventually } from "../support/env";
-import { commandPid, grantedRunClaim, running, show, startCli } from "../support/cli";
+import { commandPid, endedWithin, grantedRunClaim, running, show, startCli } from "../support/cli";
 import { Api, startOperator, type OperatorProcess } from "../support/operator";
 
 
@@ -101,4 +101,41 @@ test("a wait timeout is exit 3 and deletes the claim; a missing command is 127 a
 
   const usage = await startCli(["run", "--lock", "free", "-n", namespace]).exited;
   assert.equal(usage.code, 2, show(usage));
+});
+
+test("--hold-at-least keeps the lock, renewed, until that long after the grant, though the command ended at once", async () => {
+  await api.createLock("linger");
+  const run = startCli(["run", "--lock", "linger", "--lease-duration", "2s", "--hold-at-least", "5s", "-n", namespace, "--", "true"]);
+  const claim = await grantedRunClaim(api, "linger");
+  await eventually("run holds on after true exited", () => (/true exited; holding lock linger [\d.]+s longer/.test(run.stderr()) ? true : undefined));
+  await api.createClaim("linger-next", { lockName: "linger" });
+
+  const result = await endedWithin(run, 30_000);
+  assert.equal(result.code, 0, show(result));
+  assert.doesNotMatch(result.stderr, /lost lock/);
+  const next = await api.waitForPhase("linger-next", "Granted");
+  // Held on the backend for the 5s, 2.5 leases of 2s: only renewals kept it.
+  const held = Date.parse(next.status!.acquireTime!) - Date.parse(claim.status!.acquireTime!);
+  assert.ok(held >= 5000, `the next holder was granted ${held}ms after the run's grant`);
+  assert.ok(BigInt(next.status!.fencingToken!) > BigInt(claim.status!.fencingToken!));
+});
+
+test("--hold-at-least: SIGTERM during the wait releases at once, a lost grant ends it; both exit with the command's code", async () => {
+  await api.createLock("linger-signal");
+  const signalled = startCli(["run", "--lock", "linger-signal", "--hold-at-least", "10m", "-n", namespace, "--", "true"]);
+  await eventually("holding on", () => (signalled.stderr().includes("holding lock linger-signal") ? true : undefined));
+  signalled.child.kill("SIGTERM");
+  const interrupted = await endedWithin(signalled, 15_000);
+  assert.equal(interrupted.code, 0, show(interrupted));
+  assert.match(interrupted.stderr, /interrupted by SIGTERM; releasing lock linger-signal now/);
+  await eventually("the run's claim is gone", async () => ((await claimsOf("linger-signal")).length === 0 ? true : undefined));
+
+  await api.createLock("linger-lost");
+  const lost = startCli(["run", "--lock", "linger-lost", "--hold-at-least", "10m", "-n", namespace, "--", "sh", "-c", "exit 5"]);
+  const claim = await grantedRunClaim(api, "linger-lost");
+  await eventually("holding on", () => (lost.stderr().includes("holding lock linger-lost") ? true : undefined));
+  await api.deleteClaim(claim.metadata.name);
+  const ended = await endedWithin(lost, 15_000);
+  assert.equal(ended.code, 5, show(ended));
+  assert.match(ended.stderr, /lost lock linger-lost after sh exited: claim linger-lost-run-\w+ (was deleted|is now)/);
 });

@@ -9,9 +9,9 @@ import { createNamespace, eventually, kubectl } from "../support/env";
 import { Api } from "../support/operator";
 import { assertOperatorNeverForbidden, core, deployOperator, gauge, httpGetInNode, ok, operatorNamespace, operatorPods, theLeader } from "./support";
 
-before(deployOperator);
+before(() => deployOperator());
 
-after(assertOperatorNeverForbidden);
+after(() => assertOperatorNeverForbidden());
 
 test("deploy/: 2 replicas Running and Ready through their probes, exactly one leader holding the Lease", async () => {
   const pods = await eventually("2 Ready operator pods", async () => {

@@ -2,26 +2,20 @@
  * examples/ applied as written on the real node (each in a fresh namespace, only the kubelock image
  * replaced by the built one): what their workloads do, as the kubelet ran them (their logs, their
  * containers' start and finish times), shows the mutual exclusion. (b) needs two clusters sharing a
- * Redis and is not run here.
+ * Redis: multicluster-cronjob.test.ts runs it.
  */
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
-import { join, resolve } from "node:path";
 import { after, test } from "node:test";
 import type * as k8s from "@kubernetes/client-node";
 import { createNamespace, eventually, kubectl } from "../support/env";
 import { Api } from "../support/operator";
-import { assertOperatorNeverForbidden, core, deployOperator, ok, projectImage } from "./support";
-
-const repoRoot = resolve(__dirname, "..", "..");
+import { assertOperatorNeverForbidden, core, deployOperator, exampleManifest, ok } from "./support";
 
 /** Applies examples/`file` in a fresh namespace with only `image: kubelock:0.1.0` replaced; returns the namespace. */
 async function applyExample(file: string): Promise<{ namespace: string; api: Api }> {
   await deployOperator();
   const namespace = await createNamespace("example");
-  const text = readFileSync(join(repoRoot, "examples", file), "utf8");
-  assert.ok(!file.startsWith("job") || text.includes("image: kubelock:0.1.0"), "the example names the kubelock image");
-  await ok(kubectl(["apply", "-n", namespace, "-f", "-"], { input: text.replaceAll("image: kubelock:0.1.0", `image: ${projectImage()}`) }));
+  await ok(kubectl(["apply", "-n", namespace, "-f", "-"], { input: exampleManifest(file) }));
   return { namespace, api: new Api(namespace) };
 }
 
@@ -36,7 +30,7 @@ function runOf(pod: k8s.V1Pod, container: string): { start: number; end?: number
   return undefined;
 }
 
-after(assertOperatorNeverForbidden);
+after(() => assertOperatorNeverForbidden());
 
 test("(a) job-db-migration: the 5 pods migrate one at a time, each with its own larger token", async () => {
   const { namespace, api } = await applyExample("job-db-migration.yaml");

@@ -27,17 +27,13 @@ backends:
 `;
 
 before(async () => {
-  await deployOperator();
   // deploy/'s ConfigMap given a Redis backend, as a user would edit it; the replicas restart to read it.
-  const patch = JSON.stringify({ data: { "config.yaml": redisConfig() } });
-  await ok(kubectl(["patch", "configmap", "-n", operatorNamespace, "kubelock-config", "--type=merge", "-p", patch]));
-  await ok(kubectl(["rollout", "restart", "-n", operatorNamespace, "deployment/kubelock-operator"]));
-  await ok(kubectl(["rollout", "status", "-n", operatorNamespace, "deployment/kubelock-operator", "--timeout=300s"]));
+  await deployOperator({ config: redisConfig() });
   namespace = await createNamespace("failover");
   api = new Api(namespace);
   await claimerServiceAccount(namespace, "migrator");
 });
-after(assertOperatorNeverForbidden);
+after(() => assertOperatorNeverForbidden());
 after(() => rmSync(shared, { recursive: true, force: true }));
 
 // --leader-elect-lease-duration (15s) and --leader-elect-retry-period (2s) as deploy/ runs the operator,

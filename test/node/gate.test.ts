@@ -41,7 +41,7 @@ function assertGated(p: k8s.V1Pod): void {
   assert.equal(scheduled(p)?.reason, "SchedulingGated");
 }
 
-after(assertOperatorNeverForbidden);
+after(() => assertOperatorNeverForbidden());
 
 test("gated pods stay SchedulingGated until granted, then the scheduler places them one holder at a time", async () => {
   await api.createLock("gpu-slot", { maxHolders: 1 });

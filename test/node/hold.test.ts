@@ -25,7 +25,7 @@ before(async () => {
   api = new Api(namespace);
   await claimerServiceAccount(namespace, "worker");
 });
-after(assertOperatorNeverForbidden);
+after(() => assertOperatorNeverForbidden());
 after(() => rmSync(shared, { recursive: true, force: true }));
 
 /** A pod whose sidecar holds `lock`; its main container logs start, then stopped (on SIGTERM) or end. */

@@ -22,7 +22,7 @@ before(async () => {
   api = new Api(namespace);
   await claimerServiceAccount(namespace, "migrator");
 });
-after(assertOperatorNeverForbidden);
+after(() => assertOperatorNeverForbidden());
 after(() => rmSync(shared, { recursive: true, force: true }));
 
 test("a Job of 5 parallel pods behind `kubelock wait` init containers runs its critical sections one at a time", async () => {

@@ -18,7 +18,7 @@ before(async () => {
   api = new Api(namespace);
   await claimerServiceAccount(namespace, "worker");
 });
-after(assertOperatorNeverForbidden);
+after(() => assertOperatorNeverForbidden());
 
 // Writes another claim's status with the pod's own token, as any client in the pod could.
 const patchOthersStatus = `const fs = require("fs");

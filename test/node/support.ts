@@ -4,7 +4,7 @@
  * inside the node's network namespace.
  */
 import assert from "node:assert/strict";
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative, resolve } from "node:path";
 import * as k8s from "@kubernetes/client-node";
@@ -12,7 +12,8 @@ import { eventually, kubeConfig, kubectl, run } from "../support/env";
 
 const repoRoot = resolve(__dirname, "..", "..");
 
-function required(name: string): string {
+/** An environment variable that test/run.ts --node sets; fails the test without it. */
+export function required(name: string): string {
   const value = process.env[name];
   if (!value) throw new Error(`${name} is not set: run the end-to-end tier through \`make e2e\` (test/run.ts --node)`);
   return value;
@@ -49,10 +50,27 @@ images: [{ name: kubelock, newName: "${name}", newTag: "${tag}" }]
   return overlay;
 }
 
-/** `kubectl apply -k deploy/` with the built image; resolves once the Deployment's rollout is complete. */
-export async function deployOperator(): Promise<void> {
-  await ok(kubectl(["apply", "-k", imageOverlay("deploy")]));
-  await ok(kubectl(["rollout", "status", "-n", operatorNamespace, "deployment/kubelock-operator", "--timeout=300s"]));
+/**
+ * `kubectl apply -k deploy/` with the built image, in the cluster of `kubeconfig` (default: the first).
+ * With `config`, deploy/'s ConfigMap then gets that operator config, as a user would edit it, and the
+ * replicas restart to read it. Resolves once the Deployment's rollout is complete.
+ */
+export async function deployOperator(options: { kubeconfig?: string; config?: string } = {}): Promise<void> {
+  const inCluster = (args: string[]) => ok(kubectl(args, { kubeconfig: options.kubeconfig }));
+  await inCluster(["apply", "-k", imageOverlay("deploy")]);
+  if (options.config !== undefined) {
+    const patch = JSON.stringify({ data: { "config.yaml": options.config } });
+    await inCluster(["patch", "configmap", "-n", operatorNamespace, "kubelock-config", "--type=merge", "-p", patch]);
+    await inCluster(["rollout", "restart", "-n", operatorNamespace, "deployment/kubelock-operator"]);
+  }
+  await inCluster(["rollout", "status", "-n", operatorNamespace, "deployment/kubelock-operator", "--timeout=300s"]);
+}
+
+/** examples/`file` as written, with only `image: kubelock:0.1.0` replaced by the built image. */
+export function exampleManifest(file: string): string {
+  const text = readFileSync(join(repoRoot, "examples", file), "utf8");
+  assert.ok(!/image: kubelock:/.test(text) || text.includes("image: kubelock:0.1.0"), `${file} names the kubelock image as kubelock:0.1.0`);
+  return text.replaceAll("image: kubelock:0.1.0", `image: ${projectImage()}`);
 }
 
 /** The operator's pods that are Running and not being deleted. */
@@ -100,10 +118,14 @@ export async function theLeader(timeoutMs = 60_000): Promise<string> {
   }, timeoutMs);
 }
 
-/** Every line the operator's pods logged (all containers, current runs), for checks across tests. */
-export async function operatorLogs(): Promise<string> {
+/**
+ * Every line the operator's pods logged (all containers, current runs) in the cluster of `kubeconfig`
+ * (default: the first), for checks across tests.
+ */
+export async function operatorLogs(kubeconfig?: string): Promise<string> {
   // A pod the selector listed may be gone before its logs are read (a rollout's old replica ending): list again.
-  return eventually("the operator pods' logs", () => ok(kubectl(["logs", "-n", operatorNamespace, "-l", operatorSelector, "--tail=-1", "--prefix"])), 60_000);
+  return eventually("the operator pods' logs", () =>
+    ok(kubectl(["logs", "-n", operatorNamespace, "-l", operatorSelector, "--tail=-1", "--prefix"], { kubeconfig })), 60_000);
 }
 
 /** The downward API variables `kubelock wait/run/hold` read: the pod's name, namespace and UID (inline YAML). */
@@ -160,11 +182,12 @@ export function criticalSections(log: string, maxHolders: number): CriticalSecti
 }
 
 /**
- * Fails if an operator pod logged a refusal by the API server (403, "forbidden"): deploy/'s RBAC must be
- * enough for everything the tests made it do. Each test file runs it last, before pods may be replaced.
+ * Fails if an operator pod of the cluster of `kubeconfig` (default: the first) logged a refusal by the API
+ * server (403, "forbidden"): deploy/'s RBAC must be enough for everything the tests made it do. Each test
+ * file runs it last, before pods may be replaced.
  */
-export async function assertOperatorNeverForbidden(): Promise<void> {
-  const refused = (await operatorLogs()).split("\n").filter((line) => /forbidden|\b403\b/i.test(line));
+export async function assertOperatorNeverForbidden(kubeconfig?: string): Promise<void> {
+  const refused = (await operatorLogs(kubeconfig)).split("\n").filter((line) => /forbidden|\b403\b/i.test(line));
   assert.equal(refused.length, 0, `the operator was refused by the API server ${refused.length} times, e.g.:\n${refused.slice(0, 3).join("\n")}`);
 }
 
