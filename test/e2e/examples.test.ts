@@ -5,7 +5,7 @@
  * environment, and marks the pod Succeeded when its work is done).
  */
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { test } from "node:test";
@@ -31,7 +31,7 @@ async function markSucceeded(name: string): Promise<void> {
     k8s.setHeaderOptions("Content-Type", k8s.PatchStrategy.MergePatch));
 }
 
-test("(a) a Job of 5 pods whose init containers wait on db-migration take turns", async () => {
+test("(a) a Job of 5 pods whose init containers wait on db-migration take turns", async (t) => {
   const history = new ClaimHistory(env.namespace);
   await history.start();
   await apply(example("job-db-migration.yaml"));
@@ -40,9 +40,11 @@ test("(a) a Job of 5 pods whose init containers wait on db-migration take turns"
     return found.length === 5 ? found : undefined;
   }, 60_000);
   // Play the kubelet: run every pod's init container at once, as a kubelet would.
+  const tokenDir = mkdtempSync(join(tmpdir(), "kubelock-tokens-"));
+  t.after(() => rmSync(tokenDir, { recursive: true, force: true }));
   const waits = jobPods.map((pod) => {
     const podEnv = { ...process.env, KUBECONFIG: testEnv.kubeconfig, POD_NAME: pod.metadata!.name!, POD_NAMESPACE: env.namespace, POD_UID: pod.metadata!.uid! };
-    const tokenFile = join(tmpdir(), `kubelock-${pod.metadata!.uid}`);
+    const tokenFile = join(tokenDir, pod.metadata!.uid!);
     return { pod: pod.metadata!.name!, tokenFile, result: run(process.execPath, ["--import", "tsx", cli, "wait", "--lock", "db-migration", "--timeout", "2m", "--token-file", tokenFile], undefined, podEnv) };
   });
   // Each granted pod "runs its migration" and succeeds, which releases the lock to the next.
