@@ -30,13 +30,32 @@ function selectFiles(args: string[], node: boolean): string[] {
   });
 }
 
-/** Runs the files with node's test runner; the end-to-end tier's files one at a time (they share the node's operator). */
+/** The test runner's process group (see runNodeTests), killed whole when the run ends or is interrupted. */
+let testGroup: number | undefined;
+const killTestGroup = () => {
+  if (testGroup === undefined) return;
+  try {
+    process.kill(-testGroup, "SIGKILL");
+  } catch {
+    // nothing left in it
+  }
+};
+
+/**
+ * Runs the files with node's test runner; the end-to-end tier's files one at a time (they share the node's
+ * operator). The runner leads a process group of its own: a test file stopped at its timeout leaves whatever it
+ * started (a control plane of its own, operators) in that group, and it all goes when the run ends.
+ */
 function runNodeTests(files: string[], variables: Record<string, string>, node: boolean): Promise<number> {
   const concurrency = process.env.KUBELOCK_TEST_CONCURRENCY ?? (node ? "1" : "2");
   const args = ["--import", "tsx", "--test", `--test-concurrency=${concurrency}`, "--test-timeout=600000", ...files];
   return new Promise((done) => {
-    const child = spawn(process.execPath, args, { cwd: repoRoot, stdio: "inherit", env: { ...process.env, ...variables } });
-    child.on("close", (code) => done(code ?? 1));
+    const child = spawn(process.execPath, args, { cwd: repoRoot, stdio: "inherit", env: { ...process.env, ...variables }, detached: true });
+    testGroup = child.pid;
+    child.on("close", (code) => {
+      killTestGroup();
+      done(code ?? 1);
+    });
   });
 }
 
@@ -51,7 +70,8 @@ async function main(): Promise<number> {
   const needsCluster = files.some((f) => !f.startsWith("test/unit/"));
   let environment: Environment | undefined;
   const shutdown = async (signal: string) => {
-    console.error(`\n${signal}: stopping the test environment`);
+    console.error(`\n${signal}: stopping the tests and the test environment`);
+    killTestGroup();
     await environment?.stop();
     process.exit(130);
   };
