@@ -320,7 +320,7 @@ const backendCases: BackendCase[] = [
   // credentials inline
   { name: "redis url with a password and a bad database path", entry: `{name: r, type: redis, redis: {url: 'redis://:${backendSecret.redisPath}@127.0.0.1:6379/not-a-db'}}`, lines: [/redis\.url .*the path must be a database number/], secret: backendSecret.redisPath },
   {
-    // [BUG B] redact() in src/backends/redis.ts masks the password only up to its first '@'.
+    // [BUG B] redact() in src/backends/redis/settings.ts masks the password only up to its first '@'.
     name: "[BUG B] redis url whose password contains '@'",
     entry: `{name: r, type: redis, redis: {url: 'redis://:x@${backendSecret.redisAt}@127.0.0.1:6379/not-a-db'}}`,
     lines: [/redis\.url .*the path must be a database number/],

@@ -16,8 +16,8 @@ export class Counters {
   private readonly coordination: k8s.CoordinationV1Api;
 
   /**
-   * `locks` with their backend; the counters' names follow src/backends/kubernetes.ts (`kubelock-<name>-fencing`
-   * in the lock's namespace) and src/backends/redis.ts (`<keyPrefix>:{<namespace>/<name>}:fencing`).
+   * `locks` with their backend; the counters' names follow src/backends/kubernetes/backend.ts (`kubelock-<name>-fencing`
+   * in the lock's namespace) and src/backends/redis/backend.ts (`<keyPrefix>:{<namespace>/<name>}:fencing`).
    */
   constructor(
     private readonly locks: { name: string; backend: string }[],
