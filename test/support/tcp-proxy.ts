@@ -20,6 +20,8 @@ interface Relay {
 export class TcpProxy {
   private server?: Server;
   private readonly relays = new Set<Relay>();
+  /** Every accepted connection still open: server.close() waits for them all, so stop() cuts each. */
+  private readonly accepted = new Set<Socket>();
   private port = 0;
   private partitioned = false;
   private silent = false;
@@ -38,10 +40,14 @@ export class TcpProxy {
   async start(): Promise<void> {
     this.silent = false;
     const server = createServer((client) => {
+      this.accepted.add(client);
+      client.on("close", () => this.accepted.delete(client));
       const relay: Relay = { client, upstream: connect(this.targetPort, this.host), muted: this.silent };
       this.relays.add(relay);
       for (const socket of [client, relay.upstream]) {
-        socket.on("close", () => this.relays.delete(relay));
+        // Forgotten only once both ends closed: a muted client whose upstream went stays open, and stop() must cut it
+        // (server.close() waits for every accepted connection).
+        socket.on("close", () => client.destroyed && relay.upstream.destroyed && this.relays.delete(relay));
         socket.on("error", () => destroy(relay));
         if (this.partitioned) socket.pause();
       }
@@ -83,6 +89,7 @@ export class TcpProxy {
     this.server = undefined;
     this.partitioned = false;
     for (const relay of this.relays) destroy(relay);
+    for (const client of this.accepted) client.destroy();
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 
