@@ -5,9 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import ZooKeeper from "zookeeper";
@@ -18,6 +17,7 @@ import { parseZooKeeperSettings } from "../../src/backends/zookeeper/settings";
 import { eventually, kubeConfig, testEnv, controlService } from "../support/env";
 import { TcpProxy } from "../support/tcp-proxy";
 import { holdRequest, runBackendConformance } from "./backend-conformance";
+import { tempDir } from "../support/temp";
 
 const Z = ZooKeeper.constants;
 const ROOT = `/kubelock-test-${randomBytes(3).toString("hex")}`;
@@ -155,7 +155,7 @@ describe("zookeeper backend: nodes, tokens, watches, sessions", () => {
     const [zkHost, zkPort] = testEnv.zookeeperConnect.split(":");
     const proxy = new TcpProxy(zkHost, Number(zkPort));
     await proxy.start();
-    const sessionFile = join(mkdtempSync(join(tmpdir(), "kubelock-zk-")), "session.json");
+    const sessionFile = join(tempDir("kubelock-zk-"), "session.json");
     const b = backend({ connect: proxy.address, sessionFile });
     const other = backend();
     const { key } = newKey("expiry");
@@ -188,7 +188,7 @@ describe("zookeeper backend: nodes, tokens, watches, sessions", () => {
   });
 
   test("sessionFile: a restarted backend resumes the session and keeps its holds past the session timeout", async () => {
-    const sessionFile = join(mkdtempSync(join(tmpdir(), "kubelock-zk-")), "session.json");
+    const sessionFile = join(tempDir("kubelock-zk-"), "session.json");
     const first = backend({ sessionFile });
     const { key } = newKey("resume");
     const a = request(key, "a");
@@ -261,7 +261,7 @@ describe("zookeeper settings", () => {
   });
 
   test("every mistake is one line, and credentials never appear", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "kubelock-zk-"));
+    const dir = tempDir("kubelock-zk-");
     const badAuth = join(dir, "auth");
     writeFileSync(badAuth, "no-colon-s3cret\n");
     const cases: [Record<string, unknown>, RegExp][] = [

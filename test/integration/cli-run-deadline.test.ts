@@ -6,8 +6,7 @@
  * the CLI reaches the API server through a loopback TcpProxy.
  */
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { test } from "node:test";
@@ -19,6 +18,7 @@ import { endedWithin, grantedRunClaim, kubeconfigFile, running, show, startCli, 
 import { eventually, kubeConfig, kubeConfigFor } from "../support/env";
 import { useOperatorNamespace } from "../support/operator";
 import { TcpProxy } from "../support/tcp-proxy";
+import { tempDir } from "../support/temp";
 
 const ctx = useOperatorNamespace("cli-run-deadline");
 const LEASE_MS = 4000;
@@ -46,7 +46,7 @@ function cleanUp(run: CliProcess, pidFile: string): void {
  * with `ignoreTerm` all three ignore SIGTERM, so only SIGKILL stops them.
  */
 function groupScript(ignoreTerm: boolean): { pidFile: string; command: string[] } {
-  const pidFile = join(mkdtempSync(join(tmpdir(), "kubelock-run-pids-")), "pids");
+  const pidFile = join(tempDir("kubelock-run-pids-"), "pids");
   const trap = ignoreTerm ? "trap '' TERM; " : "";
   const script = `${trap}sleep 1000 & echo $! >> ${pidFile}; sleep 1000 & echo $! >> ${pidFile}; echo $$ >> ${pidFile}; wait`;
   return { pidFile, command: ["sh", "-c", script] };
@@ -152,7 +152,7 @@ test("a lost grant (claim deleted) stops the background children of the command 
 test("a command that exits leaving children behind: they are stopped before the lock is released", async () => {
   const { api, namespace } = ctx;
   await api.createLock("leftover");
-  const pidFile = join(mkdtempSync(join(tmpdir(), "kubelock-run-pids-")), "pids");
+  const pidFile = join(tempDir("kubelock-run-pids-"), "pids");
   const run = startCli(["run", "--lock", "leftover", "-n", namespace, "--", "sh", "-c", `sleep 1000 & echo $! > ${pidFile}; exit 3`]);
   try {
     const result = await endedWithin(run, 30_000);

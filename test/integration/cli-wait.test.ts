@@ -3,8 +3,7 @@
  * container: downward-API environment, a pod made through the API) against the real operator.
  */
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
 import * as k8s from "@kubernetes/client-node";
@@ -12,6 +11,7 @@ import { parseAllDocuments } from "yaml";
 import { createNamespace, eventually, kubeConfig, kubectl } from "../support/env";
 import { kubelock, show, startCli } from "../support/cli";
 import { Api, startOperator, type OperatorProcess } from "../support/operator";
+import { tempDir } from "../support/temp";
 
 const repoRoot = resolve(__dirname, "..", "..");
 
@@ -43,7 +43,7 @@ describe("kubelock wait", () => {
     await api.createClaim("ahead", { lockName: "mutex" });
     await api.waitForClaim("ahead", "at position 1", (c) => c.status?.position === 1);
     const uid = await createPod("app-1");
-    const tokenFile = join(mkdtempSync(join(tmpdir(), "kubelock-token-")), "shared", "lock", "token");
+    const tokenFile = join(tempDir("kubelock-token-"), "shared", "lock", "token");
 
     const wait = startCli(["wait", "--lock", "mutex", "--token-file", tokenFile], { POD_NAME: "app-1", POD_NAMESPACE: namespace, POD_UID: uid });
     await eventually("position 2 printed", () => (wait.stdout().includes("waiting for lock mutex: position 2") ? true : undefined));
@@ -123,7 +123,7 @@ describe("kubelock wait", () => {
       contexts: [{ name: "nobody", cluster: cluster.name, user: "nobody", namespace }],
       currentContext: "nobody",
     });
-    const file = join(mkdtempSync(join(tmpdir(), "kubelock-kubeconfig-")), "config");
+    const file = join(tempDir("kubelock-kubeconfig-"), "config");
     writeFileSync(file, restricted.exportConfig());
     const result = await kubelock(["wait", "--kubeconfig", file, "--lock", "mutex", "--claim", "denied"]);
     assert.equal(result.code, 6, show(result));
@@ -138,7 +138,7 @@ describe("kubelock wait", () => {
     const bound = await kubectl(["create", "rolebinding", "nobody-claimer", "-n", namespace, "--clusterrole=kubelock-claimer", `--serviceaccount=${namespace}:nobody`]);
     assert.equal(bound.code, 0, bound.stderr);
     await api.createLock("claimer-lock");
-    const tokenFile = join(mkdtempSync(join(tmpdir(), "kubelock-token-")), "token");
+    const tokenFile = join(tempDir("kubelock-token-"), "token");
     const granted = await eventually("the RoleBinding to take effect", async () => {
       const attempt = await kubelock(["wait", "--kubeconfig", file, "--lock", "claimer-lock", "--claim", "allowed", "--timeout", "30s", "--token-file", tokenFile]);
       return attempt.code === 6 ? undefined : attempt;

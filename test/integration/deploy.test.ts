@@ -4,13 +4,13 @@
  * test runs the operator so; rbac.test.ts shows holds kept with it on every backend.)
  */
 import assert from "node:assert/strict";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { after, before, test } from "node:test";
 import { tokenKubeconfig } from "../env/operator-identity";
 import { createNamespace, kubectl, testEnv } from "../support/env";
 import { Api, startOperator, type OperatorProcess } from "../support/operator";
+import { tempDir } from "../support/temp";
 
 const repoRoot = resolve(__dirname, "..", "..");
 let operator: OperatorProcess | undefined;
@@ -19,7 +19,7 @@ let operator: OperatorProcess | undefined;
 async function serviceAccountKubeconfig(namespace: string, serviceAccount: string): Promise<string> {
   const token = await kubectl(["create", "token", serviceAccount, "-n", namespace, "--duration=1h"]);
   assert.equal(token.code, 0, token.stderr);
-  const file = join(mkdtempSync(join(tmpdir(), "kubelock-sa-")), "kubeconfig");
+  const file = join(tempDir("kubelock-sa-"), "kubeconfig");
   writeFileSync(file, tokenKubeconfig(testEnv.kubeconfig, serviceAccount, token.stdout.trim()));
   return file;
 }

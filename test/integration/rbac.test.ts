@@ -4,12 +4,11 @@
  * across an operator restart, while a rival claim waits; the API server refuses the operator no request.
  */
 import assert from "node:assert/strict";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { createNamespace, testEnv } from "../support/env";
 import { Api, ClaimHistory, refusals, startOperator, type OperatorProcess } from "../support/operator";
+import { tempDir } from "../support/temp";
 
 /** Short, so three of them pass quickly and a renewal the API server refuses shows within seconds. */
 const LEASE_SECONDS = 3;
@@ -32,7 +31,7 @@ before(async () => {
   await history.start();
   // ZooKeeper holds live exactly as long as the session (a lock's lease must be the session timeout): one
   // backend per lease, each with a session file that lets the restarted operator resume its session.
-  const sessions = mkdtempSync(join(tmpdir(), "kubelock-zk-"));
+  const sessions = tempDir("kubelock-zk-");
   config = [
     "backends:",
     `  - {name: redis, type: redis, redis: {url: "${testEnv.redisUrl}"}}`,

@@ -1,12 +1,12 @@
 /** Runs the real `kubelock` CLI as a process, as a workload would, outside any pod unless told. */
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type * as k8s from "@kubernetes/client-node";
 import type { LockClaim } from "../../src/api/types";
 import { eventually, type CommandResult } from "./env";
 import type { Api } from "./operator";
+import { tempDir } from "./temp";
 
 const repoRoot = resolve(__dirname, "..", "..");
 const cli = join(repoRoot, "src/cli/main.ts");
@@ -57,7 +57,7 @@ export const show = (r: CommandResult) => `exit ${r.code}\nstdout:\n${r.stdout}\
 
 /** Writes `kc` to a fresh file, for `--kubeconfig`. */
 export function kubeconfigFile(kc: k8s.KubeConfig): string {
-  const file = join(mkdtempSync(join(tmpdir(), "kubelock-kubeconfig-")), "config");
+  const file = join(tempDir("kubelock-kubeconfig-"), "config");
   writeFileSync(file, kc.exportConfig());
   return file;
 }

@@ -3,8 +3,7 @@
  * and claims and to record every status change a watch delivers.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import * as k8s from "@kubernetes/client-node";
 import {
@@ -13,6 +12,7 @@ import {
 } from "../../src/api/types";
 import { after, before } from "node:test";
 import { createNamespace, eventually, kubeConfig, testEnv } from "./env";
+import { tempDir } from "./temp";
 
 const repoRoot = resolve(__dirname, "..", "..");
 const cli = join(repoRoot, "src/cli/main.ts");
@@ -61,7 +61,7 @@ export async function startOperator(options: {
   // Free ports, so operators of tests running at once never collide on :8080/:8081 (logged as "serving ...").
   args.push("--metrics-bind-address", "127.0.0.1:0", "--health-probe-bind-address", "127.0.0.1:0", ...(options.extraArgs ?? []));
   if (options.config) {
-    const file = join(mkdtempSync(join(tmpdir(), "kubelock-config-")), "config.yaml");
+    const file = join(tempDir("kubelock-config-"), "config.yaml");
     writeFileSync(file, options.config);
     args.push("--config", file);
   }

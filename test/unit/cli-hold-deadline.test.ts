@@ -2,14 +2,14 @@
  * `kubelock run`'s own deadline (pure arithmetic) and the process group it signals (real processes).
  */
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { driftMarginMs, holdDeadline, killAt, renewIntervalMs, retryIntervalMs } from "../../src/cli/hold-deadline";
 import { ProcessGroup } from "../../src/cli/process-group";
 import { eventually } from "../support/env";
 import { running } from "../support/cli";
+import { tempDir } from "../support/temp";
 
 describe("hold deadline", () => {
   test("the margin is 10% of the lease, at least 1s, at most a quarter of the lease", () => {
@@ -45,7 +45,7 @@ describe("hold deadline", () => {
 
 describe("process group", () => {
   test("a signal to the group reaches the background children of a shell", async () => {
-    const pidFile = join(mkdtempSync(join(tmpdir(), "kubelock-group-")), "pid");
+    const pidFile = join(tempDir("kubelock-group-"), "pid");
     const group = new ProcessGroup(["sh", "-c", `sleep 1000 & echo $! > ${pidFile}; wait`], process.env);
     const exited = new Promise((resolve) => group.child.once("exit", resolve));
     const child = await eventually("the background sleep started", () => Number(readFileSync(pidFile, "utf8").trim()) || undefined);
