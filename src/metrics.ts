@@ -158,6 +158,7 @@ export class OperatorMetrics implements LockMetrics {
       renew: timed("renew", (key: string, holderId: string, seconds: number) => backend.renew(key, holderId, seconds)),
       release: timed("release", (key: string, holderId: string) => backend.release(key, holderId)),
       holders: timed("holders", (key: string) => backend.holders(key)),
+      waiting: timed("waiting", (key: string) => backend.waiting(key)),
       watch: (key, onChange) => backend.watch(key, onChange),
       close: () => backend.close(),
       leaseProblem: (seconds) => backend.leaseProblem?.(seconds),

@@ -12,6 +12,13 @@
  * Holds are identified by `holderId` (the LockClaim's UID): every call is idempotent per holderId, so
  * an operator restarted within the lease duration re-attaches to its holds instead of re-acquiring.
  *
+ * Queue: a request with `wait` that finds no slot for it keeps an entry in the key's queue, in the backend, shared
+ * by every operator using it and ordered by when each entry was made (FIFO across clusters). An entry takes a slot
+ * only when fewer than maxHolders holds and earlier entries stand before it, so a waiter keeps its place and
+ * contenders never knock each other out (as etcd's concurrency.Mutex and Curator's recipes, which never withdraw
+ * and retry). Entries expire like holds: one not refreshed (by tryAcquire) within its leaseDurationSeconds, or
+ * whose operator's session ended, goes, so a crashed or cut-off operator blocks nobody for long.
+ *
  * Errors: a backend throws `BackendUnavailableError` when the server cannot be reached or does not
  * answer within its timeout; nothing else about the hold may be assumed then.
  */
@@ -42,6 +49,13 @@ export interface AcquireRequest extends HolderInfo {
    * revision (etcd, ZooKeeper) cannot; for every backend the caller refuses a new token at or below it.
    */
   fencingFloor?: string;
+  /**
+   * Wait in the key's queue when no slot is free for this request: the backend keeps (or, called again, refreshes)
+   * an entry for holderId, and a later tryAcquire takes the slot once the entries before it are served. release()
+   * withdraws the entry. Without `wait`, tryAcquire leaves nothing behind when it returns undefined; it takes a slot
+   * only when one is free for a newcomer at the back of the queue (it never jumps ahead of waiting entries).
+   */
+  wait?: boolean;
 }
 
 export interface Hold extends HolderInfo {
@@ -66,9 +80,10 @@ export interface LockBackend {
   readonly expiresOnServer?: boolean;
 
   /**
-   * Take a slot for `req.holderId` if fewer than `maxHolders` holds exist; never waits.
-   * Returns the hold, or `undefined` when every slot is taken. If `holderId` already holds the key,
-   * returns that hold unchanged (re-attach) with its original fencing token.
+   * Take a slot for `req.holderId` if fewer than `maxHolders` holds, and no earlier queue entries for the free
+   * ones, exist; never blocks. Returns the hold, or `undefined` when no slot is free for it (then, with `wait`, its
+   * entry keeps its place in the queue). If `holderId` already holds the key, returns that hold (re-attach) with
+   * its original fencing token.
    */
   tryAcquire(req: AcquireRequest): Promise<Hold | undefined>;
 
@@ -79,13 +94,16 @@ export interface LockBackend {
   renew(key: string, holderId: string, leaseDurationSeconds: number): Promise<Hold | undefined>;
 
   /**
-   * Release `holderId`'s hold. Owner-checked: never removes another holder's hold, even one that took
-   * over an expired slot. Returns whether a hold of `holderId` was removed.
+   * Release `holderId`'s hold, or withdraw its queue entry. Owner-checked: never removes another holder's hold,
+   * even one that took over an expired slot. Returns whether a hold of `holderId` was removed.
    */
   release(key: string, holderId: string): Promise<boolean>;
 
   /** Every current (unexpired) hold on the key, from every cluster, ordered by fencing token. */
   holders(key: string): Promise<Hold[]>;
+
+  /** Every live queue entry on the key that does not hold, from every cluster, in queue order (next first). */
+  waiting(key: string): Promise<HolderInfo[]>;
 
   /**
    * Calls `onChange` (soon, possibly spuriously) whenever the holds on `key` may have changed, so

@@ -115,7 +115,8 @@ export class LockReconciler {
     });
     claims = claims.map((c) => this.latest(c));
     let floor = fencingFloor(lock, claims);
-    const holds = new Map((await backend.holders(backendKey)).map((h) => [h.holderId, h]));
+    const [holdList, entries] = await Promise.all([backend.holders(backendKey), backend.waiting(backendKey)]);
+    const holds = new Map(holdList.map((h) => [h.holderId, h]));
     const heartbeatSeenAt = this.heartbeats.sync(lockKey, claims.flatMap(heartbeatOf), nowMs);
     const waitingSeenAt = this.waiting.sync(lockKey, claims.flatMap(waitingOf), nowMs);
     const assessed = new Map(claims.map((c) => {
@@ -129,6 +130,7 @@ export class LockReconciler {
       cluster: clusterName,
       claims: [...assessed.values()].map((a) => a.facts),
       holds: [...holds.values()],
+      entries,
     });
     const statuses = new Map<string, LockClaimStatus>();
 
@@ -151,6 +153,7 @@ export class LockReconciler {
       if (await backend.release(backendKey, orphan)) metrics?.released(lockKey, backend.name, "Orphaned", nowMs);
       holds.delete(orphan);
     }
+    for (const id of decision.withdraw) await backend.release(backendKey, id);
     // Lock-delay: a lapsing hold goes one lease after its claim ended, when its holder has stopped by its own deadline.
     let lapseAt = Infinity;
     for (const id of decision.lapsing) {
@@ -190,17 +193,17 @@ export class LockReconciler {
       statuses.set(id, grantedStatus(claim, holds.get(id)!, lock.metadata.name, now));
     }
 
-    // Grants, in queue order, while the backend has a free slot (another cluster may take one first).
-    let granted = 0;
+    // Grants, in queue order: the front waits in the backend's queue (rule 7 of decide), which serves clusters in
+    // the order their entries joined; each call takes the slot when the entry's turn has come, or refreshes it.
     let regression: string | undefined;
     const waiting: string[] = [];
-    for (const id of decision.queue) {
+    for (const [index, id] of decision.queue.entries()) {
       const { claim } = assessed.get(id)!;
       const startedAt = clock.now();
-      const hold = !lostNow && !regression && granted < decision.grantable
+      const hold = !lostNow && !regression && index < decision.enqueue
         ? await backend.tryAcquire({
           key: backendKey, maxHolders, leaseDurationSeconds: leaseSeconds, holderId: id, claim: claim.metadata.name,
-          holderIdentity: claim.spec.podName ?? claim.metadata.name, cluster: clusterName, fencingFloor: floor.toString(),
+          holderIdentity: claim.spec.podName ?? claim.metadata.name, cluster: clusterName, fencingFloor: floor.toString(), wait: true,
         })
         : undefined;
       if (!hold) {
@@ -216,7 +219,6 @@ export class LockReconciler {
         continue;
       }
       floor = BigInt(hold.fencingToken);
-      granted++;
       holds.set(id, hold);
       this.renewer.track(tracked(id), startedAt);
       metrics?.granted(lockKey, backend.name, claim.metadata.creationTimestamp, clock.now());
@@ -589,6 +591,7 @@ function failuresAsUnavailable(backend: LockBackend, beforeChange: () => void): 
     renew: guard(backend.renew, false),
     release: guard(backend.release),
     holders: guard(backend.holders, false),
+    waiting: guard(backend.waiting, false),
     watch: (key, onChange) => backend.watch(key, onChange),
     close: () => backend.close(),
     leaseProblem: (seconds) => backend.leaseProblem?.(seconds),

@@ -17,6 +17,10 @@
  * 6. The remaining claims that hold keep holding; the rest wait in a queue ordered by priority
  *    (higher first), then creation time, then name. The first `free` of the queue should be granted,
  *    where `free` = maxHolders − holds kept − holds lapsing − holds of other clusters.
+ * 7. The backend's queue orders clusters: the front of this cluster's queue, as many claims as it could hold
+ *    (maxHolders − its own holds), keep entries there (`enqueue`); any other entry of this cluster (a claim that
+ *    fell back behind a higher priority, or whose claim is gone) is withdrawn, so local priorities still hold and
+ *    the backend does not fill with every local waiter.
  */
 import { ClaimReason, TERMINAL_PHASES, type ClaimPhase } from "../api/types";
 
@@ -55,6 +59,8 @@ export interface DecisionInput {
   cluster: string;
   claims: ClaimFacts[];
   holds: HoldRef[];
+  /** The backend queue's entries that do not hold, from every cluster (default none). */
+  entries?: HoldRef[];
 }
 
 export interface Ending {
@@ -79,6 +85,10 @@ export interface Decision {
   queue: string[];
   /** How many from the front of `queue` may be granted now. */
   grantable: number;
+  /** How many from the front of `queue` wait in the backend's queue (rule 7). */
+  enqueue: number;
+  /** This cluster's backend queue entries to withdraw (rule 7); endings withdraw their own. */
+  withdraw: string[];
 }
 
 /** The phase a claim ends in for each end reason. */
@@ -115,7 +125,7 @@ export function decide(input: DecisionInput): Decision {
   const claimIds = new Set(input.claims.map((c) => c.id));
   const ours = new Set(input.holds.filter((h) => h.cluster === input.cluster || claimIds.has(h.holderId)).map((h) => h.holderId));
   const foreign = input.holds.length - ours.size;
-  const decision: Decision = { endings: [], orphans: [], lapsing: [], keep: [], queue: [], grantable: 0 };
+  const decision: Decision = { endings: [], orphans: [], lapsing: [], keep: [], queue: [], grantable: 0, enqueue: 0, withdraw: [] };
   const waiting: ClaimFacts[] = [];
   const end = (claim: ClaimFacts, { reason, message }: ClaimEnd) => {
     const release = !(ours.has(claim.id) && endsByLapse(reason));
@@ -146,6 +156,13 @@ export function decide(input: DecisionInput): Decision {
   decision.queue = waiting.sort(queueOrder).map((c) => c.id);
   const taken = decision.keep.length + decision.lapsing.length + foreign;
   decision.grantable = Math.min(decision.queue.length, Math.max(0, input.maxHolders - taken));
+  const ourLapsing = decision.lapsing.filter((id) => ours.has(id)).length;
+  decision.enqueue = Math.min(decision.queue.length, Math.max(0, input.maxHolders - decision.keep.length - ourLapsing));
+  const front = new Set(decision.queue.slice(0, decision.enqueue));
+  const ending = new Set(decision.endings.map((e) => e.id));
+  decision.withdraw = (input.entries ?? [])
+    .filter((e) => (e.cluster === input.cluster || claimIds.has(e.holderId)) && !front.has(e.holderId) && !ending.has(e.holderId))
+    .map((e) => e.holderId);
   return decision;
 }
 

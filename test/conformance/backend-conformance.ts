@@ -359,6 +359,121 @@ export function runBackendConformance(
     const outage = options.stopServer && options.startServer
       ? false
       : `no stopServer/startServer given for ${name}`;
+    test("queue: waiters are served in the order they joined, across instances; a newcomer does not jump ahead", async () => {
+      const [east, west] = [await open(), await open()];
+      const key = await newKey("fifo");
+      const holder = contender(key, "holder");
+      const first = granted(await east.tryAcquire(holder), "holder");
+      const waiters = ["w1", "w2", "w3", "w4"].map((who) => contender(key, who, { wait: true }));
+      const via = (i: number) => (i % 2 === 0 ? west : east); // alternate "clusters"
+      for (const [i, w] of waiters.entries()) assert.equal(await via(i).tryAcquire(w), undefined, `${w.claim} got a held mutex`);
+      const order = async () => (await east.waiting(key)).map((w) => w.holderId);
+      assert.deepEqual(await order(), waiters.map((w) => w.holderId), "the queue is not in joining order");
+      assert.deepEqual((await west.waiting(key))[1].claim, "claim-w2", "an instance sees another instance's waiters");
+      const newcomer = contender(key, "newcomer");
+      assert.equal(await west.tryAcquire(newcomer), undefined, "a newcomer jumped the queue");
+      assert.ok(await east.release(key, holder.holderId));
+      let previous = first.fencingToken;
+      for (const [i, w] of waiters.entries()) {
+        // Everyone behind the head asks first, then the head: only the head is served.
+        for (const [j, later] of waiters.entries()) {
+          if (j > i) assert.equal(await via(j).tryAcquire(later), undefined, `${later.claim} was served before ${w.claim}`);
+        }
+        assert.equal(await west.tryAcquire(newcomer), undefined, "a newcomer jumped the queue");
+        const hold = granted(await via(i).tryAcquire(w), w.claim);
+        assertIncreasing(previous, hold.fencingToken, `${w.claim} after the previous holder`);
+        previous = hold.fencingToken;
+        assert.deepEqual((await east.holders(key)).map((h) => h.holderId), [w.holderId]);
+        assert.deepEqual(await order(), waiters.slice(i + 1).map((x) => x.holderId));
+        assert.ok(await via(i).release(key, w.holderId), `${w.claim}'s release`);
+      }
+      granted(await west.tryAcquire(newcomer), "the newcomer, once the queue is empty");
+      assert.deepEqual(await order(), [], "the newcomer left a queue entry behind");
+    });
+
+    test("queue: semaphore slots fill in queue order", async () => {
+      const [east, west] = [await open(), await open()];
+      const key = await newKey("semaphore-queue");
+      const req = (who: string) => contender(key, who, { maxHolders: 3, wait: true });
+      const holders = ["a", "b", "c"].map(req);
+      for (const h of holders) granted(await east.tryAcquire(h), h.claim);
+      const waiters = ["w1", "w2", "w3", "w4"].map(req);
+      for (const [i, w] of waiters.entries()) assert.equal(await (i % 2 ? east : west).tryAcquire(w), undefined, `${w.claim} got a full semaphore`);
+      await east.release(key, holders[0].holderId);
+      await east.release(key, holders[1].holderId);
+      // Two slots free: the first two waiters are served, whichever asks first; the third and fourth are not.
+      assert.equal(await west.tryAcquire(waiters[2]), undefined, "w3 took a slot that w1 and w2 are next for");
+      assert.equal(await east.tryAcquire(waiters[3]), undefined, "w4 took a slot that w1 and w2 are next for");
+      granted(await east.tryAcquire(waiters[1]), "w2");
+      granted(await west.tryAcquire(waiters[0]), "w1");
+      assert.deepEqual((await west.holders(key)).map((h) => h.holderId).sort(), [holders[2], waiters[0], waiters[1]].map((h) => h.holderId).sort());
+      assert.deepEqual((await east.waiting(key)).map((w) => w.holderId), [waiters[2].holderId, waiters[3].holderId]);
+      await west.release(key, waiters[0].holderId);
+      granted(await west.tryAcquire(waiters[2]), "w3");
+      assert.equal(await east.tryAcquire(waiters[3]), undefined, "w4 got a slot of a full semaphore");
+    });
+
+    test("queue: a crashed instance's waiter expires and the next waiter is served", async () => {
+      const [east, crashing, west] = [await open(), await open(), await open()];
+      const key = await newKey("crashed-waiter");
+      const holder = contender(key, "holder");
+      granted(await east.tryAcquire(holder), "holder");
+      const lost = contender(key, "lost", { wait: true, leaseDurationSeconds: minLease });
+      const next = contender(key, "next", { wait: true });
+      assert.equal(await crashing.tryAcquire(lost), undefined);
+      assert.equal(await west.tryAcquire(next), undefined);
+      await crashing.close(); // as a crash: nothing is released or withdrawn
+      await east.release(key, holder.holderId);
+      const hold = await eventually("the waiter behind the crashed one to be served", () => west.tryAcquire(next), minLease * 1000 + 20_000);
+      assert.equal(hold.holderId, next.holderId);
+      assert.deepEqual(await west.waiting(key), [], "the crashed instance's entry is still queued");
+    });
+
+    test("queue: a waiter that keeps asking keeps its place over several leases", { skip: noExpiry }, async () => {
+      const [east, west] = [await open(), await open()];
+      const key = await newKey("waiter-refresh");
+      const holder = contender(key, "holder");
+      granted(await east.tryAcquire(holder), "holder");
+      const patient = contender(key, "patient", { wait: true, leaseDurationSeconds: minLease });
+      const later = contender(key, "later", { wait: true });
+      assert.equal(await west.tryAcquire(patient), undefined);
+      assert.equal(await east.tryAcquire(later), undefined);
+      // As an operator does: ask again every third of the lease, for three leases.
+      const until = Date.now() + 3 * minLease * 1000;
+      while (Date.now() < until) {
+        await sleep((minLease * 1000) / 4);
+        assert.equal(await west.tryAcquire(patient), undefined);
+        assert.equal(await east.tryAcquire(later), undefined);
+      }
+      assert.deepEqual((await east.waiting(key)).map((w) => w.holderId), [patient.holderId, later.holderId], "the patient waiter lost its place");
+      await east.release(key, holder.holderId);
+      assert.equal(await east.tryAcquire(later), undefined, "the later waiter was served first");
+      granted(await west.tryAcquire(patient), "the patient waiter");
+    });
+
+    test("queue: nothing is left behind after a withdrawal, a release or a waiter's expiry", async () => {
+      const backend = await open();
+      const key = await newKey("no-leftovers");
+      const holder = contender(key, "holder");
+      granted(await backend.tryAcquire(holder), "holder");
+      const withdrawn = contender(key, "withdrawn", { wait: true });
+      assert.equal(await backend.tryAcquire(withdrawn), undefined);
+      assert.equal(await backend.release(key, withdrawn.holderId), false, "withdrawing a waiter reported a released hold");
+      assert.deepEqual(await backend.waiting(key), []);
+      const served = contender(key, "served", { wait: true });
+      assert.equal(await backend.tryAcquire(served), undefined);
+      await backend.release(key, holder.holderId);
+      granted(await backend.tryAcquire(served), "served");
+      assert.ok(await backend.release(key, served.holderId));
+      assert.deepEqual([await backend.holders(key), await backend.waiting(key)], [[], []]);
+      if (!supportsExpiry) return;
+      const blocker = contender(key, "blocker");
+      granted(await backend.tryAcquire(blocker), "blocker");
+      const timedOut = contender(key, "timed-out", { wait: true, leaseDurationSeconds: minLease });
+      assert.equal(await backend.tryAcquire(timedOut), undefined);
+      await eventually("the unrefreshed waiter to expire", async () => ((await backend.waiting(key)).length === 0 ? true : undefined), minLease * 1000 + 20_000);
+    });
+
     test("an unreachable server gives BackendUnavailableError, and the backend recovers", { skip: outage, timeout: 120_000 }, async () => {
       const backend = await open();
       const key = await newKey("outage");

@@ -15,10 +15,14 @@ import { BackendUnavailableError, type AcquireRequest, type Hold, type HolderInf
 import { FanOut } from "../../src/backends/kit/fan-out";
 import { splitLockKey } from "../../src/backends/kit/lock-key";
 
-export type FakeOperation = "tryAcquire" | "renew" | "release" | "holders";
+export type FakeOperation = "tryAcquire" | "renew" | "release" | "holders" | "waiting";
 export type FakeFault = "unavailable" | "cut-short" | "lose-events";
 
 interface Stored extends Hold {
+  expiresAt: number;
+}
+
+interface Waiter extends HolderInfo {
   expiresAt: number;
 }
 
@@ -26,6 +30,8 @@ interface Lock {
   /** The last token handed out. */
   counter: bigint;
   holds: Map<string, Stored>;
+  /** The queue, in the order waiters joined (a Map keeps insertion order). */
+  queue: Map<string, Waiter>;
 }
 
 export class FakeServer {
@@ -54,7 +60,7 @@ export class FakeServer {
     const fault = this.faults.get(op)?.shift();
     if (this.down || fault === "unavailable") throw new BackendUnavailableError(backend, this.down ? "server down" : "scripted: unavailable");
     splitLockKey(key);
-    const lock = this.locks.get(key) ?? { counter: 0n, holds: new Map() };
+    const lock = this.locks.get(key) ?? { counter: 0n, holds: new Map(), queue: new Map() };
     this.locks.set(key, lock);
     const now = this.clock();
     const expired = this.purge(lock, now);
@@ -77,6 +83,7 @@ export class FakeServer {
   private purge(lock: Lock, now: number): boolean {
     let gone = false;
     for (const [id, hold] of lock.holds) if (hold.expiresAt <= now) gone = lock.holds.delete(id) || gone;
+    for (const [id, waiter] of lock.queue) if (waiter.expiresAt <= now) lock.queue.delete(id);
     return gone;
   }
 
@@ -111,11 +118,16 @@ export class FakeBackend implements LockBackend {
     return this.call("tryAcquire", req.key, (lock, now) => {
       const mine = lock.holds.get(req.holderId);
       if (mine) return { result: toHold(mine), changed: false };
-      if (lock.holds.size >= req.maxHolders) return { result: undefined, changed: false };
+      const info: HolderInfo = { holderId: req.holderId, claim: req.claim, holderIdentity: req.holderIdentity, cluster: req.cluster };
+      const place = [...lock.queue.keys()].indexOf(req.holderId);
+      if (lock.holds.size + (place < 0 ? lock.queue.size : place) >= req.maxHolders) {
+        if (req.wait) lock.queue.set(req.holderId, { ...info, expiresAt: now + req.leaseDurationSeconds * 1000 });
+        return { result: undefined, changed: false };
+      }
+      lock.queue.delete(req.holderId);
       const floor = req.fencingFloor === undefined ? 0n : BigInt(req.fencingFloor);
       lock.counter = (lock.counter > floor ? lock.counter : floor) + 1n;
       const at = new Date(now).toISOString();
-      const info: HolderInfo = { holderId: req.holderId, claim: req.claim, holderIdentity: req.holderIdentity, cluster: req.cluster };
       const hold: Stored = { ...info, fencingToken: lock.counter.toString(), acquireTime: at, renewTime: at, expiresAt: now + req.leaseDurationSeconds * 1000 };
       lock.holds.set(req.holderId, hold);
       return { result: toHold(hold), changed: true };
@@ -133,6 +145,7 @@ export class FakeBackend implements LockBackend {
 
   async release(key: string, holderId: string): Promise<boolean> {
     return this.call("release", key, (lock) => {
+      lock.queue.delete(holderId);
       const removed = lock.holds.delete(holderId);
       return { result: removed, changed: removed };
     });
@@ -141,6 +154,13 @@ export class FakeBackend implements LockBackend {
   async holders(key: string): Promise<Hold[]> {
     return this.call("holders", key, (lock) => ({
       result: [...lock.holds.values()].sort((a, b) => (BigInt(a.fencingToken) < BigInt(b.fencingToken) ? -1 : 1)).map(toHold),
+      changed: false,
+    }));
+  }
+
+  async waiting(key: string): Promise<HolderInfo[]> {
+    return this.call("waiting", key, (lock) => ({
+      result: [...lock.queue.values()].map(({ expiresAt: _expiresAt, ...info }) => info),
       changed: false,
     }));
   }

@@ -92,6 +92,36 @@ const cases: Case[] = [
     want: { keep: ["h"], orphans: [], queue: ["w"], grantable: 0 },
   },
   {
+    name: "backend queue: the front of a held mutex's queue waits there, one entry per slot this cluster could hold",
+    input: { claims: [claim("w1", { createdAt: 1 }), claim("w2", { createdAt: 2 })], holds: [hold("f", "west")] },
+    want: { queue: ["w1", "w2"], grantable: 0, enqueue: 1, withdraw: [] },
+  },
+  {
+    name: "backend queue: a semaphore of 3 with one own holder queues two; the third waiter's entry is withdrawn",
+    input: {
+      maxHolders: 3,
+      claims: [claim("h", { phase: "Granted" }), claim("w1", { createdAt: 1 }), claim("w2", { createdAt: 2 }), claim("w3", { createdAt: 3 })],
+      holds: [hold("h"), hold("f1", "west"), hold("f2", "west")],
+      entries: [hold("w3"), hold("w1")],
+    },
+    want: { keep: ["h"], queue: ["w1", "w2", "w3"], grantable: 0, enqueue: 2, withdraw: ["w3"] },
+  },
+  {
+    name: "backend queue: a claim overtaken by a higher priority gives up its entry; other clusters' entries stay",
+    input: { claims: [claim("old", { createdAt: 1 }), claim("urgent", { priority: 5, createdAt: 9 })], holds: [hold("f", "west")], entries: [hold("x", "west"), hold("old")] },
+    want: { queue: ["urgent", "old"], enqueue: 1, withdraw: ["old"] },
+  },
+  {
+    name: "backend queue: an entry of this cluster with no claim is withdrawn; an ending claim releases its own",
+    input: { claims: [claim("w", { end: { reason: ClaimReason.WaitTimeout, message: "too long" } })], holds: [hold("f", "west")], entries: [hold("w"), hold("gone")] },
+    want: { queue: [], enqueue: 0, withdraw: ["gone"] },
+  },
+  {
+    name: "backend queue: a cluster holding every slot of its own queues nothing",
+    input: { claims: [claim("h", { phase: "Granted" }), claim("w")], holds: [hold("h")], entries: [hold("w")] },
+    want: { keep: ["h"], queue: ["w"], enqueue: 0, withdraw: ["w"] },
+  },
+  {
     name: "a blocked claim (missing pod) is not queued",
     input: { claims: [claim("blocked", { blocked: true }), claim("w", { createdAt: 2000 })] },
     want: { queue: ["w"], grantable: 1 },

@@ -3,13 +3,15 @@
  * (default `/kubelock`), `username` + `passwordFile`, `tls: {caFile, certFile, keyFile}`, `dialTimeoutMs` and
  * `requestTimeoutMs` (default 2000 each).
  *
- * A hold is the key `<prefix>/<namespace>/<key>/holders/<holderId>` (`<key>` and `<holderId>` URI-encoded, so a
- * '/' in a lock key never reaches into another key's holders); value: JSON of HolderInfo, acquireTime, renewTime,
- * leaseDurationSeconds, maxHolders. The first maxHolders live keys by create revision hold: tryAcquire creates its
- * key if absent and reads the prefix in one transaction; with fewer than maxHolders live keys created before ours
- * we hold (for good: no key can later get a smaller create revision), else we delete ours (never waits). So a key
- * exists only while it holds, bar a loser's for one round trip. Fencing token = create revision: etcd's global
- * revision, strictly increasing across grants, clusters and restarts.
+ * A hold or queue entry is the key `<prefix>/<namespace>/<key>/holders/<holderId>` (`<key>` and `<holderId>`
+ * URI-encoded, so a '/' in a lock key never reaches into another key's holders); value: JSON of HolderInfo,
+ * acquireTime, renewTime, leaseDurationSeconds, maxHolders. The first maxHolders live keys by create revision hold,
+ * the rest wait in that order (etcd's concurrency.Mutex): tryAcquire creates its key if absent and reads the prefix
+ * in one transaction; with fewer than maxHolders live keys created before ours we hold (for good: no key can later
+ * get a smaller create revision); else a waiting request keeps its key (its place) and any other deletes it. A
+ * waiter is served when the keys before it go; it learns so from the watch and its next tryAcquire, which writes
+ * the key again as a hold. Fencing token = create revision: etcd's global revision, so for a mutex, whose grants
+ * follow create revisions, strictly increasing across grants, clusters and restarts.
  *
  * Expiry, two layers:
  * - Per hold (the contract): a key whose mod revision has not changed for its leaseDurationSeconds, as this
@@ -53,7 +55,14 @@ export interface EtcdBackendOptions {
   requestTimeoutMs?: number;
 }
 
-interface Stored extends HolderInfo { acquireTime: string; renewTime: string; leaseDurationSeconds: number; maxHolders: number }
+interface Stored extends HolderInfo {
+  acquireTime: string;
+  renewTime: string;
+  leaseDurationSeconds: number;
+  maxHolders: number;
+  /** Written by a waiter (or a request that may wait): its first write as a hold sets acquireTime. */
+  waiting?: boolean;
+}
 
 interface Session { lease: Lease; id: Promise<string> }
 interface KeyWatch { watcher?: Watcher }
@@ -99,31 +108,26 @@ export class EtcdBackend implements LockBackend {
     const prefix = this.holdersPrefix(req.key);
     const mine = prefix + encodeURIComponent(req.holderId);
     for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
-      const now = Date.now();
+      const now = new Date().toISOString();
       const sentAt = monotonicNow();
-      const stored: Stored = {
-        holderId: req.holderId, claim: req.claim, holderIdentity: req.holderIdentity, cluster: req.cluster,
-        acquireTime: new Date(now).toISOString(), renewTime: new Date(now).toISOString(),
-        leaseDurationSeconds: req.leaseDurationSeconds, maxHolders: req.maxHolders,
+      const entry: Stored = {
+        holderId: req.holderId, claim: req.claim, holderIdentity: req.holderIdentity, cluster: req.cluster, acquireTime: now,
+        renewTime: now, leaseDurationSeconds: req.leaseDurationSeconds, maxHolders: req.maxHolders, waiting: req.wait,
       };
       const range = () => this.client.getAll().prefix(prefix).sort("Create", "Ascend");
       const txn = await this.withSession(req.leaseDurationSeconds, (lease) =>
-        this.client.if(mine, "Create", "==", 0).then(this.client.put(mine).value(JSON.stringify(stored)).lease(lease), range()).else(range())
+        this.client.if(mine, "Create", "==", 0).then(this.client.put(mine).value(JSON.stringify(entry)).lease(lease), range()).else(range())
           .commit().then((res) => ({ res, lease })),
       );
       const kvs = txn.res.responses[txn.res.responses.length - 1].response_range.kvs;
       this.observe(prefix, kvs);
       const ours = kvs.find((kv) => kv.key.toString() === mine);
       if (!ours) continue;
-      if (txn.res.succeeded) this.observed.wrote(prefix, mine, ours.mod_revision, sentAt);
-      else {
-        // Our key existed: re-attach (same value and token), unless it expired; moved onto our session lease
-        // so it outlives the operator instance that created it.
-        if (this.expired(prefix, ours)) {
-          await this.deleteIf(ours);
-          continue;
-        }
-        if (ours.lease !== txn.lease && !(await this.put(ours, ours.value.toString(), req.leaseDurationSeconds))) continue;
+      const created = txn.res.succeeded;
+      if (created) this.observed.wrote(prefix, mine, ours.mod_revision, sentAt);
+      else if (this.expired(prefix, ours)) {
+        await this.deleteIf(ours);
+        continue;
       }
       const before = kvs.filter((kv) => BigInt(kv.create_revision) < BigInt(ours.create_revision));
       const stale = before.filter((kv) => this.expired(prefix, kv));
@@ -131,8 +135,23 @@ export class EtcdBackend implements LockBackend {
         await Promise.all(stale.map((kv) => this.deleteIf(kv)));
         continue;
       }
-      if (before.length < req.maxHolders) return toHold(ours);
-      await this.call(() => this.client.if(mine, "Create", "==", ours.create_revision).then(this.client.delete().key(mine)).commit());
+      const holds = before.length < req.maxHolders;
+      if (!holds && !req.wait) {
+        await this.call(() => this.client.if(mine, "Create", "==", ours.create_revision).then(this.client.delete().key(mine)).commit());
+        return undefined;
+      }
+      if (created && holds) return toHold(ours);
+      // An entry made earlier: a hold found again is written anew (its validity is measured from this write; a waiter
+      // that just reached a slot is granted now), a waiter is refreshed once a quarter of its lease has passed.
+      const stored = parse(ours)!;
+      const age = monotonicNow() - (this.observed.seenAt(prefix, mine, ours.mod_revision) ?? monotonicNow());
+      if (holds || ours.lease !== txn.lease || age > (req.leaseDurationSeconds * 1000) / 4) {
+        const acquireTime = holds && stored.waiting ? now : stored.acquireTime;
+        const value: Stored = { ...stored, acquireTime, renewTime: now, leaseDurationSeconds: req.leaseDurationSeconds, waiting: !holds };
+        const written = await this.put(ours, JSON.stringify(value), req.leaseDurationSeconds);
+        if (!written) continue;
+        if (holds) return toHold(written);
+      }
       return undefined;
     }
     throw new BackendUnavailableError(this.name, `too much contention on ${req.key}: gave up after ${ATTEMPTS} attempts`);
@@ -169,13 +188,22 @@ export class EtcdBackend implements LockBackend {
     return live;
   }
 
-  /** Live keys that hold by the grant rule (a loser's key, present for a round trip, is left out). */
+  /** Live keys that hold by the grant rule: the first maxHolders by create revision. */
   async holders(key: string): Promise<Hold[]> {
+    return (await this.ranked(key)).filter((e) => e.holds).map((e) => toHold(e.kv));
+  }
+
+  /** Live keys behind the first maxHolders, in create-revision order. */
+  async waiting(key: string): Promise<HolderInfo[]> {
+    return (await this.ranked(key)).filter((e) => !e.holds).map((e) => holderInfo(parse(e.kv)!));
+  }
+
+  private async ranked(key: string): Promise<{ kv: IKeyValue; holds: boolean }[]> {
     const prefix = this.holdersPrefix(key);
     const { kvs } = await this.call(() => this.client.getAll().prefix(prefix).sort("Create", "Ascend").exec());
     this.observe(prefix, kvs);
     const live = kvs.filter((kv) => !this.expired(prefix, kv));
-    return live.filter((kv, rank) => rank < (parse(kv)?.maxHolders ?? 1)).map(toHold);
+    return live.map((kv, rank) => ({ kv, holds: rank < (parse(kv)?.maxHolders ?? 1) }));
   }
 
   watch(key: string, onChange: () => void): () => void {
@@ -300,6 +328,10 @@ function parse(kv: IKeyValue): Stored | undefined {
   } catch {
     return undefined;
   }
+}
+
+function holderInfo(s: Stored): HolderInfo {
+  return { holderId: s.holderId, claim: s.claim, holderIdentity: s.holderIdentity, cluster: s.cluster };
 }
 
 function toHold(kv: IKeyValue): Hold {

@@ -14,6 +14,11 @@
  *   with the local clock. A Lease seen for the first time (after a restart or failover) counts as renewed
  *   then: expiry is judged late, never early. Released slots are deleted, so per-item locks leave no slot
  *   Leases behind.
+ * - `kubelock-<k>-q-<h>`, a waiter's place in the key's queue (`<h>`: a hash of its claim UID). `spec.holderIdentity`
+ *   is the claim UID, annotation `kubelock.io/queue-ticket` its place: a value drawn from the fencing counter when
+ *   it joined, so tickets increase in the order waiters join, across every operator. A waiter takes a slot when
+ *   fewer than maxHolders slots are held and no live waiter has a smaller ticket than the free ones allow; it expires
+ *   like a slot, unchanged for its leaseDurationSeconds (its operator refreshes it every quarter of that).
  * - `kubelock-<k>-fencing`, the fencing counter: annotation `kubelock.io/fencing-counter` holds the last
  *   token issued (a decimal string). It is never deleted, so tokens keep increasing across restarts.
  *   (The counter is not named `kubelock-<k>`: that would be slot 1 of key `<k minus "-1">`.)
@@ -40,6 +45,7 @@ import {
   BackendUnavailableError,
   type AcquireRequest,
   type Hold,
+  type HolderInfo,
   type LockBackend,
 } from "../backend";
 import { NamespaceWatch } from "./watch";
@@ -58,11 +64,13 @@ export const HOLDER_IDENTITY_ANNOTATION = "kubelock.io/holder-identity";
 export const CLUSTER_ANNOTATION = "kubelock.io/cluster";
 
 export const ROLE_SLOT = "slot";
+export const ROLE_WAITER = "waiter";
+export const QUEUE_TICKET_ANNOTATION = "kubelock.io/queue-ticket";
 const ROLE_COUNTER = "fencing-counter";
 const NAME_PREFIX = "kubelock-";
 const COUNTER_SUFFIX = "-fencing";
-/** Longest slot suffix planned for ("-999999"): keys longer than this allows are hashed. */
-const MAX_SLOT_SUFFIX = 7;
+/** Longest suffix planned for (a waiter's "-q-" and 10 hex digits): keys longer than this allows are hashed. */
+const MAX_SUFFIX = 13;
 const MAX_NAME = 253;
 const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 const LABEL_VALUE = /^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
@@ -103,6 +111,8 @@ interface Slot {
 
 interface KeyState {
   slots: Slot[];
+  /** Waiter Leases by ticket (the queue), expired ones included. */
+  waiters: k8s.V1Lease[];
   counter?: k8s.V1Lease;
 }
 
@@ -157,7 +167,12 @@ export class KubernetesLeaseBackend implements LockBackend {
 
       if (!claimed) {
         const taken = state.slots.filter((s) => this.held(s.lease));
-        if (taken.length >= req.maxHolders) return undefined;
+        const queue = this.queue(state);
+        const place = queue.findIndex((w) => w.spec?.holderIdentity === req.holderId);
+        if (taken.length + (place < 0 ? queue.length : place) >= req.maxHolders) {
+          if (req.wait && !(await this.keepPlace(ref, state, queue[place], req))) continue;
+          return undefined;
+        }
         const takenIndexes = new Set(taken.map((s) => s.index));
         let index = 0;
         while (takenIndexes.has(index)) index++;
@@ -168,7 +183,10 @@ export class KubernetesLeaseBackend implements LockBackend {
 
       const token = await this.nextToken(ref, state, BigInt(req.fencingFloor ?? "0"));
       const finished = await this.writeToken(ref, claimed, token);
-      if (finished) return toHold(finished);
+      if (finished) {
+        for (const entry of state.waiters.filter((w) => w.spec?.holderIdentity === req.holderId)) await this.remove(ref, entry);
+        return toHold(finished);
+      }
       // The claim changed under us (expired and taken, or a concurrent call for the same holder): look again.
     }
     throw new BackendUnavailableError(this.name, `too much contention on ${req.key}: gave up after ${attempts} attempts`);
@@ -205,22 +223,12 @@ export class KubernetesLeaseBackend implements LockBackend {
       const state = await this.load(ref);
       // Every slot with this holder's identity: a live hold, an unfinished claim, or an expired leftover
       // that nobody took over. All are deleted; only a live hold counts as "a hold was removed".
-      const mine = state.slots.filter((s) => s.lease.spec?.holderIdentity === holderId);
+      const mine = [...state.slots.map((s) => s.lease), ...state.waiters].filter((lease) => lease.spec?.holderIdentity === holderId);
       if (mine.length === 0) return released;
       let conflict = false;
-      for (const { lease } of mine) {
+      for (const lease of mine) {
         const live = tokenOf(lease) !== undefined && !this.expired(lease);
-        const result = await this.conditional(() =>
-          this.api.deleteNamespacedLease(
-            {
-              name: lease.metadata!.name!,
-              namespace: ref.namespace,
-              body: { preconditions: { resourceVersion: lease.metadata!.resourceVersion } },
-            },
-            this.requestOptions,
-          ),
-        );
-        if (result === undefined) conflict = true; // changed meanwhile (renewed, or taken over): look again
+        if (!(await this.remove(ref, lease))) conflict = true; // changed meanwhile (renewed, or taken over): look again
         else if (live) released = true;
       }
       if (!conflict) return released;
@@ -230,6 +238,13 @@ export class KubernetesLeaseBackend implements LockBackend {
 
   async holders(key: string): Promise<Hold[]> {
     return this.slotHolds(key, (lease) => this.held(lease));
+  }
+
+  async waiting(key: string): Promise<HolderInfo[]> {
+    return this.queue(await this.load(keyRef(key))).map((lease) => {
+      const { holderId, claim, holderIdentity, cluster } = toHold(lease);
+      return { holderId, claim, holderIdentity, cluster };
+    });
   }
 
   /**
@@ -287,6 +302,57 @@ export class KubernetesLeaseBackend implements LockBackend {
   private wrote<T extends k8s.V1Lease | undefined>(lease: T, sentAt: number): T {
     if (lease?.metadata?.resourceVersion) this.observed.wrote(observedGroup(lease), lease.metadata.name ?? "", lease.metadata.resourceVersion, sentAt);
     return lease;
+  }
+
+  /** The live waiters in ticket order, leaving out any whose holder already has a slot (a grant not yet tidied). */
+  private queue(state: KeyState): k8s.V1Lease[] {
+    const holding = new Set(state.slots.map((s) => s.lease.spec?.holderIdentity));
+    return state.waiters.filter((w) => !this.expired(w) && !holding.has(w.spec?.holderIdentity));
+  }
+
+  /**
+   * Keeps `req`'s place in the queue: a new waiter Lease with a ticket from the fencing counter, or the existing
+   * one (`entry`) refreshed once a quarter of its lease has passed. False when the write lost a race (look again).
+   */
+  private async keepPlace(ref: KeyRef, state: KeyState, entry: k8s.V1Lease | undefined, req: AcquireRequest): Promise<boolean> {
+    const now = this.clock();
+    const sentAt = this.observationClock();
+    if (entry) {
+      const seen = this.observed.seenAt(observedGroup(entry), entry.metadata?.name ?? "", entry.metadata?.resourceVersion ?? "") ?? sentAt;
+      if (sentAt - seen <= (req.leaseDurationSeconds * 1000) / 4) return true;
+      const patch = { metadata: { resourceVersion: entry.metadata?.resourceVersion }, spec: { leaseDurationSeconds: req.leaseDurationSeconds, renewTime: microTime(now) } };
+      return !!this.wrote(await this.conditional(() => this.api.patchNamespacedLease({ name: entry.metadata!.name!, namespace: ref.namespace, body: patch }, this.mergePatchOptions)), sentAt);
+    }
+    const ticket = await this.nextToken(ref, state, 0n);
+    const name = `${NAME_PREFIX}${ref.fragment}-q-${createHash("sha256").update(req.holderId).digest("hex").slice(0, 10)}`;
+    const body: k8s.V1Lease = {
+      apiVersion: "coordination.k8s.io/v1",
+      kind: "Lease",
+      metadata: {
+        name,
+        namespace: ref.namespace,
+        labels: labels(ref, ROLE_WAITER),
+        annotations: {
+          [KEY_ANNOTATION]: ref.key, [QUEUE_TICKET_ANNOTATION]: ticket.toString(), [CLAIM_ANNOTATION]: req.claim,
+          [HOLDER_IDENTITY_ANNOTATION]: req.holderIdentity, [CLUSTER_ANNOTATION]: req.cluster ?? "",
+        },
+      },
+      spec: { holderIdentity: req.holderId, leaseDurationSeconds: req.leaseDurationSeconds, acquireTime: microTime(now), renewTime: microTime(now) },
+    };
+    return !!this.wrote(await this.conditional(() => this.api.createNamespacedLease({ namespace: ref.namespace, body }, this.requestOptions)), sentAt);
+  }
+
+  /** Deletes `lease` if unchanged since read; false when it changed meanwhile (a 409), true when deleted or gone. */
+  private async remove(ref: KeyRef, lease: k8s.V1Lease): Promise<boolean> {
+    const body = { preconditions: { resourceVersion: lease.metadata!.resourceVersion } };
+    try {
+      await this.call(() => this.api.deleteNamespacedLease({ name: lease.metadata!.name!, namespace: ref.namespace, body }, this.requestOptions));
+      return true;
+    } catch (err) {
+      if (statusCode(err) === 404) return true;
+      if (statusCode(err) === 409) return false;
+      throw err;
+    }
   }
 
   /** Claims slot `index` (create, or replace the free Lease `previous`); undefined when we lost the race. */
@@ -419,7 +485,7 @@ export class KubernetesLeaseBackend implements LockBackend {
         this.requestOptions,
       ),
     );
-    const state: KeyState = { slots: [] };
+    const state: KeyState = { slots: [], waiters: [] };
     for (const lease of list.items) {
       const name = lease.metadata?.name ?? "";
       if (name === ref.counterName) {
@@ -428,9 +494,11 @@ export class KubernetesLeaseBackend implements LockBackend {
       }
       const match = ref.slotPattern.exec(name);
       if (match) state.slots.push({ index: Number(match[1]), lease });
+      else if (lease.metadata?.labels?.[ROLE_LABEL] === ROLE_WAITER && ticketOf(lease) !== undefined) state.waiters.push(lease);
     }
     state.slots.sort((a, b) => a.index - b.index);
-    const seen = state.slots.map(({ lease }) => [lease.metadata?.name ?? "", lease.metadata?.resourceVersion ?? ""] as const);
+    state.waiters.sort((a, b) => (ticketOf(a)! < ticketOf(b)! ? -1 : 1));
+    const seen = [...state.slots.map((s) => s.lease), ...state.waiters].map((lease) => [lease.metadata?.name ?? "", lease.metadata?.resourceVersion ?? ""] as const);
     this.observed.sync(`${ref.namespace}/${ref.label}`, seen, this.observationClock());
     return state;
   }
@@ -479,7 +547,7 @@ function keyRef(key: string): KeyRef {
   const { namespace, key: rest } = splitLockKey(key);
   const hash = createHash("sha256").update(rest).digest("hex").slice(0, 20);
   const nameFits =
-    NAME_PREFIX.length + rest.length + Math.max(MAX_SLOT_SUFFIX, COUNTER_SUFFIX.length) <= MAX_NAME &&
+    NAME_PREFIX.length + rest.length + Math.max(MAX_SUFFIX, COUNTER_SUFFIX.length) <= MAX_NAME &&
     DNS_SUBDOMAIN.test(`${NAME_PREFIX}${rest}${COUNTER_SUFFIX}`);
   const fragment = nameFits ? rest : hash;
   const label = rest.length <= 63 && LABEL_VALUE.test(rest) ? rest : hash;
@@ -521,7 +589,15 @@ export function expiresAt(lease: k8s.V1Lease, observed: ObservedVersions, now?: 
 }
 
 function tokenOf(lease: k8s.V1Lease): bigint | undefined {
-  const raw = lease.metadata?.annotations?.[FENCING_TOKEN_ANNOTATION];
+  return decimalAnnotation(lease, FENCING_TOKEN_ANNOTATION);
+}
+
+function ticketOf(lease: k8s.V1Lease): bigint | undefined {
+  return decimalAnnotation(lease, QUEUE_TICKET_ANNOTATION);
+}
+
+function decimalAnnotation(lease: k8s.V1Lease, name: string): bigint | undefined {
+  const raw = lease.metadata?.annotations?.[name];
   return raw !== undefined && DECIMAL.test(raw) ? BigInt(raw) : undefined;
 }
 

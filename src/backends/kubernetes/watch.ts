@@ -1,12 +1,12 @@
 /**
- * The kubernetes backend's watch: one API watch per namespace over the kubelock slot Leases in it,
+ * The kubernetes backend's watch: one API watch per namespace over the kubelock slot and waiter Leases in it,
  * shared by every key watched there (see NamespaceWatch).
  */
 import * as k8s from "@kubernetes/client-node";
 import { timerDelay } from "../../runtime/clock";
 import type { ObservedVersions } from "../../runtime/observed";
 import { FanOut } from "../kit/fan-out";
-import { expiresAt, KEY_LABEL, MANAGED_BY, MANAGED_BY_LABEL, observedGroup, ROLE_LABEL, ROLE_SLOT } from "./backend";
+import { expiresAt, KEY_LABEL, MANAGED_BY, MANAGED_BY_LABEL, observedGroup, ROLE_LABEL, ROLE_SLOT, ROLE_WAITER } from "./backend";
 
 /** The API server ends each watch after about this long; the client re-watches. */
 const WATCH_TIMEOUT_SECONDS = 300;
@@ -14,7 +14,7 @@ const WATCH_TIMEOUT_SECONDS = 300;
 type Listener = () => void;
 
 /**
- * One watch per namespace on every kubelock slot Lease in it, shared by all the keys watched there;
+ * One watch per namespace on every kubelock slot and waiter Lease in it, shared by all the keys watched there;
  * events go to the listeners of the Lease's `kubelock.io/key` label. It reconnects with backoff, calls
  * every listener on each (re)connect (changes may have happened while it was not connected), and calls
  * a key's listeners when the earliest hold it knows of expires (an expiry writes nothing, so no event
@@ -103,7 +103,7 @@ export class NamespaceWatch {
       // No resourceVersion: the server first sends the current Leases as ADDED events, then changes.
       controller = await new k8s.Watch(this.kubeConfig).watch(
         `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(this.namespace)}/leases`,
-        { labelSelector: `${MANAGED_BY_LABEL}=${MANAGED_BY},${ROLE_LABEL}=${ROLE_SLOT}`, timeoutSeconds },
+        { labelSelector: `${MANAGED_BY_LABEL}=${MANAGED_BY},${ROLE_LABEL} in (${ROLE_SLOT},${ROLE_WAITER})`, timeoutSeconds },
         (type: string, object: k8s.V1Lease) => {
           if (ended) return;
           armIdle();

@@ -2,6 +2,8 @@
  * The PostgreSQL backend (node-postgres): holds are rows of one table, fencing tokens come from a counter row
  * per lock (statements in sql.ts).
  *
+ * - Waiters are rows of `<table>_queue`, served in the order they joined; a waiter takes a slot when fewer than
+ *   maxHolders holds and earlier waiters exist, and expires a lease after its last tryAcquire.
  * - Every change is one transaction holding the key's advisory lock, so acquires on one key never interleave
  *   across operators; expiry is judged on the server's clock, so every operator agrees on it.
  * - Fencing: the counter row never expires and never goes back; a lost counter restarts from the server's
@@ -13,7 +15,7 @@
  *   BackendUnavailableError; a connection that timed out is discarded, never reused.
  */
 import pg from "pg";
-import { BackendUnavailableError, type AcquireRequest, type Hold, type LockBackend } from "../backend";
+import { BackendUnavailableError, type AcquireRequest, type Hold, type HolderInfo, type LockBackend } from "../backend";
 import { withDeadline } from "../kit/deadline";
 import { FanOut } from "../kit/fan-out";
 import { HoldersPoll } from "../kit/holders-poll";
@@ -58,7 +60,14 @@ export class PostgresBackend implements LockBackend {
       const live = (await query(sql.holders(t), [req.key])).rows as Row[];
       const mine = live.find((r) => r.holder_id === req.holderId);
       if (mine) return { changed: false, value: toHold(mine) };
-      if (live.length >= req.maxHolders) return { changed: false, value: undefined };
+      const queue = (await query(sql.waiting(t), [req.key])).rows as Row[];
+      const place = queue.findIndex((r) => r.holder_id === req.holderId);
+      if (live.length + (place < 0 ? queue.length : place) >= req.maxHolders) {
+        const lease = leaseMs(req.leaseDurationSeconds);
+        if (req.wait) await query(sql.enqueue(t), [req.key, req.holderId, req.claim, req.holderIdentity, req.cluster, lease]);
+        return { changed: false, value: undefined };
+      }
+      if (place >= 0) await query(sql.dequeue(t), [req.key, req.holderId]);
       const { token } = (await query(sql.nextToken(t), [req.key, req.fencingFloor ?? "0"])).rows[0] as { token: string };
       const row = (await query(sql.insertHold(t), [req.key, req.holderId, req.claim, req.holderIdentity, req.cluster, token, leaseMs(req.leaseDurationSeconds)])).rows[0] as Row;
       return { changed: true, value: toHold(row) };
@@ -74,6 +83,7 @@ export class PostgresBackend implements LockBackend {
 
   async release(key: string, holderId: string): Promise<boolean> {
     return this.change<boolean>(key, async (query) => {
+      await query(sql.dequeue(this.settings.table), [key, holderId]);
       const removed = ((await query(sql.release(this.settings.table), [key, holderId])).rowCount ?? 0) > 0;
       return { changed: removed, value: removed };
     });
@@ -84,6 +94,13 @@ export class PostgresBackend implements LockBackend {
     await this.ensureSchema();
     const result = await this.withClient((client) => client.query(sql.holders(this.settings.table), [key]));
     return (result.rows as Row[]).map(toHold);
+  }
+
+  async waiting(key: string): Promise<HolderInfo[]> {
+    splitLockKey(key);
+    await this.ensureSchema();
+    const result = await this.withClient((client) => client.query(sql.waiting(this.settings.table), [key]));
+    return (result.rows as Row[]).map((r) => ({ holderId: r.holder_id, claim: r.claim, holderIdentity: r.holder_identity, cluster: r.cluster }));
   }
 
   watch(key: string, onChange: () => void): () => void {

@@ -5,19 +5,41 @@
  * the lock key `<namespace>/<key>`; table names come from the settings (`<table>` and `<table>_fencing`).
  */
 
-/** The tables, created on first use: holds by (key, holder), and a fencing counter per key that never goes. */
+/**
+ * The tables, created on first use: holds by (key, holder), waiters by (key, holder) in the order they joined
+ * (`seq`), and a fencing counter per key that never goes.
+ */
 export const schema = (t: string) => `
 CREATE TABLE IF NOT EXISTS ${t} (
   lock_key text NOT NULL, holder_id text NOT NULL, claim text NOT NULL, holder_identity text NOT NULL,
   cluster text NOT NULL, fencing_token numeric(30) NOT NULL, acquire_time timestamptz NOT NULL,
   renew_time timestamptz NOT NULL, expires_at timestamptz NOT NULL, PRIMARY KEY (lock_key, holder_id));
+CREATE TABLE IF NOT EXISTS ${t}_queue (
+  lock_key text NOT NULL, holder_id text NOT NULL, claim text NOT NULL, holder_identity text NOT NULL,
+  cluster text NOT NULL, seq bigint GENERATED ALWAYS AS IDENTITY, expires_at timestamptz NOT NULL,
+  PRIMARY KEY (lock_key, holder_id));
 CREATE TABLE IF NOT EXISTS ${t}_fencing (lock_key text PRIMARY KEY, last_token numeric(30) NOT NULL);`;
 
 /** Serializes this transaction with every other change to the key. */
 export const LOCK_KEY = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))";
 
-/** Drops the key's expired holds; returns how many went. */
-export const purge = (t: string) => `DELETE FROM ${t} WHERE lock_key = $1 AND expires_at <= clock_timestamp()`;
+/** Drops the key's expired holds and waiters; the row count says how many holds went. */
+export const purge = (t: string) => `
+WITH waiters AS (DELETE FROM ${t}_queue WHERE lock_key = $1 AND expires_at <= clock_timestamp())
+DELETE FROM ${t} WHERE lock_key = $1 AND expires_at <= clock_timestamp()`;
+
+/** The key's live waiters, in the order they joined. */
+export const waiting = (t: string) => `SELECT holder_id, claim, holder_identity, cluster FROM ${t}_queue
+  WHERE lock_key = $1 AND expires_at > clock_timestamp() ORDER BY seq`;
+
+/** Adds holder $2 at the back of the key's queue, or keeps its place; either way it expires $6 ms from now. */
+export const enqueue = (t: string) => `
+INSERT INTO ${t}_queue (lock_key, holder_id, claim, holder_identity, cluster, expires_at)
+  VALUES ($1, $2, $3, $4, $5, clock_timestamp() + $6 * interval '1 millisecond')
+  ON CONFLICT (lock_key, holder_id) DO UPDATE SET expires_at = EXCLUDED.expires_at`;
+
+/** Withdraws holder $2 from the key's queue. */
+export const dequeue = (t: string) => `DELETE FROM ${t}_queue WHERE lock_key = $1 AND holder_id = $2`;
 
 const COLUMNS = "holder_id, claim, holder_identity, cluster, fencing_token::text AS fencing_token, acquire_time, renew_time";
 

@@ -5,15 +5,18 @@
  * lock's keys in one Cluster slot, so one script can touch them all):
  *
  * - `<prefix>:{K}:holds`   ZSET holderId -> expiry (ms, Redis server time)
+ * - `<prefix>:{K}:queue`   ZSET holderId -> when it joined (µs, server time): the waiters, in order
  * - `<prefix>:{K}:info`    HASH holderId -> JSON {holderId, claim, holderIdentity, cluster, fencingToken,
- *                          acquireTime, renewTime} (times in ms as decimal strings)
+ *                          acquireTime, renewTime} (times in ms as decimal strings) for a hold, or
+ *                          {holderId, claim, holderIdentity, cluster, expires} for a waiter
  * - `<prefix>:{K}:fencing` the fencing counter. Never expires, so tokens keep increasing after a lock went
  *                          idle. A missing counter (first use, or lost: evicted, Redis restarted empty or
  *                          failed over to a replica that missed it) starts from the server's clock in
  *                          microseconds, and the caller's high-water mark raises it further, so tokens never
  *                          repeat or go back even then (unless the server's clock went back meanwhile).
  *
- * Holds and info carry a PEXPIRE of the longest hold's remaining lease, so idle locks vanish. Every
+ * A waiter takes a slot when fewer than maxHolders holds and earlier waiters exist; its entry expires a lease after
+ * its last tryAcquire. Holds, queue and info carry a PEXPIRE of the longest remaining lease, so idle locks vanish. Every
  * change is one Lua script (atomic, times from `TIME` so all operators agree on expiry) that first purges
  * expired holds, and that PUBLISHes to `<prefix>:events:{K}` when the holds changed; `watch` subscribes
  * there, and polls as a fallback for holds that vanished by key expiry with nobody running a script.
@@ -25,7 +28,7 @@
  */
 import type { ConnectionOptions } from "node:tls";
 import Redis, { Cluster, type RedisOptions } from "ioredis";
-import { BackendUnavailableError, type AcquireRequest, type Hold, type LockBackend } from "../backend";
+import { BackendUnavailableError, type AcquireRequest, type Hold, type HolderInfo, type LockBackend } from "../backend";
 
 export const DEFAULT_PREFIX = "kubelock";
 export const DEFAULT_TIMEOUT_MS = 2000;
@@ -35,13 +38,14 @@ const WATCH_POLL_MS = 2000;
 import { FanOut } from "../kit/fan-out";
 import { HoldersPoll } from "../kit/holders-poll";
 import { splitLockKey } from "../kit/lock-key";
-import { ACQUIRE, HOLDERS, RELEASE, RENEW } from "./scripts";
+import { ACQUIRE, RELEASE, RENEW, STATE } from "./scripts";
 
+/** The scripts as commands: the keys (holds, info, queue[, counter]), then the script's ARGV. */
 interface Scripts {
-  kubelockAcquire(holds: string, info: string, counter: string, ...args: (string | number)[]): Promise<string | null>;
-  kubelockRenew(holds: string, info: string, ...args: (string | number)[]): Promise<string | null>;
-  kubelockRelease(holds: string, info: string, ...args: (string | number)[]): Promise<number>;
-  kubelockHolders(holds: string, info: string, channel: string): Promise<string[]>;
+  kubelockAcquire(holds: string, info: string, queue: string, counter: string, ...args: (string | number)[]): Promise<string | null>;
+  kubelockRenew(holds: string, info: string, queue: string, ...args: (string | number)[]): Promise<string | null>;
+  kubelockRelease(holds: string, info: string, queue: string, ...args: (string | number)[]): Promise<number>;
+  kubelockState(holds: string, info: string, queue: string, channel: string): Promise<[string[], string[]]>;
 }
 
 /** The validated `redis:` settings block. */
@@ -80,7 +84,7 @@ export class RedisBackend implements LockBackend {
     this.client = connect(settings, { enableOfflineQueue: false, maxRetriesPerRequest: 1 });
     this.client.on("error", (err: Error) => (this.lastError = err));
     this.client.on("ready", () => (this.lastError = undefined));
-    for (const [command, lua, keys] of [["kubelockAcquire", ACQUIRE, 3], ["kubelockRenew", RENEW, 2], ["kubelockRelease", RELEASE, 2], ["kubelockHolders", HOLDERS, 2]] as const) {
+    for (const [command, lua, keys] of [["kubelockAcquire", ACQUIRE, 4], ["kubelockRenew", RENEW, 3], ["kubelockRelease", RELEASE, 3], ["kubelockState", STATE, 3]] as const) {
       this.client.defineCommand(command, { lua, numberOfKeys: keys });
     }
     // SUBSCRIBE may wait for the connection however long it takes (ioredis re-subscribes after a reconnect):
@@ -101,25 +105,36 @@ export class RedisBackend implements LockBackend {
     const k = this.keys(req.key);
     const lease = leaseMs(req.leaseDurationSeconds);
     const info = JSON.stringify({ holderId: req.holderId, claim: req.claim, holderIdentity: req.holderIdentity, cluster: req.cluster ?? "" });
-    const json = await this.run((s) => s.kubelockAcquire(k.holds, k.info, k.counter, k.channel, req.holderId, req.maxHolders, lease, info, req.fencingFloor ?? "0"));
+    const json = await this.run((s) => s.kubelockAcquire(k.holds, k.info, k.queue, k.counter, k.channel, req.holderId, req.maxHolders, lease, info, req.fencingFloor ?? "0", req.wait ? "1" : "0"));
     return json ? toHold(json) : undefined;
   }
 
   async renew(key: string, holderId: string, leaseDurationSeconds: number): Promise<Hold | undefined> {
     const [k, lease] = [this.keys(key), leaseMs(leaseDurationSeconds)];
-    const json = await this.run((s) => s.kubelockRenew(k.holds, k.info, k.channel, holderId, lease));
+    const json = await this.run((s) => s.kubelockRenew(k.holds, k.info, k.queue, k.channel, holderId, lease));
     return json ? toHold(json) : undefined;
   }
 
   async release(key: string, holderId: string): Promise<boolean> {
     const k = this.keys(key);
-    return (await this.run((s) => s.kubelockRelease(k.holds, k.info, k.channel, holderId))) === 1;
+    return (await this.run((s) => s.kubelockRelease(k.holds, k.info, k.queue, k.channel, holderId))) === 1;
   }
 
   async holders(key: string): Promise<Hold[]> {
-    const k = this.keys(key);
-    const all = (await this.run((s) => s.kubelockHolders(k.holds, k.info, k.channel))).map(toHold);
+    const all = (await this.state(key))[0].map(toHold);
     return all.sort((a, b) => (BigInt(a.fencingToken) < BigInt(b.fencingToken) ? -1 : 1));
+  }
+
+  async waiting(key: string): Promise<HolderInfo[]> {
+    return (await this.state(key))[1].map((json) => {
+      const { holderId, claim, holderIdentity, cluster } = JSON.parse(json) as HolderInfo;
+      return { holderId, claim, holderIdentity, cluster };
+    });
+  }
+
+  private state(key: string): Promise<[string[], string[]]> {
+    const k = this.keys(key);
+    return this.run((s) => s.kubelockState(k.holds, k.info, k.queue, k.channel));
   }
 
   watch(key: string, onChange: () => void): () => void {
@@ -145,7 +160,7 @@ export class RedisBackend implements LockBackend {
   private keys(key: string) {
     splitLockKey(key); // the hash tag holds the whole key: only its form is checked
     const base = `${this.settings.keyPrefix}:{${key}}`;
-    return { holds: `${base}:holds`, info: `${base}:info`, counter: `${base}:fencing`, channel: `${this.settings.keyPrefix}:events:{${key}}` };
+    return { holds: `${base}:holds`, info: `${base}:info`, queue: `${base}:queue`, counter: `${base}:fencing`, channel: `${this.settings.keyPrefix}:events:{${key}}` };
   }
 
   /** Runs a script once the connection is ready; connection trouble becomes BackendUnavailableError. */

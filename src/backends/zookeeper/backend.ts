@@ -7,13 +7,14 @@
  * nothing behind. A hold is an EPHEMERAL_SEQUENTIAL child `h-<holderId>-<seq>`; its data is JSON: HolderInfo,
  * maxHolders, leaseDurationSeconds, acquireTime, renewTime.
  *
- * Holds: a child is a hold when fewer than its own maxHolders children sort before it. A child's rank only
- * falls (new children sort last), so a hold stays one and at most maxHolders are holds. It is the reference
- * article's recipe without its waiting, since the operator keeps the queue: tryAcquire lists the children and
- * re-attaches to one carrying the holderId (an earlier call, a create whose reply was lost, an operator
- * restart), else creates one, and deletes it again if it ranks too far back. Waiters own no node, so there is
- * no predecessor to watch and no herd: the operator watches each lock once, and `watch` is one children watch
- * on the lock node (an exists watch while it is missing), re-armed after each event, shared in-process.
+ * Holds: a child is a hold when fewer than its own maxHolders children sort before it; the rest wait in sequence
+ * order (Curator's InterProcessSemaphoreV2, the reference article's recipe). A child's rank only falls (new children
+ * sort last), so a hold stays one and at most maxHolders are holds. tryAcquire lists the children and re-attaches to
+ * one carrying the holderId (an earlier call, a create whose reply was lost, an operator restart, a waiter), else
+ * creates one; a child ranked too far back is kept when the request waits (its place; it is stamped with a fresh
+ * acquireTime when it first holds) and deleted otherwise. Each operator watches each lock once (`watch`: one
+ * children watch on the lock node, an exists watch while it is missing, re-armed after each event, shared
+ * in-process), so a release wakes one watch per operator, not every waiter: no herd.
  *
  * Fencing token: the child's czxid, the zxid of the transaction that created it. Zxids increase across the
  * ensemble, leader elections and restarts included, so a grant that starts after another was made gets a
@@ -101,7 +102,14 @@ export interface ZooKeeperBackendOptions {
 }
 
 interface Child { name: string; holderId: string; seq: number }
-interface NodeData extends HolderInfo { maxHolders: number; leaseDurationSeconds: number; acquireTime: string; renewTime: string }
+interface NodeData extends HolderInfo {
+  maxHolders: number;
+  leaseDurationSeconds: number;
+  acquireTime: string;
+  renewTime: string;
+  /** Created by a request that waits: its first tryAcquire as a hold stamps acquireTime. */
+  waiting?: boolean;
+}
 interface Node { czxid: number; version: number; ephemeralOwner: string; data?: NodeData }
 interface KeyWatch { path: string; armedOn?: ZooKeeper; generation: number }
 type Done = (rc: number, error: unknown, ...result: unknown[]) => void;
@@ -162,6 +170,7 @@ export class ZooKeeperBackend implements LockBackend {
     return this.serialized(lock, req.holderId, async () => {
       for (let attempt = 0; attempt < 3; attempt++) {
         let mine = (await this.children(lock)).find((c) => c.holderId === req.holderId);
+        const created = !mine;
         if (!mine) mine = await this.createHold(lock, req);
         const [children, node] = await Promise.all([this.children(lock), this.read(`${lock}/${mine.name}`)]);
         const ours = children.filter((c) => c.holderId === req.holderId);
@@ -171,8 +180,15 @@ export class ZooKeeperBackend implements LockBackend {
           continue;
         }
         if (!node?.data || ours[0]?.name !== mine.name) continue; // gone meanwhile: look again
-        if (children.indexOf(ours[0]) < node.data.maxHolders) return toHold(node);
-        await this.remove(`${lock}/${mine.name}`);
+        const holds = children.indexOf(ours[0]) < node.data.maxHolders;
+        if (holds && node.data.waiting && !created) {
+          const data: NodeData = { ...node.data, acquireTime: this.now(), renewTime: this.now(), waiting: false };
+          const { rc } = await this.call(`grant ${lock}/${mine.name}`, (zk, done) => zk.a_set(`${lock}/${mine.name}`, JSON.stringify(data), node.version, done), [Z.ZBADVERSION, Z.ZNONODE]);
+          if (rc !== Z.ZOK) continue;
+          return toHold({ ...node, data });
+        }
+        if (holds) return toHold(node);
+        if (!req.wait) await this.remove(`${lock}/${mine.name}`);
         return undefined;
       }
       throw this.unavailable(`the holds of ${req.key} kept changing under tryAcquire`);
@@ -211,10 +227,20 @@ export class ZooKeeperBackend implements LockBackend {
   }
 
   async holders(key: string): Promise<Hold[]> {
+    return (await this.ranked(key)).filter((r) => r.holds).map((r) => toHold(r.node));
+  }
+
+  async waiting(key: string): Promise<HolderInfo[]> {
+    return (await this.ranked(key)).filter((r) => !r.holds).map(({ node: { data } }) =>
+      ({ holderId: data!.holderId, claim: data!.claim, holderIdentity: data!.holderIdentity, cluster: data!.cluster }));
+  }
+
+  /** The lock's children with data, in sequence order, each with whether it holds. */
+  private async ranked(key: string): Promise<{ node: Node; holds: boolean }[]> {
     const lock = this.lockPath(key);
     const children = await this.children(lock);
-    const nodes = (await Promise.all(children.map((c) => this.read(`${lock}/${c.name}`)))).filter((n): n is Node => n !== undefined);
-    return nodes.filter((n, rank) => n.data && rank < n.data.maxHolders).map(toHold);
+    const nodes = (await Promise.all(children.map((c) => this.read(`${lock}/${c.name}`)))).filter((n): n is Node => n?.data !== undefined);
+    return nodes.map((node, rank) => ({ node, holds: rank < node.data!.maxHolders }));
   }
 
   watch(key: string, onChange: () => void): () => void {
@@ -420,7 +446,7 @@ export class ZooKeeperBackend implements LockBackend {
   private async createHold(lock: string, req: AcquireRequest): Promise<Child> {
     const { holderId, claim, holderIdentity, cluster = "", maxHolders, leaseDurationSeconds } = req;
     const now = this.now();
-    const data: NodeData = { holderId, claim, holderIdentity, cluster, maxHolders, leaseDurationSeconds, acquireTime: now, renewTime: now };
+    const data: NodeData = { holderId, claim, holderIdentity, cluster, maxHolders, leaseDurationSeconds, acquireTime: now, renewTime: now, waiting: req.wait };
     const prefix = `${lock}/h-${encodeSegment(req.holderId)}-`;
     // The lock node may be missing, or reaped between creating it and its first child: a few attempts.
     for (let attempt = 0; attempt < 4; attempt++) {
