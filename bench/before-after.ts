@@ -101,7 +101,7 @@ export async function beforeAfterBenchmark(ctx: BenchContext): Promise<void> {
 }
 
 /** `ref` checked out (detached) into a temporary worktree that uses this checkout's node_modules. */
-function checkout(ref: string): { root: string; remove: () => void } {
+export function checkout(ref: string): { root: string; remove: () => void } {
   const root = join(mkdtempSync(join(tmpdir(), "kubelock-before-")), "repo");
   try {
     git(["worktree", "add", "--detach", root, ref]);

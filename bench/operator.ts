@@ -74,12 +74,16 @@ function cmdline(pid: number): string {
   }
 }
 
-/** `node FLAGS --import tsx src/cli/main.ts operator ...` (or dist/src/cli/main.js) for one namespace, as startOperator runs it. */
-async function spawnOperator(namespace: string, config: string, nodeFlags: string[], repoRoot = join(__dirname, ".."), compiled = false): Promise<OperatorProcess> {
+/**
+ * `node FLAGS --import tsx src/cli/main.ts operator ...` (or dist/src/cli/main.js) for one namespace, as startOperator
+ * runs it, on the cluster of `kubeconfig` (default: the environment's).
+ */
+export async function spawnOperator(namespace: string, config: string, nodeFlags: string[], repoRoot = join(__dirname, ".."), compiled = false,
+  kubeconfig = process.env.KUBECONFIG!): Promise<OperatorProcess> {
   const file = join(mkdtempSync(join(tmpdir(), "kubelock-bench-")), "config.yaml");
   writeFileSync(file, config);
   const entry = compiled ? [join(repoRoot, "dist/src/cli/main.js")] : ["--import", "tsx", join(repoRoot, "src/cli/main.ts")];
-  const child = spawn(process.execPath, [...nodeFlags, ...entry, "operator", "--kubeconfig", process.env.KUBECONFIG!,
+  const child = spawn(process.execPath, [...nodeFlags, ...entry, "operator", "--kubeconfig", kubeconfig,
     "--watch-namespace", namespace, "--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--config", file], { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
   child.stdout.on("data", (d) => (output += d));

@@ -4,7 +4,8 @@
  * asserts on timing; targets are reported as met or not.
  *
  * Benchmarks: 1 backends (bench/backends.ts), 2 end to end (e2e.ts), 3 throughput (throughput.ts), 4 scale
- * (scale.ts), 5 the operator's CPU profile (profile.ts), 6 before/after the profile-driven fixes (before-after.ts).
+ * (scale.ts), 5 the operator's CPU profile (profile.ts), 6 before/after the profile-driven fixes (before-after.ts), 7 clusters
+ * sharing a backend (cross-cluster.ts).
  * Environment: BENCH_RUNS (runs per figure, default 5), BENCH_ONLY (e.g. "1,3": which benchmarks),
  * and each benchmark's own sizes (BENCH_*; RESULTS.md lists the values used).
  */
@@ -15,6 +16,7 @@ import { join } from "node:path";
 import { startEnvironment, type Environment } from "../test/env/environment";
 import { kubeConfig } from "../test/support/env";
 import { backendBenchmarks } from "./backends";
+import { crossClusterBenchmark } from "./cross-cluster";
 import { beforeAfterBenchmark } from "./before-after";
 import type { BenchContext } from "./context";
 import { e2eBenchmarks } from "./e2e";
@@ -33,6 +35,7 @@ const benchmarks: [string, string, (ctx: BenchContext) => Promise<void>][] = [
   ["4", "scale", scaleBenchmark],
   ["5", "operator CPU profile", profileBenchmark],
   ["6", "before/after the profile-driven fixes", beforeAfterBenchmark],
+  ["7", "clusters sharing a backend", crossClusterBenchmark],
 ];
 
 function git(args: string[]): string {

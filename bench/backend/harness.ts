@@ -21,6 +21,8 @@ export interface Subject {
   acquire?(key: string): Promise<Release>;
   /** Calls `onChange` when the key may have been released; contenders then wait for it instead of spinning. */
   watch?(key: string, onChange: () => void): () => void;
+  /** Ours, waiting in the backend's queue (`wait: true`): the subject the contended targets are defined on. */
+  queued?: boolean;
   /** Which workloads it takes part in (default both). */
   modes?: ("uncontended" | "contended")[];
   close(): Promise<void>;
@@ -87,18 +89,36 @@ function signal(): { fired: Promise<void>; fire: () => void } {
 
 /**
  * Our backend as subjects: one fresh holderId (a claim UID) per attempt, maxHolders 1, a 30 s lease. The
- * second takes part in the contended workload only: its contenders retry when `backend.watch` fires, as
- * the operator's waiters do, instead of spinning.
+ * second and third take part in the contended workload only: the second's contenders retry when
+ * `backend.watch` fires instead of spinning; the third waits in the backend's queue as the operator does
+ * (`wait: true`: its entry keeps its place, and it asks again when the watch fires, or every second).
  */
 export function oursSubjects(backend: LockBackend): Subject[] {
+  const request = (key: string, wait = false) =>
+    ({ key, holderId: randomUUID(), claim: "bench", holderIdentity: "bench", cluster: "", maxHolders: 1, leaseDurationSeconds: 30, wait });
+  const releaser = (key: string, holderId: string): Release => async () => void (await backend.release(key, holderId));
   const tryAcquire = async (key: string): Promise<Release | undefined> => {
-    const holderId = randomUUID();
-    const hold = await backend.tryAcquire({ key, holderId, claim: "bench", holderIdentity: "bench", cluster: "", maxHolders: 1, leaseDurationSeconds: 30 });
-    return hold && (async () => void (await backend.release(key, holderId)));
+    const req = request(key);
+    return (await backend.tryAcquire(req)) && releaser(key, req.holderId);
+  };
+  const acquire = async (key: string): Promise<Release> => {
+    const req = request(key, true);
+    let changed = signal();
+    const unwatch = backend.watch(key, () => changed.fire());
+    try {
+      for (;;) {
+        changed = signal();
+        if (await backend.tryAcquire(req)) return releaser(key, req.holderId);
+        await Promise.race([changed.fired, sleep(1000)]);
+      }
+    } finally {
+      unwatch();
+    }
   };
   const label = `kubelock ${backend.constructor.name}`;
   return [
     { role: "ours", label, tryAcquire, close: () => backend.close() },
     { role: "ours", label: `${label}, woken by its watch()`, tryAcquire, watch: (key, onChange) => backend.watch(key, onChange), modes: ["contended"], close: async () => undefined },
+    { role: "ours", label: `${label}, waiting in the backend's queue`, tryAcquire, acquire, queued: true, modes: ["contended"], close: async () => undefined },
   ];
 }
