@@ -9,7 +9,7 @@ import * as k8s from "@kubernetes/client-node";
 import { TcpProxy } from "../support/tcp-proxy";
 
 /** The servers a process talks to: the API server and the lock backends. */
-export type Upstream = "apiserver" | "redis" | "etcd" | "zookeeper";
+export type Upstream = "apiserver" | "redis" | "etcd" | "zookeeper" | "postgresql";
 
 /** Where the servers really are (what the relays forward to). */
 export interface Upstreams {
@@ -21,6 +21,8 @@ export interface Upstreams {
   etcd?: string[];
   /** host:port of each member. */
   zookeeper?: string[];
+  /** postgres://USER@127.0.0.1:PORT/DB. */
+  postgresql?: string;
 }
 
 export class Relays {
@@ -49,6 +51,7 @@ export class Relays {
     if (u.redis && want("redis")) this.addresses.redis = (await this.relay("redis", [u.redis]))[0];
     if (u.etcd && want("etcd")) this.addresses.etcd = await this.relay("etcd", u.etcd);
     if (u.zookeeper && want("zookeeper")) this.addresses.zookeeper = await this.relay("zookeeper", u.zookeeper);
+    if (u.postgresql && want("postgresql")) this.addresses.postgresql = (await this.relay("postgresql", [u.postgresql]))[0];
   }
 
   /** Relays each address (a URL or host:port); returns the same addresses pointing at the relays. */

@@ -43,10 +43,10 @@ const LEADER_LEASE_MS = 6000;
 const ZOOKEEPER_LEASE_SECONDS = 12;
 const leaseOf = (backend: BackendName, leaseSeconds: number) => (backend === "zookeeper" ? Math.max(leaseSeconds, ZOOKEEPER_LEASE_SECONDS) : leaseSeconds);
 
-export type BackendName = "kubernetes" | "redis" | "etcd" | "zookeeper";
-export const ALL_BACKENDS: readonly BackendName[] = ["kubernetes", "redis", "etcd", "zookeeper"];
+export type BackendName = "kubernetes" | "redis" | "etcd" | "zookeeper" | "postgresql";
+export const ALL_BACKENDS: readonly BackendName[] = ["kubernetes", "redis", "etcd", "zookeeper", "postgresql"];
 /** The backends two clusters can share (the Lease backend lives in each cluster's own API server). */
-const SHARED_BACKENDS: readonly BackendName[] = ["redis", "etcd", "zookeeper"];
+const SHARED_BACKENDS: readonly BackendName[] = ["redis", "etcd", "zookeeper", "postgresql"];
 
 /** Where the run's servers are, and how to reach the fault control endpoint. */
 export interface ChaosTargets {
@@ -63,6 +63,7 @@ export interface ChaosTargets {
   /** One client URL, or a comma-separated list of them (a cluster's members). */
   etcdEndpoint?: string;
   zookeeperConnect?: string;
+  postgresqlUrl?: string;
   /** The control endpoint can restart kube-apiserver (a local control plane). */
   apiServerRestart: boolean;
   /** Redis keeps its data across a restart (else restarting it would reset fencing counters: no restarts then). */
@@ -78,13 +79,13 @@ export interface ChaosTargets {
  */
 export async function startChaosEnvironment(log: (line: string) => void): Promise<{ targets: ChaosTargets; stop: () => Promise<void> }> {
   const clusters = process.env.CHAOS_CLUSTERS === "1" || process.env.USE_EXISTING_CLUSTER === "true" ? 1 : 2;
-  const env = await startEnvironment({ clusters, services: ["redis", "zookeeper", "etcd"], controllerManager: false, redisPersistence: true, clusteredBackends: true, log });
+  const env = await startEnvironment({ clusters, services: ["redis", "zookeeper", "etcd", "postgresql"], controllerManager: false, redisPersistence: true, clusteredBackends: true, log });
   const v = env.variables;
   return {
     targets: {
       kubeconfig: v.KUBECONFIG, operatorKubeconfig: v.KUBELOCK_TEST_OPERATOR_KUBECONFIG, secondKubeconfig: v.KUBELOCK_TEST_KUBECONFIG_2,
       secondOperatorKubeconfig: v.KUBELOCK_TEST_OPERATOR_KUBECONFIG_2, control: v.KUBELOCK_TEST_CONTROL, redisUrl: v.KUBELOCK_TEST_REDIS_URL,
-      etcdEndpoint: v.KUBELOCK_TEST_ETCD_ENDPOINT, zookeeperConnect: v.KUBELOCK_TEST_ZOOKEEPER_CONNECT, apiServerRestart: process.env.USE_EXISTING_CLUSTER !== "true",
+      etcdEndpoint: v.KUBELOCK_TEST_ETCD_ENDPOINT, zookeeperConnect: v.KUBELOCK_TEST_ZOOKEEPER_CONNECT, postgresqlUrl: v.KUBELOCK_TEST_POSTGRESQL_URL, apiServerRestart: process.env.USE_EXISTING_CLUSTER !== "true",
       redisPersistent: true, clusters: env.members,
     },
     stop: env.stop,
@@ -200,6 +201,9 @@ function backendSettings(addresses: Upstreams, backends: readonly BackendName[],
     // Holds live as long as the session: its timeout plays the lease.
     out.push({ name: "zookeeper", type: "zookeeper", settings: { connect: addresses.zookeeper.join(","), rootPath: `/${namespace}`, sessionTimeoutMs: leaseOf("zookeeper", leaseSeconds) * 1000, requestTimeoutMs: 1500 } });
   }
+  if (backends.includes("postgresql") && addresses.postgresql) {
+    out.push({ name: "postgresql", type: "postgresql", settings: { url: addresses.postgresql, table: namespace.replace(/-/g, "_"), requestTimeoutMs: 1500 } });
+  }
   return out;
 }
 
@@ -234,6 +238,7 @@ export async function runChaos(o: ChaosOptions, registerCleanup: (cleanup: () =>
   const upstreams: Upstreams = {
     apiserver: apiServerOf(t.kubeconfig), redis: o.backends.includes("redis") ? t.redisUrl : undefined,
     etcd: o.backends.includes("etcd") ? t.etcdEndpoint?.split(",") : undefined, zookeeper: o.backends.includes("zookeeper") ? t.zookeeperConnect?.split(",") : undefined,
+    postgresql: o.backends.includes("postgresql") ? t.postgresqlUrl : undefined,
   };
   const kinds = o.kinds.filter((k) => (k !== "half-open-holder" || o.cliHolders > 0) && (k !== "wipe-redis" || !!upstreams.redis));
   log(`chaos: seed ${o.seed}, namespace ${namespace}, backends ${o.backends.join(", ")}, faults ${kinds.join(", ")}; logs in ${logDir}`);
@@ -297,7 +302,7 @@ export async function runChaos(o: ChaosOptions, registerCleanup: (cleanup: () =>
   const counters = new Counters(locks, namespace, kc, upstreams.redis, namespace);
   registerCleanup(() => counters.close());
 
-  const servers = (["redis", "zookeeper", "etcd"] as const).filter((s) => o.backends.includes(s));
+  const servers = (["redis", "zookeeper", "etcd", "postgresql"] as const).filter((s) => o.backends.includes(s));
   const records: ClaimRecord[] = [];
   const cliRecords: CliRecord[] = [];
   const accepted = () => [...registers.values()].reduce((n, r) => n + r.sections.length, 0);

@@ -6,7 +6,7 @@
  * 3-member clusters (`ZooKeeperService.ensemble`, `EtcdService.cluster`) whose members can be taken away
  * one by one.
  */
-import { chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -36,6 +36,27 @@ export interface Members {
   stopMember(i: number): Promise<void>;
   /** Starts member `i` again on the same ports and data. */
   startMember(i: number): Promise<void>;
+}
+
+/** `pid` and its descendants, parents first (from /proc). */
+function processTree(pid: number): number[] {
+  const children: number[] = [];
+  try {
+    for (const task of readdirSync(`/proc/${pid}/task`)) {
+      children.push(...readFileSync(`/proc/${pid}/task/${task}/children`, "utf8").split(/\s+/).filter(Boolean).map(Number));
+    }
+  } catch {
+    // gone meanwhile
+  }
+  return [pid, ...children.flatMap(processTree)];
+}
+
+function signal(pid: number, name: NodeJS.Signals): void {
+  try {
+    globalThis.process.kill(pid, name);
+  } catch {
+    // a child that ended meanwhile
+  }
 }
 
 export function hasMembers(service: Service): service is Service & Members {
@@ -79,17 +100,18 @@ abstract class LocalService implements Service {
     await this.process?.stop();
     this.process = undefined;
   }
+  /** SIGSTOPs the server with every process it forked (PostgreSQL serves each connection from a child of its own). */
   async pause(): Promise<void> {
     const pid = this.process?.running ? this.process.pid : undefined;
     if (pid === undefined) throw new Error(`${this.name} is not running`);
-    globalThis.process.kill(pid, "SIGSTOP");
     this.paused = true;
+    for (const p of processTree(pid)) signal(p, "SIGSTOP");
   }
   async resume(): Promise<void> {
     if (!this.paused) return;
     this.paused = false;
     const pid = this.process?.running ? this.process.pid : undefined;
-    if (pid !== undefined) globalThis.process.kill(pid, "SIGCONT");
+    if (pid !== undefined) for (const p of processTree(pid)) signal(p, "SIGCONT");
   }
   async destroy(): Promise<void> {
     await this.stop();

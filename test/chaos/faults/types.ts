@@ -17,7 +17,7 @@ export type FaultKind = (typeof FAULT_KINDS)[number];
 export const CLUSTER_FAULT_KINDS: readonly FaultKind[] = ["lose-member", "lose-majority"];
 /** The kinds that lose a backend's data: what they break is inherent to the backend (see checker.ts). */
 export const DATA_LOSS_KINDS: readonly FaultKind[] = ["wipe-redis"];
-export type ServerName = "redis" | "zookeeper" | "etcd";
+export type ServerName = "redis" | "zookeeper" | "etcd" | "postgresql";
 
 export interface Fault {
   kind: FaultKind;
