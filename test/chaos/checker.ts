@@ -23,7 +23,8 @@
  * no lock service can keep a claim from showing Granted until it notices. Overlaps (register-overlap,
  * status-overlap, granted-*) on that backend's locks from the loss until a lease after it healed are
  * therefore listed as `excused` (the fencing token is what protects then), never dropped; token checks
- * are never excused.
+ * are never excused. A claim can only be shown Lost through the API server, so when the API server is away
+ * meanwhile, the window runs until a lease after it is back (runner.ts computes the windows).
  * Liveness (once faults healed):
  * - undocumented-end     a claim ended without the documented phase/reason pair;
  * - stuck-claim          a claim neither granted nor ended by the run's last deadline;

@@ -378,13 +378,21 @@ export async function runChaos(o: ChaosOptions, registerCleanup: (cleanup: () =>
 
   const histories: History[] = clusters.map((c) => ({ cluster: c.name, events: c.history.events }));
   const created = new Map<string, number>([...records, ...cliRecords].map((r) => [r.name, r.created]));
-  const losses: DataLoss[] = nemesis.faults.filter((f) => !f.skipped && DATA_LOSS_KINDS.includes(f.kind)).map((f) => ({
-    backend: "redis", from: f.injectedAt, to: f.healedAt ?? now(), what: `${f.kind} at +${secs(f.injectedAt - t0)}`,
-  }));
+  // A claim whose hold a data loss took can only be shown Lost through the API server: while the API server is
+  // away (an outage that begins before the loss's grace ran out), the loss's window lasts until it is back.
+  const grace = o.leaseSeconds * 1000;
+  const apiServerOutages = nemesis.faults.filter((f) => !f.skipped && f.kind === "restart-apiserver");
+  const losses: DataLoss[] = nemesis.faults.filter((f) => !f.skipped && DATA_LOSS_KINDS.includes(f.kind)).map((f) => {
+    const healed = f.healedAt ?? now();
+    const outage = apiServerOutages.filter((a) => a.injectedAt <= healed + grace && (a.healedAt ?? now()) >= f.injectedAt);
+    const to = Math.max(healed, ...outage.map((a) => a.healedAt ?? now()));
+    const what = `${f.kind} at +${secs(f.injectedAt - t0)}${outage.length > 0 ? " with the API server away until " + `+${secs(to - t0)}` : ""}`;
+    return { backend: "redis", from: f.injectedAt, to, what };
+  });
   const { violations, excused } = excuseDataLoss([
     ...check({ locks, registers, histories, records, created, observed: truth.violations, recoveries: nemesis.recoveries, t0 }),
     ...leftovers,
-  ], losses, new Map(locks.map((l) => [l.name, l.backend])), o.leaseSeconds * 1000);
+  ], losses, new Map(locks.map((l) => [l.name, l.backend])), grace);
   // Which faults were under way (from injection to a lease and a leader lease after healing) when each violation happened.
   const after = o.leaseSeconds * 1000 + LEADER_LEASE_MS;
   for (const v of [...violations, ...excused]) {
