@@ -60,7 +60,7 @@ interface Stored extends HolderInfo {
   renewTime: string;
   leaseDurationSeconds: number;
   maxHolders: number;
-  /** Written by a waiter (or a request that may wait): its first write as a hold sets acquireTime. */
+  /** A waiter's entry (not yet told it holds): its first write as a hold sets acquireTime; its release frees no hold. */
   waiting?: boolean;
 }
 
@@ -112,7 +112,7 @@ export class EtcdBackend implements LockBackend {
       const sentAt = monotonicNow();
       const entry: Stored = {
         holderId: req.holderId, claim: req.claim, holderIdentity: req.holderIdentity, cluster: req.cluster, acquireTime: now,
-        renewTime: now, leaseDurationSeconds: req.leaseDurationSeconds, maxHolders: req.maxHolders, waiting: req.wait,
+        renewTime: now, leaseDurationSeconds: req.leaseDurationSeconds, maxHolders: req.maxHolders,
       };
       const range = () => this.client.getAll().prefix(prefix).sort("Create", "Ascend");
       const txn = await this.withSession(req.leaseDurationSeconds, (lease) =>
@@ -141,11 +141,11 @@ export class EtcdBackend implements LockBackend {
         return undefined;
       }
       if (created && holds) return toHold(ours);
-      // An entry made earlier: a hold found again is written anew (its validity is measured from this write; a waiter
-      // that just reached a slot is granted now), a waiter is refreshed once a quarter of its lease has passed.
+      // A hold found again is written anew (its validity is measured from this write; a waiter that just reached a
+      // slot is granted now); a waiter is marked so when it joins, then refreshed once a quarter of its lease passed.
       const stored = parse(ours)!;
       const age = monotonicNow() - (this.observed.seenAt(prefix, mine, ours.mod_revision) ?? monotonicNow());
-      if (holds || ours.lease !== txn.lease || age > (req.leaseDurationSeconds * 1000) / 4) {
+      if (holds || !stored.waiting || ours.lease !== txn.lease || age > (req.leaseDurationSeconds * 1000) / 4) {
         const acquireTime = holds && stored.waiting ? now : stored.acquireTime;
         const value: Stored = { ...stored, acquireTime, renewTime: now, leaseDurationSeconds: req.leaseDurationSeconds, waiting: !holds };
         const written = await this.put(ours, JSON.stringify(value), req.leaseDurationSeconds);
@@ -183,7 +183,7 @@ export class EtcdBackend implements LockBackend {
     const prefix = this.holdersPrefix(key);
     const mine = prefix + encodeURIComponent(holderId);
     const deleted = await this.call(() => this.client.delete().key(mine).getPrevious());
-    const live = deleted.some((kv) => !this.expired(prefix, kv));
+    const live = deleted.some((kv) => !this.expired(prefix, kv) && !parse(kv)?.waiting);
     this.observed.drop(prefix, mine);
     return live;
   }

@@ -107,7 +107,7 @@ interface NodeData extends HolderInfo {
   leaseDurationSeconds: number;
   acquireTime: string;
   renewTime: string;
-  /** Created by a request that waits: its first tryAcquire as a hold stamps acquireTime. */
+  /** A waiter's node (not yet told it holds): its first tryAcquire as a hold stamps acquireTime; its release frees no hold. */
   waiting?: boolean;
 }
 interface Node { czxid: number; version: number; ephemeralOwner: string; data?: NodeData }
@@ -170,7 +170,6 @@ export class ZooKeeperBackend implements LockBackend {
     return this.serialized(lock, req.holderId, async () => {
       for (let attempt = 0; attempt < 3; attempt++) {
         let mine = (await this.children(lock)).find((c) => c.holderId === req.holderId);
-        const created = !mine;
         if (!mine) mine = await this.createHold(lock, req);
         const [children, node] = await Promise.all([this.children(lock), this.read(`${lock}/${mine.name}`)]);
         const ours = children.filter((c) => c.holderId === req.holderId);
@@ -181,7 +180,7 @@ export class ZooKeeperBackend implements LockBackend {
         }
         if (!node?.data || ours[0]?.name !== mine.name) continue; // gone meanwhile: look again
         const holds = children.indexOf(ours[0]) < node.data.maxHolders;
-        if (holds && node.data.waiting && !created) {
+        if (holds && node.data.waiting) {
           const data: NodeData = { ...node.data, acquireTime: this.now(), renewTime: this.now(), waiting: false };
           const { rc } = await this.call(`grant ${lock}/${mine.name}`, (zk, done) => zk.a_set(`${lock}/${mine.name}`, JSON.stringify(data), node.version, done), [Z.ZBADVERSION, Z.ZNONODE]);
           if (rc !== Z.ZOK) continue;
@@ -189,6 +188,12 @@ export class ZooKeeperBackend implements LockBackend {
         }
         if (holds) return toHold(node);
         if (!req.wait) await this.remove(`${lock}/${mine.name}`);
+        else if (!node.data.waiting) {
+          // A waiter: marked so (its release then frees no hold, and its first turn as a hold stamps acquireTime).
+          const data: NodeData = { ...node.data, waiting: true };
+          const { rc } = await this.call(`queue ${lock}/${mine.name}`, (zk, done) => zk.a_set(`${lock}/${mine.name}`, JSON.stringify(data), node.version, done), [Z.ZBADVERSION, Z.ZNONODE]);
+          if (rc !== Z.ZOK) continue;
+        }
         return undefined;
       }
       throw this.unavailable(`the holds of ${req.key} kept changing under tryAcquire`);
@@ -220,7 +225,8 @@ export class ZooKeeperBackend implements LockBackend {
     return this.serialized(lock, holderId, async () => {
       let removed = false;
       for (const child of (await this.children(lock)).filter((c) => c.holderId === holderId)) {
-        if (await this.remove(`${lock}/${child.name}`)) removed = true;
+        const node = await this.read(`${lock}/${child.name}`);
+        if ((await this.remove(`${lock}/${child.name}`)) && node?.data && !node.data.waiting) removed = true;
       }
       return removed;
     });
@@ -446,7 +452,7 @@ export class ZooKeeperBackend implements LockBackend {
   private async createHold(lock: string, req: AcquireRequest): Promise<Child> {
     const { holderId, claim, holderIdentity, cluster = "", maxHolders, leaseDurationSeconds } = req;
     const now = this.now();
-    const data: NodeData = { holderId, claim, holderIdentity, cluster, maxHolders, leaseDurationSeconds, acquireTime: now, renewTime: now, waiting: req.wait };
+    const data: NodeData = { holderId, claim, holderIdentity, cluster, maxHolders, leaseDurationSeconds, acquireTime: now, renewTime: now };
     const prefix = `${lock}/h-${encodeSegment(req.holderId)}-`;
     // The lock node may be missing, or reaped between creating it and its first child: a few attempts.
     for (let attempt = 0; attempt < 4; attempt++) {
