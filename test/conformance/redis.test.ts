@@ -12,10 +12,12 @@ import { after, describe, test } from "node:test";
 import Redis from "ioredis";
 import { BackendConfigError, BackendUnavailableError, type LockBackend } from "../../src/backends/backend";
 import { redisPlugin } from "../../src/backends/redis";
+import { minimalAcl } from "../../src/backends/redis/acl";
 import type { RedisBackend } from "../../src/backends/redis/backend";
 import { backendTypes, createBackend } from "../../src/backends/registry";
 import { eventually, kubeConfig, testEnv, controlService } from "../support/env";
 import { holdRequest, runBackendConformance } from "./backend-conformance";
+import { tempDir } from "../support/temp";
 
 const control = (action: "stop" | "start") => controlService("redis", action);
 
@@ -32,6 +34,45 @@ runBackendConformance("redis", () => backend(), {
   minLeaseSeconds: 1,
   stopServer: () => control("stop"),
   startServer: () => control("start"),
+});
+
+// The same suite as a user holding only the minimal ACL of src/backends/redis/acl.ts (its keys, channels and commands).
+const aclPrefix = `acl-${randomBytes(3).toString("hex")}`;
+let aclUser: Promise<{ url: string; passwordFile: string }> | undefined;
+function limitedUser(): Promise<{ url: string; passwordFile: string }> {
+  aclUser ??= (async () => {
+    const [name, password] = [`kubelock-${aclPrefix}`, randomBytes(12).toString("hex")];
+    const admin = new Redis(testEnv.redisUrl);
+    try {
+      await admin.call("ACL", "SETUSER", name, "on", `>${password}`, ...minimalAcl(aclPrefix));
+    } finally {
+      admin.disconnect();
+    }
+    const passwordFile = join(tempDir("kubelock-redis-acl-"), "password");
+    writeFileSync(passwordFile, password);
+    const url = new URL(testEnv.redisUrl);
+    url.username = name;
+    return { url: url.toString(), passwordFile };
+  })();
+  return aclUser;
+}
+runBackendConformance("redis (ACL user with the minimal rules)", async () => backend({ ...(await limitedUser()), keyPrefix: aclPrefix }), {
+  supportsExpiry: true,
+  minLeaseSeconds: 1,
+});
+
+test("the minimal ACL is what the backend needs: a user without ZADD cannot queue, and says so", async () => {
+  const admin = new Redis(testEnv.redisUrl);
+  const [name, password, prefix] = [`kubelock-nozadd-${random()}`, random(), `nozadd-${random()}`];
+  try {
+    await admin.call("ACL", "SETUSER", name, "on", `>${password}`, ...minimalAcl(prefix).filter((r) => r !== "+zadd"));
+  } finally {
+    admin.disconnect();
+  }
+  const url = new URL(testEnv.redisUrl);
+  [url.username, url.password] = [name, password];
+  const limited = await backend({ url: url.toString(), keyPrefix: prefix });
+  await assert.rejects(limited.tryAcquire(holdRequest(`ns-${random()}/k`, "a")), (err: Error) => /zadd|NOPERM|permission/i.test(err.message) && !err.message.includes(password));
 });
 
 const request = holdRequest;

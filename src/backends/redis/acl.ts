@@ -1,0 +1,18 @@
+/**
+ * The least a Redis ACL user needs to run kubelock's Redis backend (Redis 6+), for `ACL SETUSER <user> on
+ * ><password> <rules...>`: the key pattern and event channels of its `keyPrefix` only, and only the commands it
+ * sends and its scripts call (Redis checks a script's commands against the caller's ACL too). The README shows the
+ * rules for the default prefix; test/conformance/redis.test.ts runs the whole suite as a user with exactly these.
+ */
+
+/** What the client sends: scripts (EVALSHA, EVAL when the script is not cached yet), the watch, the ready check. */
+const CLIENT_COMMANDS = ["evalsha", "eval", "subscribe", "unsubscribe", "ping", "info", "quit", "select"];
+/** What the scripts in scripts.ts call. */
+const SCRIPT_COMMANDS = ["time", "get", "set", "del", "pexpire", "publish", "hget", "hset", "hdel", "hmget",
+  "zadd", "zrem", "zscore", "zrank", "zcard", "zrange", "zrangebyscore", "zremrangebyscore"];
+
+/** The ACL rules (after `on >password`) for a user of the backend with `keyPrefix`. */
+export function minimalAcl(keyPrefix: string): string[] {
+  return ["resetkeys", `~${keyPrefix}:*`, "resetchannels", `&${keyPrefix}:events:*`, "-@all",
+    ...[...CLIENT_COMMANDS, ...SCRIPT_COMMANDS].map((c) => `+${c}`)];
+}
