@@ -62,3 +62,38 @@ test("postgresql: settings mistakes are one line each, and a password in the URL
   ]);
   assert.ok(!lines.join("\n").includes("s3cret-pw"));
 });
+
+test("postgresql: connections the server ends at any moment (a restart, pg_terminate_backend) are errors, never a crash", async () => {
+  const application = `kubelock-terminated-${randomUUID().slice(0, 8)}`;
+  const b = await backend({ url: `${testEnv.postgresqlUrl}?application_name=${application}` });
+  const key = `pg-${randomUUID().slice(0, 8)}/terminated`;
+  const stopWatch = b.watch(key, () => undefined); // the LISTEN connection too
+  const admin = new pg.Client({ connectionString: testEnv.postgresqlUrl });
+  await admin.connect();
+  let busy = true;
+  let terminated = 0;
+  const killer = (async () => {
+    while (busy) {
+      const result = await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1", [application]);
+      terminated += result.rowCount ?? 0;
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  })();
+  let failures = 0;
+  try {
+    const until = Date.now() + 3000;
+    while (Date.now() < until) {
+      const req = holdRequest(key, "t", { wait: true });
+      await b.tryAcquire(req).then(() => b.release(key, req.holderId)).catch(() => failures++);
+    }
+  } finally {
+    busy = false;
+    await killer;
+    await admin.end();
+    stopWatch();
+  }
+  assert.ok(terminated > 0 && failures > 0, `the server ended ${terminated} connections, ${failures} calls failed`);
+  // Still alive, and the backend works again once the connections are left alone (on a key of its own: calls whose
+  // answers were cut may have left holds and queue entries on the first, to expire by their lease).
+  assert.ok(await b.tryAcquire(holdRequest(`${key}-after`, "after")), "no hold after the terminations stopped");
+});

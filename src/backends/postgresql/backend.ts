@@ -51,6 +51,9 @@ export class PostgresBackend implements LockBackend {
   constructor(readonly name: string, private readonly settings: PostgresSettings) {
     this.pool = new pg.Pool({ ...this.connection(), max: 4, idleTimeoutMillis: 30_000 });
     this.pool.on("error", () => undefined); // an idle connection that broke: the next checkout makes a new one
+    // The pool listens for a connection's errors only while it is idle; one the server ends while it is checked out
+    // (or being released) would otherwise end the process. Every call also notes it, so it is never reused.
+    this.pool.on("connect", (client) => client.on("error", () => undefined));
   }
 
   async tryAcquire(req: AcquireRequest): Promise<Hold | undefined> {
@@ -166,13 +169,17 @@ export class PostgresBackend implements LockBackend {
     let client: pg.PoolClient | undefined;
     let released = false;
     let abandoned = false;
+    let broken = false;
+    const onError = () => (broken = true);
     const release = (destroy: boolean) => {
       if (!client || released) return;
       released = true;
-      client.release(destroy);
+      client.off("error", onError);
+      client.release(destroy || broken);
     };
     const work = (async () => {
       client = await this.pool.connect();
+      client.on("error", onError);
       if (abandoned) {
         release(true); // connected after the deadline
         throw new Error("connected after the deadline");

@@ -172,6 +172,9 @@ export class RedisBackend implements LockBackend {
     } catch (err) {
       if (err instanceof BackendUnavailableError) throw err;
       const error = err as Error;
+      if (/NOPERM|can't run this command/.test(error.message)) {
+        throw new BackendUnavailableError(this.name, `the Redis user lacks a permission the backend needs (grant the minimal ACL in the README): ${error.message}`, { cause: err });
+      }
       const serverSide = error.name === "ReplyError" && !/^(LOADING|READONLY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|NOAUTH|WRONGPASS|NOPERM|BUSY|OOM)\b/.test(error.message);
       if (serverSide) throw error; // a script bug, not an outage
       throw new BackendUnavailableError(this.name, error.message, { cause: err });
