@@ -216,6 +216,11 @@ test("a leader that loses its leader Lease in an outage restarts in-process as a
   const after = await api2.waitForPhase("held", "Granted");
   assert.equal(after.status?.fencingToken, held.status?.fencingToken, "same grant, same token");
   await api2.deleteClaim("held");
-  const next = await api2.waitForPhase("next", "Granted");
+  // Generous: make test runs this beside the chaos run, which loads both cores. A timeout says what the operator said.
+  const next = await api2.waitForPhase("next", "Granted", 90_000).catch(async (err: Error) => {
+    const lock = (await api2.getLock("kept")).status;
+    const said = elected!.output().split("\n").filter((l) => /"level":"(warn|error)"|leader|restarted/.test(l)).slice(-15).join("\n");
+    throw new Error(`${err.message}; lock status ${JSON.stringify(lock)}; operator's last warnings:\n${said}`);
+  });
   assert.ok(BigInt(next.status!.fencingToken!) > BigInt(held.status!.fencingToken!));
 });

@@ -325,20 +325,7 @@ export class KubernetesLeaseBackend implements LockBackend {
     }
     const ticket = await this.nextToken(ref, state, 0n);
     const name = `${NAME_PREFIX}${ref.fragment}-q-${createHash("sha256").update(req.holderId).digest("hex").slice(0, 10)}`;
-    const body: k8s.V1Lease = {
-      apiVersion: "coordination.k8s.io/v1",
-      kind: "Lease",
-      metadata: {
-        name,
-        namespace: ref.namespace,
-        labels: labels(ref, ROLE_WAITER),
-        annotations: {
-          [KEY_ANNOTATION]: ref.key, [QUEUE_TICKET_ANNOTATION]: ticket.toString(), [CLAIM_ANNOTATION]: req.claim,
-          [HOLDER_IDENTITY_ANNOTATION]: req.holderIdentity, [CLUSTER_ANNOTATION]: req.cluster ?? "",
-        },
-      },
-      spec: { holderIdentity: req.holderId, leaseDurationSeconds: req.leaseDurationSeconds, acquireTime: microTime(now), renewTime: microTime(now) },
-    };
+    const body = holderLease(ref, name, ROLE_WAITER, req, now, { [QUEUE_TICKET_ANNOTATION]: ticket.toString() });
     return !!this.wrote(await this.conditional(() => this.api.createNamespacedLease({ namespace: ref.namespace, body }, this.requestOptions)), sentAt);
   }
 
@@ -359,29 +346,9 @@ export class KubernetesLeaseBackend implements LockBackend {
   private async claimSlot(ref: KeyRef, index: number, previous: k8s.V1Lease | undefined, req: AcquireRequest, now: number): Promise<k8s.V1Lease | undefined> {
     const name = `${NAME_PREFIX}${ref.fragment}-${index}`;
     const hadHolder = !!previous?.spec?.holderIdentity;
-    const body: k8s.V1Lease = {
-      apiVersion: "coordination.k8s.io/v1",
-      kind: "Lease",
-      metadata: {
-        name,
-        namespace: ref.namespace,
-        resourceVersion: previous?.metadata?.resourceVersion,
-        labels: labels(ref, ROLE_SLOT),
-        annotations: {
-          [KEY_ANNOTATION]: ref.key,
-          [CLAIM_ANNOTATION]: req.claim,
-          [HOLDER_IDENTITY_ANNOTATION]: req.holderIdentity,
-          [CLUSTER_ANNOTATION]: req.cluster ?? "",
-        },
-      },
-      spec: {
-        holderIdentity: req.holderId,
-        leaseDurationSeconds: req.leaseDurationSeconds,
-        acquireTime: microTime(now),
-        renewTime: microTime(now),
-        leaseTransitions: (previous?.spec?.leaseTransitions ?? 0) + (hadHolder ? 1 : 0),
-      },
-    };
+    const body = holderLease(ref, name, ROLE_SLOT, req, now);
+    body.metadata!.resourceVersion = previous?.metadata?.resourceVersion;
+    body.spec!.leaseTransitions = (previous?.spec?.leaseTransitions ?? 0) + (hadHolder ? 1 : 0);
     const sentAt = this.observationClock();
     return this.wrote(await this.conditional(() =>
       previous
@@ -558,6 +525,24 @@ function keyRef(key: string): KeyRef {
     label,
     counterName: `${NAME_PREFIX}${fragment}${COUNTER_SUFFIX}`,
     slotPattern: new RegExp(`^${escapeRegExp(NAME_PREFIX + fragment)}-(0|[1-9][0-9]{0,5})$`),
+  };
+}
+
+/** A slot or waiter Lease for `req`: its holder (the claim UID) in the spec, its HolderInfo in annotations. */
+function holderLease(ref: KeyRef, name: string, role: string, req: AcquireRequest, now: number, annotations: Record<string, string> = {}): k8s.V1Lease {
+  return {
+    apiVersion: "coordination.k8s.io/v1",
+    kind: "Lease",
+    metadata: {
+      name,
+      namespace: ref.namespace,
+      labels: labels(ref, role),
+      annotations: {
+        [KEY_ANNOTATION]: ref.key, [CLAIM_ANNOTATION]: req.claim, [HOLDER_IDENTITY_ANNOTATION]: req.holderIdentity,
+        [CLUSTER_ANNOTATION]: req.cluster ?? "", ...annotations,
+      },
+    },
+    spec: { holderIdentity: req.holderId, leaseDurationSeconds: req.leaseDurationSeconds, acquireTime: microTime(now), renewTime: microTime(now) },
   };
 }
 
