@@ -113,7 +113,7 @@ const reportToken = (logs: string) => /^report run with token (\d+)$/m.exec(logs
 interface Report {
   run: Outcome;
   token: string;
-  /** The example lock's info hash in the shared Redis: one JSON per hold, naming its cluster. */
+  /** The example lock's holds in the shared Redis: one JSON per hold, naming its cluster. */
   holds: Record<string, string>[];
 }
 
@@ -127,8 +127,11 @@ async function firstReport(setting: Setting, runs: Cluster[]): Promise<Report> {
   }, 180_000, 1000);
   const redis = new Redis(required("KUBELOCK_TEST_REDIS_URL"), { lazyConnect: true, maxRetriesPerRequest: 1 });
   try {
-    const info = await redis.hgetall(`kubelock:{${setting.namespace}/nightly-report}:info`);
-    return { run, token: reportToken(run.logs)!, holds: Object.values(info).map((h) => JSON.parse(h) as Record<string, string>) };
+    // The info hash also describes queued claims (the other cluster's, waiting): the holds are the members of the holds set.
+    const base = `kubelock:{${setting.namespace}/nightly-report}`;
+    const ids = await redis.zrange(`${base}:holds`, 0, -1);
+    const info = ids.length > 0 ? await redis.hmget(`${base}:info`, ...ids) : [];
+    return { run, token: reportToken(run.logs)!, holds: info.map((h) => JSON.parse(h ?? "{}") as Record<string, string>) };
   } finally {
     redis.disconnect();
   }
