@@ -77,7 +77,9 @@ async function main(): Promise<void> {
         await run(ctx);
       } catch (err) {
         const message = err instanceof Error ? err.stack ?? err.message : String(err);
-        problems.push(`benchmark ${id} (${name}) failed: ${message.split("\n").slice(0, 6).join(" | ")}`);
+        // Paths relative to the repository: the report speaks of the project, not of the machine it ran on.
+        const relative = message.split(`${join(__dirname, "..")}/`).join("");
+        problems.push(`benchmark ${id} (${name}) failed: ${relative.split("\n").slice(0, 6).join(" | ")}`);
         log(`benchmark ${id} failed: ${message}`);
       }
       log(`benchmark ${id} (${name}): ${((Date.now() - t0) / 1000).toFixed(0)} s`);
