@@ -6,6 +6,7 @@
  * |------------------------------------------|-----------|-------------------------------|
  * | kubelock_grants_total                    | counter   | backend, reason (`Granted`)   |
  * | kubelock_releases_total                  | counter   | backend, reason (why the hold ended: a claim condition reason, or `Orphaned`) |
+ * | kubelock_claims_lost_total               | counter   | none: Granted claims the operator showed Lost (hold gone or unconfirmed) |
  * | kubelock_grant_wait_seconds              | histogram | backend: claim creation → granted |
  * | kubelock_handoff_seconds                 | histogram | backend: a hold of the lock ended while claims waited → the next grant on that lock |
  * | kubelock_holders, kubelock_waiting       | gauge     | none (totals), or namespace, lock |
@@ -30,6 +31,8 @@ export interface LockMetrics {
   granted(lock: string, backend: string, createdAt: string | undefined, nowMs: number): void;
   /** A hold of this lock ended at `nowMs` (released in the backend, or found lost) for `reason`. */
   released(lock: string, backend: string, reason: string, nowMs: number): void;
+  /** A Granted claim was shown Lost (its hold vanished, or could not be confirmed within its lease). */
+  claimLost(): void;
   /** The lock's state after a reconcile. */
   lockState(lock: string, holders: number, waiting: number): void;
   /** The lock is gone: forget it. */
@@ -53,6 +56,7 @@ export class OperatorMetrics implements LockMetrics {
   readonly leader: Gauge;
   private readonly grants: Counter<"backend" | "reason">;
   private readonly releases: Counter<"backend" | "reason">;
+  private readonly claimsLost: Counter;
   private readonly grantWait: Histogram<"backend">;
   private readonly handoff: Histogram<"backend">;
   private readonly backendSeconds: Histogram<"backend" | "operation">;
@@ -69,6 +73,7 @@ export class OperatorMetrics implements LockMetrics {
       new Histogram<L>({ name: `kubelock_${name}`, help, labelNames, buckets, registers });
     this.grants = counter("grants_total", "Claims granted (backend hold acquired).", ["backend", "reason"]);
     this.releases = counter("releases_total", "Backend holds ended, by reason.", ["backend", "reason"]);
+    this.claimsLost = counter("claims_lost_total", "Granted claims shown Lost: the hold vanished or could not be confirmed within its lease.", []);
     this.grantWait = histogram("grant_wait_seconds", "Claim creation to grant.", ["backend"], WAIT_BUCKETS);
     this.handoff = histogram("handoff_seconds", "A hold ended while claims waited, to the next grant on the lock.", ["backend"], FAST_BUCKETS);
     this.backendSeconds = histogram("backend_operation_seconds", "Backend call latency.", ["backend", "operation"], FAST_BUCKETS);
@@ -120,6 +125,10 @@ export class OperatorMetrics implements LockMetrics {
     let freed = this.freed.get(lock);
     if (!freed) this.freed.set(lock, (freed = []));
     if (freed.length < MAX_FREED) freed.push(nowMs);
+  }
+
+  claimLost(): void {
+    this.claimsLost.inc();
   }
 
   lockState(lock: string, holders: number, waiting: number): void {

@@ -454,7 +454,9 @@ export class LockReconciler {
     if (sameJson(status, claim.status)) return;
     this.assertLeading();
     const written = await this.ctx.client.patchStatus(CLAIM_PLURAL, claim.metadata, claim.status, status).catch(ignoreNotFound);
-    if (written) this.ctx.caches.claims.observe(written as LockClaim);
+    if (!written) return;
+    this.ctx.caches.claims.observe(written as LockClaim);
+    if (status.phase === "Lost" && claim.status?.phase !== "Lost") this.ctx.metrics?.claimLost();
   }
 
   private async ensureFinalizer(plural: typeof LOCK_PLURAL | typeof CLAIM_PLURAL, obj: DistributedLock | LockClaim): Promise<void> {
