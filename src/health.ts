@@ -3,8 +3,9 @@
  * and the metrics endpoint share.
  *
  * - `/healthz`: 200 `ok` while the process serves HTTP (liveness).
- * - `/readyz`: 200 `ok` once every informer cache has synced and every configured backend answered a
- *   cheap read (`holders("kubelock-system/readyz-probe")`) that completed successfully within the last
+ * - `/readyz`: 200 `ok` once every informer cache has synced, the holds found at start have had their
+ *   first renewal (a replica must know their validity before it may be the only one left), and every
+ *   configured backend answered a cheap read (`holders("kubelock-system/readyz-probe")`) that completed successfully within the last
  *   `maxAgeMs`; else 503 with one plain-text line per reason. Backend answers are cached for
  *   `cacheMs`, and a request waits at most `waitMs` for a fresh one (probes have short timeouts).
  *   Readiness does not depend on leadership: followers are ready too (as in controller-runtime).
@@ -18,8 +19,8 @@ import { realClock, type Clock } from "./runtime/clock";
 export const READYZ_PROBE_KEY = "kubelock-system/readyz-probe";
 
 export interface ReadinessOptions {
-  /** Names of caches not yet synced (empty when all are). */
-  unsyncedCaches: () => string[];
+  /** What start-up still waits for, one phrase each (empty when done): caches not synced, first renewals. */
+  startupPending: () => string[];
   backends: LockBackend[];
   clock?: Clock;
   /** A backend answer is reused for this long. Default 5000. */
@@ -49,7 +50,7 @@ export class Readiness {
   /** Why the operator is not ready (empty: ready). */
   async problems(): Promise<string[]> {
     const { cacheMs = 5_000, maxAgeMs = 15_000, waitMs = 800 } = this.options;
-    const problems = this.options.unsyncedCaches().map((name) => `cache ${name} not synced yet`);
+    const problems = this.options.startupPending().map((what) => `${what}: not done yet`);
     const now = this.clock.now();
     const pending: Promise<void>[] = [];
     for (const [backend, state] of this.states) {

@@ -126,6 +126,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   const informers = [caches.locks, caches.claims, caches.pods];
   const informerNames = ["distributedlocks", "lockclaims", "pods"];
   const servers: HttpServer[] = [];
+  let renewalsPending = true; // see `ready` below
   const closeServers = () => Promise.all(servers.splice(0).map((s) => s.close()));
   try {
     if (options.metricsAddress) {
@@ -138,7 +139,10 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     }
     if (options.healthAddress) {
       const readiness = new Readiness({
-        unsyncedCaches: () => informerNames.filter((_, i) => !informers[i].hasSynced()),
+        startupPending: () => [
+          ...informerNames.filter((_, i) => !informers[i].hasSynced()).map((name) => `cache ${name} sync`),
+          ...(renewalsPending ? ["first renewal of the holds found"] : []),
+        ],
         backends: configured.all(), // uninstrumented: probes are not lock work
         clock,
       });
@@ -226,9 +230,17 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     else await Promise.race([drained, sleep(clock, boundMs)]);
   };
 
-  const ready = Promise.all(informers.map((i) => i.waitForSync())).then(() => {
+  // Ready once the caches synced and the holds found have had a first renewal here: a replica that might be the
+  // only one left (the leader dies next) then knows how long each hold is valid, and shows it Lost in time.
+  const ready = Promise.all(informers.map((i) => i.waitForSync())).then(async () => {
     listed = true;
-    log.info("caches synced", { locks: caches.locks.list().length, claims: caches.claims.list().length, leaderElection: !!options.leaderElection });
+    const started = clock.now();
+    await locks.firstRenewals();
+    renewalsPending = false;
+    log.info("caches synced", {
+      locks: caches.locks.list().length, claims: caches.claims.list().length, leaderElection: !!options.leaderElection,
+      firstRenewalsMs: clock.now() - started,
+    });
   });
   ready.catch(() => undefined);
 

@@ -17,7 +17,10 @@
  * - A renewal that finds the hold gone stops tracking it and queues its lock (the claim becomes Lost). A renewal
  *   that fails is retried with jittered exponential backoff (bounded well inside the lease) and queues the lock, so
  *   its conditions say why; when the validity deadline passes without a confirmation, the lock is queued again at
- *   that moment, so the claim is shown Lost then, backend reachable or not.
+ *   that moment, so the claim is shown Lost then, backend reachable or not. Both also call `onLapsed`: a replica
+ *   that does not lead (its queue is idle) shows the claim Lost itself, since the leader may be the one that died.
+ * - `firstAttempts()` resolves once every hold tracked so far without a confirmation has had its first renewal
+ *   finish, so that a starting replica reports ready only when it knows the validity of the holds it keeps.
  * - Renewing is idempotent per holder and owner-checked by every backend (it never recreates a released hold), so
  *   a renewal racing a release, another replica's renewal or the reconciler's own is harmless. That is why every
  *   replica renews, leader or not: a standby keeps the holds alive through a leader's crash, however short the
@@ -58,6 +61,8 @@ interface Entry {
   /** This process's clock when the last confirming call started; undefined: none here yet. */
   confirmedAt?: number;
   failures: number;
+  /** Resolves when the first renewal of a hold tracked without a confirmation has finished (see firstAttempts). */
+  firstAttempt?: { done: Promise<void>; resolve: () => void };
   timer?: TimerHandle;
   deadline?: TimerHandle;
 }
@@ -68,6 +73,8 @@ export class HoldRenewer {
   constructor(private readonly o: {
     clock: Clock;
     enqueueLock: (key: string) => void;
+    /** The hold is gone (`gone`) or its validity passed without a confirmation (`unconfirmed`). */
+    onLapsed?: (hold: TrackedHold, why: "gone" | "unconfirmed") => void;
     onError?: (hold: TrackedHold, err: unknown) => void;
     /** Jitter source in [0, 1) (tests pass a fixed one). */
     random?: () => number;
@@ -85,7 +92,12 @@ export class HoldRenewer {
       return;
     }
     const next: Entry = { hold, confirmedAt: Math.max(confirmedAt ?? -Infinity, entry?.confirmedAt ?? -Infinity), failures: 0 };
-    if (!Number.isFinite(next.confirmedAt)) next.confirmedAt = undefined;
+    if (!Number.isFinite(next.confirmedAt)) {
+      next.confirmedAt = undefined;
+      let resolve = () => {};
+      next.firstAttempt = { done: new Promise<void>((r) => (resolve = r)), resolve };
+    }
+    entry?.firstAttempt?.resolve();
     this.replace(next);
     const now = this.o.clock.now();
     this.schedule(next, next.confirmedAt === undefined ? firstRenewalMs : next.confirmedAt + (hold.leaseSeconds * 1000) / 3 - now);
@@ -96,7 +108,13 @@ export class HoldRenewer {
     const entry = this.entries.get(holderId);
     if (!entry) return;
     this.clearTimers(entry);
+    entry.firstAttempt?.resolve();
     this.entries.delete(holderId);
+  }
+
+  /** Resolves once every hold tracked now without a confirmation has had its first renewal finish (or was untracked). */
+  async firstAttempts(): Promise<void> {
+    await Promise.all([...this.entries.values()].map((e) => e.firstAttempt?.done));
   }
 
   /** Until when (this process's clock, ms) the hold is certainly held; undefined when not tracked or never confirmed here. */
@@ -139,7 +157,9 @@ export class HoldRenewer {
     if (until === undefined) return;
     entry.deadline = this.o.clock.setTimeout(() => {
       entry.deadline = undefined;
-      if (this.entries.get(entry.hold.holderId) === entry) this.o.enqueueLock(entry.hold.lockKey);
+      if (this.entries.get(entry.hold.holderId) !== entry) return;
+      this.o.enqueueLock(entry.hold.lockKey);
+      this.o.onLapsed?.(entry.hold, "unconfirmed");
     }, until - this.o.clock.now() + 1);
   }
 
@@ -157,6 +177,7 @@ export class HoldRenewer {
     try {
       renewed = await hold.backend.renew(hold.backendKey, hold.holderId, hold.leaseSeconds);
     } catch (err) {
+      entry.firstAttempt?.resolve();
       if (this.entries.get(hold.holderId) !== entry) return;
       this.o.onError?.(hold, err);
       entry.failures++;
@@ -164,10 +185,12 @@ export class HoldRenewer {
       this.o.enqueueLock(hold.lockKey);
       return;
     }
+    entry.firstAttempt?.resolve();
     if (this.entries.get(hold.holderId) !== entry) return; // untracked or re-tracked meanwhile
     if (!renewed) {
       this.untrack(hold.holderId);
       this.o.enqueueLock(hold.lockKey);
+      this.o.onLapsed?.(hold, "gone");
       return;
     }
     this.track(hold, startedAt);

@@ -19,6 +19,7 @@ import { isNotFound, statusCode } from "../kube/client";
 import type { ReconcileResult } from "../runtime/workqueue";
 import { blockedStatus, endedStatus, grantedStatus, waitingStatus } from "./claim-status";
 import { ClaimIndex, type OperatorContext } from "./context";
+import { showLostAsFollower } from "./follower-lost";
 import { HoldRenewer, validityMarginMs, type TrackedHold } from "./hold-renewer";
 import { ObservedVersions } from "../runtime/observed";
 
@@ -44,6 +45,8 @@ export class LockReconciler {
     this.renewer = new HoldRenewer({
       clock: ctx.clock,
       enqueueLock: (key) => ctx.enqueueLock(key),
+      // The leader's reconcile shows the claim Lost (its lock was queued); a follower does it itself.
+      onLapsed: (hold, why) => ctx.leadsNow && !ctx.leadsNow() && showLostAsFollower(ctx, hold, why),
       onError: (hold, err) => ctx.log.debug("renewal failed; retrying", { lock: hold.lockKey, error: err instanceof Error ? err.message : String(err) }),
     });
   }
@@ -306,6 +309,11 @@ export class LockReconciler {
    * (the leader's reconcile decides what becomes of its hold). First renewals of holds found at start-up are
    * spread over a few seconds.
    */
+  /** Resolves once the holds followed so far have had their first renewal here (a starting replica is ready then). */
+  firstRenewals(): Promise<void> {
+    return this.renewer.firstAttempts();
+  }
+
   followClaim(claim: LockClaim, deleted = false): void {
     const id = claim.metadata.uid;
     if (!id) return;

@@ -157,3 +157,40 @@ test("retries back off exponentially with jitter, bounded by a sixth of the leas
   assert.ok(gaps.every((g) => g <= retryCapMs(60) + 100), `bounded: ${gaps.join(",")}`);
   assert.ok(gaps.at(-1)! >= retryCapMs(60) * 0.9, `reaches the cap: ${gaps.join(",")}`);
 });
+
+test("onLapsed: called with `unconfirmed` at the validity deadline and with `gone` when a renewal finds no hold", async () => {
+  const clock = new FakeClock(0);
+  let answer: "renew" | "gone" | Error = new Error("backend down");
+  const { backend } = scriptedBackend(clock, () => answer);
+  const lapsed: string[] = [];
+  const renewer = new HoldRenewer({ clock, enqueueLock: () => undefined, onLapsed: (h, why) => lapsed.push(`${h.holderId}:${why}`), random: () => 0.5 });
+  renewer.track(hold(backend), 0);
+  assert.equal(validityMarginMs(3), 1000);
+  await advance(clock, 1900);
+  assert.deepEqual(lapsed, [], "not before the deadline (lease 3 s − margin 1 s)");
+  await advance(clock, 200);
+  assert.deepEqual(lapsed, ["uid-1:unconfirmed"]);
+
+  answer = "gone";
+  renewer.track({ ...hold(backend), holderId: "uid-2" }, clock.now());
+  await advance(clock, 1100);
+  assert.deepEqual(lapsed, ["uid-1:unconfirmed", "uid-2:gone"]);
+  assert.ok(!renewer.tracked().includes("uid-2"));
+});
+
+test("firstAttempts: resolves once holds tracked without a confirmation have had their first renewal, failed or not", async () => {
+  const clock = new FakeClock(0);
+  const { backend, calls } = scriptedBackend(clock, () => new Error("backend down"));
+  const renewer = new HoldRenewer({ clock, enqueueLock: () => undefined });
+  renewer.track(hold(backend), 0); // confirmed by the caller: nothing to wait for
+  renewer.track({ ...hold(backend), holderId: "uid-2" }, undefined, 500);
+  let done = false;
+  void renewer.firstAttempts().then(() => (done = true));
+  await advance(clock, 400);
+  assert.equal(done, false, "the first renewal is still to come");
+  await advance(clock, 200);
+  assert.equal(calls.length, 1);
+  assert.equal(done, true, "a failed first renewal counts as attempted");
+  await renewer.firstAttempts(); // nothing pending now
+  renewer.stopAll();
+});
