@@ -97,13 +97,20 @@ async function run(side: Side, runId: string, claims: number, locks: number, sam
     void side.apis[c].deleteClaim(n).catch(() => undefined);
     if (granted.size === claims) done();
   }));
-  // The backend queue's entry order, per lock: holderIds (claim UIDs) in the order they were first seen queued.
+  // The backend queue's entry order, per lock: holderIds (claim UIDs) in the order they last joined it. An entry
+  // withdrawn (its cluster queued a claim of higher priority first) and queued again joins at the back.
   const entered = Array.from({ length: locks }, () => new Map<string, number>());
+  const present = Array.from({ length: locks }, () => new Set<string>());
+  let joins = 0;
   let sampling = !!sampler;
   const sampling$ = (async () => {
     while (sampling) {
       await Promise.all(entered.map(async (seen, j) => {
-        for (const w of await sampler!.waiting(`${side.namespace}/${lockName(j)}`).catch(() => [])) if (!seen.has(w.holderId)) seen.set(w.holderId, seen.size);
+        const sample = await sampler!.waiting(`${side.namespace}/${lockName(j)}`).catch(() => undefined);
+        if (!sample) return;
+        const now = new Set(sample.map((w) => w.holderId));
+        for (const id of now) if (!present[j].has(id)) seen.set(id, joins++);
+        present[j] = now;
       }));
       await sleep(SAMPLE_MS);
     }
@@ -146,7 +153,7 @@ function write(ctx: BenchContext, results: Map<string, RunStats[]>, p: { claims:
   ctx.report.text(
     `${CLUSTERS} clusters (this environment's API server and ${CLUSTERS - 1} more, each with its own etcd), one operator each (clusterName c1..c${CLUSTERS}), all on one Redis. ` +
       `Per run: ${p.locks} locks of the same names in every cluster, ${p.claims} claims over them created at once (claim i on lock i mod ${p.locks}, in cluster ⌊i/${p.locks}⌋ mod ${CLUSTERS}), ` +
-      "each deleted the moment a watch sees it Granted. Grant order per lock = fencing-token order. Entry order = the order claims were first seen in the backend's queue " +
+      "each deleted the moment a watch sees it Granted. Grant order per lock = fencing-token order. Entry order = the order claims last joined the backend's queue (one withdrawn and queued again counts from its return) " +
       `(\`waiting()\` sampled every ${SAMPLE_MS} ms; claims granted on arrival never queue and are left out). Inversions = pairs served in the other order; tau = Kendall's tau (1 = same order). ` +
       `Baseline "before": operators of ${p.ref} (no backend queue: each cluster retries tryAcquire when a hold goes), same workload, alternating run by run. Medians of ${ctx.runs} runs.`,
   );

@@ -106,6 +106,12 @@ export interface LockBackend {
   waiting(key: string): Promise<HolderInfo[]>;
 
   /**
+   * Optional: `holders` and `waiting` from one read of the backend (one round trip where the backend keeps
+   * both together). Without it, `queueState()` (below) asks for the two at once.
+   */
+  queueState?(key: string): Promise<QueueState>;
+
+  /**
    * Calls `onChange` (soon, possibly spuriously) whenever the holds on `key` may have changed, so
    * waiters are woken without polling. Returns a function that stops watching.
    */
@@ -147,4 +153,17 @@ export class BackendUnavailableError extends Error {
 /** Unknown backend name or type, or invalid backend settings. */
 export class BackendConfigError extends Error {
   override readonly name = "BackendConfigError";
+}
+
+/** A lock key's holds and queue as one read saw them. */
+export interface QueueState {
+  holders: Hold[];
+  waiting: HolderInfo[];
+}
+
+/** The key's holds and queue: the backend's single read if it has one, else its two reads at once. */
+export async function queueState(backend: LockBackend, key: string): Promise<QueueState> {
+  if (backend.queueState) return backend.queueState(key);
+  const [holders, waiting] = await Promise.all([backend.holders(key), backend.waiting(key)]);
+  return { holders, waiting };
 }

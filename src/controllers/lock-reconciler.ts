@@ -12,7 +12,7 @@ import {
   type DistributedLock, type DistributedLockStatus, type LockClaim, type LockClaimStatus, type LockHolder,
 } from "../api/types";
 import { setCondition } from "../api/conditions";
-import { BackendConfigError, BackendUnavailableError, type Hold, type LockBackend } from "../backends/backend";
+import { BackendConfigError, BackendUnavailableError, type Hold, type LockBackend, queueState } from "../backends/backend";
 import { assessClaim, claimPodUid, type PodState } from "../grant/claim-facts";
 import { decide, isTerminal } from "../grant/decide";
 import { isNotFound, statusCode } from "../kube/client";
@@ -118,7 +118,7 @@ export class LockReconciler {
     });
     claims = claims.map((c) => this.latest(c));
     let floor = fencingFloor(lock, claims);
-    const [holdList, entries] = await Promise.all([backend.holders(backendKey), backend.waiting(backendKey)]);
+    const { holders: holdList, waiting: entries } = await backend.queueState!(backendKey);
     const holds = new Map(holdList.map((h) => [h.holderId, h]));
     const heartbeatSeenAt = this.heartbeats.sync(lockKey, claims.flatMap(heartbeatOf), nowMs);
     const waitingSeenAt = this.waiting.sync(lockKey, claims.flatMap(waitingOf), nowMs);
@@ -602,6 +602,7 @@ function failuresAsUnavailable(backend: LockBackend, beforeChange: () => void): 
     release: guard(backend.release),
     holders: guard(backend.holders, false),
     waiting: guard(backend.waiting, false),
+    queueState: guard((key: string) => queueState(backend, key), false),
     watch: (key, onChange) => backend.watch(key, onChange),
     close: () => backend.close(),
     leaseProblem: (seconds) => backend.leaseProblem?.(seconds),

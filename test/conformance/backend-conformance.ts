@@ -12,7 +12,7 @@
 import assert from "node:assert/strict";
 import { randomBytes, randomUUID } from "node:crypto";
 import { after, describe, test } from "node:test";
-import { BackendUnavailableError, type AcquireRequest, type Hold, type LockBackend } from "../../src/backends/backend";
+import { BackendUnavailableError, queueState, type AcquireRequest, type Hold, type LockBackend } from "../../src/backends/backend";
 import { eventually } from "../support/env";
 
 export interface ConformanceOptions {
@@ -391,7 +391,7 @@ export function runBackendConformance(
       assert.deepEqual(await order(), [], "the newcomer left a queue entry behind");
     });
 
-    test("queue: semaphore slots fill in queue order", async () => {
+    test("queue: semaphore slots fill in queue order; queueState() agrees with holders() and waiting()", async () => {
       const [east, west] = [await open(), await open()];
       const key = await newKey("semaphore-queue");
       const req = (who: string) => contender(key, who, { maxHolders: 3, wait: true });
@@ -408,6 +408,10 @@ export function runBackendConformance(
       granted(await west.tryAcquire(waiters[0]), "w1");
       assert.deepEqual((await west.holders(key)).map((h) => h.holderId).sort(), [holders[2], waiters[0], waiters[1]].map((h) => h.holderId).sort());
       assert.deepEqual((await east.waiting(key)).map((w) => w.holderId), [waiters[2].holderId, waiters[3].holderId]);
+      // One read of both says the same as the two reads.
+      const both = await queueState(east, key);
+      assert.deepEqual(both.holders.map((h) => h.holderId), (await east.holders(key)).map((h) => h.holderId));
+      assert.deepEqual(both.waiting, await east.waiting(key));
       await west.release(key, waiters[0].holderId);
       granted(await west.tryAcquire(waiters[2]), "w3");
       assert.equal(await east.tryAcquire(waiters[3]), undefined, "w4 got a slot of a full semaphore");

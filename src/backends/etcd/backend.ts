@@ -31,7 +31,7 @@
  * keeping the create revision).
  */
 import { Etcd3, EtcdLeaseInvalidError, isRecoverableError, type IKeyValue, type IOptions, type Lease, type Watcher } from "etcd3";
-import { BackendUnavailableError, type AcquireRequest, type Hold, type HolderInfo, type LockBackend } from "../backend";
+import { BackendUnavailableError, type AcquireRequest, type Hold, type HolderInfo, type LockBackend, type QueueState } from "../backend";
 import { monotonicNow, ObservedVersions } from "../../runtime/observed";
 import { withDeadline } from "../kit/deadline";
 import { FanOut } from "../kit/fan-out";
@@ -190,12 +190,20 @@ export class EtcdBackend implements LockBackend {
 
   /** Live keys that hold by the grant rule: the first maxHolders by create revision. */
   async holders(key: string): Promise<Hold[]> {
-    return (await this.ranked(key)).filter((e) => e.holds).map((e) => toHold(e.kv));
+    return (await this.queueState(key)).holders;
   }
 
   /** Live keys behind the first maxHolders, in create-revision order. */
   async waiting(key: string): Promise<HolderInfo[]> {
-    return (await this.ranked(key)).filter((e) => !e.holds).map((e) => holderInfo(parse(e.kv)!));
+    return (await this.queueState(key)).waiting;
+  }
+
+  async queueState(key: string): Promise<QueueState> {
+    const ranked = await this.ranked(key);
+    return {
+      holders: ranked.filter((e) => e.holds).map((e) => toHold(e.kv)),
+      waiting: ranked.filter((e) => !e.holds).map((e) => holderInfo(parse(e.kv)!)),
+    };
   }
 
   private async ranked(key: string): Promise<{ kv: IKeyValue; holds: boolean }[]> {

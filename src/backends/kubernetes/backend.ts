@@ -47,6 +47,7 @@ import {
   type Hold,
   type HolderInfo,
   type LockBackend,
+  type QueueState,
 } from "../backend";
 import { NamespaceWatch } from "./watch";
 import { monotonicNow, ObservedVersions } from "../../runtime/observed";
@@ -241,10 +242,19 @@ export class KubernetesLeaseBackend implements LockBackend {
   }
 
   async waiting(key: string): Promise<HolderInfo[]> {
-    return this.queue(await this.load(keyRef(key))).map((lease) => {
-      const { holderId, claim, holderIdentity, cluster } = toHold(lease);
-      return { holderId, claim, holderIdentity, cluster };
-    });
+    return (await this.queueState(key)).waiting;
+  }
+
+  /** One LIST of the key's Leases for both. */
+  async queueState(key: string): Promise<QueueState> {
+    const state = await this.load(keyRef(key));
+    return {
+      holders: this.slotHoldsOf(state, (lease) => this.held(lease)),
+      waiting: this.queue(state).map((lease) => {
+        const { holderId, claim, holderIdentity, cluster } = toHold(lease);
+        return { holderId, claim, holderIdentity, cluster };
+      }),
+    };
   }
 
   /**
@@ -258,7 +268,10 @@ export class KubernetesLeaseBackend implements LockBackend {
 
   /** The key's granted slots (with a token) that `counts`, as holds in token order. */
   private async slotHolds(key: string, counts: (lease: k8s.V1Lease) => boolean): Promise<Hold[]> {
-    const state = await this.load(keyRef(key));
+    return this.slotHoldsOf(await this.load(keyRef(key)), counts);
+  }
+
+  private slotHoldsOf(state: KeyState, counts: (lease: k8s.V1Lease) => boolean): Hold[] {
     return state.slots
       .filter((s) => tokenOf(s.lease) !== undefined && counts(s.lease))
       .map((s) => toHold(s.lease))

@@ -28,7 +28,7 @@
  */
 import type { ConnectionOptions } from "node:tls";
 import Redis, { Cluster, type RedisOptions } from "ioredis";
-import { BackendUnavailableError, type AcquireRequest, type Hold, type HolderInfo, type LockBackend } from "../backend";
+import { BackendUnavailableError, type AcquireRequest, type Hold, type HolderInfo, type LockBackend, type QueueState } from "../backend";
 
 export const DEFAULT_PREFIX = "kubelock";
 export const DEFAULT_TIMEOUT_MS = 2000;
@@ -121,15 +121,22 @@ export class RedisBackend implements LockBackend {
   }
 
   async holders(key: string): Promise<Hold[]> {
-    const all = (await this.state(key))[0].map(toHold);
-    return all.sort((a, b) => (BigInt(a.fencingToken) < BigInt(b.fencingToken) ? -1 : 1));
+    return (await this.queueState(key)).holders;
   }
 
   async waiting(key: string): Promise<HolderInfo[]> {
-    return (await this.state(key))[1].map((json) => {
-      const { holderId, claim, holderIdentity, cluster } = JSON.parse(json) as HolderInfo;
-      return { holderId, claim, holderIdentity, cluster };
-    });
+    return (await this.queueState(key)).waiting;
+  }
+
+  async queueState(key: string): Promise<QueueState> {
+    const [holds, queue] = await this.state(key);
+    return {
+      holders: holds.map(toHold).sort((a, b) => (BigInt(a.fencingToken) < BigInt(b.fencingToken) ? -1 : 1)),
+      waiting: queue.map((json) => {
+        const { holderId, claim, holderIdentity, cluster } = JSON.parse(json) as HolderInfo;
+        return { holderId, claim, holderIdentity, cluster };
+      }),
+    };
   }
 
   private state(key: string): Promise<[string[], string[]]> {

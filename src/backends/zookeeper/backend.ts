@@ -65,7 +65,7 @@
  */
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import ZooKeeper from "zookeeper";
-import { BackendUnavailableError, type AcquireRequest, type Hold, type HolderInfo, type LockBackend } from "../backend";
+import { BackendUnavailableError, type AcquireRequest, type Hold, type HolderInfo, type LockBackend, type QueueState } from "../backend";
 import type { Logger } from "../../log";
 import { withDeadline } from "../kit/deadline";
 import { FanOut } from "../kit/fan-out";
@@ -233,12 +233,20 @@ export class ZooKeeperBackend implements LockBackend {
   }
 
   async holders(key: string): Promise<Hold[]> {
-    return (await this.ranked(key)).filter((r) => r.holds).map((r) => toHold(r.node));
+    return (await this.queueState(key)).holders;
   }
 
   async waiting(key: string): Promise<HolderInfo[]> {
-    return (await this.ranked(key)).filter((r) => !r.holds).map(({ node: { data } }) =>
-      ({ holderId: data!.holderId, claim: data!.claim, holderIdentity: data!.holderIdentity, cluster: data!.cluster }));
+    return (await this.queueState(key)).waiting;
+  }
+
+  async queueState(key: string): Promise<QueueState> {
+    const ranked = await this.ranked(key);
+    return {
+      holders: ranked.filter((r) => r.holds).map((r) => toHold(r.node)),
+      waiting: ranked.filter((r) => !r.holds).map(({ node: { data } }) =>
+        ({ holderId: data!.holderId, claim: data!.claim, holderIdentity: data!.holderIdentity, cluster: data!.cluster })),
+    };
   }
 
   /** The lock's children with data, in sequence order, each with whether it holds. */
