@@ -19,7 +19,7 @@ import { ClaimIndex, type OperatorContext } from "./context";
 import type { TrackedHold } from "./hold-renewer";
 
 const RETRY_BASE_MS = 250;
-const RETRY_CAP_MS = 4000;
+const RETRY_CAP_MS = 1000; // a Lost that waits on the API server must land soon after it answers again
 
 const WHY = {
   gone: "the backend no longer has its hold",

@@ -24,7 +24,11 @@
  * status-overlap, granted-*) on that backend's locks from the loss until a lease after it healed are
  * therefore listed as `excused` (the fencing token is what protects then), never dropped; token checks
  * are never excused. A claim can only be shown Lost through the API server, so when the API server is away
- * meanwhile, the window runs until a lease after it is back (runner.ts computes the windows).
+ * meanwhile, the window runs until a lease after it is back (runner.ts computes the windows). For the same
+ * reason, a hold that lapses while its cluster's API server is away (a backend paused or cut off meanwhile)
+ * leaves its claim Granted until the API server is back and the operator's first writes went through: the
+ * claim-status findings of that cluster (never a register overlap, never a token check) from the outage's
+ * start until STATUS_FROZEN_GRACE_MS after it healed are excused, and listed.
  * Liveness (once faults healed):
  * - undocumented-end     a claim ended without the documented phase/reason pair;
  * - stuck-claim          a claim neither granted nor ended by the run's last deadline;
@@ -77,10 +81,13 @@ export interface TruthRound {
 
 /** A window in which a backend lost its data (a fault of DATA_LOSS_KINDS). */
 export interface DataLoss {
-  backend: string;
+  /** The backend whose locks it concerns; undefined: every backend. */
+  backend?: string;
   from: number;
   to: number;
   what: string;
+  /** Only claim-status findings of this cluster's claims (their summary starts `<cluster>/`), never a register's. */
+  statusOf?: string;
 }
 
 export interface Violation {
@@ -377,12 +384,17 @@ export function judgeRound(round: TruthRound, maxOf: Map<string, number>, t0: nu
  * status-overlap, granted-elsewhere and granted-without-hold on a lock of that backend, happening between
  * the loss and `graceMs` after it healed.
  */
+/** After the API server is back: time for the operator's relist and first status writes (measured: under 0.5 s). */
+export const STATUS_FROZEN_GRACE_MS = 2000;
+
 export function excuseDataLoss(violations: Violation[], losses: DataLoss[], backendOf: Map<string, string>, graceMs: number): Findings {
   const overlap = new Set(["register-overlap", "status-overlap", "granted-elsewhere", "granted-without-hold"]);
+  const explains = (l: DataLoss, v: Violation) => (l.backend === undefined || l.backend === backendOf.get(v.lock!))
+    && (l.statusOf === undefined || (v.kind !== "register-overlap" && v.summary.startsWith(`${l.statusOf}/`)));
   const out: Findings = { violations: [], excused: [] };
   for (const v of violations) {
     const loss = v.lock && v.at !== undefined && overlap.has(v.kind)
-      ? losses.find((l) => l.backend === backendOf.get(v.lock!) && v.at! >= l.from && v.at! <= l.to + graceMs)
+      ? losses.find((l) => explains(l, v) && v.at! >= l.from && v.at! <= l.to + graceMs)
       : undefined;
     if (loss) out.excused.push({ ...v, summary: `${v.summary} [excused: ${loss.what}]` });
     else out.violations.push(v);

@@ -17,7 +17,7 @@ import { createBackend } from "../../src/backends/registry";
 import { startEnvironment } from "../env/environment";
 import { createNamespace, kubeConfig } from "../support/env";
 import { Api } from "../support/operator";
-import { check, excuseDataLoss, type DataLoss, type History, type Violation } from "./checker";
+import { check, excuseDataLoss, STATUS_FROZEN_GRACE_MS, type DataLoss, type History, type Violation } from "./checker";
 import { CliHolder, SectionServer, type CliRecord } from "./cli-holders";
 import { Counters } from "./faults/data-loss";
 import { ClaimLog } from "./history";
@@ -389,6 +389,13 @@ export async function runChaos(o: ChaosOptions, registerCleanup: (cleanup: () =>
     const what = `${f.kind} at +${secs(f.injectedAt - t0)}${outage.length > 0 ? " with the API server away until " + `+${secs(to - t0)}` : ""}`;
     return { backend: "redis", from: f.injectedAt, to, what };
   });
+  // While the first cluster's API server is away no claim of it can be shown Lost (see checker.ts).
+  for (const a of apiServerOutages) {
+    const healed = a.healedAt ?? now();
+    // excuseDataLoss adds `grace` to every window's end: this one ends STATUS_FROZEN_GRACE_MS after the API server is back.
+    losses.push({ from: a.injectedAt, to: healed - grace + STATUS_FROZEN_GRACE_MS, statusOf: clusters[0].name,
+      what: `restart-apiserver at +${secs(a.injectedAt - t0)}: no status could be written until +${secs(healed - t0)}` });
+  }
   const { violations, excused } = excuseDataLoss([
     ...check({ locks, registers, histories, records, created, observed: truth.violations, recoveries: nemesis.recoveries, t0 }),
     ...leftovers,

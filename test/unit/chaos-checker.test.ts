@@ -63,3 +63,18 @@ test("the checker flags each kind of violation in a made-up history", () => {
   for (let t = 1n; t <= 3n; t++) clean.leave(clean.enter("w", `c${t}`, t)!);
   assert.deepEqual(check({ locks: [{ name: "c", maxHolders: 1 }], registers: new Map([["c", clean]]), histories: [], records: [], created: new Map(), recoveries: [], t0: 0 }), []);
 });
+
+test("an API-server outage excuses only its own cluster's claim-status findings within its window, never a register overlap", () => {
+  const v = (kind: string, summary: string, at: number) => ({ kind, lock: "m", at, summary, evidence: [] });
+  const found = [
+    v("granted-without-hold", "c1/a shown Granted", 1500),
+    v("granted-without-hold", "c2/b shown Granted", 1500),
+    v("register-overlap", "c1/a and c1/c entered", 1500),
+    v("granted-elsewhere", "c1/d shown Granted", 4000),
+    v("granted-without-hold", "c1/e shown Granted", 500),
+  ];
+  const outage = { from: 1000, to: 3000, statusOf: "c1", what: "restart-apiserver" };
+  const { violations, excused } = excuseDataLoss(found, [outage], new Map([["m", "etcd"]]), 0);
+  assert.deepEqual(excused.map((x) => x.summary.split(" ")[0]), ["c1/a"]);
+  assert.deepEqual(violations.map((x) => x.summary.split(" ")[0]), ["c2/b", "c1/a", "c1/d", "c1/e"]);
+});
