@@ -3,6 +3,7 @@
  * flag parsing with kubectl's common flags, namespace and kubeconfig resolution, the downward-API
  * identity of the pod, API error translation, and the claim writes they make.
  */
+import { randomBytes } from "node:crypto";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import * as k8s from "@kubernetes/client-node";
 import {
@@ -22,6 +23,8 @@ export const Exit = Object.freeze({
   ClaimEnded: 4,
   NotFound: 5,
   PermissionDenied: 6,
+  /** Try-once (`--no-wait`, `--timeout 0s`): the operator queued the claim instead of granting it at once. */
+  Busy: 7,
 });
 
 export const EXIT_CODES_HELP = `Exit codes:
@@ -31,10 +34,12 @@ export const EXIT_CODES_HELP = `Exit codes:
   3  timed out
   4  the claim ended (phase Lost, Expired, Rejected or Released, or it was deleted)
   5  the lock or claim does not exist
-  6  permission denied by the API server (RBAC)`;
+  6  permission denied by the API server (RBAC)
+  7  not granted at once (--no-wait or --timeout 0s): the lock is held or others wait first`;
 
 export const COMMON_FLAGS_HELP = `  -n, --namespace NS       default: POD_NAMESPACE, then the kubeconfig context's namespace, then "default"
       --kubeconfig FILE    default: KUBECONFIG, then ~/.kube/config, then in-cluster
+      --context NAME       the kubeconfig context to use (default: its current context)
   -h, --help               this help`;
 
 /** A failure with the exit code it maps to; the message is printed as `kubelock COMMAND: message`. */
@@ -46,16 +51,27 @@ export class CliError extends Error {
 
 export const usageError = (message: string) => new CliError(message, Exit.Usage);
 
+let programName = "kubelock";
+
+/** How messages name the program: `kubelock`, or `kubectl lock` when run as the kubectl plugin. */
+export function setProgramName(name: string): void {
+  programName = name;
+}
+
 type Options = NonNullable<ParseArgsConfig["options"]>;
 
 const commonOptions = {
   namespace: { type: "string", short: "n" },
   kubeconfig: { type: "string" },
+  context: { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const satisfies Options;
 
+/** What parseFlags hands parseArgs (named, so that the declarations of the build can name its result). */
+type FlagsConfig<O extends Options> = { args: string[]; options: typeof commonOptions & O; allowPositionals: boolean; strict: true };
+
 /** parseArgs with the common flags; unknown flags and stray arguments are usage errors (exit 2). */
-export function parseFlags<O extends Options>(argv: string[], options: O, allowPositionals = false) {
+export function parseFlags<O extends Options>(argv: string[], options: O, allowPositionals = false): ReturnType<typeof parseArgs<FlagsConfig<O>>> {
   try {
     return parseArgs({ args: argv, options: { ...commonOptions, ...options }, allowPositionals, strict: true });
   } catch (err) {
@@ -91,14 +107,32 @@ export function command(name: string, body: (argv: string[]) => Promise<number>)
       return await body(argv);
     } catch (err) {
       if (err instanceof CliError) {
-        console.error(`kubelock ${name}: ${err.message}`);
-        if (err.code === Exit.Usage) console.error(`Run 'kubelock ${name} --help' for usage.`);
+        console.error(`${programName} ${name}: ${err.message}`);
+        if (err.code === Exit.Usage) console.error(`Run '${programName} ${name} --help' for usage.`);
         return err.code;
       }
-      console.error(`kubelock ${name}: ${describeError(err)}`);
+      console.error(`${programName} ${name}: ${describeError(err)}`);
       return Exit.Unexpected;
     }
   };
+}
+
+/** A command of the program: what `kubelock NAME` (or `kubectl lock NAME`) runs. */
+export interface Command {
+  run: (argv: string[]) => Promise<number>;
+  summary: string;
+  help: string;
+}
+
+/** Runs one command; an error its own handling let through is printed as `PROGRAM NAME: message`. */
+export async function dispatch(program: string, name: string, command: Command, argv: string[]): Promise<number> {
+  try {
+    return await command.run(argv);
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    console.error(`${program} ${name}: ${message}`);
+    return err instanceof TypeError && /Unknown option|unexpected argument/i.test(message) ? 2 : 1;
+  }
 }
 
 /** The pod this process runs in, from the downward API (all undefined outside a pod). */
@@ -127,17 +161,30 @@ export interface Cluster {
 /** Per-call options that give one request of `cluster` its timeout. */
 export const timeoutOf = (cluster: Cluster) => requestTimeout(cluster.requestTimeoutMs);
 
-/** Loads the kubeconfig and resolves the namespace: `-n`, POD_NAMESPACE, the context's namespace, "default". */
-export function connect(flags: { namespace?: string; kubeconfig?: string }, requestTimeoutMs = CLI_REQUEST_TIMEOUT_MS): Cluster {
+/**
+ * Loads the kubeconfig (`--kubeconfig`, `--context`) and resolves the namespace: `-n`, POD_NAMESPACE, the
+ * context's namespace, "default".
+ */
+export function connect(flags: { namespace?: string; kubeconfig?: string; context?: string }, requestTimeoutMs = CLI_REQUEST_TIMEOUT_MS): Cluster {
   let kc: k8s.KubeConfig;
   try {
-    kc = loadKubeConfig(flags.kubeconfig);
+    kc = loadKubeConfig(flags.kubeconfig, flags.context);
   } catch (err) {
     throw new CliError(`cannot load the kubeconfig: ${err instanceof Error ? err.message : String(err)}`, Exit.Unexpected);
   }
+  return clusterOf(kc, flags.namespace || podIdentity().namespace, requestTimeoutMs);
+}
+
+/** A Cluster for a loaded kubeconfig: `namespace`, else the current context's namespace, else "default". */
+export function clusterOf(kc: k8s.KubeConfig, namespace?: string, requestTimeoutMs = CLI_REQUEST_TIMEOUT_MS): Cluster {
   const contextNamespace = kc.getContextObject(kc.getCurrentContext())?.namespace;
-  const namespace = flags.namespace || podIdentity().namespace || contextNamespace || "default";
-  return { kc, custom: kc.makeApiClient(k8s.CustomObjectsApi), namespace, requestTimeoutMs };
+  return { kc, custom: kc.makeApiClient(k8s.CustomObjectsApi), namespace: namespace || contextNamespace || "default", requestTimeoutMs };
+}
+
+/** A fresh claim name for one use of `lock`: LOCK-KIND-RANDOM, within the 253 characters a name may have. */
+export function uniqueClaimName(lock: string, kind: string): string {
+  const suffix = `-${kind}-${randomBytes(4).toString("hex")}`;
+  return `${lock.slice(0, 253 - suffix.length).replace(/[.-]+$/, "")}${suffix}`;
 }
 
 /** The HTTP status of a failed API call or watch, if it was one. */

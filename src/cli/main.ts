@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 /** The `kubelock` command: the operator and the tools workloads and people use. */
+import { dispatch, type Command } from "./common";
 import { holdCommand, holdHelp } from "./hold";
 import { operatorCommand, operatorHelp } from "./operator";
 import { releaseCommand, releaseHelp } from "./release";
@@ -8,7 +9,7 @@ import { runCommand, runHelp } from "./run";
 import { statusCommand, statusHelp } from "./status";
 import { waitCommand, waitHelp } from "./wait";
 
-const commands: Record<string, { run: (argv: string[]) => Promise<number>; summary: string; help: string }> = {
+const commands: Record<string, Command> = {
   operator: { run: operatorCommand, summary: "run the controllers", help: operatorHelp },
   wait: { run: waitCommand, summary: "ask for a lock and wait until it is granted (init containers)", help: waitHelp },
   hold: { run: holdCommand, summary: "native sidecar: hold a lock for the pod, stop its work if the grant is lost", help: holdHelp },
@@ -36,13 +37,7 @@ async function main(argv: string[]): Promise<number> {
     console.error(`kubelock: unknown command "${name}"\n\n${usage}`);
     return 2;
   }
-  try {
-    return await command.run(rest);
-  } catch (err) {
-    const message = err instanceof Error ? err.message : String(err);
-    console.error(`kubelock ${name}: ${message}`);
-    return err instanceof TypeError && /Unknown option|unexpected argument/i.test(message) ? 2 : 1;
-  }
+  return dispatch("kubelock", name, command, rest);
 }
 
 main(process.argv.slice(2)).then((code) => process.exit(code));

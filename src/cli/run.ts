@@ -6,19 +6,18 @@
  * releases the lock once every process of the group is gone (with --hold-at-least, no sooner than that
  * long after the grant).
  */
-import { randomBytes } from "node:crypto";
 import { constants } from "node:os";
 import { performance } from "node:perf_hooks";
 import { watchClaim, type ClaimWatch } from "./claim-watch";
 import {
   CliError, COMMON_FLAGS_HELP, EXIT_CODES_HELP, Exit, annotateRelease, command, connect, createOrAdoptClaim, deleteClaim,
-  durationFlag, integerFlag, parseFlags, patchClaim, podIdentity, usageError, type Cluster,
+  durationFlag, integerFlag, parseFlags, patchClaim, podIdentity, uniqueClaimName, usageError, type Cluster,
 } from "./common";
 import { formatDuration } from "./duration";
 import { describePhase, startHeartbeat } from "./heartbeat";
 import { driftMarginMs, holdDeadline, killAt, renewIntervalMs, type HoldDeadline } from "./hold-deadline";
 import { ProcessGroup } from "./process-group";
-import { leaseSecondsFlag, waitAsHolder } from "./wait";
+import { leaseSecondsFlag, TRY_ONCE_ANSWER_MS, waitAsHolder } from "./wait";
 
 export const runHelp = `Usage: kubelock run --lock LOCK [flags] -- COMMAND [ARGS...]
 
@@ -54,14 +53,18 @@ Flags:
       --lock LOCK          the DistributedLock to hold (required)
       --claim NAME         the LockClaim's name (default: LOCK-run-RANDOM)
       --lease-duration D   heartbeat lease, whole seconds (default 15s)
-      --timeout D          give up waiting for the grant after this long (default: wait forever)
+      --timeout D          give up waiting for the grant after this long (default: wait forever);
+                           0s means --no-wait
+      --no-wait            try once, like flock -n: if the operator queues the claim instead of granting
+                           it at once, delete it and exit 7 without running COMMAND (--timeout then
+                           bounds the wait for the operator's answer, default ${formatDuration(TRY_ONCE_ANSWER_MS)})
       --priority N         queue priority: higher goes first (default 0)
       --grace-period D     after SIGTERM, SIGKILL after this long (default 10s; capped by the deadline)
       --hold-at-least D    keep the lock until D after the grant, even if COMMAND ends sooner (default 0s)
 ${COMMON_FLAGS_HELP}
 
 ${EXIT_CODES_HELP.replace("  0  success (granted, released, renewed)\n", "  N  COMMAND's own exit code once it ran (0 included); 128+N killed by signal N; 127 not startable\n")}
-Codes 1-6 before COMMAND starts mean what they say above; 4 after it started means the grant was
+Codes 1-7 before COMMAND starts mean what they say above; 4 after it started means the grant was
 lost and COMMAND was stopped.`;
 
 const FORWARDED = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
@@ -76,18 +79,13 @@ export const HOLDER_FLAGS = {
   "grace-period": { type: "string" },
 } as const;
 
-function runClaimName(lock: string): string {
-  const suffix = `-run-${randomBytes(4).toString("hex")}`;
-  return `${lock.slice(0, 253 - suffix.length).replace(/[.-]+$/, "")}${suffix}`;
-}
-
 const say = (line: string) => console.error(`kubelock run: ${line}`);
 
 export const runCommand = command("run", async (argv) => {
   const separator = argv.indexOf("--");
   const flagArgs = separator >= 0 ? argv.slice(0, separator) : argv;
   const commandLine = separator >= 0 ? argv.slice(separator + 1) : [];
-  const { values } = parseFlags(flagArgs, { ...HOLDER_FLAGS, "hold-at-least": { type: "string" } } as const);
+  const { values } = parseFlags(flagArgs, { ...HOLDER_FLAGS, "hold-at-least": { type: "string" }, "no-wait": { type: "boolean" } } as const);
   if (values.help) {
     console.log(runHelp);
     return 0;
@@ -103,7 +101,7 @@ export const runCommand = command("run", async (argv) => {
   const pod = podIdentity();
   const cluster = connect(values);
   const inPod = pod.name !== undefined && (pod.namespace === undefined || pod.namespace === cluster.namespace);
-  const claimName = values.claim ?? runClaimName(lockName);
+  const claimName = values.claim ?? uniqueClaimName(lockName, "run");
 
   const { claim, created } = await createOrAdoptClaim(cluster, {
     name: claimName, lockName, priority, leaseDurationSeconds: leaseSeconds,
@@ -119,7 +117,7 @@ export const runCommand = command("run", async (argv) => {
     else await annotateRelease(via, claimName).catch((err) => (err instanceof CliError && err.code === Exit.NotFound ? undefined : Promise.reject(err)));
   };
 
-  const granted = await waitAsHolder({ cluster, claimName, lockName, timeoutMs, out: say, created });
+  const granted = await waitAsHolder({ cluster, claimName, lockName, timeoutMs, once: values["no-wait"], out: say, created });
   const holdUntil = performance.now() + holdAtLeastMs;
 
   const token = granted.status?.fencingToken ?? "";

@@ -14,6 +14,9 @@ import {
 } from "./common";
 import { formatDuration, parseSeconds, DurationError } from "./duration";
 
+/** How long try-once waits for the operator's first answer (granted or queued) unless told. */
+export const TRY_ONCE_ANSWER_MS = 30_000;
+
 export const waitHelp = `Usage: kubelock wait --lock LOCK [flags]
 
 Asks for a DistributedLock and waits until it is granted. Creates the LockClaim named after this pod
@@ -26,12 +29,17 @@ deleted or 'kubelock release' runs.
 Outside a pod (no POD_NAME), --claim NAME is required and the claim itself is the holder. A claim
 this command created without a pod is deleted again when the wait fails (timeout, missing lock,
 interrupt), so it never holds the lock with nobody behind it; an adopted claim, or a pod's claim,
-is left in place (a restarted init container keeps its place in the queue).
+is left in place (a restarted init container keeps its place in the queue). With --no-wait, a
+claim this command created is deleted when it is not granted at once, a pod's claim included.
 
 Flags:
       --lock LOCK          the DistributedLock to wait for (required)
       --claim NAME         the LockClaim's name (default: POD_NAME)
-      --timeout D          give up after this long, e.g. 30s, 5m, 1h30m (default: wait forever)
+      --timeout D          give up after this long, e.g. 30s, 5m, 1h30m (default: wait forever);
+                           0s means --no-wait
+      --no-wait            try once, like flock -n: if the operator queues the claim instead of granting
+                           it at once, delete the claim this command created and exit 7 (--timeout then
+                           bounds the wait for the operator's answer, default ${formatDuration(TRY_ONCE_ANSWER_MS)})
       --token-file FILE    write the fencing token here once granted (parent directories are created;
                            the file is replaced atomically)
       --priority N         queue priority of a new claim: higher goes first (default 0)
@@ -45,7 +53,14 @@ export interface WaitOptions {
   cluster: Cluster;
   claimName: string;
   lockName: string;
+  /** Give up (Exit.Timeout) after this long; 0 means `once`. */
   timeoutMs?: number;
+  /**
+   * Try once, like `flock -n`: when the operator answers by queueing the claim (a queue position) rather
+   * than granting it, fail with Exit.Busy. `timeoutMs` then bounds the wait for that answer (default
+   * TRY_ONCE_ANSWER_MS); other answers (the backend down, the pod missing) do not end the wait.
+   */
+  once?: boolean;
   /** Progress lines ("waiting for lock L: position 2"). */
   out: (line: string) => void;
   /** Aborting stops the wait; the promise rejects with `signal.reason`. */
@@ -54,8 +69,10 @@ export interface WaitOptions {
 
 /** Follows the claim until it is granted (resolves with it) or the wait fails (rejects with a CliError). */
 export function waitForGrant(options: WaitOptions): Promise<LockClaim> {
-  const { cluster, claimName, lockName, timeoutMs, out, signal } = options;
+  const { cluster, claimName, lockName, out, signal } = options;
   const { namespace } = cluster;
+  const once = options.once === true || options.timeoutMs === 0;
+  const timeoutMs = once ? options.timeoutMs || TRY_ONCE_ANSWER_MS : options.timeoutMs;
   return new Promise<LockClaim>((resolvePromise, rejectPromise) => {
     let position: number | undefined;
     let lastNote = "";
@@ -83,6 +100,10 @@ export function waitForGrant(options: WaitOptions): Promise<LockClaim> {
         return fail(`claim ${claimName} ended with phase ${status.phase}${why}; delete it to ask for lock ${lockName} again`, Exit.ClaimEnded);
       }
       if (condition?.reason === ClaimReason.LockNotFound) return fail(lockNotFound(lockName, namespace), Exit.NotFound);
+      if (once && (status?.position !== undefined || condition?.reason === ClaimReason.Waiting)) {
+        const where = status?.position !== undefined ? ` at position ${status.position}` : "";
+        return fail(`lock ${lockName} is not free: the operator queued claim ${claimName}${where} instead of granting it at once (try-once)`, Exit.Busy);
+      }
       if (status?.position !== undefined) {
         if (status.position !== position) {
           position = status.position;
@@ -102,7 +123,11 @@ export function waitForGrant(options: WaitOptions): Promise<LockClaim> {
     const watch = watchClaim(cluster, claimName, onClaim, (err) => finish({ error: err }));
     if (timeoutMs !== undefined) {
       timer = setTimeout(() => {
-        const where = position !== undefined ? `at position ${position}` : `(claim ${claimName} is not queued yet${lastNote ? `: ${lastNote.replace(`waiting for lock ${lockName}: `, "")}` : "; is the kubelock operator running?"})`;
+        const note = lastNote ? lastNote.replace(`waiting for lock ${lockName}: `, "") : "";
+        if (once) {
+          return fail(`timed out after ${formatDuration(timeoutMs)} waiting for the operator to grant or queue claim ${claimName} (try-once)${note ? `: ${note}` : "; is the kubelock operator running?"}`, Exit.Timeout);
+        }
+        const where = position !== undefined ? `at position ${position}` : `(claim ${claimName} is not queued yet${note ? `: ${note}` : "; is the kubelock operator running?"})`;
         fail(`timed out after ${formatDuration(timeoutMs)} waiting for lock ${lockName} ${where}`, Exit.Timeout);
       }, timeoutMs);
     }
@@ -169,6 +194,7 @@ export const waitCommand = command("wait", async (argv) => {
     "token-file": { type: "string" },
     priority: { type: "string" },
     "lease-duration": { type: "string" },
+    "no-wait": { type: "boolean" },
   });
   if (values.help) {
     console.log(waitHelp);
@@ -198,10 +224,13 @@ export const waitCommand = command("wait", async (argv) => {
   const unregister = abortOnSignals(interrupt, `waiting for lock ${values.lock}`);
   let granted: LockClaim;
   try {
-    granted = await waitForGrant({ cluster, claimName, lockName: values.lock, timeoutMs, out: (line) => console.log(line), signal: interrupt.signal });
+    granted = await waitForGrant({
+      cluster, claimName, lockName: values.lock, timeoutMs, once: values["no-wait"], out: (line) => console.log(line), signal: interrupt.signal,
+    });
   } catch (err) {
-    // A pod-less claim created here would otherwise hold the lock later with nobody behind it.
-    if (created && !claim.spec.podName && err instanceof CliError && err.code !== Exit.ClaimEnded) {
+    // A pod-less claim created here would otherwise hold the lock later with nobody behind it; after a
+    // try-once, so would a pod's claim, for a pod that gave up.
+    if (created && err instanceof CliError && err.code !== Exit.ClaimEnded && (!claim.spec.podName || err.code === Exit.Busy)) {
       const note = await deleteClaim(cluster, claimName).then(
         () => `claim ${claimName}, created by this command, was deleted`,
         () => `could not delete claim ${claimName}, created by this command: delete it so it does not take the lock later`,
