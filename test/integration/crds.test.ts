@@ -300,14 +300,22 @@ describe("valid objects", () => {
   });
 });
 
-/** Splits kubectl's table output into tables: header cells and rows of cells (all cells must be non-empty). */
+/**
+ * Splits kubectl's table output into tables: header cells and rows of cells, each cell cut at its header's
+ * column (kubectl aligns them), so an empty cell reads as "".
+ */
 function tables(output: string): { header: string[]; rows: string[][] }[] {
   const result: { header: string[]; rows: string[][] }[] = [];
+  let starts: number[] = [];
   for (const line of output.split("\n")) {
     if (!line.trim()) continue;
-    const cells = line.trim().split(/\s+/);
-    if (cells[0] === "NAME") result.push({ header: cells, rows: [] });
-    else if (result.length) result[result.length - 1].rows.push(cells);
+    if (line.startsWith("NAME")) {
+      const header = [...line.matchAll(/\S+/g)];
+      starts = header.map((m) => m.index);
+      result.push({ header: header.map((m) => m[0]), rows: [] });
+    } else if (result.length) {
+      result[result.length - 1].rows.push(starts.map((start, i) => line.slice(start, starts[i + 1]).trim()));
+    }
   }
   return result;
 }
@@ -366,7 +374,7 @@ describe("kubectl", () => {
     const [locks, claims] = tables(r.stdout);
     assert.ok(locks && claims, `expected two tables: ${r.stdout}`);
     assert.deepEqual(locks.header, ["NAME", "BACKEND", "MAX", "HOLDERS", "WAITING", "READY", "AGE"]);
-    assert.deepEqual(claims.header, ["NAME", "LOCK", "HOLDER", "PHASE", "POSITION", "TOKEN", "AGE"]);
+    assert.deepEqual(claims.header, ["NAME", "LOCK", "PHASE", "POSITION", "TOKEN", "ENDED", "AGE"]);
 
     assert.equal(locks.rows.length, 1, r.stdout);
     const l = locks.rows[0];
@@ -383,10 +391,49 @@ describe("kubectl", () => {
     const c = claims.rows[0];
     assert.equal(column(claims, c, "NAME"), "lockclaim.kubelock.io/loader-1");
     assert.equal(column(claims, c, "LOCK"), "warehouse");
-    assert.equal(column(claims, c, "HOLDER"), "loader-1");
     assert.equal(column(claims, c, "PHASE"), "Granted");
     assert.equal(column(claims, c, "POSITION"), "1");
     assert.equal(column(claims, c, "TOKEN"), "41");
+    assert.equal(column(claims, c, "ENDED"), "", "a holder has not ended");
+  });
+
+  test("a claim whose grant ended does not look like a holder: phase first, when it ended, the holder in -o wide", async () => {
+    const ns = await createNamespace("crd");
+    await mustCreate(ns, lock("mutex"), claim("app-1", { lockName: "mutex", podName: "app-1" }), claim("app-2", { lockName: "mutex", podName: "app-2" }));
+    const now = new Date().toISOString();
+    // As the operator writes them: app-1 held token 7 and was released; app-2 holds token 8.
+    await mustPatch(ns, "lockclaim/app-1", {
+      status: {
+        phase: "Released", fencingToken: "7", holderIdentity: "app-1", acquireTime: now, releaseTime: now,
+        conditions: [{ type: "Granted", status: "False", reason: "Released", message: "released", lastTransitionTime: now }],
+      },
+    }, "status");
+    await mustPatch(ns, "lockclaim/app-2", {
+      status: {
+        phase: "Granted", fencingToken: "8", holderIdentity: "app-2", acquireTime: now,
+        conditions: [{ type: "Granted", status: "True", reason: "Granted", message: "holds mutex", lastTransitionTime: now }],
+      },
+    }, "status");
+
+    const r = await kubectl(["get", "lclaim", "-n", ns]);
+    assert.equal(r.code, 0, describeResult(r));
+    const [claims] = tables(r.stdout);
+    assert.deepEqual(claims.header, ["NAME", "LOCK", "PHASE", "POSITION", "TOKEN", "ENDED", "AGE"]);
+    const row = (name: string) => claims.rows.find((cells) => cells[0] === name) ?? assert.fail(`no row ${name} in\n${r.stdout}`);
+    assert.equal(column(claims, row("app-1"), "PHASE"), "Released");
+    assert.match(column(claims, row("app-1"), "ENDED"), /^\d+s$/, "an ended claim says how long ago it ended");
+    assert.equal(column(claims, row("app-1"), "TOKEN"), "7");
+    assert.equal(column(claims, row("app-2"), "PHASE"), "Granted");
+    assert.equal(column(claims, row("app-2"), "ENDED"), "");
+    assert.equal(column(claims, row("app-2"), "TOKEN"), "8");
+
+    const wide = await kubectl(["get", "lclaim", "-n", ns, "-o", "wide"]);
+    assert.equal(wide.code, 0, describeResult(wide));
+    const [all] = tables(wide.stdout);
+    assert.deepEqual(all.header, ["NAME", "LOCK", "PHASE", "POSITION", "TOKEN", "ENDED", "AGE", "HOLDER", "REASON"]);
+    const wideRow = (name: string) => all.rows.find((cells) => cells[0] === name)!;
+    assert.deepEqual([column(all, wideRow("app-1"), "HOLDER"), column(all, wideRow("app-1"), "REASON")], ["app-1", "Released"]);
+    assert.deepEqual([column(all, wideRow("app-2"), "HOLDER"), column(all, wideRow("app-2"), "REASON")], ["app-2", "Granted"]);
   });
 
   test("lists both kinds under the kubelock category and by short name", async () => {
