@@ -112,6 +112,11 @@ describe("redis backend", () => {
     ["sentinelName alone", { url: "redis://h:1", sentinelName: "m" }, /sentinelName needs redis\.sentinels/],
     ["cluster as a string", { url: "redis://h:1", cluster: "yes" }, /cluster must be true or false/],
     ["cluster and sentinels", { url: "redis://h:1", cluster: true, sentinels: [{ host: "s", port: 1 }], sentinelName: "m" }, /exclude each other/],
+    ["waitReplicas without replicas", { url: "redis://h:1", waitReplicas: { timeoutMs: 100 } }, /waitReplicas\.replicas must be an integer >= 1/],
+    ["waitReplicas as a number", { url: "redis://h:1", waitReplicas: 1 }, /waitReplicas must be a mapping/],
+    ["a WAIT as long as a command", { url: "redis://h:1", waitReplicas: { replicas: 1, timeoutMs: 2000 } }, /waitReplicas\.timeoutMs must be below redis\.commandTimeoutMs/],
+    ["waitReplicas with cluster", { url: "redis://h:1", cluster: true, waitReplicas: { replicas: 1, timeoutMs: 100 } }, /waitReplicas is not supported with redis\.cluster/],
+    ["an unknown waitReplicas setting", { url: "redis://h:1", waitReplicas: { replicas: 1, timeoutMs: 100, min: 1 } }, /unknown setting redis\.waitReplicas\.min/],
     ["an unknown setting", { url: "redis://h:1", keyprefix: "x" }, /unknown setting redis\.keyprefix/],
   ];
   for (const [what, settings, message] of bad) {

@@ -206,12 +206,17 @@ export class EtcdBackend implements LockBackend {
     };
   }
 
+  /**
+   * Live keys, each with whether it holds. Ranks are counted among EVERY key present, expired ones included: a
+   * key this process judges expired still stands ahead of later ones until it is deleted, because its owner, or an
+   * observer that saw it later, may still count it live. Only the deletion (tryAcquire's, conditional on its mod
+   * revision) makes the judgement a fact that every reader shares; a read never promotes a waiter over it.
+   */
   private async ranked(key: string): Promise<{ kv: IKeyValue; holds: boolean }[]> {
     const prefix = this.holdersPrefix(key);
     const { kvs } = await this.call(() => this.client.getAll().prefix(prefix).sort("Create", "Ascend").exec());
     this.observe(prefix, kvs);
-    const live = kvs.filter((kv) => !this.expired(prefix, kv));
-    return live.map((kv, rank) => ({ kv, holds: rank < (parse(kv)?.maxHolders ?? 1) }));
+    return kvs.map((kv, rank) => ({ kv, holds: rank < (parse(kv)?.maxHolders ?? 1) })).filter((e) => !this.expired(prefix, e.kv));
   }
 
   watch(key: string, onChange: () => void): () => void {

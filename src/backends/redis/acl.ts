@@ -11,8 +11,11 @@ const CLIENT_COMMANDS = ["evalsha", "eval", "subscribe", "unsubscribe", "ping", 
 const SCRIPT_COMMANDS = ["time", "get", "set", "del", "pexpire", "publish", "hget", "hset", "hdel", "hmget",
   "zadd", "zrem", "zscore", "zrank", "zcard", "zrange", "zrangebyscore", "zremrangebyscore"];
 
-/** The ACL rules (after `on >password`) for a user of the backend with `keyPrefix`. */
-export function minimalAcl(keyPrefix: string): string[] {
+/**
+ * The ACL rules (after `on >password`) for a user of the backend with `keyPrefix`; with `waitReplicas` set in
+ * the backend's settings, `WAIT` too.
+ */
+export function minimalAcl(keyPrefix: string, options: { waitReplicas?: boolean } = {}): string[] {
   return ["resetkeys", `~${keyPrefix}:*`, "resetchannels", `&${keyPrefix}:events:*`, "-@all",
-    ...[...CLIENT_COMMANDS, ...SCRIPT_COMMANDS].map((c) => `+${c}`)];
+    ...[...CLIENT_COMMANDS, ...SCRIPT_COMMANDS, ...(options.waitReplicas ? ["wait"] : [])].map((c) => `+${c}`)];
 }

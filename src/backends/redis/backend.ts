@@ -24,8 +24,16 @@
  * Nothing is queued or replayed: commands fail at once while disconnected (`enableOfflineQueue: false`,
  * no resend after reconnect) and time out after `commandTimeoutMs`, both as BackendUnavailableError;
  * ioredis reconnects by itself with capped, jittered backoff. Replication is asynchronous: a failover can
- * lose the latest writes (a grant, a counter increment), as with any single-Redis lock.
+ * lose the latest writes (a grant, a counter increment), as with any single-Redis lock; the caller's
+ * fencing floor keeps tokens from repeating then. With `waitReplicas`, a grant is returned only once that
+ * many replicas acknowledged it (`WAIT` after the script): a failover to one of them keeps it.
+ *
+ * Through Sentinel, each connection listens for the sentinels' `+switch-master` and reconnects to the new
+ * master at once; a connection that meets READONLY (its server was turned into a replica) reconnects too.
+ * A server that refuses the password (WRONGPASS, NOAUTH) makes the backend read `passwordFile` again, so a
+ * rotated Secret is used from the next reconnect on.
  */
+import { readFileSync } from "node:fs";
 import type { ConnectionOptions } from "node:tls";
 import Redis, { Cluster, type RedisOptions } from "ioredis";
 import { BackendUnavailableError, type AcquireRequest, type Hold, type HolderInfo, type LockBackend, type QueueState } from "../backend";
@@ -57,6 +65,10 @@ export interface RedisSettings {
   connectTimeoutMs: number;
   /** Read from `passwordFile` (wins over a password in the url); never logged or put in a message. */
   password?: string;
+  /** Where `password` came from: read again when the server refuses it (a rotated Secret). */
+  passwordFile?: string;
+  /** `WAIT replicas timeoutMs` after a grant: the grant fails (BackendUnavailableError) unless enough replicas have it. */
+  waitReplicas?: { replicas: number; timeoutMs: number };
   tls?: ConnectionOptions;
   sentinels?: { host: string; port: number }[];
   sentinelName?: string;
@@ -82,7 +94,10 @@ export class RedisBackend implements LockBackend {
 
   constructor(readonly name: string, private readonly settings: RedisSettings) {
     this.client = connect(settings, { enableOfflineQueue: false, maxRetriesPerRequest: 1 });
-    this.client.on("error", (err: Error) => (this.lastError = err));
+    this.client.on("error", (err: Error) => {
+      this.lastError = err;
+      this.refusedPassword(err);
+    });
     this.client.on("ready", () => (this.lastError = undefined));
     for (const [command, lua, keys] of [["kubelockAcquire", ACQUIRE, 4], ["kubelockRenew", RENEW, 3], ["kubelockRelease", RELEASE, 3], ["kubelockState", STATE, 3]] as const) {
       this.client.defineCommand(command, { lua, numberOfKeys: keys });
@@ -90,10 +105,14 @@ export class RedisBackend implements LockBackend {
     // SUBSCRIBE may wait for the connection however long it takes (ioredis re-subscribes after a reconnect):
     // it changes nothing, so queueing it is harmless.
     this.subscriber = connect(settings, { enableOfflineQueue: true, maxRetriesPerRequest: null, commandTimeout: undefined });
-    this.subscriber.on("error", () => undefined);
+    this.subscriber.on("error", (err: Error) => this.refusedPassword(err));
     this.subscriber.on("message", (channel: string) => this.watches.notify(channel));
     let connectedBefore = false;
     this.subscriber.on("ready", () => {
+      // A SUBSCRIBE the connection lost before its reply is not renewed by ioredis: subscribe to every watched
+      // channel again (subscribing twice is harmless).
+      const channels = this.watches.watched().map(([channel]) => channel);
+      if (channels.length > 0) this.subscriber.subscribe(...channels).catch(() => undefined);
       // Events published while we were away are lost: wake every watcher once.
       if (connectedBefore) this.watches.notifyAll();
       connectedBefore = true;
@@ -106,7 +125,43 @@ export class RedisBackend implements LockBackend {
     const lease = leaseMs(req.leaseDurationSeconds);
     const info = JSON.stringify({ holderId: req.holderId, claim: req.claim, holderIdentity: req.holderIdentity, cluster: req.cluster ?? "" });
     const json = await this.run((s) => s.kubelockAcquire(k.holds, k.info, k.queue, k.counter, k.channel, req.holderId, req.maxHolders, lease, info, req.fencingFloor ?? "0", req.wait ? "1" : "0"));
+    if (json && this.settings.waitReplicas) await this.awaitReplicas(this.settings.waitReplicas);
     return json ? toHold(json) : undefined;
+  }
+
+  /**
+   * WAIT on the connection that ran the grant: every write it sent so far (the grant, or the earlier grant a
+   * re-attach returned) reached `replicas` replicas, or the grant fails. The hold stays in Redis meanwhile: the
+   * next tryAcquire with the same holderId re-attaches to it and waits again, or it expires with its lease.
+   */
+  private async awaitReplicas({ replicas, timeoutMs }: { replicas: number; timeoutMs: number }): Promise<void> {
+    const acknowledged = Number(await this.run(() => this.client.call("WAIT", replicas, timeoutMs)));
+    if (acknowledged < replicas) {
+      throw new BackendUnavailableError(this.name, `the grant reached ${acknowledged} of ${replicas} replicas within ${timeoutMs}ms (waitReplicas); it is retried`);
+    }
+  }
+
+  /**
+   * The server refused the password: reads `passwordFile` again and, when it changed (a rotated Secret),
+   * uses the new one from the next connection on (ioredis reconnects by itself after a refused AUTH).
+   */
+  private refusedPassword(err: Error): void {
+    const file = this.settings.passwordFile;
+    if (!file || !/\b(WRONGPASS|NOAUTH)\b/.test(err.message)) return;
+    let password: string;
+    try {
+      password = readFileSync(file, "utf8").replace(/\r?\n$/, "");
+    } catch {
+      return; // being replaced right now: the next refusal reads it again
+    }
+    if (!password || password === this.settings.password) return;
+    this.settings.password = password;
+    for (const client of [this.client, this.subscriber]) {
+      if (client instanceof Cluster) {
+        if (client.options.redisOptions) client.options.redisOptions.password = password;
+        for (const node of client.nodes()) node.options.password = password;
+      } else if (client) client.options.password = password;
+    }
   }
 
   async renew(key: string, holderId: string, leaseDurationSeconds: number): Promise<Hold | undefined> {
@@ -161,7 +216,8 @@ export class RedisBackend implements LockBackend {
   async close(): Promise<void> {
     this.closed = true;
     for (const poll of this.watches.clear()) poll.stop();
-    await Promise.all([this.client, this.subscriber].map((c) => c.quit().catch(() => c.disconnect())));
+    // disconnect() after QUIT also ends the Sentinel connections of the failover detector (QUIT leaves them open).
+    await Promise.all([this.client, this.subscriber].map((c) => c.quit().catch(() => undefined).finally(() => c.disconnect())));
   }
 
   private keys(key: string) {
@@ -237,6 +293,8 @@ function connect(s: RedisSettings, overrides: RedisOptions): Client {
     commandTimeout: s.commandTimeoutMs,
     autoResendUnfulfilledCommands: false,
     retryStrategy: backoff,
+    // A server turned into a replica (a failover) refuses writes: find the master again.
+    reconnectOnError: (err) => /^READONLY\b/.test(err.message),
     ...overrides,
   };
   const host = url.hostname.replace(/^\[|\]$/g, "");
@@ -246,7 +304,10 @@ function connect(s: RedisSettings, overrides: RedisOptions): Client {
     return new Cluster([{ host, port }], { enableOfflineQueue: overrides.enableOfflineQueue, redisOptions: nodeOptions, clusterRetryStrategy: backoff, slotsRefreshTimeout: s.connectTimeoutMs });
   }
   if (s.sentinels) {
-    return new Redis({ ...options, sentinels: s.sentinels, name: s.sentinelName, sentinelRetryStrategy: backoff, enableTLSForSentinelMode: !!s.tls, sentinelTLS: s.tls });
+    // failoverDetector: subscribed to +switch-master on the sentinels, the connection moves to the new master at once
+    // (the old one goes on taking writes, soon lost, until Sentinel turns it into a replica).
+    return new Redis({ ...options, sentinels: s.sentinels, name: s.sentinelName, sentinelRetryStrategy: backoff, failoverDetector: true,
+      sentinelCommandTimeout: s.commandTimeoutMs, enableTLSForSentinelMode: !!s.tls, sentinelTLS: s.tls });
   }
   return new Redis({ ...options, host, port });
 }

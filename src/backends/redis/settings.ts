@@ -6,7 +6,7 @@ import { DEFAULT_PREFIX, DEFAULT_TIMEOUT_MS, type RedisSettings } from "./backen
 /** Checks the `redis:` settings block; every mistake is one line of the thrown BackendConfigError. */
 export function parseRedisSettings(name: string, raw: Record<string, unknown>): RedisSettings {
   const check = new SettingsCheck("redis");
-  const { url, keyPrefix = DEFAULT_PREFIX, commandTimeoutMs = DEFAULT_TIMEOUT_MS, connectTimeoutMs = DEFAULT_TIMEOUT_MS, passwordFile, tls, sentinels, sentinelName, cluster = false, ...unknown } = raw;
+  const { url, keyPrefix = DEFAULT_PREFIX, commandTimeoutMs = DEFAULT_TIMEOUT_MS, connectTimeoutMs = DEFAULT_TIMEOUT_MS, passwordFile, tls, sentinels, sentinelName, cluster = false, waitReplicas, ...unknown } = raw;
   check.unknown(unknown);
   let parsed: URL | undefined;
   if (typeof url !== "string" || !url) check.problem("redis.url is required (redis://host:port or rediss://host:port)");
@@ -39,10 +39,24 @@ export function parseRedisSettings(name: string, raw: Record<string, unknown>): 
   } else if (sentinelName !== undefined) check.problem("redis.sentinelName needs redis.sentinels");
   if (typeof cluster !== "boolean") check.problem("redis.cluster must be true or false");
   if (cluster === true && sentinels !== undefined) check.problem("redis.cluster and redis.sentinels exclude each other");
+  let wait: RedisSettings["waitReplicas"];
+  if (waitReplicas !== undefined && (typeof waitReplicas !== "object" || waitReplicas === null || Array.isArray(waitReplicas))) {
+    check.problem("redis.waitReplicas must be a mapping {replicas, timeoutMs}");
+  } else if (waitReplicas !== undefined) {
+    const { replicas, timeoutMs, ...rest } = waitReplicas as Record<string, unknown>;
+    check.unknown(rest, "redis.waitReplicas");
+    if (!Number.isInteger(replicas) || (replicas as number) < 1) check.problem("redis.waitReplicas.replicas must be an integer >= 1");
+    check.milliseconds("waitReplicas.timeoutMs", timeoutMs);
+    if (Number.isInteger(timeoutMs) && Number.isInteger(commandTimeoutMs) && (timeoutMs as number) >= (commandTimeoutMs as number)) {
+      check.problem("redis.waitReplicas.timeoutMs must be below redis.commandTimeoutMs (WAIT holds the connection that long)");
+    }
+    if (cluster === true) check.problem("redis.waitReplicas is not supported with redis.cluster");
+    wait = { replicas: replicas as number, timeoutMs: timeoutMs as number };
+  }
   check.done(name);
   return {
     url: url as string, keyPrefix: keyPrefix as string, commandTimeoutMs: commandTimeoutMs as number, connectTimeoutMs: connectTimeoutMs as number,
-    password, tls: tlsOptions, sentinels: sentinels as RedisSettings["sentinels"], sentinelName: sentinelName as string | undefined, cluster: cluster as boolean,
+    password, passwordFile: password === undefined ? undefined : (passwordFile as string), waitReplicas: wait, tls: tlsOptions, sentinels: sentinels as RedisSettings["sentinels"], sentinelName: sentinelName as string | undefined, cluster: cluster as boolean,
   };
 }
 
