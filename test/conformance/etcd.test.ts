@@ -8,12 +8,14 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
-import { Etcd3 } from "etcd3";
+import { Etcd3, Range } from "etcd3";
 import * as k8s from "@kubernetes/client-node";
-import { BackendConfigError } from "../../src/backends/backend";
+import { BackendConfigError, BackendUnavailableError, type LockBackend } from "../../src/backends/backend";
 import { EtcdBackend, type EtcdBackendOptions } from "../../src/backends/etcd/backend";
 import { createBackend } from "../../src/backends/registry";
+import { TlsEtcd } from "../env/etcd-tls";
 import { eventually, testEnv, controlService } from "../support/env";
+import { tempDir } from "../support/temp";
 import { holdRequest, runBackendConformance } from "./backend-conformance";
 
 const backends: EtcdBackend[] = [];
@@ -43,6 +45,165 @@ runBackendConformance("etcd", connectedBackend, {
   minLeaseSeconds: 1,
   stopServer: () => control("stop"),
   startServer: () => control("start"),
+});
+
+// The same suite against an etcd reached over TLS with a client certificate and with authentication enabled, as a
+// user whose role has readwrite on the backend's prefix only; built from settings as an operator builds it.
+const TLS_PREFIX = "/kubelock-tls";
+let secure: Promise<TlsEtcd> | undefined;
+const secureBackends: LockBackend[] = [];
+after(async () => {
+  await Promise.allSettled(secureBackends.map((backend) => backend.close()));
+  await (await secure?.catch(() => undefined))?.destroy();
+});
+const secureEtcd = () => (secure ??= TlsEtcd.start());
+
+/** A user `name` whose role `name` may read and write `prefix` (and nothing else), its password in a file. */
+async function limitedUser(name: string, prefix: string, password = `pw-${randomBytes(8).toString("hex")}`): Promise<{ username: string; passwordFile: string }> {
+  const admin = (await secureEtcd()).admin();
+  try {
+    await admin.role(name).create();
+    await admin.role(name).grant({ permission: "Readwrite", range: Range.prefix(prefix) });
+    await admin.user(name).create(password);
+    await admin.user(name).addRole(name);
+  } finally {
+    admin.close();
+  }
+  const passwordFile = join(tempDir("kubelock-etcd-auth-"), "password");
+  writeFileSync(passwordFile, `${password}\n`);
+  return { username: name, passwordFile };
+}
+
+let kubelockUser: Promise<{ username: string; passwordFile: string }> | undefined;
+/** Settings for the TLS + auth etcd, as the user with readwrite on TLS_PREFIX/. */
+async function secureSettings(overrides: Record<string, unknown> = {}): Promise<Record<string, unknown>> {
+  const etcd = await secureEtcd();
+  kubelockUser ??= limitedUser("kubelock", `${TLS_PREFIX}/`);
+  return { endpoints: [etcd.endpoint], prefix: TLS_PREFIX, tls: etcd.clientTls, ...(await kubelockUser), requestTimeoutMs: 8000, ...overrides };
+}
+async function secureBackend(overrides: Record<string, unknown> = {}): Promise<LockBackend> {
+  const b = await createBackend({ name: "etcd-tls", type: "etcd", kubeConfig: new k8s.KubeConfig(), settings: await secureSettings(overrides) });
+  secureBackends.push(b);
+  return b;
+}
+runBackendConformance("etcd (TLS with a client certificate, authentication, a user limited to the prefix)", async () => {
+  const b = await createBackend({ name: "etcd-tls", type: "etcd", kubeConfig: new k8s.KubeConfig(), settings: await secureSettings() });
+  await eventually("the TLS etcd to answer", () => b.holders("warm-up/key").then(() => true));
+  return b;
+}, {
+  supportsExpiry: true,
+  minLeaseSeconds: 1,
+  stopServer: async () => (await secureEtcd()).stop(),
+  startServer: async () => (await secureEtcd()).start(),
+});
+
+describe("etcd backend with TLS and authentication", () => {
+  const random = () => randomBytes(4).toString("hex");
+
+  test("a user without rights on the prefix, or with a wrong password, gets a clear refusal that never shows the password", async () => {
+    const secret = `distinct-S3CRET-${random()}`;
+    const outsider = await limitedUser(`outsider-${random()}`, "/elsewhere/", secret);
+    const denied = await secureBackend({ ...outsider, requestTimeoutMs: 3000 });
+    const key = `${ns()}/denied`;
+    const refusal = (pattern: RegExp) => (err: Error) => {
+      assert.ok(err instanceof BackendUnavailableError, String(err));
+      assert.match(err.message, pattern);
+      for (const text of [err.message, String(err.stack), String((err.cause as Error | undefined)?.message)]) assert.ok(!text.includes(secret), `the password shows: ${text}`);
+      return true;
+    };
+    const mayNot = new RegExp(`etcd user "${outsider.username}" may not read and write ${TLS_PREFIX}/: grant its role readwrite on the key prefix ${TLS_PREFIX}/`);
+    await assert.rejects(denied.tryAcquire(request(key, "a")), refusal(mayNot));
+    await assert.rejects(denied.holders(key), refusal(mayNot));
+    // The same user with its role granted the prefix works: the refusal was about the grant.
+    const admin = (await secureEtcd()).admin();
+    try {
+      await admin.role(outsider.username).grant({ permission: "Readwrite", range: Range.prefix(`${TLS_PREFIX}/`) });
+    } finally {
+      admin.close();
+    }
+    assert.ok(await eventually("the granted user to acquire", () => denied.tryAcquire(request(key, "a"))));
+    // A wrong password: refused, without the password tried.
+    writeFileSync(outsider.passwordFile, `wrong-${secret}\n`);
+    const wrong = await secureBackend({ ...outsider, requestTimeoutMs: 3000 });
+    await assert.rejects(wrong.holders(key), refusal(new RegExp(`etcd user "${outsider.username}" was refused: wrong password in etcd.passwordFile`)));
+  });
+
+  test("a client without a client certificate is refused", async () => {
+    const b = await secureBackend({ tls: { caFile: (await secureEtcd()).clientTls.caFile }, requestTimeoutMs: 1500 });
+    await assert.rejects(b.holders(`${ns()}/no-cert`), BackendUnavailableError);
+  });
+
+  test("a change of etcd's users or roles does not break a running backend (its tokens are refused as old)", async () => {
+    const b = await secureBackend();
+    const req = request(`${ns()}/auth-change`, "a");
+    const hold = await b.tryAcquire(req);
+    assert.ok(hold);
+    /** Changes the holds of `key` until its watch reports a change. */
+    const reports = (key: string, calls: () => number) => eventually(`a watch call for ${key}`, async () => {
+      const seen = calls();
+      const probe = request(key, "probe", { maxHolders: 2 });
+      await b.tryAcquire(probe);
+      await b.release(key, probe.holderId);
+      return eventually("a call", () => (calls() > seen ? true : undefined), 1000).catch(() => undefined);
+    }, 20_000);
+    const short = request(`${ns()}/keepalive`, "k", { leaseDurationSeconds: 3 });
+    assert.ok(await b.tryAcquire(short));
+    const admin = (await secureEtcd()).admin();
+    const [before, later] = [`${ns()}/watched-before`, `${ns()}/watched-later`];
+    let [beforeCalls, laterCalls] = [0, 0];
+    const stops = [b.watch(before, () => beforeCalls++)];
+    try {
+      const lease = (await admin.get(`${TLS_PREFIX}/${short.key}/holders/${short.holderId}`).exec()).kvs[0].lease;
+      await reports(before, () => beforeCalls); // the watch stream is open, with the token of that time
+      await limitedUser(`bystander-${random()}`, "/bystander/"); // the auth store's revision moves on
+      // The session lease's keepalives go on with no other call made: 1.5 s after the change its TTL still shows
+      // 2 s or more, which a lease without keepalives since the change could not (3 s - 1.5 s, rounded down: 1).
+      const changed = Date.now();
+      await eventually("a keepalive after the change", async () => {
+        const asked = Date.now();
+        const { TTL } = await admin.leaseClient.leaseTimeToLive({ ID: lease });
+        return asked - changed > 1500 && Number(TTL) >= 2 ? true : undefined;
+      }, 10_000, 100);
+      assert.equal((await b.renew(req.key, req.holderId, 30))?.fencingToken, hold.fencingToken);
+      stops.push(b.watch(later, () => laterCalls++)); // a new watch on the stream opened before the change
+      await reports(later, () => laterCalls);
+      await reports(before, () => beforeCalls);
+    } finally {
+      for (const stop of stops) stop();
+      admin.close();
+    }
+  });
+
+  test("a rotated password is picked up without a restart, and holds are kept", async () => {
+    const user = await limitedUser(`rotating-${random()}`, `${TLS_PREFIX}/`);
+    const b = await secureBackend(user);
+    const req = request(`${ns()}/rotation`, "a", { leaseDurationSeconds: 30 });
+    const hold = await b.tryAcquire(req);
+    assert.ok(hold);
+    const changePassword = async (password: string) => {
+      const admin = (await secureEtcd()).admin();
+      try {
+        await admin.user(user.username).setPassword(password);
+      } finally {
+        admin.close();
+      }
+    };
+    // The Secret first, then etcd (the order to rotate in): no call fails.
+    const second = `second-S3CRET-${random()}`;
+    writeFileSync(user.passwordFile, `${second}\n`);
+    assert.equal((await b.renew(req.key, req.holderId, 30))?.fencingToken, hold.fencingToken);
+    await changePassword(second); // etcd drops the user's tokens
+    assert.equal((await b.renew(req.key, req.holderId, 30))?.fencingToken, hold.fencingToken);
+    assert.ok(await b.tryAcquire(request(`${ns()}/after-rotation`, "b")));
+    // etcd first: calls are refused (saying so, without either password) until the file has the new password.
+    const third = `third-S3CRET-${random()}`;
+    await changePassword(third);
+    await assert.rejects(b.renew(req.key, req.holderId, 30), (err: Error) =>
+      err instanceof BackendUnavailableError && /was refused: wrong password/.test(err.message) && !err.message.includes(second) && !err.message.includes(third));
+    writeFileSync(user.passwordFile, third);
+    const renewed = await eventually("renew with the new password", () => b.renew(req.key, req.holderId, 30), 10_000);
+    assert.equal(renewed.fencingToken, hold.fencingToken, "the hold was not kept");
+  });
 });
 
 const request = holdRequest;

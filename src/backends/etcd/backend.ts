@@ -29,8 +29,21 @@
  * close() stops keepalives but does NOT revoke: holds outlive an operator restart by their lease duration, and
  * the next operator re-attaches by holderId (tryAcquire and renew move the key onto its own session lease,
  * keeping the create revision).
+ *
+ * Authentication (`username` + `passwordFile`): etcd3 exchanges the password for a token and asks again when
+ * etcd calls the token invalid; the password is then read from passwordFile anew, so a rotated Secret is used
+ * without a restart (and without touching holds: session leases and keys stay as they are). A token issued
+ * before any change of etcd's users or roles is refused as "old" by etcd, which etcd3 does not handle: the
+ * backend drops the token and retries once. A watch stream keeps the token it was opened with, so watches run
+ * on a client of their own that is replaced after such a refusal. A user whose role lacks readwrite on the
+ * prefix, or a refused password, is BackendUnavailableError saying what to grant or check; the password never
+ * appears in a message.
  */
-import { Etcd3, EtcdLeaseInvalidError, isRecoverableError, type IKeyValue, type IOptions, type Lease, type Watcher } from "etcd3";
+import { readFileSync } from "node:fs";
+import {
+  Etcd3, EtcdAuthenticationFailedError, EtcdInvalidAuthTokenError, EtcdLeaseInvalidError, EtcdPermissionDeniedError, isRecoverableError,
+  type IKeyValue, type IOptions, type Lease, type Watcher,
+} from "etcd3";
 import { BackendUnavailableError, type AcquireRequest, type Hold, type HolderInfo, type LockBackend, type QueueState } from "../backend";
 import { monotonicNow, ObservedVersions } from "../../runtime/observed";
 import { withDeadline } from "../kit/deadline";
@@ -47,7 +60,8 @@ export interface EtcdBackendOptions {
   name: string;
   endpoints: string[];
   prefix?: string;
-  auth?: { username: string; password: string };
+  /** `passwordFile`, when given, is read again at each authentication (the password as it is then; `password` until it can be). */
+  auth?: { username: string; password: string; passwordFile?: string };
   tls?: { ca?: Buffer; cert?: Buffer; key?: Buffer };
   /** gRPC keepalive ping timeout (a dead connection, watches included, goes after 10 s + this); longest reconnect pause. */
   dialTimeoutMs?: number;
@@ -70,6 +84,13 @@ interface KeyWatch { watcher?: Watcher }
 export class EtcdBackend implements LockBackend {
   readonly name: string;
   private readonly client: Etcd3;
+  /** Watches only: replaced when etcd refuses its stream's token (see "Authentication" above). */
+  private watchClient: Etcd3;
+  private watchClientSince = 0;
+  private watchClientPending?: NodeJS.Timeout;
+  private readonly clientOptions: IOptions;
+  private readonly username?: string;
+  private readonly dialTimeoutMs: number;
   private readonly prefix: string;
   private readonly requestTimeoutMs: number;
   private readonly sessions = new Map<number, Session>();
@@ -84,11 +105,13 @@ export class EtcdBackend implements LockBackend {
     this.prefix = (options.prefix ?? DEFAULT_PREFIX).replace(/\/+$/, "");
     this.requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS;
     const dial = options.dialTimeoutMs ?? DEFAULT_TIMEOUT_MS;
+    this.dialTimeoutMs = dial;
     const tls = options.tls;
+    this.username = options.auth?.username;
     const backoff = (ms: number): NonNullable<NonNullable<IOptions["faultHandling"]>["watchBackoff"]> => ({ duration: ms, next: () => backoff(Math.min(2 * ms, dial)) });
-    this.client = new Etcd3({
+    this.clientOptions = {
       hosts: options.endpoints,
-      auth: options.auth,
+      auth: options.auth && rereadPassword(options.auth),
       // grpc-js takes a null CA as "the system roots" (a client certificate without a caFile).
       credentials: tls && { rootCertificate: tls.ca ?? (null as unknown as Buffer), privateKey: tls.key, certChain: tls.cert },
       defaultCallOptions: (call) => (call.isStream ? {} : { deadline: Date.now() + this.requestTimeoutMs }),
@@ -99,7 +122,9 @@ export class EtcdBackend implements LockBackend {
         "grpc.max_reconnect_backoff_ms": dial,
       },
       faultHandling: { watchBackoff: backoff(Math.min(dial, 100)) },
-    });
+    };
+    this.client = new Etcd3(this.clientOptions);
+    this.watchClient = new Etcd3(this.clientOptions);
   }
 
   async tryAcquire(req: AcquireRequest): Promise<Hold | undefined> {
@@ -216,7 +241,8 @@ export class EtcdBackend implements LockBackend {
     const prefix = this.holdersPrefix(key);
     const { kvs } = await this.call(() => this.client.getAll().prefix(prefix).sort("Create", "Ascend").exec());
     this.observe(prefix, kvs);
-    return kvs.map((kv, rank) => ({ kv, holds: rank < (parse(kv)?.maxHolders ?? 1) })).filter((e) => !this.expired(prefix, e.kv));
+    const live = kvs.filter((kv) => !this.expired(prefix, kv));
+    return live.map((kv, rank) => ({ kv, holds: rank < (parse(kv)?.maxHolders ?? 1) }));
   }
 
   watch(key: string, onChange: () => void): () => void {
@@ -232,22 +258,52 @@ export class EtcdBackend implements LockBackend {
     const watchers = this.watches.clear().flatMap((w) => (w.watcher ? [w.watcher] : []));
     const timeout = new Promise((resolve) => setTimeout(resolve, this.requestTimeoutMs).unref());
     await Promise.race([Promise.allSettled(watchers.map((w) => w.cancel())), timeout]);
+    clearTimeout(this.watchClientPending);
+    this.watchClient.close();
     this.client.close();
   }
 
   private startWatch(prefix: string, watch: KeyWatch): KeyWatch {
     const notify = () => this.watches.notify(prefix);
-    const watcher = this.client.watch().prefix(prefix).watcher();
+    const watcher = this.watchClient.watch().prefix(prefix).watcher();
     watch.watcher = watcher;
     // After a reconnect etcd3 resumes from the last revision seen; "connected" also wakes the listeners in case.
     watcher.on("connected", notify).on("data", (res) => res.events.length > 0 && notify());
-    watcher.on("error", () => {
-      // etcd cancelled the watch (its revision was compacted away): start a new one.
-      if (this.closed || !this.watches.isCurrent(prefix, watch)) return;
+    watcher.on("error", (err: Error) => {
+      // etcd cancelled the watch: its revision was compacted away (start a new one), its stream's token is no
+      // longer good (a new watch client), or the user may not read the prefix (try again a while later).
+      if (this.closed || !this.watches.isCurrent(prefix, watch) || watch.watcher !== watcher) return;
       notify();
-      this.startWatch(prefix, watch);
+      if (staleToken(err)) return this.replaceWatchClient();
+      const retry = () => this.watches.isCurrent(prefix, watch) && watch.watcher === watcher && !this.closed && this.startWatch(prefix, watch);
+      if (/compacted/.test(err.message)) retry();
+      else setTimeout(retry, this.dialTimeoutMs).unref();
     });
     return watch;
+  }
+
+  /** A new watch client (a fresh token) with every watch moved onto it; at most once per dialTimeoutMs. */
+  private replaceWatchClient(): void {
+    if (this.watchClientPending) return;
+    const wait = this.watchClientSince + this.dialTimeoutMs - monotonicNow();
+    if (wait > 0) {
+      this.watchClientPending = setTimeout(() => {
+        this.watchClientPending = undefined;
+        if (!this.closed) this.replaceWatchClient();
+      }, wait).unref();
+      return;
+    }
+    this.watchClientSince = monotonicNow();
+    const old = this.watchClient;
+    this.watchClient = new Etcd3(this.clientOptions);
+    const leaving: Watcher[] = [];
+    for (const [prefix, watch] of this.watches.watched()) {
+      if (watch.watcher) leaving.push(watch.watcher);
+      this.startWatch(prefix, watch);
+    }
+    // The old client closes once its watches are cancelled (so it does not reconnect them), or a while later.
+    const timeout = new Promise((resolve) => setTimeout(resolve, this.requestTimeoutMs).unref());
+    void Promise.race([Promise.allSettled(leaving.map((w) => w.cancel())), timeout]).then(() => old.close());
   }
 
   private holdersPrefix(key: string): string {
@@ -295,6 +351,9 @@ export class EtcdBackend implements LockBackend {
       session = { lease, id: lease.grant() };
       session.id.catch(() => undefined); // a failed grant also emits "lost"; callers see it from `id`
       lease.on("lost", () => this.dropSession(ttl, lease));
+      // Keepalives run on a stream with the token it was opened with: a token etcd refuses is dropped, so the
+      // next stream (etcd3 retries at once) authenticates again before the lease runs out.
+      lease.on("keepaliveFailed", (err: unknown) => staleToken(err) && this.dropToken());
       this.sessions.set(ttl, session);
     }
     return session;
@@ -322,17 +381,67 @@ export class EtcdBackend implements LockBackend {
   /** One etcd call (etcd3's retries included) within requestTimeoutMs; unreachable-server errors mapped. */
   private async call<T>(op: () => Promise<T>): Promise<T> {
     if (this.closed) throw new BackendUnavailableError(this.name, "the backend is closed");
+    const once = async () => {
+      try {
+        return await op();
+      } catch (err) {
+        if (!staleToken(err)) throw err;
+        this.dropToken(); // etcd's users or roles changed since the token was issued: authenticate again, once
+        return op();
+      }
+    };
     try {
-      return await withDeadline(op(), this.requestTimeoutMs, () => new BackendUnavailableError(this.name, `no answer within ${this.requestTimeoutMs}ms`));
+      return await withDeadline(once(), this.requestTimeoutMs, () => new BackendUnavailableError(this.name, `no answer within ${this.requestTimeoutMs}ms`));
     } catch (err) {
+      const refused = this.refusal(err);
       // Recoverable: gRPC unavailable, deadline exceeded, cancelled...; a broken circuit is etcd3 failing fast.
       const unreachable = err instanceof BackendUnavailableError ||
         (err instanceof Error && (isRecoverableError(err) || "isBrokenCircuitError" in err));
-      if (!unreachable) throw err;
+      if (!unreachable && !refused) throw err;
       this.observed.interrupted(); // time without sight of etcd does not count toward any hold's expiry
+      if (refused) throw new BackendUnavailableError(this.name, refused, { cause: err });
       throw err instanceof BackendUnavailableError ? err : new BackendUnavailableError(this.name, (err as Error).message, { cause: err });
     }
   }
+
+  /** What to do about an authentication or permission refusal (never quoting the password); undefined for other errors. */
+  private refusal(err: unknown): string | undefined {
+    const who = this.username === undefined ? "" : `etcd user "${this.username}"`;
+    if (err instanceof EtcdPermissionDeniedError) {
+      return `${who || "etcd"} may not read and write ${this.prefix}/: grant ${who ? "its role" : "the user"} readwrite on the key prefix ${this.prefix}/`;
+    }
+    if (err instanceof EtcdAuthenticationFailedError) return `${who} was refused: wrong password in etcd.passwordFile, or no such user`;
+    if (err instanceof Error && /user name is empty/.test(err.message)) return "etcd has authentication enabled: set etcd.username and etcd.passwordFile";
+    if (err instanceof Error && /authentication is not enabled/.test(err.message)) return "etcd does not have authentication enabled: remove etcd.username and etcd.passwordFile";
+    return undefined;
+  }
+
+  /** Makes etcd3 authenticate again on the next call (it does so by itself only for a token etcd calls invalid). */
+  private dropToken(): void {
+    (this.client as unknown as { pool?: { authenticator?: { invalidateMetadata?: () => void } } }).pool?.authenticator?.invalidateMetadata?.();
+  }
+}
+
+/** etcd refused a token issued before its users or roles last changed (or one it no longer knows). */
+function staleToken(err: unknown): boolean {
+  return err instanceof EtcdInvalidAuthTokenError || (err instanceof Error && /revision of auth store is old|invalid auth token/.test(err.message));
+}
+
+/** `auth` whose password etcd3 reads at each authentication: passwordFile's contents then, or the last good ones. */
+function rereadPassword(auth: NonNullable<EtcdBackendOptions["auth"]>): { username: string; password: string } {
+  let last = auth.password;
+  return {
+    username: auth.username,
+    get password(): string {
+      if (!auth.passwordFile) return last;
+      try {
+        last = readFileSync(auth.passwordFile, "utf8").replace(/\r?\n$/, "") || last;
+      } catch {
+        // a Secret being updated: the last good password
+      }
+      return last;
+    },
+  };
 }
 
 function parse(kv: IKeyValue): Stored | undefined {

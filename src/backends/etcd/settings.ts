@@ -31,7 +31,7 @@ export function parseEtcdSettings(name: string, raw: Record<string, unknown>): E
     if (passwordFile === undefined) check.problem("etcd.passwordFile is required with etcd.username");
     else {
       const password = check.secret("passwordFile", passwordFile);
-      if (password && typeof username === "string") auth = { username, password };
+      if (password && typeof username === "string") auth = { username, password, passwordFile: passwordFile as string };
     }
   }
   let tlsOptions: EtcdBackendOptions["tls"];

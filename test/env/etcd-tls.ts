@@ -1,0 +1,148 @@
+/**
+ * An etcd for locks as production runs it: clients reach it only over TLS with a client certificate signed by
+ * its CA (`--client-cert-auth`), and authentication is enabled (a `root` user with the root role, password
+ * random). It has its own CA, a serving certificate for 127.0.0.1 and one client certificate (CN
+ * kubelock-test-client, which is no etcd user: clients authenticate by password). A test file starts one of its
+ * own (the environment's plain etcd stays as it is); it can be stopped and started again on the same port and
+ * data, and is removed by `destroy()`.
+ */
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Etcd3, type IOptions } from "etcd3";
+import { controlPlaneBinaries } from "./controlplane";
+import { freePort, ManagedProcess, runCommand } from "./process";
+
+/** PEM files of a client: the CA to trust, its certificate and key. */
+export interface ClientTlsFiles {
+  caFile: string;
+  certFile: string;
+  keyFile: string;
+}
+
+export class TlsEtcd {
+  /** Starts the server with authentication enabled; resolves once root can use it. */
+  static async start(): Promise<TlsEtcd> {
+    const dir = mkdtempSync(join(tmpdir(), "kubelock-etcd-tls-"));
+    try {
+      const [binDir, client, peer] = [await controlPlaneBinaries(), await freePort(), await freePort()];
+      const etcd = new TlsEtcd(dir, join(binDir, "etcd"), client, peer === client ? await freePort() : peer);
+      await makeTlsFiles(dir);
+      await etcd.start();
+      await etcd.enableAuth();
+      return etcd;
+    } catch (err) {
+      rmSync(dir, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  /** root's password (root may do anything; tests set up users and roles with it). */
+  readonly rootPassword = `root-${randomBytes(12).toString("hex")}`;
+  private process?: ManagedProcess;
+  private authEnabled = false;
+  private launches = 0;
+
+  private constructor(private readonly dir: string, private readonly binary: string, private readonly clientPort: number, private readonly peerPort: number) {}
+
+  /** https://127.0.0.1:PORT */
+  get endpoint(): string {
+    return `https://127.0.0.1:${this.clientPort}`;
+  }
+
+  /** The client certificate and key, and the CA that signed the server's certificate. */
+  get clientTls(): ClientTlsFiles {
+    return { caFile: join(this.dir, "ca.crt"), certFile: join(this.dir, "client.crt"), keyFile: join(this.dir, "client.key") };
+  }
+
+  /** etcd3 options for a client of this server (with the client certificate), authenticating as `auth` if given. */
+  clientOptions(auth?: { username: string; password: string }): IOptions {
+    const files = this.clientTls;
+    return {
+      hosts: this.endpoint,
+      auth,
+      credentials: { rootCertificate: readFileSync(files.caFile), certChain: readFileSync(files.certFile), privateKey: readFileSync(files.keyFile) },
+      defaultCallOptions: (call) => (call.isStream ? {} : { deadline: Date.now() + 5000 }),
+    };
+  }
+
+  /** A root client (close it when done). */
+  admin(): Etcd3 {
+    return new Etcd3(this.clientOptions({ username: "root", password: this.rootPassword }));
+  }
+
+  /** Starts the server (again, on the same port and data) and waits until it answers. */
+  async start(): Promise<void> {
+    if (this.process?.running) return;
+    const name = "lock-etcd-tls";
+    const n = this.launches++;
+    const peerUrl = `http://127.0.0.1:${this.peerPort}`;
+    this.process = new ManagedProcess(name, this.binary, [
+      `--name=${name}`,
+      `--data-dir=${join(this.dir, "data")}`,
+      `--listen-client-urls=${this.endpoint}`,
+      `--advertise-client-urls=${this.endpoint}`,
+      `--listen-peer-urls=${peerUrl}`,
+      `--initial-advertise-peer-urls=${peerUrl}`,
+      `--initial-cluster=${name}=${peerUrl}`,
+      "--initial-cluster-state=new",
+      `--cert-file=${join(this.dir, "server.crt")}`,
+      `--key-file=${join(this.dir, "server.key")}`,
+      `--trusted-ca-file=${join(this.dir, "ca.crt")}`,
+      "--client-cert-auth",
+      "--unsafe-no-fsync=true",
+      "--log-level=warn",
+    ], join(this.dir, n === 0 ? `${name}.log` : `${name}.restart-${n}.log`));
+    await this.process.waitUntil(`${name} to serve`, () => this.serving(), 60_000);
+  }
+
+  async stop(): Promise<void> {
+    await this.process?.stop();
+    this.process = undefined;
+  }
+
+  async destroy(): Promise<void> {
+    await this.stop();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  /** Status answers (as root once authentication is on: etcd then wants to know who asks). */
+  private async serving(): Promise<boolean> {
+    const client = this.authEnabled ? this.admin() : new Etcd3(this.clientOptions());
+    try {
+      await client.maintenance.status();
+      return true;
+    } finally {
+      client.close();
+    }
+  }
+
+  private async enableAuth(): Promise<void> {
+    const client = new Etcd3(this.clientOptions());
+    try {
+      await client.user("root").create(this.rootPassword);
+      await client.user("root").addRole("root");
+      await client.auth.authEnable();
+    } finally {
+      client.close();
+    }
+    this.authEnabled = true;
+  }
+}
+
+/** A CA, a serving certificate for 127.0.0.1/localhost and a client certificate (EC P-256 keys), in `dir`. */
+async function makeTlsFiles(dir: string): Promise<void> {
+  const p = (name: string) => join(dir, name);
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+  await runCommand("openssl", ["req", "-x509", ...ec, "-keyout", p("ca.key"), "-out", p("ca.crt"), "-days", "2", "-subj", "/CN=kubelock-test-etcd-ca",
+    "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+  const issue = async (name: string, subject: string, extensions: string) => {
+    writeFileSync(p(`${name}.ext`), extensions);
+    await runCommand("openssl", ["req", ...ec, "-keyout", p(`${name}.key`), "-out", p(`${name}.csr`), "-subj", subject]);
+    await runCommand("openssl", ["x509", "-req", "-in", p(`${name}.csr`), "-CA", p("ca.crt"), "-CAkey", p("ca.key"), "-CAcreateserial",
+      "-out", p(`${name}.crt`), "-days", "2", "-extfile", p(`${name}.ext`)]);
+  };
+  await issue("server", "/CN=127.0.0.1", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n");
+  await issue("client", "/CN=kubelock-test-client", "extendedKeyUsage=clientAuth\n");
+}
