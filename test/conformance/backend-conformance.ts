@@ -433,6 +433,23 @@ export function runBackendConformance(
       assert.deepEqual(await west.waiting(key), [], "the crashed instance's entry is still queued");
     });
 
+    test("queue: a read never shows a waiter holding while an expired hold before it is still there", { skip: noExpiry }, async () => {
+      const [east, west] = [await open(), await open()];
+      const key = await newKey("expired-ahead");
+      const first = contender(key, "first", { leaseDurationSeconds: minLease });
+      granted(await east.tryAcquire(first), "first");
+      const waiter = contender(key, "waiter", { wait: true, leaseDurationSeconds: 60 });
+      assert.equal(await west.tryAcquire(waiter), undefined, "the waiter got a held lock");
+      await eventually("the first hold to expire in the waiter's instance", async () =>
+        ((await west.holders(key)).some((h) => h.holderId === first.holderId) ? undefined : true), minLease * 1000 + 20_000);
+      // Until an acquire lets the expired hold go, its owner (restarted, seeing it afresh) may still re-attach it.
+      assert.ok(!(await west.holders(key)).some((h) => h.holderId === waiter.holderId), "a read promoted the waiter over a hold still there");
+      const reattached = await (await open()).tryAcquire(first);
+      const served = await west.tryAcquire(waiter);
+      assert.ok(!(reattached && served), "the restarted first holder re-attached and the waiter was served: two holders of a mutex");
+      assert.ok((await west.holders(key)).length <= 1);
+    });
+
     test("queue: a waiter that keeps asking keeps its place over several leases", { skip: noExpiry }, async () => {
       const [east, west] = [await open(), await open()];
       const key = await newKey("waiter-refresh");
