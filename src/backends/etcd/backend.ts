@@ -241,8 +241,7 @@ export class EtcdBackend implements LockBackend {
     const prefix = this.holdersPrefix(key);
     const { kvs } = await this.call(() => this.client.getAll().prefix(prefix).sort("Create", "Ascend").exec());
     this.observe(prefix, kvs);
-    const live = kvs.filter((kv) => !this.expired(prefix, kv));
-    return live.map((kv, rank) => ({ kv, holds: rank < (parse(kv)?.maxHolders ?? 1) }));
+    return kvs.map((kv, rank) => ({ kv, holds: rank < (parse(kv)?.maxHolders ?? 1) })).filter((e) => !this.expired(prefix, e.kv));
   }
 
   watch(key: string, onChange: () => void): () => void {
