@@ -4,7 +4,7 @@
  * skipped (`supportsExpiry: false`) and expiry is tested here by ending the session.
  */
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
@@ -34,6 +34,20 @@ after(() => Promise.all(backends.map((b) => b.close())));
 const control = (action: "stop" | "start") => controlService("zookeeper", action);
 
 runBackendConformance("zookeeper", async () => backend(), { supportsExpiry: false, stopServer: () => control("stop"), startServer: () => control("start") });
+
+// The same suite with digest credentials from a file (every node then only changeable by that identity), built from
+// settings as an operator builds it.
+let digestFile: string | undefined;
+runBackendConformance("zookeeper (digest credentials: nodes only the operator's identity may change)", async () => {
+  if (!digestFile) {
+    digestFile = join(tempDir("kubelock-zk-digest-"), "auth");
+    writeFileSync(digestFile, `kubelock:${randomBytes(12).toString("hex")}\n`);
+  }
+  const settings = { connect: testEnv.zookeeperConnect, rootPath: `${ROOT}-digest`, authFile: digestFile, sessionTimeoutMs: SESSION_MS, requestTimeoutMs: 3000 };
+  const b = await createBackend({ name: "zk-digest", type: "zookeeper", kubeConfig: kubeConfig(), settings });
+  backends.push(b as ZooKeeperBackend);
+  return b;
+}, { supportsExpiry: false });
 
 
 /** A plain client (optionally on an existing session) for looking at nodes behind the backend's back. */
@@ -294,7 +308,7 @@ describe("zookeeper settings", () => {
   });
 });
 
-test("with digest credentials, a client without them can neither delete a hold nor add one; one with them can", async () => {
+test("with digest credentials, a client without them can neither delete, change nor add a hold; one with them can", async () => {
   const b = backend({ rootPath: `${ROOT}-acl`, auth: "kubelock:acl-s3cret" });
   const { key, path } = newKey("acl");
   const lock = path.replace(ROOT, `${ROOT}-acl`);
@@ -307,9 +321,21 @@ test("with digest credentials, a client without them can neither delete a hold n
     const { result: [children] } = await zkCall<[string[]]>((done) => stranger.a_get_children(lock, false, done));
     assert.equal(children.length, 1, "anyone may read");
     const hold = `${lock}/${children[0]}`;
+    const digest = `kubelock:${createHash("sha1").update("kubelock:acl-s3cret").digest("base64")}`;
+    for (const node of [hold, lock, lock.slice(0, lock.lastIndexOf("/"))]) {
+      // (read by the identity itself: ZooKeeper shows others a digest as "x")
+      const { result: [acl] } = await zkCall<[{ perms: number; scheme: string; auth: string }[]]>((done) => insider.a_get_acl(node, done));
+      assert.deepEqual(acl.map((a) => [a.perms, a.scheme, a.auth]).sort(), [[Z.ZOO_PERM_ALL, "digest", digest], [Z.ZOO_PERM_READ, "world", "anyone"]].sort(), `the ACL of ${node}`);
+    }
     assert.equal((await zkCall((done) => stranger.a_delete_(hold, -1, done))).rc, Z.ZNOAUTH, "deleting a hold without the credentials");
+    assert.equal((await zkCall((done) => stranger.a_set(hold, "{}", -1, done))).rc, Z.ZNOAUTH, "changing a hold's data without them");
+    assert.equal((await zkCall((done) => stranger.a_set_acl(hold, -1, [{ perms: Z.ZOO_PERM_ALL, scheme: "world", auth: "anyone" }], done))).rc, Z.ZNOAUTH, "opening a hold's ACL without them");
     assert.equal((await zkCall((done) => stranger.a_create(`${lock}/h-intruder-`, "", Z.ZOO_EPHEMERAL_SEQUENTIAL, done))).rc, Z.ZNOAUTH, "adding a hold without them");
     assert.equal((await b.holders(key))[0]?.holderId, req.holderId, "the hold is still there");
+    // An operator with other credentials is told so, without its password in the message.
+    const other = backend({ rootPath: `${ROOT}-acl`, auth: "kubelock:other-distinct-S3CRET" });
+    await assert.rejects(other.tryAcquire(request(key, "b")), (err: Error) => err instanceof BackendUnavailableError
+      && /belong to another identity; zookeeper\.authFile must hold the digest credentials/.test(err.message) && !/S3CRET/i.test(err.message));
     assert.equal((await zkCall((done) => insider.a_delete_(hold, -1, done))).rc, Z.ZOK, "the operator's identity may");
   } finally {
     stranger.close();

@@ -59,9 +59,15 @@
  * restarted operator resumes it. The path must be private to one process (an emptyDir survives container
  * restarts).
  *
- * Auth: `authFile` holds digest credentials `user:password`, added to every session, never logged. Nodes this
- * backend creates are then restricted to that identity (read for anyone), so a client without the credentials
- * cannot delete or add holds; operators of several clusters sharing the ensemble share the credentials.
+ * Auth: `authFile` holds digest credentials `user:password`, added to every session, never logged. Every node this
+ * backend creates (root, namespace, lock and hold nodes) is then restricted to that identity: all rights for it,
+ * read for anyone (hold data is who holds what, no secret; tools may look). So a client without the credentials
+ * can neither delete nor add holds (both need rights on the lock node) nor change a hold's data. The addon creates
+ * nodes with the open ACL only, so the ACL is set right after each create: a hold's data is open for that one
+ * round trip (its deletion never is). Operators of several clusters sharing the ensemble share the credentials.
+ * A digest identity is the user and password together: nodes made under one password cannot be changed under
+ * another, so credentials cannot be rotated in place (an operator with other credentials gets
+ * BackendUnavailableError naming authFile). The connection is plain TCP: the addon has no TLS.
  */
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import ZooKeeper from "zookeeper";
@@ -423,6 +429,8 @@ export class ZooKeeperBackend implements LockBackend {
       const settle = (rc: number, result: unknown[]) => {
         if (rc === Z.ZOK || accept.includes(rc)) resolve({ rc, result });
         else if (UNAVAILABLE.has(rc)) reject(this.unavailable(`${what}: ${codeName(rc)}`));
+        else if (rc === Z.ZNOAUTH) reject(this.unavailable(`${what}: ${codeName(rc)}: the nodes under ${this.options.rootPath} belong to another identity; `
+          + `${this.options.auth ? "zookeeper.authFile must hold" : "set zookeeper.authFile to"} the digest credentials (user:password) they were created with`));
         else reject(new Error(`zookeeper backend ${this.name}: ${what}: ${codeName(rc)}`));
       };
       const rc = invoke(zk, (code: number, _error: unknown, ...result: unknown[]) => settle(code, result));
@@ -466,7 +474,9 @@ export class ZooKeeperBackend implements LockBackend {
     for (let attempt = 0; attempt < 4; attempt++) {
       const { rc, result } = await this.call(`create ${prefix}`, (zk, done) => zk.a_create(prefix, JSON.stringify(data), Z.ZOO_EPHEMERAL_SEQUENTIAL, done), [Z.ZNONODE]);
       if (rc === Z.ZOK) {
-        const name = (result[0] as string).slice(lock.length + 1);
+        const path = result[0] as string;
+        if (this.options.auth) await this.call(`protect ${path}`, (zk, done) => zk.a_set_acl(path, -1, OPERATOR_ONLY, done), [Z.ZNONODE]);
+        const name = path.slice(lock.length + 1);
         return { name, holderId: req.holderId, seq: Number(name.slice(-10)) };
       }
       await this.createNode(lock);
