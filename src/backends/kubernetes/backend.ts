@@ -163,7 +163,13 @@ export class KubernetesLeaseBackend implements LockBackend {
 
       const mine = state.slots.filter((s) => s.lease.spec?.holderIdentity === req.holderId && !this.expired(s.lease));
       const granted = mine.find((s) => tokenOf(s.lease) !== undefined);
-      if (granted) return toHold(granted.lease); // re-attach: the hold as it is, same token
+      if (granted) {
+        // Re-attach, same token, written anew: an observer that judged the slot expired (its owner restarted and
+        // sees it afresh) must see it renewed before it could take it; a renewal that finds it gone: look again.
+        const renewed = await this.renew(req.key, req.holderId, req.leaseDurationSeconds);
+        if (renewed) return renewed;
+        continue;
+      }
       let claimed: k8s.V1Lease | undefined = mine.length > 0 ? mine[0].lease : undefined; // claimed by an earlier call that did not finish: finish it
 
       if (!claimed) {
