@@ -100,6 +100,8 @@ export const STATUS_REPORT_MS = 5 * 60_000;
 
 export interface DistributedLockStatus {
   holders?: LockHolder[];
+  /** The number of holders, for `kubectl get dlock` (printer columns cannot count). */
+  holderCount?: number;
   waiting?: number;
   leaseTransitions?: number;
   /**

@@ -274,6 +274,7 @@ export class LockReconciler {
     // The high-water mark is recorded before any deleted claim (which may show a token) lets go of its finalizer.
     await this.writeLockStatus(lock, {
       holders: [...holds.values()].map((h) => this.holderEntry(h, lock.status?.holders, nowMs)),
+      holderCount: holds.size,
       waiting: waiting.length,
       leaseTransitions: (lock.status?.leaseTransitions ?? 0) + shownGranted.size,
       highestFencingToken: floor > 0n ? floor.toString() : undefined,

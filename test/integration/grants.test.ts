@@ -119,3 +119,17 @@ describe("kubectl wait", () => {
     assert.equal(second?.status?.position, 1);
   });
 });
+
+test("a semaphore's lock status counts its holders (kubectl get dlock shows the count)", async () => {
+  await api.createLock("counted", { maxHolders: 3 });
+  for (const name of ["counted-a", "counted-b", "counted-c", "counted-d"]) await api.createClaim(name, { lockName: "counted" });
+  const full = await api.waitForLock("counted", "three holders counted", (l) => l.status?.holderCount === 3);
+  assert.equal(full.status?.holders?.length, 3);
+  assert.equal(full.status?.waiting, 1);
+  const holder = full.status!.holders![0].claim;
+  await api.deleteClaim(holder);
+  await api.waitForLock("counted", "the count follows a release and the next grant", (l) =>
+    l.status?.holderCount === 3 && !l.status.holders?.some((h) => h.claim === holder) && l.status.waiting === 0);
+  for (const name of ["counted-a", "counted-b", "counted-c", "counted-d"].filter((n) => n !== holder)) await api.deleteClaim(name);
+  await api.waitForLock("counted", "no holders counted once every claim is gone", (l) => l.status?.holderCount === 0);
+});
