@@ -58,9 +58,14 @@ after(async () => {
 });
 const secureEtcd = () => (secure ??= TlsEtcd.start());
 
+// The same server with JWT tokens (which etcd refuses as old after any change of its users or roles), for that case.
+let jwt: Promise<TlsEtcd> | undefined;
+after(async () => (await jwt?.catch(() => undefined))?.destroy());
+const jwtEtcd = () => (jwt ??= TlsEtcd.start({ jwt: true }));
+
 /** A user `name` whose role `name` may read and write `prefix` (and nothing else), its password in a file. */
-async function limitedUser(name: string, prefix: string, password = `pw-${randomBytes(8).toString("hex")}`): Promise<{ username: string; passwordFile: string }> {
-  const admin = (await secureEtcd()).admin();
+async function limitedUser(name: string, prefix: string, password = `pw-${randomBytes(8).toString("hex")}`, etcd = secureEtcd()): Promise<{ username: string; passwordFile: string }> {
+  const admin = (await etcd).admin();
   try {
     await admin.role(name).create();
     await admin.role(name).grant({ permission: "Readwrite", range: Range.prefix(prefix) });
@@ -133,8 +138,9 @@ describe("etcd backend with TLS and authentication", () => {
     await assert.rejects(b.holders(`${ns()}/no-cert`), BackendUnavailableError);
   });
 
-  test("a change of etcd's users or roles does not break a running backend (its tokens are refused as old)", async () => {
-    const b = await secureBackend();
+  test("with JWT tokens, a change of etcd's users or roles does not break a running backend (its tokens are refused as old)", async () => {
+    const etcd = await jwtEtcd();
+    const b = await secureBackend({ endpoints: [etcd.endpoint], tls: etcd.clientTls, ...(await limitedUser("kubelock", `${TLS_PREFIX}/`, undefined, jwtEtcd())) });
     const req = request(`${ns()}/auth-change`, "a");
     const hold = await b.tryAcquire(req);
     assert.ok(hold);
@@ -148,14 +154,14 @@ describe("etcd backend with TLS and authentication", () => {
     }, 20_000);
     const short = request(`${ns()}/keepalive`, "k", { leaseDurationSeconds: 3 });
     assert.ok(await b.tryAcquire(short));
-    const admin = (await secureEtcd()).admin();
+    const admin = etcd.admin();
     const [before, later] = [`${ns()}/watched-before`, `${ns()}/watched-later`];
     let [beforeCalls, laterCalls] = [0, 0];
     const stops = [b.watch(before, () => beforeCalls++)];
     try {
       const lease = (await admin.get(`${TLS_PREFIX}/${short.key}/holders/${short.holderId}`).exec()).kvs[0].lease;
       await reports(before, () => beforeCalls); // the watch stream is open, with the token of that time
-      await limitedUser(`bystander-${random()}`, "/bystander/"); // the auth store's revision moves on
+      await limitedUser(`bystander-${random()}`, "/bystander/", undefined, jwtEtcd()); // the auth store's revision moves on
       // The session lease's keepalives go on with no other call made: 1.5 s after the change its TTL still shows
       // 2 s or more, which a lease without keepalives since the change could not (3 s - 1.5 s, rounded down: 1).
       const changed = Date.now();

@@ -4,7 +4,9 @@
  * random). It has its own CA, a serving certificate for 127.0.0.1 and one client certificate (CN
  * kubelock-test-client, which is no etcd user: clients authenticate by password). A test file starts one of its
  * own (the environment's plain etcd stays as it is); it can be stopped and started again on the same port and
- * data, and is removed by `destroy()`.
+ * data, and is removed by `destroy()`. Tokens are etcd's default simple tokens (kept in memory: a restart or a
+ * password change invalidates them), or with `jwt` signed JWTs, which carry the auth store's revision: etcd then
+ * refuses every token issued before a change of its users or roles as old.
  */
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -23,12 +25,16 @@ export interface ClientTlsFiles {
 
 export class TlsEtcd {
   /** Starts the server with authentication enabled; resolves once root can use it. */
-  static async start(): Promise<TlsEtcd> {
+  static async start(options: { jwt?: boolean } = {}): Promise<TlsEtcd> {
     const dir = mkdtempSync(join(tmpdir(), "kubelock-etcd-tls-"));
     try {
       const [binDir, client, peer] = [await controlPlaneBinaries(), await freePort(), await freePort()];
-      const etcd = new TlsEtcd(dir, join(binDir, "etcd"), client, peer === client ? await freePort() : peer);
+      const etcd = new TlsEtcd(dir, join(binDir, "etcd"), client, peer === client ? await freePort() : peer, options.jwt ?? false);
       await makeTlsFiles(dir);
+      if (options.jwt) {
+        await runCommand("openssl", ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", join(dir, "jwt.key")]);
+        await runCommand("openssl", ["ec", "-in", join(dir, "jwt.key"), "-pubout", "-out", join(dir, "jwt.pub")]);
+      }
       await etcd.start();
       await etcd.enableAuth();
       return etcd;
@@ -44,7 +50,8 @@ export class TlsEtcd {
   private authEnabled = false;
   private launches = 0;
 
-  private constructor(private readonly dir: string, private readonly binary: string, private readonly clientPort: number, private readonly peerPort: number) {}
+  private constructor(private readonly dir: string, private readonly binary: string, private readonly clientPort: number, private readonly peerPort: number,
+    private readonly jwt: boolean) {}
 
   /** https://127.0.0.1:PORT */
   get endpoint(): string {
@@ -91,6 +98,9 @@ export class TlsEtcd {
       `--key-file=${join(this.dir, "server.key")}`,
       `--trusted-ca-file=${join(this.dir, "ca.crt")}`,
       "--client-cert-auth",
+      // Cheap password checks: a test opens dozens of clients, which all authenticate again after a restart.
+      "--bcrypt-cost=4",
+      ...(this.jwt ? [`--auth-token=jwt,pub-key=${join(this.dir, "jwt.pub")},priv-key=${join(this.dir, "jwt.key")},sign-method=ES256`] : []),
       "--unsafe-no-fsync=true",
       "--log-level=warn",
     ], join(this.dir, n === 0 ? `${name}.log` : `${name}.restart-${n}.log`));

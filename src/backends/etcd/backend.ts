@@ -121,7 +121,7 @@ export class EtcdBackend implements LockBackend {
         "grpc.initial_reconnect_backoff_ms": Math.min(dial, 1000),
         "grpc.max_reconnect_backoff_ms": dial,
       },
-      faultHandling: { watchBackoff: backoff(Math.min(dial, 100)) },
+      faultHandling: { watchBackoff: backoff(Math.min(dial, 100)), host: () => PASS_THROUGH },
     };
     this.client = new Etcd3(this.clientOptions);
     this.watchClient = new Etcd3(this.clientOptions);
@@ -420,6 +420,17 @@ export class EtcdBackend implements LockBackend {
     (this.client as unknown as { pool?: { authenticator?: { invalidateMetadata?: () => void } } }).pool?.authenticator?.invalidateMetadata?.();
   }
 }
+
+/**
+ * The per-host policy: none. etcd3's default, a circuit breaker, deadlocks once etcd restarts with authentication
+ * on: etcd3 retries a call whose token etcd no longer knows from inside the breaker's half-open trial, so the retry
+ * waits for the trial, which waits for the retry, until the deadline, every time (calls never recover).
+ */
+const PASS_THROUGH = {
+  execute: <T>(fn: (context: { signal: AbortSignal }) => PromiseLike<T> | T) => Promise.resolve().then(() => fn({ signal: new AbortController().signal })),
+  onSuccess: () => ({ dispose: () => undefined }),
+  onFailure: () => ({ dispose: () => undefined }),
+} as unknown as ReturnType<NonNullable<NonNullable<IOptions["faultHandling"]>["host"]>>;
 
 /** etcd refused a token issued before its users or roles last changed (or one it no longer knows). */
 function staleToken(err: unknown): boolean {
