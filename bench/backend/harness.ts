@@ -91,7 +91,8 @@ function signal(): { fired: Promise<void>; fire: () => void } {
  * Our backend as subjects: one fresh holderId (a claim UID) per attempt, maxHolders 1, a 30 s lease. The
  * second and third take part in the contended workload only: the second's contenders retry when
  * `backend.watch` fires instead of spinning; the third waits in the backend's queue as the operator does
- * (`wait: true`: its entry keeps its place, and it asks again when the watch fires, or every second).
+ * (`wait: true`: its entry keeps its place, and it asks again when its watch says its turn may have come, or
+ * every second).
  */
 export function oursSubjects(backend: LockBackend): Subject[] {
   const request = (key: string, wait = false) =>
@@ -104,7 +105,7 @@ export function oursSubjects(backend: LockBackend): Subject[] {
   const acquire = async (key: string): Promise<Release> => {
     const req = request(key, true);
     let changed = signal();
-    const unwatch = backend.watch(key, () => changed.fire());
+    const unwatch = backend.watch(key, () => changed.fire(), { holderId: req.holderId, maxHolders: req.maxHolders }); // woken at its turn
     try {
       for (;;) {
         changed = signal();

@@ -114,8 +114,12 @@ export interface LockBackend {
   /**
    * Calls `onChange` (soon, possibly spuriously) whenever the holds on `key` may have changed, so
    * waiters are woken without polling. Returns a function that stops watching.
+   *
+   * With `waiter` (a holder waiting in the key's queue), a backend may call `onChange` only when that
+   * holder's turn may have come (fewer than maxHolders holds and entries stand before it), not at every change:
+   * many waiters in one process then cost one read per change, and only the next in line asks again (no herd).
    */
-  watch(key: string, onChange: () => void): () => void;
+  watch(key: string, onChange: () => void, waiter?: WaiterWatch): () => void;
 
   /** Releases connections. Holds are not released: they expire by their lease. */
   close(): Promise<void>;
@@ -153,6 +157,12 @@ export class BackendUnavailableError extends Error {
 /** Unknown backend name or type, or invalid backend settings. */
 export class BackendConfigError extends Error {
   override readonly name = "BackendConfigError";
+}
+
+/** Whom a watch wakes when it waits in the queue (see `LockBackend.watch`). */
+export interface WaiterWatch {
+  holderId: string;
+  maxHolders: number;
 }
 
 /** A lock key's holds and queue as one read saw them. */

@@ -391,6 +391,44 @@ export function runBackendConformance(
       assert.deepEqual(await order(), [], "the newcomer left a queue entry behind");
     });
 
+    test("queue: a waiter's watch wakes it when its turn comes, each waiter in queue order", async () => {
+      const [east, west] = [await open(), await open()];
+      const key = await newKey("waiter-watch");
+      const req = (who: string, wait = false) => contender(key, who, { maxHolders: 2, wait });
+      const [first, second] = [req("first"), req("second")];
+      granted(await east.tryAcquire(first), "first");
+      const waiters = [req("w1", true), req("w2", true)];
+      const woken = [0, 0];
+      let changes = 0;
+      const stops = [
+        west.watch(key, () => changes++),
+        ...waiters.map((w, i) => west.watch(key, () => woken[i]++, { holderId: w.holderId, maxHolders: 2 })),
+      ];
+      try {
+        // Live once a change in the free slot is reported; then the semaphore fills and both wait.
+        await eventually("the watch to report changes", async () => {
+          const seen = changes;
+          const probe = req("probe");
+          granted(await east.tryAcquire(probe), "probe");
+          await east.release(key, probe.holderId);
+          for (let i = 0; i < 20 && changes === seen; i++) await sleep(50);
+          return changes > seen ? true : undefined;
+        }, 30_000);
+        granted(await east.tryAcquire(second), "second");
+        for (const w of waiters) assert.equal(await west.tryAcquire(w), undefined, `${w.claim} got a full semaphore`);
+        const before = woken[0];
+        assert.ok(await east.release(key, first.holderId));
+        await eventually("w1 to be woken by the release of the slot it is next for", () => (woken[0] > before ? true : undefined), 10_000);
+        granted(await west.tryAcquire(waiters[0]), "w1 when woken");
+        const w2Calls = woken[1];
+        assert.ok(await east.release(key, second.holderId));
+        await eventually("w2 to be woken by the next release", () => (woken[1] > w2Calls ? true : undefined), 10_000);
+        granted(await west.tryAcquire(waiters[1]), "w2 when woken");
+      } finally {
+        for (const stop of stops) stop();
+      }
+    });
+
     test("queue: semaphore slots fill in queue order; queueState() agrees with holders() and waiting()", async () => {
       const [east, west] = [await open(), await open()];
       const key = await newKey("semaphore-queue");

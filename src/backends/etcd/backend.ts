@@ -44,7 +44,7 @@ import {
   Etcd3, EtcdAuthenticationFailedError, EtcdInvalidAuthTokenError, EtcdLeaseInvalidError, EtcdPermissionDeniedError, isRecoverableError,
   type IKeyValue, type IOptions, type Lease, type Watcher,
 } from "etcd3";
-import { BackendUnavailableError, type AcquireRequest, type Hold, type HolderInfo, type LockBackend, type QueueState } from "../backend";
+import { BackendUnavailableError, type AcquireRequest, type Hold, type HolderInfo, type LockBackend, type QueueState, type WaiterWatch } from "../backend";
 import { monotonicNow, ObservedVersions } from "../../runtime/observed";
 import { withDeadline } from "../kit/deadline";
 import { FanOut } from "../kit/fan-out";
@@ -95,7 +95,8 @@ export class EtcdBackend implements LockBackend {
   private readonly requestTimeoutMs: number;
   private readonly sessions = new Map<number, Session>();
   /** One etcd watch per watched key (its holders prefix), shared by that key's listeners. */
-  private readonly watches = new FanOut<KeyWatch>((prefix) => this.startWatch(prefix, {}), (_, w) => void w.watcher?.cancel().catch(() => undefined));
+  private readonly watches = new FanOut<KeyWatch>((prefix) => this.startWatch(prefix, {}), (_, w) => void w.watcher?.cancel().catch(() => undefined),
+    (key) => this.queueState(key));
   /** When this process first saw each hold key's mod revision, by holders prefix. */
   private readonly observed = new ObservedVersions();
   private closed = false;
@@ -244,9 +245,9 @@ export class EtcdBackend implements LockBackend {
     return kvs.map((kv, rank) => ({ kv, holds: rank < (parse(kv)?.maxHolders ?? 1) })).filter((e) => !this.expired(prefix, e.kv));
   }
 
-  watch(key: string, onChange: () => void): () => void {
+  watch(key: string, onChange: () => void, waiter?: WaiterWatch): () => void {
     if (this.closed) return () => undefined;
-    return this.watches.add(this.holdersPrefix(key), onChange);
+    return this.watches.add(this.holdersPrefix(key), onChange, waiter && { ...waiter, key });
   }
 
   async close(): Promise<void> {

@@ -3,17 +3,36 @@
  * listeners it has.
  *
  * Contract:
- * - `add(key, onChange)` registers a listener of its own (the same function added twice is called twice,
- *   and each returned remover removes one). The first listener of a key calls `open(key)`; the state it
+ * - `add(key, onChange, waiter?)` registers a listener of its own (the same function added twice is called
+ *   twice, and each returned remover removes one). The first listener of a key calls `open(key)`; the state it
  *   returns is the key's until the last listener is removed, which calls `close(key, state)`. The state is
  *   registered once `open` returns: work it starts that later asks `isCurrent(key, state)` gets true.
  * - `notify(key)` calls the key's listeners as they are now (one that throws does not keep the others from
  *   being called: a watcher's failure is its own); `notifyAll()` every key's.
+ * - Waiters (no herd): a listener added with `waiter` (a holderId waiting on lock key `waiter.key`) is called
+ *   only when that holder's turn may have come. After a change, ONE read of the lock's queue (`readQueue`)
+ *   decides for every waiter of the key: the first `maxHolders - holds` entries may take a slot. Changes that
+ *   come during a read make one more read after it. Without `readQueue`, or when the read fails, every waiter
+ *   is called (spurious wake-ups are allowed; missed ones are not).
  * - `clear()` forgets every key and returns their states (the backend is closing: it ends them itself).
  */
+import type { QueueState, WaiterWatch } from "../backend";
+
+/** A listener that waits in a lock's queue (lock key `<namespace>/<key>`): called only at its turn. */
+export interface Waiter extends WaiterWatch {
+  key: string;
+}
+
+interface Listener {
+  call: () => void;
+  waiter?: Waiter;
+}
+
 interface Entry<S> {
-  listeners: Set<() => void>;
+  listeners: Set<Listener>;
   state: S;
+  /** A queue read is running; `again`: a change came during it. */
+  reading?: { again: boolean };
 }
 
 export class FanOut<S> {
@@ -22,16 +41,17 @@ export class FanOut<S> {
   constructor(
     private readonly open: (key: string) => S,
     private readonly close: (key: string, state: S) => void = () => undefined,
+    private readonly readQueue?: (lockKey: string) => Promise<QueueState>,
   ) {}
 
-  add(key: string, onChange: () => void): () => void {
+  add(key: string, onChange: () => void, waiter?: Waiter): () => void {
     let entry = this.entries.get(key);
     if (!entry) {
       entry = { listeners: new Set(), state: this.open(key) };
       this.entries.set(key, entry);
     }
     const shared = entry;
-    const listener = () => onChange(); // its own identity, so one function can listen twice
+    const listener: Listener = { call: onChange, waiter }; // its own identity, so one function can listen twice
     shared.listeners.add(listener);
     return () => {
       if (!shared.listeners.delete(listener) || shared.listeners.size > 0 || this.entries.get(key) !== shared) return;
@@ -50,12 +70,40 @@ export class FanOut<S> {
   }
 
   notify(key: string): void {
-    for (const listener of [...(this.entries.get(key)?.listeners ?? [])]) {
-      try {
-        listener();
-      } catch {
-        // the listener's own failure
-      }
+    const entry = this.entries.get(key);
+    if (!entry) return;
+    const listeners = [...entry.listeners];
+    call(listeners.filter((l) => !l.waiter));
+    const waiters = listeners.filter((l) => l.waiter);
+    if (waiters.length === 0) return;
+    if (!this.readQueue) return call(waiters);
+    if (entry.reading) entry.reading.again = true;
+    else void this.wakeByTurn(key, entry);
+  }
+
+  /** Reads the queue (again while changes come during the read) and calls the waiters whose turn it may be. */
+  private async wakeByTurn(key: string, entry: Entry<S>): Promise<void> {
+    const reading = (entry.reading = { again: false });
+    try {
+      do {
+        reading.again = false;
+        const waiters = [...entry.listeners].filter((l) => l.waiter);
+        if (waiters.length === 0 || this.entries.get(key) !== entry) return;
+        const turn = await this.turn(waiters[waiters.length - 1].waiter!);
+        call(waiters.filter((l) => !turn || turn.has(l.waiter!.holderId)));
+      } while (reading.again);
+    } finally {
+      entry.reading = undefined;
+    }
+  }
+
+  /** The holderIds that may take a slot now (the latest waiter's maxHolders), or undefined: call them all. */
+  private async turn({ key, maxHolders }: Waiter): Promise<Set<string> | undefined> {
+    try {
+      const { holders, waiting } = await this.readQueue!(key);
+      return new Set(waiting.slice(0, Math.max(0, maxHolders - holders.length)).map((w) => w.holderId));
+    } catch {
+      return undefined;
     }
   }
 
@@ -76,5 +124,15 @@ export class FanOut<S> {
     const states = [...this.entries.values()].map((e) => e.state);
     this.entries.clear();
     return states;
+  }
+}
+
+function call(listeners: Listener[]): void {
+  for (const listener of listeners) {
+    try {
+      listener.call();
+    } catch {
+      // the listener's own failure
+    }
   }
 }

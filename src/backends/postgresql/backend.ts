@@ -15,7 +15,7 @@
  *   BackendUnavailableError; a connection that timed out is discarded, never reused.
  */
 import pg from "pg";
-import { BackendUnavailableError, type AcquireRequest, type Hold, type HolderInfo, type LockBackend } from "../backend";
+import { BackendUnavailableError, type AcquireRequest, type Hold, type HolderInfo, type LockBackend, queueState, type WaiterWatch } from "../backend";
 import { withDeadline } from "../kit/deadline";
 import { FanOut } from "../kit/fan-out";
 import { HoldersPoll } from "../kit/holders-poll";
@@ -46,7 +46,7 @@ export class PostgresBackend implements LockBackend {
   private listener?: pg.Client;
   private reconnectMs = 250;
   private reconnectTimer?: NodeJS.Timeout;
-  private readonly watches = new FanOut<HoldersPoll>((key) => this.startWatch(key), (_, poll) => poll.stop());
+  private readonly watches = new FanOut<HoldersPoll>((key) => this.startWatch(key), (_, poll) => poll.stop(), (key) => queueState(this, key));
 
   constructor(readonly name: string, private readonly settings: PostgresSettings) {
     this.pool = new pg.Pool({ ...this.connection(), max: 4, idleTimeoutMillis: 30_000 });
@@ -106,11 +106,11 @@ export class PostgresBackend implements LockBackend {
     return (result.rows as Row[]).map((r) => ({ holderId: r.holder_id, claim: r.claim, holderIdentity: r.holder_identity, cluster: r.cluster }));
   }
 
-  watch(key: string, onChange: () => void): () => void {
+  watch(key: string, onChange: () => void, waiter?: WaiterWatch): () => void {
     splitLockKey(key);
     if (this.closed) return () => undefined;
     this.listen();
-    return this.watches.add(key, onChange);
+    return this.watches.add(key, onChange, waiter && { ...waiter, key });
   }
 
   async close(): Promise<void> {

@@ -36,7 +36,7 @@
 import { readFileSync } from "node:fs";
 import type { ConnectionOptions } from "node:tls";
 import Redis, { Cluster, type RedisOptions } from "ioredis";
-import { BackendUnavailableError, type AcquireRequest, type Hold, type HolderInfo, type LockBackend, type QueueState } from "../backend";
+import { BackendUnavailableError, type AcquireRequest, type Hold, type HolderInfo, type LockBackend, type QueueState, type WaiterWatch } from "../backend";
 
 export const DEFAULT_PREFIX = "kubelock";
 export const DEFAULT_TIMEOUT_MS = 2000;
@@ -86,7 +86,7 @@ export class RedisBackend implements LockBackend {
   private readonly watches = new FanOut<HoldersPoll>((channel) => this.startWatch(channel), (channel, poll) => {
     poll.stop();
     this.subscriber.unsubscribe(channel).catch(() => undefined);
-  });
+  }, (key) => this.queueState(key));
   /** The last connection error, until the next successful connect: calls then fail without waiting. */
   private lastError?: Error;
   private connecting?: Promise<void>;
@@ -199,10 +199,10 @@ export class RedisBackend implements LockBackend {
     return this.run((s) => s.kubelockState(k.holds, k.info, k.queue, k.channel));
   }
 
-  watch(key: string, onChange: () => void): () => void {
+  watch(key: string, onChange: () => void, waiter?: WaiterWatch): () => void {
     const { channel } = this.keys(key);
     if (this.closed) return () => undefined;
-    return this.watches.add(channel, onChange);
+    return this.watches.add(channel, onChange, waiter && { ...waiter, key });
   }
 
   /** A subscription to the key's channel, and a poll for holds that vanished by expiry with nobody running a script. */

@@ -71,7 +71,7 @@
  */
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import ZooKeeper from "zookeeper";
-import { BackendUnavailableError, type AcquireRequest, type Hold, type HolderInfo, type LockBackend, type QueueState } from "../backend";
+import { BackendUnavailableError, type AcquireRequest, type Hold, type HolderInfo, type LockBackend, type QueueState, type WaiterWatch } from "../backend";
 import type { Logger } from "../../log";
 import { withDeadline } from "../kit/deadline";
 import { FanOut } from "../kit/fan-out";
@@ -142,7 +142,7 @@ export class ZooKeeperBackend implements LockBackend {
     const watch: KeyWatch = { path, generation: 0 };
     queueMicrotask(() => this.arm(watch));
     return watch;
-  }); // a closed watch's last event is ignored
+  }, undefined, (key) => this.queueState(key)); // a closed watch's last event is ignored
   private readonly busy = new Map<string, Promise<unknown>>();
   /** The client connects through it, so close() can cut the connection first (see LoopbackRelay). */
   private readonly relay: Promise<LoopbackRelay>;
@@ -263,10 +263,10 @@ export class ZooKeeperBackend implements LockBackend {
     return nodes.map((node, rank) => ({ node, holds: rank < node.data!.maxHolders }));
   }
 
-  watch(key: string, onChange: () => void): () => void {
+  watch(key: string, onChange: () => void, waiter?: WaiterWatch): () => void {
     const path = this.lockPath(key);
     if (this.closed) return () => undefined;
-    return this.watches.add(path, onChange);
+    return this.watches.add(path, onChange, waiter && { ...waiter, key });
   }
 
 
