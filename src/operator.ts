@@ -33,7 +33,8 @@ import { defaultClusterName } from "./kube/cluster-identity";
 import type { Logger } from "./log";
 import { OperatorMetrics } from "./metrics";
 import { realClock, sleep, type Clock } from "./runtime/clock";
-import { Informer, type ListResult } from "./runtime/informer";
+import { MultiNamespaceCache, type Cache } from "./runtime/cache";
+import { Informer, type KubeObject, type ListResult } from "./runtime/informer";
 import { JITTER_FACTOR, KubeLeaseStore, LEADER_ELECTION_DEFAULTS, LeaderElector, type LeaseRef } from "./runtime/leaderelection";
 import { runWorkers, WorkQueue } from "./runtime/workqueue";
 
@@ -60,8 +61,11 @@ export interface OperatorOptions {
   log: Logger;
   /** Concurrent lock reconciles (different locks; mostly waiting on the API server and backends). Default 16. */
   lockWorkers?: number;
-  /** Watch only this namespace (default: all namespaces). */
-  namespace?: string;
+  /**
+   * Watch only these namespaces (default, or empty: all). Several get informers of their own each, listing and
+   * watching that namespace alone: the operator needs no cluster-scope permission on locks, claims or pods.
+   */
+  namespaces?: readonly string[];
   /**
    * The operator's own namespace (the CLI: POD_NAMESPACE, else kubelock-system), where a leader keeps what the
    * next leader takes over (the ZooKeeper session Secret). Default kubelock-system.
@@ -122,7 +126,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     { kubeConfig, clusterName, handover },
   );
   const backends = new BackendRegistry(configured.all().map((b) => metrics.instrument(b)));
-  const caches = makeCaches(kubeConfig, client, log, options.resyncMs ?? 600_000, options.namespace);
+  const caches = makeCaches(kubeConfig, client, log, options.resyncMs ?? 600_000, options.namespaces ?? []);
   const informers = [caches.locks, caches.claims, caches.pods];
   const informerNames = ["distributedlocks", "lockclaims", "pods"];
   const servers: HttpServer[] = [];
@@ -312,25 +316,32 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   };
 }
 
-function makeCaches(kc: k8s.KubeConfig, client: KubeClient, log: Logger, resyncMs: number, namespace?: string): Caches {
-  const scope = namespace ? `/namespaces/${namespace}` : "";
-  const custom = (plural: string) => () =>
-    (namespace
+/**
+ * The caches of locks, claims and pods: of every namespace (`namespaces` empty), of one, or of several, each
+ * namespace with informers of its own merged behind one cache per resource.
+ */
+function makeCaches(kc: k8s.KubeConfig, client: KubeClient, log: Logger, resyncMs: number, namespaces: readonly string[]): Caches {
+  /** `make(namespace, name)` builds the informer of one namespace (undefined: all) named `name` in log lines. */
+  const perNamespace = <T extends KubeObject>(resource: string, make: (namespace: string | undefined, name: string) => Informer<T>): Cache<T> =>
+    namespaces.length <= 1
+      ? make(namespaces[0], resource)
+      : new MultiNamespaceCache(new Map(namespaces.map((namespace) => [namespace, make(namespace, `${resource} in ${namespace}`)])));
+  const scope = (namespace?: string) => (namespace ? `/namespaces/${namespace}` : "");
+  const custom = <T extends KubeObject>(plural: string) => (namespace: string | undefined, name: string) => new Informer<T>({
+    kc, path: `/apis/${GROUP}/${VERSION}${scope(namespace)}/${plural}`, resyncMs, logger: log, name,
+    list: () => (namespace
       ? client.custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural }, requestTimeout())
-      : client.custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural }, requestTimeout())) as Promise<ListResult<never>>;
-  const locks = new Informer<DistributedLock>({
-    kc, path: `/apis/${GROUP}/${VERSION}${scope}/${LOCK_PLURAL}`, list: custom(LOCK_PLURAL), resyncMs, logger: log, name: "distributedlocks",
+      : client.custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural }, requestTimeout())) as Promise<ListResult<T>>,
   });
-  const claims = new Informer<LockClaim>({
-    kc, path: `/apis/${GROUP}/${VERSION}${scope}/${CLAIM_PLURAL}`, list: custom(CLAIM_PLURAL), resyncMs, logger: log, name: "lockclaims",
-  });
+  const locks = perNamespace("distributedlocks", custom<DistributedLock>(LOCK_PLURAL));
+  const claims = perNamespace("lockclaims", custom<LockClaim>(CLAIM_PLURAL));
   claims.addIndex(ClaimIndex.byLock, (c) => [lockKeyOfClaim(c)]);
   claims.addIndex(ClaimIndex.byPod, (c) => (c.spec.podName ? [`${c.metadata.namespace}/${c.spec.podName}`] : []));
   claims.addIndex(ClaimIndex.byUid, (c) => (c.metadata.uid ? [c.metadata.uid] : []));
-  const pods = new Informer<k8s.V1Pod>({
-    kc, path: `/api/v1${scope}/pods`, resyncMs, logger: log, name: "pods",
+  const pods = perNamespace("pods", (namespace, name) => new Informer<k8s.V1Pod>({
+    kc, path: `/api/v1${scope(namespace)}/pods`, resyncMs, logger: log, name,
     // The typed client returns Dates where watch events carry strings: keep the cache plain JSON.
     list: async () => JSON.parse(JSON.stringify(await (namespace ? client.core.listNamespacedPod({ namespace }, requestTimeout()) : client.core.listPodForAllNamespaces({}, requestTimeout())))),
-  });
+  }));
   return { locks, claims, pods };
 }

@@ -9,6 +9,7 @@ import { startOperator, type LeaderElectionOptions, type RunningOperator } from 
 import { leaderElectionProblems } from "../runtime/leaderelection";
 import { parseDuration } from "./duration";
 import { loadKubeConfig } from "./kubeconfig";
+import { NAMESPACE_NAME, namespaceList } from "./namespaces";
 
 export const operatorHelp = `Usage: kubelock operator [flags]
 
@@ -17,7 +18,8 @@ Runs the kubelock controllers: grants LockClaims on DistributedLocks through the
 Flags:
   --config FILE        operator config (YAML); default: only the built-in kubernetes backend
   --kubeconfig FILE    default: KUBECONFIG, then ~/.kube/config, then in-cluster
-  --watch-namespace NS only this namespace's locks, claims and pods (default: all)
+  --watch-namespace NS only these namespaces' locks, claims and pods (default: all); comma-separated
+                       names, and the flag may be repeated (--watch-namespace a,b --watch-namespace c)
   --log-level LEVEL    debug | info | error (default info)
   --metrics-bind-address ADDR       Prometheus /metrics on host:port or :port (default :8080; 0 disables)
   --metrics-per-lock                label the holders/waiting gauges per lock (default: totals only)
@@ -30,6 +32,10 @@ Flags:
   --leader-elect-renew-deadline D   the leader steps down if it could not renew for this long (default 10s)
   --leader-elect-retry-period D     time between acquire/renew attempts (default 2s)
   -h, --help           this help
+
+Namespaces: with --watch-namespace the operator lists and watches locks, claims and pods in each
+namespace named, on its own (one set of informers per namespace), so Roles in those namespaces
+suffice; it needs no cluster-wide permission on them.
 
 Durations are written like 15s, 500ms, 1m. The election identity is POD_NAME (else the hostname)
 plus a random suffix. A replica that loses leadership stops its workers, waits for in-flight
@@ -45,7 +51,7 @@ export async function operatorCommand(argv: string[]): Promise<number> {
     options: {
       config: { type: "string" },
       kubeconfig: { type: "string" },
-      "watch-namespace": { type: "string" },
+      "watch-namespace": { type: "string", multiple: true },
       "log-level": { type: "string", default: "info" },
       "metrics-bind-address": { type: "string", default: ":8080" },
       "metrics-per-lock": { type: "boolean", default: false },
@@ -71,6 +77,8 @@ export async function operatorCommand(argv: string[]): Promise<number> {
   const metricsAddress = bind("metrics-bind-address");
   const healthAddress = bind("health-probe-bind-address");
   const leaderElection = values["leader-elect"] ? leaderElectionFlags(values, problems) : undefined;
+  const watched = namespaceList("watch-namespace", values["watch-namespace"]);
+  problems.push(...watched.problems);
   if (problems.length > 0) {
     console.error(`kubelock operator: invalid flags:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
     return 2;
@@ -94,13 +102,14 @@ export async function operatorCommand(argv: string[]): Promise<number> {
   void signalled.then(() => (stopped = true));
   const start = (clusterName?: string) => startOperator({
     kubeConfig: loadKubeConfig(values.kubeconfig), config: clusterName ? { ...config, clusterName } : config, log,
-    namespace: values["watch-namespace"], ownNamespace: process.env.POD_NAMESPACE || undefined,
+    namespaces: watched.namespaces, ownNamespace: process.env.POD_NAMESPACE || undefined,
     leaderElection: leaderElection && { ...leaderElection, identity: electionIdentity() },
     metricsAddress, healthAddress, metricsPerLock: values["metrics-per-lock"],
   });
   let operator = await start();
   log.info("operator started", {
-    pid: process.pid, defaultBackend: config.defaultBackend, clusterName: operator.clusterName, backends: config.backends.map((b) => b.name),
+    pid: process.pid, namespaces: watched.namespaces.length > 0 ? watched.namespaces : "all",
+    defaultBackend: config.defaultBackend, clusterName: operator.clusterName, backends: config.backends.map((b) => b.name),
     ...(leaderElection && { identity: operator.identity, lease: `${leaderElection.lease.namespace}/${leaderElection.lease.name}` }),
   });
   while (!stopped) {
@@ -143,7 +152,7 @@ async function startAgain(start: () => Promise<RunningOperator>, log: Logger, si
 /** POD_NAME (else the hostname) plus a random suffix: each instance of the process campaigns as itself. */
 const electionIdentity = () => `${process.env.POD_NAME || hostname()}_${randomBytes(4).toString("hex")}`;
 
-function leaderElectionFlags(values: Record<string, string | boolean | undefined>, problems: string[]): LeaderElectionOptions | undefined {
+function leaderElectionFlags(values: Record<string, string | boolean | string[] | undefined>, problems: string[]): LeaderElectionOptions | undefined {
   const duration = (flag: string) => attempt(problems, () => parseDuration(String(values[flag]), `--${flag}`));
   const settings = {
     identity: electionIdentity(),
@@ -158,7 +167,7 @@ function leaderElectionFlags(values: Record<string, string | boolean | undefined
   const name = String(values["leader-elect-id"]);
   const namespace = String(values["leader-elect-namespace"] ?? (process.env.POD_NAMESPACE || "kubelock-system"));
   if (!/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(name)) problems.push(`--leader-elect-id "${name}" must be a valid object name`);
-  if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(namespace)) problems.push(`--leader-elect-namespace "${namespace}" must be a namespace name`);
+  if (!NAMESPACE_NAME.test(namespace)) problems.push(`--leader-elect-namespace "${namespace}" must be a namespace name`);
   return problems.length > before ? undefined : { ...settings, lease: { namespace, name } };
 }
 

@@ -7,7 +7,7 @@ import type { KubeClient } from "../kube/client";
 import type { Logger } from "../log";
 import type { LockMetrics } from "../metrics";
 import type { Clock } from "../runtime/clock";
-import type { Informer } from "../runtime/informer";
+import type { Cache } from "../runtime/cache";
 
 /** Claim cache indexes. */
 export const ClaimIndex = Object.freeze({
@@ -19,10 +19,11 @@ export const ClaimIndex = Object.freeze({
   byUid: "uid",
 });
 
+/** The operator's caches: of every namespace, of one, or of several merged (the same to the reconcilers). */
 export interface Caches {
-  locks: Informer<DistributedLock>;
-  claims: Informer<LockClaim>;
-  pods: Informer<k8s.V1Pod>;
+  locks: Cache<DistributedLock>;
+  claims: Cache<LockClaim>;
+  pods: Cache<k8s.V1Pod>;
 }
 
 export interface OperatorContext {
