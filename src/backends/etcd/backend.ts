@@ -48,6 +48,7 @@ import { BackendUnavailableError, type AcquireRequest, type Hold, type HolderInf
 import { monotonicNow, ObservedVersions } from "../../runtime/observed";
 import { withDeadline } from "../kit/deadline";
 import { FanOut } from "../kit/fan-out";
+import { splitQueue } from "../kit/queue-state";
 import { splitLockKey } from "../kit/lock-key";
 
 export const DEFAULT_PREFIX = "/kubelock";
@@ -225,11 +226,7 @@ export class EtcdBackend implements LockBackend {
   }
 
   async queueState(key: string): Promise<QueueState> {
-    const ranked = await this.ranked(key);
-    return {
-      holders: ranked.filter((e) => e.holds).map((e) => toHold(e.kv)),
-      waiting: ranked.filter((e) => !e.holds).map((e) => holderInfo(parse(e.kv)!)),
-    };
+    return splitQueue(await this.ranked(key), (e) => toHold(e.kv));
   }
 
   /**
@@ -461,10 +458,6 @@ function parse(kv: IKeyValue): Stored | undefined {
   } catch {
     return undefined;
   }
-}
-
-function holderInfo(s: Stored): HolderInfo {
-  return { holderId: s.holderId, claim: s.claim, holderIdentity: s.holderIdentity, cluster: s.cluster };
 }
 
 function toHold(kv: IKeyValue): Hold {

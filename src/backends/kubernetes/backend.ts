@@ -52,6 +52,7 @@ import {
 import { NamespaceWatch } from "./watch";
 import { monotonicNow, ObservedVersions } from "../../runtime/observed";
 import { splitLockKey } from "../kit/lock-key";
+import { holderInfo } from "../kit/queue-state";
 
 export const MANAGED_BY_LABEL = "app.kubernetes.io/managed-by";
 export const MANAGED_BY = "kubelock";
@@ -256,10 +257,7 @@ export class KubernetesLeaseBackend implements LockBackend {
     const state = await this.load(keyRef(key));
     return {
       holders: this.slotHoldsOf(state, (lease) => this.held(lease)),
-      waiting: this.queue(state).map((lease) => {
-        const { holderId, claim, holderIdentity, cluster } = toHold(lease);
-        return { holderId, claim, holderIdentity, cluster };
-      }),
+      waiting: this.queue(state).map((lease) => holderInfo(toHold(lease))),
     };
   }
 

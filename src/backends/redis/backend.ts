@@ -44,6 +44,7 @@ export const DEFAULT_TIMEOUT_MS = 2000;
 const WATCH_POLL_MS = 2000;
 
 import { FanOut } from "../kit/fan-out";
+import { holderInfo } from "../kit/queue-state";
 import { HoldersPoll } from "../kit/holders-poll";
 import { splitLockKey } from "../kit/lock-key";
 import { ACQUIRE, RELEASE, RENEW, STATE } from "./scripts";
@@ -187,10 +188,7 @@ export class RedisBackend implements LockBackend {
     const [holds, queue] = await this.state(key);
     return {
       holders: holds.map(toHold).sort((a, b) => (BigInt(a.fencingToken) < BigInt(b.fencingToken) ? -1 : 1)),
-      waiting: queue.map((json) => {
-        const { holderId, claim, holderIdentity, cluster } = JSON.parse(json) as HolderInfo;
-        return { holderId, claim, holderIdentity, cluster };
-      }),
+      waiting: queue.map((json) => holderInfo(JSON.parse(json) as HolderInfo)),
     };
   }
 

@@ -75,6 +75,7 @@ import { BackendUnavailableError, type AcquireRequest, type Hold, type HolderInf
 import type { Logger } from "../../log";
 import { withDeadline } from "../kit/deadline";
 import { FanOut } from "../kit/fan-out";
+import { splitQueue } from "../kit/queue-state";
 import { splitLockKey } from "../kit/lock-key";
 import { LoopbackRelay } from "./relay";
 import { parseSession, type SessionStore, type ZooKeeperSession } from "./session";
@@ -247,12 +248,7 @@ export class ZooKeeperBackend implements LockBackend {
   }
 
   async queueState(key: string): Promise<QueueState> {
-    const ranked = await this.ranked(key);
-    return {
-      holders: ranked.filter((r) => r.holds).map((r) => toHold(r.node)),
-      waiting: ranked.filter((r) => !r.holds).map(({ node: { data } }) =>
-        ({ holderId: data!.holderId, claim: data!.claim, holderIdentity: data!.holderIdentity, cluster: data!.cluster })),
-    };
+    return splitQueue(await this.ranked(key), (r) => toHold(r.node));
   }
 
   /** The lock's children with data, in sequence order, each with whether it holds. */
