@@ -3,17 +3,20 @@
  * `helm lint`; `helm template` renders what `kubectl kustomize deploy/` does, object for object (Helm's own
  * labels aside); its crds/ are crds/'s files; `helm install`, `upgrade` and `uninstall` on the test API
  * server, in namespaces of their own (deploy.test.ts applies deploy/ into kubelock-system); and the
- * namespaced mode, whose Roles let the operator act in the watched namespace and nowhere else: an operator
- * running with the installed ServiceAccount's token grants a claim there without a refused request.
+ * namespaced mode over two namespaces, whose Roles let the operator act in the watched namespaces and nowhere
+ * else: an operator running with the installed ServiceAccount's token grants claims in both without a refused
+ * request and leaves a third namespace's claim untouched, while that token cannot list claims cluster-wide.
  */
 import assert from "node:assert/strict";
 import { readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { after, before, test } from "node:test";
+import * as k8s from "@kubernetes/client-node";
 import { parse, parseAllDocuments } from "yaml";
+import { CLAIM_PLURAL, GROUP, LOCK_PLURAL, VERSION } from "../../src/api/types";
 import { tokenKubeconfig } from "../env/operator-identity";
-import { createNamespace, eventually, kubectl, run, testEnv, type CommandResult } from "../support/env";
-import { Api, startOperator, type OperatorProcess } from "../support/operator";
+import { createNamespace, eventually, kubeConfig, kubectl, run, testEnv, type CommandResult } from "../support/env";
+import { Api, findLog, refusals, startOperator, type OperatorProcess } from "../support/operator";
 import { tempDir } from "../support/temp";
 
 const repoRoot = resolve(__dirname, "..", "..");
@@ -137,6 +140,7 @@ function differences(rendered: K8sObject[], release: string, deploy: K8sObject[]
 test("helm lint passes, with the default and the namespaced values", async () => {
   await mustHelm(["lint", "--strict", chartDir]);
   await mustHelm(["lint", "--strict", chartDir, "--set", "namespaced.enabled=true"]);
+  await mustHelm(["lint", "--strict", chartDir, "--set", "namespaced.enabled=true", "--set-json", 'namespaced.namespaces=["shop","billing"]']);
   const bad = await helm(["lint", "--strict", chartDir, "--set", "replicas=two"]);
   assert.notEqual(bad.code, 0, "a replica count that is not a number passes lint");
 });
@@ -165,9 +169,9 @@ test("helm template (release kubelock in kubelock-system) renders deploy/, objec
 });
 
 test("helm template refuses settings the operator cannot run with", async () => {
-  const two = await helm(["template", "kubelock", chartDir, "--set", "namespaced.enabled=true", "--set-json", 'namespaced.namespaces=["a","b"]']);
-  assert.notEqual(two.code, 0);
-  assert.match(two.stderr, /namespaced\.namespaces lists 2 namespaces \(a, b\): the operator watches one/);
+  const twice = await helm(["template", "kubelock", chartDir, "--set", "namespaced.enabled=true", "--set-json", 'namespaced.namespaces=["a","b","a"]']);
+  assert.notEqual(twice.code, 0);
+  assert.match(twice.stderr, /at '\/namespaced\/namespaces': items at 0 and 2 are equal/);
   const unelected = await helm(["template", "kubelock", chartDir, "--set", "replicas=2", "--set", "leaderElection.enabled=false"]);
   assert.notEqual(unelected.code, 0);
   assert.match(unelected.stderr, /replicas > 1 needs leaderElection\.enabled/);
@@ -240,11 +244,22 @@ test("helm install, upgrade and uninstall on the API server, in a namespace of t
   await getJson(["crd/distributedlocks.kubelock.io", "crd/lockclaims.kubelock.io"]);
 });
 
-test("namespaced mode: Roles in the watched namespace only, and an operator with them grants a claim there", async () => {
+/** An API call's HTTP outcome: 200 when it succeeded, else the status code the API server answered with. */
+async function statusOf(call: () => Promise<unknown>): Promise<number> {
+  try {
+    await call();
+    return 200;
+  } catch (err) {
+    if (err instanceof k8s.ApiException) return err.code;
+    throw err;
+  }
+}
+
+test("namespaced mode over two namespaces: Roles in those only, and an operator with them grants there and nowhere else", async () => {
   const releaseNamespace = await createNamespace("helm-ns");
-  const watched = await createNamespace("helm-watched");
+  const watched = [await createNamespace("helm-shop"), await createNamespace("helm-billing")];
   const other = await createNamespace("helm-other");
-  const flags = ["--set", "namespaced.enabled=true", "--set-json", `namespaced.namespaces=${JSON.stringify([watched])}`];
+  const flags = ["--set", "namespaced.enabled=true", "--set-json", `namespaced.namespaces=${JSON.stringify(watched)}`];
 
   const rendered = await template("kubelock", releaseNamespace, flags);
   assert.deepEqual(rendered.filter((o) => o.kind.startsWith("Cluster")).map(keyOf), [], "namespaced mode renders cluster roles");
@@ -252,16 +267,17 @@ test("namespaced mode: Roles in the watched namespace only, and an operator with
   assert.deepEqual(roles, [
     `Role/${releaseNamespace}/kubelock-operator-leader-election`,
     `Role/${releaseNamespace}/kubelock-operator-zookeeper-sessions`,
-    `Role/${watched}/kubelock-claimer`,
-    `Role/${watched}/kubelock-operator`,
+    ...watched.flatMap((ns) => [`Role/${ns}/kubelock-claimer`, `Role/${ns}/kubelock-operator`]),
     `Role/kube-system/kubelock-operator-${releaseNamespace}-cluster-identity`,
-  ]);
-  // The watched namespace's Role has the ClusterRole's rules on namespaced resources.
+  ].sort());
+  // Each watched namespace's Role has the ClusterRole's rules on namespaced resources.
   const clusterRole = (await kustomizeDeploy()).find((o) => keyOf(o) === "ClusterRole//kubelock-operator")!;
-  const role = rendered.find((o) => keyOf(o) === `Role/${watched}/kubelock-operator`)!;
-  assert.deepEqual(role.rules, clusterRole.rules.filter((r: K8sObject) => !r.resources.includes("namespaces")));
+  for (const ns of watched) {
+    const role = rendered.find((o) => keyOf(o) === `Role/${ns}/kubelock-operator`)!;
+    assert.deepEqual(role.rules, clusterRole.rules.filter((r: K8sObject) => !r.resources.includes("namespaces")));
+  }
   const deployment = rendered.find((o) => o.kind === "Deployment")!;
-  assert.ok(deployment.spec.template.spec.containers[0].args.includes(`--watch-namespace=${watched}`));
+  assert.ok(deployment.spec.template.spec.containers[0].args.includes(`--watch-namespace=${watched.join(",")}`));
   // With config.clusterName set, nothing is written into kube-system.
   const named = await template("kubelock", releaseNamespace, [...flags, "--set", "config.clusterName=east"]);
   assert.deepEqual(named.filter((o) => o.metadata.namespace === "kube-system").map(keyOf), []);
@@ -271,34 +287,65 @@ test("namespaced mode: Roles in the watched namespace only, and an operator with
   const can = (verb: string, resource: string, ...scope: string[]) => canI(serviceAccount, verb, resource, scope);
   for (const [verb, resource, ...more] of [["list", "lockclaims.kubelock.io"], ["patch", "lockclaims.kubelock.io", "--subresource=status"],
     ["patch", "pods"], ["create", "events"], ["create", "leases.coordination.k8s.io"], ["delete", "leases.coordination.k8s.io"]]) {
-    assert.equal(await can(verb, resource, ...more, "-n", watched), true, `${verb} ${resource} ${more.join(" ")} in the watched namespace`);
+    for (const ns of watched) assert.equal(await can(verb, resource, ...more, "-n", ns), true, `${verb} ${resource} ${more.join(" ")} in ${ns}`);
     assert.equal(await can(verb, resource, ...more, "-n", other), false, `${verb} ${resource} ${more.join(" ")} in another namespace`);
   }
-  assert.equal(await can("list", "lockclaims.kubelock.io", "--all-namespaces"), false);
-  assert.equal(await can("list", "pods", "--all-namespaces"), false);
+  for (const resource of ["lockclaims.kubelock.io", "distributedlocks.kubelock.io", "pods"]) {
+    assert.equal(await can("list", resource, "--all-namespaces"), false, `list ${resource} cluster-wide`);
+    assert.equal(await can("watch", resource, "--all-namespaces"), false, `watch ${resource} cluster-wide`);
+  }
   assert.equal(await can("create", "leases.coordination.k8s.io", "-n", releaseNamespace), true, "the leader Lease");
   assert.equal(await can("delete", "leases.coordination.k8s.io", "-n", releaseNamespace), false);
   assert.equal(await can("list", "pods", "-n", releaseNamespace), false);
   assert.equal(await can("get", "namespaces/kube-system", "-n", "kube-system"), true, "the cluster identity");
   assert.equal(await can("get", "namespaces/default", "-n", "default"), false);
 
-  // The operator as that ServiceAccount (its token, nothing else), watching the namespace, electing a leader
-  // in the release namespace: startOperator's stop() fails on any request the API server refused.
+  // A lock and a claim in every namespace, the third one's before the operator starts: it would be in the
+  // first list of an operator that listed cluster-wide.
+  const apis = new Map([...watched, other].map((ns) => [ns, new Api(ns)]));
+  for (const [, api] of apis) {
+    await api.createLock("guarded");
+    await api.createClaim("first", { lockName: "guarded" });
+  }
+  const untouched = (await apis.get(other)!.getClaim("first"))!;
+
+  // As that ServiceAccount (its token, nothing else): no cluster-wide list or watch of claims, and writes (server-side
+  // dry-runs, as the operator sends them) pass in a watched namespace and are refused in the other.
   const token = await kubectl(["create", "token", "kubelock-operator", "-n", releaseNamespace, "--duration=1h"]);
   assert.equal(token.code, 0, token.stderr);
   const kubeconfig = join(tempDir("kubelock-helm-sa-"), "kubeconfig");
   writeFileSync(kubeconfig, tokenKubeconfig(testEnv.kubeconfig, "kubelock-operator", token.stdout.trim()));
-  operator = await startOperator({ namespace: watched, kubeconfig, extraArgs: ["--leader-elect"], env: { POD_NAMESPACE: releaseNamespace } });
-  const api = new Api(watched);
-  await api.createLock("guarded");
-  await api.createClaim("first", { lockName: "guarded" });
-  await api.waitForPhase("first", "Granted");
+  const custom = kubeConfig(kubeconfig).makeApiClient(k8s.CustomObjectsApi);
+  for (const plural of [CLAIM_PLURAL, LOCK_PLURAL]) {
+    assert.equal(await statusOf(() => custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural })), 403, `list ${plural} cluster-wide`);
+    assert.equal(await statusOf(() => custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural, watch: true, timeoutSeconds: 1 })), 403,
+      `watch ${plural} cluster-wide`);
+  }
+  const dryRunPatch = (namespace: string) => statusOf(() => custom.patchNamespacedCustomObject({
+    group: GROUP, version: VERSION, namespace, plural: CLAIM_PLURAL, name: "first", dryRun: "All",
+    body: { metadata: { annotations: { "example.com/probe": "dry-run" } } },
+  }, k8s.setHeaderOptions("Content-Type", k8s.PatchStrategy.MergePatch)));
+  for (const ns of watched) assert.equal(await dryRunPatch(ns), 200, `a dry-run claim patch in ${ns}`);
+  assert.equal(await dryRunPatch(other), 403, "a dry-run claim patch in the unwatched namespace");
+
+  // The operator with that token, watching both namespaces, electing a leader in the release namespace:
+  // startOperator's stop() fails on any request the API server refused.
+  operator = await startOperator({ namespace: watched.join(","), kubeconfig, extraArgs: ["--leader-elect"], env: { POD_NAMESPACE: releaseNamespace } });
+  assert.deepEqual(findLog(operator, "operator started")?.namespaces, watched);
+  for (const ns of watched) await apis.get(ns)!.waitForPhase("first", "Granted");
   await getJson(["lease/kubelock-operator", "-n", releaseNamespace]);
+  // An operator that saw the third namespace would have granted its claim (there since before the start) too:
+  // it was never written to.
+  const after = (await apis.get(other)!.getClaim("first"))!;
+  assert.equal(after.status, undefined, "the unwatched namespace's claim got a status");
+  assert.equal(after.metadata.resourceVersion, untouched.metadata.resourceVersion, "the unwatched namespace's claim was written");
+  assert.equal((await apis.get(other)!.getLock("guarded")).status, undefined, "the unwatched namespace's lock got a status");
+  assert.deepEqual(refusals(operator.output()), []);
   await operator.stop();
   operator = undefined;
 
   await mustHelm(["uninstall", "kubelock", "--namespace", releaseNamespace]);
-  await waitGone(["role,rolebinding", "-n", watched, "-l", "app.kubernetes.io/instance=kubelock"]);
+  for (const ns of watched) await waitGone(["role,rolebinding", "-n", ns, "-l", "app.kubernetes.io/instance=kubelock"]);
   await waitGone([`role/kubelock-operator-${releaseNamespace}-cluster-identity`, `rolebinding/kubelock-operator-${releaseNamespace}-cluster-identity`, "-n", "kube-system"]);
   await waitGone(["deployment,serviceaccount,role,rolebinding", "-n", releaseNamespace, "-l", "app.kubernetes.io/instance=kubelock"]);
 });

@@ -38,8 +38,9 @@ export function refusals(output: string): string[] {
   return output.split("\n").filter((line) => /\bforbidden\b/i.test(line));
 }
 
-/** Starts `kubelock operator` for one namespace; resolves once it logged that its caches synced. */
+/** Starts `kubelock operator` for one namespace (or several); resolves once it logged that its caches synced. */
 export async function startOperator(options: {
+  /** `--watch-namespace`: one namespace, or several comma-separated. */
   namespace: string;
   config?: string;
   /**

@@ -37,16 +37,12 @@ app.kubernetes.io/component: operator
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
-{{/* The namespaces the operator watches in namespaced mode, as a JSON list (one namespace: see values.yaml). */}}
+{{/* The namespaces the operator watches in namespaced mode, as a JSON list (none listed: the release namespace; values.schema.json refuses a name listed twice). */}}
 {{- define "kubelock.watchedNamespaces" -}}
-{{- $namespaces := .Values.namespaced.namespaces | default (list .Release.Namespace) -}}
-{{- if gt (len $namespaces) 1 -}}
-{{- fail (printf "namespaced.namespaces lists %d namespaces (%s): the operator watches one (--watch-namespace); install one release per namespace" (len $namespaces) (join ", " $namespaces)) -}}
-{{- end -}}
-{{- toJson $namespaces -}}
+{{- toJson (.Values.namespaced.namespaces | default (list .Release.Namespace)) -}}
 {{- end -}}
 
-{{/* The operator's rules: its ClusterRole's (dict "clusterWide" true), or in namespaced mode its Role's in the watched namespace. */}}
+{{/* The operator's rules: its ClusterRole's (dict "clusterWide" true), or in namespaced mode its Role's in each watched namespace. */}}
 {{- define "kubelock.operatorRules" -}}
 # Locks and claims: listed and watched into caches (reads come from there); finalizers and the
 # kubelock.io/pod-uid annotation written by merge patch.
