@@ -5,7 +5,9 @@
  * - `TlsRedis`: TLS only (`--port 0 --tls-port`), client certificates required (`--tls-auth-clients yes`),
  *   with a CA, a serving certificate for 127.0.0.1 and a client certificate made by certs.ts;
  * - `SentinelRedis`: one master, one replica and three sentinels watching the master as `kubelock-master`
- *   (quorum 2, a server is down after 1 s unanswered).
+ *   (quorum 2, a server is down after 1 s unanswered);
+ * - `ClusterRedis`: a Redis Cluster of three masters (no replicas), the slots split in three ranges, and what
+ *   `redis-cli --cluster reshard` does to move one slot, in steps a test can act between.
  * The test file that starts one destroys it; its processes are in the test runner's process group anyway.
  */
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -13,7 +15,7 @@ import { connect as connectTcp } from "node:net";
 import { connect as connectTls, type ConnectionOptions } from "node:tls";
 import { join } from "node:path";
 import { makeCerts, type ControlPlaneCerts } from "./certs";
-import { freePort, ManagedProcess } from "./process";
+import { freePort, ManagedProcess, runCommand } from "./process";
 import { tempDir } from "../support/temp";
 
 /** One redis-server process (a server or a sentinel), restartable on the same port and directory. */
@@ -38,6 +40,11 @@ class RedisProcess {
   async stop(): Promise<void> {
     await this.process?.stop();
     this.process = undefined;
+  }
+  /** Waits until `check` passes; fails early, with the log's tail, if the process exits. */
+  waitUntil(what: string, check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+    if (!this.process) throw new Error(`${this.name} is not running`);
+    return this.process.waitUntil(what, check, timeoutMs);
   }
   /** Every log this process wrote so far, for checks on what it logged. */
   logs(): string {
@@ -67,6 +74,7 @@ function ask(open: () => ReturnType<typeof connectTcp>, ready: "connect" | "secu
 }
 
 const plainAsk = (port: number, request: string, ok: (reply: string) => boolean) => ask(() => connectTcp(port, "127.0.0.1"), "connect", request, ok);
+const pong = (port: number) => () => plainAsk(port, "PING\r\n", (r) => r.startsWith("+PONG"));
 
 /** Arguments every server here shares: loopback, no persistence, its own directory. */
 const serverArgs = (dir: string) => ["--bind", "127.0.0.1", "--dir", dir, "--save", "", "--appendonly", "no", "--protected-mode", "no"];
@@ -128,7 +136,6 @@ export class SentinelRedis {
   readonly sentinelProcesses: RedisProcess[];
   private constructor(private readonly dir: string, ports: number[]) {
     const [masterPort, replicaPort, ...sentinelPorts] = ports;
-    const pong = (port: number) => () => plainAsk(port, "PING\r\n", (r) => r.startsWith("+PONG"));
     this.servers = [
       new RedisProcess("redis-master", masterPort, dir, () => [...serverArgs(dir), "--port", String(masterPort),
         "--dbfilename", "master.rdb"], pong(masterPort)),
@@ -177,4 +184,108 @@ export class SentinelRedis {
     await Promise.all([...this.sentinelProcesses, ...this.servers].map((p) => p.stop()));
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/** The 16384 slots in three ranges, one per master. */
+const SLOT_RANGES = [[0, 5460], [5461, 10922], [10923, 16383]];
+
+export class ClusterRedis {
+  static async create(): Promise<ClusterRedis> {
+    const dir = tempDir("kubelock-redis-cluster-");
+    const ports = new Set<number>();
+    while (ports.size < 6) ports.add(await freePort());
+    const setup = new ClusterRedis(dir, [...ports]);
+    try {
+      await setup.start();
+    } catch (err) {
+      await setup.destroy();
+      throw err;
+    }
+    return setup;
+  }
+  private readonly processes: RedisProcess[];
+  /** Node ids by client port. */
+  private readonly ids = new Map<number, string>();
+  private constructor(private readonly dir: string, ports: number[]) {
+    // The bus port is set explicitly (by default it is the client port + 10000: maybe taken, or out of range).
+    const [clientPorts, busPorts] = [ports.slice(0, 3), ports.slice(3)];
+    this.processes = clientPorts.map((port, i) => new RedisProcess(`cluster-${i + 1}`, port, dir, () => [...serverArgs(dir),
+      "--port", String(port), "--cluster-enabled", "yes", "--cluster-port", String(busPorts[i]),
+      "--cluster-config-file", join(dir, `nodes-${i + 1}.conf`)], pong(port)));
+  }
+  /** The masters' client ports, in the order of their slot ranges as started. */
+  get ports(): number[] {
+    return this.processes.map((p) => p.port);
+  }
+  /** The first master's url: the seed a client is configured with. */
+  get url(): string {
+    return `redis://127.0.0.1:${this.ports[0]}`;
+  }
+  /**
+   * Starts the servers; the first time, gives each its range of slots and has them meet (later they find each other
+   * from their cluster config files). Resolves once every node says cluster_state:ok. The servers keep no data, ACL
+   * users included, across a stop.
+   */
+  async start(): Promise<void> {
+    await Promise.all(this.processes.map((p) => p.start()));
+    if (this.ids.size === 0) await this.form();
+    await Promise.all(this.processes.map((p) => p.waitUntil("cluster_state:ok", () => plainAsk(p.port, "CLUSTER INFO\r\n", (r) => r.includes("cluster_state:ok")))));
+  }
+  async stop(): Promise<void> {
+    await Promise.all(this.processes.map((p) => p.stop()));
+  }
+  /** What `redis-cli --cluster create` does: a config epoch and a range of slots for each master, then they meet. */
+  private async form(): Promise<void> {
+    for (const [i, port] of this.ports.entries()) {
+      this.ids.set(port, (await cli(port, "CLUSTER", "MYID"))[0]);
+      await cli(port, "CLUSTER", "SET-CONFIG-EPOCH", String(i + 1));
+      await cli(port, "CLUSTER", "ADDSLOTSRANGE", ...SLOT_RANGES[i].map(String));
+    }
+    const [first, ...others] = this.ports;
+    const firstBus = (await cli(first, "CONFIG", "GET", "cluster-port"))[1];
+    for (const port of others) await cli(port, "CLUSTER", "MEET", "127.0.0.1", String(first), firstBus);
+  }
+  /** The port of the master serving `slot` if every master says the same, else undefined. */
+  async owner(slot: number): Promise<number | undefined> {
+    const views = await Promise.all(this.ports.map(async (port) => {
+      // CLUSTER NODES: "<id> <ip>:<port>@<bus> <flags> <master> <ping> <pong> <epoch> <link> <slot or from-to>...".
+      const line = (await cli(port, "CLUSTER", "NODES")).map((l) => l.split(" ")).find((fields) => fields.slice(8).some((range) => {
+        const [from, to = from] = range.split("-").map(Number);
+        return from <= slot && slot <= to;
+      }));
+      return line ? Number(/:(\d+)@/.exec(line[1])?.[1]) : undefined;
+    }));
+    return views.every((v) => v === views[0]) ? views[0] : undefined;
+  }
+  /**
+   * Moves `slot` to the master at port `to` the way `redis-cli --cluster reshard` does: IMPORTING on `to`, MIGRATING on
+   * its owner, MIGRATE of its keys `batch` at a time (redis-cli's default: 10), then SETSLOT NODE on `to`, the old
+   * owner and the third master. `between()` is awaited once the slot is marked and after each batch: the slot is
+   * half-moved meanwhile.
+   */
+  async moveSlot(slot: number, to: number, between: () => Promise<void>, batch = 10): Promise<void> {
+    const from = await this.owner(slot);
+    if (from === undefined || from === to) throw new Error(`slot ${slot} is not served by one master other than ${to}`);
+    await cli(to, "CLUSTER", "SETSLOT", String(slot), "IMPORTING", this.ids.get(from)!);
+    await cli(from, "CLUSTER", "SETSLOT", String(slot), "MIGRATING", this.ids.get(to)!);
+    await between();
+    for (;;) {
+      const keys = await cli(from, "CLUSTER", "GETKEYSINSLOT", String(slot), String(batch));
+      if (keys.length === 0) break;
+      await cli(from, "MIGRATE", "127.0.0.1", String(to), "", "0", "5000", "KEYS", ...keys);
+      await between();
+    }
+    for (const port of [to, from, ...this.ports.filter((p) => p !== to && p !== from)]) {
+      await cli(port, "CLUSTER", "SETSLOT", String(slot), "NODE", this.ids.get(to)!);
+    }
+  }
+  async destroy(): Promise<void> {
+    await this.stop();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** One command through redis-cli to 127.0.0.1:port: the reply, one line per element; rejects on an error reply. */
+async function cli(port: number, ...args: string[]): Promise<string[]> {
+  return (await runCommand("redis-cli", ["-e", "-h", "127.0.0.1", "-p", String(port), ...args])).split("\n").filter((line) => line !== "");
 }

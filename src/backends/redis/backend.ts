@@ -100,6 +100,7 @@ export class RedisBackend implements LockBackend {
       this.refusedPassword(err);
     });
     this.client.on("ready", () => (this.lastError = undefined));
+    if (this.client instanceof Cluster) guardAsking(this.client);
     for (const [command, lua, keys] of [["kubelockAcquire", ACQUIRE, 4], ["kubelockRenew", RENEW, 3], ["kubelockRelease", RELEASE, 3], ["kubelockState", STATE, 3]] as const) {
       this.client.defineCommand(command, { lua, numberOfKeys: keys });
     }
@@ -276,6 +277,24 @@ function toHold(json: string): Hold {
   const h = JSON.parse(json) as Record<string, string>;
   const time = (ms: string) => new Date(Number(ms)).toISOString();
   return { holderId: h.holderId, claim: h.claim, holderIdentity: h.holderIdentity, cluster: h.cluster, fencingToken: h.fencingToken, acquireTime: time(h.acquireTime), renewTime: time(h.renewTime) };
+}
+
+/**
+ * ioredis sends ASKING before a command a master redirected while a slot moves, and leaves ASKING's own reply
+ * unhandled: refused (a user without `+asking`) or cut off with its connection, it would be an unhandled rejection,
+ * which ends the process. The redirected command succeeds or fails by itself either way.
+ */
+function guardAsking(cluster: Cluster): void {
+  const guard = (node: Redis) => {
+    const asking = node.asking.bind(node);
+    node.asking = ((...args: Parameters<Redis["asking"]>) => {
+      const reply = asking(...args);
+      reply.catch(() => undefined);
+      return reply;
+    }) as Redis["asking"];
+  };
+  cluster.on("+node", guard);
+  for (const node of cluster.nodes()) guard(node);
 }
 
 /** A new connection (standalone, Sentinel or Cluster) from validated settings. */
