@@ -81,3 +81,18 @@ test("without a queue read every waiter is called at every change; a removed wai
   fan.notify("chan");
   assert.deepEqual([a, b], [2, 1]);
 });
+
+test("a change that names whose turn it is wakes those waiters without a read", () => {
+  const { fan, queue, calls } = setUp();
+  fan.notify("chan", ["w2"]);
+  fan.notify("chan", []);
+  assert.deepEqual(calls, { plain: 2, w1: 0, w2: 1, w3: 0 });
+  assert.equal(queue.reads(), 0);
+});
+
+test("a waiter the read shows holding already (its entry became the hold) is woken too", async () => {
+  const { fan, queue, calls } = setUp();
+  fan.notify("chan");
+  await queue.answer(state(["other", "w1"], ["w2", "w3"]));
+  assert.deepEqual(calls, { plain: 1, w1: 1, w2: 0, w3: 0 });
+});

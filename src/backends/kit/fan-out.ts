@@ -8,10 +8,12 @@
  *   returns is the key's until the last listener is removed, which calls `close(key, state)`. The state is
  *   registered once `open` returns: work it starts that later asks `isCurrent(key, state)` gets true.
  * - `notify(key)` calls the key's listeners as they are now (one that throws does not keep the others from
- *   being called: a watcher's failure is its own); `notifyAll()` every key's.
+ *   being called: a watcher's failure is its own); `notifyAll()` every key's. `notify(key, turn)`, from a
+ *   backend whose change event names whose turn it is, calls the waiters in `turn` without a read.
  * - Waiters (no herd): a listener added with `waiter` (a holderId waiting on lock key `waiter.key`) is called
  *   only when that holder's turn may have come. After a change, ONE read of the lock's queue (`readQueue`)
- *   decides for every waiter of the key: the first `maxHolders - holds` entries may take a slot. Changes that
+ *   decides for every waiter of the key: the first `maxHolders - holds` entries may take a slot (and one shown
+ *   holding already is woken to find it so). Changes that
  *   come during a read make one more read after it. Without `readQueue`, or when the read fails, every waiter
  *   is called (spurious wake-ups are allowed; missed ones are not).
  * - `clear()` forgets every key and returns their states (the backend is closing: it ends them itself).
@@ -69,13 +71,14 @@ export class FanOut<S> {
     return this.entries.get(key)?.state === state;
   }
 
-  notify(key: string): void {
+  notify(key: string, turn?: readonly string[]): void {
     const entry = this.entries.get(key);
     if (!entry) return;
     const listeners = [...entry.listeners];
     call(listeners.filter((l) => !l.waiter));
     const waiters = listeners.filter((l) => l.waiter);
     if (waiters.length === 0) return;
+    if (turn) return call(waiters.filter((l) => turn.includes(l.waiter!.holderId)));
     if (!this.readQueue) return call(waiters);
     if (entry.reading) entry.reading.again = true;
     else void this.wakeByTurn(key, entry);
@@ -97,11 +100,15 @@ export class FanOut<S> {
     }
   }
 
-  /** The holderIds that may take a slot now (the latest waiter's maxHolders), or undefined: call them all. */
+  /**
+   * The holderIds that may take a slot now (the latest waiter's maxHolders), or undefined: call them all. A waiter
+   * shown holding is in turn too: where an entry becomes a hold once those before it go (etcd), the read shows it so.
+   */
   private async turn({ key, maxHolders }: Waiter): Promise<Set<string> | undefined> {
     try {
       const { holders, waiting } = await this.readQueue!(key);
-      return new Set(waiting.slice(0, Math.max(0, maxHolders - holders.length)).map((w) => w.holderId));
+      const next = waiting.slice(0, Math.max(0, maxHolders - holders.length));
+      return new Set([...holders, ...next].map((w) => w.holderId));
     } catch {
       return undefined;
     }

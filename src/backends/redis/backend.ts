@@ -108,7 +108,8 @@ export class RedisBackend implements LockBackend {
     // it changes nothing, so queueing it is harmless.
     this.subscriber = connect(settings, { enableOfflineQueue: true, maxRetriesPerRequest: null, commandTimeout: undefined });
     this.subscriber.on("error", (err: Error) => this.refusedPassword(err));
-    this.subscriber.on("message", (channel: string) => this.watches.notify(channel));
+    // "<what> turn: <ids>" (scripts.ts) names whose turn it is: the waiters are woken without reading the queue.
+    this.subscriber.on("message", (channel: string, message: string) => this.watches.notify(channel, turnIn(message)));
     let connectedBefore = false;
     this.subscriber.on("ready", () => {
       // A SUBSCRIBE the connection lost before its reply is not renewed by ioredis: subscribe to every watched
@@ -277,6 +278,12 @@ function toHold(json: string): Hold {
   const h = JSON.parse(json) as Record<string, string>;
   const time = (ms: string) => new Date(Number(ms)).toISOString();
   return { holderId: h.holderId, claim: h.claim, holderIdentity: h.holderIdentity, cluster: h.cluster, fencingToken: h.fencingToken, acquireTime: time(h.acquireTime), renewTime: time(h.renewTime) };
+}
+
+/** The holderIds an event names as in turn, or undefined when it names none (every waiter is woken). */
+function turnIn(message: string): string[] | undefined {
+  const at = message.indexOf(" turn:");
+  return at < 0 ? undefined : message.slice(at + " turn:".length).split(" ").filter(Boolean);
 }
 
 /**

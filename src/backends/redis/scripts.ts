@@ -35,7 +35,20 @@ local function touch()
   if last <= now then redis.call('DEL', KEYS[2]) return end
   for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], last - now) end
 end
-local function publish(what) redis.call('PUBLISH', ARGV[1], what) end
+-- "<what> turn: <ids>" names the waiters that may take a slot now (the first maxHolders - holds of the queue;
+-- maxHolders as the head entry recorded it); a bare "<what>" (an entry without it) wakes every waiter.
+local function publish(what)
+  local msg = what
+  local head = redis.call('ZRANGE', KEYS[3], 0, 0)
+  local max = #head > 0 and cjson.decode(redis.call('HGET', KEYS[2], head[1])).maxHolders
+  if #head == 0 then
+    msg = what .. ' turn:'
+  elseif max then
+    local free = max - redis.call('ZCARD', KEYS[1])
+    msg = what .. ' turn:' .. (free > 0 and ' ' .. table.concat(redis.call('ZRANGE', KEYS[3], 0, free - 1), ' ') or '')
+  end
+  redis.call('PUBLISH', ARGV[1], msg)
+end
 `;
 
 /**
@@ -71,6 +84,7 @@ else
   elseif ARGV[7] == '1' then
     local entry = cjson.decode(ARGV[5])
     entry.expires = now + tonumber(ARGV[4])
+    entry.maxHolders = tonumber(ARGV[3])
     redis.call('ZADD', KEYS[3], 'NX', nowUs, id)
     redis.call('HSET', KEYS[2], id, cjson.encode(entry))
     touch()
@@ -104,7 +118,7 @@ local changed = purge()
 local removed = redis.call('ZREM', KEYS[1], ARGV[2])
 local withdrawn = redis.call('ZREM', KEYS[3], ARGV[2])
 if removed == 1 or withdrawn == 1 then redis.call('HDEL', KEYS[2], ARGV[2]) touch() end
-if changed or removed == 1 then publish('release') end
+if changed or removed == 1 or withdrawn == 1 then publish('release') end
 return removed`;
 
 /** STATE. ARGV: channel. Purges, then returns {holds' JSON (unordered), waiters' JSON in queue order}. */
