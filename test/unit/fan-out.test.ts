@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { QueueState } from "../../src/backends/backend";
-import { FanOut } from "../../src/backends/kit/fan-out";
+import { FanOut, orderOf } from "../../src/backends/kit/fan-out";
 
 const info = (holderId: string) => ({ holderId, claim: holderId, holderIdentity: holderId, cluster: "" });
 const hold = (holderId: string) => ({ ...info(holderId), fencingToken: "1", acquireTime: "", renewTime: "" });
@@ -32,7 +32,7 @@ async function until(ok: () => boolean): Promise<void> {
 
 function setUp() {
   const queue = manualQueue();
-  const fan = new FanOut<void>(() => undefined, undefined, queue.read);
+  const fan = new FanOut<void>(() => undefined, undefined, async (key) => orderOf(await queue.read(key)));
   const calls: Record<string, number> = { plain: 0, w1: 0, w2: 0, w3: 0 };
   fan.add("chan", () => calls.plain++);
   for (const id of ["w1", "w2", "w3"]) fan.add("chan", () => calls[id]++, { key: "ns/lock", holderId: id, maxHolders: 2 });

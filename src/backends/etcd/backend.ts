@@ -97,7 +97,7 @@ export class EtcdBackend implements LockBackend {
   private readonly sessions = new Map<number, Session>();
   /** One etcd watch per watched key (its holders prefix), shared by that key's listeners. */
   private readonly watches = new FanOut<KeyWatch>((prefix) => this.startWatch(prefix, {}), (_, w) => void w.watcher?.cancel().catch(() => undefined),
-    (key) => this.queueState(key));
+    (key) => this.order(key));
   /** When this process first saw each hold key's mod revision, by holders prefix. */
   private readonly observed = new ObservedVersions();
   private closed = false;
@@ -213,6 +213,13 @@ export class EtcdBackend implements LockBackend {
     const live = deleted.some((kv) => !this.expired(prefix, kv) && !parse(kv)?.waiting);
     this.observed.drop(prefix, mine);
     return live;
+  }
+
+  /** The holderIds of every key present, in create-revision order (names only: the watch's turn read). */
+  private async order(key: string): Promise<string[]> {
+    const prefix = this.holdersPrefix(key);
+    const names = await this.call(() => this.client.getAll().prefix(prefix).sort("Create", "Ascend").keys());
+    return names.map((name) => decodeURIComponent(name.slice(prefix.length)));
   }
 
   /** Live keys that hold by the grant rule: the first maxHolders by create revision. */

@@ -11,14 +11,17 @@
  *   being called: a watcher's failure is its own); `notifyAll()` every key's. `notify(key, turn)`, from a
  *   backend whose change event names whose turn it is, calls the waiters in `turn` without a read.
  * - Waiters (no herd): a listener added with `waiter` (a holderId waiting on lock key `waiter.key`) is called
- *   only when that holder's turn may have come. After a change, ONE read of the lock's queue (`readQueue`)
- *   decides for every waiter of the key: the first `maxHolders - holds` entries may take a slot (and one shown
- *   holding already is woken to find it so). Changes that
- *   come during a read make one more read after it. Without `readQueue`, or when the read fails, every waiter
- *   is called (spurious wake-ups are allowed; missed ones are not).
+ *   only when that holder's turn may have come. After a change, ONE read of the lock's order (`readOrder`: the
+ *   holderIds of its holds, then of its waiters, in queue order) decides for every waiter of the key: the first
+ *   maxHolders of that order hold or may take a slot now. Changes that come during a read make one more read
+ *   after it. Without `readOrder`, or when the read fails, every waiter is called (spurious wake-ups are
+ *   allowed; missed ones are not).
  * - `clear()` forgets every key and returns their states (the backend is closing: it ends them itself).
  */
 import type { QueueState, WaiterWatch } from "../backend";
+
+/** The holderIds of a key's holds, then of its waiters, in queue order (a `readOrder` from a full read). */
+export const orderOf = ({ holders, waiting }: QueueState): string[] => [...holders, ...waiting].map((e) => e.holderId);
 
 /** A listener that waits in a lock's queue (lock key `<namespace>/<key>`): called only at its turn. */
 export interface Waiter extends WaiterWatch {
@@ -43,7 +46,7 @@ export class FanOut<S> {
   constructor(
     private readonly open: (key: string) => S,
     private readonly close: (key: string, state: S) => void = () => undefined,
-    private readonly readQueue?: (lockKey: string) => Promise<QueueState>,
+    private readonly readOrder?: (lockKey: string) => Promise<readonly string[]>,
   ) {}
 
   add(key: string, onChange: () => void, waiter?: Waiter): () => void {
@@ -79,7 +82,7 @@ export class FanOut<S> {
     const waiters = listeners.filter((l) => l.waiter);
     if (waiters.length === 0) return;
     if (turn) return call(waiters.filter((l) => turn.includes(l.waiter!.holderId)));
-    if (!this.readQueue) return call(waiters);
+    if (!this.readOrder) return call(waiters);
     if (entry.reading) entry.reading.again = true;
     else void this.wakeByTurn(key, entry);
   }
@@ -101,14 +104,12 @@ export class FanOut<S> {
   }
 
   /**
-   * The holderIds that may take a slot now (the latest waiter's maxHolders), or undefined: call them all. A waiter
-   * shown holding is in turn too: where an entry becomes a hold once those before it go (etcd), the read shows it so.
+   * The holderIds that hold or may take a slot now (the latest waiter's maxHolders), or undefined: call them all.
+   * A waiter already holding is woken to find so (an etcd entry becomes the hold once those before it go).
    */
   private async turn({ key, maxHolders }: Waiter): Promise<Set<string> | undefined> {
     try {
-      const { holders, waiting } = await this.readQueue!(key);
-      const next = waiting.slice(0, Math.max(0, maxHolders - holders.length));
-      return new Set([...holders, ...next].map((w) => w.holderId));
+      return new Set((await this.readOrder!(key)).slice(0, maxHolders));
     } catch {
       return undefined;
     }

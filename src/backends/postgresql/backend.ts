@@ -17,7 +17,7 @@
 import pg from "pg";
 import { BackendUnavailableError, type AcquireRequest, type Hold, type HolderInfo, type LockBackend, queueState, type WaiterWatch } from "../backend";
 import { withDeadline } from "../kit/deadline";
-import { FanOut } from "../kit/fan-out";
+import { FanOut, orderOf } from "../kit/fan-out";
 import { HoldersPoll } from "../kit/holders-poll";
 import { splitLockKey } from "../kit/lock-key";
 import * as sql from "./sql";
@@ -46,7 +46,7 @@ export class PostgresBackend implements LockBackend {
   private listener?: pg.Client;
   private reconnectMs = 250;
   private reconnectTimer?: NodeJS.Timeout;
-  private readonly watches = new FanOut<HoldersPoll>((key) => this.startWatch(key), (_, poll) => poll.stop(), (key) => queueState(this, key));
+  private readonly watches = new FanOut<HoldersPoll>((key) => this.startWatch(key), (_, poll) => poll.stop(), async (key) => orderOf(await queueState(this, key)));
 
   constructor(readonly name: string, private readonly settings: PostgresSettings) {
     this.pool = new pg.Pool({ ...this.connection(), max: 4, idleTimeoutMillis: 30_000 });

@@ -43,7 +43,7 @@ export const DEFAULT_TIMEOUT_MS = 2000;
 /** Fallback poll of each watched key: catches holds that vanished by key expiry. */
 const WATCH_POLL_MS = 2000;
 
-import { FanOut } from "../kit/fan-out";
+import { FanOut, orderOf } from "../kit/fan-out";
 import { holderInfo } from "../kit/queue-state";
 import { HoldersPoll } from "../kit/holders-poll";
 import { splitLockKey } from "../kit/lock-key";
@@ -87,7 +87,7 @@ export class RedisBackend implements LockBackend {
   private readonly watches = new FanOut<HoldersPoll>((channel) => this.startWatch(channel), (channel, poll) => {
     poll.stop();
     this.subscriber.unsubscribe(channel).catch(() => undefined);
-  }, (key) => this.queueState(key));
+  }, async (key) => orderOf(await this.queueState(key)));
   /** The last connection error, until the next successful connect: calls then fail without waiting. */
   private lastError?: Error;
   private connecting?: Promise<void>;

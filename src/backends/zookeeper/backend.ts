@@ -138,12 +138,15 @@ export class ZooKeeperBackend implements LockBackend {
   private closed = false;
   private lastProblem = "";
   private readonly waiters = new Set<() => void>();
-  /** By lock node path: one children watch per watched lock, armed once `add` registered it. */
+  /**
+   * By lock node path: one children watch per watched lock, armed once `add` registered it (a closed watch's last
+   * event is ignored). Waiters' turns are read from the children's names alone: they carry the order.
+   */
   private readonly watches = new FanOut<KeyWatch>((path) => {
     const watch: KeyWatch = { path, generation: 0 };
     queueMicrotask(() => this.arm(watch));
     return watch;
-  }, undefined, (key) => this.queueState(key)); // a closed watch's last event is ignored
+  }, undefined, async (key) => (await this.children(this.lockPath(key))).map((c) => c.holderId));
   private readonly busy = new Map<string, Promise<unknown>>();
   /** The client connects through it, so close() can cut the connection first (see LoopbackRelay). */
   private readonly relay: Promise<LoopbackRelay>;
