@@ -235,8 +235,9 @@ export class ZooKeeperBackend implements LockBackend {
     return this.serialized(lock, holderId, async () => {
       let removed = false;
       for (const child of (await this.children(lock)).filter((c) => c.holderId === holderId)) {
-        const node = await this.read(`${lock}/${child.name}`);
-        if ((await this.remove(`${lock}/${child.name}`)) && node?.data && !node.data.waiting) removed = true;
+        // Sent together: a session's requests are served in order, so the read sees the node the delete removes.
+        const [node, gone] = await Promise.all([this.read(`${lock}/${child.name}`), this.remove(`${lock}/${child.name}`)]);
+        if (gone && node?.data && !node.data.waiting) removed = true;
       }
       return removed;
     });
