@@ -48,10 +48,12 @@ import {
   type HolderInfo,
   type LockBackend,
   type QueueState,
+  type WaiterWatch,
 } from "../backend";
 import { NamespaceWatch } from "./watch";
 import { monotonicNow, ObservedVersions } from "../../runtime/observed";
 import { splitLockKey } from "../kit/lock-key";
+import { orderOf } from "../kit/fan-out";
 import { holderInfo } from "../kit/queue-state";
 
 export const MANAGED_BY_LABEL = "app.kubernetes.io/managed-by";
@@ -282,18 +284,18 @@ export class KubernetesLeaseBackend implements LockBackend {
       .sort((a, b) => compareTokens(a.fencingToken, b.fencingToken));
   }
 
-  watch(key: string, onChange: () => void): () => void {
+  watch(key: string, onChange: () => void, waiter?: WaiterWatch): () => void {
     const ref = keyRef(key);
     if (this.closed) return () => undefined;
     let shared = this.namespaceWatches.get(ref.namespace);
     if (!shared) {
       const created: NamespaceWatch = new NamespaceWatch(this.kubeConfig, ref.namespace, this.observationClock, this.observed, () => {
         if (this.namespaceWatches.get(ref.namespace) === created) this.namespaceWatches.delete(ref.namespace);
-      });
+      }, async (lockKey) => orderOf(await this.queueState(lockKey)));
       this.namespaceWatches.set(ref.namespace, created);
       shared = created;
     }
-    return shared.add(ref.label, onChange);
+    return shared.add(ref.label, onChange, waiter && { ...waiter, key });
   }
 
   async close(): Promise<void> {

@@ -5,7 +5,7 @@
 import * as k8s from "@kubernetes/client-node";
 import { timerDelay } from "../../runtime/clock";
 import type { ObservedVersions } from "../../runtime/observed";
-import { FanOut } from "../kit/fan-out";
+import { FanOut, type Waiter } from "../kit/fan-out";
 import { expiresAt, KEY_LABEL, MANAGED_BY, MANAGED_BY_LABEL, observedGroup, ROLE_LABEL, ROLE_SLOT, ROLE_WAITER } from "./backend";
 
 /** The API server ends each watch after about this long; the client re-watches. */
@@ -33,7 +33,7 @@ export class NamespaceWatch {
     clearTimeout(this.expiryTimers.get(label));
     this.expiryTimers.delete(label);
     if (this.listeners.size === 0) this.stop();
-  });
+  }, (key) => this.readOrder(key));
   /** Slot Leases by key label, then by name. */
   private readonly leases = new Map<string, Map<string, k8s.V1Lease>>();
   private readonly expiryTimers = new Map<string, NodeJS.Timeout>();
@@ -44,10 +44,12 @@ export class NamespaceWatch {
     private readonly clock: () => number,
     private readonly observed: ObservedVersions,
     private readonly onIdle: () => void,
+    /** The holderIds of a lock key's holds, then its waiters: whose turn it is, for listeners that wait. */
+    private readonly readOrder: (key: string) => Promise<readonly string[]>,
   ) {}
 
-  add(label: string, listener: Listener): () => void {
-    const remove = this.listeners.add(label, listener);
+  add(label: string, listener: Listener, waiter?: Waiter): () => void {
+    const remove = this.listeners.add(label, listener, waiter);
     if (!this.started) {
       this.started = true;
       void this.connect();
