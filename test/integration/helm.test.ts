@@ -15,47 +15,31 @@ import * as k8s from "@kubernetes/client-node";
 import { parse, parseAllDocuments } from "yaml";
 import { CLAIM_PLURAL, GROUP, LOCK_PLURAL, VERSION } from "../../src/api/types";
 import { tokenKubeconfig } from "../env/operator-identity";
-import { createNamespace, eventually, kubeConfig, kubectl, run, testEnv, type CommandResult } from "../support/env";
+import { createNamespace, eventually, kubeConfig, kubectl, testEnv } from "../support/env";
+import { chartDir, helmRunner, type Helm } from "../support/helm";
 import { Api, findLog, refusals, startOperator, type OperatorProcess } from "../support/operator";
 import { tempDir } from "../support/temp";
 
 const repoRoot = resolve(__dirname, "..", "..");
-const chartDir = join(repoRoot, "charts", "kubelock");
 const chartMeta = parse(readFileSync(join(chartDir, "Chart.yaml"), "utf8")) as { name: string; version: string; appVersion: string };
 
 // Kubernetes objects as parsed YAML.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type K8sObject = Record<string, any>;
 
-let helmBinary = "";
-let helmHome = "";
+let runner: Helm;
 let operator: OperatorProcess | undefined;
 
 before(async () => {
-  // Builds helm on a fresh machine (a few minutes, once), then only prints the cached binary's path.
-  const built = await run("bash", [join(repoRoot, "hack", "tools", "helm.sh")]);
-  assert.equal(built.code, 0, `hack/tools/helm.sh: ${built.stderr}`);
-  helmBinary = built.stdout.trim();
-  helmHome = tempDir("kubelock-helm-");
+  runner = await helmRunner();
 });
 
 after(async () => {
   await operator?.stop();
 });
 
-/** helm against the test API server, with its config, cache and data in a directory of this test's. */
-function helm(args: string[]): Promise<CommandResult> {
-  return run(helmBinary, args, undefined, {
-    ...process.env, KUBECONFIG: testEnv.kubeconfig,
-    HELM_CONFIG_HOME: join(helmHome, "config"), HELM_CACHE_HOME: join(helmHome, "cache"), HELM_DATA_HOME: join(helmHome, "data"),
-  });
-}
-
-async function mustHelm(args: string[]): Promise<string> {
-  const r = await helm(args);
-  assert.equal(r.code, 0, `helm ${args.join(" ")}: exit ${r.code}\n${r.stderr}`);
-  return r.stdout;
-}
+const helm = (args: string[]) => runner.run(args);
+const mustHelm = (args: string[]) => runner.must(args);
 
 /** The objects of a YAML stream (empty documents left out). */
 function objectsOf(stream: string): K8sObject[] {
