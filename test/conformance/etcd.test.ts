@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
@@ -13,7 +13,7 @@ import * as k8s from "@kubernetes/client-node";
 import { BackendConfigError, BackendUnavailableError, type LockBackend } from "../../src/backends/backend";
 import { EtcdBackend, type EtcdBackendOptions } from "../../src/backends/etcd/backend";
 import { createBackend } from "../../src/backends/registry";
-import { TlsEtcd } from "../env/etcd-tls";
+import { TlsEtcd, type ClientTlsFiles } from "../env/etcd-tls";
 import { eventually, testEnv, controlService } from "../support/env";
 import { tempDir } from "../support/temp";
 import { holdRequest, runBackendConformance } from "./backend-conformance";
@@ -50,30 +50,23 @@ runBackendConformance("etcd", connectedBackend, {
 // The same suite against an etcd reached over TLS with a client certificate and with authentication enabled, as a
 // user whose role has readwrite on the backend's prefix only; built from settings as an operator builds it.
 const TLS_PREFIX = "/kubelock-tls";
-let secure: Promise<TlsEtcd> | undefined;
 const secureBackends: LockBackend[] = [];
-after(async () => {
-  await Promise.allSettled(secureBackends.map((backend) => backend.close()));
-  await (await secure?.catch(() => undefined))?.destroy();
-});
-const secureEtcd = () => (secure ??= TlsEtcd.start());
-
+after(() => Promise.allSettled(secureBackends.map((backend) => backend.close())));
+/** A TLS etcd of this file's own, started at first use and destroyed after the file's tests. */
+function ownTlsEtcd(options: { jwt?: boolean } = {}): () => Promise<TlsEtcd> {
+  let started: Promise<TlsEtcd> | undefined;
+  after(async () => (await started?.catch(() => undefined))?.destroy());
+  return () => (started ??= TlsEtcd.start(options));
+}
+const secureEtcd = ownTlsEtcd();
 // The same server with JWT tokens (which etcd refuses as old after any change of its users or roles), for that case.
-let jwt: Promise<TlsEtcd> | undefined;
-after(async () => (await jwt?.catch(() => undefined))?.destroy());
-const jwtEtcd = () => (jwt ??= TlsEtcd.start({ jwt: true }));
+const jwtEtcd = ownTlsEtcd({ jwt: true });
+// One whose trusted client CA is replaced, for the client certificate rotation.
+const rotatingEtcd = ownTlsEtcd();
 
 /** A user `name` whose role `name` may read and write `prefix` (and nothing else), its password in a file. */
 async function limitedUser(name: string, prefix: string, password = `pw-${randomBytes(8).toString("hex")}`, etcd = secureEtcd()): Promise<{ username: string; passwordFile: string }> {
-  const admin = (await etcd).admin();
-  try {
-    await admin.role(name).create();
-    await admin.role(name).grant({ permission: "Readwrite", range: Range.prefix(prefix) });
-    await admin.user(name).create(password);
-    await admin.user(name).addRole(name);
-  } finally {
-    admin.close();
-  }
+  await (await etcd).addUser(name, password, prefix);
   const passwordFile = join(tempDir("kubelock-etcd-auth-"), "password");
   writeFileSync(passwordFile, `${password}\n`);
   return { username: name, passwordFile };
@@ -178,6 +171,51 @@ describe("etcd backend with TLS and authentication", () => {
       for (const stop of stops) stop();
       admin.close();
     }
+  });
+
+  test("a rotated client certificate is picked up without a restart; the hold and its fencing token are kept", async () => {
+    const etcd = await rotatingEtcd();
+    const dir = tempDir("kubelock-etcd-client-tls-");
+    const mounted: ClientTlsFiles = { caFile: join(dir, "ca.crt"), certFile: join(dir, "tls.crt"), keyFile: join(dir, "tls.key") };
+    const mount = (files: ClientTlsFiles) => (["caFile", "certFile", "keyFile"] as const).forEach((part) => copyFileSync(files[part], mounted[part]));
+    const original = etcd.clientTls;
+    mount(original);
+    const b = await secureBackend({ endpoints: [etcd.endpoint], tls: mounted, ...(await limitedUser("kubelock", `${TLS_PREFIX}/`, undefined, rotatingEtcd())) });
+    const req = request(`${ns()}/cert-rotation`, "a", { leaseDurationSeconds: 30 });
+    const hold = await b.tryAcquire(req);
+    assert.ok(hold);
+    const admin = () => etcd.admin();
+    const holdKey = async () => {
+      const client = admin();
+      try {
+        return (await client.get(`${TLS_PREFIX}/${req.key}/holders/${req.holderId}`).exec()).kvs[0];
+      } finally {
+        client.close();
+      }
+    };
+    const leaseBefore = (await holdKey()).lease;
+    // The Secret first: a certificate from a CA the server does not trust yet replaces the mounted one; the
+    // backend goes on over its connection.
+    const fresh = await etcd.newClientCertificate();
+    mount(fresh);
+    assert.equal((await b.renew(req.key, req.holderId, 30))?.fencingToken, hold.fencingToken);
+    // Then the server: it accepts certificates of the new CA only, so the old certificate is refused.
+    await etcd.trustOnly(fresh);
+    const old = new Etcd3(etcd.clientOptions({ username: "root", password: etcd.rootPassword }, original));
+    try {
+      await assert.rejects(old.maintenance.status(), "the old certificate is still accepted");
+    } finally {
+      old.close();
+    }
+    // The next renew fails on the old certificate, which makes the backend read the files again: it goes on with
+    // the new certificate, and the hold with its token, moved onto a session lease of the new client.
+    const renewed = await b.renew(req.key, req.holderId, 30);
+    assert.equal(renewed?.fencingToken, hold.fencingToken, "the hold was not kept");
+    const kv = await holdKey();
+    assert.equal(kv.create_revision, hold.fencingToken);
+    assert.notEqual(kv.lease, leaseBefore, "the renew did not go through a new client");
+    assert.equal((await b.renew(req.key, req.holderId, 30))?.fencingToken, hold.fencingToken);
+    assert.ok(await b.tryAcquire(request(`${ns()}/after-cert-rotation`, "b")));
   });
 
   test("a rotated password is picked up without a restart, and holds are kept", async () => {

@@ -7,12 +7,15 @@
  * data, and is removed by `destroy()`. Tokens are etcd's default simple tokens (kept in memory: a restart or a
  * password change invalidates them), or with `jwt` signed JWTs, which carry the auth store's revision: etcd then
  * refuses every token issued before a change of its users or roles as old.
+ *
+ * Client certificate rotation: `newClientCertificate()` issues a client certificate from a new CA of its own, and
+ * `trustOnly(files)` restarts the server trusting client certificates of that CA only, so the old one is refused.
  */
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Etcd3, type IOptions } from "etcd3";
+import { Etcd3, Range, type IOptions } from "etcd3";
 import { controlPlaneBinaries } from "./controlplane";
 import { freePort, ManagedProcess, runCommand } from "./process";
 
@@ -21,6 +24,11 @@ export interface ClientTlsFiles {
   caFile: string;
   certFile: string;
   keyFile: string;
+}
+
+/** A client certificate from a CA of its own (`issuerFile`, what the server must trust to accept it). */
+export interface IssuedClientFiles extends ClientTlsFiles {
+  issuerFile: string;
 }
 
 export class TlsEtcd {
@@ -49,23 +57,45 @@ export class TlsEtcd {
   private process?: ManagedProcess;
   private authEnabled = false;
   private launches = 0;
+  private client: ClientTlsFiles;
+  /** The CA whose client certificates the server accepts. */
+  private trustedCaFile: string;
 
   private constructor(private readonly dir: string, private readonly binary: string, private readonly clientPort: number, private readonly peerPort: number,
-    private readonly jwt: boolean) {}
+    private readonly jwt: boolean) {
+    this.client = { caFile: join(dir, "ca.crt"), certFile: join(dir, "client.crt"), keyFile: join(dir, "client.key") };
+    this.trustedCaFile = join(dir, "ca.crt");
+  }
 
   /** https://127.0.0.1:PORT */
   get endpoint(): string {
     return `https://127.0.0.1:${this.clientPort}`;
   }
 
-  /** The client certificate and key, and the CA that signed the server's certificate. */
+  /** The client certificate and key the server accepts, and the CA that signed the server's certificate. */
   get clientTls(): ClientTlsFiles {
-    return { caFile: join(this.dir, "ca.crt"), certFile: join(this.dir, "client.crt"), keyFile: join(this.dir, "client.key") };
+    return { ...this.client };
   }
 
-  /** etcd3 options for a client of this server (with the client certificate), authenticating as `auth` if given. */
-  clientOptions(auth?: { username: string; password: string }): IOptions {
-    const files = this.clientTls;
+  /** A client certificate (CN kubelock-test-client) from a new CA of its own, which the server does not trust yet. */
+  async newClientCertificate(): Promise<IssuedClientFiles> {
+    const n = randomBytes(3).toString("hex");
+    await makeCa(this.dir, `client-ca-${n}`);
+    await issue(this.dir, `client-ca-${n}`, `client-${n}`, "/CN=kubelock-test-client", "extendedKeyUsage=clientAuth\n");
+    const p = (name: string) => join(this.dir, name);
+    return { caFile: p("ca.crt"), certFile: p(`client-${n}.crt`), keyFile: p(`client-${n}.key`), issuerFile: p(`client-ca-${n}.crt`) };
+  }
+
+  /** Restarts the server accepting client certificates of `files.issuerFile` only (`admin()` then uses `files`). */
+  async trustOnly(files: IssuedClientFiles): Promise<void> {
+    await this.stop();
+    this.trustedCaFile = files.issuerFile;
+    this.client = { caFile: files.caFile, certFile: files.certFile, keyFile: files.keyFile };
+    await this.start();
+  }
+
+  /** etcd3 options for a client of this server (with `files`, by default the accepted client certificate), authenticating as `auth` if given. */
+  clientOptions(auth?: { username: string; password: string }, files = this.client): IOptions {
     return {
       hosts: this.endpoint,
       auth,
@@ -77,6 +107,19 @@ export class TlsEtcd {
   /** A root client (close it when done). */
   admin(): Etcd3 {
     return new Etcd3(this.clientOptions({ username: "root", password: this.rootPassword }));
+  }
+
+  /** A user `name` (password `password`) whose role `name` may read and write the keys under `prefix`, and nothing else. */
+  async addUser(name: string, password: string, prefix: string): Promise<void> {
+    const admin = this.admin();
+    try {
+      await admin.role(name).create();
+      await admin.role(name).grant({ permission: "Readwrite", range: Range.prefix(prefix) });
+      await admin.user(name).create(password);
+      await admin.user(name).addRole(name);
+    } finally {
+      admin.close();
+    }
   }
 
   /** Starts the server (again, on the same port and data) and waits until it answers. */
@@ -96,7 +139,7 @@ export class TlsEtcd {
       "--initial-cluster-state=new",
       `--cert-file=${join(this.dir, "server.crt")}`,
       `--key-file=${join(this.dir, "server.key")}`,
-      `--trusted-ca-file=${join(this.dir, "ca.crt")}`,
+      `--trusted-ca-file=${this.trustedCaFile}`,
       "--client-cert-auth",
       // Cheap password checks: a test opens dozens of clients, which all authenticate again after a restart.
       "--bcrypt-cost=4",
@@ -143,16 +186,24 @@ export class TlsEtcd {
 
 /** A CA, a serving certificate for 127.0.0.1/localhost and a client certificate (EC P-256 keys), in `dir`. */
 async function makeTlsFiles(dir: string): Promise<void> {
-  const p = (name: string) => join(dir, name);
-  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-  await runCommand("openssl", ["req", "-x509", ...ec, "-keyout", p("ca.key"), "-out", p("ca.crt"), "-days", "2", "-subj", "/CN=kubelock-test-etcd-ca",
-    "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
-  const issue = async (name: string, subject: string, extensions: string) => {
-    writeFileSync(p(`${name}.ext`), extensions);
-    await runCommand("openssl", ["req", ...ec, "-keyout", p(`${name}.key`), "-out", p(`${name}.csr`), "-subj", subject]);
-    await runCommand("openssl", ["x509", "-req", "-in", p(`${name}.csr`), "-CA", p("ca.crt"), "-CAkey", p("ca.key"), "-CAcreateserial",
-      "-out", p(`${name}.crt`), "-days", "2", "-extfile", p(`${name}.ext`)]);
-  };
-  await issue("server", "/CN=127.0.0.1", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n");
-  await issue("client", "/CN=kubelock-test-client", "extendedKeyUsage=clientAuth\n");
+  await makeCa(dir, "ca");
+  await issue(dir, "ca", "server", "/CN=127.0.0.1", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n");
+  await issue(dir, "ca", "client", "/CN=kubelock-test-client", "extendedKeyUsage=clientAuth\n");
+}
+
+const EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+
+/** `<dir>/<name>.crt` and `.key`: a self-signed CA. */
+async function makeCa(dir: string, name: string): Promise<void> {
+  await runCommand("openssl", ["req", "-x509", ...EC_KEY, "-keyout", join(dir, `${name}.key`), "-out", join(dir, `${name}.crt`), "-days", "2",
+    "-subj", `/CN=kubelock-test-etcd-${name}`, "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+}
+
+/** `<dir>/<name>.crt` and `.key`: a certificate for `subject` signed by the CA `<dir>/<ca>.crt`. */
+async function issue(dir: string, ca: string, name: string, subject: string, extensions: string): Promise<void> {
+  const p = (file: string) => join(dir, file);
+  writeFileSync(p(`${name}.ext`), extensions);
+  await runCommand("openssl", ["req", ...EC_KEY, "-keyout", p(`${name}.key`), "-out", p(`${name}.csr`), "-subj", subject]);
+  await runCommand("openssl", ["x509", "-req", "-in", p(`${name}.csr`), "-CA", p(`${ca}.crt`), "-CAkey", p(`${ca}.key`), "-CAcreateserial",
+    "-out", p(`${name}.crt`), "-days", "2", "-extfile", p(`${name}.ext`)]);
 }

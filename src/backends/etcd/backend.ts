@@ -38,6 +38,13 @@
  * on a client of their own that is replaced after such a refusal. A user whose role lacks readwrite on the
  * prefix, or a refused password, is BackendUnavailableError saying what to grant or check; the password never
  * appears in a message.
+ *
+ * Client certificates (`tls` files): read again whenever a call fails as unavailable or a keepalive fails (a
+ * server that no longer accepts the old certificate fails both). When their contents changed (and make a usable
+ * set: tls-files.ts), the etcd3 clients are rebuilt on the new material and the failed call is tried once more
+ * within its requestTimeoutMs. Holds are kept as across a restart: the session leases of the old client are left
+ * to etcd (no keepalives, never revoked), new ones are granted, and each hold's next renew (or tryAcquire) moves
+ * its key onto them, keeping its create revision; the old leases expire one TTL after their last keepalive.
  */
 import { readFileSync } from "node:fs";
 import {
@@ -50,6 +57,7 @@ import { withDeadline } from "../kit/deadline";
 import { FanOut } from "../kit/fan-out";
 import { splitQueue } from "../kit/queue-state";
 import { splitLockKey } from "../kit/lock-key";
+import { TlsFiles, type TlsMaterial, type TlsPaths } from "./tls-files";
 
 export const DEFAULT_PREFIX = "/kubelock";
 export const DEFAULT_TIMEOUT_MS = 2000;
@@ -63,7 +71,8 @@ export interface EtcdBackendOptions {
   prefix?: string;
   /** `passwordFile`, when given, is read again at each authentication (the password as it is then; `password` until it can be). */
   auth?: { username: string; password: string; passwordFile?: string };
-  tls?: { ca?: Buffer; cert?: Buffer; key?: Buffer };
+  /** The material as read at start; `files`, when given, are read again to pick up a rotated certificate. */
+  tls?: TlsMaterial & { files?: TlsPaths };
   /** gRPC keepalive ping timeout (a dead connection, watches included, goes after 10 s + this); longest reconnect pause. */
   dialTimeoutMs?: number;
   /** Every call fails with BackendUnavailableError after this long (the gRPC deadline, etcd3's retries included). */
@@ -84,12 +93,16 @@ interface KeyWatch { watcher?: Watcher }
 
 export class EtcdBackend implements LockBackend {
   readonly name: string;
-  private readonly client: Etcd3;
+  /** Replaced when the TLS files change (see "Client certificates" above). */
+  private client: Etcd3;
   /** Watches only: replaced when etcd refuses its stream's token (see "Authentication" above). */
   private watchClient: Etcd3;
   private watchClientSince = 0;
   private watchClientPending?: NodeJS.Timeout;
-  private readonly clientOptions: IOptions;
+  private clientOptions: IOptions;
+  private readonly tlsFiles?: TlsFiles;
+  /** Clients replaced by a TLS reload, closed once calls started on them have had their time. */
+  private readonly retired = new Set<Etcd3>();
   private readonly username?: string;
   private readonly dialTimeoutMs: number;
   private readonly prefix: string;
@@ -114,8 +127,7 @@ export class EtcdBackend implements LockBackend {
     this.clientOptions = {
       hosts: options.endpoints,
       auth: options.auth && rereadPassword(options.auth),
-      // grpc-js takes a null CA as "the system roots" (a client certificate without a caFile).
-      credentials: tls && { rootCertificate: tls.ca ?? (null as unknown as Buffer), privateKey: tls.key, certChain: tls.cert },
+      credentials: tls && credentials(tls),
       defaultCallOptions: (call) => (call.isStream ? {} : { deadline: Date.now() + this.requestTimeoutMs }),
       grpcOptions: {
         "grpc.keepalive_time_ms": GRPC_KEEPALIVE_MS,
@@ -127,6 +139,7 @@ export class EtcdBackend implements LockBackend {
     };
     this.client = new Etcd3(this.clientOptions);
     this.watchClient = new Etcd3(this.clientOptions);
+    if (tls?.files) this.tlsFiles = new TlsFiles(tls.files, tls);
   }
 
   async tryAcquire(req: AcquireRequest): Promise<Hold | undefined> {
@@ -265,6 +278,7 @@ export class EtcdBackend implements LockBackend {
     clearTimeout(this.watchClientPending);
     this.watchClient.close();
     this.client.close();
+    for (const client of this.retired) client.close();
   }
 
   private startWatch(prefix: string, watch: KeyWatch): KeyWatch {
@@ -357,7 +371,7 @@ export class EtcdBackend implements LockBackend {
       lease.on("lost", () => this.dropSession(ttl, lease));
       // Keepalives run on a stream with the token it was opened with: a token etcd refuses is dropped, so the
       // next stream (etcd3 retries at once) authenticates again before the lease runs out.
-      lease.on("keepaliveFailed", (err: unknown) => staleToken(err) && this.dropToken());
+      lease.on("keepaliveFailed", (err: unknown) => (staleToken(err) ? this.dropToken() : this.reloadTls()));
       this.sessions.set(ttl, session);
     }
     return session;
@@ -371,19 +385,35 @@ export class EtcdBackend implements LockBackend {
   /** Runs a write on the session lease; a lease etcd no longer knows is dropped and granted anew, once. */
   private async withSession<T>(ttl: number, write: (lease: string) => Promise<T>): Promise<T> {
     for (let attempt = 0; ; attempt++) {
-      const session = this.session(ttl);
+      let session: Session | undefined;
       try {
-        return await this.call(async () => write(await session.id));
+        // The session is looked up inside the call: a call tried again after a TLS reload uses the new client's.
+        return await this.call(async () => write(await (session = this.session(ttl)).id));
       } catch (err) {
-        if (!(err instanceof EtcdLeaseInvalidError)) throw err;
+        if (!(err instanceof EtcdLeaseInvalidError) || !session) throw err;
         this.dropSession(ttl, session.lease);
         if (attempt > 0) throw new BackendUnavailableError(this.name, "the session lease was lost twice in a row", { cause: err });
       }
     }
   }
 
-  /** One etcd call (etcd3's retries included) within requestTimeoutMs; unreachable-server errors mapped. */
+  /**
+   * One etcd call (etcd3's retries included) within requestTimeoutMs; unreachable-server errors mapped. A call
+   * that fails unavailable while the TLS files changed is tried again on the rebuilt client, in the time left.
+   */
   private async call<T>(op: () => Promise<T>): Promise<T> {
+    const started = monotonicNow();
+    try {
+      return await this.callOnce(op, this.requestTimeoutMs);
+    } catch (err) {
+      if (!(err instanceof BackendUnavailableError) || !this.reloadTls()) throw err;
+      const left = started + this.requestTimeoutMs - monotonicNow();
+      if (left <= 0) throw err;
+      return this.callOnce(op, left);
+    }
+  }
+
+  private async callOnce<T>(op: () => Promise<T>, timeoutMs: number): Promise<T> {
     if (this.closed) throw new BackendUnavailableError(this.name, "the backend is closed");
     const once = async () => {
       try {
@@ -395,7 +425,7 @@ export class EtcdBackend implements LockBackend {
       }
     };
     try {
-      return await withDeadline(once(), this.requestTimeoutMs, () => new BackendUnavailableError(this.name, `no answer within ${this.requestTimeoutMs}ms`));
+      return await withDeadline(once(), timeoutMs, () => new BackendUnavailableError(this.name, `no answer within ${this.requestTimeoutMs}ms`));
     } catch (err) {
       const refused = this.refusal(err);
       // Recoverable: gRPC unavailable, deadline exceeded, cancelled...; a broken circuit is etcd3 failing fast.
@@ -420,6 +450,25 @@ export class EtcdBackend implements LockBackend {
     return undefined;
   }
 
+  /**
+   * Reads the TLS files again; when they changed, rebuilds the clients on them (calls and watches move over, session
+   * leases are granted anew: see "Client certificates" above) and returns true.
+   */
+  private reloadTls(): boolean {
+    const material = this.closed ? undefined : this.tlsFiles?.reload();
+    if (!material) return false;
+    this.clientOptions = { ...this.clientOptions, credentials: credentials(material) };
+    const old = this.client;
+    this.client = new Etcd3(this.clientOptions);
+    for (const session of this.sessions.values()) session.lease.release(); // stop keepalives; never revoke
+    this.sessions.clear();
+    this.retired.add(old);
+    setTimeout(() => this.retired.delete(old) && old.close(), this.requestTimeoutMs).unref();
+    this.watchClientSince = 0;
+    this.replaceWatchClient();
+    return true;
+  }
+
   /** Makes etcd3 authenticate again on the next call (it does so by itself only for a token etcd calls invalid). */
   private dropToken(): void {
     (this.client as unknown as { pool?: { authenticator?: { invalidateMetadata?: () => void } } }).pool?.authenticator?.invalidateMetadata?.();
@@ -436,6 +485,11 @@ const PASS_THROUGH = {
   onSuccess: () => ({ dispose: () => undefined }),
   onFailure: () => ({ dispose: () => undefined }),
 } as unknown as ReturnType<NonNullable<NonNullable<IOptions["faultHandling"]>["host"]>>;
+
+/** etcd3 credentials for TLS material; grpc-js takes a null CA as "the system roots" (a client certificate without a caFile). */
+function credentials(tls: TlsMaterial): NonNullable<IOptions["credentials"]> {
+  return { rootCertificate: tls.ca ?? (null as unknown as Buffer), privateKey: tls.key, certChain: tls.cert };
+}
 
 /** etcd refused a token issued before its users or roles last changed (or one it no longer knows). */
 function staleToken(err: unknown): boolean {

@@ -39,7 +39,8 @@ export function parseEtcdSettings(name: string, raw: Record<string, unknown>): E
     const files = check.tls(tls);
     if (files) {
       if (protocols.has("http:")) check.problem("etcd.tls needs https:// endpoints");
-      tlsOptions = { ca: files.ca, cert: files.cert, key: files.key };
+      const { caFile, certFile, keyFile } = tls as Record<string, string | undefined>;
+      tlsOptions = { ca: files.ca, cert: files.cert, key: files.key, files: { caFile, certFile, keyFile } };
     }
   }
   check.done(name);
