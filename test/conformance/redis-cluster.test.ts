@@ -145,7 +145,7 @@ describe("redis cluster", () => {
       assert.equal(await b.tryAcquire(waiter), undefined);
       // Holds, info, queue and counter, all on the master that serves the lock's slot.
       const owner = await setup.owner(slot);
-      assert.deepEqual(await whereIs(key), [{ port: owner, keys: ["fencing", "holds", "info", "queue"].map((k) => `${prefix}:{${key}}:${k}`) }]);
+      assert.deepEqual(await whereIs(key), [{ port: owner, keys: ["fencing", "holds", "info", "queue", "queue-expiry"].map((k) => `${prefix}:{${key}}:${k}`) }]);
       assert.equal(await b.release(key, holder.holderId), true);
       const next = await b.tryAcquire(waiter);
       assert.ok(next && BigInt(next.fencingToken) > BigInt(holder.fencingToken), `${key}: the waiter got no grant, or no greater token`);

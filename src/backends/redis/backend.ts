@@ -6,6 +6,7 @@
  *
  * - `<prefix>:{K}:holds`   ZSET holderId -> expiry (ms, Redis server time)
  * - `<prefix>:{K}:queue`   ZSET holderId -> when it joined (µs, server time): the waiters, in order
+ * - `<prefix>:{K}:queue-expiry` ZSET holderId -> when its queue entry expires (ms, server time)
  * - `<prefix>:{K}:info`    HASH holderId -> JSON {holderId, claim, holderIdentity, cluster, fencingToken,
  *                          acquireTime, renewTime} (times in ms as decimal strings) for a hold, or
  *                          {holderId, claim, holderIdentity, cluster, expires} for a waiter
@@ -16,9 +17,10 @@
  *                          repeat or go back even then (unless the server's clock went back meanwhile).
  *
  * A waiter takes a slot when fewer than maxHolders holds and earlier waiters exist; its entry expires a lease after
- * its last tryAcquire. Holds, queue and info carry a PEXPIRE of the longest remaining lease, so idle locks vanish. Every
+ * its last tryAcquire. Holds, queue, expiries and info carry a PEXPIRE of the longest remaining lease, so idle locks vanish. Every
  * change is one Lua script (atomic, times from `TIME` so all operators agree on expiry) that first purges
- * expired holds, and that PUBLISHes to `<prefix>:events:{K}` when the holds changed; `watch` subscribes
+ * expired holds, and that PUBLISHes to `<prefix>:events:{K}` when the holds changed (naming the waiters whose turn
+ * it is, so their watches wake them without a read); `watch` subscribes
  * there, and polls as a fallback for holds that vanished by key expiry with nobody running a script.
  *
  * Nothing is queued or replayed: commands fail at once while disconnected (`enableOfflineQueue: false`,
@@ -51,10 +53,10 @@ import { ACQUIRE, RELEASE, RENEW, STATE } from "./scripts";
 
 /** The scripts as commands: the keys (holds, info, queue[, counter]), then the script's ARGV. */
 interface Scripts {
-  kubelockAcquire(holds: string, info: string, queue: string, counter: string, ...args: (string | number)[]): Promise<string | null>;
-  kubelockRenew(holds: string, info: string, queue: string, ...args: (string | number)[]): Promise<string | null>;
-  kubelockRelease(holds: string, info: string, queue: string, ...args: (string | number)[]): Promise<number>;
-  kubelockState(holds: string, info: string, queue: string, channel: string): Promise<[string[], string[]]>;
+  kubelockAcquire(holds: string, info: string, queue: string, expiries: string, counter: string, ...args: (string | number)[]): Promise<string | null>;
+  kubelockRenew(holds: string, info: string, queue: string, expiries: string, ...args: (string | number)[]): Promise<string | null>;
+  kubelockRelease(holds: string, info: string, queue: string, expiries: string, ...args: (string | number)[]): Promise<number>;
+  kubelockState(holds: string, info: string, queue: string, expiries: string, channel: string): Promise<[string[], string[]]>;
 }
 
 /** The validated `redis:` settings block. */
@@ -101,7 +103,7 @@ export class RedisBackend implements LockBackend {
     });
     this.client.on("ready", () => (this.lastError = undefined));
     if (this.client instanceof Cluster) guardAsking(this.client);
-    for (const [command, lua, keys] of [["kubelockAcquire", ACQUIRE, 4], ["kubelockRenew", RENEW, 3], ["kubelockRelease", RELEASE, 3], ["kubelockState", STATE, 3]] as const) {
+    for (const [command, lua, keys] of [["kubelockAcquire", ACQUIRE, 5], ["kubelockRenew", RENEW, 4], ["kubelockRelease", RELEASE, 4], ["kubelockState", STATE, 4]] as const) {
       this.client.defineCommand(command, { lua, numberOfKeys: keys });
     }
     // SUBSCRIBE may wait for the connection however long it takes (ioredis re-subscribes after a reconnect):
@@ -127,7 +129,7 @@ export class RedisBackend implements LockBackend {
     const k = this.keys(req.key);
     const lease = leaseMs(req.leaseDurationSeconds);
     const info = JSON.stringify({ holderId: req.holderId, claim: req.claim, holderIdentity: req.holderIdentity, cluster: req.cluster ?? "" });
-    const json = await this.run((s) => s.kubelockAcquire(k.holds, k.info, k.queue, k.counter, k.channel, req.holderId, req.maxHolders, lease, info, req.fencingFloor ?? "0", req.wait ? "1" : "0"));
+    const json = await this.run((s) => s.kubelockAcquire(k.holds, k.info, k.queue, k.expiries, k.counter, k.channel, req.holderId, req.maxHolders, lease, info, req.fencingFloor ?? "0", req.wait ? "1" : "0"));
     if (json && this.settings.waitReplicas) await this.awaitReplicas(this.settings.waitReplicas);
     return json ? toHold(json) : undefined;
   }
@@ -169,13 +171,13 @@ export class RedisBackend implements LockBackend {
 
   async renew(key: string, holderId: string, leaseDurationSeconds: number): Promise<Hold | undefined> {
     const [k, lease] = [this.keys(key), leaseMs(leaseDurationSeconds)];
-    const json = await this.run((s) => s.kubelockRenew(k.holds, k.info, k.queue, k.channel, holderId, lease));
+    const json = await this.run((s) => s.kubelockRenew(k.holds, k.info, k.queue, k.expiries, k.channel, holderId, lease));
     return json ? toHold(json) : undefined;
   }
 
   async release(key: string, holderId: string): Promise<boolean> {
     const k = this.keys(key);
-    return (await this.run((s) => s.kubelockRelease(k.holds, k.info, k.queue, k.channel, holderId))) === 1;
+    return (await this.run((s) => s.kubelockRelease(k.holds, k.info, k.queue, k.expiries, k.channel, holderId))) === 1;
   }
 
   async holders(key: string): Promise<Hold[]> {
@@ -196,7 +198,7 @@ export class RedisBackend implements LockBackend {
 
   private state(key: string): Promise<[string[], string[]]> {
     const k = this.keys(key);
-    return this.run((s) => s.kubelockState(k.holds, k.info, k.queue, k.channel));
+    return this.run((s) => s.kubelockState(k.holds, k.info, k.queue, k.expiries, k.channel));
   }
 
   watch(key: string, onChange: () => void, waiter?: WaiterWatch): () => void {
@@ -223,7 +225,7 @@ export class RedisBackend implements LockBackend {
   private keys(key: string) {
     splitLockKey(key); // the hash tag holds the whole key: only its form is checked
     const base = `${this.settings.keyPrefix}:{${key}}`;
-    return { holds: `${base}:holds`, info: `${base}:info`, queue: `${base}:queue`, counter: `${base}:fencing`, channel: `${this.settings.keyPrefix}:events:{${key}}` };
+    return { holds: `${base}:holds`, info: `${base}:info`, queue: `${base}:queue`, expiries: `${base}:queue-expiry`, counter: `${base}:fencing`, channel: `${this.settings.keyPrefix}:events:{${key}}` };
   }
 
   /** Runs a script once the connection is ready; connection trouble becomes BackendUnavailableError. */

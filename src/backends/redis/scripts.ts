@@ -1,9 +1,9 @@
 /** The Redis backend's Lua scripts, one per operation; each runs atomically on the server (see backend.ts for the keys). */
 
 /**
- * Shared by every script. KEYS[1] = holds, KEYS[2] = info, KEYS[3] = queue; ARGV[1] = event channel. A waiter's
- * info JSON carries `expires` (ms, server time): queue entries are few (at most maxHolders per cluster), so purge
- * reads them all.
+ * Shared by every script. KEYS[1] = holds, KEYS[2] = info, KEYS[3] = queue, KEYS[4] = the queue's expiries (each
+ * waiter by when its entry expires, ms, server time; its info JSON carries the same `expires`); ARGV[1] = event
+ * channel. Expired holds and waiters are found by score, so a script's cost does not grow with the queue.
  */
 const PRELUDE = `
 if redis.replicate_commands then redis.replicate_commands() end -- TIME before writes (Redis < 5)
@@ -15,11 +15,22 @@ local function purge()
   local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
   for _, id in ipairs(gone) do redis.call('HDEL', KEYS[2], id) end
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-  for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
-    local entry = redis.call('HGET', KEYS[2], id)
-    if not entry or cjson.decode(entry).expires <= now then
-      redis.call('ZREM', KEYS[3], id)
-      redis.call('HDEL', KEYS[2], id)
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now)) do
+    redis.call('ZREM', KEYS[3], id)
+    redis.call('HDEL', KEYS[2], id)
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+  -- Entries a version without the expiry index queued: checked one by one once, and indexed.
+  if redis.call('ZCARD', KEYS[3]) > redis.call('ZCARD', KEYS[4]) then
+    for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+      local entry = redis.call('HGET', KEYS[2], id)
+      local expires = entry and cjson.decode(entry).expires
+      if expires and expires > now then
+        redis.call('ZADD', KEYS[4], expires, id)
+      else
+        redis.call('ZREM', KEYS[3], id)
+        redis.call('HDEL', KEYS[2], id)
+      end
     end
   end
   return #gone > 0
@@ -27,13 +38,12 @@ end
 -- Every key lives as long as the longest hold or waiter (an empty ZSET is gone already).
 local function touch()
   local last = now
-  local longest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-  if #longest > 0 then last = tonumber(longest[2]) end
-  for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
-    last = math.max(last, cjson.decode(redis.call('HGET', KEYS[2], id)).expires)
+  for _, byExpiry in ipairs({KEYS[1], KEYS[4]}) do
+    local longest = redis.call('ZRANGE', byExpiry, -1, -1, 'WITHSCORES')
+    if #longest > 0 then last = math.max(last, tonumber(longest[2])) end
   end
   if last <= now then redis.call('DEL', KEYS[2]) return end
-  for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], last - now) end
+  for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], last - now) end
 end
 -- "<what> turn: <ids>" names the waiters that may take a slot now (the first maxHolders - holds of the queue;
 -- maxHolders as the head entry recorded it); a bare "<what>" (an entry without it) wakes every waiter.
@@ -52,7 +62,7 @@ end
 `;
 
 /**
- * ACQUIRE. KEYS[4] = fencing counter. ARGV: channel, holderId, maxHolders, leaseMs, HolderInfo JSON, fencing floor,
+ * ACQUIRE. KEYS[5] = fencing counter. ARGV: channel, holderId, maxHolders, leaseMs, HolderInfo JSON, fencing floor,
  * wait ("1" or "0"). Returns the hold's JSON: the existing one unchanged when holderId holds the key (re-attach, same
  * token); a new one (the counter's next value) when fewer than maxHolders holds and earlier queue entries exist; else
  * nil, and with wait holderId's queue entry is added at the back (score: server time in microseconds) or refreshed.
@@ -69,15 +79,16 @@ else
   local ahead = redis.call('ZRANK', KEYS[3], id) or redis.call('ZCARD', KEYS[3])
   if redis.call('ZCARD', KEYS[1]) + ahead < tonumber(ARGV[3]) then
     local hold = cjson.decode(ARGV[5])
-    local counter = tonumber(redis.call('GET', KEYS[4]) or string.format('%d', nowUs))
+    local counter = tonumber(redis.call('GET', KEYS[5]) or string.format('%d', nowUs))
     local floor = tonumber(ARGV[6])
     if floor > counter then counter = floor end
     hold.fencingToken = string.format('%d', counter + 1)
-    redis.call('SET', KEYS[4], hold.fencingToken)
+    redis.call('SET', KEYS[5], hold.fencingToken)
     hold.acquireTime = string.format('%d', now)
     hold.renewTime = hold.acquireTime
     result = cjson.encode(hold)
     redis.call('ZREM', KEYS[3], id)
+    redis.call('ZREM', KEYS[4], id)
     redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), id)
     redis.call('HSET', KEYS[2], id, result)
     changed = true
@@ -86,6 +97,7 @@ else
     entry.expires = now + tonumber(ARGV[4])
     entry.maxHolders = tonumber(ARGV[3])
     redis.call('ZADD', KEYS[3], 'NX', nowUs, id)
+    redis.call('ZADD', KEYS[4], entry.expires, id)
     redis.call('HSET', KEYS[2], id, cjson.encode(entry))
     touch()
   end
@@ -117,6 +129,7 @@ export const RELEASE = `${PRELUDE}
 local changed = purge()
 local removed = redis.call('ZREM', KEYS[1], ARGV[2])
 local withdrawn = redis.call('ZREM', KEYS[3], ARGV[2])
+redis.call('ZREM', KEYS[4], ARGV[2])
 if removed == 1 or withdrawn == 1 then redis.call('HDEL', KEYS[2], ARGV[2]) touch() end
 if changed or removed == 1 or withdrawn == 1 then publish('release') end
 return removed`;
