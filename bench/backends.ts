@@ -6,7 +6,7 @@ import { randomBytes } from "node:crypto";
 import * as k8s from "@kubernetes/client-node";
 import type { BenchContext } from "./context";
 import { contended, uncontended, type Subject } from "./backend/harness";
-import { redisServerTime, redisSubjects } from "./backend/redis";
+import { redisServerTime, redisSubjects, waitReplicasCost } from "./backend/redis";
 import { etcdSubjects } from "./backend/etcd";
 import { zookeeperSubjects } from "./backend/zookeeper";
 import { kubernetesSubjects } from "./backend/kubernetes";
@@ -65,6 +65,7 @@ export async function backendBenchmarks(ctx: BenchContext): Promise<void> {
         const split = await redisServerTime(v.KUBELOCK_TEST_REDIS_URL, subjects, (s) => key(s, "t"));
         ctx.findings.push(`1 redis: where the uncontended time goes (INFO commandstats over 500 grants each, top-level commands only): ${split}. ` +
           "Ours' two scripts run purge/ZSET/HASH/INCR/PEXPIRE/PUBLISH and cjson inside Redis; the rest of the gap is client-side (JSON, ioredis script arguments).");
+        ctx.findings.push(`1 redis: the cost of waitReplicas (a grant returned only once a replica acknowledged it; Sentinel, one master and one replica): ${await waitReplicasCost(ctx.kubeConfig)}.`);
       }
       subjects.forEach((subject, s) => results.push({
         backend, subject,

@@ -4,6 +4,7 @@ import Redis from "ioredis";
 import Redlock, { ExecutionError } from "redlock";
 import { createBackend } from "../../src/backends/registry";
 import type { KubeConfig } from "@kubernetes/client-node";
+import { SENTINEL_MASTER, SentinelRedis } from "../../test/env/redis-setups";
 import { oursSubjects, type Subject } from "./harness";
 
 const TTL_MS = 30_000;
@@ -75,3 +76,31 @@ export async function redisServerTime(url: string, subjects: Subject[], keys: (s
 }
 
 const fmtUs = (us: number) => us.toFixed(0);
+
+/**
+ * What `waitReplicas` costs: uncontended grants (tryAcquire on a fresh key, then release) through Sentinel on a
+ * master with one replica, without and with `waitReplicas: {replicas: 1}` (a WAIT after each grant), in
+ * alternating slices of `ops / 10`; µs per grant each and the ratio.
+ */
+export async function waitReplicasCost(kubeConfig: KubeConfig, ops = 400): Promise<string> {
+  const setup = await SentinelRedis.create();
+  const settings = { url: `redis://${SENTINEL_MASTER}`, sentinels: setup.sentinels, sentinelName: SENTINEL_MASTER, keyPrefix: "bench-wait" };
+  const make = (extra: Record<string, unknown>, name: string) => createBackend({ name, type: "redis", kubeConfig, settings: { ...settings, ...extra } });
+  const [plain, waiting] = [await make({}, "redis-sentinel"), await make({ waitReplicas: { replicas: 1, timeoutMs: 1000 } }, "redis-sentinel-wait")];
+  try {
+    const subjects = [plain, waiting].map((backend) => oursSubjects(backend)[0]);
+    const ms = [0, 0];
+    for (let slice = 0; slice < 10; slice++) {
+      for (const [i, subject] of subjects.entries()) {
+        const t0 = performance.now();
+        for (let n = 0; n < ops / 10; n++) await (await subject.tryAcquire(`bench/wait-${i}-${slice}-${n}-${randomUUID()}`))?.();
+        ms[i] += performance.now() - t0;
+      }
+    }
+    const [without, withWait] = ms.map((total) => (total * 1000) / ops);
+    return `${fmtUs(withWait)} µs per grant with waitReplicas 1 against ${fmtUs(without)} µs without (${(withWait / without).toFixed(2)}×), ${ops} grants each`;
+  } finally {
+    await Promise.allSettled([plain.close(), waiting.close()]);
+    await setup.destroy();
+  }
+}
