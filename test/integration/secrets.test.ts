@@ -1,75 +1,163 @@
 /**
- * Secrets never leak: the operator reaches Redis as an ACL user whose password comes from a file. First the file
- * holds a wrong password (distinctive), so every call is refused and the refusal travels everywhere the operator
- * reports: its logs (debug level), the lock's and claim's status, Events, metrics. Then the file is rewritten
- * with the right password (distinctive too): the operator picks it up without a restart and grants. Neither
- * password may appear in any of those places.
+ * Secrets never leak, for every backend whose credentials come from a file (a mounted Secret). The operator (debug
+ * log level) starts with the file holding a wrong secret (distinctive), so every call is refused and the refusal
+ * travels everywhere the operator reports: its logs, the lock's and claim's status, Events, metrics. Then the file
+ * is rewritten with the right secret (distinctive too) and the claim is granted. No secret may appear in any of
+ * those places.
+ *
+ * - Redis (an ACL user, `passwordFile`) and etcd (TLS with a client certificate, authentication, a user limited to
+ *   the prefix, `passwordFile`): the rewritten file is picked up without a restart.
+ * - ZooKeeper (digest credentials `user:password` in `authFile`, on nodes made under the right ones): a digest
+ *   identity is user and password together, so the backend reads authFile once, at start. It goes on refusing
+ *   after the file is rewritten; a restarted operator grants.
+ *
+ * Each case has a namespace, an operator and a server-side user of its own.
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
+import { after, describe, test } from "node:test";
 import Redis from "ioredis";
 import { minimalAcl } from "../../src/backends/redis/acl";
-import { createNamespace, kubectl, testEnv } from "../support/env";
-import { Api, findLog, startOperator, type OperatorProcess } from "../support/operator";
+import { ZooKeeperBackend } from "../../src/backends/zookeeper/backend";
+import { TlsEtcd } from "../env/etcd-tls";
+import { createNamespace, eventually, kubectl, testEnv } from "../support/env";
+import { Api, findLog, logLines, startOperator, type OperatorProcess } from "../support/operator";
+import { holdRequest } from "../conformance/backend-conformance";
 import { tempDir } from "../support/temp";
 
-const prefix = `secrets-${randomBytes(3).toString("hex")}`;
-const user = `kubelock-${prefix}`;
-const rightPassword = `right-pw-${randomBytes(8).toString("hex")}`;
-const wrongPassword = `wrong-pw-${randomBytes(8).toString("hex")}`;
-const passwordFile = join(tempDir("kubelock-secrets-"), "password");
-let namespace: string;
-let api: Api;
-let operator: OperatorProcess | undefined;
+const random = () => randomBytes(8).toString("hex");
+const operators: OperatorProcess[] = [];
+after(() => Promise.all(operators.map((operator) => operator.stop())));
 
-before(async () => {
-  const admin = new Redis(testEnv.redisUrl);
-  try {
-    await admin.call("ACL", "SETUSER", user, "on", `>${rightPassword}`, ...minimalAcl(prefix));
-  } finally {
-    admin.disconnect();
-  }
-  writeFileSync(passwordFile, wrongPassword);
-  namespace = await createNamespace("secrets");
-  api = new Api(namespace);
-  const url = new URL(testEnv.redisUrl);
-  url.username = user;
-  operator = await startOperator({
-    namespace,
-    logLevel: "debug",
-    config: `defaultBackend: kubernetes\nbackends:\n  - {name: redis, type: redis, redis: {url: "${url}", passwordFile: ${passwordFile}, keyPrefix: ${prefix}, commandTimeoutMs: 1000}}\n`,
-  });
-});
+/** One backend's case: its config entry (name `guarded`), its credential file with the wrong and right contents. */
+interface SecretCase {
+  /** The `backends[]` entry, a YAML flow mapping with `name: guarded`. */
+  backend: string;
+  file: string;
+  wrong: string;
+  right: string;
+  /** What the lock's Ready=False condition says while the wrong secret is in use. */
+  refusal: RegExp;
+  /** The backend reads the file at start only: the rewritten file needs an operator restart. */
+  readAtStartOnly?: boolean;
+  /** The strings that must never show: both passwords, and any other secret the backend was given (a private key). */
+  secrets: string[];
+}
 
-after(async () => {
-  await operator?.stop();
-});
-
-test("a refused and a rotated password appear in no log line, status, Event or metric", async () => {
-  await api.createLock("guarded", { backend: "redis" });
+/**
+ * The shared flow: refused with the wrong secret, granted after the file holds the right one, and no secret
+ * anywhere the operator (each one, when restarted) reported.
+ */
+async function refusedThenGranted(c: SecretCase): Promise<void> {
+  writeFileSync(c.file, `${c.wrong}\n`);
+  const namespace = await createNamespace("secrets");
+  const api = new Api(namespace);
+  const runs: OperatorProcess[] = [];
+  const start = async () => {
+    const operator = await startOperator({ namespace, logLevel: "debug", config: `defaultBackend: kubernetes\nbackends:\n  - ${c.backend}\n` });
+    operators.push(operator);
+    runs.push(operator);
+    return operator;
+  };
+  let operator = await start();
+  await api.createLock("guarded", { backend: "guarded" });
   await api.createClaim("first", { lockName: "guarded" });
-  const refused = await api.waitForLock("guarded", "Ready=False while the password is refused", (l) =>
-    l.status?.conditions?.some((c) => c.type === "Ready" && c.status === "False") ?? false, 60_000);
-  const reason = refused.status!.conditions!.find((c) => c.type === "Ready")!;
-  assert.match(reason.message, /pass|auth|refus/i, `the condition says why: ${reason.message}`);
-  console.log(`Ready=False says: ${reason.message}`);
-
-  writeFileSync(passwordFile, rightPassword);
+  const refused = await api.waitForLock("guarded", "Ready=False while the secret is wrong", (l) =>
+    l.status?.conditions?.some((cond) => cond.type === "Ready" && cond.status === "False") ?? false, 60_000);
+  const ready = refused.status!.conditions!.find((cond) => cond.type === "Ready")!;
+  assert.match(ready.message, c.refusal, `the condition says why: ${ready.message}`);
+  const rewritten = Date.now();
+  writeFileSync(c.file, `${c.right}\n`);
+  if (c.readAtStartOnly) {
+    // A reconcile after the rewrite is refused still: the running operator does not read the file again.
+    await eventually("a refusal logged after the file was rewritten", () => (logLines(operator).some((line) =>
+      Date.parse(line.ts) > rewritten && line.msg.startsWith("reconcile failed") && c.refusal.test(String(line.error))) ? true : undefined), 30_000);
+    assert.notEqual((await api.getClaim("first"))?.status?.phase, "Granted");
+    await assertNothingShows(c.secrets, operator, namespace, [refused]);
+    await operator.stop();
+    operator = await start();
+  }
   const granted = await api.waitForPhase("first", "Granted", 60_000);
   assert.ok(Number(granted.status?.fencingToken) > 0);
+  assert.match(runs[0].output(), /reconcile failed|renewal failed/, "the refusals were logged");
+  await assertNothingShows(c.secrets, operator, namespace, [refused]);
+}
 
-  const metrics = await (await fetch(`http://${findLog(operator!, "serving metrics")?.address as string}/metrics`)).text();
+/**
+ * The one grep: none of `secrets` appears in the operator's log, the namespace's locks' and claims' status (now,
+ * and as `seen` earlier), its Events, or the operator's metrics.
+ */
+async function assertNothingShows(secrets: string[], operator: OperatorProcess, namespace: string, seen: unknown[]): Promise<void> {
+  const get = async (what: string) => (await kubectl(["get", what, "-n", namespace, "-o", "json"])).stdout;
   const places: Record<string, string> = {
-    "operator log": operator!.output(),
-    "lock and claim status": JSON.stringify([await api.getLock("guarded"), await api.getClaim("first"), refused]),
-    "Events": (await kubectl(["get", "events", "-n", namespace, "-o", "json"])).stdout,
-    "metrics": metrics,
+    "operator log": operator.output(),
+    "lock and claim status": (await get("distributedlocks,lockclaims")) + JSON.stringify(seen),
+    "Events": await get("events"),
+    "metrics": await (await fetch(`http://${findLog(operator, "serving metrics")?.address as string}/metrics`)).text(),
   };
-  assert.match(places["operator log"], /renewal failed|reconcile|BackendUnavailable|refused/i, "the refusals were logged");
+  assert.match(places["lock and claim status"], /"fencingToken"|BackendUnavailable/, "the statuses were read");
   for (const [where, text] of Object.entries(places)) {
-    for (const secret of [rightPassword, wrongPassword]) assert.ok(!text.includes(secret), `a password appears in the ${where}`);
+    for (const secret of secrets) assert.ok(!text.includes(secret), `a secret appears in the ${where}`);
   }
+}
+
+/** A fresh file for a credential. */
+const credentialFile = () => join(tempDir("kubelock-secrets-"), "credential");
+
+describe("secrets appear nowhere the operator reports", () => {
+  test("Redis: a refused and a rotated password (picked up without a restart)", async () => {
+    const prefix = `secrets-${random().slice(0, 6)}`;
+    const user = `kubelock-${prefix}`;
+    const [right, wrong] = [`right-pw-${random()}`, `wrong-pw-${random()}`];
+    const admin = new Redis(testEnv.redisUrl);
+    try {
+      await admin.call("ACL", "SETUSER", user, "on", `>${right}`, ...minimalAcl(prefix));
+    } finally {
+      admin.disconnect();
+    }
+    const url = new URL(testEnv.redisUrl);
+    url.username = user;
+    const file = credentialFile();
+    await refusedThenGranted({
+      backend: `{name: guarded, type: redis, redis: {url: "${url}", passwordFile: ${file}, keyPrefix: ${prefix}, commandTimeoutMs: 1000}}`,
+      file, wrong, right, refusal: /WRONGPASS/, secrets: [wrong, right],
+    });
+  });
+
+  test("etcd with TLS and authentication: a refused and a rotated password (picked up without a restart)", async (t) => {
+    const etcd = await TlsEtcd.start();
+    t.after(() => etcd.destroy());
+    const prefix = `/kubelock-secrets-${random().slice(0, 6)}`;
+    const [right, wrong] = [`right-pw-${random()}`, `wrong-pw-${random()}`];
+    await etcd.addUser("kubelock", right, `${prefix}/`);
+    const file = credentialFile();
+    const tls = etcd.clientTls;
+    const key = readFileSync(tls.keyFile, "utf8").split("\n")[1]; // a line of the private key
+    await refusedThenGranted({
+      backend: `{name: guarded, type: etcd, etcd: {endpoints: ["${etcd.endpoint}"], prefix: ${prefix}, username: kubelock, passwordFile: ${file}, `
+        + `tls: {caFile: ${tls.caFile}, certFile: ${tls.certFile}, keyFile: ${tls.keyFile}}, requestTimeoutMs: 3000}}`,
+      file, wrong, right, refusal: /etcd user "kubelock" was refused: wrong password in etcd\.passwordFile/, secrets: [wrong, right, key],
+    });
+  });
+
+  test("ZooKeeper digest credentials: refused, and after the file is rewritten refused until the operator restarts", async () => {
+    const rootPath = `/kubelock-secrets-${random().slice(0, 6)}`;
+    const [right, wrong] = [`right-pw-${random()}`, `wrong-pw-${random()}`];
+    // The root node, made under the right credentials: only they may add a namespace under it.
+    const owner = new ZooKeeperBackend({ name: "owner", connect: testEnv.zookeeperConnect, rootPath, auth: `kubelock:${right}`, requestTimeoutMs: 10_000 });
+    try {
+      const req = holdRequest("setup/owner", "owner");
+      assert.ok(await owner.tryAcquire(req));
+      await owner.release(req.key, req.holderId);
+    } finally {
+      await owner.close();
+    }
+    const file = credentialFile();
+    await refusedThenGranted({
+      backend: `{name: guarded, type: zookeeper, zookeeper: {connect: "${testEnv.zookeeperConnect}", rootPath: ${rootPath}, authFile: ${file}, requestTimeoutMs: 3000}}`,
+      file, wrong: `kubelock:${wrong}`, right: `kubelock:${right}`, secrets: [wrong, right], refusal: /belong to another identity; zookeeper\.authFile must hold/, readAtStartOnly: true,
+    });
+  });
 });
