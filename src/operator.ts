@@ -35,6 +35,7 @@ import { OperatorMetrics } from "./metrics";
 import { realClock, sleep, type Clock } from "./runtime/clock";
 import { MultiNamespaceCache, type Cache } from "./runtime/cache";
 import { Informer, type KubeObject, type ListResult } from "./runtime/informer";
+import { podForCache } from "./runtime/pods";
 import { JITTER_FACTOR, KubeLeaseStore, LEADER_ELECTION_DEFAULTS, LeaderElector, type LeaseRef } from "./runtime/leaderelection";
 import { runWorkers, WorkQueue } from "./runtime/workqueue";
 
@@ -327,21 +328,30 @@ function makeCaches(kc: k8s.KubeConfig, client: KubeClient, log: Logger, resyncM
       ? make(namespaces[0], resource)
       : new MultiNamespaceCache(new Map(namespaces.map((namespace) => [namespace, make(namespace, `${resource} in ${namespace}`)])));
   const scope = (namespace?: string) => (namespace ? `/namespaces/${namespace}` : "");
+  // Lists come in pages (the informer's pageSize); the caches keep no managedFields or last-applied annotation.
   const custom = <T extends KubeObject>(plural: string) => (namespace: string | undefined, name: string) => new Informer<T>({
     kc, path: `/apis/${GROUP}/${VERSION}${scope(namespace)}/${plural}`, resyncMs, logger: log, name,
-    list: () => (namespace
-      ? client.custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural }, requestTimeout())
-      : client.custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural }, requestTimeout())) as Promise<ListResult<T>>,
+    list: (page) => (namespace
+      ? client.custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural, limit: page?.limit, _continue: page?.continue }, requestTimeout())
+      : client.custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural, limit: page?.limit, _continue: page?.continue }, requestTimeout())) as Promise<ListResult<T>>,
   });
   const locks = perNamespace("distributedlocks", custom<DistributedLock>(LOCK_PLURAL));
   const claims = perNamespace("lockclaims", custom<LockClaim>(CLAIM_PLURAL));
   claims.addIndex(ClaimIndex.byLock, (c) => [lockKeyOfClaim(c)]);
   claims.addIndex(ClaimIndex.byPod, (c) => (c.spec.podName ? [`${c.metadata.namespace}/${c.spec.podName}`] : []));
   claims.addIndex(ClaimIndex.byUid, (c) => (c.metadata.uid ? [c.metadata.uid] : []));
+  // Every pod in scope is cached (a claim may name any pod), but only the few fields the controllers read (podForCache).
   const pods = perNamespace("pods", (namespace, name) => new Informer<k8s.V1Pod>({
-    kc, path: `/api/v1${scope(namespace)}/pods`, resyncMs, logger: log, name,
+    kc, path: `/api/v1${scope(namespace)}/pods`, resyncMs, logger: log, name, transform: podForCache,
     // The typed client returns Dates where watch events carry strings: keep the cache plain JSON.
-    list: async () => JSON.parse(JSON.stringify(await (namespace ? client.core.listNamespacedPod({ namespace }, requestTimeout()) : client.core.listPodForAllNamespaces({}, requestTimeout())))),
+    list: async (page) => {
+      const paging = { limit: page?.limit, _continue: page?.continue };
+      const list = await (namespace
+        ? client.core.listNamespacedPod({ namespace, ...paging }, requestTimeout())
+        : client.core.listPodForAllNamespaces(paging, requestTimeout()));
+      // The typed list metadata names the API's `continue` `_continue`.
+      return { items: JSON.parse(JSON.stringify(list.items)), metadata: { resourceVersion: list.metadata?.resourceVersion, continue: list.metadata?._continue } };
+    },
   }));
   return { locks, claims, pods };
 }

@@ -3,9 +3,12 @@
  * + handler notification, in one small class).
  *
  * Lifecycle (`start()`):
- * 1. List. Replace the cache with the result and emit add/update/delete for the differences against
- *    the previous cache; an object whose resourceVersion did not change emits `update` with
- *    `old === obj`, as a resync does (client-go's Replace does the same). A relist follows a failure, so
+ * 1. List, in pages of `pageSize` objects (client-go's pager): each page is a small request that
+ *    cannot time out however many objects there are, and is transformed (below) before the next one
+ *    arrives, so a list of a large collection never holds it whole in its full form. Replace the cache
+ *    with the result and emit add/update/delete for the differences against the previous cache; an
+ *    object whose resourceVersion did not change emits `update` with `old === obj`, as a resync does
+ *    (client-go's Replace does the same). A relist follows a failure, so
  *    handlers re-check everything: work that failed while the server was away (and is waiting out a
  *    long backoff) runs again once it answers. The first successful list marks the informer synced
  *    (`waitForSync`, `hasSynced`).
@@ -26,9 +29,12 @@
  * Handlers run synchronously, in order, after the cache already reflects the event; they should only
  * enqueue keys. A handler that throws is logged and does not disturb the informer or other handlers.
  *
- * Cached objects carry no `metadata.managedFields` (as controller-runtime's TransformStripManagedFields):
- * nothing reads them here, and server-side apply bookkeeping is often the largest part of an object, so
- * dropping it keeps a cache of tens of thousands of objects small.
+ * What is cached of each object is what `transform` keeps (client-go's SetTransform): every object from a
+ * list, a watch event or `observe` passes through it before the cache, indexes and handlers see it. The
+ * default, `withoutBookkeeping`, drops `metadata.managedFields` (as controller-runtime's
+ * TransformStripManagedFields) and kubectl's last-applied-configuration annotation: nothing reads them here,
+ * and that bookkeeping is often the largest part of an object, so dropping it keeps a cache of tens of
+ * thousands of objects small. A cache that needs only a few fields of a large kind (pods) keeps only those.
  *
  * Objects in the cache are shared: never mutate them (copy first, e.g. `structuredClone`).
  * Objects from the watch are plain JSON; `list` should return the same plain shape. Typed client-node
@@ -44,7 +50,27 @@ import { Clock, TimerHandle, realClock } from "./clock";
  * fields just let client-node's generated types (where everything is optional) be used directly.
  */
 export interface KubeObject {
-  metadata?: { name?: string; namespace?: string; resourceVersion?: string; managedFields?: unknown };
+  metadata?: { name?: string; namespace?: string; resourceVersion?: string; managedFields?: unknown; annotations?: Record<string, string> };
+}
+
+/** kubectl apply's copy of the last applied object, as large as the object itself. */
+export const LAST_APPLIED_ANNOTATION = "kubectl.kubernetes.io/last-applied-configuration";
+
+/**
+ * The object without what only the API server and kubectl read: `metadata.managedFields` and the
+ * last-applied-configuration annotation. A shallow copy when anything is dropped (the object given is not
+ * changed: a caller of `observe` may still use it); the object itself when there is nothing to drop.
+ */
+export function withoutBookkeeping<T extends KubeObject>(obj: T): T {
+  const metadata = obj.metadata;
+  if (!metadata || (metadata.managedFields === undefined && metadata.annotations?.[LAST_APPLIED_ANNOTATION] === undefined)) return obj;
+  const { managedFields: _managedFields, ...rest } = metadata;
+  const kept: NonNullable<KubeObject["metadata"]> = rest;
+  if (rest.annotations?.[LAST_APPLIED_ANNOTATION] !== undefined) {
+    const { [LAST_APPLIED_ANNOTATION]: _applied, ...annotations } = rest.annotations;
+    kept.annotations = annotations;
+  }
+  return { ...obj, metadata: kept };
 }
 
 export interface InformerEvent<T> {
@@ -57,10 +83,16 @@ export interface InformerEvent<T> {
 
 export type InformerHandler<T> = (event: InformerEvent<T>) => void;
 
-/** The result of a list call: items plus the list's resourceVersion to watch from. */
+/** The result of a list call: items plus the list's resourceVersion to watch from, and where the next page starts. */
 export interface ListResult<T> {
   items: T[];
-  metadata?: { resourceVersion?: string };
+  metadata?: { resourceVersion?: string; continue?: string };
+}
+
+/** One page of a list: the API's `limit` and `continue` (absent: the first page). */
+export interface ListPage {
+  limit: number;
+  continue?: string;
 }
 
 /** The part of `k8s.Watch` the informer uses (injectable for tests). */
@@ -84,8 +116,14 @@ export interface InformerOptions<T> {
   kc: k8s.KubeConfig;
   /** Collection path to watch, e.g. `/apis/kubelock.io/v1alpha1/distributedlocks`, `/api/v1/namespaces/ns/pods`. */
   path: string;
-  /** Lists the same collection (same namespace and selectors as `path` and the selectors below). */
-  list: () => Promise<ListResult<T>>;
+  /**
+   * Lists the same collection (same namespace and selectors as `path` and the selectors below). Given a
+   * `page`, it passes its `limit` and `continue` to the API and returns the page with its `metadata.continue`;
+   * a list that ignores `page` and returns everything at once (no `continue`) works too.
+   */
+  list: (page?: ListPage) => Promise<ListResult<T>>;
+  /** Objects per list page (default 500, as client-go's pager); 0: one request for everything. */
+  pageSize?: number;
   /** Label selector for the watch; `list` must apply the same one. */
   labelSelector?: string;
   /** Field selector for the watch; `list` must apply the same one. */
@@ -108,6 +146,12 @@ export interface InformerOptions<T> {
   watchTimeoutSeconds?: number;
   /** Name in log lines; default `path`. */
   name?: string;
+  /**
+   * What the cache keeps of an object (default `withoutBookkeeping`). It must keep `metadata.name`, `namespace`
+   * and `resourceVersion`, and everything the cache's readers, indexes and handlers read; it must return a new
+   * object rather than change the one given.
+   */
+  transform?: (obj: T) => T;
 }
 
 /** The cache key of an object: `namespace/name`, or `name` for cluster-scoped objects. */
@@ -140,6 +184,7 @@ export class Informer<T extends KubeObject> {
   private readonly log: InformerLogger;
   private readonly watcher: Watcher;
   private readonly name: string;
+  private readonly transform: (obj: T) => T;
 
   private readonly cache = new Map<string, T>();
   private readonly namespaces = new Map<string, Set<string>>();
@@ -164,6 +209,7 @@ export class Informer<T extends KubeObject> {
     this.log = options.logger ?? noopLogger;
     this.watcher = options.watcher ?? new k8s.Watch(options.kc);
     this.name = options.name ?? options.path;
+    this.transform = options.transform ?? withoutBookkeeping;
   }
 
   /** Registers a handler. Handlers added after start miss earlier events (use `list()` to catch up). */
@@ -247,7 +293,7 @@ export class Informer<T extends KubeObject> {
     const cached = this.cache.get(key);
     if (!cached) return; // not seen yet: the watch will add it
     if (!isNewer(obj.metadata?.resourceVersion, cached.metadata?.resourceVersion)) return;
-    this.store(key, obj, cached);
+    this.store(key, this.transform(obj), cached);
   }
 
   /**
@@ -286,7 +332,7 @@ export class Informer<T extends KubeObject> {
         this.relistRequested = false;
         let result: ListResult<T>;
         try {
-          result = await this.opts.list();
+          result = await this.listAll();
         } catch (err) {
           if (this.stopped) break;
           await backoff(err, "list");
@@ -378,10 +424,10 @@ export class Informer<T extends KubeObject> {
         switch (phase) {
           case "ADDED":
           case "MODIFIED":
-            this.upsert(obj);
+            this.upsert(this.transform(obj));
             break;
           case "DELETED":
-            this.remove(obj);
+            this.remove(this.transform(obj));
             break;
           case "BOOKMARK":
             break;
@@ -413,7 +459,30 @@ export class Informer<T extends KubeObject> {
     });
   }
 
-  /** Replaces the cache with a list result, emitting the differences. */
+  /**
+   * Lists every page, transforming each page's objects as it arrives. All pages come from the snapshot of the
+   * first (the API's continue semantics); a continue token that expired (410) fails the list, which is retried
+   * from the first page like any failed list.
+   */
+  private async listAll(): Promise<ListResult<T>> {
+    const limit = this.opts.pageSize ?? 500;
+    const started = this.clock.now();
+    const items: T[] = [];
+    let pages = 0;
+    let next: string | undefined;
+    for (;;) {
+      const page = await this.opts.list(limit > 0 ? { limit, continue: next } : undefined);
+      pages++;
+      for (const obj of page.items ?? []) items.push(this.transform(obj));
+      next = page.metadata?.continue || undefined;
+      if (!next || this.stopped) {
+        this.log.debug("informer listed", { informer: this.name, objects: items.length, pages, ms: this.clock.now() - started });
+        return { items, metadata: { resourceVersion: page.metadata?.resourceVersion } };
+      }
+    }
+  }
+
+  /** Replaces the cache with a list result (its objects already transformed), emitting the differences. */
   private replace(result: ListResult<T>): void {
     const fresh = new Map<string, T>();
     for (const obj of result.items ?? []) fresh.set(keyOf(obj), obj);
@@ -457,7 +526,6 @@ export class Informer<T extends KubeObject> {
 
   private store(key: string, obj: T, old: T | undefined): void {
     if (old) this.unindex(key, old);
-    if (obj.metadata?.managedFields) delete obj.metadata.managedFields; // a fresh object from a list, watch or write
     this.cache.set(key, obj);
     const ns = obj.metadata?.namespace ?? "";
     let keys = this.namespaces.get(ns);
