@@ -88,7 +88,7 @@ export class TlsEtcd {
 
   /** Restarts the server accepting client certificates of `files.issuerFile` only (`admin()` then uses `files`). */
   async trustOnly(files: IssuedClientFiles): Promise<void> {
-    await this.stop();
+    await this.stop(500); // etcd's graceful stop waits seconds for open client streams; clients see a crash either way
     this.trustedCaFile = files.issuerFile;
     this.client = { caFile: files.caFile, certFile: files.certFile, keyFile: files.keyFile };
     await this.start();
@@ -150,8 +150,9 @@ export class TlsEtcd {
     await this.process.waitUntil(`${name} to serve`, () => this.serving(), 60_000);
   }
 
-  async stop(): Promise<void> {
-    await this.process?.stop();
+  /** SIGTERM, then SIGKILL after `graceMs` (default: ManagedProcess's). */
+  async stop(graceMs?: number): Promise<void> {
+    await this.process?.stop(graceMs);
     this.process = undefined;
   }
 
