@@ -4,7 +4,7 @@
  * what it costs; and a failover under load: calls succeed again on the new master within a bound, and with the
  * fencing floor the operator passes (the lock's `status.highestFencingToken`) tokens never repeat or go back,
  * while the holds and counter increments the old master took last may be lost (asynchronous replication), as the
- * README's safety model says.
+ * safety model (docs/design.md) says.
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
