@@ -29,6 +29,10 @@
  * leaves its claim Granted until the API server is back and the operator's first writes went through: the
  * claim-status findings of that cluster (never a register overlap, never a token check) from the outage's
  * start until STATUS_FROZEN_GRACE_MS after it healed are excused, and listed.
+ * A Redis Sentinel failover (`failover-redis`) is no data loss and excuses nothing: the `redis-sentinel` backend
+ * grants with `waitReplicas` {replicas: 1}, so a claim is shown Granted only once the one replica, the one the
+ * sentinels promote, has its hold; a hold whose lease runs out while no master answers is shown Lost by the
+ * operator's deadline, which comes before the hold's expiry on the server, as in a backend pause.
  * Liveness (once faults healed):
  * - undocumented-end     a claim ended without the documented phase/reason pair;
  * - stuck-claim          a claim neither granted nor ended by the run's last deadline;

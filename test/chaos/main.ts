@@ -3,7 +3,8 @@
  * CHAOS_GRANTS grants (default 10000) or CHAOS_SECONDS (default 3600) of faults, prints the report and
  * exits 1 if the checker found any violation.
  *
- * Environment: CHAOS_SEED (replay a schedule), CHAOS_BACKENDS (comma list, default all five),
+ * Environment: CHAOS_SEED (replay a schedule), CHAOS_BACKENDS (comma list, default all six:
+ * kubernetes, redis, redis-sentinel, etcd, zookeeper, postgresql),
  * CHAOS_FAULTS (comma list of fault kinds, see nemesis.ts, or "none" for a baseline without faults), CHAOS_CLUSTERS
  * (1: no second cluster sharing the backends, so no shared-default-config fault; default 2), CHAOS_LEASE_SECONDS (the
  * locks' leaseDurationSeconds, default 3), CHAOS_OPERATOR_LOG_LEVEL

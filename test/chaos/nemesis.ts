@@ -10,12 +10,14 @@
  * - holder.ts      `half-open-holder`: a `kubelock run` holder's API connection half-open in its critical section;
  * - servers.ts     `pause-backend`, `restart-backend`, `restart-apiserver`, `lose-member`, `lose-majority`;
  * - data-loss.ts   `wipe-redis` (restarted empty), `delete-counter` (a lock's fencing counter deleted);
- * - shared.ts      `shared-default-config`: two clusters sharing the backends on the shipped default config.
+ * - shared.ts      `shared-default-config`: two clusters sharing the backends on the shipped default config;
+ * - failover.ts    `failover-redis`: a Redis Sentinel failover (the master crashes or hangs; the replica is promoted).
  *
  * Whatever happens, every fault injected is healed (`healAll`), so no process is left stopped or cut off.
  */
 import type { OperatorFleet } from "./operators";
 import { deleteCounter, wipeRedis, type Counters } from "./faults/data-loss";
+import { failoverRedis } from "./faults/failover";
 import { halfOpenHolder } from "./faults/holder";
 import { killOperator, pauseOperator, rollOperators, skewClock } from "./faults/operators";
 import { partitionOperator } from "./faults/partition";
@@ -35,7 +37,7 @@ const INJECTORS: Record<FaultKind, Injector> = {
   "partition-operator": partitionOperator, "half-open-holder": halfOpenHolder,
   "pause-backend": pauseBackend, "restart-backend": restartBackend, "restart-apiserver": restartApiServer,
   "lose-member": loseMember, "lose-majority": loseMajority, "wipe-redis": wipeRedis, "delete-counter": deleteCounter,
-  "shared-default-config": sharedDefaultConfig,
+  "shared-default-config": sharedDefaultConfig, "failover-redis": failoverRedis,
 };
 
 export interface Recovery {
@@ -55,6 +57,7 @@ export interface NemesisOptions {
   fleets: OperatorFleet[];
   holders?: { all: CliHolder[]; server: SectionServer };
   counters?: Counters;
+  sentinel?: FaultContext["sentinel"];
   random: Random;
   /** Backend servers the run uses (faults pick among them). */
   servers: ServerName[];
@@ -68,7 +71,7 @@ export interface NemesisOptions {
   leaderLeaseMs: number;
   /** Inject each kind alone once (shuffled) before mixing. */
   aloneFirst: boolean;
-  /** With aloneFirst: two kinds per episode instead, an operator fault with another kind (covers every kind sooner). */
+  /** With aloneFirst: two kinds per episode instead, an operator fault with another kind, else two that need no operator (covers every kind sooner). */
   pairUp: boolean;
   /** Chance that an episode mixes 2–3 faults. */
   mixChance: number;
@@ -137,11 +140,16 @@ export class Nemesis {
     }
   }
 
-  /** The next kinds (removed from `alone`): one, or with `pairUp` one and a partner that needs no operator. */
+  /**
+   * The next kinds (removed from `alone`): one, or with `pairUp` two: an operator fault with one that needs no
+   * operator, or, once either sort is used up, two that need no operator (they take different servers).
+   */
   private nextUncovered(alone: FaultKind[]): FaultKind[] {
     const first = alone.shift()!;
     if (!this.o.pairUp) return [first];
-    const partner = alone.findIndex((k) => OPERATOR_KINDS.includes(k) !== OPERATOR_KINDS.includes(first));
+    const operator = OPERATOR_KINDS.includes(first);
+    let partner = alone.findIndex((k) => OPERATOR_KINDS.includes(k) !== operator);
+    if (partner < 0 && !operator) partner = alone.findIndex((k) => !OPERATOR_KINDS.includes(k));
     return partner < 0 ? [first] : [first, ...alone.splice(partner, 1)];
   }
 
@@ -205,7 +213,7 @@ export class Nemesis {
     const fault: Fault = { kind, target: "", episode, injectedAt: now() };
     const ctx: FaultContext = {
       random: o.random, fleets: o.fleets, servers: o.servers, restartable: o.restartable, clusters: o.clusters, holders: o.holders,
-      counters: o.counters, lockLeaseMs: o.lockLeaseMs, leaderLeaseMs: o.leaderLeaseMs, log: o.log,
+      counters: o.counters, sentinel: o.sentinel, lockLeaseMs: o.lockLeaseMs, leaderLeaseMs: o.leaderLeaseMs, log: o.log,
       post: (path, timeoutMs) => this.post(path, timeoutMs),
       take: (resource) => !used.has(resource) && !!used.add(resource),
       record: (target, skipped) => {

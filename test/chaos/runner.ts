@@ -1,5 +1,6 @@
 /**
- * One chaos run: a namespace with a mutex (maxHolders 1) and a semaphore (maxHolders 2) per backend, two
+ * One chaos run: a namespace with a mutex (maxHolders 1) and a semaphore (maxHolders 2) per backend (Redis twice:
+ * a standalone server, and a master with a replica through Redis Sentinel, `redis-sentinel`), two
  * operator replicas with leader election, K workers per lock taking turns through the fenced registers,
  * `kubelock run` holders on the Lease backend's mutex, and the nemesis injecting faults until enough grants
  * were made (or the time cap). With a second cluster (its own API server, one operator replica, the same
@@ -15,12 +16,14 @@ import * as k8s from "@kubernetes/client-node";
 import { KubernetesLeaseBackend } from "../../src/backends/kubernetes/backend";
 import { createBackend } from "../../src/backends/registry";
 import { startEnvironment } from "../env/environment";
+import { SENTINEL_MASTER, SentinelRedis } from "../env/redis-setups";
 import { createNamespace, kubeConfig } from "../support/env";
 import { Api } from "../support/operator";
 import { check, excuseDataLoss, STATUS_FROZEN_GRACE_MS, type DataLoss, type History, type Violation } from "./checker";
 import { CliHolder, SectionServer, type CliRecord } from "./cli-holders";
 import { Counters } from "./faults/data-loss";
 import { ClaimLog } from "./history";
+import type { MasterFailure } from "./faults/types";
 import { CLUSTER_FAULT_KINDS, DATA_LOSS_KINDS, FAULT_KINDS, Nemesis, type Fault, type FaultKind, type Recovery, type ServerName } from "./nemesis";
 import { libfaketime } from "../env/faketime";
 import { OperatorFleet } from "./operators";
@@ -43,10 +46,13 @@ const LEADER_LEASE_MS = 6000;
 const ZOOKEEPER_LEASE_SECONDS = 12;
 const leaseOf = (backend: BackendName, leaseSeconds: number) => (backend === "zookeeper" ? Math.max(leaseSeconds, ZOOKEEPER_LEASE_SECONDS) : leaseSeconds);
 
-export type BackendName = "kubernetes" | "redis" | "etcd" | "zookeeper" | "postgresql";
-export const ALL_BACKENDS: readonly BackendName[] = ["kubernetes", "redis", "etcd", "zookeeper", "postgresql"];
+/** The backends as the operators' config names them; `redis-sentinel` is a backend of type redis through Sentinel. */
+export type BackendName = "kubernetes" | "redis" | "redis-sentinel" | "etcd" | "zookeeper" | "postgresql";
+export const ALL_BACKENDS: readonly BackendName[] = ["kubernetes", "redis", "redis-sentinel", "etcd", "zookeeper", "postgresql"];
 /** The backends two clusters can share (the Lease backend lives in each cluster's own API server). */
-const SHARED_BACKENDS: readonly BackendName[] = ["redis", "etcd", "zookeeper", "postgresql"];
+const SHARED_BACKENDS: readonly BackendName[] = ["redis", "redis-sentinel", "etcd", "zookeeper", "postgresql"];
+/** `waitReplicas` of the `redis-sentinel` backend: a grant is reported only once the replica has it. */
+const SENTINEL_WAIT = { replicas: 1, timeoutMs: 1000 };
 
 /** Where the run's servers are, and how to reach the fault control endpoint. */
 export interface ChaosTargets {
@@ -70,25 +76,42 @@ export interface ChaosTargets {
   redisPersistent: boolean;
   /** The backend servers that are clusters, with their member count: lose-member and lose-majority need one. */
   clusters: Partial<Record<ServerName, number>>;
+  /**
+   * A Redis master with a replica and three sentinels (test/env/redis-setups.ts), started by the harness: the
+   * `redis-sentinel` backend's servers, and its failover (failover-redis).
+   */
+  redisSentinel?: SentinelRedis;
 }
 
 /**
  * A private environment for chaos: its own control planes (two unless CHAOS_CLUSTERS=1), Redis (persistent,
  * as redis.ts requires for fencing tokens to survive a restart), a 3-member ZooKeeper ensemble and a 3-member
- * lock etcd cluster, so faults never disturb other tests.
+ * lock etcd cluster, so faults never disturb other tests; and a Redis Sentinel setup (master, replica, three
+ * sentinels) of its own.
  */
 export async function startChaosEnvironment(log: (line: string) => void): Promise<{ targets: ChaosTargets; stop: () => Promise<void> }> {
   const clusters = process.env.CHAOS_CLUSTERS === "1" || process.env.USE_EXISTING_CLUSTER === "true" ? 1 : 2;
   const env = await startEnvironment({ clusters, services: ["redis", "zookeeper", "etcd", "postgresql"], controllerManager: false, redisPersistence: true, clusteredBackends: true, log });
+  let sentinel: SentinelRedis;
+  try {
+    sentinel = await SentinelRedis.create();
+  } catch (err) {
+    await env.stop();
+    throw err;
+  }
+  log(`environment: redis through Sentinel: master :${await sentinel.masterPort()}, sentinels ${sentinel.sentinels.map((s) => `:${s.port}`).join(", ")}`);
   const v = env.variables;
   return {
     targets: {
       kubeconfig: v.KUBECONFIG, operatorKubeconfig: v.KUBELOCK_TEST_OPERATOR_KUBECONFIG, secondKubeconfig: v.KUBELOCK_TEST_KUBECONFIG_2,
       secondOperatorKubeconfig: v.KUBELOCK_TEST_OPERATOR_KUBECONFIG_2, control: v.KUBELOCK_TEST_CONTROL, redisUrl: v.KUBELOCK_TEST_REDIS_URL,
       etcdEndpoint: v.KUBELOCK_TEST_ETCD_ENDPOINT, zookeeperConnect: v.KUBELOCK_TEST_ZOOKEEPER_CONNECT, postgresqlUrl: v.KUBELOCK_TEST_POSTGRESQL_URL, apiServerRestart: process.env.USE_EXISTING_CLUSTER !== "true",
-      redisPersistent: true, clusters: env.members,
+      redisPersistent: true, clusters: env.members, redisSentinel: sentinel,
     },
-    stop: env.stop,
+    stop: async () => {
+      await sentinel.destroy().catch(() => undefined);
+      await env.stop();
+    },
   };
 }
 
@@ -103,7 +126,7 @@ export interface ChaosOptions {
   kinds: readonly FaultKind[];
   /** Each kind alone once before mixing. */
   aloneFirst: boolean;
-  /** With aloneFirst: two kinds per episode (an operator fault with another), to cover every kind sooner. */
+  /** With aloneFirst: two kinds per episode (an operator fault with another, else two that need no operator), to cover every kind sooner. */
   pairUp?: boolean;
   mixChance: number;
   /** Mixed episodes that must come after the alone ones. */
@@ -116,6 +139,8 @@ export interface ChaosOptions {
   /** `kubelock run` holders on the Lease backend's mutex (0: none, and no half-open-holder faults). */
   cliHolders: number;
   holdMs: [number, number];
+  /** How failover-redis may fail the Sentinel master (default: crash or hang, at random). */
+  masterFailures?: readonly MasterFailure[];
   /** Long critical sections that span faults (see WorkerContext.longHolds); none by default. */
   longHolds?: { chance: number; ms: [number, number] };
   /** The locks' leaseDurationSeconds (ZooKeeper's session timeout is set to match). */
@@ -185,14 +210,23 @@ export function availableKinds(targets: ChaosTargets): FaultKind[] {
     faketime = false;
   }
   return FAULT_KINDS.filter((k) => (k !== "restart-apiserver" || targets.apiServerRestart) && (clustered || !CLUSTER_FAULT_KINDS.includes(k))
-    && (k !== "shared-default-config" || !!targets.secondKubeconfig) && (k !== "wipe-redis" || !!targets.redisUrl) && (k !== "skew-clock" || faketime));
+    && (k !== "shared-default-config" || !!targets.secondKubeconfig) && (k !== "wipe-redis" || !!targets.redisUrl) && (k !== "skew-clock" || faketime)
+    && (k !== "failover-redis" || !!targets.redisSentinel));
 }
 
-/** The configured backends (besides the built-in kubernetes one) at `addresses`, as config entries. */
-function backendSettings(addresses: Upstreams, backends: readonly BackendName[], namespace: string, leaseSeconds: number): { name: BackendName; type: string; settings: Record<string, unknown> }[] {
+/**
+ * The configured backends (besides the built-in kubernetes one) at `addresses`, as config entries. The sentinels
+ * are reached directly, not through relays: they name the master by its own address, which a relay cannot change.
+ */
+function backendSettings(addresses: Upstreams, backends: readonly BackendName[], namespace: string, leaseSeconds: number,
+  sentinels: { host: string; port: number }[] | undefined): { name: BackendName; type: string; settings: Record<string, unknown> }[] {
   const out: { name: BackendName; type: string; settings: Record<string, unknown> }[] = [];
   if (backends.includes("redis") && addresses.redis) {
     out.push({ name: "redis", type: "redis", settings: { url: addresses.redis, keyPrefix: namespace, commandTimeoutMs: 1500, connectTimeoutMs: 1500 } });
+  }
+  if (backends.includes("redis-sentinel") && sentinels) {
+    out.push({ name: "redis-sentinel", type: "redis", settings: { url: `redis://${SENTINEL_MASTER}`, sentinels, sentinelName: SENTINEL_MASTER, keyPrefix: namespace,
+      commandTimeoutMs: 1500, connectTimeoutMs: 1500, waitReplicas: SENTINEL_WAIT } });
   }
   if (backends.includes("etcd") && addresses.etcd) {
     out.push({ name: "etcd", type: "etcd", settings: { endpoints: addresses.etcd, prefix: `/${namespace}`, requestTimeoutMs: 1500, dialTimeoutMs: 1500 } });
@@ -208,10 +242,11 @@ function backendSettings(addresses: Upstreams, backends: readonly BackendName[],
 }
 
 /** An operator config: the backends at `addresses`; clusterName as given (undefined: left out, as the shipped config does). */
-function operatorConfig(addresses: Upstreams, clusterName: string | undefined, backends: readonly BackendName[], namespace: string, leaseSeconds: number): string {
+function operatorConfig(addresses: Upstreams, clusterName: string | undefined, backends: readonly BackendName[], namespace: string, leaseSeconds: number,
+  sentinels: { host: string; port: number }[] | undefined): string {
   const lines = ["defaultBackend: kubernetes", ...(clusterName === undefined ? [] : [`clusterName: ${clusterName}`]), "backends:"];
   lines.push("  - name: kubernetes", "    type: kubernetes", "    kubernetes: { requestTimeoutMs: 5000 }");
-  for (const b of backendSettings(addresses, backends, namespace, leaseSeconds)) lines.push(`  - name: ${b.name}`, `    type: ${b.type}`, `    ${b.type}: ${JSON.stringify(b.settings)}`);
+  for (const b of backendSettings(addresses, backends, namespace, leaseSeconds, sentinels)) lines.push(`  - name: ${b.name}`, `    type: ${b.type}`, `    ${b.type}: ${JSON.stringify(b.settings)}`);
   return lines.join("\n") + "\n";
 }
 
@@ -240,7 +275,8 @@ export async function runChaos(o: ChaosOptions, registerCleanup: (cleanup: () =>
     etcd: o.backends.includes("etcd") ? t.etcdEndpoint?.split(",") : undefined, zookeeper: o.backends.includes("zookeeper") ? t.zookeeperConnect?.split(",") : undefined,
     postgresql: o.backends.includes("postgresql") ? t.postgresqlUrl : undefined,
   };
-  const kinds = o.kinds.filter((k) => (k !== "half-open-holder" || o.cliHolders > 0) && (k !== "wipe-redis" || !!upstreams.redis));
+  const sentinel = o.backends.includes("redis-sentinel") ? t.redisSentinel : undefined;
+  const kinds = o.kinds.filter((k) => (k !== "half-open-holder" || o.cliHolders > 0) && (k !== "wipe-redis" || !!upstreams.redis) && (k !== "failover-redis" || !!sentinel));
   log(`chaos: seed ${o.seed}, namespace ${namespace}, backends ${o.backends.join(", ")}, faults ${kinds.join(", ")}; logs in ${logDir}`);
 
   const locks = o.backends.flatMap((backend) => [
@@ -272,7 +308,7 @@ export async function runChaos(o: ChaosOptions, registerCleanup: (cleanup: () =>
     const clusterUpstreams = { ...upstreams, apiserver: apiServerOf(spec.kubeconfig) };
     const fleet = new OperatorFleet({
       ...fleetOptions, name: spec.name, kubeconfig: spec.operatorKubeconfig, kc: ckc, upstreams: clusterUpstreams, replicas: spec.replicas,
-      clusterName: `chaos-${spec.name}`, config: (addresses, clusterName) => operatorConfig(addresses, clusterName, spec.shared, namespace, o.leaseSeconds),
+      clusterName: `chaos-${spec.name}`, config: (addresses, clusterName) => operatorConfig(addresses, clusterName, spec.shared, namespace, o.leaseSeconds, sentinel?.sentinels),
     });
     registerCleanup(() => fleet.stop());
     clusters.push({ name: spec.name, kubeconfig: spec.kubeconfig, kc: ckc, api, history: new ClaimLog(namespace, ckc), fleet, locks: clusterLocks });
@@ -294,7 +330,7 @@ export async function runChaos(o: ChaosOptions, registerCleanup: (cleanup: () =>
   const truthBackends = new Map<string, HolderReader>();
   const leases = new KubernetesLeaseBackend({ name: "kubernetes", kubeConfig: kc });
   truthBackends.set("kubernetes", { holders: (key) => leases.namedHolders(key), close: () => leases.close() });
-  for (const b of backendSettings({ ...upstreams }, o.backends, namespace, o.leaseSeconds)) {
+  for (const b of backendSettings({ ...upstreams }, o.backends, namespace, o.leaseSeconds, sentinel?.sentinels)) {
     truthBackends.set(b.name, await createBackend({ name: b.name, type: b.type, settings: b.settings, kubeConfig: kc, clusterName: "truth" }));
   }
   const truth = new TruthPoller({ clusters: clusters.map((c) => ({ name: c.name, api: c.api })), namespace, locks, backends: truthBackends, intervalMs: 500, t0 });
@@ -317,6 +353,7 @@ export async function runChaos(o: ChaosOptions, registerCleanup: (cleanup: () =>
   const cliHolders = cliLock ? Array.from({ length: o.cliHolders }, (_, i) => new CliHolder(`cli-w${i}`, cliLock, cliContext)) : [];
   const nemesis = new Nemesis({
     control: t.control, fleets: clusters.map((c) => c.fleet), holders: cliHolders.length ? { all: cliHolders, server: sectionServer } : undefined, counters,
+    sentinel: sentinel && { setup: sentinel, failures: o.masterFailures ?? ["crash", "hang"] },
     random, servers, kinds, lockLeaseMs: o.leaseSeconds * 1000, leaderLeaseMs: LEADER_LEASE_MS,
     restartable: servers.filter((s) => s !== "redis" || t.redisPersistent),
     clusters: Object.fromEntries(servers.filter((s) => t.clusters[s]).map((s) => [s, t.clusters[s]])),

@@ -5,7 +5,8 @@
  * - `TlsRedis`: TLS only (`--port 0 --tls-port`), client certificates required (`--tls-auth-clients yes`),
  *   with a CA, a serving certificate for 127.0.0.1 and a client certificate made by certs.ts;
  * - `SentinelRedis`: one master, one replica and three sentinels watching the master as `kubelock-master`
- *   (quorum 2, a server is down after 1 s unanswered);
+ *   (quorum 2, a server is down after 1 s unanswered), and a failover as a master's crash or hang causes it
+ *   (`failMaster`), the old master rejoining as a replica of the new one;
  * - `ClusterRedis`: a Redis Cluster of three masters (no replicas), the slots split in three ranges, and what
  *   `redis-cli --cluster reshard` does to move one slot, in steps a test can act between.
  * The test file that starts one destroys it; its processes are in the test runner's process group anyway.
@@ -38,8 +39,19 @@ class RedisProcess {
     await this.process.waitUntil(`${this.name} to serve`, this.serving, 30_000);
   }
   async stop(): Promise<void> {
+    if (this.process?.running) this.signal("SIGCONT"); // a hung (SIGSTOP) server ends only by SIGKILL otherwise
     await this.process?.stop();
     this.process = undefined;
+  }
+  /** Sends `signal` to the running process (SIGSTOP hangs it with its connections open, SIGKILL crashes it). */
+  signal(signal: NodeJS.Signals): void {
+    const pid = this.process?.running ? this.process.pid : undefined;
+    if (pid === undefined) throw new Error(`${this.name} is not running`);
+    try {
+      globalThis.process.kill(pid, signal);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ESRCH") throw err; // it ended meanwhile
+    }
   }
   /** Waits until `check` passes; fails early, with the log's tail, if the process exits. */
   waitUntil(what: string, check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
@@ -75,6 +87,17 @@ function ask(open: () => ReturnType<typeof connectTcp>, ready: "connect" | "secu
 
 const plainAsk = (port: number, request: string, ok: (reply: string) => boolean) => ask(() => connectTcp(port, "127.0.0.1"), "connect", request, ok);
 const pong = (port: number) => () => plainAsk(port, "PING\r\n", (r) => r.startsWith("+PONG"));
+/** The server at `port` replicates `master` and its link is up (the first sync done). */
+const linkUp = (port: number, master: number) => plainAsk(port, "INFO replication\r\n",
+  (r) => /role:slave/.test(r) && r.includes(`master_port:${master}\r\n`) && /master_link_status:up/.test(r));
+/** The sentinel at `port` lists the replica at `replica` as a replica, up, with its link to the master up. */
+const replicaInSync = async (port: number, replica: number): Promise<boolean> => {
+  const fields = await cli(port, "SENTINEL", "REPLICAS", SENTINEL_MASTER);
+  const entry = fields.indexOf(`127.0.0.1:${replica}`);
+  if (entry < 0) return false;
+  const value = (name: string) => fields[fields.indexOf(name, entry) + 1];
+  return value("flags") === "slave" && value("master-link-status") === "ok";
+};
 
 /** Arguments every server here shares: loopback, no persistence, its own directory. */
 const serverArgs = (dir: string) => ["--bind", "127.0.0.1", "--dir", dir, "--save", "", "--appendonly", "no", "--protected-mode", "no"];
@@ -131,18 +154,22 @@ export class SentinelRedis {
     }
     return setup;
   }
-  /** The two data servers, master first as started (after a failover, see `master()`). */
+  /** The two data servers, master first as started (after a failover, see `masterPort()`). */
   readonly servers: RedisProcess[];
   readonly sentinelProcesses: RedisProcess[];
+  /** Per data server's port: the master it is started to replicate (none: it starts as a master). */
+  private readonly replicaOf = new Map<number, number>();
   private constructor(private readonly dir: string, ports: number[]) {
     const [masterPort, replicaPort, ...sentinelPorts] = ports;
-    this.servers = [
-      new RedisProcess("redis-master", masterPort, dir, () => [...serverArgs(dir), "--port", String(masterPort),
-        "--dbfilename", "master.rdb"], pong(masterPort)),
-      // Serving once its link to the master is up (a sentinel only promotes a replica it knows to be in sync).
-      new RedisProcess("redis-replica", replicaPort, dir, () => [...serverArgs(dir), "--port", String(replicaPort), "--dbfilename", "replica.rdb",
-        "--replicaof", "127.0.0.1", String(masterPort)], () => plainAsk(replicaPort, "INFO replication\r\n", (r) => /master_link_status:up/.test(r))),
-    ];
+    this.replicaOf.set(replicaPort, masterPort);
+    // A replica serves once its link to the master is up (a sentinel only promotes a replica it knows to be in sync).
+    const server = (name: string, port: number) => new RedisProcess(name, port, dir, () => {
+      const master = this.replicaOf.get(port);
+      // A full sync starts at once (the default waits 5 s for more replicas to share it).
+      return [...serverArgs(dir), "--port", String(port), "--dbfilename", `${name.replace(/^redis-/, "")}.rdb`, "--repl-diskless-sync-delay", "0",
+        ...(master ? ["--replicaof", "127.0.0.1", String(master)] : [])];
+    }, () => (this.replicaOf.has(port) ? linkUp(port, this.replicaOf.get(port)!) : pong(port)()));
+    this.servers = [server("redis-master", masterPort), server("redis-replica", replicaPort)];
     this.sentinelProcesses = sentinelPorts.map((port, i) => {
       const config = join(dir, `sentinel-${i + 1}.conf`);
       // A sentinel rewrites its config file (what it learned): a fresh one at each start from here.
@@ -179,6 +206,48 @@ export class SentinelRedis {
   async start(): Promise<void> {
     for (const server of this.servers) await server.start();
     await Promise.all(this.sentinelProcesses.map((s) => s.start()));
+  }
+
+  /**
+   * A failover as a master's failure causes it, under whatever load there is: once every sentinel sees the replica
+   * in sync (bounded by `timeoutMs`), the master crashes (SIGKILL) or hangs (SIGSTOP: its connections stay open,
+   * calls on them time out), and the sentinels find it down (1 s) and promote the replica. Resolves once they name
+   * the replica master, with `rejoin`, which brings the old master back as a replica of the new one: a crashed one
+   * restarts (empty: these servers keep no data) told to replicate the new master, as a Sentinel deployment's start
+   * script does; a hung one resumes, believing itself master with its old data, until the sentinels turn it into a
+   * replica (they wait 8 s after its return); `rejoin` resolves once it is in sync with the new master. Throws if the
+   * sentinels named no new master within `timeoutMs` (the old master is then brought back as it was).
+   */
+  async failMaster(how: "crash" | "hang", timeoutMs = 30_000): Promise<{ from: number; to: number; switchedMs: number; rejoin: () => Promise<void> }> {
+    const from = await this.masterPort();
+    const old = this.servers.find((s) => s.port === from);
+    const next = this.servers.find((s) => s.port !== from);
+    if (!old || !next) throw new Error(`the sentinels name ${from} master, not a server of this setup`);
+    await Promise.all(this.sentinelProcesses.map((s) => s.waitUntil(`${s.name} to see ${next.port} replicating ${from} in sync`,
+      () => replicaInSync(s.port, next.port), timeoutMs)));
+    const begin = Date.now();
+    if (how === "crash") {
+      old.signal("SIGKILL");
+      await old.stop();
+    } else old.signal("SIGSTOP");
+    try {
+      await next.waitUntil(`the sentinels to name ${next.port} master`, async () => (await this.masterPort()) === next.port, timeoutMs);
+    } catch (err) {
+      if (how === "crash") await old.start();
+      else old.signal("SIGCONT");
+      throw err;
+    }
+    const switchedMs = Date.now() - begin;
+    this.replicaOf.delete(next.port);
+    this.replicaOf.set(from, next.port);
+    const rejoin = async () => {
+      if (how === "crash") await old.start(); // serving once its link to the new master is up
+      else {
+        old.signal("SIGCONT");
+        await old.waitUntil(`${old.name} to be turned into a replica of ${next.port}`, () => linkUp(from, next.port), 60_000);
+      }
+    };
+    return { from, to: next.port, switchedMs, rejoin };
   }
   async destroy(): Promise<void> {
     await Promise.all([...this.sentinelProcesses, ...this.servers].map((p) => p.stop()));

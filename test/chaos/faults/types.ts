@@ -4,13 +4,14 @@
  */
 import type { CliHolder, SectionServer } from "../cli-holders";
 import type { OperatorFleet } from "../operators";
+import type { SentinelRedis } from "../../env/redis-setups";
 import type { Random } from "../util";
 import type { Counters } from "./data-loss";
 
 export const FAULT_KINDS = [
   "kill-operator", "pause-operator", "roll-operators", "skew-clock", "partition-operator", "half-open-holder",
   "pause-backend", "restart-backend", "restart-apiserver", "lose-member", "lose-majority", "wipe-redis", "delete-counter",
-  "shared-default-config",
+  "shared-default-config", "failover-redis",
 ] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 /** The kinds that need a clustered backend server. */
@@ -18,6 +19,8 @@ export const CLUSTER_FAULT_KINDS: readonly FaultKind[] = ["lose-member", "lose-m
 /** The kinds that lose a backend's data: what they break is inherent to the backend (see checker.ts). */
 export const DATA_LOSS_KINDS: readonly FaultKind[] = ["wipe-redis"];
 export type ServerName = "redis" | "zookeeper" | "etcd" | "postgresql";
+/** How `failover-redis` fails the Sentinel master: SIGKILL, or SIGSTOP until the replica is promoted. */
+export type MasterFailure = Parameters<SentinelRedis["failMaster"]>[0];
 
 export interface Fault {
   kind: FaultKind;
@@ -52,6 +55,8 @@ export interface FaultContext {
   /** The `kubelock run` holders and their section server, when the run has them. */
   holders?: { all: CliHolder[]; server: SectionServer };
   counters?: Counters;
+  /** The Redis Sentinel setup of the `redis-sentinel` backend and the ways its master may fail, when the run uses it. */
+  sentinel?: { setup: Pick<SentinelRedis, "failMaster">; failures: readonly MasterFailure[] };
   /** The locks' lease and the leader election lease, ms. */
   lockLeaseMs: number;
   leaderLeaseMs: number;
