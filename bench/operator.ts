@@ -1,6 +1,6 @@
 /** The real operator for a benchmark: a fresh namespace, `kubelock operator` watching it, a claim watch. */
 import { execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createNamespace, eventually } from "../test/support/env";
@@ -32,9 +32,9 @@ export function operatorConfig(ctx: BenchContext, keyPrefix: string): string {
 export async function operatorNamespace(
   ctx: BenchContext,
   prefix: string,
-  options: { nodeFlags?: string[]; root?: string; compiled?: boolean; prepare?: (api: Api) => Promise<void> } = {},
+  options: { nodeFlags?: string[]; root?: string; compiled?: boolean; prepare?: (api: Api) => Promise<void>; syncTimeoutMs?: number } = {},
 ): Promise<OperatorNamespace> {
-  const { nodeFlags, root, compiled, prepare } = options;
+  const { nodeFlags, root, compiled, prepare, syncTimeoutMs } = options;
   if (compiled) ensureBuilt(ctx);
   const namespace = await createNamespace(prefix, ctx.kubeConfig);
   await prepare?.(new Api(namespace, ctx.kubeConfig));
@@ -42,7 +42,7 @@ export async function operatorNamespace(
   await watch.start();
   const before = new Set(children());
   const config = operatorConfig(ctx, prefix);
-  const operator = nodeFlags || root || compiled ? await spawnOperator(namespace, config, nodeFlags ?? [], root, compiled) : await startOperator({ namespace, config });
+  const operator = nodeFlags || root || compiled ? await spawnOperator(namespace, config, nodeFlags ?? [], root, compiled, undefined, syncTimeoutMs) : await startOperator({ namespace, config });
   const pid = children().find((p) => !before.has(p) && cmdline(p).includes(namespace));
   return {
     namespace, api: new Api(namespace, ctx.kubeConfig), watch, operator, pid,
@@ -76,20 +76,36 @@ function cmdline(pid: number): string {
 
 /**
  * `node FLAGS --import tsx src/cli/main.ts operator ...` (or dist/src/cli/main.js) for one namespace, as startOperator
- * runs it, on the cluster of `kubeconfig` (default: the environment's).
+ * runs it, on the cluster of `kubeconfig` (default: the environment's). BENCH_OPERATOR_LOG_LEVEL sets its --log-level;
+ * BENCH_OPERATOR_LOG names a file its output is appended to as it comes (to time its phases);
+ * BENCH_OPERATOR_NODE_FLAGS adds Node.js flags (space-separated, e.g. --heapsnapshot-signal=SIGUSR2).
  */
 export async function spawnOperator(namespace: string, config: string, nodeFlags: string[], repoRoot = join(__dirname, ".."), compiled = false,
-  kubeconfig = process.env.KUBECONFIG!): Promise<OperatorProcess> {
+  kubeconfig = process.env.KUBECONFIG!, syncTimeoutMs = 60_000): Promise<OperatorProcess> {
   const file = join(mkdtempSync(join(tmpdir(), "kubelock-bench-")), "config.yaml");
   writeFileSync(file, config);
   const entry = compiled ? [join(repoRoot, "dist/src/cli/main.js")] : ["--import", "tsx", join(repoRoot, "src/cli/main.ts")];
-  const child = spawn(process.execPath, [...nodeFlags, ...entry, "operator", "--kubeconfig", kubeconfig,
-    "--watch-namespace", namespace, "--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--config", file], { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"] });
+  const extraFlags = (process.env.BENCH_OPERATOR_NODE_FLAGS ?? "").split(" ").filter(Boolean);
+  const child = spawn(process.execPath, [...nodeFlags, ...extraFlags, ...entry, "operator", "--kubeconfig", kubeconfig,
+    "--watch-namespace", namespace, "--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--config", file,
+    ...(process.env.BENCH_OPERATOR_LOG_LEVEL ? ["--log-level", process.env.BENCH_OPERATOR_LOG_LEVEL] : [])], { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
-  child.stdout.on("data", (d) => (output += d));
-  child.stderr.on("data", (d) => (output += d));
+  const logFile = process.env.BENCH_OPERATOR_LOG;
+  const collect = (d: Buffer) => {
+    output += d;
+    if (logFile) appendFileSync(logFile, d);
+  };
+  child.stdout.on("data", collect);
+  child.stderr.on("data", collect);
   const exited = new Promise<void>((resolve) => child.on("exit", () => resolve()));
-  await eventually("operator caches synced", () => (output.includes("caches synced") ? true : undefined), 60_000);
+  try {
+    await eventually("operator caches synced", () => (output.includes("caches synced") ? true : undefined), syncTimeoutMs);
+  } catch (err) {
+    // What the operator was doing: its last lines (the report keeps the error message).
+    if (child.exitCode === null) child.kill("SIGTERM");
+    await exited;
+    throw new Error(`${(err as Error).message}; operator's last output: ${output.trim().split("\n").slice(-5).join(" | ") || "none"}`, { cause: err });
+  }
   const end = async (signal: NodeJS.Signals) => {
     if (child.exitCode === null) child.kill(signal);
     await exited;
