@@ -3,85 +3,28 @@
  * and the metrics endpoint share.
  *
  * - `/healthz`: 200 `ok` while the process serves HTTP (liveness).
- * - `/readyz`: 200 `ok` once every informer cache has synced, the holds found at start have had their
- *   first renewal (a replica must know their validity before it may be the only one left), and every
- *   configured backend answered a cheap read (`holders("kubelock-system/readyz-probe")`) that completed successfully within the last
- *   `maxAgeMs`; else 503 with one plain-text line per reason. Backend answers are cached for
- *   `cacheMs`, and a request waits at most `waitMs` for a fresh one (probes have short timeouts).
- *   Readiness does not depend on leadership: followers are ready too (as in controller-runtime).
+ * - `/readyz`: whether this replica can do its job: 200 `ok` once every informer cache has synced and the holds
+ *   found at start have had their first renewal (a replica must know their validity before it may be the only
+ *   one left); else 503 with one plain-text line per reason. Backends are not probed: one backend away would
+ *   make every replica unready at once, and a replica that is not ready is no better placed to serve it. A
+ *   backend's health shows where it matters, in its locks' Ready condition (BackendUnavailable) and in
+ *   `kubelock_backend_errors_total`. Readiness does not depend on leadership: followers are ready too (as in
+ *   controller-runtime).
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import type { LockBackend } from "./backends/backend";
-import { realClock, type Clock } from "./runtime/clock";
-
-/** The backend key `/readyz` reads. Nothing is ever written to it. */
-export const READYZ_PROBE_KEY = "kubelock-system/readyz-probe";
 
 export interface ReadinessOptions {
   /** What start-up still waits for, one phrase each (empty when done): caches not synced, first renewals. */
   startupPending: () => string[];
-  backends: LockBackend[];
-  clock?: Clock;
-  /** A backend answer is reused for this long. Default 5000. */
-  cacheMs?: number;
-  /** A backend whose last successful answer is older than this is not ready. Default 15000. */
-  maxAgeMs?: number;
-  /** A probe request waits at most this long for backend answers. Default 800. */
-  waitMs?: number;
-}
-
-interface BackendState {
-  checkedAt?: number;
-  okAt?: number;
-  error?: string;
-  inflight?: Promise<void>;
 }
 
 export class Readiness {
-  private readonly states = new Map<LockBackend, BackendState>();
-  private readonly clock: Clock;
-
-  constructor(private readonly options: ReadinessOptions) {
-    this.clock = options.clock ?? realClock;
-    for (const backend of options.backends) this.states.set(backend, {});
-  }
+  constructor(private readonly options: ReadinessOptions) {}
 
   /** Why the operator is not ready (empty: ready). */
-  async problems(): Promise<string[]> {
-    const { cacheMs = 5_000, maxAgeMs = 15_000, waitMs = 800 } = this.options;
-    const problems = this.options.startupPending().map((what) => `${what}: not done yet`);
-    const now = this.clock.now();
-    const pending: Promise<void>[] = [];
-    for (const [backend, state] of this.states) {
-      if (!state.inflight && (state.checkedAt === undefined || now - state.checkedAt >= cacheMs)) state.inflight = this.check(backend, state);
-      if (state.inflight) pending.push(state.inflight);
-    }
-    if (pending.length > 0) {
-      let timer: unknown;
-      await Promise.race([Promise.all(pending), new Promise<void>((resolve) => (timer = this.clock.setTimeout(resolve, waitMs)))]);
-      this.clock.clearTimeout(timer);
-    }
-    const at = this.clock.now();
-    for (const [backend, state] of this.states) {
-      // Ready: the latest completed check succeeded, recently enough.
-      if (state.error === undefined && state.okAt !== undefined && at - state.okAt < maxAgeMs) continue;
-      problems.push(`backend ${backend.name}: ${state.error ?? (state.inflight ? `no answer within ${waitMs}ms` : "not checked yet")}`);
-    }
-    return problems;
-  }
-
-  private async check(backend: LockBackend, state: BackendState): Promise<void> {
-    try {
-      await backend.holders(READYZ_PROBE_KEY);
-      state.okAt = this.clock.now();
-      state.error = undefined;
-    } catch (err) {
-      state.error = err instanceof Error ? err.message : String(err);
-    } finally {
-      state.checkedAt = this.clock.now();
-      state.inflight = undefined;
-    }
+  problems(): string[] {
+    return this.options.startupPending().map((what) => `${what}: not done yet`);
   }
 }
 
@@ -90,7 +33,7 @@ export function healthHandler(readiness: Readiness): Handler {
   return async (req, res) => {
     if (req.url === "/healthz" || req.url?.startsWith("/healthz?")) return text(res, 200, "ok");
     if (req.url === "/readyz" || req.url?.startsWith("/readyz?")) {
-      const problems = await readiness.problems();
+      const problems = readiness.problems();
       return problems.length === 0 ? text(res, 200, "ok") : text(res, 503, problems.join("\n"));
     }
     text(res, 404, "not found: try /healthz or /readyz");

@@ -23,7 +23,7 @@
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
-import type { AcquireRequest, LockBackend } from "./backends/backend";
+import { queueState, type AcquireRequest, type LockBackend } from "./backends/backend";
 
 /** What the lock reconciler reports (see OperatorContext.metrics). `lock` is `namespace/name`. */
 export interface LockMetrics {
@@ -168,7 +168,8 @@ export class OperatorMetrics implements LockMetrics {
       release: timed("release", (key: string, holderId: string) => backend.release(key, holderId)),
       holders: timed("holders", (key: string) => backend.holders(key)),
       waiting: timed("waiting", (key: string) => backend.waiting(key)),
-      watch: (key, onChange) => backend.watch(key, onChange),
+      queueState: timed("queueState", (key: string) => queueState(backend, key)),
+      watch: (key, onChange, waiter) => backend.watch(key, onChange, waiter),
       close: () => backend.close(),
       leaseProblem: (seconds) => backend.leaseProblem?.(seconds),
     };

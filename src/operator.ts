@@ -148,8 +148,6 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
           ...informerNames.filter((_, i) => !informers[i].hasSynced()).map((name) => `cache ${name} sync`),
           ...(renewalsPending ? ["first renewal of the holds found"] : []),
         ],
-        backends: configured.all(), // uninstrumented: probes are not lock work
-        clock,
       });
       servers.push(await serveHttp(options.healthAddress, healthHandler(readiness)));
       log.info("serving health probes", { address: servers[servers.length - 1].address, paths: ["/healthz", "/readyz"] });

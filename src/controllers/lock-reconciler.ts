@@ -604,7 +604,7 @@ function failuresAsUnavailable(backend: LockBackend, beforeChange: () => void): 
     holders: guard(backend.holders, false),
     waiting: guard(backend.waiting, false),
     queueState: guard((key: string) => queueState(backend, key), false),
-    watch: (key, onChange) => backend.watch(key, onChange),
+    watch: (key, onChange, waiter) => backend.watch(key, onChange, waiter),
     close: () => backend.close(),
     leaseProblem: (seconds) => backend.leaseProblem?.(seconds),
   };
