@@ -187,6 +187,31 @@ describe("redis backend", () => {
     }
   });
 
+  test("a connection ioredis ended for good is opened again: calls and the watch work afterwards", async () => {
+    const b = await backend();
+    const key = `ns-${random()}/reopen`;
+    let calls = 0;
+    const stop = b.watch(key, () => calls++);
+    try {
+      // As a Sentinel failover that interrupts a reconnect leaves them: both connections ended, no reconnect planned.
+      const { client, subscriber } = b as unknown as { client: Redis; subscriber: Redis };
+      client.disconnect();
+      subscriber.disconnect();
+      const hold = await eventually("an acquire on the reopened connection", () => b.tryAcquire(request(key, "a")).catch(() => undefined), 10_000);
+      const seen = calls;
+      await eventually("the watch, subscribed again, to report a release", async () => {
+        const probe = request(key, "probe", { maxHolders: 2 });
+        await b.tryAcquire(probe);
+        await b.release(key, probe.holderId);
+        return calls > seen ? true : undefined;
+      }, 10_000);
+      assert.ok(await b.release(key, hold.holderId));
+      assert.deepEqual([client.status, subscriber.status], ["ready", "ready"]);
+    } finally {
+      stop();
+    }
+  });
+
   test("the passwordFile's content never appears in error messages", async () => {
     const url = new URL(testEnv.redisUrl);
     // A user that does not exist: the server refuses the password (WRONGPASS).

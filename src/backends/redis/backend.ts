@@ -44,6 +44,8 @@ export const DEFAULT_PREFIX = "kubelock";
 export const DEFAULT_TIMEOUT_MS = 2000;
 /** Fallback poll of each watched key: catches holds that vanished by key expiry. */
 const WATCH_POLL_MS = 2000;
+/** An ended connection is opened again after this long. */
+const REOPEN_MS = 500;
 
 import { FanOut, orderOf } from "../kit/fan-out";
 import { holderInfo } from "../kit/queue-state";
@@ -102,6 +104,7 @@ export class RedisBackend implements LockBackend {
       this.refusedPassword(err);
     });
     this.client.on("ready", () => (this.lastError = undefined));
+    this.client.on("end", () => this.reopen(this.client));
     if (this.client instanceof Cluster) guardAsking(this.client);
     for (const [command, lua, keys] of [["kubelockAcquire", ACQUIRE, 5], ["kubelockRenew", RENEW, 4], ["kubelockRelease", RELEASE, 4], ["kubelockState", STATE, 4]] as const) {
       this.client.defineCommand(command, { lua, numberOfKeys: keys });
@@ -110,6 +113,7 @@ export class RedisBackend implements LockBackend {
     // it changes nothing, so queueing it is harmless.
     this.subscriber = connect(settings, { enableOfflineQueue: true, maxRetriesPerRequest: null, commandTimeout: undefined });
     this.subscriber.on("error", (err: Error) => this.refusedPassword(err));
+    this.subscriber.on("end", () => this.reopen(this.subscriber));
     // "<what> turn: <ids>" (scripts.ts) names whose turn it is: the waiters are woken without reading the queue.
     this.subscriber.on("message", (channel: string, message: string) => this.watches.notify(channel, turnIn(message)));
     let connectedBefore = false;
@@ -122,6 +126,18 @@ export class RedisBackend implements LockBackend {
       if (connectedBefore) this.watches.notifyAll();
       connectedBefore = true;
     });
+  }
+
+  /**
+   * ioredis can end a connection for good while the backend still needs it: a Sentinel `+switch-master` that
+   * interrupts a reconnect through the sentinels leaves the client ended. Until close(), an ended connection is
+   * opened again (a reopened subscriber subscribes anew on "ready").
+   */
+  private reopen(client: Client): void {
+    if (this.closed) return;
+    setTimeout(() => {
+      if (!this.closed && client.status === "end") client.connect().catch(() => undefined);
+    }, REOPEN_MS).unref();
   }
 
   async tryAcquire(req: AcquireRequest): Promise<Hold | undefined> {
