@@ -129,7 +129,7 @@ export interface Findings {
 
 const at = (t0: number) => (t: number) => `+${((t - t0) / 1000).toFixed(3)}s`;
 
-/** Terminal phase → the Granted condition reasons DESIGN documents for it. */
+/** Terminal phase → the Granted condition reasons the README's "Claim phases and reasons" gives it. */
 export const DOCUMENTED_ENDS: Record<string, string[]> = {
   Released: ["Released", "HolderTerminated", "LockNotFound"],
   Expired: ["LeaseExpired", "WaitTimeout"],

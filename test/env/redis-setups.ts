@@ -138,21 +138,27 @@ export class TlsRedis {
   }
 }
 
+/** A setup of `ports` free loopback ports in a temporary directory of its own, started (destroyed if that fails). */
+async function startSetup<T extends { start(): Promise<void>; destroy(): Promise<void> }>(name: string, count: number,
+  make: (dir: string, ports: number[]) => T): Promise<T> {
+  const dir = tempDir(`kubelock-redis-${name}-`);
+  const ports = new Set<number>();
+  while (ports.size < count) ports.add(await freePort());
+  const setup = make(dir, [...ports]);
+  try {
+    await setup.start();
+  } catch (err) {
+    await setup.destroy();
+    throw err;
+  }
+  return setup;
+}
+
 export const SENTINEL_MASTER = "kubelock-master";
 
 export class SentinelRedis {
-  static async create(): Promise<SentinelRedis> {
-    const dir = tempDir("kubelock-redis-sentinel-");
-    const ports = new Set<number>();
-    while (ports.size < 5) ports.add(await freePort());
-    const setup = new SentinelRedis(dir, [...ports]);
-    try {
-      await setup.start();
-    } catch (err) {
-      await setup.destroy();
-      throw err;
-    }
-    return setup;
+  static create(): Promise<SentinelRedis> {
+    return startSetup("sentinel", 5, (dir, ports) => new SentinelRedis(dir, ports));
   }
   /** The two data servers, master first as started (after a failover, see `masterPort()`). */
   readonly servers: RedisProcess[];
@@ -259,18 +265,8 @@ export class SentinelRedis {
 const SLOT_RANGES = [[0, 5460], [5461, 10922], [10923, 16383]];
 
 export class ClusterRedis {
-  static async create(): Promise<ClusterRedis> {
-    const dir = tempDir("kubelock-redis-cluster-");
-    const ports = new Set<number>();
-    while (ports.size < 6) ports.add(await freePort());
-    const setup = new ClusterRedis(dir, [...ports]);
-    try {
-      await setup.start();
-    } catch (err) {
-      await setup.destroy();
-      throw err;
-    }
-    return setup;
+  static create(): Promise<ClusterRedis> {
+    return startSetup("cluster", 6, (dir, ports) => new ClusterRedis(dir, ports));
   }
   private readonly processes: RedisProcess[];
   /** Node ids by client port. */
