@@ -12,7 +12,9 @@
  * sort last), so a hold stays one and at most maxHolders are holds. tryAcquire lists the children and re-attaches to
  * one carrying the holderId (an earlier call, a create whose reply was lost, an operator restart, a waiter), else
  * creates one; a child ranked too far back is kept when the request waits (its place; it is stamped with a fresh
- * acquireTime when it first holds) and deleted otherwise. Each operator watches each lock once (`watch`: one
+ * acquireTime when it first holds) and deleted otherwise. The process remembers its children's names, so a waiter
+ * woken for its turn lists, reads its child and stamps it in one round trip, and a release lists, reads and
+ * deletes in one. Each operator watches each lock once (`watch`: one
  * children watch on the lock node, an exists watch while it is missing, re-armed after each event, shared
  * in-process), so a release wakes one watch per operator, not every waiter: no herd.
  *
@@ -114,8 +116,6 @@ interface NodeData extends HolderInfo {
   leaseDurationSeconds: number;
   acquireTime: string;
   renewTime: string;
-  /** A waiter's node (not yet told it holds): its first tryAcquire as a hold stamps acquireTime; its release frees no hold. */
-  waiting?: boolean;
 }
 interface Node { czxid: number; version: number; ephemeralOwner: string; data?: NodeData }
 interface KeyWatch { path: string; armedOn?: ZooKeeper; generation: number }
@@ -148,6 +148,13 @@ export class ZooKeeperBackend implements LockBackend {
     return watch;
   }, undefined, async (key) => (await this.children(this.lockPath(key))).map((c) => c.holderId));
   private readonly busy = new Map<string, Promise<unknown>>();
+  /**
+   * This process's children by `<lock>\n<holderId>`: a known child is read together with the listing, and
+   * released without listing first. A stale name costs only the listing it would have spared.
+   */
+  private readonly known = new Map<string, string>();
+  /** Holders (as in `known`) whose child this process saw waiting: their turn stamps a fresh acquireTime. */
+  private readonly queued = new Set<string>();
   /** The client connects through it, so close() can cut the connection first (see LoopbackRelay). */
   private readonly relay: Promise<LoopbackRelay>;
   /** Set by lead(): whether this replica still leads (a handed-over session is used only then). */
@@ -177,33 +184,41 @@ export class ZooKeeperBackend implements LockBackend {
       if (!Number.isInteger(req[field]) || req[field] < 1) throw new Error(`${field} must be an integer >= 1, got ${req[field]}`);
     }
     const lock = this.lockPath(req.key);
+    const id = `${lock}\n${req.holderId}`;
     return this.serialized(lock, req.holderId, async () => {
       for (let attempt = 0; attempt < 3; attempt++) {
-        let mine = (await this.children(lock)).find((c) => c.holderId === req.holderId);
-        if (!mine) mine = await this.createHold(lock, req);
-        const [children, node] = await Promise.all([this.children(lock), this.read(`${lock}/${mine.name}`)]);
+        let name = this.known.get(id);
+        if (!name) {
+          name = (await this.children(lock)).find((c) => c.holderId === req.holderId)?.name ?? (await this.createHold(lock, req)).name;
+          this.known.set(id, name);
+        }
+        const path = `${lock}/${name}`;
+        // A waiter woken for its turn asks in one round trip: the children, its node, and the grant's acquireTime
+        // (sent in that order on one session, so served in it). Stamped early on a spurious wake, it is stamped
+        // again at the real turn, the last stamp before the hold is returned.
+        const stamp = this.queued.has(id) ? holdData(req, this.now()) : undefined;
+        const [children, node, stamped] = await Promise.all([
+          this.children(lock), this.read(path),
+          stamp && this.call(`grant ${path}`, (zk, done) => zk.a_set(path, JSON.stringify(stamp), -1, done), [Z.ZNONODE]),
+        ]);
         const ours = children.filter((c) => c.holderId === req.holderId);
         if (ours.length > 1) {
           // A create retried after its reply was lost, or two operators at once: keep the first.
           for (const extra of ours.slice(1)) await this.remove(`${lock}/${extra.name}`);
+          this.known.delete(id);
           continue;
         }
-        if (!node?.data || ours[0]?.name !== mine.name) continue; // gone meanwhile: look again
-        const holds = children.indexOf(ours[0]) < node.data.maxHolders;
-        if (holds && node.data.waiting) {
-          const data: NodeData = { ...node.data, acquireTime: this.now(), renewTime: this.now(), waiting: false };
-          const { rc } = await this.call(`grant ${lock}/${mine.name}`, (zk, done) => zk.a_set(`${lock}/${mine.name}`, JSON.stringify(data), node.version, done), [Z.ZBADVERSION, Z.ZNONODE]);
-          if (rc !== Z.ZOK) continue;
-          return toHold({ ...node, data });
+        if (!node?.data || ours[0]?.name !== name || stamped?.rc === Z.ZNONODE) {
+          this.known.delete(id); // gone meanwhile: look again
+          continue;
         }
-        if (holds) return toHold(node);
-        if (!req.wait) await this.remove(`${lock}/${mine.name}`);
-        else if (!node.data.waiting) {
-          // A waiter: marked so (its release then frees no hold, and its first turn as a hold stamps acquireTime).
-          const data: NodeData = { ...node.data, waiting: true };
-          const { rc } = await this.call(`queue ${lock}/${mine.name}`, (zk, done) => zk.a_set(`${lock}/${mine.name}`, JSON.stringify(data), node.version, done), [Z.ZBADVERSION, Z.ZNONODE]);
-          if (rc !== Z.ZOK) continue;
+        if (children.indexOf(ours[0]) < node.data.maxHolders) {
+          this.queued.delete(id);
+          const version = stamped && (stamped.result[0] as { version: number }).version;
+          return toHold(stamp && version !== undefined ? { ...node, version, data: stamp } : node);
         }
+        if (req.wait) this.queued.add(id);
+        else await this.removeChildren(lock, req.holderId);
         return undefined;
       }
       throw this.unavailable(`the holds of ${req.key} kept changing under tryAcquire`);
@@ -232,15 +247,7 @@ export class ZooKeeperBackend implements LockBackend {
 
   async release(key: string, holderId: string): Promise<boolean> {
     const lock = this.lockPath(key);
-    return this.serialized(lock, holderId, async () => {
-      let removed = false;
-      for (const child of (await this.children(lock)).filter((c) => c.holderId === holderId)) {
-        // Sent together: a session's requests are served in order, so the read sees the node the delete removes.
-        const [node, gone] = await Promise.all([this.read(`${lock}/${child.name}`), this.remove(`${lock}/${child.name}`)]);
-        if (gone && node?.data && !node.data.waiting) removed = true;
-      }
-      return removed;
-    });
+    return this.serialized(lock, holderId, () => this.removeChildren(lock, holderId));
   }
 
   async holders(key: string): Promise<Hold[]> {
@@ -465,10 +472,34 @@ export class ZooKeeperBackend implements LockBackend {
     return (await this.call(`delete ${path}`, (zk, done) => zk.a_delete_(path, -1, done), [Z.ZNONODE])).rc === Z.ZOK;
   }
 
+  /**
+   * Deletes the holder's children; true when one of them held. The child this process knows is deleted in one round
+   * trip: its listing, read and delete go together (a session's requests are served in order, so the listing and
+   * the read see the node the delete removes, and its rank there says whether it held). Children it did not know
+   * of (after a restart, a lost reply) are found by listing.
+   */
+  private async removeChildren(lock: string, holderId: string): Promise<boolean> {
+    const id = `${lock}\n${holderId}`;
+    const name = this.known.get(id);
+    this.known.delete(id);
+    this.queued.delete(id);
+    const removeOne = async (child: string, children?: Child[]) => {
+      const path = `${lock}/${child}`;
+      const [listed, node, gone] = await Promise.all([children ?? this.children(lock), this.read(path), this.remove(path)]);
+      const rank = listed.findIndex((c) => c.name === child);
+      return { listed, held: gone && node?.data !== undefined && rank >= 0 && rank < node.data.maxHolders };
+    };
+    let removed = false;
+    let listed: Child[] | undefined;
+    if (name) ({ listed, held: removed } = await removeOne(name));
+    for (const child of (listed ?? (await this.children(lock))).filter((c) => c.holderId === holderId && c.name !== name)) {
+      removed = (await removeOne(child.name)).held || removed;
+    }
+    return removed;
+  }
+
   private async createHold(lock: string, req: AcquireRequest): Promise<Child> {
-    const { holderId, claim, holderIdentity, cluster = "", maxHolders, leaseDurationSeconds } = req;
-    const now = this.now();
-    const data: NodeData = { holderId, claim, holderIdentity, cluster, maxHolders, leaseDurationSeconds, acquireTime: now, renewTime: now };
+    const data = holdData(req, this.now());
     const prefix = `${lock}/h-${encodeSegment(req.holderId)}-`;
     // The lock node may be missing, or reaped between creating it and its first child: a few attempts.
     for (let attempt = 0; attempt < 4; attempt++) {
@@ -549,6 +580,12 @@ export class ZooKeeperBackend implements LockBackend {
     void tail.then(() => this.busy.get(id) === tail && this.busy.delete(id));
     return result;
   }
+}
+
+/** A child's data as its holder asks for it, acquired and renewed at `now`. */
+function holdData(req: AcquireRequest, now: string): NodeData {
+  const { holderId, claim, holderIdentity, cluster = "", maxHolders, leaseDurationSeconds } = req;
+  return { holderId, claim, holderIdentity, cluster, maxHolders, leaseDurationSeconds, acquireTime: now, renewTime: now };
 }
 
 function toHold(node: Node): Hold {
