@@ -87,6 +87,8 @@ const Z = ZooKeeper.constants;
 /** How long close() waits for the client to notice its connection was cut (see LoopbackRelay). */
 const DETACH_TIMEOUT_MS = 2_000;
 const CHILD = /^h-(.+)-(\d{10})$/;
+/** At most this many lock nodes are remembered to exist. */
+const LOCK_NODES_REMEMBERED = 100_000;
 /** With digest credentials: all rights for this identity (`auth`: the session's authenticated ids), read for anyone. */
 const OPERATOR_ONLY = [{ perms: Z.ZOO_PERM_ALL, scheme: "auth", auth: "" }, { perms: Z.ZOO_PERM_READ, scheme: "world", auth: "anyone" }];
 /** Return codes that mean the server could not be reached or asked in time. */
@@ -155,6 +157,8 @@ export class ZooKeeperBackend implements LockBackend {
   private readonly known = new Map<string, string>();
   /** Holders (as in `known`) whose child this process saw waiting: their turn stamps a fresh acquireTime. */
   private readonly queued = new Set<string>();
+  /** Lock nodes last seen to exist (a missing one is created along with the first hold asked for on it). */
+  private readonly lockNodes = new Set<string>();
   /** The client connects through it, so close() can cut the connection first (see LoopbackRelay). */
   private readonly relay: Promise<LoopbackRelay>;
   /** Set by lead(): whether this replica still leads (a handed-over session is used only then). */
@@ -189,7 +193,14 @@ export class ZooKeeperBackend implements LockBackend {
       for (let attempt = 0; attempt < 3; attempt++) {
         let name = this.known.get(id);
         if (!name) {
-          name = (await this.children(lock)).find((c) => c.holderId === req.holderId)?.name ?? (await this.createHold(lock, req)).name;
+          // Listed and created in one round trip (the lock node first, unless it is known to exist); an earlier
+          // child of this holder (an operator restarted, a reply lost) is kept and the new one deleted.
+          const [listed, , created] = await Promise.all([
+            this.children(lock), this.lockNodes.has(lock) ? undefined : this.createNode(lock), this.createHold(lock, req),
+          ]);
+          this.lockNodes.add(lock);
+          name = listed.find((c) => c.holderId === req.holderId)?.name ?? created.name;
+          if (name !== created.name) await this.remove(`${lock}/${created.name}`);
           this.known.set(id, name);
         }
         const path = `${lock}/${name}`;
@@ -456,7 +467,12 @@ export class ZooKeeperBackend implements LockBackend {
   /** The hold children of a lock node in sequence order; [] when the node does not exist. */
   private async children(lock: string): Promise<Child[]> {
     const { rc, result } = await this.call(`list ${lock}`, (zk, done) => zk.a_get_children(lock, false, done), [Z.ZNONODE]);
-    if (rc === Z.ZNONODE) return [];
+    if (rc === Z.ZNONODE) {
+      this.lockNodes.delete(lock);
+      return [];
+    }
+    if (this.lockNodes.size >= LOCK_NODES_REMEMBERED) this.lockNodes.clear(); // forgetting costs one create each
+    this.lockNodes.add(lock);
     const parsed = (result[0] as string[]).map((name) => ({ name, m: CHILD.exec(name) }));
     return parsed.flatMap(({ name, m }) => (m && decode(m[1]) !== undefined ? [{ name, holderId: decode(m[1])!, seq: Number(m[2]) }] : [])).sort((a, b) => a.seq - b.seq);
   }
