@@ -99,6 +99,25 @@ export interface LockBackend {
    */
   release(key: string, holderId: string): Promise<boolean>;
 
+  /**
+   * Optional: the lock for `key` was deleted in this cluster. Removes the key's per-key state (fencing counter,
+   * lock node, rows) if, and only if, atomically at the time of removal, no hold and no queue entry of ANY
+   * cluster exists on it (a backend may be shared by several clusters' operators). Returns whether it removed
+   * anything; false leaves everything as it was, and holds and entries keep working.
+   *
+   * Fencing tokens must never repeat or go backwards for the key, even when a lock with the same key is created
+   * later (a store that kept the last token it accepted must accept the new holder's), and without the caller's
+   * `fencingFloor` (the lock, with its status, is gone). How each backend keeps that:
+   * - Redis and PostgreSQL: a missing counter restarts from the server's clock in microseconds, so they remove a
+   *   counter only while it is not ahead of that clock (it can be, raised by a caller's floor).
+   * - etcd and ZooKeeper: tokens are the server's global revisions (etcd keeps nothing per key besides holds and
+   *   entries, so it has no forget); ZooKeeper deletes the empty lock node.
+   * - Kubernetes: the counter's last value is first raised into a per-namespace floor that every new counter
+   *   starts above.
+   * Without `forget`, per-key state is kept for good (harmless; it only grows with the number of keys).
+   */
+  forget?(key: string): Promise<boolean>;
+
   /** Every current (unexpired) hold on the key, from every cluster, ordered by fencing token. */
   holders(key: string): Promise<Hold[]>;
 

@@ -391,7 +391,24 @@ export class LockReconciler {
     for (const claim of claims) if (claim.metadata.deletionTimestamp) await this.removeFinalizer(claim);
     this.forgetLock(`${lock.metadata.namespace}/${lock.metadata.name}`);
     this.ctx.metrics?.lockGone(`${lock.metadata.namespace}/${lock.metadata.name}`);
+    await this.forgetInBackend(lock, backend, backendKey);
     await this.removeFinalizer(lock);
+  }
+
+  /**
+   * The deleted lock's per-key state in the backend (counter, lock node, rows) goes if nothing of any cluster
+   * holds or waits there (LockBackend.forget). A failure never keeps the lock: leftover state is harmless.
+   */
+  private async forgetInBackend(lock: DistributedLock, backend: LockBackend, backendKey: string): Promise<void> {
+    if (!backend.forget) return;
+    const fields = { lock: `${lock.metadata.namespace}/${lock.metadata.name}`, backend: backend.name, key: backendKey };
+    try {
+      const removed = await backend.forget(backendKey);
+      this.ctx.log.debug(removed ? "removed the deleted lock's backend state" : "kept the deleted lock's backend state (in use, or none)", fields);
+    } catch (err) {
+      if (err instanceof NotLeadingError) throw err;
+      this.ctx.log.info("could not remove the deleted lock's state from the backend; it stays", { ...fields, error: err instanceof Error ? err.message : String(err) });
+    }
   }
 
   /** No such lock: claims naming it wait with LockNotFound; deleted ones go. */
@@ -604,6 +621,7 @@ function failuresAsUnavailable(backend: LockBackend, beforeChange: () => void): 
     holders: guard(backend.holders, false),
     waiting: guard(backend.waiting, false),
     queueState: guard((key: string) => queueState(backend, key), false),
+    ...(backend.forget && { forget: guard(backend.forget) }),
     watch: (key, onChange, waiter) => backend.watch(key, onChange, waiter),
     close: () => backend.close(),
     leaseProblem: (seconds) => backend.leaseProblem?.(seconds),

@@ -533,6 +533,40 @@ export function runBackendConformance(
       await eventually("the unrefreshed waiter to expire", async () => ((await backend.waiting(key)).length === 0 ? true : undefined), minLease * 1000 + 20_000);
     });
 
+    test("forget: a deleted lock's key state goes only when nothing holds or waits; later tokens are still larger", async (t) => {
+      const [backend, other] = [await open(), await open()];
+      if (!backend.forget) return t.skip(`${name} keeps no per-key state besides holds and entries (no forget)`);
+      const key = await newKey("forget");
+      assert.equal(await backend.forget(key), false, "forget of a key never used removed something");
+      const first = contender(key, "first");
+      const earliest = granted(await backend.tryAcquire(first), "first");
+      assert.equal(await backend.release(key, first.holderId), true);
+      // A hold (another instance's: another operator, maybe of another cluster) keeps the state, and keeps working.
+      const holder = contender(key, "holder");
+      const hold = granted(await other.tryAcquire(holder), "holder");
+      assert.equal(await backend.forget(key), false, "forget removed the state of a held key");
+      const renewed = granted(await other.renew(key, holder.holderId, LONG_LEASE), "renew after a refused forget");
+      assert.equal(renewed.fencingToken, hold.fencingToken);
+      // So does a queue entry alone.
+      const waiter = contender(key, "waiter", { wait: true });
+      assert.equal(await other.tryAcquire(waiter), undefined);
+      assert.equal(await other.release(key, holder.holderId), true);
+      assert.equal(await backend.forget(key), false, "forget removed the state of a key with a waiter");
+      // Still queued, or holding already where the first waiter in a free slot holds (ZooKeeper's ranking).
+      const { holders, waiting } = await queueState(backend, key);
+      assert.deepEqual([...holders, ...waiting].map((w) => w.holderId), [waiter.holderId], "the waiter's entry went");
+      const served = granted(await other.tryAcquire(waiter), "the waiter after a refused forget");
+      const tokens = [earliest, hold, served].map((h) => h.fencingToken);
+      for (let i = 1; i < tokens.length; i++) assertIncreasing(tokens[i - 1], tokens[i], `grant ${i}`);
+      assert.equal(await other.release(key, waiter.holderId), true);
+      assert.equal(await backend.forget(key), true, "forget of a key nothing holds or waits on");
+      assert.deepEqual([await backend.holders(key), await backend.waiting(key)], [[], []]);
+      // The key used again (a lock of the same name): tokens go on above every earlier one, with no fencingFloor.
+      const again = contender(key, "again");
+      assertIncreasing(served.fencingToken, granted(await other.tryAcquire(again), "after forget").fencingToken, "after forget");
+      assert.equal(await other.release(key, again.holderId), true);
+    });
+
     test("an unreachable server gives BackendUnavailableError, and the backend recovers", { skip: outage, timeout: 120_000 }, async () => {
       const backend = await open();
       const key = await newKey("outage");

@@ -11,6 +11,8 @@ import {
   CLAIM_ANNOTATION,
   CLUSTER_ANNOTATION,
   FENCING_COUNTER_ANNOTATION,
+  FENCING_FLOOR_ANNOTATION,
+  FENCING_FLOOR_LEASE,
   FENCING_TOKEN_ANNOTATION,
   HOLDER_IDENTITY_ANNOTATION,
   KEY_LABEL,
@@ -92,6 +94,27 @@ async function loopbackServer(answer: "refuse" | "hang"): Promise<{ url: string;
 
 /** The test kubeconfig, pointed at another server. */
 describe("kubernetes backend: Leases", () => {
+  test("forget deletes the key's counter and leaves only the namespace's floor, at the counter's value", async () => {
+    const ns = await createNamespace("forget");
+    const key = `${ns}/lock-forget`;
+    const req = request(key, "a");
+    const hold = await backend().tryAcquire(req);
+    assert.ok(hold);
+    assert.equal(await backend().release(key, req.holderId), true);
+    assert.equal(await backend().forget(key), true);
+    const left = await kubectl(["get", "lease", "-n", ns, "-o", "name"]);
+    assert.equal(left.code, 0, left.stderr);
+    assert.deepEqual(left.stdout.trim().split("\n"), [`lease.coordination.k8s.io/${FENCING_FLOOR_LEASE}`], "no Lease of the key is left");
+    const floor = await getLeaseJson(ns, FENCING_FLOOR_LEASE);
+    assert.equal(floor.metadata.annotations?.[FENCING_FLOOR_ANNOTATION], hold.fencingToken);
+    // Labelled as kubelock's (the operator-guard policy lets the operator write only such Leases), with no key label.
+    assert.equal(floor.metadata.labels[MANAGED_BY_LABEL], "kubelock");
+    assert.equal(floor.metadata.labels[KEY_LABEL], undefined);
+    // Another key's new counter in the namespace starts above the floor.
+    const other = await backend().tryAcquire(request(`${ns}/lock-other`, "b"));
+    assert.ok(other && BigInt(other.fencingToken) > BigInt(hold.fencingToken), `token ${other?.fencingToken}`);
+  });
+
   test("a hold is a Lease named after the key, with labels, annotations and MicroTime fields", async () => {
     const ns = await testNamespace();
     const key = `${ns}/lock-shape-${randomBytes(3).toString("hex")}`;

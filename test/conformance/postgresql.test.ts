@@ -46,6 +46,36 @@ test("postgresql: a deleted fencing counter row does not make tokens repeat or g
   assert.equal(floored?.fencingToken, "1000000000000000000000", "a new counter starts above the caller's high-water mark");
 });
 
+test("postgresql: forget deletes the key's counter row once no hold or waiter row is left", async () => {
+  const b = await backend();
+  const key = `pg-${randomUUID().slice(0, 8)}/forget`;
+  const rows = async () => {
+    const sql = new pg.Client({ connectionString: testEnv.postgresqlUrl });
+    await sql.connect();
+    try {
+      const count = (table: string) => sql.query(`SELECT count(*)::int AS n FROM ${table} WHERE lock_key = $1`, [key]);
+      const tables = ["kubelock_holds", "kubelock_holds_queue", "kubelock_holds_fencing"];
+      return (await Promise.all(tables.map(count))).map((r) => (r.rows[0] as { n: number }).n);
+    } finally {
+      await sql.end();
+    }
+  };
+  const [holder, waiter] = [holdRequest(key, "a"), holdRequest(key, "w", { wait: true })];
+  assert.ok(await b.tryAcquire(holder));
+  assert.equal(await b.tryAcquire(waiter), undefined);
+  assert.deepEqual(await rows(), [1, 1, 1], "a hold, a waiter and the counter");
+  await b.release(key, waiter.holderId);
+  await b.release(key, holder.holderId);
+  assert.equal(await b.forget!(key), true);
+  assert.deepEqual(await rows(), [0, 0, 0]);
+  // A counter a caller's floor raised above the server's clock in microseconds stays: a new one would start lower.
+  const floored = holdRequest(key, "b", { fencingFloor: "9000000000000000" });
+  assert.ok(await b.tryAcquire(floored));
+  await b.release(key, floored.holderId);
+  assert.equal(await b.forget!(key), false);
+  assert.deepEqual(await rows(), [0, 0, 1]);
+});
+
 test("postgresql: settings mistakes are one line each, and a password in the URL is refused without being shown", async () => {
   const lines = await createBackend({
     name: "pg", type: "postgresql", kubeConfig: kubeConfig(),

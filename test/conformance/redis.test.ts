@@ -172,6 +172,27 @@ describe("redis backend", () => {
     assert.ok(BigInt(second.fencingToken) > BigInt(first.fencingToken));
   });
 
+  test("forget deletes every key of the lock, counter included, unless the counter is ahead of the server's clock", async () => {
+    const prefix = `t${random()}`;
+    const b = await backend({ keyPrefix: prefix });
+    const key = `ns-${random()}/forget`;
+    const waiter = request(key, "w", { wait: true });
+    const holder = request(key, "a");
+    assert.ok(await b.tryAcquire(holder));
+    assert.equal(await b.tryAcquire(waiter), undefined);
+    assert.ok((await raw.keys(`${prefix}:*`)).length >= 5, "holds, info, queue, queue-expiry and the counter");
+    await b.release(key, waiter.holderId);
+    await b.release(key, holder.holderId);
+    assert.equal(await b.forget(key), true);
+    assert.deepEqual(await raw.keys(`${prefix}:*`), []);
+    // A counter a caller's floor raised above the server's clock in microseconds stays: a new one would start lower.
+    const floored = request(key, "b", { fencingFloor: "9000000000000000" });
+    assert.equal((await b.tryAcquire(floored))?.fencingToken, "9000000000000001");
+    await b.release(key, floored.holderId);
+    assert.equal(await b.forget(key), false);
+    assert.deepEqual(await raw.keys(`${prefix}:*`), [`${prefix}:{${key}}:fencing`]);
+  });
+
   test("watch reports a hold that vanished by key expiry, with no script run by anyone", async () => {
     const [holder, watcher] = [await backend(), await backend()];
     const key = `ns-${random()}/watch-expiry`;

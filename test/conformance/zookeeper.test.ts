@@ -108,6 +108,24 @@ describe("zookeeper backend: nodes, tokens, watches, sessions", () => {
     for (let i = 1; i < tokens.length; i++) assert.ok(tokens[i] > tokens[i - 1], `${tokens[i]} after ${tokens[i - 1]}`);
   });
 
+  test("forget deletes the empty lock node at once; a node with a child stays (ZNOTEMPTY)", async () => {
+    const b = backend();
+    const { key, path } = newKey("forget");
+    const req = request(key, "a");
+    assert.ok(await b.tryAcquire(req));
+    const zk = await rawClient();
+    try {
+      const exists = async () => (await zkCall((done) => zk.a_exists(path, false, done))).rc === Z.ZOK;
+      assert.equal(await b.forget(key), false, "forget deleted a lock node with a hold");
+      assert.equal(await exists(), true);
+      assert.equal(await b.release(key, req.holderId), true);
+      assert.equal(await b.forget(key), true);
+      assert.equal(await exists(), false, "the lock node is still there");
+    } finally {
+      zk.close();
+    }
+  });
+
   test("a node whose create reply was lost is recognised by its holderId and re-attached", async () => {
     const b = backend();
     const { key, path } = newKey("lost-reply");

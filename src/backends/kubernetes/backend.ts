@@ -20,10 +20,16 @@
  *   fewer than maxHolders slots are held and no live waiter has a smaller ticket than the free ones allow; it expires
  *   like a slot, unchanged for its leaseDurationSeconds (its operator refreshes it every quarter of that).
  * - `kubelock-<k>-fencing`, the fencing counter: annotation `kubelock.io/fencing-counter` holds the last
- *   token issued (a decimal string). It is never deleted, so tokens keep increasing across restarts.
- *   (The counter is not named `kubelock-<k>`: that would be slot 1 of key `<k minus "-1">`.)
+ *   token issued (a decimal string). It stays while the lock exists, so tokens keep increasing across
+ *   restarts. (The counter is not named `kubelock-<k>`: that would be slot 1 of key `<k minus "-1">`.)
  *
- * Every Lease is labelled `app.kubernetes.io/managed-by=kubelock` and `kubelock.io/key=<key or hash>`.
+ * Per namespace, `kubelock.fencing-floor` (no key's Lease name starts `kubelock.`): annotation
+ * `kubelock.io/fencing-floor` holds the largest counter value ever retired there. `forget` (the lock was
+ * deleted) raises it to the counter's value, then deletes the counter unless a token was drawn meanwhile;
+ * a counter created later starts above the floor, so tokens never go back when a key is used again.
+ *
+ * Every Lease is labelled `app.kubernetes.io/managed-by=kubelock` and `kubelock.io/role`; a key's Leases
+ * also `kubelock.io/key=<key or hash>`.
  *
  * Acquire, three writes, each with a resourceVersion precondition:
  *   1. claim the lowest free slot (holderIdentity set, no token yet: the slot counts as taken);
@@ -71,6 +77,9 @@ export const ROLE_SLOT = "slot";
 export const ROLE_WAITER = "waiter";
 export const QUEUE_TICKET_ANNOTATION = "kubelock.io/queue-ticket";
 const ROLE_COUNTER = "fencing-counter";
+const ROLE_FLOOR = "fencing-floor";
+export const FENCING_FLOOR_LEASE = "kubelock.fencing-floor";
+export const FENCING_FLOOR_ANNOTATION = "kubelock.io/fencing-floor";
 const NAME_PREFIX = "kubelock-";
 const COUNTER_SUFFIX = "-fencing";
 /** Longest suffix planned for (a waiter's "-q-" and 10 hex digits): keys longer than this allows are hashed. */
@@ -84,6 +93,7 @@ const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
 const COUNTER_ATTEMPTS = 50;
 const RENEW_ATTEMPTS = 8;
 const RELEASE_ATTEMPTS = 8;
+const FORGET_ATTEMPTS = 8;
 /** A watch asks the server to end it after about this long, then starts again. */
 
 
@@ -244,6 +254,26 @@ export class KubernetesLeaseBackend implements LockBackend {
       if (!conflict) return released;
     }
     throw new BackendUnavailableError(this.name, `too much contention releasing ${key}`);
+  }
+
+  /**
+   * Deletes the key's counter once its value is in the namespace's floor, when the key has no slot or waiter
+   * Lease (live or not). The delete is conditional on the counter's resourceVersion as read: a token or ticket
+   * drawn meanwhile makes it fail (409), and the key is looked at again. A slot claimed but not yet given its
+   * token is not seen by the delete; its token then comes from a new counter, above the floor.
+   */
+  async forget(key: string): Promise<boolean> {
+    const ref = keyRef(key);
+    for (let attempt = 0; attempt < FORGET_ATTEMPTS; attempt++) {
+      const state = await this.load(ref);
+      if (state.slots.length > 0 || state.waiters.length > 0 || !state.counter) return false;
+      await this.raiseFloor(ref.namespace, counterValue(ref, state.counter));
+      const body = { preconditions: { resourceVersion: state.counter.metadata!.resourceVersion } };
+      const deleted = await this.conditional(() =>
+        this.api.deleteNamespacedLease({ name: ref.counterName, namespace: ref.namespace, body }, this.requestOptions));
+      if (deleted) return true;
+    }
+    return false;
   }
 
   async holders(key: string): Promise<Hold[]> {
@@ -412,7 +442,9 @@ export class KubernetesLeaseBackend implements LockBackend {
       if (!known) counter = await this.read(ref.namespace, ref.counterName);
       known = false;
       if (!counter) {
-        const next = floor + 1n;
+        // A new counter (first use, or its key was forgotten): above every counter retired in the namespace.
+        const retired = await this.namespaceFloor(ref.namespace);
+        const next = (retired > floor ? retired : floor) + 1n;
         const created = await this.conditional(() =>
           this.api.createNamespacedLease(
             {
@@ -434,11 +466,7 @@ export class KubernetesLeaseBackend implements LockBackend {
         );
         if (created) return next;
       } else {
-        const raw = counter.metadata?.annotations?.[FENCING_COUNTER_ANNOTATION] ?? "0";
-        if (!DECIMAL.test(raw)) {
-          throw new Error(`Lease ${ref.namespace}/${ref.counterName}: annotation ${FENCING_COUNTER_ANNOTATION} is not a decimal integer: "${raw}"`);
-        }
-        const current = BigInt(raw);
+        const current = counterValue(ref, counter);
         const next = (current > floor ? current : floor) + 1n;
         const body: k8s.V1Lease = {
           apiVersion: "coordination.k8s.io/v1",
@@ -459,6 +487,38 @@ export class KubernetesLeaseBackend implements LockBackend {
       await sleep(Math.min(5 * 2 ** attempt, 200) * Math.random());
     }
     throw new BackendUnavailableError(this.name, `too much contention on the fencing counter of ${ref.key}`);
+  }
+
+  /** The namespace's fencing floor: the largest counter value `forget` retired there (0 when none was). */
+  private async namespaceFloor(namespace: string): Promise<bigint> {
+    const lease = await this.read(namespace, FENCING_FLOOR_LEASE);
+    return (lease && decimalAnnotation(lease, FENCING_FLOOR_ANNOTATION)) ?? 0n;
+  }
+
+  /** Raises the namespace's fencing floor to at least `value`, with optimistic concurrency (it never goes down). */
+  private async raiseFloor(namespace: string, value: bigint): Promise<void> {
+    for (let attempt = 0; attempt < COUNTER_ATTEMPTS; attempt++) {
+      const lease = await this.read(namespace, FENCING_FLOOR_LEASE);
+      const current = (lease && decimalAnnotation(lease, FENCING_FLOOR_ANNOTATION)) ?? 0n;
+      if (lease && current >= value) return;
+      const body: k8s.V1Lease = {
+        apiVersion: "coordination.k8s.io/v1",
+        kind: "Lease",
+        metadata: {
+          ...(lease ? ownMeta(lease) : { name: FENCING_FLOOR_LEASE, namespace }),
+          resourceVersion: lease?.metadata?.resourceVersion,
+          labels: { [MANAGED_BY_LABEL]: MANAGED_BY, [ROLE_LABEL]: ROLE_FLOOR },
+          annotations: { ...lease?.metadata?.annotations, [FENCING_FLOOR_ANNOTATION]: value.toString() },
+        },
+        spec: lease?.spec ?? {},
+      };
+      const written = await this.conditional(() => lease
+        ? this.api.replaceNamespacedLease({ name: FENCING_FLOOR_LEASE, namespace, body }, this.requestOptions)
+        : this.api.createNamespacedLease({ namespace, body }, this.requestOptions));
+      if (written) return;
+      await sleep(Math.min(5 * 2 ** attempt, 200) * Math.random());
+    }
+    throw new BackendUnavailableError(this.name, `too much contention on the fencing floor of namespace ${namespace}`);
   }
 
   // --- API calls ---
@@ -590,6 +650,15 @@ export function expiresAt(lease: k8s.V1Lease, observed: ObservedVersions, now?: 
   const seen = observed.seenAt(observedGroup(lease), lease.metadata.name ?? "", lease.metadata.resourceVersion);
   const start = seen ?? now;
   return start === undefined ? undefined : start + duration * 1000;
+}
+
+/** The counter Lease's last token; a value that is no decimal integer is an error, never read as 0. */
+function counterValue(ref: KeyRef, counter: k8s.V1Lease): bigint {
+  const raw = counter.metadata?.annotations?.[FENCING_COUNTER_ANNOTATION] ?? "0";
+  if (!DECIMAL.test(raw)) {
+    throw new Error(`Lease ${ref.namespace}/${ref.counterName}: annotation ${FENCING_COUNTER_ANNOTATION} is not a decimal integer: "${raw}"`);
+  }
+  return BigInt(raw);
 }
 
 function tokenOf(lease: k8s.V1Lease): bigint | undefined {

@@ -7,7 +7,8 @@
  * - Every change is one transaction holding the key's advisory lock, so acquires on one key never interleave
  *   across operators; expiry is judged on the server's clock, so every operator agrees on it.
  * - Fencing: the counter row never expires and never goes back; a lost counter restarts from the server's
- *   clock in microseconds, and the caller's high-water mark (`fencingFloor`) raises it further.
+ *   clock in microseconds, and the caller's high-water mark (`fencingFloor`) raises it further. `forget` (the
+ *   lock was deleted) deletes it once the key has no hold or waiter, if it is not ahead of that clock.
  * - Watch: one LISTEN connection per backend (NOTIFY carries the key), re-established with backoff; every
  *   watcher is woken on reconnect (notifications sent meanwhile are lost), and a poll of each watched key
  *   every 2 s catches holds that expired with nobody writing.
@@ -89,6 +90,14 @@ export class PostgresBackend implements LockBackend {
       await query(sql.dequeue(this.settings.table), [key, holderId]);
       const removed = ((await query(sql.release(this.settings.table), [key, holderId])).rowCount ?? 0) > 0;
       return { changed: removed, value: removed };
+    });
+  }
+
+  /** Deletes the key's counter row when no hold or waiter row is left (sql.ts, `forget`), in one transaction. */
+  async forget(key: string): Promise<boolean> {
+    return this.change<boolean>(key, async (query) => {
+      const removed = ((await query(sql.forget(this.settings.table), [key])).rowCount ?? 0) > 0;
+      return { changed: false, value: removed };
     });
   }
 

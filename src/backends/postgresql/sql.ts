@@ -7,7 +7,7 @@
 
 /**
  * The tables, created on first use: holds by (key, holder), waiters by (key, holder) in the order they joined
- * (`seq`), and a fencing counter per key that never goes.
+ * (`seq`), and a fencing counter per key that goes only with its lock (`forget`).
  */
 export const schema = (t: string) => `
 CREATE TABLE IF NOT EXISTS ${t} (
@@ -56,6 +56,17 @@ INSERT INTO ${t}_fencing AS f (lock_key, last_token)
   VALUES ($1, GREATEST($2::numeric, floor(extract(epoch FROM clock_timestamp()) * 1000000)) + 1)
   ON CONFLICT (lock_key) DO UPDATE SET last_token = GREATEST(f.last_token, $2::numeric) + 1
   RETURNING last_token::text AS token`;
+
+/**
+ * Deletes the key's counter row when the key has no hold and no waiter row left (run after `purge`, under the
+ * key's advisory lock) and the counter is not ahead of the server's clock in microseconds, where `nextToken`
+ * restarts a missing one (a caller's floor can have raised it further). The row count says whether it went.
+ */
+export const forget = (t: string) => `
+DELETE FROM ${t}_fencing WHERE lock_key = $1
+  AND NOT EXISTS (SELECT 1 FROM ${t} WHERE lock_key = $1)
+  AND NOT EXISTS (SELECT 1 FROM ${t}_queue WHERE lock_key = $1)
+  AND last_token <= floor(extract(epoch FROM clock_timestamp()) * 1000000)`;
 
 /** $2 holder, $3 claim, $4 identity, $5 cluster, $6 token, $7 lease (ms). */
 export const insertHold = (t: string) => `

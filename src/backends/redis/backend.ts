@@ -15,6 +15,8 @@
  *                          failed over to a replica that missed it) starts from the server's clock in
  *                          microseconds, and the caller's high-water mark raises it further, so tokens never
  *                          repeat or go back even then (unless the server's clock went back meanwhile).
+ *                          `forget` (the lock was deleted) deletes it with the other keys, unless it is ahead
+ *                          of that clock.
  *
  * A waiter takes a slot when fewer than maxHolders holds and earlier waiters exist; its entry expires a lease after
  * its last tryAcquire. Holds, queue, expiries and info carry a PEXPIRE of the longest remaining lease, so idle locks vanish. Every
@@ -51,7 +53,7 @@ import { FanOut, orderOf } from "../kit/fan-out";
 import { holderInfo } from "../kit/queue-state";
 import { HoldersPoll } from "../kit/holders-poll";
 import { splitLockKey } from "../kit/lock-key";
-import { ACQUIRE, RELEASE, RENEW, STATE } from "./scripts";
+import { ACQUIRE, FORGET, RELEASE, RENEW, STATE } from "./scripts";
 
 /** The scripts as commands: the keys (holds, info, queue[, counter]), then the script's ARGV. */
 interface Scripts {
@@ -59,6 +61,7 @@ interface Scripts {
   kubelockRenew(holds: string, info: string, queue: string, expiries: string, ...args: (string | number)[]): Promise<string | null>;
   kubelockRelease(holds: string, info: string, queue: string, expiries: string, ...args: (string | number)[]): Promise<number>;
   kubelockState(holds: string, info: string, queue: string, expiries: string, channel: string): Promise<[string[], string[]]>;
+  kubelockForget(holds: string, info: string, queue: string, expiries: string, counter: string, channel: string): Promise<number>;
 }
 
 /** The validated `redis:` settings block. */
@@ -106,7 +109,11 @@ export class RedisBackend implements LockBackend {
     this.client.on("ready", () => (this.lastError = undefined));
     this.client.on("end", () => this.reopen(this.client));
     if (this.client instanceof Cluster) guardAsking(this.client);
-    for (const [command, lua, keys] of [["kubelockAcquire", ACQUIRE, 5], ["kubelockRenew", RENEW, 4], ["kubelockRelease", RELEASE, 4], ["kubelockState", STATE, 4]] as const) {
+    const scripts = [
+      ["kubelockAcquire", ACQUIRE, 5], ["kubelockRenew", RENEW, 4], ["kubelockRelease", RELEASE, 4],
+      ["kubelockState", STATE, 4], ["kubelockForget", FORGET, 5],
+    ] as const;
+    for (const [command, lua, keys] of scripts) {
       this.client.defineCommand(command, { lua, numberOfKeys: keys });
     }
     // SUBSCRIBE may wait for the connection however long it takes (ioredis re-subscribes after a reconnect):
@@ -194,6 +201,12 @@ export class RedisBackend implements LockBackend {
   async release(key: string, holderId: string): Promise<boolean> {
     const k = this.keys(key);
     return (await this.run((s) => s.kubelockRelease(k.holds, k.info, k.queue, k.expiries, k.channel, holderId))) === 1;
+  }
+
+  /** Deletes the key's keys, counter included, when it has no hold or waiter (scripts.ts, FORGET). */
+  async forget(key: string): Promise<boolean> {
+    const k = this.keys(key);
+    return (await this.run((s) => s.kubelockForget(k.holds, k.info, k.queue, k.expiries, k.counter, k.channel))) === 1;
   }
 
   async holders(key: string): Promise<Hold[]> {

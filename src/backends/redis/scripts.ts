@@ -139,3 +139,15 @@ export const STATE = `${PRELUDE}
 if purge() then touch() publish('expire') end
 local function infos(ids) if #ids == 0 then return {} end return redis.call('HMGET', KEYS[2], unpack(ids)) end
 return {infos(redis.call('ZRANGE', KEYS[1], 0, -1)), infos(redis.call('ZRANGE', KEYS[3], 0, -1))}`;
+
+/**
+ * FORGET. KEYS[5] = fencing counter. ARGV: channel. Purges, then deletes all of the key's keys when no hold and no
+ * queue entry is left; returns 1 when it deleted any, else 0. A counter ahead of the server's clock (in
+ * microseconds: raised by a caller's floor) is kept, since ACQUIRE would restart a missing one from that clock.
+ */
+export const FORGET = `${PRELUDE}
+if purge() then touch() publish('expire') end
+if redis.call('ZCARD', KEYS[1]) > 0 or redis.call('ZCARD', KEYS[3]) > 0 then return 0 end
+local counter = redis.call('GET', KEYS[5])
+if counter and tonumber(counter) > nowUs then return 0 end
+return redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]) > 0 and 1 or 0`;

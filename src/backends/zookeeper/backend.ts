@@ -261,6 +261,17 @@ export class ZooKeeperBackend implements LockBackend {
     return this.serialized(lock, holderId, () => this.removeChildren(lock, holderId));
   }
 
+  /**
+   * Deletes the lock node now (a container, which the server would reap later) when it has no children: the
+   * server refuses to delete one with children (ZNOTEMPTY), so no hold or waiter of any cluster is touched.
+   * Tokens are czxids, so a new lock node's holds still get larger ones.
+   */
+  async forget(key: string): Promise<boolean> {
+    const lock = this.lockPath(key);
+    const accept = [Z.ZNOTEMPTY, Z.ZNONODE];
+    return (await this.call(`delete ${lock}`, (zk, done) => zk.a_delete_(lock, -1, done), accept)).rc === Z.ZOK;
+  }
+
   async holders(key: string): Promise<Hold[]> {
     return (await this.queueState(key)).holders;
   }
