@@ -71,7 +71,7 @@ export async function throughputBenchmark(ctx: BenchContext): Promise<void> {
     ctx.findings.push(`3 ${backend}: ${fmt(total, 1)} API requests per grant (table in section 3; ${fmt(total - own, 1)} by the operator, ${fmt(own, 1)} the benchmark's own create and delete), ` +
       `so the API server's ~${fmt(raw.concurrent.rate, 0)} status patches/s here cap grants near ${fmt(raw.concurrent.rate / total, 0)}/s before anything else; ` +
       `200 grants/s would need it to serve ~${fmt(200 * total, 0)} requests/s. Per grant: ${fmt(per("PATCH lockclaims/status"), 1)} claim status patches ` +
-      "(Pending on arrival, becoming next, Granted, Released, and place moves batched every 2 s per lock), " +
+      "(Pending on arrival, Granted, and place moves batched every 2 s per lock; none for a deleted claim), " +
       `${fmt(per("PATCH distributedlocks/status"), 1)} lock status patches, ${fmt(per("PATCH lockclaims"), 1)} claim metadata patches (the release finalizer, added before the first acquire and removed after the release), ` +
       `${fmt(per("POST events"), 1)} Events` + (leases > 0 ? `, ${fmt(leases, 1)} Lease requests (the Lease backend: a LIST for every holders(), tryAcquire() and release(), then create, counter and token updates, delete).` : "."));
     ctx.targets.push({ target: `3 throughput (${backend} backend) ≥ 200 grants/s`, measured: `${fmt(summary.rate, 1)} grants/s`, met: summary.rate >= 200 });

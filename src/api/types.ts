@@ -88,7 +88,7 @@ export interface LockHolder {
   renewTime: string;
 }
 
-/** The longest a waiting claim's `status.position` lags behind a moving queue (place 1 excepted). */
+/** The longest a waiting claim's `status.position` lags behind a moving queue. */
 export const POSITION_REFRESH_MS = 2000;
 
 /**
@@ -146,7 +146,7 @@ export interface LockClaimStatus {
   phase?: ClaimPhase;
   /** While Pending: 1 is next. */
   /**
-   * Place in the queue while Pending; 1 is next. A new place 1 is written at once; other changes of
+   * Place in the queue while Pending; 1 is next. A claim's first place is written at once; changes of
    * place are written at most every POSITION_REFRESH_MS (2 s) per lock, so a queue of k claims moving
    * fast costs k status writes per refresh rather than k per grant.
    */

@@ -32,7 +32,8 @@ export function startHeartbeat(cluster: Cluster, claimName: string, leaseMs: num
       try {
         const claim = await renewClaim(cluster, claimName);
         if (stopper.signal.aborted) return;
-        if (claim.status?.phase !== "Granted") return events.ended(describePhase(claim));
+        const ended = grantEnded(claim, claimName);
+        if (ended) return events.ended(ended);
         confirmed = true;
         events.confirmed(startedAt);
       } catch (err) {
@@ -46,6 +47,16 @@ export function startHeartbeat(cluster: Cluster, claimName: string, leaseMs: num
   };
   void loop();
   return { stop: () => stopper.abort() };
+}
+
+/**
+ * Why `claim` (undefined: deleted) no longer grants the lock, or undefined while it does. A claim being deleted
+ * grants nothing from the moment its deletion is asked: the operator releases its hold without writing its phase.
+ */
+export function grantEnded(claim: LockClaim | undefined, claimName: string): string | undefined {
+  if (!claim) return `claim ${claimName} was deleted`;
+  if (claim.metadata.deletionTimestamp) return `claim ${claimName} is being deleted`;
+  return claim.status?.phase === "Granted" ? undefined : describePhase(claim);
 }
 
 /** "claim NAME is now PHASE (Reason: message)". */

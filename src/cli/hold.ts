@@ -17,7 +17,7 @@ import {
   durationFlag, integerFlag, parseFlags, podIdentity, usageError, type Cluster,
 } from "./common";
 import { formatDuration } from "./duration";
-import { describePhase, startHeartbeat } from "./heartbeat";
+import { grantEnded, startHeartbeat } from "./heartbeat";
 import { driftMarginMs, holdDeadline, killAt, renewIntervalMs, type HoldDeadline } from "./hold-deadline";
 import { PodProcesses } from "./pod-processes";
 import { HOLDER_FLAGS } from "./run";
@@ -140,8 +140,8 @@ function holdUntilTerminated(o: HoldOptions): Promise<boolean> {
     });
     armDeadline();
     const watch = watchClaim(o.cluster, o.claimName, (claim) => {
-      if (!claim) loseGrant(`claim ${o.claimName} was deleted`);
-      else if (claim.status?.phase !== "Granted") loseGrant(describePhase(claim));
+      const ended = grantEnded(claim, o.claimName);
+      if (ended) loseGrant(ended);
     }, (err) => say(`cannot watch claim ${o.claimName}: ${err.message}; relying on renewals`));
 
     function loseGrant(why: string) {

@@ -14,7 +14,7 @@ import {
   durationFlag, integerFlag, parseFlags, patchClaim, podIdentity, uniqueClaimName, usageError, type Cluster,
 } from "./common";
 import { formatDuration } from "./duration";
-import { describePhase, startHeartbeat } from "./heartbeat";
+import { grantEnded, startHeartbeat } from "./heartbeat";
 import { driftMarginMs, holdDeadline, killAt, renewIntervalMs, type HoldDeadline } from "./hold-deadline";
 import { ProcessGroup } from "./process-group";
 import { leaseSecondsFlag, TRY_ONCE_ANSWER_MS, waitAsHolder } from "./wait";
@@ -194,8 +194,8 @@ function holdWhileRunning(options: HoldOptions): Promise<number> {
     });
     armDeadline();
     const watch: ClaimWatch = watchClaim(cluster, claimName, (claim) => {
-      if (!claim) loseGrant(`claim ${claimName} was deleted`);
-      else if (claim.status?.phase !== "Granted") loseGrant(describePhase(claim));
+      const ended = grantEnded(claim, claimName);
+      if (ended) loseGrant(ended);
     }, (err) => say(`cannot watch claim ${claimName}: ${err.message}; relying on renewals`));
 
     const forward = new Map<NodeJS.Signals, () => void>();

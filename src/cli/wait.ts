@@ -92,6 +92,7 @@ export function waitForGrant(options: WaitOptions): Promise<LockClaim> {
 
     const onClaim = (claim: LockClaim | undefined) => {
       if (!claim) return fail(`claim ${claimName} was deleted while waiting for lock ${lockName}`, Exit.ClaimEnded);
+      if (claim.metadata.deletionTimestamp) return fail(`claim ${claimName} is being deleted; it cannot be granted lock ${lockName}`, Exit.ClaimEnded);
       const status = claim.status;
       const condition = grantedCondition(claim);
       if (status?.phase === "Granted") return finish({ claim });

@@ -9,7 +9,7 @@ import { performance } from "node:perf_hooks";
 import { watchClaim } from "../cli/claim-watch";
 import type { Cluster } from "../cli/common";
 import { formatDuration } from "../cli/duration";
-import { describePhase, startHeartbeat, type Heartbeat } from "../cli/heartbeat";
+import { grantEnded, startHeartbeat, type Heartbeat } from "../cli/heartbeat";
 import { driftMarginMs, holdDeadline, type HoldDeadline } from "../cli/hold-deadline";
 
 export interface KeepOptions {
@@ -79,8 +79,8 @@ export function keepGrant(o: KeepOptions): GrantKeeper {
   if (!heartbeat) markConfirmed();
   arm();
   const watch = watchClaim(cluster, claimName, (claim) => {
-    if (!claim) lose(`claim ${claimName} was deleted`);
-    else if (claim.status?.phase !== "Granted") lose(describePhase(claim));
+    const ended = grantEnded(claim, claimName);
+    if (ended) lose(ended);
   }, (err) => {
     // Without renewals nothing else could tell of a loss: the grant cannot be kept.
     if (heartbeat) o.trouble(`cannot watch claim ${claimName}: ${err.message}; relying on renewals`);

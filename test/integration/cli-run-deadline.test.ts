@@ -142,7 +142,7 @@ test("a lost grant (claim deleted) stops the background children of the command 
     await api.deleteClaim(claim.metadata.name);
     const result = await endedWithin(run, 30_000);
     assert.equal(result.code, 4, show(result));
-    assert.match(result.stderr, /lost lock deleted: claim deleted-run-\w+ (was deleted|is now Released \(Released: the claim was deleted\))/);
+    assert.match(result.stderr, /lost lock deleted: claim deleted-run-\w+ (was deleted|is being deleted)/);
     assert.deepEqual(survivors(pids), [], "kubelock run returns only once every process of the group is gone");
   } finally {
     cleanUp(run, pidFile);

@@ -143,7 +143,7 @@ describe("acquireLock", () => {
     await ctx.api.deleteClaim(lock.claimName);
     const reason = await abortedWithin(lock.signal, 30_000);
     assert.ok(reason instanceof LockError && reason.code === "Lost", String(reason));
-    assert.match(reason.message, /^lost lock deleted: claim \S+ (was deleted|is now Released)/);
+    assert.match(reason.message, /^lost lock deleted: claim \S+ (was deleted|is being deleted)/);
     await lock.release();
   });
 
