@@ -135,7 +135,7 @@ function write(ctx: BenchContext, results: Measured[], p: { ops: string; contend
 const ROUND_TRIPS: Record<string, string> = {
   redis: "ours 2 (one EVALSHA each for acquire and release; the scripts also purge, INCR the fencing counter, PEXPIRE and PUBLISH) vs raw 2 and redlock 2",
   etcd: "ours 2 (one Txn create-if-absent + range on a session lease granted once per process, one DeleteRange) vs raw 3 and etcd3 Lock 3 (LeaseGrant each time)",
-  zookeeper: "ours about 7 on a fresh key (getChildren, create → no parent, create the CONTAINER lock node, create the hold, getChildren + getData, then getChildren + delete) vs raw 2 and the naive recipe 4",
+  zookeeper: "ours 3 on a fresh key (getChildren + create the CONTAINER lock node + create the hold, sent together; getChildren + getData; getChildren + getData + delete), and a waiter woken for its turn 1 (getChildren + getData + setData, its grant stamped) vs raw 2 and the naive recipe 4",
   kubernetes: "ours 6 (LIST the key's Leases, create the slot Lease, create/update the fencing-counter Lease, update the slot with the token; LIST + DELETE) vs raw 2",
 };
 
