@@ -491,16 +491,14 @@ export class KubernetesLeaseBackend implements LockBackend {
 
   /** The namespace's fencing floor: the largest counter value `forget` retired there (0 when none was). */
   private async namespaceFloor(namespace: string): Promise<bigint> {
-    const lease = await this.read(namespace, FENCING_FLOOR_LEASE);
-    return (lease && decimalAnnotation(lease, FENCING_FLOOR_ANNOTATION)) ?? 0n;
+    return floorValue(await this.read(namespace, FENCING_FLOOR_LEASE));
   }
 
   /** Raises the namespace's fencing floor to at least `value`, with optimistic concurrency (it never goes down). */
   private async raiseFloor(namespace: string, value: bigint): Promise<void> {
     for (let attempt = 0; attempt < COUNTER_ATTEMPTS; attempt++) {
       const lease = await this.read(namespace, FENCING_FLOOR_LEASE);
-      const current = (lease && decimalAnnotation(lease, FENCING_FLOOR_ANNOTATION)) ?? 0n;
-      if (lease && current >= value) return;
+      if (lease && floorValue(lease) >= value) return;
       const body: k8s.V1Lease = {
         apiVersion: "coordination.k8s.io/v1",
         kind: "Lease",
@@ -657,6 +655,15 @@ function counterValue(ref: KeyRef, counter: k8s.V1Lease): bigint {
   const raw = counter.metadata?.annotations?.[FENCING_COUNTER_ANNOTATION] ?? "0";
   if (!DECIMAL.test(raw)) {
     throw new Error(`Lease ${ref.namespace}/${ref.counterName}: annotation ${FENCING_COUNTER_ANNOTATION} is not a decimal integer: "${raw}"`);
+  }
+  return BigInt(raw);
+}
+
+/** The floor Lease's value (0 when there is none); as with the counter, a value that is no decimal integer is an error. */
+function floorValue(lease: k8s.V1Lease | undefined): bigint {
+  const raw = lease?.metadata?.annotations?.[FENCING_FLOOR_ANNOTATION] ?? "0";
+  if (!DECIMAL.test(raw)) {
+    throw new Error(`Lease ${lease?.metadata?.namespace}/${FENCING_FLOOR_LEASE}: annotation ${FENCING_FLOOR_ANNOTATION} is not a decimal integer: "${raw}"`);
   }
   return BigInt(raw);
 }
