@@ -410,7 +410,7 @@ export class LockReconciler {
       this.ctx.log.debug(removed ? "removed the deleted lock's backend state" : "kept the deleted lock's backend state (in use, or none)", fields);
     } catch (err) {
       if (err instanceof NotLeadingError) throw err;
-      this.ctx.log.info("could not remove the deleted lock's state from the backend; it stays", { ...fields, error: err instanceof Error ? err.message : String(err) });
+      this.ctx.log.info("could not remove the deleted lock's backend state; it stays", { ...fields, error: err instanceof Error ? err.message : String(err) });
     }
   }
 

@@ -59,8 +59,7 @@ import { splitQueue } from "../kit/queue-state";
 import { splitLockKey } from "../kit/lock-key";
 import { TlsFiles, type TlsMaterial, type TlsPaths } from "./tls-files";
 
-export const DEFAULT_PREFIX = "/kubelock";
-export const DEFAULT_TIMEOUT_MS = 2000;
+import { DEFAULT_PREFIX, DEFAULT_TIMEOUT_MS } from "./settings";
 /** gRPC keepalive ping interval; etcd refuses pings more often than every 5 s. */
 const GRPC_KEEPALIVE_MS = 10_000;
 const ATTEMPTS = 10;

@@ -1,6 +1,9 @@
 /** The `etcd:` settings block: checked, its files read, before anything connects. */
 import { SettingsCheck } from "../kit/settings";
-import { DEFAULT_PREFIX, DEFAULT_TIMEOUT_MS, type EtcdBackendOptions } from "./backend";
+import type { EtcdBackendOptions } from "./backend";
+
+export const DEFAULT_PREFIX = "/kubelock";
+export const DEFAULT_TIMEOUT_MS = 2000;
 
 const shorten = (text: string) => (text.length > 100 ? `${text.slice(0, 100)}…` : text);
 

@@ -42,8 +42,6 @@ import type { ConnectionOptions } from "node:tls";
 import Redis, { Cluster, type RedisOptions } from "ioredis";
 import { BackendUnavailableError, type AcquireRequest, type Hold, type HolderInfo, type LockBackend, type QueueState, type WaiterWatch } from "../backend";
 
-export const DEFAULT_PREFIX = "kubelock";
-export const DEFAULT_TIMEOUT_MS = 2000;
 /** Fallback poll of each watched key: catches holds that vanished by key expiry. */
 const WATCH_POLL_MS = 2000;
 /** An ended connection is opened again after this long. */

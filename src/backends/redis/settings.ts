@@ -1,7 +1,10 @@
 /** The `redis:` settings block: checked, its files read, before anything connects. */
 import type { ConnectionOptions } from "node:tls";
 import { SettingsCheck } from "../kit/settings";
-import { DEFAULT_PREFIX, DEFAULT_TIMEOUT_MS, type RedisSettings } from "./backend";
+import type { RedisSettings } from "./backend";
+
+export const DEFAULT_PREFIX = "kubelock";
+export const DEFAULT_TIMEOUT_MS = 2000;
 
 /** Checks the `redis:` settings block; every mistake is one line of the thrown BackendConfigError. */
 export function parseRedisSettings(name: string, raw: Record<string, unknown>): RedisSettings {
