@@ -112,8 +112,8 @@ export interface LockBackend {
    *   counter only while it is not ahead of that clock (it can be, raised by a caller's floor).
    * - etcd and ZooKeeper: tokens are the server's global revisions (etcd keeps nothing per key besides holds and
    *   entries, so it has no forget); ZooKeeper deletes the empty lock node.
-   * - Kubernetes: the counter's last value is first raised into a per-namespace floor that every new counter
-   *   starts above.
+   * - Kubernetes: tokens are the API server's resourceVersions (its etcd's revisions); like etcd it keeps nothing
+   *   per key besides holds and entries (an earlier version's counter Lease goes with a release), so no forget.
    * Without `forget`, per-key state is kept for good (harmless; it only grows with the number of keys).
    */
   forget?(key: string): Promise<boolean>;

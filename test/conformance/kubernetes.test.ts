@@ -6,13 +6,11 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { createServer, type Server, type Socket } from "node:net";
 import { after, describe, test } from "node:test";
-import { BackendConfigError, BackendUnavailableError } from "../../src/backends/backend";
+import { BackendConfigError, BackendUnavailableError, type LockBackend } from "../../src/backends/backend";
 import {
   CLAIM_ANNOTATION,
   CLUSTER_ANNOTATION,
   FENCING_COUNTER_ANNOTATION,
-  FENCING_FLOOR_ANNOTATION,
-  FENCING_FLOOR_LEASE,
   FENCING_TOKEN_ANNOTATION,
   HOLDER_IDENTITY_ANNOTATION,
   KEY_LABEL,
@@ -64,7 +62,7 @@ const request = holdRequest;
 
 /** A Lease as the API server stores it (kubectl's JSON, not client-node's deserialization). */
 interface LeaseJson {
-  metadata: { name: string; labels: Record<string, string>; annotations?: Record<string, string> };
+  metadata: { name: string; resourceVersion: string; labels: Record<string, string>; annotations?: Record<string, string> };
   spec: { holderIdentity?: string; leaseDurationSeconds?: number; acquireTime?: string; renewTime?: string };
 }
 
@@ -94,25 +92,20 @@ async function loopbackServer(answer: "refuse" | "hang"): Promise<{ url: string;
 
 /** The test kubeconfig, pointed at another server. */
 describe("kubernetes backend: Leases", () => {
-  test("forget deletes the key's counter and leaves only the namespace's floor, at the counter's value", async () => {
+  test("a key keeps nothing once released, so there is no forget; the key used again gets larger tokens", async () => {
     const ns = await createNamespace("forget");
     const key = `${ns}/lock-forget`;
+    const b = backend();
+    assert.equal((b as LockBackend).forget, undefined);
     const req = request(key, "a");
-    const hold = await backend().tryAcquire(req);
+    const hold = await b.tryAcquire(req);
     assert.ok(hold);
-    assert.equal(await backend().release(key, req.holderId), true);
-    assert.equal(await backend().forget(key), true);
+    assert.equal(await b.release(key, req.holderId), true);
     const left = await kubectl(["get", "lease", "-n", ns, "-o", "name"]);
     assert.equal(left.code, 0, left.stderr);
-    assert.deepEqual(left.stdout.trim().split("\n"), [`lease.coordination.k8s.io/${FENCING_FLOOR_LEASE}`], "no Lease of the key is left");
-    const floor = await getLeaseJson(ns, FENCING_FLOOR_LEASE);
-    assert.equal(floor.metadata.annotations?.[FENCING_FLOOR_ANNOTATION], hold.fencingToken);
-    // Labelled as kubelock's (the operator-guard policy lets the operator write only such Leases), with no key label.
-    assert.equal(floor.metadata.labels[MANAGED_BY_LABEL], "kubelock");
-    assert.equal(floor.metadata.labels[KEY_LABEL], undefined);
-    // Another key's new counter in the namespace starts above the floor.
-    const other = await backend().tryAcquire(request(`${ns}/lock-other`, "b"));
-    assert.ok(other && BigInt(other.fencingToken) > BigInt(hold.fencingToken), `token ${other?.fencingToken}`);
+    assert.equal(left.stdout.trim(), "", "a Lease is left in the namespace");
+    const again = await backend().tryAcquire(request(key, "b"));
+    assert.ok(again && BigInt(again.fencingToken) > BigInt(hold.fencingToken), `token ${again?.fencingToken}`);
   });
 
   test("a hold is a Lease named after the key, with labels, annotations and MicroTime fields", async () => {
@@ -130,25 +123,65 @@ describe("kubernetes backend: Leases", () => {
     assert.match(slot.spec.acquireTime ?? "", /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/);
     assert.equal(slot.metadata.labels[MANAGED_BY_LABEL], "kubelock");
     assert.equal(slot.metadata.labels[KEY_LABEL], name);
-    assert.equal(slot.metadata.annotations?.[FENCING_TOKEN_ANNOTATION], hold.fencingToken);
     assert.equal(slot.metadata.annotations?.[CLAIM_ANNOTATION], "claim-a");
     assert.equal(slot.metadata.annotations?.[HOLDER_IDENTITY_ANNOTATION], "pod-a");
     assert.equal(slot.metadata.annotations?.[CLUSTER_ANNOTATION], "east");
     assert.equal(hold.renewTime, slot.spec.renewTime);
 
-    const counter = await getLeaseJson(ns, `kubelock-${name}-fencing`);
-    assert.equal(counter.metadata.annotations?.[FENCING_COUNTER_ANNOTATION], hold.fencingToken);
-    assert.equal(counter.metadata.labels[KEY_LABEL], name);
+    // The token is the resourceVersion the acquisition wrote; the first renewal stamps it into the annotation.
+    assert.equal(slot.metadata.annotations?.[FENCING_TOKEN_ANNOTATION], undefined);
+    assert.equal(slot.metadata.resourceVersion, hold.fencingToken);
+    const renewed = await backend().renew(key, req.holderId, 30);
+    assert.equal(renewed?.fencingToken, hold.fencingToken);
+    const stamped = await getLeaseJson(ns, `kubelock-${name}-0`);
+    assert.equal(stamped.metadata.annotations?.[FENCING_TOKEN_ANNOTATION], hold.fencingToken);
+    assert.notEqual(stamped.metadata.resourceVersion, hold.fencingToken);
 
-    // kubectl lists the key's Leases with the label selector.
+    // kubectl lists the key's Leases with the label selector: the slot is all there is (no counter).
     const listed = await kubectl(["get", "lease", "-n", ns, "-l", `${KEY_LABEL}=${name}`, "-o", "name"]);
-    assert.deepEqual(listed.stdout.trim().split("\n").sort(), [`lease.coordination.k8s.io/kubelock-${name}-0`, `lease.coordination.k8s.io/kubelock-${name}-fencing`]);
+    assert.deepEqual(listed.stdout.trim().split("\n"), [`lease.coordination.k8s.io/kubelock-${name}-0`]);
 
-    // Released slots are deleted; the counter stays, so tokens keep increasing.
+    // Released slots are deleted; the next grant's token is a later revision.
     assert.equal(await backend().release(key, req.holderId), true);
     const gone = await kubectl(["get", "lease", "-n", ns, `kubelock-${name}-0`]);
     assert.notEqual(gone.code, 0);
-    await getLeaseJson(ns, `kubelock-${name}-fencing`);
+    const next = await backend().tryAcquire(request(key, "b"));
+    assert.ok(next && BigInt(next.fencingToken) > BigInt(hold.fencingToken));
+  });
+
+  test("after an upgrade, a grant is refused while the revision is not above the key's old counter Lease", async () => {
+    const ns = await testNamespace();
+    const name = `lock-upgrade-${randomBytes(3).toString("hex")}`;
+    const key = `${ns}/${name}`;
+    const counter = (value: string) => ({
+      apiVersion: "coordination.k8s.io/v1", kind: "Lease",
+      metadata: {
+        name: `kubelock-${name}-fencing`, namespace: ns,
+        labels: { [MANAGED_BY_LABEL]: "kubelock", [KEY_LABEL]: name, "kubelock.io/role": "fencing-counter" },
+        annotations: { [FENCING_COUNTER_ANNOTATION]: value },
+      },
+      spec: {},
+    });
+    const apply = async (value: string) => {
+      const result = await kubectl(["apply", "-f", "-"], { input: JSON.stringify(counter(value)) });
+      assert.equal(result.code, 0, result.stderr);
+    };
+    await apply("99999999999999");
+    const b = backend();
+    await assert.rejects(b.tryAcquire(request(key, "a")), (err: Error) => {
+      assert.ok(err instanceof BackendUnavailableError, String(err));
+      assert.match(err.message, /not above the fencing counter left by an earlier kubelock version/);
+      return true;
+    });
+    assert.notEqual((await kubectl(["get", "lease", "-n", ns, `kubelock-${name}-0`])).code, 0, "the refused grant left its slot");
+    await apply("1");
+    const a = request(key, "a");
+    const hold = await eventually("a grant above the old counter", () => b.tryAcquire(a), 10_000);
+    assert.ok(BigInt(hold.fencingToken) > 1n);
+    // Its release leaves the key nothing, the counter included: every later token is above this one.
+    assert.equal(await b.release(key, a.holderId), true);
+    const left = await kubectl(["get", "lease", "-n", ns, "-l", `${KEY_LABEL}=${name}`, "-o", "name"]);
+    assert.equal(left.stdout.trim(), "", "the key's Leases are not all gone");
   });
 
   test("a key too long for an object name is hashed into names and labels", async () => {
@@ -158,7 +191,7 @@ describe("kubernetes backend: Leases", () => {
     assert.ok(hold);
     const listed = await kubectl(["get", "lease", "-n", ns, "-o", "json"]);
     const items = (JSON.parse(listed.stdout).items as LeaseJson[]).filter((l) => l.metadata.annotations?.["kubelock.io/key"] === key);
-    assert.equal(items.length, 2);
+    assert.equal(items.length, 1);
     for (const lease of items) {
       assert.ok(lease.metadata.name.length <= 253);
       assert.match(lease.metadata.labels[KEY_LABEL], /^[0-9a-f]{20}$/);

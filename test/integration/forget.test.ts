@@ -1,6 +1,7 @@
 /**
  * Per-item locks leave nothing behind: once a deleted lock's holds are released, the operator has its backend
- * remove the key's state (LockBackend.forget: the Kubernetes backend's counter Lease, Redis's keys). A lock
+ * remove the key's state (LockBackend.forget: Redis's keys; the Kubernetes backend keeps nothing per key once its
+ * holds are released, its tokens being the API server's resourceVersions, so it needs no forget). A lock
  * created again with the same name starts with no status, so no high-water mark: its tokens are still above
  * the old lock's because the backend alone keeps them increasing.
  */
@@ -8,7 +9,7 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import * as k8s from "@kubernetes/client-node";
 import Redis from "ioredis";
-import { FENCING_FLOOR_LEASE, KEY_LABEL } from "../../src/backends/kubernetes/backend";
+import { KEY_LABEL } from "../../src/backends/kubernetes/backend";
 import { eventually, kubeConfig, testEnv } from "../support/env";
 import { useOperatorNamespace } from "../support/operator";
 
@@ -62,7 +63,7 @@ for (const backend of ["kubernetes", "redis"] as const) {
     assert.notDeepEqual(await stateOf[backend](lock), [], `the ${backend} backend keeps state for ${lock} while it exists`);
     await deleteBoth(lock, "first");
     assert.deepEqual(await stateOf[backend](lock), [], `the ${backend} backend's state for ${lock} is gone`);
-    if (backend === "kubernetes") assert.deepEqual(await leaseNames(), [FENCING_FLOOR_LEASE], "only the namespace's fencing floor is left");
+    if (backend === "kubernetes") assert.deepEqual(await leaseNames(), [], "a Lease is left in the namespace");
 
     await ns.api.createLock(lock, { backend });
     const after = await grantedToken(lock, "second");

@@ -293,14 +293,14 @@ test("operator-guard: the operator, run with the policy in force, grants a lock 
   refused(await patchPod("operator", second, [{ op: "replace", path: "/spec/containers/0/image", value: "evil:latest" }]), OPERATOR_GUARD,
     /may change a pod only by removing/, "the image of an ungated pod");
 
-  // The lock deleted: its holds go, then its counter Lease, whose value the namespace's floor Lease keeps (kubelock's too).
+  // The lock deleted: its holds go, and with them every Lease of its key (the Lease backend keeps no counter).
   await api.deleteLock("guarded");
   await eventually("lock guarded gone", () => api.getLock("guarded").then(() => undefined, (err: { code?: number }) => {
     if (err.code === 404) return true;
     throw err;
   }));
   const left = JSON.parse((await asAdmin(["get", "leases", "-n", ns, "-o", "json"])).stdout) as { items: K8sObject[] };
-  assert.deepEqual(left.items.map((l) => l.metadata.name as string).sort(), ["kubelock-operator", "kubelock.fencing-floor"]);
+  assert.deepEqual(left.items.map((l) => l.metadata.name as string).sort(), ["kubelock-operator"]);
   for (const l of left.items) assert.equal(l.metadata.labels?.[MANAGED_BY], "kubelock", `Lease ${l.metadata.name} is not kubelock's`);
   const output = operator.output();
   await operator.stop(); // fails on any request the API server refused (403)

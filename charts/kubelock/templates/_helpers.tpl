@@ -73,9 +73,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
-# Leases: the built-in kubernetes backend (slot, waiter and counter Leases in the lock's namespace, and
-# its fencing-floor Lease: listed, watched, read, created, replaced, renewed by merge patch, deleted on
-# release or once their lock is deleted) and leader election (read, created, replaced).
+# Leases: the built-in kubernetes backend (slot and waiter Leases in the lock's namespace: listed,
+# watched, read, created, replaced, renewed by merge patch, deleted on release; counter Leases of
+# earlier versions: read, deleted) and leader election (read, created, replaced).
 - apiGroups: [coordination.k8s.io]
   resources: [leases]
   verbs: [get, list, watch, create, update, patch, delete]

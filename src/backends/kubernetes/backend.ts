@@ -7,42 +7,50 @@
  *
  * - `kubelock-<k>-<slot>`, one Lease per slot (0 .. maxHolders-1). `spec.holderIdentity` is the holder's
  *   claim UID; `leaseDurationSeconds`, `acquireTime`, `renewTime` and `leaseTransitions` mean what they
- *   mean on any Lease; annotations carry the fencing token and the HolderInfo. A slot is free when its
- *   Lease is missing, has no holderIdentity, or has not changed for `leaseDurationSeconds` as this process
- *   observed it (its resourceVersion, first seen on this process's own clock: see runtime/observed.ts).
+ *   mean on any Lease; annotations carry the HolderInfo and, once renewed, the fencing token. A slot is free
+ *   when its Lease is missing, has no holderIdentity, or has not changed for `leaseDurationSeconds` as this
+ *   process observed it (its resourceVersion, first seen on this process's own clock: see runtime/observed.ts).
  *   renewTime is written for people and tools; expiry never compares it, a timestamp from another machine,
  *   with the local clock. A Lease seen for the first time (after a restart or failover) counts as renewed
- *   then: expiry is judged late, never early. Released slots are deleted, so per-item locks leave no slot
- *   Leases behind.
+ *   then: expiry is judged late, never early. Released slots are deleted, so per-item locks leave nothing.
  * - `kubelock-<k>-q-<h>`, a waiter's place in the key's queue (`<h>`: a hash of its claim UID). `spec.holderIdentity`
- *   is the claim UID, annotation `kubelock.io/queue-ticket` its place: a value drawn from the fencing counter when
- *   it joined, so tickets increase in the order waiters join, across every operator. A waiter takes a slot when
- *   fewer than maxHolders slots are held and no live waiter has a smaller ticket than the free ones allow; it expires
- *   like a slot, unchanged for its leaseDurationSeconds (its operator refreshes it every quarter of that).
- * - `kubelock-<k>-fencing`, the fencing counter: annotation `kubelock.io/fencing-counter` holds the last
- *   token issued (a decimal string). It stays while the lock exists, so tokens keep increasing across
- *   restarts. (The counter is not named `kubelock-<k>`: that would be slot 1 of key `<k minus "-1">`.)
+ *   is the claim UID; its ticket (its place) is the resourceVersion its creation wrote, so tickets increase in the
+ *   order waiters join, across every operator (as etcd's concurrency.Mutex orders by create revision). A waiter
+ *   takes a slot when fewer than maxHolders slots are held and no live waiter has a smaller ticket than the free
+ *   ones allow; it expires like a slot, unchanged for its leaseDurationSeconds (its operator refreshes it every
+ *   quarter of that). It stays while its holder holds a slot (not counted in the queue then) and goes with the release.
  *
- * Per namespace, `kubelock.fencing-floor` (no key's Lease name starts `kubelock.`): annotation
- * `kubelock.io/fencing-floor` holds the largest counter value ever retired there. `forget` (the lock was
- * deleted) raises it to the counter's value, then deletes the counter unless a token was drawn meanwhile;
- * a counter created later starts above the floor, so tokens never go back when a key is used again.
+ * Fencing tokens are the API server's resourceVersions, its etcd's revision: one counter for the whole store,
+ * raised by every write. A hold's token is the resourceVersion of the write that acquired it (creating the slot
+ * Lease, or taking over a free one by a conditional update that drops the old token), so a grant made after
+ * another always has a larger token, across keys being deleted and made again and operator restarts. The next
+ * write to the slot (a renewal, conditional on the resourceVersion it read) stamps that value into annotation
+ * `kubelock.io/fencing-token`, which keeps it from then on; until then the token is the Lease's resourceVersion.
+ * A waiter's ticket is kept the same way (`kubelock.io/queue-ticket`). Only kubelock writes these Leases (the
+ * admission policy in deploy/ sees to it): a foreign write before the first renewal would raise the token,
+ * never lower it. A resourceVersion that is not a decimal integer (an API server not backed by etcd) is refused
+ * with BackendUnavailableError. The caller's `fencingFloor` guards against an etcd restored from a backup
+ * (revisions going back): the reconciler refuses a token at or below it.
  *
- * Every Lease is labelled `app.kubernetes.io/managed-by=kubelock` and `kubelock.io/role`; a key's Leases
- * also `kubelock.io/key=<key or hash>`.
+ * Upgrades: earlier versions drew tokens from a per-key counter Lease, `kubelock-<k>-fencing` (annotation
+ * `kubelock.io/fencing-counter`). It is read, never written. Every counter increment was a write, so the counter
+ * is below the store's revision unless a caller's floor raised it above; a grant whose revision is not above the
+ * key's counter is undone and refused (BackendUnavailableError), so tokens never go back across the upgrade.
+ * The counter is deleted with the release of a hold above it that leaves the key no other Lease. With it gone
+ * the key keeps nothing besides holds and queue entries, so this backend has no `forget`. The per-namespace
+ * `kubelock.fencing-floor` Lease that the one version before this wrote (retired counters' values, for keys
+ * used again) is neither read nor written: like a counter it is below the store's revision unless a caller's
+ * floor raised one above it.
  *
- * Acquire, three writes, each with a resourceVersion precondition:
- *   1. claim the lowest free slot (holderIdentity set, no token yet: the slot counts as taken);
- *   2. increment the fencing counter;
- *   3. write the token into the claimed slot (fails if the claim was lost meanwhile).
- * The token is drawn only after the slot is ours, so a grant that starts after another grant was made
- * always gets a larger token (drawing it first would let a slow contender claim a slot, after later
- * grants came and went, with an older, smaller token). A claim whose acquirer died before step 3 holds
- * its slot without a token until it expires; the same holder's next tryAcquire completes it.
+ * Every Lease is labelled `app.kubernetes.io/managed-by=kubelock`, `kubelock.io/role` and `kubelock.io/key=<key or hash>`.
  *
- * Renew and release find the holder's slot by listing the key's Leases and write with the
- * resourceVersion they read, so they never touch a slot that changed hands. Watches share one API
- * watch per namespace (all kubelock slot Leases there), dispatched by key label.
+ * Requests: reads come from the namespace's LeaseCache (cache.ts: one list + watch per namespace, shared in the
+ * process, with this process's writes put in at once); until it is synced, or while its watch is down, a read
+ * lists the key's Leases. An uncontended acquire is ONE write (create the slot, or a conditional update of a
+ * free one) and a release ONE conditional delete (two at once when a queue entry goes too); a renewal is one
+ * conditional merge patch. Every write carries the resourceVersion it read (or creates), so a stale cache can
+ * only make a write fail (409): the call then reads the key afresh (a LIST) and decides again. A renewal that
+ * finds no hold in the cache looks again with a LIST before saying the hold is gone.
  */
 import { createHash } from "node:crypto";
 import * as k8s from "@kubernetes/client-node";
@@ -56,30 +64,24 @@ import {
   type QueueState,
   type WaiterWatch,
 } from "../backend";
+import { LeaseCache, type CacheEvent } from "./cache";
+import { isUnavailable } from "./errors";
+import { KEY_LABEL, MANAGED_BY, MANAGED_BY_LABEL, ROLE_COUNTER, ROLE_LABEL, ROLE_SLOT, ROLE_WAITER } from "./labels";
 import { NamespaceWatch } from "./watch";
 import { monotonicNow, ObservedVersions } from "../../runtime/observed";
 import { splitLockKey } from "../kit/lock-key";
 import { orderOf } from "../kit/fan-out";
 import { holderInfo } from "../kit/queue-state";
 
-export const MANAGED_BY_LABEL = "app.kubernetes.io/managed-by";
-export const MANAGED_BY = "kubelock";
-export const KEY_LABEL = "kubelock.io/key";
-export const ROLE_LABEL = "kubelock.io/role";
+export { KEY_LABEL, MANAGED_BY, MANAGED_BY_LABEL, ROLE_LABEL, ROLE_SLOT, ROLE_WAITER } from "./labels";
 export const KEY_ANNOTATION = "kubelock.io/key";
 export const FENCING_COUNTER_ANNOTATION = "kubelock.io/fencing-counter";
 export const FENCING_TOKEN_ANNOTATION = "kubelock.io/fencing-token";
 export const CLAIM_ANNOTATION = "kubelock.io/claim";
 export const HOLDER_IDENTITY_ANNOTATION = "kubelock.io/holder-identity";
 export const CLUSTER_ANNOTATION = "kubelock.io/cluster";
-
-export const ROLE_SLOT = "slot";
-export const ROLE_WAITER = "waiter";
 export const QUEUE_TICKET_ANNOTATION = "kubelock.io/queue-ticket";
-const ROLE_COUNTER = "fencing-counter";
-const ROLE_FLOOR = "fencing-floor";
-export const FENCING_FLOOR_LEASE = "kubelock.fencing-floor";
-export const FENCING_FLOOR_ANNOTATION = "kubelock.io/fencing-floor";
+
 const NAME_PREFIX = "kubelock-";
 const COUNTER_SUFFIX = "-fencing";
 /** Longest suffix planned for (a waiter's "-q-" and 10 hex digits): keys longer than this allows are hashed. */
@@ -90,12 +92,8 @@ const LABEL_VALUE = /^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
 const DECIMAL = /^(0|[1-9][0-9]*)$/;
 
 const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
-const COUNTER_ATTEMPTS = 50;
 const RENEW_ATTEMPTS = 8;
 const RELEASE_ATTEMPTS = 8;
-const FORGET_ATTEMPTS = 8;
-/** A watch asks the server to end it after about this long, then starts again. */
-
 
 export interface KubernetesLeaseBackendOptions {
   name: string;
@@ -114,6 +112,7 @@ interface KeyRef {
   fragment: string;
   /** The `kubelock.io/key` label value: the key, or a hash of it when the key is no label value. */
   label: string;
+  /** The legacy counter's name (earlier versions). */
   counterName: string;
   slotPattern: RegExp;
 }
@@ -127,6 +126,7 @@ interface KeyState {
   slots: Slot[];
   /** Waiter Leases by ticket (the queue), expired ones included. */
   waiters: k8s.V1Lease[];
+  /** The counter Lease of an earlier version, if one is left. */
   counter?: k8s.V1Lease;
 }
 
@@ -141,6 +141,8 @@ export class KubernetesLeaseBackend implements LockBackend {
   private readonly requestOptions: k8s.ConfigurationOptions<k8s.ObservableMiddleware>;
   /** requestOptions plus `Content-Type: application/merge-patch+json`. */
   private readonly mergePatchOptions: k8s.ConfigurationOptions<k8s.ObservableMiddleware>;
+  /** The namespaces' caches this backend uses, with its subscription to each. */
+  private readonly caches = new Map<string, { cache: LeaseCache; unsubscribe: () => void }>();
   private readonly namespaceWatches = new Map<string, NamespaceWatch>();
   /** When this process first saw each slot Lease's resourceVersion, by key (shared with the watches). */
   private readonly observed = new ObservedVersions();
@@ -171,43 +173,34 @@ export class KubernetesLeaseBackend implements LockBackend {
     // Each lost race means another contender made progress; the bound only stops a livelock.
     const attempts = Math.min(10 + 2 * req.maxHolders, 60);
     for (let attempt = 0; attempt < attempts; attempt++) {
-      const state = await this.load(ref);
-      const now = this.clock();
-
-      const mine = state.slots.filter((s) => s.lease.spec?.holderIdentity === req.holderId && !this.expired(s.lease));
-      const granted = mine.find((s) => tokenOf(s.lease) !== undefined);
-      if (granted) {
+      // The cache first; after a lost race (the cache was behind), a fresh list.
+      const fresh = attempt > 0;
+      const state = await this.load(ref, fresh);
+      const mine = state.slots.find((s) => s.lease.spec?.holderIdentity === req.holderId && !this.expired(s.lease));
+      if (mine) {
         // Re-attach, same token, written anew: an observer that judged the slot expired (its owner restarted and
-        // sees it afresh) must see it renewed before it could take it; a renewal that finds it gone: look again.
-        const renewed = await this.renew(req.key, req.holderId, req.leaseDurationSeconds);
+        // sees it afresh) must see it renewed before it could take it; a renewal that finds it changed: look again.
+        const renewed = await this.renewSlot(ref, mine.lease, req.leaseDurationSeconds);
         if (renewed) return renewed;
         continue;
       }
-      let claimed: k8s.V1Lease | undefined = mine.length > 0 ? mine[0].lease : undefined; // claimed by an earlier call that did not finish: finish it
-
-      if (!claimed) {
-        const taken = state.slots.filter((s) => this.held(s.lease));
-        const queue = this.queue(state);
-        const place = queue.findIndex((w) => w.spec?.holderIdentity === req.holderId);
-        if (taken.length + (place < 0 ? queue.length : place) >= req.maxHolders) {
-          if (req.wait && !(await this.keepPlace(ref, state, queue[place], req))) continue;
-          return undefined;
-        }
-        const takenIndexes = new Set(taken.map((s) => s.index));
-        let index = 0;
-        while (takenIndexes.has(index)) index++;
-        const previous = state.slots.find((s) => s.index === index)?.lease;
-        claimed = await this.claimSlot(ref, index, previous, req, now);
-        if (!claimed) continue; // someone else changed the slot first: look again
+      const taken = state.slots.filter((s) => this.held(s.lease));
+      const queue = this.queue(state);
+      const place = queue.findIndex((w) => w.spec?.holderIdentity === req.holderId);
+      if (taken.length + (place < 0 ? queue.length : place) >= req.maxHolders) {
+        // A caller that does not wait has no watch to wake it if the cache was behind: a list says for sure.
+        if (!req.wait && !fresh) continue;
+        if (req.wait && !(await this.keepPlace(ref, state, req))) continue;
+        return undefined;
       }
-
-      const token = await this.nextToken(ref, state, BigInt(req.fencingFloor ?? "0"));
-      const finished = await this.writeToken(ref, claimed, token);
-      if (finished) {
-        for (const entry of state.waiters.filter((w) => w.spec?.holderIdentity === req.holderId)) await this.remove(ref, entry);
-        return toHold(finished);
-      }
-      // The claim changed under us (expired and taken, or a concurrent call for the same holder): look again.
+      const takenIndexes = new Set(taken.map((s) => s.index));
+      let index = 0;
+      while (takenIndexes.has(index)) index++;
+      const previous = state.slots.find((s) => s.index === index)?.lease;
+      const claimed = await this.claimSlot(ref, index, previous, req);
+      if (!claimed) continue; // someone else changed the slot first: look again
+      await this.aboveLegacyCounter(ref, state, claimed);
+      return this.toHold(claimed);
     }
     throw new BackendUnavailableError(this.name, `too much contention on ${req.key}: gave up after ${attempts} attempts`);
   }
@@ -218,20 +211,13 @@ export class KubernetesLeaseBackend implements LockBackend {
     }
     const ref = keyRef(key);
     for (let attempt = 0; attempt < RENEW_ATTEMPTS; attempt++) {
-      const state = await this.load(ref);
-      const now = this.clock();
-      const slot = state.slots.find(
-        (s) => s.lease.spec?.holderIdentity === holderId && tokenOf(s.lease) !== undefined && !this.expired(s.lease),
-      );
-      if (!slot) return undefined;
-      const lease = slot.lease;
-      // A merge patch, not a PUT: Leases allow create-on-update, so a PUT racing a release (the renewer
-      // runs beside the reconciler) would bring the deleted slot back. A patch of a missing object is a
-      // 404, and the resourceVersion in it makes it conditional (409 when the slot changed).
-      const patch = { metadata: { resourceVersion: lease.metadata?.resourceVersion }, spec: { leaseDurationSeconds, renewTime: microTime(now) } };
-      const sentAt = this.observationClock();
-      const renewed = this.wrote(await this.conditional(() => this.api.patchNamespacedLease({ name: lease.metadata!.name!, namespace: ref.namespace, body: patch }, this.mergePatchOptions)), sentAt);
-      if (renewed) return toHold(renewed);
+      const fresh = attempt > 0;
+      const state = await this.load(ref, fresh);
+      const slot = state.slots.find((s) => s.lease.spec?.holderIdentity === holderId && !this.expired(s.lease));
+      if (!slot && fresh) return undefined;
+      if (!slot) continue; // not in the cache: a list says for sure before the hold is called lost
+      const renewed = await this.renewSlot(ref, slot.lease, leaseDurationSeconds);
+      if (renewed) return renewed;
     }
     throw new BackendUnavailableError(this.name, `too much contention renewing ${key}`);
   }
@@ -240,56 +226,37 @@ export class KubernetesLeaseBackend implements LockBackend {
     const ref = keyRef(key);
     let released = false;
     for (let attempt = 0; attempt < RELEASE_ATTEMPTS; attempt++) {
-      const state = await this.load(ref);
-      // Every slot with this holder's identity: a live hold, an unfinished claim, or an expired leftover
-      // that nobody took over. All are deleted; only a live hold counts as "a hold was removed".
+      const state = await this.load(ref, attempt > 0);
+      // Every Lease with this holder's identity: a live hold, an expired leftover that nobody took over, its
+      // queue entry. All are deleted at once; only a live hold counts as "a hold was removed".
       const mine = [...state.slots.map((s) => s.lease), ...state.waiters].filter((lease) => lease.spec?.holderIdentity === holderId);
       if (mine.length === 0) return released;
-      let conflict = false;
-      for (const lease of mine) {
-        const live = tokenOf(lease) !== undefined && !this.expired(lease);
-        if (!(await this.remove(ref, lease))) conflict = true; // changed meanwhile (renewed, or taken over): look again
-        else if (live) released = true;
-      }
-      if (!conflict) return released;
+      const retired = this.retiredCounter(state, mine);
+      const results = await Promise.all([...mine, ...(retired ? [retired] : [])].map(async (lease) => {
+        const live = lease.metadata?.labels?.[ROLE_LABEL] !== ROLE_WAITER && !this.expired(lease);
+        const removed = await this.remove(ref, lease);
+        if (removed && live) released = true;
+        return removed;
+      }));
+      if (results.every(Boolean)) return released; // else changed meanwhile (renewed, or taken over): look again
     }
     throw new BackendUnavailableError(this.name, `too much contention releasing ${key}`);
   }
 
-  /**
-   * Deletes the key's counter once its value is in the namespace's floor, when the key has no slot or waiter
-   * Lease (live or not). The delete is conditional on the counter's resourceVersion as read: a token or ticket
-   * drawn meanwhile makes it fail (409), and the key is looked at again. A slot claimed but not yet given its
-   * token is not seen by the delete; its token then comes from a new counter, above the floor.
-   */
-  async forget(key: string): Promise<boolean> {
-    const ref = keyRef(key);
-    for (let attempt = 0; attempt < FORGET_ATTEMPTS; attempt++) {
-      const state = await this.load(ref);
-      if (state.slots.length > 0 || state.waiters.length > 0 || !state.counter) return false;
-      await this.raiseFloor(ref.namespace, counterValue(ref, state.counter));
-      const body = { preconditions: { resourceVersion: state.counter.metadata!.resourceVersion } };
-      const deleted = await this.conditional(() =>
-        this.api.deleteNamespacedLease({ name: ref.counterName, namespace: ref.namespace, body }, this.requestOptions));
-      if (deleted) return true;
-    }
-    return false;
-  }
-
   async holders(key: string): Promise<Hold[]> {
-    return this.slotHolds(key, (lease) => this.held(lease));
+    return this.slotHolds(await this.load(keyRef(key)), (lease) => this.held(lease));
   }
 
   async waiting(key: string): Promise<HolderInfo[]> {
     return (await this.queueState(key)).waiting;
   }
 
-  /** One LIST of the key's Leases for both. */
+  /** One read (the cache, or one LIST) for both. */
   async queueState(key: string): Promise<QueueState> {
     const state = await this.load(keyRef(key));
     return {
-      holders: this.slotHoldsOf(state, (lease) => this.held(lease)),
-      waiting: this.queue(state).map((lease) => holderInfo(toHold(lease))),
+      holders: this.slotHolds(state, (lease) => this.held(lease)),
+      waiting: this.queue(state).map((lease) => holderInfo(this.toHold(lease, QUEUE_TICKET_ANNOTATION))),
     };
   }
 
@@ -297,20 +264,17 @@ export class KubernetesLeaseBackend implements LockBackend {
    * Every hold a slot Lease names, expired or not: who the Leases say, before anyone's judgement of expiry. On
    * this backend only this cluster's operator writes the Leases, and it shows a claim's ending before it gives
    * the claim's slot to anyone, so a named hold cannot have been granted elsewhere (checkers compare with this).
+   * Always a LIST, never the cache: a checker needs what the server holds at the time of the call.
    */
   async namedHolders(key: string): Promise<Hold[]> {
-    return this.slotHolds(key, (lease) => !!lease.spec?.holderIdentity);
+    return this.slotHolds(await this.load(keyRef(key), true), (lease) => !!lease.spec?.holderIdentity);
   }
 
-  /** The key's granted slots (with a token) that `counts`, as holds in token order. */
-  private async slotHolds(key: string, counts: (lease: k8s.V1Lease) => boolean): Promise<Hold[]> {
-    return this.slotHoldsOf(await this.load(keyRef(key)), counts);
-  }
-
-  private slotHoldsOf(state: KeyState, counts: (lease: k8s.V1Lease) => boolean): Hold[] {
+  /** The key's slots that `count`, as holds in token order. */
+  private slotHolds(state: KeyState, counts: (lease: k8s.V1Lease) => boolean): Hold[] {
     return state.slots
-      .filter((s) => tokenOf(s.lease) !== undefined && counts(s.lease))
-      .map((s) => toHold(s.lease))
+      .filter((s) => counts(s.lease))
+      .map((s) => this.toHold(s.lease))
       .sort((a, b) => compareTokens(a.fencingToken, b.fencingToken));
   }
 
@@ -319,7 +283,7 @@ export class KubernetesLeaseBackend implements LockBackend {
     if (this.closed) return () => undefined;
     let shared = this.namespaceWatches.get(ref.namespace);
     if (!shared) {
-      const created: NamespaceWatch = new NamespaceWatch(this.kubeConfig, ref.namespace, this.observationClock, this.observed, () => {
+      const created: NamespaceWatch = new NamespaceWatch(this.cacheFor(ref.namespace), this.observationClock, this.observed, () => {
         if (this.namespaceWatches.get(ref.namespace) === created) this.namespaceWatches.delete(ref.namespace);
       }, async (lockKey) => orderOf(await this.queueState(lockKey)));
       this.namespaceWatches.set(ref.namespace, created);
@@ -332,11 +296,16 @@ export class KubernetesLeaseBackend implements LockBackend {
     this.closed = true;
     for (const watch of [...this.namespaceWatches.values()]) watch.stop();
     this.namespaceWatches.clear();
+    for (const { cache, unsubscribe } of this.caches.values()) {
+      unsubscribe();
+      cache.close();
+    }
+    this.caches.clear();
   }
 
-  // --- slots and tokens ---
+  // --- slots, tokens and the cache ---
 
-  /** A slot is taken by a live holder (granted, or claimed and about to be granted). */
+  /** A slot is taken by a live holder. */
   private held(lease: k8s.V1Lease): boolean {
     return !!lease.spec?.holderIdentity && !this.expired(lease);
   }
@@ -347,35 +316,187 @@ export class KubernetesLeaseBackend implements LockBackend {
     return expires === undefined || expires < now;
   }
 
-  /** Notes a slot Lease this process wrote, as seen from when the write was sent. */
-  private wrote<T extends k8s.V1Lease | undefined>(lease: T, sentAt: number): T {
-    if (lease?.metadata?.resourceVersion) this.observed.wrote(observedGroup(lease), lease.metadata.name ?? "", lease.metadata.resourceVersion, sentAt);
+  /** A Lease this process wrote: into the cache, and seen from when the write was sent. */
+  private wrote<T extends k8s.V1Lease | undefined>(ref: KeyRef, lease: T, sentAt: number): T {
+    if (!lease?.metadata?.resourceVersion) return lease;
+    this.cacheFor(ref.namespace).put(lease);
+    this.observed.wrote(observedGroup(lease), lease.metadata.name ?? "", lease.metadata.resourceVersion, sentAt);
     return lease;
   }
 
-  /** The live waiters in ticket order, leaving out any whose holder already has a slot (a grant not yet tidied). */
+  /** The namespace's cache (started on first use), this backend subscribed to its changes. */
+  private cacheFor(namespace: string): LeaseCache {
+    if (this.closed) throw new Error(`backend ${this.name} is closed`);
+    let entry = this.caches.get(namespace);
+    if (!entry) {
+      const cache = LeaseCache.open(this.kubeConfig, namespace, this.requestOptions);
+      entry = { cache, unsubscribe: cache.subscribe((event) => this.observe(event)) };
+      this.caches.set(namespace, entry);
+    }
+    return entry.cache;
+  }
+
+  /** Each change the cache takes in is an observation (expiry counts from when this process first saw it). */
+  private observe(event: CacheEvent): void {
+    if (event.type === "down") return this.observed.interrupted();
+    if (event.type === "resync") return;
+    const { name, resourceVersion } = event.lease.metadata ?? {};
+    if (event.type === "deleted") this.observed.drop(observedGroup(event.lease), name ?? "");
+    else if (resourceVersion) this.observed.note(observedGroup(event.lease), name ?? "", resourceVersion, this.observationClock());
+  }
+
+  /** The live waiters in ticket order, leaving out any whose holder already has a slot (it holds now). */
   private queue(state: KeyState): k8s.V1Lease[] {
-    const holding = new Set(state.slots.map((s) => s.lease.spec?.holderIdentity));
+    const holding = new Set(state.slots.filter((s) => this.held(s.lease)).map((s) => s.lease.spec?.holderIdentity));
     return state.waiters.filter((w) => !this.expired(w) && !holding.has(w.spec?.holderIdentity));
   }
 
   /**
-   * Keeps `req`'s place in the queue: a new waiter Lease with a ticket from the fencing counter, or the existing
-   * one (`entry`) refreshed once a quarter of its lease has passed. False when the write lost a race (look again).
+   * A slot's fencing token, or a waiter's ticket: the annotation a renewal stamped, else the resourceVersion
+   * (then still the one the acquisition wrote: the first write after it stamps the annotation).
    */
-  private async keepPlace(ref: KeyRef, state: KeyState, entry: k8s.V1Lease | undefined, req: AcquireRequest): Promise<boolean> {
+  private mark(lease: k8s.V1Lease, annotation: string): bigint {
+    const stamped = decimalAnnotation(lease, annotation);
+    if (stamped !== undefined) return stamped;
+    const version = lease.metadata?.resourceVersion ?? "";
+    if (!DECIMAL.test(version)) {
+      throw new BackendUnavailableError(this.name, `Lease ${lease.metadata?.namespace}/${lease.metadata?.name} has resourceVersion "${version}", `
+        + "not a decimal integer: fencing tokens are the API server's resourceVersions (its etcd's revisions), and this server's cannot serve");
+    }
+    return BigInt(version);
+  }
+
+  private toHold(lease: k8s.V1Lease, annotation = FENCING_TOKEN_ANNOTATION): Hold {
+    const annotations = lease.metadata?.annotations ?? {};
+    const spec = lease.spec ?? {};
+    return {
+      holderId: spec.holderIdentity ?? "",
+      claim: annotations[CLAIM_ANNOTATION] ?? "",
+      holderIdentity: annotations[HOLDER_IDENTITY_ANNOTATION] ?? "",
+      cluster: annotations[CLUSTER_ANNOTATION] ?? "",
+      fencingToken: this.mark(lease, annotation).toString(),
+      acquireTime: rfc3339(spec.acquireTime),
+      renewTime: rfc3339(spec.renewTime ?? spec.acquireTime),
+    };
+  }
+
+  /**
+   * Keeps `req`'s place in the queue: a new waiter Lease (its ticket: the resourceVersion its creation writes),
+   * or its live one refreshed once a quarter of its lease has passed (stamping the ticket), or its expired one
+   * replaced (a new place at the back). False when the write lost a race (look again).
+   */
+  private async keepPlace(ref: KeyRef, state: KeyState, req: AcquireRequest): Promise<boolean> {
     const now = this.clock();
     const sentAt = this.observationClock();
-    if (entry) {
+    const entry = state.waiters.find((w) => w.spec?.holderIdentity === req.holderId);
+    if (entry && !this.expired(entry)) {
       const seen = this.observed.seenAt(observedGroup(entry), entry.metadata?.name ?? "", entry.metadata?.resourceVersion ?? "") ?? sentAt;
       if (sentAt - seen <= (req.leaseDurationSeconds * 1000) / 4) return true;
-      const patch = { metadata: { resourceVersion: entry.metadata?.resourceVersion }, spec: { leaseDurationSeconds: req.leaseDurationSeconds, renewTime: microTime(now) } };
-      return !!this.wrote(await this.conditional(() => this.api.patchNamespacedLease({ name: entry.metadata!.name!, namespace: ref.namespace, body: patch }, this.mergePatchOptions)), sentAt);
+      return !!(await this.patch(ref, entry, QUEUE_TICKET_ANNOTATION, { leaseDurationSeconds: req.leaseDurationSeconds, renewTime: microTime(now) }));
     }
-    const ticket = await this.nextToken(ref, state, 0n);
     const name = `${NAME_PREFIX}${ref.fragment}-q-${createHash("sha256").update(req.holderId).digest("hex").slice(0, 10)}`;
-    const body = holderLease(ref, name, ROLE_WAITER, req, now, { [QUEUE_TICKET_ANNOTATION]: ticket.toString() });
-    return !!this.wrote(await this.conditional(() => this.api.createNamespacedLease({ namespace: ref.namespace, body }, this.requestOptions)), sentAt);
+    return !!(await this.put(ref, holderLease(ref, name, ROLE_WAITER, req, now), entry));
+  }
+
+  /** Renews a slot (conditional on the version read), stamping its token; undefined when it changed since. */
+  private async renewSlot(ref: KeyRef, lease: k8s.V1Lease, leaseDurationSeconds: number): Promise<Hold | undefined> {
+    const renewed = await this.patch(ref, lease, FENCING_TOKEN_ANNOTATION, { leaseDurationSeconds, renewTime: microTime(this.clock()) });
+    return renewed && this.toHold(renewed);
+  }
+
+  /**
+   * A merge patch of `spec`, conditional on `lease`'s resourceVersion, that also stamps the token or ticket
+   * (`annotation`) when the Lease has none yet. A merge patch, not a PUT: Leases allow create-on-update, so a
+   * PUT racing a release (the renewer runs beside the reconciler) would bring the deleted slot back. A patch of
+   * a missing object is a 404, and the resourceVersion in it makes it conditional (409 when the Lease changed).
+   */
+  private async patch(ref: KeyRef, lease: k8s.V1Lease, annotation: string, spec: k8s.V1LeaseSpec): Promise<k8s.V1Lease | undefined> {
+    const stamp = lease.metadata?.annotations?.[annotation] === undefined ? { annotations: { [annotation]: this.mark(lease, annotation).toString() } } : {};
+    const body = { metadata: { resourceVersion: lease.metadata?.resourceVersion, ...stamp }, spec };
+    const sentAt = this.observationClock();
+    return this.wrote(ref, await this.conditional(() =>
+      this.api.patchNamespacedLease({ name: lease.metadata!.name!, namespace: ref.namespace, body }, this.mergePatchOptions)), sentAt);
+  }
+
+  /** Creates `body`, or replaces `previous` (conditional on its resourceVersion); undefined when we lost the race. */
+  private async put(ref: KeyRef, body: k8s.V1Lease, previous: k8s.V1Lease | undefined): Promise<k8s.V1Lease | undefined> {
+    const name = body.metadata!.name!;
+    body.metadata!.resourceVersion = previous?.metadata?.resourceVersion;
+    const sentAt = this.observationClock();
+    return this.wrote(ref, await this.conditional(() =>
+      previous
+        ? this.api.replaceNamespacedLease({ name, namespace: ref.namespace, body }, this.requestOptions)
+        : this.api.createNamespacedLease({ namespace: ref.namespace, body }, this.requestOptions),
+    ), sentAt);
+  }
+
+  /** Claims slot `index` (create, or replace the free Lease `previous`, dropping its token): the one write of an acquire. */
+  private claimSlot(ref: KeyRef, index: number, previous: k8s.V1Lease | undefined, req: AcquireRequest): Promise<k8s.V1Lease | undefined> {
+    const body = holderLease(ref, `${NAME_PREFIX}${ref.fragment}-${index}`, ROLE_SLOT, req, this.clock());
+    body.spec!.leaseTransitions = (previous?.spec?.leaseTransitions ?? 0) + (previous?.spec?.holderIdentity ? 1 : 0);
+    return this.put(ref, body, previous);
+  }
+
+  /**
+   * After an upgrade, a key may still have the counter an earlier version drew tokens from: a grant whose token
+   * (revision) is not above it is undone and refused, so tokens never go back (see the header).
+   */
+  private async aboveLegacyCounter(ref: KeyRef, state: KeyState, claimed: k8s.V1Lease): Promise<void> {
+    if (!state.counter) return;
+    const raw = state.counter.metadata?.annotations?.[FENCING_COUNTER_ANNOTATION] ?? "0";
+    const counter = DECIMAL.test(raw) ? BigInt(raw) : undefined;
+    const token = this.mark(claimed, FENCING_TOKEN_ANNOTATION);
+    if (counter !== undefined && token > counter) return;
+    await this.remove(ref, claimed);
+    throw new BackendUnavailableError(this.name, `the resourceVersion of the grant on ${ref.key} (${token}) is not above the fencing counter `
+      + `left by an earlier kubelock version in Lease ${ref.namespace}/${ref.counterName} ("${raw}"): tokens would go back; nothing is granted until the API server's revision passes it`);
+  }
+
+  /**
+   * An earlier version's counter that can go with this release: a hold above it is being released, so every
+   * later grant is above it too; it goes only when the key has no other Lease (a last look for anyone).
+   */
+  private retiredCounter(state: KeyState, mine: k8s.V1Lease[]): k8s.V1Lease | undefined {
+    const counter = state.counter && decimalAnnotation(state.counter, FENCING_COUNTER_ANNOTATION);
+    if (counter === undefined || state.slots.length + state.waiters.length > mine.length) return undefined;
+    const above = mine.some((lease) => lease.metadata?.labels?.[ROLE_LABEL] === ROLE_SLOT && this.mark(lease, FENCING_TOKEN_ANNOTATION) > counter);
+    return above ? state.counter : undefined;
+  }
+
+  // --- API calls ---
+
+  /** The key's Leases: from the namespace's cache when it is synced and `fresh` is not asked for, else one LIST. */
+  private async load(ref: KeyRef, fresh = false): Promise<KeyState> {
+    const cache = this.cacheFor(ref.namespace);
+    let leases = fresh ? undefined : cache.leases(ref.label);
+    if (!leases) {
+      const list = await this.call(() =>
+        this.api.listNamespacedLease(
+          { namespace: ref.namespace, labelSelector: `${MANAGED_BY_LABEL}=${MANAGED_BY},${KEY_LABEL}=${ref.label}` },
+          this.requestOptions,
+        ),
+      );
+      cache.merge(ref.label, list.items, list.metadata?.resourceVersion);
+      leases = list.items;
+    }
+    const state: KeyState = { slots: [], waiters: [] };
+    for (const lease of leases) {
+      const name = lease.metadata?.name ?? "";
+      const role = lease.metadata?.labels?.[ROLE_LABEL];
+      if (name === ref.counterName && role === ROLE_COUNTER) {
+        state.counter = lease;
+        continue;
+      }
+      const match = ref.slotPattern.exec(name);
+      if (match) state.slots.push({ index: Number(match[1]), lease });
+      else if (role === ROLE_WAITER) state.waiters.push(lease);
+    }
+    state.slots.sort((a, b) => a.index - b.index);
+    const tickets = new Map(state.waiters.map((w) => [w, this.mark(w, QUEUE_TICKET_ANNOTATION)]));
+    state.waiters.sort((a, b) => (tickets.get(a)! < tickets.get(b)! ? -1 : 1));
+    const seen = [...state.slots.map((s) => s.lease), ...state.waiters].map((lease) => [lease.metadata?.name ?? "", lease.metadata?.resourceVersion ?? ""] as const);
+    this.observed.sync(`${ref.namespace}/${ref.label}`, seen, this.observationClock());
+    return state;
   }
 
   /** Deletes `lease` if unchanged since read; false when it changed meanwhile (a 409), true when deleted or gone. */
@@ -383,177 +504,12 @@ export class KubernetesLeaseBackend implements LockBackend {
     const body = { preconditions: { resourceVersion: lease.metadata!.resourceVersion } };
     try {
       await this.call(() => this.api.deleteNamespacedLease({ name: lease.metadata!.name!, namespace: ref.namespace, body }, this.requestOptions));
-      return true;
     } catch (err) {
-      if (statusCode(err) === 404) return true;
       if (statusCode(err) === 409) return false;
-      throw err;
+      if (statusCode(err) !== 404) throw err;
     }
-  }
-
-  /** Claims slot `index` (create, or replace the free Lease `previous`); undefined when we lost the race. */
-  private async claimSlot(ref: KeyRef, index: number, previous: k8s.V1Lease | undefined, req: AcquireRequest, now: number): Promise<k8s.V1Lease | undefined> {
-    const name = `${NAME_PREFIX}${ref.fragment}-${index}`;
-    const hadHolder = !!previous?.spec?.holderIdentity;
-    const body = holderLease(ref, name, ROLE_SLOT, req, now);
-    body.metadata!.resourceVersion = previous?.metadata?.resourceVersion;
-    body.spec!.leaseTransitions = (previous?.spec?.leaseTransitions ?? 0) + (hadHolder ? 1 : 0);
-    const sentAt = this.observationClock();
-    return this.wrote(await this.conditional(() =>
-      previous
-        ? this.api.replaceNamespacedLease({ name, namespace: ref.namespace, body }, this.requestOptions)
-        : this.api.createNamespacedLease({ namespace: ref.namespace, body }, this.requestOptions),
-    ), sentAt);
-  }
-
-  /** Writes the token into our claim; undefined when the claim changed since. */
-  private async writeToken(ref: KeyRef, claimed: k8s.V1Lease, token: bigint): Promise<k8s.V1Lease | undefined> {
-    const now = this.clock();
-    const sentAt = this.observationClock();
-    const body: k8s.V1Lease = {
-      apiVersion: "coordination.k8s.io/v1",
-      kind: "Lease",
-      metadata: {
-        ...ownMeta(claimed),
-        resourceVersion: claimed.metadata?.resourceVersion,
-        annotations: { ...claimed.metadata?.annotations, [FENCING_TOKEN_ANNOTATION]: token.toString() },
-      },
-      spec: { ...claimed.spec, renewTime: microTime(now) },
-    };
-    return this.wrote(await this.conditional(() =>
-      this.api.replaceNamespacedLease({ name: claimed.metadata!.name!, namespace: ref.namespace, body }, this.requestOptions),
-    ), sentAt);
-  }
-
-  /**
-   * Increments the key's fencing counter with optimistic concurrency and returns the new value. The
-   * counter never goes below the largest token found on a slot, nor below the caller's high-water mark
-   * (`fencingFloor`), so a deleted counter Lease cannot make tokens go backwards.
-   */
-  private async nextToken(ref: KeyRef, state: KeyState, callerFloor: bigint): Promise<bigint> {
-    let floor = callerFloor;
-    for (const { lease } of state.slots) {
-      const token = tokenOf(lease);
-      if (token !== undefined && token > floor) floor = token;
-    }
-    let counter: k8s.V1Lease | undefined = state.counter;
-    let known = true; // `counter` came from the listing (possibly stale); after a conflict, read it again
-    for (let attempt = 0; attempt < COUNTER_ATTEMPTS; attempt++) {
-      if (!known) counter = await this.read(ref.namespace, ref.counterName);
-      known = false;
-      if (!counter) {
-        // A new counter (first use, or its key was forgotten): above every counter retired in the namespace.
-        const retired = await this.namespaceFloor(ref.namespace);
-        const next = (retired > floor ? retired : floor) + 1n;
-        const created = await this.conditional(() =>
-          this.api.createNamespacedLease(
-            {
-              namespace: ref.namespace,
-              body: {
-                apiVersion: "coordination.k8s.io/v1",
-                kind: "Lease",
-                metadata: {
-                  name: ref.counterName,
-                  namespace: ref.namespace,
-                  labels: labels(ref, ROLE_COUNTER),
-                  annotations: { [KEY_ANNOTATION]: ref.key, [FENCING_COUNTER_ANNOTATION]: next.toString() },
-                },
-                spec: {},
-              },
-            },
-            this.requestOptions,
-          ),
-        );
-        if (created) return next;
-      } else {
-        const current = counterValue(ref, counter);
-        const next = (current > floor ? current : floor) + 1n;
-        const body: k8s.V1Lease = {
-          apiVersion: "coordination.k8s.io/v1",
-          kind: "Lease",
-          metadata: {
-            ...ownMeta(counter),
-            resourceVersion: counter.metadata?.resourceVersion,
-            labels: labels(ref, ROLE_COUNTER),
-            annotations: { ...counter.metadata?.annotations, [KEY_ANNOTATION]: ref.key, [FENCING_COUNTER_ANNOTATION]: next.toString() },
-          },
-          spec: counter.spec ?? {},
-        };
-        const replaced = await this.conditional(() =>
-          this.api.replaceNamespacedLease({ name: ref.counterName, namespace: ref.namespace, body }, this.requestOptions),
-        );
-        if (replaced) return next;
-      }
-      await sleep(Math.min(5 * 2 ** attempt, 200) * Math.random());
-    }
-    throw new BackendUnavailableError(this.name, `too much contention on the fencing counter of ${ref.key}`);
-  }
-
-  /** The namespace's fencing floor: the largest counter value `forget` retired there (0 when none was). */
-  private async namespaceFloor(namespace: string): Promise<bigint> {
-    return floorValue(await this.read(namespace, FENCING_FLOOR_LEASE));
-  }
-
-  /** Raises the namespace's fencing floor to at least `value`, with optimistic concurrency (it never goes down). */
-  private async raiseFloor(namespace: string, value: bigint): Promise<void> {
-    for (let attempt = 0; attempt < COUNTER_ATTEMPTS; attempt++) {
-      const lease = await this.read(namespace, FENCING_FLOOR_LEASE);
-      if (lease && floorValue(lease) >= value) return;
-      const body: k8s.V1Lease = {
-        apiVersion: "coordination.k8s.io/v1",
-        kind: "Lease",
-        metadata: {
-          ...(lease ? ownMeta(lease) : { name: FENCING_FLOOR_LEASE, namespace }),
-          resourceVersion: lease?.metadata?.resourceVersion,
-          labels: { [MANAGED_BY_LABEL]: MANAGED_BY, [ROLE_LABEL]: ROLE_FLOOR },
-          annotations: { ...lease?.metadata?.annotations, [FENCING_FLOOR_ANNOTATION]: value.toString() },
-        },
-        spec: lease?.spec ?? {},
-      };
-      const written = await this.conditional(() => lease
-        ? this.api.replaceNamespacedLease({ name: FENCING_FLOOR_LEASE, namespace, body }, this.requestOptions)
-        : this.api.createNamespacedLease({ namespace, body }, this.requestOptions));
-      if (written) return;
-      await sleep(Math.min(5 * 2 ** attempt, 200) * Math.random());
-    }
-    throw new BackendUnavailableError(this.name, `too much contention on the fencing floor of namespace ${namespace}`);
-  }
-
-  // --- API calls ---
-
-  /** The key's slot Leases and counter, from one list call. */
-  private async load(ref: KeyRef): Promise<KeyState> {
-    const list = await this.call(() =>
-      this.api.listNamespacedLease(
-        { namespace: ref.namespace, labelSelector: `${MANAGED_BY_LABEL}=${MANAGED_BY},${KEY_LABEL}=${ref.label}` },
-        this.requestOptions,
-      ),
-    );
-    const state: KeyState = { slots: [], waiters: [] };
-    for (const lease of list.items) {
-      const name = lease.metadata?.name ?? "";
-      if (name === ref.counterName) {
-        state.counter = lease;
-        continue;
-      }
-      const match = ref.slotPattern.exec(name);
-      if (match) state.slots.push({ index: Number(match[1]), lease });
-      else if (lease.metadata?.labels?.[ROLE_LABEL] === ROLE_WAITER && ticketOf(lease) !== undefined) state.waiters.push(lease);
-    }
-    state.slots.sort((a, b) => a.index - b.index);
-    state.waiters.sort((a, b) => (ticketOf(a)! < ticketOf(b)! ? -1 : 1));
-    const seen = [...state.slots.map((s) => s.lease), ...state.waiters].map((lease) => [lease.metadata?.name ?? "", lease.metadata?.resourceVersion ?? ""] as const);
-    this.observed.sync(`${ref.namespace}/${ref.label}`, seen, this.observationClock());
-    return state;
-  }
-
-  private async read(namespace: string, name: string): Promise<k8s.V1Lease | undefined> {
-    try {
-      return await this.call(() => this.api.readNamespacedLease({ name, namespace }, this.requestOptions));
-    } catch (err) {
-      if (statusCode(err) === 404) return undefined;
-      throw err;
-    }
+    this.cacheFor(ref.namespace).deleted(lease);
+    return true;
   }
 
   /** A write with a precondition: the result, or undefined on 409 Conflict / 404 Not Found. */
@@ -575,6 +531,7 @@ export class KubernetesLeaseBackend implements LockBackend {
     } catch (err) {
       if (isUnavailable(err)) {
         this.observed.interrupted();
+        for (const { cache } of this.caches.values()) cache.invalidate(); // its watch may not know yet
         throw new BackendUnavailableError(this.name, describe(err, this.requestTimeoutMs), { cause: err });
       }
       if (err instanceof k8s.ApiException) {
@@ -627,12 +584,6 @@ function labels(ref: KeyRef, role: string): Record<string, string> {
   return { [MANAGED_BY_LABEL]: MANAGED_BY, [KEY_LABEL]: ref.label, [ROLE_LABEL]: role };
 }
 
-/** The metadata we own and write back: everything else (managedFields, timestamps...) the server keeps. */
-function ownMeta(lease: k8s.V1Lease): k8s.V1ObjectMeta {
-  const m = lease.metadata ?? {};
-  return { name: m.name, namespace: m.namespace, labels: m.labels, annotations: m.annotations, ownerReferences: m.ownerReferences };
-}
-
 /** The observation group of a slot Lease: its namespace and key label (as `load` groups a key's slots). */
 export function observedGroup(lease: k8s.V1Lease): string {
   return `${lease.metadata?.namespace ?? ""}/${lease.metadata?.labels?.[KEY_LABEL] ?? ""}`;
@@ -650,32 +601,6 @@ export function expiresAt(lease: k8s.V1Lease, observed: ObservedVersions, now?: 
   return start === undefined ? undefined : start + duration * 1000;
 }
 
-/** The counter Lease's last token; a value that is no decimal integer is an error, never read as 0. */
-function counterValue(ref: KeyRef, counter: k8s.V1Lease): bigint {
-  const raw = counter.metadata?.annotations?.[FENCING_COUNTER_ANNOTATION] ?? "0";
-  if (!DECIMAL.test(raw)) {
-    throw new Error(`Lease ${ref.namespace}/${ref.counterName}: annotation ${FENCING_COUNTER_ANNOTATION} is not a decimal integer: "${raw}"`);
-  }
-  return BigInt(raw);
-}
-
-/** The floor Lease's value (0 when there is none); as with the counter, a value that is no decimal integer is an error. */
-function floorValue(lease: k8s.V1Lease | undefined): bigint {
-  const raw = lease?.metadata?.annotations?.[FENCING_FLOOR_ANNOTATION] ?? "0";
-  if (!DECIMAL.test(raw)) {
-    throw new Error(`Lease ${lease?.metadata?.namespace}/${FENCING_FLOOR_LEASE}: annotation ${FENCING_FLOOR_ANNOTATION} is not a decimal integer: "${raw}"`);
-  }
-  return BigInt(raw);
-}
-
-function tokenOf(lease: k8s.V1Lease): bigint | undefined {
-  return decimalAnnotation(lease, FENCING_TOKEN_ANNOTATION);
-}
-
-function ticketOf(lease: k8s.V1Lease): bigint | undefined {
-  return decimalAnnotation(lease, QUEUE_TICKET_ANNOTATION);
-}
-
 function decimalAnnotation(lease: k8s.V1Lease, name: string): bigint | undefined {
   const raw = lease.metadata?.annotations?.[name];
   return raw !== undefined && DECIMAL.test(raw) ? BigInt(raw) : undefined;
@@ -685,20 +610,6 @@ function compareTokens(a: string, b: string): number {
   const x = BigInt(a);
   const y = BigInt(b);
   return x < y ? -1 : x > y ? 1 : 0;
-}
-
-function toHold(lease: k8s.V1Lease): Hold {
-  const annotations = lease.metadata?.annotations ?? {};
-  const spec = lease.spec ?? {};
-  return {
-    holderId: spec.holderIdentity ?? "",
-    claim: annotations[CLAIM_ANNOTATION] ?? "",
-    holderIdentity: annotations[HOLDER_IDENTITY_ANNOTATION] ?? "",
-    cluster: annotations[CLUSTER_ANNOTATION] ?? "",
-    fencingToken: annotations[FENCING_TOKEN_ANNOTATION] ?? "",
-    acquireTime: rfc3339(spec.acquireTime),
-    renewTime: rfc3339(spec.renewTime ?? spec.acquireTime),
-  };
 }
 
 /**
@@ -723,20 +634,6 @@ function rfc3339(value: unknown): string {
   return ms === undefined ? "" : new Date(ms).toISOString();
 }
 
-const NETWORK_ERROR_CODES = new Set([
-  "ECONNREFUSED", "ECONNRESET", "ECONNABORTED", "EHOSTUNREACH", "ENETUNREACH", "ENOTFOUND", "EAI_AGAIN",
-  "ETIMEDOUT", "EPIPE", "ESOCKETTIMEDOUT", "UND_ERR_SOCKET", "UND_ERR_CONNECT_TIMEOUT", "ERR_STREAM_PREMATURE_CLOSE",
-]);
-
-/** Network failures, timeouts, 5xx and 429: the server is not there or not answering. */
-function isUnavailable(err: unknown): boolean {
-  if (err instanceof k8s.ApiException) return err.code >= 500 || err.code === 429;
-  if (!(err instanceof Error)) return false;
-  if (err.name === "AbortError" || err.name === "TimeoutError" || err.name === "FetchError") return true;
-  const code = (err as { code?: unknown; errno?: unknown }).code ?? (err as { errno?: unknown }).errno;
-  return typeof code === "string" && NETWORK_ERROR_CODES.has(code);
-}
-
 function describe(err: unknown, timeoutMs: number): string {
   if (err instanceof k8s.ApiException) return apiErrorMessage(err);
   if (err instanceof Error && (err.name === "AbortError" || err.name === "TimeoutError")) return `no answer within ${timeoutMs}ms`;
@@ -745,8 +642,4 @@ function describe(err: unknown, timeoutMs: number): string {
 
 function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
