@@ -111,7 +111,7 @@ function write(ctx: BenchContext, results: Measured[], p: { ops: string; contend
       `Under ${p.contenders} contenders ours costs ${queued.toFixed(2)}× raw waiting in the backend's queue, ${spin.toFixed(2)}× raw spinning on tryAcquire without waiting.` +
       (spin > 3 && (backend === "etcd" || backend === "zookeeper")
         ? " Spinning without `wait`, a loser's key/node is created, ranked and deleted one round trip later; while any loser's entry exists, every newer caller ranks behind it and loses as well, so spinning callers knock each other out. Waiting callers keep their entries and are served in order."
-        : spin > 3 && backend === "kubernetes" ? " Every failed attempt is a LIST of the key's Leases and a grant needs 4 sequential requests, so the API server is kept busy by losers." : ""));
+        : spin > 3 && backend === "kubernetes" ? " A spinning caller without `wait` has no watch to wake it, so its every failed attempt confirms the cache's \"no\" with a LIST of the key's Leases: the API server is kept busy by losers." : ""));
   }
   for (const m of results) {
     if (m.subject.role === "ours") continue;
@@ -136,7 +136,7 @@ const ROUND_TRIPS: Record<string, string> = {
   redis: "ours 2 (one EVALSHA each for acquire and release; the scripts also purge, INCR the fencing counter, PEXPIRE and PUBLISH) vs raw 2 and redlock 2",
   etcd: "ours 2 (one Txn create-if-absent + range on a session lease granted once per process, one DeleteRange) vs raw 3 and etcd3 Lock 3 (LeaseGrant each time)",
   zookeeper: "ours 3 on a fresh key (getChildren + create the CONTAINER lock node + create the hold, sent together; getChildren + getData; getChildren + getData + delete), and a waiter woken for its turn 1 (getChildren + getData + setData, its grant stamped) vs raw 2 and the naive recipe 4",
-  kubernetes: "ours 6 (LIST the key's Leases, create the slot Lease, create/update the fencing-counter Lease, update the slot with the token; LIST + DELETE) vs raw 2",
+  kubernetes: "ours 2 (create the slot Lease, its token the resourceVersion the create returns; one conditional DELETE; reads from the namespace's list + watch cache) vs raw 2",
 };
 
 /** The "ours" subject the targets are defined on: the plain one uncontended, the one waiting in the backend's queue contended. */

@@ -9,7 +9,8 @@
  *                  connections left open;
  * - holder.ts      `half-open-holder`: a `kubelock run` holder's API connection half-open in its critical section;
  * - servers.ts     `pause-backend`, `restart-backend`, `restart-apiserver`, `lose-member`, `lose-majority`;
- * - data-loss.ts   `wipe-redis` (restarted empty), `delete-counter` (a lock's fencing counter deleted);
+ * - data-loss.ts   `wipe-redis` (restarted empty), `delete-counter` (a Redis lock's fencing counter deleted; the
+ *                  Lease backend has no counter since its tokens became resourceVersions, so no Lease lock is a target);
  * - shared.ts      `shared-default-config`: two clusters sharing the backends on the shipped default config;
  * - failover.ts    `failover-redis`: a Redis Sentinel failover (the master crashes or hangs; the replica is promoted).
  *

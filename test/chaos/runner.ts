@@ -335,7 +335,7 @@ export async function runChaos(o: ChaosOptions, registerCleanup: (cleanup: () =>
   }
   const truth = new TruthPoller({ clusters: clusters.map((c) => ({ name: c.name, api: c.api })), namespace, locks, backends: truthBackends, intervalMs: 500, t0 });
   registerCleanup(() => truth.stop());
-  const counters = new Counters(locks, namespace, kc, upstreams.redis, namespace);
+  const counters = new Counters(locks, namespace, upstreams.redis, namespace);
   registerCleanup(() => counters.close());
 
   const servers = (["redis", "zookeeper", "etcd", "postgresql"] as const).filter((s) => o.backends.includes(s));

@@ -2,50 +2,34 @@
  * Backend data loss:
  * - `wipe-redis`      Redis restarted empty (its append-only file deleted): every hold and fencing counter is
  *                     gone at once, as after a restart without persistence or a failover to an empty replica;
- * - `delete-counter`  one lock's fencing counter deleted (the Lease `kubelock-<k>-fencing` of the Lease
- *                     backend, or the `:fencing` key in Redis), as an administrator cleaning up might.
+ * - `delete-counter`  one lock's fencing counter deleted (the `:fencing` key in Redis), as an administrator
+ *                     cleaning up might. The Lease backend keeps no counter (its tokens are the API server's
+ *                     resourceVersions, an etcd revision no one can delete), so its locks are no targets.
  * Neither is healed: data that is gone stays gone. Tokens must still never repeat or go backwards.
  */
-import * as k8s from "@kubernetes/client-node";
 import Redis from "ioredis";
 import { instant, type Injector } from "./types";
 
-/** Deletes the fencing counters of the locks on the Lease and Redis backends, straight on their servers. */
+/** Deletes the fencing counters of the locks on the Redis backend, straight on the server. */
 export class Counters {
   private redis?: Redis;
-  private readonly coordination: k8s.CoordinationV1Api;
 
-  /**
-   * `locks` with their backend; the counters' names follow src/backends/kubernetes/backend.ts (`kubelock-<name>-fencing`
-   * in the lock's namespace) and src/backends/redis/backend.ts (`<keyPrefix>:{<namespace>/<name>}:fencing`).
-   */
+  /** `locks` with their backend; the counters' names follow src/backends/redis/backend.ts (`<keyPrefix>:{<namespace>/<name>}:fencing`). */
   constructor(
     private readonly locks: { name: string; backend: string }[],
     private readonly namespace: string,
-    kc: k8s.KubeConfig,
     private readonly redisUrl: string | undefined,
     private readonly redisKeyPrefix: string,
-  ) {
-    this.coordination = kc.makeApiClient(k8s.CoordinationV1Api);
-  }
+  ) {}
 
   /** The locks whose counter can be deleted. */
   get targets(): string[] {
-    return this.locks.filter((l) => l.backend === "kubernetes" || (l.backend === "redis" && this.redisUrl)).map((l) => l.name);
+    return this.locks.filter((l) => l.backend === "redis" && this.redisUrl).map((l) => l.name);
   }
 
   /** Deletes `lock`'s counter; false if there was none. */
   async delete(lock: string): Promise<boolean> {
     const backend = this.locks.find((l) => l.name === lock)?.backend;
-    if (backend === "kubernetes") {
-      try {
-        await this.coordination.deleteNamespacedLease({ name: `kubelock-${lock}-fencing`, namespace: this.namespace });
-        return true;
-      } catch (err) {
-        if (err instanceof k8s.ApiException && err.code === 404) return false;
-        throw err;
-      }
-    }
     if (backend === "redis" && this.redisUrl) {
       if (!this.redis) {
         this.redis = new Redis(this.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1, enableOfflineQueue: false });
