@@ -31,6 +31,8 @@ export interface BackendFactoryContext {
   settings: Record<string, unknown>;
   /** Set with leader election: what a backend needs to hand per-process state to the next leader. */
   handover?: Handover;
+  /** The operator's log, for what a backend notices on its own (a credential file it cannot use). */
+  log?: Logger;
 }
 
 /** With leader election: where the leader keeps state for the next one, and how long a failover may take. */
@@ -65,6 +67,7 @@ export interface BackendConfig {
   kubeConfig: KubeConfig;
   clusterName?: string;
   handover?: Handover;
+  log?: Logger;
 }
 
 /** The name of the backend that exists without configuration: Leases on the operator's own API server. */
@@ -107,7 +110,7 @@ export async function createBackend(config: BackendConfig): Promise<LockBackend>
     throw new BackendConfigError(`backend "${config.name}": settings for type ${config.type} must be a mapping`);
   }
   try {
-    return await factory({ name: config.name, kubeConfig: config.kubeConfig, clusterName: config.clusterName ?? "", settings, handover: config.handover });
+    return await factory({ name: config.name, kubeConfig: config.kubeConfig, clusterName: config.clusterName ?? "", settings, handover: config.handover, log: config.log });
   } catch (err) {
     if (err instanceof BackendConfigError) throw err;
     throw new BackendConfigError(problemLines(config.name, err).join("\n"), { cause: err });
@@ -153,14 +156,14 @@ export class BackendRegistry {
    */
   static async fromConfig(
     entries: { name: string; type: string; settings?: Record<string, unknown> }[],
-    context: { kubeConfig: KubeConfig; clusterName?: string; handover?: Handover },
+    context: { kubeConfig: KubeConfig; clusterName?: string; handover?: Handover; log?: Logger },
   ): Promise<BackendRegistry> {
     const registry = new BackendRegistry();
     const all = entries.some((e) => e.name === BUILTIN_BACKEND) ? entries : [...entries, { name: BUILTIN_BACKEND, type: "kubernetes" }];
     try {
       for (const entry of all) {
         if (registry.has(entry.name)) throw new BackendConfigError(`backend "${entry.name}" is configured twice`);
-        registry.add(await createBackend({ ...entry, kubeConfig: context.kubeConfig, clusterName: context.clusterName, handover: context.handover }));
+        registry.add(await createBackend({ ...entry, kubeConfig: context.kubeConfig, clusterName: context.clusterName, handover: context.handover, log: context.log }));
       }
     } catch (err) {
       await registry.closeAll();

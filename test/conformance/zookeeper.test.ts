@@ -13,7 +13,9 @@ import ZooKeeper from "zookeeper";
 import { BackendConfigError, BackendUnavailableError } from "../../src/backends/backend";
 import { createBackend } from "../../src/backends/registry";
 import { ZooKeeperBackend, type ZooKeeperBackendOptions } from "../../src/backends/zookeeper/backend";
+import type { SessionStore, ZooKeeperSession } from "../../src/backends/zookeeper/session";
 import { parseZooKeeperSettings } from "../../src/backends/zookeeper/settings";
+import { createLogger } from "../../src/log";
 import { eventually, kubeConfig, testEnv, controlService } from "../support/env";
 import { TcpProxy } from "../support/tcp-proxy";
 import { holdRequest, runBackendConformance } from "./backend-conformance";
@@ -280,7 +282,7 @@ describe("zookeeper backend: nodes, tokens, watches, sessions", () => {
 describe("zookeeper settings", () => {
   test("valid settings, defaults, and the registry's lazy factory", async () => {
     assert.deepEqual(parseZooKeeperSettings("zk", { connect: "zk-0:2181,zk-1:2181" }), {
-      name: "zk", connect: "zk-0:2181,zk-1:2181", sessionTimeoutMs: 30000, rootPath: "/kubelock", auth: undefined, sessionFile: undefined,
+      name: "zk", connect: "zk-0:2181,zk-1:2181", sessionTimeoutMs: 30000, rootPath: "/kubelock", auth: undefined, authFile: undefined, sessionFile: undefined,
       sessionSecret: "kubelock-zookeeper-sessions", requestTimeoutMs: 10000,
     });
     const b = await createBackend({ name: "zk", type: "zookeeper", kubeConfig: kubeConfig(), settings: { connect: testEnv.zookeeperConnect, rootPath: ROOT } });
@@ -322,7 +324,9 @@ describe("zookeeper settings", () => {
     assert.throws(() => parseZooKeeperSettings("zk", { connect: 5, sessionTimeoutMs: 0, rootPath: "x", other: 1 }), (err: Error) => err.message.split("\n").length === 4);
     const goodAuth = join(dir, "good");
     writeFileSync(goodAuth, "kubelock:s3cret\n");
-    assert.equal(parseZooKeeperSettings("zk", { connect: "zk:1", authFile: goodAuth }).auth, "kubelock:s3cret");
+    assert.deepEqual(parseZooKeeperSettings("zk", { connect: "zk:1", authFile: goodAuth }), {
+      ...parseZooKeeperSettings("zk", { connect: "zk:1" }), auth: "kubelock:s3cret", authFile: goodAuth,
+    }, "the contents and the path, to read it again");
   });
 });
 
@@ -359,4 +363,133 @@ test("with digest credentials, a client without them can neither delete, change 
     stranger.close();
     insider.close();
   }
+});
+
+describe("zookeeper digest credentials rotated in authFile (no restart)", () => {
+  const credentials = (hint: string) => `kubelock:${hint}-${randomBytes(9).toString("hex")}`;
+  const digestOf = (auth: string) => `kubelock:${createHash("sha1").update(auth).digest("base64")}`;
+  /** A plain client presenting `auth`. */
+  async function clientAs(auth: string): Promise<ZooKeeper> {
+    const zk = await rawClient();
+    zk.add_auth("digest", auth, () => undefined);
+    return zk;
+  }
+  /** The ids with rights on `path`, as `zk` sees them (a digest id shows only to a client presenting it). */
+  async function aclIds(zk: ZooKeeper, path: string): Promise<string[]> {
+    const { rc, result: [acl] } = await zkCall<[{ auth: string }[]]>((done) => zk.a_get_acl(path, done));
+    assert.equal(rc, Z.ZOK, `reading the ACL of ${path}`);
+    return acl.map((a) => a.auth);
+  }
+  const logged = (lines: string[]) => createLogger("debug", {}, (line) => lines.push(line) > 0);
+
+  test("a rotated file: the session takes the new id, every node is re-ACLed to it, holds keep their tokens", async () => {
+    const [a, b] = [credentials("first-S3CRET"), credentials("second-S3CRET")];
+    const dir = tempDir("kubelock-zk-rotate-");
+    const file = join(dir, "auth");
+    writeFileSync(file, `${a}\n`);
+    const rootPath = `${ROOT}-rotate`;
+    const lines: string[] = [];
+    const first = backend({ rootPath, auth: a, authFile: file, sessionFile: join(dir, "session"), log: logged(lines) });
+    const ns = `ns-${randomBytes(3).toString("hex")}`;
+    const [held, queued] = [`${ns}/held`, `${ns}/queued`];
+    const holder = request(held, "a");
+    const [front, waiter] = [request(queued, "b"), request(queued, "c", { wait: true })];
+    const token = (await first.tryAcquire(holder))?.fencingToken;
+    assert.ok(token);
+    assert.ok(await first.tryAcquire(front));
+    assert.equal(await first.tryAcquire(waiter), undefined, "a waiter, queued behind b");
+    const [asA, asB] = [await clientAs(a), await clientAs(b)];
+    try {
+      const { result: [children] } = await zkCall<[string[]]>((done) => asA.a_get_children(`${rootPath}/${ns}/held`, false, done));
+      const hold = `${rootPath}/${ns}/held/${children[0]}`;
+      const { result: [waiting] } = await zkCall<[string[]]>((done) => asA.a_get_children(`${rootPath}/${ns}/queued`, false, done));
+      const nodes = [rootPath, `${rootPath}/${ns}`, `${rootPath}/${ns}/held`, hold, ...waiting.map((c) => `${rootPath}/${ns}/queued/${c}`)];
+      assert.ok((await aclIds(asA, hold)).includes(digestOf(a)), "made under the first credentials");
+
+      writeFileSync(file, `${b}\n`);
+      await eventually("every node's ACL names the new credentials' id", async () => {
+        for (const node of nodes) if (!(await aclIds(asB, node)).includes(digestOf(b))) return undefined;
+        return true;
+      }, 20_000);
+      const renewed = await first.renew(held, holder.holderId, holder.leaseDurationSeconds);
+      assert.equal(renewed?.fencingToken, token, "renewed with the same token");
+      // Checked with a version no node has: the ACL is checked first, so nothing changes either way.
+      assert.equal((await zkCall((done) => asA.a_set(hold, "{}", 123456, done))).rc, Z.ZNOAUTH, "the old credentials may no longer change the hold");
+      assert.equal((await zkCall((done) => asB.a_set(hold, "{}", 123456, done))).rc, Z.ZBADVERSION, "the new ones may");
+      assert.equal((await zkCall((done) => asA.a_create(`${rootPath}/${ns}/held/h-intruder-`, "", Z.ZOO_EPHEMERAL_SEQUENTIAL, done))).rc, Z.ZNOAUTH);
+
+      // Invalid contents: ignored with one warning naming the file, never its contents; the new credentials stay.
+      writeFileSync(file, "no-colon-S3CRET-garbage\n");
+      const warning = await eventually("a warning about the invalid file", () => lines.find((line) => line.includes("does not hold digest credentials")), 20_000);
+      assert.ok(warning.includes(file), warning);
+      assert.equal((await first.renew(held, holder.holderId, holder.leaseDurationSeconds))?.fencingToken, token);
+      assert.ok(!lines.some((line) => /S3CRET/.test(line)), "no credentials in the log");
+      writeFileSync(file, `${b}\n`);
+
+      // An operator given only the new credentials resumes the session and keeps, renews and releases every hold.
+      await first.close();
+      const second = backend({ rootPath, auth: b, sessionFile: join(dir, "session") });
+      assert.equal((await second.renew(held, holder.holderId, holder.leaseDurationSeconds))?.fencingToken, token);
+      assert.equal((await second.renew(queued, front.holderId, front.leaseDurationSeconds))?.holderId, front.holderId);
+      assert.equal(await second.release(queued, front.holderId), true);
+      assert.equal((await second.tryAcquire(waiter))?.holderId, waiter.holderId, "the waiter's turn, granted on its node");
+      assert.equal(await second.release(held, holder.holderId), true);
+      assert.equal(lines.filter((line) => line.includes("does not hold digest credentials")).length, 1, "one warning");
+    } finally {
+      asA.close();
+      asB.close();
+    }
+  });
+
+  test("a replica that takes leadership over after a rotation resumes the session under the file's new credentials", async () => {
+    const [a, b] = [credentials("first-S3CRET"), credentials("second-S3CRET")];
+    const file = join(tempDir("kubelock-zk-lead-"), "auth");
+    writeFileSync(file, `${a}\n`);
+    const rootPath = `${ROOT}-lead`;
+    let stored: ZooKeeperSession | undefined;
+    const handover: SessionStore = { where: "memory", load: async () => stored, save: async (session) => void (stored = session) };
+    // Both replicas read the same file; the second one is a follower (its own session) until it leads.
+    const [leader, next] = [backend({ rootPath, auth: a, authFile: file, handover }), backend({ rootPath, auth: a, authFile: file, handover })];
+    await leader.lead(() => true);
+    await eventually("the leader's session handed over", () => stored);
+    const req = request(`ns-${randomBytes(3).toString("hex")}/led`, "a");
+    const token = (await leader.tryAcquire(req))?.fencingToken;
+    assert.ok(token);
+    const asB = await clientAs(b);
+    try {
+      writeFileSync(file, `${b}\n`);
+      const lock = `${rootPath}/${req.key}`;
+      await eventually("the hold's ACL names the new credentials' id", async () => {
+        const { result: [children] } = await zkCall<[string[]]>((done) => asB.a_get_children(lock, false, done));
+        return (await aclIds(asB, `${lock}/${children[0]}`)).includes(digestOf(b)) || undefined;
+      }, 20_000);
+      leader.stepDown();
+      await next.lead(() => true);
+      assert.equal(next.sessionId, stored?.id, "the leader's session resumed");
+      assert.equal((await next.renew(req.key, req.holderId, req.leaseDurationSeconds))?.fencingToken, token, "renewed under the new credentials");
+      assert.equal(await next.release(req.key, req.holderId), true);
+    } finally {
+      asB.close();
+    }
+  });
+
+  test("wrong credentials are refused naming authFile; once the file is corrected, calls succeed without a restart", async () => {
+    const [right, wrong] = [credentials("right-S3CRET"), credentials("wrong-S3CRET")];
+    const rootPath = `${ROOT}-corrected`;
+    const owner = backend({ rootPath, auth: right });
+    const ns = `ns-${randomBytes(3).toString("hex")}`;
+    const owned = request(`${ns}/owned`, "owner");
+    assert.ok(await owner.tryAcquire(owned));
+    const file = join(tempDir("kubelock-zk-corrected-"), "auth");
+    writeFileSync(file, `${wrong}\n`);
+    const b = backend({ rootPath, auth: wrong, authFile: file });
+    const req = request(`${ns}/guarded`, "a");
+    await assert.rejects(b.tryAcquire(req), (err: Error) => err instanceof BackendUnavailableError
+      && /belong to another identity; zookeeper\.authFile must hold the digest credentials/.test(err.message) && !/S3CRET/i.test(err.message));
+    writeFileSync(file, `${right}\n`);
+    const hold = await eventually("granted once the file holds the right credentials", () => b.tryAcquire(req).catch(() => undefined), 20_000);
+    assert.equal((await b.renew(req.key, req.holderId, req.leaseDurationSeconds))?.fencingToken, hold.fencingToken);
+    assert.equal((await owner.renew(owned.key, owned.holderId, owned.leaseDurationSeconds))?.holderId, owned.holderId, "the owner's hold untouched");
+    assert.equal(await b.release(req.key, req.holderId), true);
+  });
 });

@@ -8,6 +8,7 @@
  */
 import { readFileSync } from "node:fs";
 import { BackendConfigError } from "../backend";
+import { secretText } from "./secret-file";
 
 /** Certificate material of a `tls:` block; undefined fields were not configured. */
 export interface TlsFiles {
@@ -56,7 +57,8 @@ export class SettingsCheck {
 
   /** A one-line secret from a file (a mounted Secret): its trailing newline dropped; an empty file is a mistake. */
   secret(field: string, path: unknown): string | undefined {
-    const text = this.file(field, path)?.toString("utf8").replace(/\r?\n$/, "");
+    const bytes = this.file(field, path);
+    const text = bytes && secretText(bytes);
     if (text === "") this.problem(`${this.block}.${field} ${String(path)} is empty`);
     return text || undefined;
   }

@@ -37,7 +37,6 @@
  * A server that refuses the password (WRONGPASS, NOAUTH) makes the backend read `passwordFile` again, so a
  * rotated Secret is used from the next reconnect on.
  */
-import { readFileSync } from "node:fs";
 import type { ConnectionOptions } from "node:tls";
 import Redis, { Cluster, type RedisOptions } from "ioredis";
 import { BackendUnavailableError, type AcquireRequest, type Hold, type HolderInfo, type LockBackend, type QueueState, type WaiterWatch } from "../backend";
@@ -51,6 +50,7 @@ import { FanOut, orderOf } from "../kit/fan-out";
 import { holderInfo } from "../kit/queue-state";
 import { HoldersPoll } from "../kit/holders-poll";
 import { splitLockKey } from "../kit/lock-key";
+import { SecretFile } from "../kit/secret-file";
 import { ACQUIRE, FORGET, RELEASE, RENEW, STATE } from "./scripts";
 
 /** The scripts as commands: the keys (holds, info, queue[, counter]), then the script's ARGV. */
@@ -174,13 +174,8 @@ export class RedisBackend implements LockBackend {
   private refusedPassword(err: Error): void {
     const file = this.settings.passwordFile;
     if (!file || !/\b(WRONGPASS|NOAUTH)\b/.test(err.message)) return;
-    let password: string;
-    try {
-      password = readFileSync(file, "utf8").replace(/\r?\n$/, "");
-    } catch {
-      return; // being replaced right now: the next refusal reads it again
-    }
-    if (!password || password === this.settings.password) return;
+    const password = new SecretFile(file, this.settings.password ?? "").reload();
+    if (password === undefined) return; // unchanged, or being replaced right now: the next refusal reads it again
     this.settings.password = password;
     for (const client of [this.client, this.subscriber]) {
       if (client instanceof Cluster) {

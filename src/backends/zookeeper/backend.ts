@@ -62,15 +62,27 @@
  * restarts).
  *
  * Auth: `authFile` holds digest credentials `user:password`, added to every session, never logged. Every node this
- * backend creates (root, namespace, lock and hold nodes) is then restricted to that identity: all rights for it,
+ * backend creates (root, namespace, lock and hold nodes) is then restricted to that identity: all rights for its
+ * digest id (`user:` + base64(sha1(`user:password`)), as ZooKeeper's DigestAuthenticationProvider computes it),
  * read for anyone (hold data is who holds what, no secret; tools may look). So a client without the credentials
  * can neither delete nor add holds (both need rights on the lock node) nor change a hold's data. The addon creates
  * nodes with the open ACL only, so the ACL is set right after each create: a hold's data is open for that one
- * round trip (its deletion never is). Operators of several clusters sharing the ensemble share the credentials.
- * A digest identity is the user and password together: nodes made under one password cannot be changed under
- * another, so credentials cannot be rotated in place (an operator with other credentials gets
- * BackendUnavailableError naming authFile). The connection is plain TCP: the addon has no TLS.
+ * round trip (its deletion never is). Operators of several clusters sharing the ensemble share the credentials;
+ * an operator with other credentials gets BackendUnavailableError naming authFile.
+ *
+ * Rotation: a digest identity is user and password together, so nodes made under one password are changed under
+ * another only after their ACL names the new id. The backend reads authFile again every AUTH_CHECK_MS and whenever
+ * the server answers ZNOAUTH or ZAUTHFAILED; new valid contents (a rotated Secret, or a wrong file corrected) are
+ * added to the live session (a connection may carry several ids; the C client presents every id added to it again
+ * on each reconnect, and a new or resumed session is given every id this process has read), new nodes get the new
+ * id's ACL, and every node under rootPath (and rootPath's ancestors) that this session may administer is re-ACLed
+ * to the new id: holds keep their nodes and tokens throughout, and nodes of other identities are left alone. Once
+ * that walk is done, an operator given only the new credentials can renew and release every hold. A walk cut short
+ * (the connection lost) is done again. Every replica walks with the ids it has read; one started after the
+ * rotation knows only the new id and relies on another's walk. Invalid contents are ignored with one warning
+ * that names the file; the credentials in use stay. The connection is plain TCP: the addon has no TLS.
  */
+import { createHash } from "node:crypto";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import ZooKeeper from "zookeeper";
 import { BackendUnavailableError, type AcquireRequest, type Hold, type HolderInfo, type LockBackend, type QueueState, type WaiterWatch } from "../backend";
@@ -79,9 +91,10 @@ import { withDeadline } from "../kit/deadline";
 import { FanOut } from "../kit/fan-out";
 import { splitQueue } from "../kit/queue-state";
 import { splitLockKey } from "../kit/lock-key";
+import { SecretFile } from "../kit/secret-file";
 import { LoopbackRelay } from "./relay";
 import { parseSession, type SessionStore, type ZooKeeperSession } from "./session";
-import { DEFAULT_REQUEST_TIMEOUT_MS, DEFAULT_ROOT, DEFAULT_SESSION_TIMEOUT_MS } from "./settings";
+import { DEFAULT_REQUEST_TIMEOUT_MS, DEFAULT_ROOT, DEFAULT_SESSION_TIMEOUT_MS, DIGEST_CREDENTIALS } from "./settings";
 
 const Z = ZooKeeper.constants;
 /** How long close() waits for the client to notice its connection was cut (see LoopbackRelay). */
@@ -89,8 +102,10 @@ const DETACH_TIMEOUT_MS = 2_000;
 const CHILD = /^h-(.+)-(\d{10})$/;
 /** At most this many lock nodes are remembered to exist. */
 const LOCK_NODES_REMEMBERED = 100_000;
-/** With digest credentials: all rights for this identity (`auth`: the session's authenticated ids), read for anyone. */
-const OPERATOR_ONLY = [{ perms: Z.ZOO_PERM_ALL, scheme: "auth", auth: "" }, { perms: Z.ZOO_PERM_READ, scheme: "world", auth: "anyone" }];
+/** How often authFile is read again (besides at each ZNOAUTH or ZAUTHFAILED), ms. */
+const AUTH_CHECK_MS = 5_000;
+/** How many nodes a re-ACL walk changes at once. */
+const WALK_BATCH = 32;
 /** Return codes that mean the server could not be reached or asked in time. */
 const UNAVAILABLE = new Set([Z.ZCONNECTIONLOSS, Z.ZSESSIONEXPIRED, Z.ZOPERATIONTIMEOUT, Z.ZCLOSING, Z.ZINVALIDSTATE, Z.ZSESSIONMOVED, Z.ZAUTHFAILED]);
 
@@ -106,9 +121,11 @@ export interface ZooKeeperBackendOptions {
   sessionSecret?: string;
   requestTimeoutMs?: number;
   clock?: () => number;
+  /** Where `auth` came from: read again, so a rotated Secret is used without a restart (see "Rotation"). */
+  authFile?: string;
   /** With leader election: where the leader's session is handed to the next leader (sessionFile is then unused). */
   handover?: SessionStore;
-  /** Handover problems (a Secret that cannot be read or written) are logged here. */
+  /** Handover problems (a Secret that cannot be read or written) and authFile changes are logged here. */
   log?: Logger;
 }
 
@@ -167,11 +184,30 @@ export class ZooKeeperBackend implements LockBackend {
   private handedOver?: string;
   /** The session timeout the server granted the current session, ms. */
   private grantedTimeoutMs?: number;
+  /** The digest credentials in use: new nodes get their ACL. */
+  private auth?: string;
+  /** Every credential read in this process, oldest first: each session is given them all. */
+  private readonly identities: string[] = [];
+  /** authFile, read again (see "Rotation"). */
+  private readonly authFile?: SecretFile;
+  private authTimer?: NodeJS.Timeout;
+  /** The nodes still carry an earlier identity's ACL: a re-ACL walk is due. */
+  private reaclDue = false;
+  private walking = false;
 
   constructor(options: ZooKeeperBackendOptions) {
     this.name = options.name;
     const { sessionTimeoutMs = DEFAULT_SESSION_TIMEOUT_MS, rootPath = DEFAULT_ROOT, requestTimeoutMs = DEFAULT_REQUEST_TIMEOUT_MS, clock = Date.now } = options;
     this.options = { ...options, sessionTimeoutMs, rootPath, requestTimeoutMs, clock };
+    if (options.auth) this.identities.push(this.auth = options.auth);
+    if (options.auth && options.authFile) {
+      this.authFile = new SecretFile(options.authFile, options.auth, {
+        valid: (text) => DIGEST_CREDENTIALS.test(text),
+        onInvalid: (file) => this.options.log?.error(
+          "zookeeper.authFile does not hold digest credentials user:password; the credentials in use stay", { backend: this.name, file }),
+      });
+      this.authTimer = setInterval(() => this.checkCredentials(), AUTH_CHECK_MS).unref();
+    }
     if (options.sessionFile && !options.handover) this.resume = readSession(options.sessionFile);
     this.relay = LoopbackRelay.start(options.connect);
     this.relay.then((relay) => (relay.admit = () => this.leading?.() ?? true), () => undefined); // reported by ready()
@@ -352,6 +388,7 @@ export class ZooKeeperBackend implements LockBackend {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.reopenTimer);
+    clearInterval(this.authTimer);
     this.watches.clear();
     for (const wake of this.waiters) wake();
     const relay = await this.relay;
@@ -369,9 +406,10 @@ export class ZooKeeperBackend implements LockBackend {
   // --- connection ---
 
   private async open(): Promise<void> {
-    const { sessionTimeoutMs, auth, sessionFile } = this.options;
+    const { sessionTimeoutMs, sessionFile } = this.options;
     const { connect } = await this.relay;
     if (this.closed) return;
+    this.checkCredentials(); // a replica taking over, or a client after an expiry or ZAUTHFAILED, reads the file anew
     const resume = this.resume;
     const client = new ZooKeeper({
       connect, timeout: sessionTimeoutMs, debug_level: 0, host_order_deterministic: false,
@@ -393,6 +431,7 @@ export class ZooKeeperBackend implements LockBackend {
         if (this.leading) void this.handOver();
       }
       for (const wake of this.waiters) wake();
+      if (this.reaclDue) void this.reacl();
       for (const [path, watch] of this.watches.watched()) {
         if (watch.armedOn !== client) this.arm(watch);
         this.watches.notify(path); // events may have been missed while disconnected
@@ -415,7 +454,8 @@ export class ZooKeeperBackend implements LockBackend {
       this.reopenTimer = setTimeout(() => void this.open(), delay);
     });
     client.init({});
-    if (auth) client.add_auth("digest", auth, () => undefined); // sent on every (re)connect; a failure closes the client
+    // Sent on every (re)connect; a failure closes the client.
+    for (const auth of this.identities) client.add_auth("digest", auth, () => undefined);
   }
 
   /** Writes the session in use to the handover store (once per session), for the next leader. */
@@ -456,10 +496,11 @@ export class ZooKeeperBackend implements LockBackend {
     const zk = await this.ready();
     const answer = new Promise<{ rc: number; result: unknown[] }>((resolve, reject) => {
       const settle = (rc: number, result: unknown[]) => {
-        if (rc === Z.ZOK || accept.includes(rc)) resolve({ rc, result });
-        else if (UNAVAILABLE.has(rc)) reject(this.unavailable(`${what}: ${codeName(rc)}`));
+        if (rc === Z.ZOK || accept.includes(rc)) return resolve({ rc, result });
+        if (rc === Z.ZNOAUTH || rc === Z.ZAUTHFAILED) this.checkCredentials(); // a changed file: used from the next call
+        if (UNAVAILABLE.has(rc)) reject(this.unavailable(`${what}: ${codeName(rc)}`));
         else if (rc === Z.ZNOAUTH) reject(this.unavailable(`${what}: ${codeName(rc)}: the nodes under ${this.options.rootPath} belong to another identity; `
-          + `${this.options.auth ? "zookeeper.authFile must hold" : "set zookeeper.authFile to"} the digest credentials (user:password) they were created with`));
+          + `${this.auth ? "zookeeper.authFile must hold" : "set zookeeper.authFile to"} the digest credentials (user:password) they were created with`));
         else reject(new Error(`zookeeper backend ${this.name}: ${what}: ${codeName(rc)}`));
       };
       const rc = invoke(zk, (code: number, _error: unknown, ...result: unknown[]) => settle(code, result));
@@ -533,7 +574,7 @@ export class ZooKeeperBackend implements LockBackend {
       const { rc, result } = await this.call(`create ${prefix}`, (zk, done) => zk.a_create(prefix, JSON.stringify(data), Z.ZOO_EPHEMERAL_SEQUENTIAL, done), [Z.ZNONODE]);
       if (rc === Z.ZOK) {
         const path = result[0] as string;
-        if (this.options.auth) await this.call(`protect ${path}`, (zk, done) => zk.a_set_acl(path, -1, OPERATOR_ONLY, done), [Z.ZNONODE]);
+        if (this.auth) await this.protect(path);
         const name = path.slice(lock.length + 1);
         return { name, holderId: req.holderId, seq: Number(name.slice(-10)) };
       }
@@ -551,12 +592,83 @@ export class ZooKeeperBackend implements LockBackend {
   private async createNode(path: string): Promise<void> {
     const flags = path.split("/").length > this.options.rootPath.split("/").length ? Z.ZOO_CONTAINER : Z.ZOO_PERSISTENT;
     const { rc } = await this.call(`create ${path}`, (zk, done) => zk.a_create(path, "", flags, done), [Z.ZNODEEXISTS, Z.ZNONODE]);
-    if (rc === Z.ZOK && this.options.auth) {
-      await this.call(`protect ${path}`, (zk, done) => zk.a_set_acl(path, -1, OPERATOR_ONLY, done), [Z.ZNONODE]);
-    }
+    if (rc === Z.ZOK && this.auth) await this.protect(path);
     if (rc !== Z.ZNONODE) return;
     await this.createNode(path.slice(0, path.lastIndexOf("/")));
     await this.createNode(path);
+  }
+
+  // --- credentials ---
+
+  /**
+   * Restricts a node to the credentials in use when the request is sent (read for anyone); a node gone meanwhile
+   * is fine.
+   */
+  private async protect(path: string, accept: number[] = []): Promise<number> {
+    const invoke = (zk: ZooKeeper, done: Done) => zk.a_set_acl(path, -1, operatorOnly(this.auth!), done);
+    return (await this.call(`protect ${path}`, invoke, [Z.ZNONODE, ...accept])).rc;
+  }
+
+  /**
+   * Reads authFile again; new valid credentials are added to the live session, used for new nodes, and the nodes
+   * re-ACLed to them (see "Rotation"). Cheap when nothing changed: one small file read.
+   */
+  private checkCredentials(): void {
+    if (this.closed) return;
+    const auth = this.authFile?.reload();
+    if (auth !== undefined) {
+      this.auth = auth;
+      if (!this.identities.includes(auth)) this.identities.push(auth);
+      // Also sent on each reconnect; a client not connected yet sends it on connect (one that ended refuses it: open() adds it).
+      this.client?.add_auth("digest", auth, () => undefined);
+      this.reaclDue = true;
+      this.options.log?.info("zookeeper.authFile changed: new credentials added to the session; re-ACLing the nodes",
+        { backend: this.name, file: this.authFile!.path });
+    }
+    if (this.reaclDue) void this.reacl();
+  }
+
+  /**
+   * The re-ACL walk: rootPath's ancestors, then rootPath and every node below it, level by level, set to the
+   * credentials in use. Nodes this session may not administer (ZNOAUTH: another identity's) are left alone, as are
+   * nodes gone meanwhile. Requests on one session are served in order, so a node protected under the old credentials
+   * before the change is listed, and re-ACLed, after it. Done again when the credentials changed meanwhile; a failed
+   * walk (the connection lost) is done again at the next connect or check.
+   */
+  private async reacl(): Promise<void> {
+    if (this.walking || !this.connected || this.closed) return;
+    this.walking = true;
+    const auth = this.auth;
+    let changed = 0;
+    let foreign = 0;
+    const visit = async (path: string, descend: boolean): Promise<string[]> => {
+      if ((await this.protect(path, [Z.ZNOAUTH])) === Z.ZOK) changed++;
+      else foreign++; // ZNOAUTH or gone: counted, not distinguished
+      if (!descend) return [];
+      const { rc, result } = await this.call(`list ${path}`, (zk, done) => zk.a_get_children(path, false, done), [Z.ZNONODE]);
+      return rc === Z.ZOK ? (result[0] as string[]).map((name) => `${path}/${name}`) : [];
+    };
+    try {
+      const root = this.options.rootPath;
+      for (let end = root.indexOf("/", 1); end > 0; end = root.indexOf("/", end + 1)) await visit(root.slice(0, end), false);
+      for (let level = [root]; level.length > 0;) {
+        const next: string[] = [];
+        for (let i = 0; i < level.length; i += WALK_BATCH) {
+          const batch = await Promise.all(level.slice(i, i + WALK_BATCH).map((path) => visit(path, true)));
+          for (const children of batch) next.push(...children);
+        }
+        level = next;
+      }
+      if (this.auth === auth) this.reaclDue = false;
+      this.options.log?.info("zookeeper nodes re-ACLed to the credentials in zookeeper.authFile",
+        { backend: this.name, nodes: changed, leftAlone: foreign });
+    } catch (err) {
+      this.options.log?.error("zookeeper re-ACL walk failed; it is tried again",
+        { backend: this.name, error: err instanceof Error ? err.message : String(err) });
+    } finally {
+      this.walking = false;
+    }
+    if (this.reaclDue && this.auth !== auth) void this.reacl();
   }
 
   // --- watches ---
@@ -607,6 +719,12 @@ export class ZooKeeperBackend implements LockBackend {
     void tail.then(() => this.busy.get(id) === tail && this.busy.delete(id));
     return result;
   }
+}
+
+/** All rights for the digest id of `auth` (`user:password`), read for anyone. */
+function operatorOnly(auth: string): { perms: number; scheme: string; auth: string }[] {
+  const id = `${auth.slice(0, auth.indexOf(":"))}:${createHash("sha1").update(auth).digest("base64")}`;
+  return [{ perms: Z.ZOO_PERM_ALL, scheme: "digest", auth: id }, { perms: Z.ZOO_PERM_READ, scheme: "world", auth: "anyone" }];
 }
 
 /** A child's data as its holder asks for it, acquired and renewed at `now`. */

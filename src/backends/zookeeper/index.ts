@@ -17,10 +17,10 @@ export const zookeeperPlugin: BackendPlugin = {
    * With leader election (`handover`), the session is handed from leader to leader through key `sessionKey(...)`
    * of Secret `sessionSecret` in the operator's own namespace.
    */
-  factory: async ({ name, settings, kubeConfig, handover }) => {
+  factory: async ({ name, settings, kubeConfig, handover, log }) => {
     const options = parseZooKeeperSettings(name, settings);
     const { ZooKeeperBackend } = await import("./backend");
-    if (!handover) return new ZooKeeperBackend(options);
+    if (!handover) return new ZooKeeperBackend({ ...options, log });
     const timeoutMs = options.sessionTimeoutMs ?? DEFAULT_SESSION_TIMEOUT_MS;
     if (timeoutMs <= handover.failoverMs) {
       // Refused rather than run: every hold would be lost at the first leader crash, silently.
@@ -31,6 +31,6 @@ export const zookeeperPlugin: BackendPlugin = {
         + "or shorten --leader-elect-lease-duration / --leader-elect-retry-period");
     }
     const store = new SecretSessionStore(kubeConfig, handover.namespace, options.sessionSecret ?? DEFAULT_SESSION_SECRET, sessionKey(handover.election, name));
-    return new ZooKeeperBackend({ ...options, handover: store, log: handover.log });
+    return new ZooKeeperBackend({ ...options, handover: store, log: log ?? handover.log });
   },
 };

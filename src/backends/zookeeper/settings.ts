@@ -8,8 +8,13 @@ import { DEFAULT_SESSION_SECRET } from "./session";
 export const DEFAULT_SESSION_TIMEOUT_MS = 30_000;
 export const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
 export const DEFAULT_ROOT = "/kubelock";
+/** Digest credentials as authFile holds them: `user:password` (the user without ':'). */
+export const DIGEST_CREDENTIALS = /^[^:\s]+:.+$/;
 
-/** Checks the `zookeeper:` settings block and reads authFile; every mistake is one line of the BackendConfigError. */
+/**
+ * Checks the `zookeeper:` settings block and reads authFile (its path is kept too: the backend reads it again, so a
+ * rotated Secret is used without a restart); every mistake is one line of the BackendConfigError.
+ */
 export function parseZooKeeperSettings(name: string, raw: Record<string, unknown>): ZooKeeperBackendOptions {
   const check = new SettingsCheck("zookeeper");
   const {
@@ -33,7 +38,7 @@ export function parseZooKeeperSettings(name: string, raw: Record<string, unknown
     check.problem("zookeeper.rootPath must be an absolute path like /kubelock (no trailing slash, not under /zookeeper)");
   }
   const auth = authFile === undefined ? undefined : check.secret("authFile", authFile);
-  if (auth !== undefined && !/^[^:\s]+:.+$/.test(auth)) check.problem(`zookeeper.authFile ${String(authFile)} must hold digest credentials user:password`);
+  if (auth !== undefined && !DIGEST_CREDENTIALS.test(auth)) check.problem(`zookeeper.authFile ${String(authFile)} must hold digest credentials user:password`);
   if (sessionFile !== undefined && (typeof sessionFile !== "string" || !sessionFile || !existsSync(dirname(sessionFile)))) {
     check.problem("zookeeper.sessionFile must be a file path in an existing directory");
   }
@@ -41,5 +46,7 @@ export function parseZooKeeperSettings(name: string, raw: Record<string, unknown
     check.problem("zookeeper.sessionSecret must be a Secret name (lower-case letters, digits, '-', '.')");
   }
   check.done(name);
-  return { name, connect, sessionTimeoutMs, rootPath, auth, sessionFile, sessionSecret, requestTimeoutMs } as ZooKeeperBackendOptions;
+  return {
+    name, connect, sessionTimeoutMs, rootPath, auth, authFile: auth === undefined ? undefined : authFile, sessionFile, sessionSecret, requestTimeoutMs,
+  } as ZooKeeperBackendOptions;
 }
