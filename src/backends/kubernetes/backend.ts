@@ -40,7 +40,9 @@
  * the key keeps nothing besides holds and queue entries, so this backend has no `forget`. The per-namespace
  * `kubelock.fencing-floor` Lease that the one version before this wrote (retired counters' values, for keys
  * used again) is neither read nor written: like a counter it is below the store's revision unless a caller's
- * floor raised one above it.
+ * floor raised one above it. During a rolling update from a counter version, a replica of that version finds no
+ * token on a hold this version granted until its first renewal stamps one: renewing it, that replica sees the
+ * hold gone and may show the claim Lost (never a second grant). Update while no claim is granted, or accept that.
  *
  * Every Lease is labelled `app.kubernetes.io/managed-by=kubelock`, `kubelock.io/role` and `kubelock.io/key=<key or hash>`.
  *
