@@ -4,7 +4,7 @@ import type { KubeConfig } from "@kubernetes/client-node";
 
 const WATCHED = new Set(["lockclaims", "distributedlocks", "leases", "events"]);
 
-/** Requests so far by "VERB resource[/subresource]", for kubelock's kinds, Leases and Events. */
+/** Requests so far by "VERB resource[/subresource]" (plus " (HTTP code)" when refused), for kubelock's kinds, Leases and Events. */
 export async function apiRequestCounts(kc: KubeConfig): Promise<Map<string, number>> {
   const server = kc.getCurrentCluster()?.server;
   if (!server) throw new Error("no current cluster in the kubeconfig");
@@ -25,7 +25,8 @@ export async function apiRequestCounts(kc: KubeConfig): Promise<Map<string, numb
     if (!line.startsWith("apiserver_request_total{")) continue;
     const labels = Object.fromEntries([...line.matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]));
     if (!WATCHED.has(labels.resource) || labels.verb === "WATCH") continue;
-    const key = `${labels.verb} ${labels.resource}${labels.subresource ? `/${labels.subresource}` : ""}`;
+    const failed = labels.code && !labels.code.startsWith("2") ? ` (HTTP ${labels.code})` : "";
+    const key = `${labels.verb} ${labels.resource}${labels.subresource ? `/${labels.subresource}` : ""}${failed}`;
     counts.set(key, (counts.get(key) ?? 0) + Number(line.slice(line.lastIndexOf(" ") + 1)));
   }
   return counts;

@@ -520,7 +520,9 @@ export class LockReconciler {
     if (!finalizers.includes(RELEASE_FINALIZER)) return;
     this.assertLeading();
     const plural = obj.kind === "DistributedLock" ? LOCK_PLURAL : CLAIM_PLURAL;
-    await this.ctx.client.setFinalizers(plural, obj.metadata, finalizers.filter((f) => f !== RELEASE_FINALIZER)).catch(ignoreNotFound);
+    const written = await this.ctx.client.setFinalizers(plural, obj.metadata, finalizers.filter((f) => f !== RELEASE_FINALIZER)).catch(ignoreNotFound);
+    // Cached at once: a reconcile before the watch tells of the deletion must not ask again (an HTTP 404 each).
+    if (written) this.observe(plural, written);
   }
 
   /** The cached object, which includes this reconciler's own writes (informer `observe`). */

@@ -50,7 +50,10 @@ import { Clock, TimerHandle, realClock } from "./clock";
  * fields just let client-node's generated types (where everything is optional) be used directly.
  */
 export interface KubeObject {
-  metadata?: { name?: string; namespace?: string; resourceVersion?: string; managedFields?: unknown; annotations?: Record<string, string> };
+  metadata?: {
+    name?: string; namespace?: string; uid?: string; resourceVersion?: string; managedFields?: unknown; annotations?: Record<string, string>;
+    deletionTimestamp?: unknown; finalizers?: string[];
+  };
 }
 
 /** kubectl apply's copy of the last applied object, as large as the object itself. */
@@ -187,6 +190,8 @@ export class Informer<T extends KubeObject> {
   private readonly transform: (obj: T) => T;
 
   private readonly cache = new Map<string, T>();
+  /** Objects this process saw deleted by its own write (`observe`), until their DELETED event: key → resourceVersion. */
+  private readonly gone = new Map<string, string>();
   private readonly namespaces = new Map<string, Set<string>>();
   private readonly indexes = new Map<string, Index<T>>();
   private readonly handlers: InformerHandler<T>[] = [];
@@ -286,13 +291,22 @@ export class Informer<T extends KubeObject> {
    * newer than the cached one, so the next reconcile does not act on a state it already changed.
    * No handler is called now; the watch event for the same write arrives later as an ordinary update.
    * resourceVersions are compared as integers, which holds for etcd-backed API servers; anything
-   * else is left to the watch.
+   * else is left to the watch. A reply that shows the object deleted (a deletionTimestamp and no
+   * finalizers left: the API server deleted it as the last finalizer went; the reply keeps the last
+   * resourceVersion) removes it now, with a delete event; watch events up to that version no longer
+   * bring it back, and its DELETED event then tells nothing new.
    */
   observe(obj: T): void {
     const key = keyOf(obj);
     const cached = this.cache.get(key);
     if (!cached) return; // not seen yet: the watch will add it
-    if (!isNewer(obj.metadata?.resourceVersion, cached.metadata?.resourceVersion)) return;
+    const rv = obj.metadata?.resourceVersion;
+    if (obj.metadata?.deletionTimestamp && !obj.metadata.finalizers?.length && rv && cached.metadata?.uid === obj.metadata.uid) {
+      this.gone.set(key, rv);
+      this.removeKey(key, cached);
+      return this.emit({ type: "delete", obj: cached });
+    }
+    if (!isNewer(rv, cached.metadata?.resourceVersion)) return;
     this.store(key, this.transform(obj), cached);
   }
 
@@ -484,6 +498,7 @@ export class Informer<T extends KubeObject> {
 
   /** Replaces the cache with a list result (its objects already transformed), emitting the differences. */
   private replace(result: ListResult<T>): void {
+    this.gone.clear();
     const fresh = new Map<string, T>();
     for (const obj of result.items ?? []) fresh.set(keyOf(obj), obj);
     for (const [key, old] of [...this.cache]) {
@@ -512,12 +527,20 @@ export class Informer<T extends KubeObject> {
   private upsert(obj: T): void {
     const key = keyOf(obj);
     const old = this.cache.get(key);
+    // An event older than the cached object would undo a later write of this process (`observe`), whose own
+    // event is still to come: the cache keeps the later one, and that event tells the handlers. Likewise an
+    // event of an object this process saw deleted, up to the version that showed it.
+    if (old && isNewer(old.metadata?.resourceVersion, obj.metadata?.resourceVersion)) return;
+    const deletedAt = this.gone.get(key);
+    if (deletedAt !== undefined && !isNewer(obj.metadata?.resourceVersion, deletedAt)) return;
+    this.gone.delete(key);
     this.store(key, obj, old);
     this.emit(old ? { type: "update", obj, old } : { type: "add", obj });
   }
 
   private remove(obj: T): void {
     const key = keyOf(obj);
+    this.gone.delete(key); // its DELETED event: nothing can bring it back now
     const old = this.cache.get(key);
     if (!old) return; // never seen (or already gone): nothing to tell
     this.removeKey(key, old);

@@ -240,7 +240,10 @@ export class ClaimHistory {
       this.abort = await new k8s.Watch(this.kc).watch(path, { resourceVersion, allowWatchBookmarks: true }, (phase, obj: LockClaim) => {
         resourceVersion = obj.metadata?.resourceVersion ?? resourceVersion;
         if (phase !== "ADDED" && phase !== "MODIFIED" && phase !== "DELETED") return;
-        this.events.push({ name: obj.metadata.name, phase: obj.status?.phase, fencingToken: obj.status?.fencingToken, deleted: phase === "DELETED", at: Date.now() });
+        // A claim being deleted grants nothing from then on, whatever its phase still says (the operator releases
+        // its hold without rewriting it).
+        const deleted = phase === "DELETED" || !!obj.metadata?.deletionTimestamp;
+        this.events.push({ name: obj.metadata.name, phase: obj.status?.phase, fencingToken: obj.status?.fencingToken, deleted, at: Date.now() });
       }, () => void setTimeout(() => void watch().catch(() => undefined), 50));
     };
     await watch();
