@@ -231,9 +231,16 @@ export class ZooKeeperBackend implements LockBackend {
         if (!name) {
           // Listed and created in one round trip (the lock node first, unless it is known to exist); an earlier
           // child of this holder (an operator restarted, a reply lost) is kept and the new one deleted.
-          const [listed, , created] = await Promise.all([
+          const [listing, lockNode, creating] = await Promise.allSettled([
             this.children(lock), this.lockNodes.has(lock) ? undefined : this.createNode(lock), this.createHold(lock, req),
           ]);
+          const failed = [listing, lockNode, creating].find((r) => r.status === "rejected");
+          if (failed || listing.status !== "fulfilled" || creating.status !== "fulfilled") {
+            // The create may have gone on (its own retries) after another part failed: its child is not left behind.
+            if (creating.status === "fulfilled") await this.remove(`${lock}/${creating.value.name}`).catch(() => undefined);
+            throw (failed as PromiseRejectedResult).reason;
+          }
+          const [listed, created] = [listing.value, creating.value];
           this.lockNodes.add(lock);
           name = listed.find((c) => c.holderId === req.holderId)?.name ?? created.name;
           if (name !== created.name) await this.remove(`${lock}/${created.name}`);
