@@ -150,7 +150,9 @@ describe("kubernetes backend: Leases", () => {
   });
 
   test("after an upgrade, a grant is refused while the revision is not above the key's old counter Lease", async () => {
-    const ns = await testNamespace();
+    // A namespace of its own: the backend's first read there lists the counter, as after a real upgrade (in a
+    // namespace it already watches, the counter made just now could reach its cache after the acquire).
+    const ns = await createNamespace("upgrade");
     const name = `lock-upgrade-${randomBytes(3).toString("hex")}`;
     const key = `${ns}/${name}`;
     const counter = (value: string) => ({
