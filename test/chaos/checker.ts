@@ -9,7 +9,7 @@
  * - duplicate-token      one fencing token granted to two claims of a lock (one report per lock);
  * - status-overlap       more than maxHolders claims of a lock shown Granted at once in one cluster's claim
  *                        history (Granted only while the backend hold exists; a vanished hold is Lost
- *                        before anything else is granted);
+ *                        before anything else is granted; a claim being deleted is no longer Granted);
  * - status-order         a mutex's grants, in one cluster's history order, do not carry increasing tokens
  *                        (one report per lock and cluster);
  * - token-order          a claim got a token not above one already granted on its lock, anywhere, before
@@ -236,7 +236,8 @@ export function check(input: CheckInput): Violation[] {
         }
       }
       if (e.type !== "DELETED") phaseOf.set(e.name, e.phase);
-      if (e.type !== "DELETED" && e.phase === "Granted") holders.set(e.name, e.fencingToken ?? "");
+      // A claim being deleted grants nothing from then on (the operator releases its hold without rewriting it).
+      if (e.type !== "DELETED" && e.phase === "Granted" && !e.deleting) holders.set(e.name, e.fencingToken ?? "");
       else holders.delete(e.name);
       const max = maxOf.get(e.lock) ?? 1;
       if (holders.size > max && !overLimit.has(e.lock)) {

@@ -78,3 +78,14 @@ test("an API-server outage excuses only its own cluster's claim-status findings 
   assert.deepEqual(excused.map((x) => x.summary.split(" ")[0]), ["c1/a"]);
   assert.deepEqual(violations.map((x) => x.summary.split(" ")[0]), ["c2/b", "c1/a", "c1/d", "c1/e"]);
 });
+
+test("a claim being deleted is no longer Granted: the next grant is no status-overlap", () => {
+  let seq = 0;
+  const ev = (name: string, phase: string, token: string, deleting = false, type: ClaimEvent["type"] = "MODIFIED"): ClaimEvent =>
+    ({ seq: seq++, t: seq, type, name, lock: "m", resourceVersion: String(seq), phase, fencingToken: token, deleting });
+  const run = (events: ClaimEvent[]) => check({
+    locks: [{ name: "m", maxHolders: 1 }], registers: new Map(), histories: [{ cluster: "c1", events }], records: [], created: new Map(), recoveries: [], t0: 0,
+  }).map((v) => v.kind);
+  assert.deepEqual(run([ev("a", "Granted", "1"), ev("a", "Granted", "1", true), ev("b", "Granted", "2"), ev("a", "Granted", "1", true, "DELETED")]), []);
+  assert.deepEqual(run([ev("a", "Granted", "1"), ev("b", "Granted", "2")]), ["status-overlap"], "two claims Granted, neither being deleted");
+});
