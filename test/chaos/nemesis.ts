@@ -246,9 +246,20 @@ export class Nemesis {
     for (const active of [...this.active]) await this.heal(active).catch((err: Error) => this.o.log(`nemesis: healing ${active.fault.kind} failed: ${err.message}`));
   }
 
+  /**
+   * Asks the test environment's control server. A request whose connection dropped ("fetch failed": the client
+   * reused a kept-alive socket the server was closing) is sent once more; every action there may be repeated.
+   */
   private async post(path: string, timeoutMs = 30_000): Promise<void> {
-    const res = await withTimeout(fetch(`${this.o.control}${path}`, { method: "POST" }), timeoutMs, `POST ${path}`);
-    const body = await res.text();
-    if (res.status !== 200) throw new Error(`POST ${path}: HTTP ${res.status} ${body.trim()}`);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const res = await withTimeout(fetch(`${this.o.control}${path}`, { method: "POST" }), timeoutMs, `POST ${path}`);
+        const body = await res.text();
+        if (res.status !== 200) throw new Error(`POST ${path}: HTTP ${res.status} ${body.trim()}`);
+        return;
+      } catch (err) {
+        if (attempt >= 2 || !(err instanceof TypeError && err.message === "fetch failed")) throw err;
+      }
+    }
   }
 }

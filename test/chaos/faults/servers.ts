@@ -28,8 +28,13 @@ export const restartBackend: Injector = async (ctx) => {
   const server = pickServer(ctx, ctx.restartable);
   if (!server) return undefined;
   ctx.record(server);
-  await ctx.post(`/services/${server}/stop`);
-  return { holdMs: ctx.random.int(300, 2000), heal: () => ctx.post(`/services/${server}/start`, 120_000) };
+  const start = () => ctx.post(`/services/${server}/start`, 120_000);
+  // A stop that failed may still have stopped it: start it again before reporting the failure.
+  await ctx.post(`/services/${server}/stop`).catch(async (err: unknown) => {
+    await start().catch(() => undefined);
+    throw err;
+  });
+  return { holdMs: ctx.random.int(300, 2000), heal: start };
 };
 
 export const restartApiServer: Injector = async (ctx) => {
