@@ -173,7 +173,9 @@ test("a leader that loses its leader Lease in an outage restarts in-process as a
       "--leader-elect-renew-deadline", "3s", "--leader-elect-retry-period", "500ms"],
   });
   await eventually("the operator leads", () => leadingAt(elected!));
-  await api2.createLock("kept", { backend: "etcd", leaseDurationSeconds: LEASE_SECONDS });
+  // Half the 8 s outage below, so the hold lapses unless renewed throughout; twice the first test's lease, so
+  // renewals a third of it apart keep a margin on a loaded machine (2 s lapsed there once at load average 34).
+  await api2.createLock("kept", { backend: "etcd", leaseDurationSeconds: 2 * LEASE_SECONDS });
   await api2.createClaim("held", { lockName: "kept" });
   const held = await api2.waitForPhase("held", "Granted");
   await api2.createClaim("next", { lockName: "kept" });
@@ -196,7 +198,7 @@ test("a leader that loses its leader Lease in an outage restarts in-process as a
   })();
   const messages = () => logLines(elected!).map((l) => l.msg);
   try {
-    // Longer than the renew deadline (3 s) and the lease (2 s).
+    // Longer than the renew deadline (3 s) and the lock's lease (4 s).
     const restartedFrom = Date.now();
     await plane.restartApiServer(8_000);
     // A restarted server refuses requests until its authorizer has synced RBAC: the operator retries those.
