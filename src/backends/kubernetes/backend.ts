@@ -204,7 +204,9 @@ export class KubernetesLeaseBackend implements LockBackend {
       await this.aboveLegacyCounter(ref, state, claimed);
       return this.toHold(claimed);
     }
-    throw new BackendUnavailableError(this.name, `too much contention on ${req.key}: gave up after ${attempts} attempts`);
+    // Every lost race was another contender's progress: no slot for this caller now (it asks again, as after any
+    // "no"). Contention is no unavailability of the server.
+    return undefined;
   }
 
   async renew(key: string, holderId: string, leaseDurationSeconds: number): Promise<Hold | undefined> {
