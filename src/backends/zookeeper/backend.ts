@@ -229,21 +229,7 @@ export class ZooKeeperBackend implements LockBackend {
       for (let attempt = 0; attempt < 3; attempt++) {
         let name = this.known.get(id);
         if (!name) {
-          // Listed and created in one round trip (the lock node first, unless it is known to exist); an earlier
-          // child of this holder (an operator restarted, a reply lost) is kept and the new one deleted.
-          const [listing, lockNode, creating] = await Promise.allSettled([
-            this.children(lock), this.lockNodes.has(lock) ? undefined : this.createNode(lock), this.createHold(lock, req),
-          ]);
-          const failed = [listing, lockNode, creating].find((r) => r.status === "rejected");
-          if (failed || listing.status !== "fulfilled" || creating.status !== "fulfilled") {
-            // The create may have gone on (its own retries) after another part failed: its child is not left behind.
-            if (creating.status === "fulfilled") await this.remove(`${lock}/${creating.value.name}`).catch(() => undefined);
-            throw (failed as PromiseRejectedResult).reason;
-          }
-          const [listed, created] = [listing.value, creating.value];
-          this.lockNodes.add(lock);
-          name = listed.find((c) => c.holderId === req.holderId)?.name ?? created.name;
-          if (name !== created.name) await this.remove(`${lock}/${created.name}`);
+          name = await this.childOf(lock, req);
           this.known.set(id, name);
         }
         const path = `${lock}/${name}`;
@@ -545,6 +531,28 @@ export class ZooKeeperBackend implements LockBackend {
 
   private async remove(path: string): Promise<boolean> {
     return (await this.call(`delete ${path}`, (zk, done) => zk.a_delete_(path, -1, done), [Z.ZNONODE])).rc === Z.ZOK;
+  }
+
+  /**
+   * The name of `req`'s child of `lock`, for a holder this process knows no child of: listed and created in one
+   * round trip (the lock node first, unless it is known to exist); an earlier child of this holder (an operator
+   * restarted, a reply lost) is kept and the new one deleted.
+   */
+  private async childOf(lock: string, req: AcquireRequest): Promise<string> {
+    const [listing, lockNode, creating] = await Promise.allSettled([
+      this.children(lock), this.lockNodes.has(lock) ? undefined : this.createNode(lock), this.createHold(lock, req),
+    ]);
+    const failed = [listing, lockNode, creating].find((r) => r.status === "rejected");
+    if (failed || listing.status !== "fulfilled" || creating.status !== "fulfilled") {
+      // The create may have gone on (its own retries) after another part failed: its child is not left behind.
+      if (creating.status === "fulfilled") await this.remove(`${lock}/${creating.value.name}`).catch(() => undefined);
+      throw (failed as PromiseRejectedResult).reason;
+    }
+    const [listed, created] = [listing.value, creating.value];
+    this.lockNodes.add(lock);
+    const name = listed.find((c) => c.holderId === req.holderId)?.name ?? created.name;
+    if (name !== created.name) await this.remove(`${lock}/${created.name}`);
+    return name;
   }
 
   /**
