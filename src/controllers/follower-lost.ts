@@ -28,7 +28,8 @@ const WHY = {
 
 export function showLostAsFollower(ctx: OperatorContext, hold: TrackedHold, why: keyof typeof WHY, attempt = 0): void {
   const claim = ctx.caches.claims.byIndex(ClaimIndex.byUid, hold.holderId)[0] as LockClaim | undefined;
-  if (!claim || claim.status?.phase !== "Granted") return;
+  // A claim being deleted is no longer Granted to anyone (its holder was told); its hold went with the release.
+  if (!claim || claim.status?.phase !== "Granted" || claim.metadata.deletionTimestamp) return;
   const message = `${WHY[why]} (seen by a replica that does not lead); stop work guarded by this claim's fencing token and create a new claim`;
   const status = endedStatus(claim, "Lost", ClaimReason.Lost, message, new Date(ctx.clock.now()).toISOString());
   ctx.client.patchStatus(CLAIM_PLURAL, claim.metadata, claim.status, status).then((written) => {

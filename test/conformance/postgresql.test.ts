@@ -4,7 +4,10 @@
  * its row, a hold no other operator can release).
  */
 import assert from "node:assert/strict";
+import { fork } from "node:child_process";
 import { randomUUID } from "node:crypto";
+import { once } from "node:events";
+import path from "node:path";
 import { after, test } from "node:test";
 import pg from "pg";
 import { BackendConfigError, type LockBackend } from "../../src/backends/backend";
@@ -126,4 +129,26 @@ test("postgresql: connections the server ends at any moment (a restart, pg_termi
   // Still alive, and the backend works again once the connections are left alone (on a key of its own: calls whose
   // answers were cut may have left holds and queue entries on the first, to expire by their lease).
   assert.ok(await b.tryAcquire(holdRequest(`${key}-after`, "after")), "no hold after the terminations stopped");
+});
+
+test("postgresql: an operator frozen inside a change (SIGSTOP) does not wedge the key: the server ends its transaction", async () => {
+  const key = `pg-${randomUUID().slice(0, 8)}/frozen`;
+  const child = fork(path.join(__dirname, "../support/pg-stalled-client.ts"), [testEnv.postgresqlUrl, key, "1500"], {
+    execArgv: ["--import", "tsx"], stdio: ["ignore", "inherit", "inherit", "ipc"],
+  });
+  try {
+    const [message] = await once(child, "message");
+    assert.equal(message, "locked");
+    child.kill("SIGSTOP"); // its connection stays open, the transaction idle, the key's advisory lock held
+    const b = await backend();
+    const started = Date.now();
+    let hold;
+    let failures = 0;
+    while (!hold && Date.now() - started < 10_000) {
+      hold = await b.tryAcquire(holdRequest(key, "next")).catch(() => (failures++, undefined));
+    }
+    assert.ok(hold, `still wedged ${Date.now() - started} ms after the other operator froze (${failures} calls failed)`);
+  } finally {
+    child.kill("SIGKILL");
+  }
 });

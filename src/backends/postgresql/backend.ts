@@ -13,7 +13,9 @@
  *   watcher is woken on reconnect (notifications sent meanwhile are lost), and a poll of each watched key
  *   every 2 s catches holds that expired with nobody writing.
  * - Errors: a server that cannot be reached or does not answer within `requestTimeoutMs` gives
- *   BackendUnavailableError; a connection that timed out is discarded, never reused.
+ *   BackendUnavailableError; a connection that timed out is discarded, never reused. The server itself ends a
+ *   transaction left idle, a statement or a lock wait longer than `requestTimeoutMs`, so an operator frozen
+ *   mid-change (SIGSTOP, a VM pause) holds a key's advisory lock for at most that long.
  */
 import pg from "pg";
 import { BackendUnavailableError, type AcquireRequest, type Hold, type HolderInfo, type LockBackend, queueState, type WaiterWatch } from "../backend";
@@ -244,7 +246,15 @@ export class PostgresBackend implements LockBackend {
 
   private connection(): pg.ClientConfig {
     const s = this.settings;
-    return { connectionString: s.url, password: s.password, ssl: s.ssl, connectionTimeoutMillis: s.requestTimeoutMs, application_name: "kubelock" };
+    // The server ends what a frozen or cut-off caller left behind: a transaction idle between statements (the
+    // caller stopped mid-change, its connection still open, holding the key's advisory lock) and any statement
+    // or lock wait outliving the call's own deadline. Otherwise every operator would wait on that key until the
+    // frozen one woke, and a standby could neither renew nor confirm the holds on it.
+    const limit = s.requestTimeoutMs;
+    return {
+      connectionString: s.url, password: s.password, ssl: s.ssl, connectionTimeoutMillis: limit, application_name: "kubelock",
+      idle_in_transaction_session_timeout: limit, statement_timeout: limit, lock_timeout: limit,
+    };
   }
 }
 
@@ -263,6 +273,8 @@ function toHold(r: Row): Hold {
 /** Errors that mean the server could not be reached or is going away (not a statement's own failure). */
 function unreachable(err: unknown): boolean {
   const e = err as { code?: string; message?: string };
-  if (typeof e?.code === "string" && /^(08|57P0[1-3]|53300|ECONN|ETIMEDOUT|EHOSTUNREACH|ENOTFOUND|EPIPE)/.test(e.code)) return true;
+  // 08: connection; 57P01-03: shutdown; 53300: too many connections; 57014, 55P03, 25P03: a statement, a lock wait
+  // or an idle transaction ended by the server's own timeouts (see `connection`).
+  if (typeof e?.code === "string" && /^(08|57P0[1-3]|53300|57014|55P03|25P03|ECONN|ETIMEDOUT|EHOSTUNREACH|ENOTFOUND|EPIPE)/.test(e.code)) return true;
   return /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error/i.test(e?.message ?? "");
 }
