@@ -176,6 +176,8 @@ export interface ChaosReport {
   /** Every fault, injected or skipped, with times relative to the start. */
   timeline: string[];
   rejections: Rejection[];
+  /** For each rejection: when, what the claim showed in every cluster's history, and a `kubelock run`'s stderr. */
+  rejectionStories: string[][];
   operatorStarts: number;
   historyResets: number;
   /** Truth poller rounds judged, and those with a read that failed. */
@@ -449,6 +451,7 @@ export async function runChaos(o: ChaosOptions, registerCleanup: (cleanup: () =>
   const longest = nemesis.recoveries.reduce<Recovery | undefined>((best, r) => (!best || r.longest > best.longest ? r : best), undefined);
   const episodes = new Map<number, number>();
   for (const f of injected) episodes.set(f.episode, (episodes.get(f.episode) ?? 0) + 1);
+  const rejections = [...registers.values()].flatMap((r) => r.rejections);
   const report: ChaosReport = {
     seed: o.seed, namespace, durationMs: now() - t0, clusters: clusters.length, grants: accepted(),
     grantsByLock: Object.fromEntries([...registers].map(([name, r]) => [name, r.sections.length])),
@@ -459,12 +462,27 @@ export async function runChaos(o: ChaosOptions, registerCleanup: (cleanup: () =>
     longestRecovery: longest && { ms: longest.longest, episode: longest.episode, faults: longest.faults },
     recoveries: nemesis.recoveries,
     timeline: nemesis.faults.map((f) => `episode ${f.episode}: ${f.kind}(${f.target}) ${f.skipped ? `skipped: ${f.skipped}` : `injected +${secs(f.injectedAt - t0)}, healed ${f.healedAt === undefined ? "never" : `+${secs(f.healedAt - t0)}`}`}`),
-    rejections: [...registers.values()].flatMap((r) => r.rejections),
+    rejections,
+    rejectionStories: rejections.map((x) => rejectionStory(x, clusters, cliRecords, t0)),
     operatorStarts: clusters.reduce((n, c) => n + c.fleet.starts, 0), historyResets: clusters.reduce((n, c) => n + c.history.resets, 0),
     truthRounds: truth.rounds, truthIncomplete: truth.incomplete, violations, excused, logDir, t0,
   };
   if (violations.length === 0) rmSync(logDir, { recursive: true, force: true });
   return report;
+}
+
+/** A fenced-off stale holder's story: when the register refused it, its claim's phases, its `kubelock run`'s stderr. */
+function rejectionStory(x: Rejection, clusters: { name: string; history: ClaimLog }[], cli: CliRecord[], t0: number): string[] {
+  const phases = clusters.flatMap((c) => {
+    const seen = c.history.events.filter((e) => e.name === x.claim && e.type !== "reset");
+    const changes = seen.filter((e, i) => i === 0 || e.type === "DELETED" || e.phase !== seen[i - 1].phase || e.deleting !== seen[i - 1].deleting);
+    return changes.map((e) => `${c.name} +${secs(e.t - t0)} ${e.type} ${e.phase ?? "-"}${e.fencingToken ? ` token ${e.fencingToken}` : ""}${e.reason ? ` ${e.reason}` : ""}${e.deleting ? " (deleting)" : ""}`);
+  });
+  const run = cli.find((r) => r.name === x.claim);
+  return [
+    `refused at +${secs(x.at - t0)}; its claim: ${phases.join("; ") || "no event seen"}`,
+    ...(run ? [`kubelock run (started +${secs(run.created - t0)}, exit ${run.exitCode ?? "-"}): ${(run.stderr ?? "").trim().replace(/\n/g, " | ") || "no stderr"}`] : []),
+  ];
 }
 
 /** After quiescence every claim must be gone (finalizers done) and no lock may show a holder. */
@@ -519,7 +537,10 @@ export function formatReport(r: ChaosReport): string {
     ...(r.skippedFaults.length ? [`  faults skipped: ${r.skippedFaults.map((f) => `${f.kind}: ${f.skipped}`).join("; ")}`] : []),
     `  longest recovery (fault healed → next grant on every lock): ${r.longestRecovery ? `${Number.isFinite(r.longestRecovery.ms) ? secs(r.longestRecovery.ms) : "never"} after episode ${r.longestRecovery.episode} (${r.longestRecovery.faults})` : "-"}`,
     `  stale holders fenced off by a mutex register: ${r.rejections.length}`,
-    ...r.rejections.slice(0, 5).map((x) => `    ${x.claim} (worker ${x.worker}) token ${x.token} rejected: ${x.highestClaim} had entered with ${x.highest}`),
+    ...r.rejections.slice(0, 5).flatMap((x, i) => [
+      `    ${x.claim} (worker ${x.worker}) token ${x.token} rejected: ${x.highestClaim} had entered with ${x.highest}`,
+      ...r.rejectionStories[i].map((line) => `      ${line}`),
+    ]),
     `  operator replicas started: ${r.operatorStarts}; claim watch restarted from a list ${r.historyResets} times`,
     `  truth rounds (claims vs backend servers): ${r.truthRounds} (${r.truthIncomplete} with a read that failed)`,
     `  excused by data loss: ${r.excused.length}${r.excused.length ? ` [${kv(r.excused.reduce<Record<string, number>>((a, v) => ((a[v.kind] = (a[v.kind] ?? 0) + 1), a), {}))}]` : ""}`,
