@@ -467,7 +467,7 @@ export async function runChaos(o: ChaosOptions, registerCleanup: (cleanup: () =>
     operatorStarts: clusters.reduce((n, c) => n + c.fleet.starts, 0), historyResets: clusters.reduce((n, c) => n + c.history.resets, 0),
     truthRounds: truth.rounds, truthIncomplete: truth.incomplete, violations, excused, logDir, t0,
   };
-  if (violations.length === 0) rmSync(logDir, { recursive: true, force: true });
+  if (violations.length === 0 && rejections.length === 0) rmSync(logDir, { recursive: true, force: true });
   return report;
 }
 
@@ -551,6 +551,6 @@ export function formatReport(r: ChaosReport): string {
     lines.push(`  VIOLATION (${v.class ?? "safety"}) ${v.kind}${v.lock ? ` [${v.lock}]` : ""}${v.at === undefined ? "" : ` at +${secs(v.at - r.t0)} during ${v.during}`}: ${v.summary}`);
     for (const e of v.evidence) lines.push(`      ${e}`);
   }
-  if (r.violations.length > 0) lines.push("  fault timeline:", ...r.timeline.map((t) => `    ${t}`), `  operator logs: ${r.logDir}`);
+  if (r.violations.length > 0 || r.rejections.length > 0) lines.push("  fault timeline:", ...r.timeline.map((t) => `    ${t}`), `  operator logs: ${r.logDir}`);
   return lines.join("\n");
 }
