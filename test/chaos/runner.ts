@@ -186,7 +186,7 @@ export interface ChaosReport {
   violations: Violation[];
   /** Overlaps a backend's data loss explains (see checker.ts), listed apart. */
   excused: Violation[];
-  /** Operator logs and config (kept when there were violations). */
+  /** Operator logs and config (kept when there were violations or fenced stale holders). */
   logDir: string;
   /** The run's start on its clock (violations' `at` are on it). */
   t0: number;
