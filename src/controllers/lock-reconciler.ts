@@ -227,8 +227,9 @@ export class LockReconciler {
       holds.set(id, hold);
       this.renewer.track(tracked(id), startedAt);
       metrics?.granted(lockKey, backend.name, claim.metadata.creationTimestamp, clock.now());
+      // No Event for a grant: the claim's status and Granted condition say it, and an Event per grant would be
+      // the API server's busiest write after the status itself. Events are for what needs attention.
       statuses.set(id, grantedStatus(claim, hold, lock.metadata.name, now));
-      this.ctx.events.record(claim, "Normal", ClaimReason.Granted, `granted lock ${lock.metadata.name} with fencing token ${hold.fencingToken}`);
     }
     // Places: a claim's first place is written at once; moves wait for the lock's position refresh (at most one
     // per POSITION_REFRESH_MS), so a moving queue is not O(k) writes per grant, and a claim granted within that
