@@ -10,7 +10,7 @@ import { createServer, type Server, type Socket } from "node:net";
 import { join } from "node:path";
 import * as k8s from "@kubernetes/client-node";
 import type { Api } from "../support/operator";
-import { cliCommand } from "./operators";
+import { cliCommand } from "../support/cli-entry";
 import type { FencedRegister, Section } from "./register";
 import { Relays } from "./relays";
 import { errorText, now, Random, retry, sleep } from "./util";

@@ -11,34 +11,18 @@
  * machine whose clock is off).
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { createWriteStream, existsSync, readdirSync, statSync, writeFileSync, type WriteStream } from "node:fs";
-import { join, relative, resolve } from "node:path";
+import { createWriteStream, writeFileSync, type WriteStream } from "node:fs";
+import { join, resolve } from "node:path";
 import { skewedClock } from "../env/faketime";
 import * as k8s from "@kubernetes/client-node";
 import { OPERATOR_NAMESPACE } from "../env/operator-identity";
 import { tailOf } from "../env/process";
+import { cliCommand } from "../support/cli-entry";
 import { refusals } from "../support/operator";
 import { Relays, type Upstreams } from "./relays";
 import { now, sleep, withTimeout } from "./util";
 
 const repoRoot = resolve(__dirname, "..", "..");
-
-/**
- * How to run the CLI: the compiled dist/ when it is newer than every source file (`make test` builds it
- * first; it starts much faster on a busy machine), else the sources through tsx.
- */
-export function cliCommand(): { args: string[]; compiled: boolean } {
-  const compiled = join(repoRoot, "dist/src/cli/main.js");
-  const fresh = (dir: string): boolean => readdirSync(dir, { withFileTypes: true }).every((entry) => {
-    const path = join(dir, entry.name);
-    if (entry.isDirectory()) return fresh(path);
-    if (!entry.name.endsWith(".ts")) return true;
-    const js = join(repoRoot, "dist", relative(repoRoot, path)).replace(/\.ts$/, ".js");
-    return existsSync(js) && statSync(js).mtimeMs >= statSync(path).mtimeMs;
-  });
-  if (existsSync(compiled) && fresh(join(repoRoot, "src"))) return { args: [compiled], compiled: true };
-  return { args: ["--import", "tsx", join(repoRoot, "src/cli/main.ts")], compiled: false };
-}
 
 /** Operator config text for a replica, given where its relays are and the cluster name (undefined: none set, as shipped). */
 export type ConfigFor = (addresses: Upstreams, clusterName: string | undefined) => string;

@@ -10,12 +10,12 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { test } from "node:test";
 import * as k8s from "@kubernetes/client-node";
+import { cliCommand } from "../support/cli-entry";
 import { eventually, kubectl, run, testEnv } from "../support/env";
 import { ClaimHistory, useOperatorNamespace } from "../support/operator";
 
 const repoRoot = resolve(__dirname, "..", "..");
 const example = (name: string) => join(repoRoot, "examples", name);
-const cli = join(repoRoot, "src/cli/main.ts");
 
 const env = useOperatorNamespace("examples");
 
@@ -45,7 +45,7 @@ test("(a) a Job of 5 pods whose init containers wait on db-migration take turns"
   const waits = jobPods.map((pod) => {
     const podEnv = { ...process.env, KUBECONFIG: testEnv.kubeconfig, POD_NAME: pod.metadata!.name!, POD_NAMESPACE: env.namespace, POD_UID: pod.metadata!.uid! };
     const tokenFile = join(tokenDir, pod.metadata!.uid!);
-    return { pod: pod.metadata!.name!, tokenFile, result: run(process.execPath, ["--import", "tsx", cli, "wait", "--lock", "db-migration", "--timeout", "2m", "--token-file", tokenFile], undefined, podEnv) };
+    return { pod: pod.metadata!.name!, tokenFile, result: run(process.execPath, [...cliCommand().args, "wait", "--lock", "db-migration", "--timeout", "2m", "--token-file", tokenFile], undefined, podEnv) };
   });
   // Each granted pod "runs its migration" and succeeds, which releases the lock to the next.
   const finished = new Set<string>();

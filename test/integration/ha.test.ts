@@ -4,9 +4,9 @@
  * polling) and no grant is lost or doubled; SIGTERM hands over at once; bad settings stop start-up.
  */
 import assert from "node:assert/strict";
-import { join, resolve } from "node:path";
 import { after, before, test } from "node:test";
 import * as k8s from "@kubernetes/client-node";
+import { cliCommand } from "../support/cli-entry";
 import { createNamespace, eventually, kubeConfig, run, testEnv } from "../support/env";
 import { Api, ClaimHistory, findLog as find, identityOf, leadingAt, logLines, startOperator, type OperatorProcess } from "../support/operator";
 
@@ -164,9 +164,8 @@ test("a leader paused past its renew deadline finds out when it resumes, stops i
 });
 
 test("invalid leader election settings stop start-up with a clear message and exit code 2", async () => {
-  const cli = join(resolve(__dirname, "..", ".."), "src/cli/main.ts");
   const result = await run(process.execPath, [
-    "--import", "tsx", cli, "operator", "--kubeconfig", testEnv.operatorKubeconfig, "--leader-elect",
+    ...cliCommand().args, "operator", "--kubeconfig", testEnv.operatorKubeconfig, "--leader-elect",
     "--leader-elect-lease-duration", "4s", "--leader-elect-renew-deadline", "5s", "--leader-elect-retry-period", "500ms",
   ]);
   assert.equal(result.code, 2, result.stderr);

@@ -4,12 +4,12 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type * as k8s from "@kubernetes/client-node";
 import type { LockClaim } from "../../src/api/types";
+import { cliCommand } from "./cli-entry";
 import { eventually, type CommandResult } from "./env";
 import type { Api } from "./operator";
 import { tempDir } from "./temp";
 
 const repoRoot = resolve(__dirname, "..", "..");
-const cli = join(repoRoot, "src/cli/main.ts");
 
 export type CliResult = CommandResult & { signal: NodeJS.Signals | null };
 
@@ -24,7 +24,7 @@ export interface CliProcess {
 export function startCli(args: string[], env: Record<string, string> = {}): CliProcess {
   const base = { ...process.env };
   for (const key of ["POD_NAME", "POD_NAMESPACE", "POD_UID"]) delete base[key];
-  const child = spawn(process.execPath, ["--import", "tsx", cli, ...args], { cwd: repoRoot, env: { ...base, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, [...cliCommand().args, ...args], { cwd: repoRoot, env: { ...base, ...env }, stdio: ["ignore", "pipe", "pipe"] });
   let stdout = "";
   let stderr = "";
   child.stdout!.on("data", (d) => (stdout += d));

@@ -26,9 +26,9 @@ import { KubeConfig } from "@kubernetes/client-node";
 import { BackendConfigError } from "../../src/backends/backend";
 import { createBackend } from "../../src/backends/registry";
 import { ConfigError, parseConfig } from "../../src/config";
+import { cliCommand } from "../support/cli-entry";
 
 const repoRoot = resolve(__dirname, "..", "..");
-const cli = join(repoRoot, "src/cli/main.ts");
 /** A CLI still running after this long accepted the config (the machine may be busy: be generous). */
 const CLI_LIMIT_MS = 60_000;
 /** A line longer than this is no "clear line": the value was echoed whole. */
@@ -74,7 +74,7 @@ let files = 0;
 function startWith(config: string, { limitMs = CLI_LIMIT_MS, stopWhen }: { limitMs?: number; stopWhen?: RegExp } = {}): Promise<StartResult> {
   const file = join(dir, `config-${files++}.yaml`);
   writeFileSync(file, config);
-  const args = ["--import", "tsx", cli, "operator", "--kubeconfig", kubeconfigFile, "--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--config", file];
+  const args = [...cliCommand().args, "operator", "--kubeconfig", kubeconfigFile, "--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--config", file];
   const started = Date.now();
   return new Promise((done, fail) => {
     const child = spawn(process.execPath, args, { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"] });

@@ -7,9 +7,9 @@ import { execFile } from "node:child_process";
 import { join, resolve } from "node:path";
 import { describe, test } from "node:test";
 import { namespaceList } from "../../src/cli/namespaces";
+import { cliCommand } from "../support/cli-entry";
 
 const repoRoot = resolve(__dirname, "..", "..");
-const cli = join(repoRoot, "src/cli/main.ts");
 
 describe("namespaceList", () => {
   const accepted: [string[] | undefined, string[]][] = [
@@ -54,7 +54,7 @@ test("kubelock operator refuses bad --watch-namespace values with exit 2, one li
   // No kubeconfig anywhere: the flags must be refused before the operator would need one.
   const env = { ...process.env, KUBECONFIG: join(repoRoot, "no-such-kubeconfig"), HOME: join(repoRoot, "no-such-home") };
   const { code, stderr } = await new Promise<{ code: number | null; stderr: string }>((done) => {
-    const child = execFile(process.execPath, ["--import", "tsx", cli, "operator", "--watch-namespace", "shop,,Billing", "--watch-namespace", "shop"],
+    const child = execFile(process.execPath, [...cliCommand().args, "operator", "--watch-namespace", "shop,,Billing", "--watch-namespace", "shop"],
       { cwd: repoRoot, env, timeout: 60_000 }, (_err, _stdout, err) => done({ code: child.exitCode, stderr: err }));
   });
   assert.equal(code, 2, stderr);
