@@ -8,6 +8,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { createServer, type Server, type Socket } from "node:net";
 import { join } from "node:path";
+import { performance } from "node:perf_hooks";
 import * as k8s from "@kubernetes/client-node";
 import type { Api } from "../support/operator";
 import { cliCommand } from "../support/cli-entry";
@@ -17,11 +18,12 @@ import { errorText, now, Random, retry, sleep } from "./util";
 
 /**
  * The command `kubelock run` runs (`node -e SECTION_COMMAND PORT`): tells the section server it entered,
- * with the token `kubelock run` gave it, and runs until told to leave (or until the server goes).
+ * with the token `kubelock run` gave it and when it sent that (wall clock ms), and runs until told to leave
+ * (or until the server goes).
  */
 export const SECTION_COMMAND = [
   "const s = require('net').connect(Number(process.argv[1]), '127.0.0.1', () =>",
-  "  s.write(['enter', process.env.KUBELOCK_LOCK, process.env.KUBELOCK_CLAIM, process.env.KUBELOCK_FENCING_TOKEN].join(' ') + '\\n'));",
+  "  s.write(['enter', process.env.KUBELOCK_LOCK, process.env.KUBELOCK_CLAIM, process.env.KUBELOCK_FENCING_TOKEN, Date.now()].join(' ') + '\\n'));",
   "s.on('data', (d) => { if (String(d).includes('leave')) process.exit(0); });",
   "s.on('close', () => process.exit(0));",
   "s.on('error', () => process.exit(1));",
@@ -65,13 +67,15 @@ export class SectionServer {
     await new Promise<void>((resolve) => this.server!.listen(0, "127.0.0.1", () => resolve()));
   }
 
-  private enter(socket: Socket, [verb, lock, claim, token]: string[]): void {
+  private enter(socket: Socket, [verb, lock, claim, token, sent]: string[]): void {
     const register = this.registers.get(lock);
     if (verb !== "enter" || !register || !/^\d+$/.test(token ?? "")) {
       socket.destroy();
       return;
     }
-    const section = register.enter(`cli:${claim}`, claim, BigInt(token));
+    // When the command sent it, on this process's clock: a busy harness may read the line much later.
+    const sentAt = Number(sent) - performance.timeOrigin;
+    const section = register.enter(`cli:${claim}`, claim, BigInt(token), Number.isFinite(sentAt) ? sentAt : undefined);
     if (!section) {
       socket.destroy();
       return;

@@ -25,15 +25,19 @@ export interface Rejection {
   claim: string;
   token: bigint;
   at: number;
+  /** When the holder sent its entry (a command's report may be read late), if it said. */
+  sentAt?: number;
   /** The highest token accepted so far, and whose it was. */
   highest: bigint;
   highestClaim: string;
+  /** When that claim entered. */
+  highestAt: number;
 }
 
 export class FencedRegister {
   readonly sections: Section[] = [];
   readonly rejections: Rejection[] = [];
-  private highest?: { token: bigint; claim: string };
+  private highest?: { token: bigint; claim: string; at: number };
 
   constructor(readonly lock: string, readonly maxHolders: number) {}
 
@@ -42,13 +46,13 @@ export class FencedRegister {
   }
 
   /** The section if accepted, else undefined (recorded as a rejection). */
-  enter(worker: string, claim: string, token: bigint): Section | undefined {
+  enter(worker: string, claim: string, token: bigint, sentAt?: number): Section | undefined {
     const at = now();
     if (this.mutex && this.highest && token < this.highest.token) {
-      this.rejections.push({ lock: this.lock, worker, claim, token, at, highest: this.highest.token, highestClaim: this.highest.claim });
+      this.rejections.push({ lock: this.lock, worker, claim, token, at, sentAt, highest: this.highest.token, highestClaim: this.highest.claim, highestAt: this.highest.at });
       return undefined;
     }
-    if (!this.highest || token >= this.highest.token) this.highest = { token, claim };
+    if (!this.highest || token >= this.highest.token) this.highest = { token, claim, at };
     const section: Section = { lock: this.lock, worker, claim, token, enter: at };
     this.sections.push(section);
     return section;

@@ -480,7 +480,7 @@ function rejectionStory(x: Rejection, clusters: { name: string; history: ClaimLo
   });
   const run = cli.find((r) => r.name === x.claim);
   return [
-    `refused at +${secs(x.at - t0)}; its claim: ${phases.join("; ") || "no event seen"}`,
+    `refused at +${secs(x.at - t0)}${x.sentAt === undefined ? "" : ` (sent +${secs(x.sentAt - t0)})`}, ${x.highestClaim} entered at +${secs(x.highestAt - t0)}; its claim: ${phases.join("; ") || "no event seen"}`,
     ...(run ? [`kubelock run (started +${secs(run.created - t0)}, exit ${run.exitCode ?? "-"}): ${(run.stderr ?? "").trim().replace(/\n/g, " | ") || "no stderr"}`] : []),
   ];
 }
