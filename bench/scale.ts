@@ -113,6 +113,7 @@ export async function scaleBenchmark(ctx: BenchContext): Promise<void> {
       restarted = `failed: ${err instanceof Error ? err.message : String(err)}`;
     }
     ctx.log(`scale: restarted with ${n} Granted holds: ${restarted}`);
+    ctx.targets.push({ target: `4 scale: ${n} locks and claims with peak RSS ≤ 200 MiB`, measured: `${fmt(hwm / 1024, 0)} MiB (VmHWM), converged in ${fmt(convergeMs / 1000, 0)} s`, met: hwm / 1024 <= 200 });
     const renewalsPerSecond = n / (LEASE_SECONDS / 3);
     ctx.findings.push(`4 scale: ${n} locks converged in ${fmt(convergeMs / 1000, 0)} s (${fmt(n / (convergeMs / 1000), 1)} grants/s), peak RSS ${fmt(hwm / 1024, 0)} MiB, ` +
       `${lost} claims Lost. Idle after convergence: ${fmt((100 * idleCpu) / (idleMs / 1000), 1)}% of one core, ${fmt(idleTotal / (idleMs / 1000), 1)} API requests/s and ` +
