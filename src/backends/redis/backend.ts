@@ -45,6 +45,13 @@ import { BackendUnavailableError, type AcquireRequest, type Hold, type HolderInf
 const WATCH_POLL_MS = 2000;
 /** An ended connection is opened again after this long. */
 const REOPEN_MS = 500;
+/**
+ * Redis Cluster: how often the watched channels are subscribed again. ioredis sends a cluster's SUBSCRIBE through
+ * one node's connection of its own, and after the whole cluster was away it may come back without the channels
+ * (a SUBSCRIBE refused with "No subscriber for the cluster" while none was chosen, or restored from a connection
+ * that never got them): subscribing again is harmless, and bounds how long a watch stays deaf.
+ */
+const CLUSTER_RESUBSCRIBE_MS = 5000;
 
 import { FanOut, orderOf } from "../kit/fan-out";
 import { holderInfo } from "../kit/queue-state";
@@ -97,6 +104,7 @@ export class RedisBackend implements LockBackend {
   private lastError?: Error;
   private connecting?: Promise<void>;
   private closed = false;
+  private resubscribeTimer?: NodeJS.Timeout;
 
   constructor(readonly name: string, private readonly settings: RedisSettings) {
     this.client = connect(settings, { enableOfflineQueue: false, maxRetriesPerRequest: 1 });
@@ -131,6 +139,32 @@ export class RedisBackend implements LockBackend {
       if (connectedBefore) this.watches.notifyAll();
       connectedBefore = true;
     });
+    if (this.subscriber instanceof Cluster) this.keepSubscribed(this.subscriber);
+  }
+
+  /**
+   * Redis Cluster: subscribes the watched channels again every CLUSTER_RESUBSCRIBE_MS. When that fails, the
+   * connection ioredis subscribes through is dropped (or, if it has none, it is asked to choose one), so that
+   * the next attempt goes through a fresh connection; the first success after a failure wakes every watcher,
+   * as a reconnect does, since events published meanwhile were lost.
+   */
+  private keepSubscribed(cluster: Cluster): void {
+    // ioredis's own subscriber picker (not part of its typed API): getInstance() is its connection, start() picks one.
+    const picker = (cluster as unknown as { subscriber?: { getInstance(): Redis | null; start(): void } }).subscriber;
+    let deaf = false;
+    this.resubscribeTimer = setInterval(() => {
+      const channels = this.watches.watched().map(([channel]) => channel);
+      if (channels.length === 0 || cluster.status !== "ready") return;
+      cluster.subscribe(...channels).then(() => {
+        if (deaf) this.watches.notifyAll();
+        deaf = false;
+      }, () => {
+        deaf = true;
+        const instance = picker?.getInstance();
+        if (instance) instance.disconnect(); // ioredis then picks another node's connection and subscribes anew
+        else picker?.start();
+      });
+    }, CLUSTER_RESUBSCRIBE_MS).unref();
   }
 
   /**
@@ -239,6 +273,7 @@ export class RedisBackend implements LockBackend {
 
   async close(): Promise<void> {
     this.closed = true;
+    clearInterval(this.resubscribeTimer);
     for (const poll of this.watches.clear()) poll.stop();
     // disconnect() after QUIT also ends the Sentinel connections of the failover detector (QUIT leaves them open).
     await Promise.all([this.client, this.subscriber].map((c) => c.quit().catch(() => undefined).finally(() => c.disconnect())));
