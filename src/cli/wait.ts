@@ -10,7 +10,7 @@ import { ClaimReason, TERMINAL_PHASES, type LockClaim } from "../api/types";
 import { watchClaim } from "./claim-watch";
 import {
   CliError, COMMON_FLAGS_HELP, EXIT_CODES_HELP, Exit, command, connect, createOrAdoptClaim, deleteClaim, describeError, durationFlag,
-  grantedCondition, integerFlag, lockNotFound, parseFlags, podIdentity, usageError, type Cluster,
+  getLock, grantedCondition, integerFlag, lockNotFound, parseFlags, podIdentity, usageError, type Cluster,
 } from "./common";
 import { formatDuration, parseSeconds, DurationError } from "./duration";
 
@@ -77,6 +77,7 @@ export function waitForGrant(options: WaitOptions): Promise<LockClaim> {
     let position: number | undefined;
     let lastNote = "";
     let finished = false;
+    let checkingLock = false;
     let timer: NodeJS.Timeout | undefined;
     const finish = (result: { claim: LockClaim } | { error: unknown }) => {
       if (finished) return;
@@ -100,7 +101,16 @@ export function waitForGrant(options: WaitOptions): Promise<LockClaim> {
         const why = condition ? ` (${condition.reason}): ${condition.message}` : "";
         return fail(`claim ${claimName} ended with phase ${status.phase}${why}; delete it to ask for lock ${lockName} again`, Exit.ClaimEnded);
       }
-      if (condition?.reason === ClaimReason.LockNotFound) return fail(lockNotFound(lockName, namespace), Exit.NotFound);
+      if (condition?.reason === ClaimReason.LockNotFound) {
+        // The status may predate the lock (a claim applied before its lock): believe it only if the lock is missing now.
+        if (!checkingLock) {
+          checkingLock = true;
+          void getLock(cluster, lockName).then(() => undefined, (err: unknown) => (err instanceof CliError && err.code === Exit.NotFound ? err : undefined))
+            .then((missing) => (missing ? fail(lockNotFound(lockName, namespace), Exit.NotFound) : undefined), () => undefined)
+            .finally(() => (checkingLock = false));
+        }
+        return;
+      }
       if (once && (status?.position !== undefined || condition?.reason === ClaimReason.Waiting)) {
         const where = status?.position !== undefined ? ` at position ${status.position}` : "";
         return fail(`lock ${lockName} is not free: the operator queued claim ${claimName}${where} instead of granting it at once (try-once)`, Exit.Busy);

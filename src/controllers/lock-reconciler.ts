@@ -415,11 +415,17 @@ export class LockReconciler {
     }
   }
 
-  /** No such lock: claims naming it wait with LockNotFound; deleted ones go. */
-  private async lockMissing(key: string, name: string, claims: LockClaim[]): Promise<void> {
+  /**
+   * No such lock in the cache: claims naming it wait with LockNotFound (once a live read confirms the lock is
+   * missing; when it exists, its watch event is on the way and the lock is looked at again); deleted ones go.
+   */
+  private async lockMissing(key: string, name: string, claims: LockClaim[]): Promise<ReconcileResult | void> {
     this.forgetLock(key);
     this.ctx.metrics?.lockGone(key);
     const now = new Date(this.ctx.clock.now()).toISOString();
+    const toTell = claims.filter((c) => !c.metadata.deletionTimestamp && (c.status?.phase === undefined || c.status.phase === "Pending")
+      && c.status?.conditions?.find((x) => x.type === ConditionType.Granted)?.reason !== ClaimReason.LockNotFound);
+    if (toTell.length > 0 && (await this.ctx.client.lockExists(key.split("/")[0], name))) return { requeueAfterMs: LOCK_ARRIVING_MS };
     for (const claim of claims) {
       if (claim.metadata.deletionTimestamp) await this.removeFinalizer(claim);
       else if (claim.status?.phase === undefined || claim.status.phase === "Pending") {
@@ -568,6 +574,9 @@ export class LockReconciler {
     for (const key of [...this.watches.keys()]) this.forgetLock(key);
   }
 }
+
+/** A lock missing from the cache that a live read found: looked at again after this, if its watch event has not come. */
+const LOCK_ARRIVING_MS = 500;
 
 /** How long at most the first renewals of the holds found at start-up are spread (see followClaim). */
 const RESUME_SPREAD_MS = 5000;

@@ -110,6 +110,18 @@ export class KubeClient {
     return (await this.custom.getNamespacedCustomObject({ group: GROUP, version: VERSION, plural: CLAIM_PLURAL, namespace, name }, timeout)) as LockClaim;
   }
 
+  /**
+   * Whether the lock exists, read live (a list by name: the operator may list locks, not get them): the evidence
+   * before its claims are told it does not, since the claims' watch may deliver a claim before the locks' watch
+   * delivers the lock created just before it.
+   */
+  async lockExists(namespace: string, name: string): Promise<boolean> {
+    const list = (await this.custom.listNamespacedCustomObject({
+      group: GROUP, version: VERSION, plural: LOCK_PLURAL, namespace, fieldSelector: `metadata.name=${name}`, limit: 1,
+    }, timeout)) as { items?: unknown[] };
+    return (list.items?.length ?? 0) > 0;
+  }
+
   async createClaim(claim: LockClaim): Promise<LockClaim> {
     return (await this.custom.createNamespacedCustomObject({
       group: GROUP, version: VERSION, plural: CLAIM_PLURAL, namespace: claim.metadata.namespace, body: claim,

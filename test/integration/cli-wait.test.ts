@@ -99,6 +99,21 @@ describe("kubelock wait", () => {
     assert.match(result.stderr, new RegExp(`lock nope not found in namespace ${namespace}`));
   });
 
+  test("a LockNotFound older than the lock is not believed: the wait goes on (exit 3 at its timeout, not 5)", async () => {
+    await api.createClaim("before-its-lock", { lockName: "arrives-later" });
+    await api.waitForClaim("before-its-lock", "told its lock is missing", (c) => c.status?.conditions?.some((x) => x.reason === "LockNotFound") === true);
+    // With the operator stopped, the claim keeps saying LockNotFound after the lock exists.
+    await operator.stop();
+    try {
+      await api.createLock("arrives-later");
+      const result = await kubelock(["wait", "--lock", "arrives-later", "--claim", "before-its-lock", "--timeout", "3s", "-n", namespace]);
+      assert.equal(result.code, 3, show(result));
+    } finally {
+      operator = await startOperator({ namespace });
+    }
+    await api.waitForPhase("before-its-lock", "Granted");
+  });
+
   test("usage errors are exit 2: no --lock, no claim name outside a pod, a bad duration", async () => {
     const noLock = await kubelock(["wait", "-n", namespace]);
     assert.equal(noLock.code, 2, show(noLock));
