@@ -420,12 +420,12 @@ export class LockReconciler {
    * missing; when it exists, its watch event is on the way and the lock is looked at again); deleted ones go.
    */
   private async lockMissing(key: string, name: string, claims: LockClaim[]): Promise<ReconcileResult | void> {
-    this.forgetLock(key);
-    this.ctx.metrics?.lockGone(key);
-    const now = new Date(this.ctx.clock.now()).toISOString();
     const toTell = claims.filter((c) => !c.metadata.deletionTimestamp && (c.status?.phase === undefined || c.status.phase === "Pending")
       && c.status?.conditions?.find((x) => x.type === ConditionType.Granted)?.reason !== ClaimReason.LockNotFound);
     if (toTell.length > 0 && (await this.ctx.client.lockExists(key.split("/")[0], name))) return { requeueAfterMs: LOCK_ARRIVING_MS };
+    this.forgetLock(key);
+    this.ctx.metrics?.lockGone(key);
+    const now = new Date(this.ctx.clock.now()).toISOString();
     for (const claim of claims) {
       if (claim.metadata.deletionTimestamp) await this.removeFinalizer(claim);
       else if (claim.status?.phase === undefined || claim.status.phase === "Pending") {
