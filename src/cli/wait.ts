@@ -105,9 +105,9 @@ export function waitForGrant(options: WaitOptions): Promise<LockClaim> {
         // The status may predate the lock (a claim applied before its lock): believe it only if the lock is missing now.
         if (!checkingLock) {
           checkingLock = true;
-          void getLock(cluster, lockName).then(() => undefined, (err: unknown) => (err instanceof CliError && err.code === Exit.NotFound ? err : undefined))
-            .then((missing) => (missing ? fail(lockNotFound(lockName, namespace), Exit.NotFound) : undefined), () => undefined)
-            .finally(() => (checkingLock = false));
+          void getLock(cluster, lockName).then(() => undefined, (err: unknown) => {
+            if (err instanceof CliError && err.code === Exit.NotFound) fail(lockNotFound(lockName, namespace), Exit.NotFound);
+          }).finally(() => (checkingLock = false));
         }
         return;
       }

@@ -66,7 +66,7 @@ export class LockReconciler {
     const [namespace, name] = key.split("/");
     let lock = this.ctx.caches.locks.get(namespace, name);
     const claims = this.ctx.caches.claims.byIndex(ClaimIndex.byLock, key);
-    if (!lock) return this.lockMissing(key, name, claims);
+    if (!lock) return this.lockMissing(key, namespace, name, claims);
 
     let backend: LockBackend;
     try {
@@ -419,10 +419,10 @@ export class LockReconciler {
    * No such lock in the cache: claims naming it wait with LockNotFound (once a live read confirms the lock is
    * missing; when it exists, its watch event is on the way and the lock is looked at again); deleted ones go.
    */
-  private async lockMissing(key: string, name: string, claims: LockClaim[]): Promise<ReconcileResult | void> {
+  private async lockMissing(key: string, namespace: string, name: string, claims: LockClaim[]): Promise<ReconcileResult | void> {
     const toTell = claims.filter((c) => !c.metadata.deletionTimestamp && (c.status?.phase === undefined || c.status.phase === "Pending")
       && c.status?.conditions?.find((x) => x.type === ConditionType.Granted)?.reason !== ClaimReason.LockNotFound);
-    if (toTell.length > 0 && (await this.ctx.client.lockExists(key.split("/")[0], name))) return { requeueAfterMs: LOCK_ARRIVING_MS };
+    if (toTell.length > 0 && (await this.ctx.client.lockExists(namespace, name))) return { requeueAfterMs: LOCK_ARRIVING_MS };
     this.forgetLock(key);
     this.ctx.metrics?.lockGone(key);
     const now = new Date(this.ctx.clock.now()).toISOString();
