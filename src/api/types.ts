@@ -9,7 +9,11 @@ export const API_VERSION = `${GROUP}/${VERSION}`;
 export const LOCK_PLURAL = "distributedlocks";
 export const CLAIM_PLURAL = "lockclaims";
 
-/** Finalizer on locks and claims: the backend hold is released before the object goes. */
+/**
+ * Finalizer on locks: their claims' holds and the key's backend state are released before the lock goes.
+ * Claims carry none (a claim's deletion is seen by watch, and its UID is evidence enough to release its hold);
+ * the operator still removes it from claims that an earlier version gave one.
+ */
 export const RELEASE_FINALIZER = "kubelock.io/release";
 /** Pod annotation naming the DistributedLock the pod asks for. */
 export const LOCK_ANNOTATION = "kubelock.io/lock";
@@ -92,6 +96,12 @@ export interface LockHolder {
 export const POSITION_REFRESH_MS = 2000;
 
 /**
+ * How long a new claim that has to wait goes without a status: one granted within this time after the operator
+ * first saw it goes straight to Granted, so a lock handed on quickly costs no Pending write per claim.
+ */
+export const FIRST_PLACE_DELAY_MS = 250;
+
+/**
  * How often renewals alone are recorded in a lock's `status.holders[].renewTime` (as a Node's status
  * report frequency since Lease heartbeats): 5 minutes. Holds are renewed in the backend every third of
  * their lease regardless; the status is a report, written when something changes.
@@ -146,8 +156,8 @@ export interface LockClaimStatus {
   phase?: ClaimPhase;
   /** While Pending: 1 is next. */
   /**
-   * Place in the queue while Pending; 1 is next. A claim's first place is written at once; changes of
-   * place are written at most every POSITION_REFRESH_MS (2 s) per lock, so a queue of k claims moving
+   * Place in the queue while Pending; 1 is next. A claim's first place is written once it has waited
+   * FIRST_PLACE_DELAY_MS (a quarter of a second); changes of place are written at most every POSITION_REFRESH_MS (2 s) per lock, so a queue of k claims moving
    * fast costs k status writes per refresh rather than k per grant.
    */
   position?: number;

@@ -5,10 +5,11 @@
  * backend, writes each changed status once, and asks to be requeued when a hold needs renewing or a
  * deadline falls.
  *
- * Safety order: grant = backend acquire, then claim status; release = claim status, then backend release.
+ * Safety order: grant = backend acquire, then the lock's status (its fencing high-water mark), then the claim's;
+ * release = claim status, then backend release.
  */
 import {
-  ClaimReason, ConditionType, POD_UID_ANNOTATION, POSITION_REFRESH_MS, STATUS_REPORT_MS, LOCK_DEFAULTS, LOCK_PLURAL, CLAIM_PLURAL, LockReason, RELEASE_FINALIZER,
+  ClaimReason, ConditionType, FIRST_PLACE_DELAY_MS, POD_UID_ANNOTATION, POSITION_REFRESH_MS, STATUS_REPORT_MS, LOCK_DEFAULTS, LOCK_PLURAL, CLAIM_PLURAL, LockReason, RELEASE_FINALIZER,
   type DistributedLock, type DistributedLockStatus, type LockClaim, type LockClaimStatus, type LockHolder,
 } from "../api/types";
 import { setCondition } from "../api/conditions";
@@ -22,6 +23,7 @@ import { ClaimIndex, type OperatorContext } from "./context";
 import { showLostAsFollower } from "./follower-lost";
 import { HoldRenewer, validityMarginMs, type TrackedHold } from "./hold-renewer";
 import { ObservedVersions } from "../runtime/observed";
+import { DeletedClaims } from "./deleted-claims";
 
 /** Equal as JSON values, whatever the order of object keys (the API server keeps its own order). */
 const sameJson = (a: unknown, b: unknown) => canonical(a) === canonical(b);
@@ -37,6 +39,10 @@ export class LockReconciler {
   private readonly heartbeats = new ObservedVersions();
   /** When this process first saw each waiting claim (waitTimeoutSeconds counts from it). */
   private readonly waiting = new ObservedVersions();
+  /** When this process first saw each claim that has no status yet (see FIRST_PLACE_DELAY_MS). */
+  private readonly arrivals = new ObservedVersions();
+  /** Claims this process saw deleted: a hold left by one goes without a live read (see orphanFate). */
+  private readonly deletedClaims = new DeletedClaims();
   private readonly renewer: HoldRenewer;
   /** Lock-delay: when each lapsing hold (its claim ended Lost or LeaseExpired) may be released, this process's clock. */
   private readonly lapseDeadlines = new Map<string, number>();
@@ -112,16 +118,14 @@ export class LockReconciler {
     const now = new Date(nowMs).toISOString();
     const tracked = (holderId: string): TrackedHold => ({ lockKey, backend, backendKey, holderId, leaseSeconds });
 
-    await forEachConcurrently(claims.filter((c) => !c.metadata.deletionTimestamp), async (claim) => {
-      await this.ensureFinalizer(CLAIM_PLURAL, claim);
-      await this.recordPodUid(this.latest(claim));
-    });
+    await forEachConcurrently(claims.filter((c) => !c.metadata.deletionTimestamp), (claim) => this.recordPodUid(claim));
     claims = claims.map((c) => this.latest(c));
     let floor = fencingFloor(lock, claims);
     const { holders: holdList, waiting: entries } = await backend.queueState!(backendKey);
     const holds = new Map(holdList.map((h) => [h.holderId, h]));
     const heartbeatSeenAt = this.heartbeats.sync(lockKey, claims.flatMap(heartbeatOf), nowMs);
     const waitingSeenAt = this.waiting.sync(lockKey, claims.flatMap(waitingOf), nowMs);
+    const arrivedAt = this.arrivals.sync(lockKey, claims.flatMap(arrivalOf), nowMs);
     const assessed = new Map(claims.map((c) => {
       const id = c.metadata.uid ?? c.metadata.name;
       const facts = assessClaim(c, this.podState(c), nowMs, heartbeatSeenAt.get(id), waitingSeenAt.get(id));
@@ -152,15 +156,23 @@ export class LockReconciler {
       if (await backend.release(backendKey, ending.id)) metrics?.released(lockKey, backend.name, ending.reason, nowMs);
       holds.delete(ending.id);
     }
-    for (const orphan of decision.orphans) {
-      if (!(await this.isOrphan(lock, holds.get(orphan)!, assessed.has(orphan)))) continue;
-      this.renewer.untrack(orphan);
-      if (await backend.release(backendKey, orphan)) metrics?.released(lockKey, backend.name, "Orphaned", nowMs);
-      holds.delete(orphan);
-    }
-    for (const id of decision.withdraw) await backend.release(backendKey, id);
     // Lock-delay: a lapsing hold goes one lease after its claim ended, when its holder has stopped by its own deadline.
     let lapseAt = Infinity;
+    for (const orphan of decision.orphans) {
+      const fate = await this.orphanFate(lock, holds.get(orphan)!, assessed.has(orphan));
+      if (fate === "claimed") continue;
+      this.renewer.untrack(orphan);
+      const releaseAt = fate === "lapse" ? this.lapsesAt(orphan, nowMs + leaseSeconds * 1000) : nowMs;
+      if (releaseAt > nowMs) {
+        lapseAt = Math.min(lapseAt, releaseAt);
+        continue;
+      }
+      if (await backend.release(backendKey, orphan)) metrics?.released(lockKey, backend.name, "Orphaned", nowMs);
+      holds.delete(orphan);
+      this.lapseDeadlines.delete(orphan);
+      this.deletedClaims.forget(orphan);
+    }
+    for (const id of decision.withdraw) await backend.release(backendKey, id);
     for (const id of decision.lapsing) {
       this.renewer.untrack(id);
       const releaseAt = this.lapsesAt(id, nowMs + leaseSeconds * 1000);
@@ -201,6 +213,7 @@ export class LockReconciler {
     // Grants, in queue order: the front waits in the backend's queue (rule 7 of decide), which serves clusters in
     // the order their entries joined; each call takes the slot when the entry's turn has come, or refreshes it.
     let regression: string | undefined;
+    let acquired = 0;
     const waiting: string[] = [];
     for (const [index, id] of decision.queue.entries()) {
       const { claim } = assessed.get(id)!;
@@ -224,6 +237,7 @@ export class LockReconciler {
         continue;
       }
       floor = BigInt(hold.fencingToken);
+      acquired++;
       holds.set(id, hold);
       this.renewer.track(tracked(id), startedAt);
       metrics?.granted(lockKey, backend.name, claim.metadata.creationTimestamp, clock.now());
@@ -231,16 +245,20 @@ export class LockReconciler {
       // the API server's busiest write after the status itself. Events are for what needs attention.
       statuses.set(id, grantedStatus(claim, hold, lock.metadata.name, now));
     }
-    // Places: a claim's first place is written at once; moves wait for the lock's position refresh (at most one
-    // per POSITION_REFRESH_MS), so a moving queue is not O(k) writes per grant, and a claim granted within that
-    // time after it moved up costs no write for the move.
+    // Places: a claim's first place is written once it has waited FIRST_PLACE_DELAY_MS (one granted sooner costs
+    // no Pending write); moves wait for the lock's position refresh (at most one per POSITION_REFRESH_MS), so a
+    // moving queue is not O(k) writes per grant, and a claim granted within that time after it moved up costs no
+    // write for the move.
     const refreshIn = (this.positionsWrittenAt.get(lockKey) ?? -Infinity) + POSITION_REFRESH_MS - nowMs;
     let positionsDeferred = false;
+    let firstPlaceIn = Infinity;
     waiting.forEach((id, index) => {
       const { claim } = assessed.get(id)!;
       const shown = claim.status?.phase === "Pending" ? claim.status.position : undefined;
       const moved = shown !== undefined && shown !== index + 1;
+      const arrivalWait = (arrivedAt.get(id) ?? -Infinity) + FIRST_PLACE_DELAY_MS - nowMs;
       if (moved && refreshIn > 0) positionsDeferred = true;
+      else if (arrivalWait > 0) firstPlaceIn = Math.min(firstPlaceIn, arrivalWait);
       else {
         statuses.set(id, waitingStatus(claim, index + 1, lock.metadata.name, now));
         if (moved) this.positionsWrittenAt.set(lockKey, nowMs);
@@ -250,11 +268,26 @@ export class LockReconciler {
       if (facts.blocked) statuses.set(facts.id, blockedStatus(claim, ClaimReason.InvalidSpec, facts.blockedMessage!, now));
     }
 
-    // Claim writes that fail (a conflict) do not stop the lock's status from counting the ones that
-    // went through; the first failure is rethrown after it, and the pass is retried.
+    // The lock's status first: its high-water mark must cover every token a claim is about to show, since a claim
+    // may be deleted (its token gone with it) the moment it shows one, and a backend that lost its data must not
+    // hand that token out again. A failed write here writes no claim; the pass is retried.
+    await this.writeLockStatus(lock, {
+      holders: [...holds.values()].map((h) => this.holderEntry(h, lock.status?.holders, nowMs)),
+      holderCount: holds.size,
+      waiting: waiting.length,
+      leaseTransitions: (lock.status?.leaseTransitions ?? 0) + acquired,
+      highestFencingToken: floor > 0n ? floor.toString() : undefined,
+      ready: regression
+        ? { status: "False", reason: LockReason.FencingTokenRegressed, message: regression }
+        : { status: "True", reason: LockReason.BackendReady, message: `backend ${backend.name} reachable` },
+      available: holds.size < maxHolders,
+      now,
+    });
+
+    // Claim writes that fail (a conflict) do not stop the others; the first failure is rethrown after them, and
+    // the pass is retried.
     const ended = new Set(decision.endings.map((e) => e.id));
     const failures: unknown[] = [];
-    const shownGranted = new Set<string>();
     await forEachConcurrently([...statuses].filter(([id]) => !ended.has(id)), async ([id, status]) => {
       const { claim } = assessed.get(id)!;
       try {
@@ -269,26 +302,12 @@ export class LockReconciler {
           throw new Error(`the hold of claim ${claim.metadata.name} was no longer certainly valid when its grant was to be written`);
         }
         await this.writeClaimStatus(claim, status);
-        if (status.phase === "Granted" && claim.status?.phase !== "Granted") shownGranted.add(id);
       } catch (err) {
         failures.push(err);
       }
     });
 
-    // The high-water mark is recorded before any deleted claim (which may show a token) lets go of its finalizer.
-    await this.writeLockStatus(lock, {
-      holders: [...holds.values()].map((h) => this.holderEntry(h, lock.status?.holders, nowMs)),
-      holderCount: holds.size,
-      waiting: waiting.length,
-      leaseTransitions: (lock.status?.leaseTransitions ?? 0) + shownGranted.size,
-      highestFencingToken: floor > 0n ? floor.toString() : undefined,
-      ready: regression
-        ? { status: "False", reason: LockReason.FencingTokenRegressed, message: regression }
-        : { status: "True", reason: LockReason.BackendReady, message: `backend ${backend.name} reachable` },
-      available: holds.size < maxHolders,
-      now,
-    });
-    // A deleted claim keeps its finalizer while its hold lapses (lock-delay): the claim is the record of it.
+    // A claim that an earlier version gave the release finalizer keeps it while its hold lapses (lock-delay).
     await forEachConcurrently([...assessed.values()].filter(({ claim, facts }) => claim.metadata.deletionTimestamp && !holds.has(facts.id)),
       ({ claim }) => this.removeFinalizer(claim).catch((err) => void failures.push(err)));
     metrics?.lockState(lockKey, holds.size, waiting.length);
@@ -303,7 +322,7 @@ export class LockReconciler {
     // Waiting claims: look again every third of a lease (a foreign hold may expire without any event).
     // Holds alone: only to record renewals in the status now and then (the renewer renews them).
     const next = Math.min(waiting.length > 0 ? renewEveryMs : holds.size > 0 ? STATUS_REPORT_MS : Infinity,
-      positionsDeferred ? refreshIn : Infinity, lapseAt - nowMs + 10, ...deadlines.map((d) => d - nowMs + 10));
+      positionsDeferred ? refreshIn : Infinity, firstPlaceIn, lapseAt - nowMs + 10, ...deadlines.map((d) => d - nowMs + 10));
     return Number.isFinite(next) ? { requeueAfterMs: Math.max(10, Math.round(next)) } : {};
   }
 
@@ -322,6 +341,7 @@ export class LockReconciler {
   followClaim(claim: LockClaim, deleted = false): void {
     const id = claim.metadata.uid;
     if (!id) return;
+    if (deleted) this.deletedClaims.note(id, { lapses: assessClaim(claim, undefined, this.ctx.clock.now()).lapses === true }, this.ctx.clock.now());
     const lock = this.ctx.caches.locks.get(claim.metadata.namespace, claim.spec.lockName);
     if (deleted || claim.status?.phase !== "Granted" || !lock || lock.metadata.deletionTimestamp) {
       if (deleted || isTerminal(claim.status?.phase)) this.renewer.untrack(id);
@@ -347,15 +367,20 @@ export class LockReconciler {
   }
 
   /**
-   * A hold of this cluster with no live claim under this lock is released only on evidence: a claim ended for
-   * good, or a live read from the API server showing that its claim is gone. A cache miss alone is no evidence
-   * (a new leader's cache may lag, and another lock may share the backend key).
+   * What becomes of a hold of this cluster that no live claim under this lock owns. It goes only on evidence:
+   * its claim is here and ended for good, this process saw the claim deleted (a UID never comes back), or a live
+   * read from the API server shows that the claim is gone. A cache miss alone is no evidence (a new leader's cache
+   * may lag, and another lock may share the backend key). It lapses instead of going at once when its claim had
+   * ended Lost or LeaseExpired (lock-delay, remembered from before the claim went, or read from the deleted claim).
    */
-  private async isOrphan(lock: DistributedLock, hold: Hold, claimed: boolean): Promise<boolean> {
-    if (claimed) return true; // its claim is here, in a terminal phase
-    if (this.ctx.caches.claims.byIndex(ClaimIndex.byUid, hold.holderId).length > 0) return false;
+  private async orphanFate(lock: DistributedLock, hold: Hold, claimed: boolean): Promise<"release" | "lapse" | "claimed"> {
+    if (claimed) return "release"; // its claim is here, in a terminal phase whose hold goes at once
+    if (this.ctx.caches.claims.byIndex(ClaimIndex.byUid, hold.holderId).length > 0) return "claimed";
+    if (this.lapseDeadlines.has(hold.holderId)) return "lapse";
+    const deleted = this.deletedClaims.get(hold.holderId);
+    if (deleted) return deleted.lapses ? "lapse" : "release";
     const live = await this.ctx.client.getClaim(lock.metadata.namespace!, hold.claim).catch(ignoreNotFound);
-    return live?.metadata.uid !== hold.holderId;
+    return live?.metadata.uid === hold.holderId ? "claimed" : "release";
   }
 
   /** The lock's backend as reconciles use it; throws BackendConfigError for an unknown name. */
@@ -567,6 +592,7 @@ export class LockReconciler {
     this.positionsWrittenAt.delete(lockKey);
     this.heartbeats.forget(lockKey);
     this.waiting.forget(lockKey);
+    this.arrivals.forget(lockKey);
   }
 
   stopAll(): void {
@@ -596,6 +622,9 @@ const backendKeyOf = (lock: DistributedLock) => `${lock.metadata.namespace}/${lo
 const heartbeatOf = (claim: LockClaim): [string, string][] => claim.status?.phase === "Granted" && claim.spec.leaseDurationSeconds
   ? [[claim.metadata.uid ?? claim.metadata.name, `${claim.spec.renewTime ?? ""} ${claim.status.acquireTime ?? ""}`]]
   : [];
+
+/** A claim with no status yet, as [id, version] for ObservedVersions (see FIRST_PLACE_DELAY_MS). */
+const arrivalOf = (claim: LockClaim): [string, string][] => (claim.status?.phase ? [] : [[claim.metadata.uid ?? claim.metadata.name, "new"]]);
 
 /** A waiting claim with a waitTimeoutSeconds, as [id, version] for ObservedVersions (one version: it is seen once). */
 const waitingOf = (claim: LockClaim): [string, string][] =>

@@ -485,7 +485,7 @@ function rejectionStory(x: Rejection, clusters: { name: string; history: ClaimLo
   ];
 }
 
-/** After quiescence every claim must be gone (finalizers done) and no lock may show a holder. */
+/** After quiescence every claim must be gone and no lock may show a holder. */
 async function awaitReleased(api: Api, locks: string[], deadline: number): Promise<Violation[]> {
   let claims: string[] = [];
   let holders: string[] = [];

@@ -27,14 +27,17 @@ before(() => {
 });
 after(() => redis?.disconnect());
 
-/** Grants `claim` on `lock`, then deletes it and waits until the lock records its token as the high-water mark. */
+/**
+ * Grants `claim` on `lock`, then deletes it and waits until the lock records its token as the high-water mark with
+ * no holder left (the mark is written before the claim shows Granted; the release comes later).
+ */
 async function grantAndRelease(lock: string, claim: string): Promise<bigint> {
   await ns.api.createClaim(claim, { lockName: lock });
   const token = (await ns.api.waitForPhase(claim, "Granted")).status!.fencingToken!;
   await ns.api.deleteClaim(claim);
   await eventually(`claim ${claim} gone`, async () => ((await ns.api.getClaim(claim)) ? undefined : true));
-  const recorded = await ns.api.waitForLock(lock, `records token ${token}`, (l) => l.status?.highestFencingToken === token);
-  assert.equal(recorded.status?.holders?.length ?? 0, 0);
+  const recorded = await ns.api.waitForLock(lock, `records token ${token}, no holder`, (l) => l.status?.highestFencingToken === token && !l.status.holders?.length);
+  assert.equal(recorded.status?.highestFencingToken, token);
   return BigInt(token);
 }
 
@@ -77,7 +80,8 @@ test("etcd tokens are revisions: below the high-water mark nothing is granted, a
   const lock = await ns.api.waitForLock("revision", "Ready=False FencingTokenRegressed",
     (l) => l.status?.conditions?.some((c) => c.type === "Ready" && c.reason === "FencingTokenRegressed") ?? false);
   assert.match(lock.status!.conditions!.find((c) => c.type === "Ready")!.message, new RegExp(`not above the highest this lock handed out \\(${mark}\\)`));
-  const f = await ns.api.getClaim("f");
-  assert.equal(f?.status?.phase, "Pending", "never Granted with a token at or below the mark");
+  // The lock's status is written before its claims'; the claim's first status follows.
+  const f = await ns.api.waitForClaim("f", "has a phase", (c) => c.status?.phase !== undefined);
+  assert.equal(f.status?.phase, "Pending", "never Granted with a token at or below the mark");
   assert.equal(lock.status?.highestFencingToken, mark, "the mark never goes down");
 });

@@ -94,3 +94,18 @@ test("lock-delay: a hold whose heartbeat expired is left to lapse a full lease b
   assert.ok(BigInt(next.status!.fencingToken!) > 0n);
   assert.equal(history.replay(new Set(["beat", "next"])).maxGranted, 1);
 });
+
+test("lock-delay outlives the claim: an Expired claim deleted at once still leaves its hold to lapse a full lease", async () => {
+  await api.createLock("delayed-deleted", { backend: "redis", leaseDurationSeconds: LEASE_SECONDS });
+  await api.createClaim("beat-deleted", { lockName: "delayed-deleted", leaseDurationSeconds: 1 });
+  await api.waitForPhase("beat-deleted", "Granted", 20_000);
+  await api.createClaim("next-deleted", { lockName: "delayed-deleted" });
+  await api.waitForPhase("beat-deleted", "Expired", 20_000);
+  await api.deleteClaim("beat-deleted"); // the holder's claim is gone; its holder may still be at work until its lease ends
+  const next = await api.waitForPhase("next-deleted", "Granted", 20_000);
+  const expiredAt = history.events.find((e) => e.name === "beat-deleted" && e.phase === "Expired")!.at;
+  const grantedAt = history.events.find((e) => e.name === "next-deleted" && e.phase === "Granted")!.at;
+  assert.ok(grantedAt - expiredAt >= LEASE_SECONDS * 1000 - 300, `granted ${grantedAt - expiredAt} ms after the heartbeat expired`);
+  assert.ok(BigInt(next.status!.fencingToken!) > 0n);
+  assert.equal(history.replay(new Set(["beat-deleted", "next-deleted"])).maxGranted, 1);
+});

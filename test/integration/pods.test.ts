@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import * as k8s from "@kubernetes/client-node";
-import { CLAIM_PLURAL, GROUP, LOCK_ANNOTATION, PRIORITY_ANNOTATION, RELEASE_FINALIZER, SCHEDULING_GATE, VERSION, type LockClaim } from "../../src/api/types";
+import { CLAIM_PLURAL, GROUP, LOCK_ANNOTATION, PRIORITY_ANNOTATION, SCHEDULING_GATE, VERSION } from "../../src/api/types";
 import { claimPodUid } from "../../src/grant/claim-facts";
 import { createNamespace, eventually } from "../support/env";
 import { Api, startOperator, useOperatorNamespace, type OperatorProcess } from "../support/operator";
@@ -88,7 +88,7 @@ test("the gate is lifted only from the pod the granted claim records: a pod recr
     // first still shows Granted. A finalizer of the test's keeps that claim until the test lets it go.
     await operator.stop();
     operator = undefined;
-    await patchClaim(api, "worker", [{ op: "add", path: "/metadata/finalizers/-", value: KEEP }], k8s.PatchStrategy.JsonPatch);
+    await patchClaim(api, "worker", { metadata: { finalizers: [KEEP] } }, k8s.PatchStrategy.MergePatch);
     await api.core.deleteNamespacedPod({ name: "worker", namespace, gracePeriodSeconds: 0 });
     await eventually("the first pod gone", async () => ((await gatesOf(api, "worker")) ? undefined : true));
     const secondUid = await annotatedPod("worker", "db", { gated: true, api });
@@ -98,11 +98,15 @@ test("the gate is lifted only from the pod the granted claim records: a pod recr
 
     operator = await startOperator({ namespace });
     // The operator ends the first pod's claim (its pod is gone): either it shows the grant over, or, when the
-    // garbage collector deleted the claim first, it has released the hold and dropped its finalizer (a claim
-    // being deleted keeps its last status). The newcomer never inherited the grant.
-    const over = (c: LockClaim) =>
-      c.status?.phase !== "Granted" || (!!c.metadata.deletionTimestamp && !c.metadata.finalizers?.includes(RELEASE_FINALIZER));
-    await api.waitForClaim("worker", "of the first pod ended", (c) => c.metadata.uid === held.metadata.uid && over(c));
+    // garbage collector deleted the claim first (a claim being deleted keeps its last status), the lock no longer
+    // lists its hold. The newcomer never inherited the grant.
+    await eventually("the first pod's claim ended", async () => {
+      const c = await api.getClaim("worker");
+      if (!c || c.metadata.uid !== held.metadata.uid) return undefined;
+      if (c.status?.phase !== "Granted") return true;
+      const holders = (await api.getLock("db")).status?.holders ?? [];
+      return c.metadata.deletionTimestamp && !holders.some((h) => h.fencingToken === held.status!.fencingToken) ? true : undefined;
+    });
     assert.deepEqual(await gatesOf(api, "worker"), { uid: secondUid, gates: [SCHEDULING_GATE] }, "the recreated pod is still gated");
 
     // Once the old claim is gone, the new pod gets a claim of its own, and only then its gate is lifted.
