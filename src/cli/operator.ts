@@ -31,6 +31,7 @@ Flags:
   --leader-elect-lease-duration D   followers take over after the leader was silent this long (default 15s)
   --leader-elect-renew-deadline D   the leader steps down if it could not renew for this long (default 10s)
   --leader-elect-retry-period D     time between acquire/renew attempts (default 2s)
+                                    (the --leader-elect-* flags are refused without --leader-elect)
   -h, --help           this help
 
 Namespaces: with --watch-namespace the operator lists and watches locks, claims and pods in each
@@ -45,9 +46,16 @@ the renew deadline does not leave them unrenewed.
 
 Exit codes: 0 stopped by a signal, 1 runtime failure, 2 bad flags or config.`;
 
+/** The flags that only mean something with `--leader-elect`. */
+const LEADER_ELECTION_SETTINGS = [
+  "leader-elect-namespace", "leader-elect-id", "leader-elect-lease-duration", "leader-elect-renew-deadline", "leader-elect-retry-period",
+] as const;
+
 export async function operatorCommand(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
+  // tokens: which flags were given, since the defaults below make every value look set.
+  const { values, tokens } = parseArgs({
     args: argv,
+    tokens: true,
     options: {
       config: { type: "string" },
       kubeconfig: { type: "string" },
@@ -77,6 +85,13 @@ export async function operatorCommand(argv: string[]): Promise<number> {
   const metricsAddress = bind("metrics-bind-address");
   const healthAddress = bind("health-probe-bind-address");
   const leaderElection = values["leader-elect"] ? leaderElectionFlags(values, problems) : undefined;
+  // A replica given election settings but not --leader-elect would run the controllers at once, as a second
+  // active operator beside the elected leader.
+  const given = new Set(tokens.flatMap((t) => (t.kind === "option" ? [t.name] : [])));
+  const electionFlags = LEADER_ELECTION_SETTINGS.filter((flag) => given.has(flag)).map((flag) => `--${flag}`);
+  if (!values["leader-elect"] && electionFlags.length > 0) {
+    problems.push(`${electionFlags.join(", ")} given without --leader-elect: without it this replica runs the controllers at once, beside any elected leader; add --leader-elect or remove ${electionFlags.length > 1 ? "them" : "it"}`);
+  }
   const watched = namespaceList("watch-namespace", values["watch-namespace"]);
   problems.push(...watched.problems);
   if (problems.length > 0) {
