@@ -12,7 +12,7 @@
  *     redis: { url: redis://redis:6379, keyPrefix: kubelock }   # the type's own settings block
  * ```
  */
-import { readFileSync } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, readSync, statSync, type Stats } from "node:fs";
 import { parseDocument } from "yaml";
 import { BUILTIN_BACKEND, backendSettingsProblems, backendTypes, requiredSettings } from "./backends/registry";
 
@@ -42,19 +42,61 @@ export class ConfigError extends Error {
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
+/** The largest config file accepted, in bytes (a config is a few kilobytes; a ConfigMap holds at most 1 MiB). */
+export const MAX_CONFIG_BYTES = 1024 * 1024;
+
 /**
  * Reads and checks the config file: its shape (parseConfig) and every backend's own settings (each
  * type's settings parser, through the registry), all mistakes reported together in one ConfigError.
  */
 export async function loadConfig(path: string | undefined): Promise<OperatorConfig> {
   if (!path) return { ...DEFAULT_CONFIG, backends: [] };
-  let text: string;
+  return parseConfigAndSettings(readConfigFile(path), path);
+}
+
+/**
+ * The file's text, read only if it is a regular file of at most MAX_CONFIG_BYTES: a device (/dev/zero), a
+ * FIFO or a directory is refused before it is read, and no more than the cap plus one byte is ever read
+ * (a file that grows after its size was checked is refused too). Throws a ConfigError with one line.
+ */
+export function readConfigFile(path: string): string {
+  const refuse = (problem: string): never => {
+    throw new ConfigError(path, [problem]);
+  };
+  const check = (stats: Stats) => {
+    if (!stats.isFile()) refuse(`${fileKind(stats)}, not a regular file: the config must be a file`);
+    if (stats.size > MAX_CONFIG_BYTES) refuse(`the file has ${stats.size} bytes; a config may have at most ${MAX_CONFIG_BYTES} (1 MiB)`);
+  };
+  let fd: number | undefined;
   try {
-    text = readFileSync(path, "utf8");
+    check(statSync(path));
+    // O_NONBLOCK: should a FIFO replace the file after the check, opening it does not wait for a writer.
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+    check(fstatSync(fd));
+    const buffer = Buffer.alloc(MAX_CONFIG_BYTES + 1);
+    let length = 0;
+    let n: number;
+    do {
+      n = readSync(fd, buffer, length, buffer.length - length, null);
+      length += n;
+    } while (n > 0 && length < buffer.length);
+    if (length > MAX_CONFIG_BYTES) refuse(`the file has more than ${MAX_CONFIG_BYTES} bytes; a config may have at most ${MAX_CONFIG_BYTES} (1 MiB)`);
+    return buffer.toString("utf8", 0, length);
   } catch (err) {
-    throw new ConfigError(path, [`cannot read the file: ${(err as Error).message}`]);
+    if (err instanceof ConfigError) throw err;
+    return refuse(`cannot read the file: ${(err as Error).message}`);
+  } finally {
+    if (fd !== undefined) closeSync(fd);
   }
-  return parseConfigAndSettings(text, path);
+}
+
+function fileKind(stats: Stats): string {
+  if (stats.isDirectory()) return "a directory";
+  if (stats.isCharacterDevice()) return "a character device";
+  if (stats.isBlockDevice()) return "a block device";
+  if (stats.isFIFO()) return "a FIFO";
+  if (stats.isSocket()) return "a socket";
+  return "a special file";
 }
 
 /** parseConfig, plus each backend's settings parser (files named in the settings are read). */

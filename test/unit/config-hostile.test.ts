@@ -17,15 +17,15 @@
  */
 import assert from "node:assert/strict";
 import { configProblems } from "../support/config";
-import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { KubeConfig } from "@kubernetes/client-node";
 import { BackendConfigError } from "../../src/backends/backend";
 import { createBackend } from "../../src/backends/registry";
-import { ConfigError, parseConfig } from "../../src/config";
+import { ConfigError, loadConfig, MAX_CONFIG_BYTES, parseConfig } from "../../src/config";
 import { cliCommand } from "../support/cli-entry";
 
 const repoRoot = resolve(__dirname, "..", "..");
@@ -71,9 +71,14 @@ let files = 0;
  * Runs `kubelock operator --config FILE` and waits for it to exit; it is killed after `limitMs`, or as
  * soon as its output matches `stopWhen` (code "running" then too: it started).
  */
-function startWith(config: string, { limitMs = CLI_LIMIT_MS, stopWhen }: { limitMs?: number; stopWhen?: RegExp } = {}): Promise<StartResult> {
+function startWith(config: string, options: { limitMs?: number; stopWhen?: RegExp } = {}): Promise<StartResult> {
   const file = join(dir, `config-${files++}.yaml`);
   writeFileSync(file, config);
+  return startWithFile(file, options);
+}
+
+/** `kubelock operator --config FILE` for a file as it is (a device, a FIFO): see startWith. */
+function startWithFile(file: string, { limitMs = CLI_LIMIT_MS, stopWhen }: { limitMs?: number; stopWhen?: RegExp } = {}): Promise<StartResult> {
   const args = [...cliCommand().args, "operator", "--kubeconfig", kubeconfigFile, "--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--config", file];
   const started = Date.now();
   return new Promise((done, fail) => {
@@ -217,8 +222,9 @@ const configCases: ConfigCase[] = [
   { name: "password given as a mapping where the url belongs", config: `backends: [{name: r, type: redis, redis: {url: {password: ${inline.wrongType}}}}]\n`, lines: [/^backends\[0\]\.redis\.url: must be a redis/], secret: inline.wrongType },
   // huge configs
   {
-    name: "a 10 MB config with one mistake at the end",
-    config: () => `${"# padding padding padding padding padding padding padding padding padding padding\n".repeat(125_000)}clusterName: East\n`,
+    // Just under the loader's cap (MAX_CONFIG_BYTES, 1 MiB); a larger file is refused before it is parsed (below).
+    name: "a 1 MB config with one mistake at the end",
+    config: () => `${"# padding padding padding padding padding padding padding padding padding padding\n".repeat(12_900)}clusterName: East\n`,
     lines: [/^clusterName: "East" must be a DNS label/],
     withinMs: 20_000,
   },
@@ -356,6 +362,61 @@ describe("backend layer: one line per mistake, naming the setting", () => {
 });
 
 // ---------------------------------------------------------------------------------------------------
+// The loader (loadConfig): only a regular file of at most MAX_CONFIG_BYTES is read, never more than that.
+
+/** The loader's lines for `path`; fails the test if the config is accepted. */
+async function loadProblems(path: string): Promise<string[]> {
+  try {
+    await loadConfig(path);
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, `expected ConfigError, got ${err}`);
+    return err.problems;
+  }
+  assert.fail(`${path} was accepted`);
+}
+
+describe("config loader: a regular file of at most 1 MiB", () => {
+  const padded = (bytes: number) => {
+    const file = join(dir, `padded-${bytes}.yaml`);
+    const body = "clusterName: east\n";
+    writeFileSync(file, body + "#".repeat(bytes - body.length - 1) + "\n");
+    return file;
+  };
+
+  test("/dev/zero is refused at once, unread, in one line", async () => {
+    assert.deepEqual(await loadProblems("/dev/zero"), ["a character device, not a regular file: the config must be a file"]);
+  });
+
+  test("a directory is refused in one line", async () => {
+    assert.deepEqual(await loadProblems(dir), ["a directory, not a regular file: the config must be a file"]);
+  });
+
+  test("a FIFO nobody writes to is refused without waiting for a writer", async () => {
+    const fifo = join(dir, "config.fifo");
+    execFileSync("mkfifo", [fifo]);
+    assert.deepEqual(await loadProblems(fifo), ["a FIFO, not a regular file: the config must be a file"]);
+  });
+
+  test("a 10 MB file is refused in one line, before it is parsed", async () => {
+    const file = join(dir, "ten-megabytes.yaml");
+    writeFileSync(file, `${"# padding padding padding padding padding padding padding padding padding padding\n".repeat(125_000)}clusterName: East\n`);
+    const size = statSync(file).size;
+    assert.deepEqual(await loadProblems(file), [`the file has ${size} bytes; a config may have at most ${MAX_CONFIG_BYTES} (1 MiB)`]);
+  });
+
+  test("exactly MAX_CONFIG_BYTES is read; one byte more is refused", async () => {
+    assert.equal((await loadConfig(padded(MAX_CONFIG_BYTES))).clusterName, "east");
+    assert.deepEqual(await loadProblems(padded(MAX_CONFIG_BYTES + 1)), [`the file has ${MAX_CONFIG_BYTES + 1} bytes; a config may have at most ${MAX_CONFIG_BYTES} (1 MiB)`]);
+  });
+
+  test("a missing file is one line", async () => {
+    const lines = await loadProblems(join(dir, "missing.yaml"));
+    assert.equal(lines.length, 1);
+    assert.match(lines[0], /^cannot read the file: ENOENT/);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------
 // The real CLI: exit code, output, time. Two at a time: every run starts node and tsx.
 
 const tagged = secret("TaggedPw");
@@ -394,6 +455,18 @@ describe("kubelock operator --config", { concurrency: 2 }, () => {
     assert.equal(lines.length, expected.length, describeRun(r));
     expected.forEach((pattern, i) => assert.match(lines[i], pattern, describeRun(r)));
     assert.doesNotMatch(r.output, /operator started|serving|caches synced/, describeRun(r));
+  });
+
+  test("--config /dev/zero: exit 2 at once with one line, nothing read", async () => {
+    const r = await startWithFile("/dev/zero");
+    assert.equal(r.code, 2, describeRun(r));
+    assert.deepEqual(mistakeLines(r.output), ["  - a character device, not a regular file: the config must be a file"], describeRun(r));
+  });
+
+  test("a config over 1 MiB: exit 2 with one line", async () => {
+    const r = await startWith(`clusterName: east\n${"#".repeat(2 * MAX_CONFIG_BYTES)}\n`);
+    assert.equal(r.code, 2, describeRun(r));
+    assert.deepEqual(mistakeLines(r.output), [`  - the file has ${2 * MAX_CONFIG_BYTES + 19} bytes; a config may have at most ${MAX_CONFIG_BYTES} (1 MiB)`], describeRun(r));
   });
 
   test("billion laughs: exit 2 within seconds, not expanded", async () => {
