@@ -13,7 +13,7 @@
  *    may still be at work until it notices, so the hold is left to lapse (`lapsing`: not renewed, still taking its
  *    slot) and the caller releases it only once the lease has run out since the ending.
  * 5. A hold of this cluster that no live claim owns (its claim is gone) is released. A hold is this cluster's when
- *    it carries its name or belongs to one of its claims.
+ *    it carries its name, belongs to one of its claims, or lives on this process's own backend session.
  * 6. The remaining claims that hold keep holding; the rest wait in a queue ordered by priority
  *    (higher first), then creation time, then name. The first `free` of the queue should be granted,
  *    where `free` = maxHolders − holds kept − holds lapsing − holds of other clusters.
@@ -51,6 +51,8 @@ export interface HoldRef {
   holderId: string;
   /** The granting cluster's name. */
   cluster: string;
+  /** It lives on this process's own backend session: ours whatever its cluster name (see HolderInfo). */
+  ownSession?: boolean;
 }
 
 export interface DecisionInput {
@@ -120,10 +122,11 @@ export function isTerminal(phase: ClaimPhase | undefined): boolean {
 }
 
 export function decide(input: DecisionInput): Decision {
-  // Ours: marked with our cluster name, or held for one of our claims (UIDs are unique across clusters), so holds
-  // made before a change of clusterName (say, to the derived default) are still kept, renewed and released.
+  // Ours: marked with our cluster name, held for one of our claims (UIDs are unique across clusters), or living on
+  // this process's own backend session, so holds made before a change of clusterName (say, to the derived default)
+  // are still kept, renewed and released, also when their claim went while no replica was watching.
   const claimIds = new Set(input.claims.map((c) => c.id));
-  const ours = new Set(input.holds.filter((h) => h.cluster === input.cluster || claimIds.has(h.holderId)).map((h) => h.holderId));
+  const ours = new Set(input.holds.filter((h) => h.cluster === input.cluster || claimIds.has(h.holderId) || h.ownSession).map((h) => h.holderId));
   const foreign = input.holds.length - ours.size;
   const decision: Decision = { endings: [], orphans: [], lapsing: [], keep: [], queue: [], grantable: 0, enqueue: 0, withdraw: [] };
   const waiting: ClaimFacts[] = [];

@@ -266,6 +266,16 @@ describe("zookeeper backend: nodes, tokens, watches, sessions", () => {
     assert.equal((await owner.renew(key, a.holderId, 30))?.fencingToken, hold.fencingToken, "the owning session renews");
   });
 
+  test("the queue marks holds on this backend's own session (ownSession), whatever cluster name they carry", async () => {
+    const owner = backend();
+    const { key } = newKey("own-session");
+    const a = request(key, "a");
+    assert.ok(await owner.tryAcquire({ ...a, cluster: "an-earlier-name" }));
+    assert.deepEqual((await owner.queueState!(key)).holders.map((h) => [h.holderId, h.ownSession]), [[a.holderId, true]]);
+    const other = backend();
+    assert.deepEqual((await other.queueState!(key)).holders.map((h) => [h.holderId, h.ownSession]), [[a.holderId, undefined]], "not on the other session");
+  });
+
   test("no server: BackendUnavailableError within the request timeout", async () => {
     const server = createServer();
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));

@@ -92,6 +92,11 @@ const cases: Case[] = [
     want: { keep: ["h"], orphans: [], queue: ["w"], grantable: 0 },
   },
   {
+    name: "a hold on this process's own backend session is ours under any cluster name, so one whose claim is gone is an orphan",
+    input: { claims: [claim("w")], holds: [{ holderId: "gone", cluster: "old-name", ownSession: true }, hold("x", "west")], maxHolders: 2 },
+    want: { keep: [], orphans: ["gone"], queue: ["w"], grantable: 1 },
+  },
+  {
     name: "backend queue: the front of a held mutex's queue waits there, one entry per slot this cluster could hold",
     input: { claims: [claim("w1", { createdAt: 1 }), claim("w2", { createdAt: 2 })], holds: [hold("f", "west")] },
     want: { queue: ["w1", "w2"], grantable: 0, enqueue: 1, withdraw: [] },

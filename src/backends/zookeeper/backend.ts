@@ -235,12 +235,15 @@ export class ZooKeeperBackend implements LockBackend {
         const path = `${lock}/${name}`;
         // A waiter woken for its turn asks in one round trip: the children, its node, and the grant's acquireTime
         // (sent in that order on one session, so served in it). Stamped early on a spurious wake, it is stamped
-        // again at the real turn, the last stamp before the hold is returned.
+        // again at the real turn. The stamp is a record for readers, not part of the grant: the hold is returned
+        // once the listing shows its turn, without waiting for the write to commit (this session's later requests,
+        // a release among them, are served after it). A node gone meanwhile is a lost hold, which renew finds.
         const stamp = this.queued.has(id) ? holdData(req, this.now()) : undefined;
-        const [children, node, stamped] = await Promise.all([
-          this.children(lock), this.read(path),
-          stamp && this.call(`grant ${path}`, (zk, done) => zk.a_set(path, JSON.stringify(stamp), -1, done), [Z.ZNONODE]),
-        ]);
+        if (stamp) {
+          void this.call(`grant ${path}`, (zk, done) => zk.a_set(path, JSON.stringify(stamp), -1, done), [Z.ZNONODE])
+            .catch((err) => this.options.log?.debug("zookeeper: stamping a grant failed", { node: path, error: err instanceof Error ? err.message : String(err) }));
+        }
+        const [children, node] = await Promise.all([this.children(lock), this.read(path)]);
         const ours = children.filter((c) => c.holderId === req.holderId);
         if (ours.length > 1) {
           // A create retried after its reply was lost, or two operators at once: keep the first.
@@ -248,14 +251,13 @@ export class ZooKeeperBackend implements LockBackend {
           this.known.delete(id);
           continue;
         }
-        if (!node?.data || ours[0]?.name !== name || stamped?.rc === Z.ZNONODE) {
+        if (!node?.data || ours[0]?.name !== name) {
           this.known.delete(id); // gone meanwhile: look again
           continue;
         }
         if (children.indexOf(ours[0]) < node.data.maxHolders) {
           this.queued.delete(id);
-          const version = stamped && (stamped.result[0] as { version: number }).version;
-          return toHold(stamp && version !== undefined ? { ...node, version, data: stamp } : node);
+          return toHold(stamp ? { ...node, data: stamp } : node);
         }
         if (req.wait) this.queued.add(id);
         else await this.removeChildren(lock, req.holderId);
@@ -310,7 +312,7 @@ export class ZooKeeperBackend implements LockBackend {
   }
 
   async queueState(key: string): Promise<QueueState> {
-    return splitQueue(await this.ranked(key), (r) => toHold(r.node));
+    return splitQueue(await this.ranked(key), ({ node }) => ({ ...toHold(node), ...(node.ephemeralOwner === this.sessionId && { ownSession: true }) }));
   }
 
   /** The lock's children with data, in sequence order, each with whether it holds. */
