@@ -6,8 +6,10 @@
  * defaultBackend: kubernetes   # default "kubernetes": Leases on the operator's own API server
  * clusterName: east            # names this cluster's holds in a shared backend; default: derived from
  *                              # the kube-system namespace's UID, so clusters never share one by accident
+ * kubernetes:                  # optional: settings of the built-in `kubernetes` backend (its type's block)
+ *   requestTimeoutMs: 10000
  * backends:                    # default []: the built-in `kubernetes` backend always exists
- *   - name: redis              # a DNS label, unique
+ *   - name: redis              # a DNS label, unique, not `kubernetes` (the built-in's name)
  *     type: redis              # a registered type: kubernetes | etcd | redis | zookeeper | postgresql
  *     redis: { url: redis://redis:6379, keyPrefix: kubelock }   # the type's own settings block
  * ```
@@ -28,6 +30,8 @@ export interface OperatorConfig {
   defaultBackend: string;
   clusterName: string;
   backends: BackendEntry[];
+  /** The top-level `kubernetes:` block: settings of the built-in backend; absent when the config has none. */
+  kubernetes?: Record<string, unknown>;
 }
 
 export const DEFAULT_CONFIG: Readonly<OperatorConfig> = Object.freeze({ defaultBackend: BUILTIN_BACKEND, clusterName: "", backends: [] });
@@ -41,6 +45,9 @@ export class ConfigError extends Error {
 }
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+
+/** The config's top-level fields: `kubernetes` is the built-in backend's settings block. */
+const TOP_LEVEL = ["defaultBackend", "clusterName", BUILTIN_BACKEND, "backends"];
 
 /** The largest config file accepted, in bytes (a config is a few kilobytes; a ConfigMap holds at most 1 MiB). */
 export const MAX_CONFIG_BYTES = 1024 * 1024;
@@ -103,7 +110,8 @@ function fileKind(stats: Stats): string {
 export async function parseConfigAndSettings(text: string, source = "config"): Promise<OperatorConfig> {
   const { config, problems } = checkShape(text, source);
   // Only entries whose shape is right get here: their type is known and their settings are a mapping.
-  for (const entry of config.backends) {
+  const builtin = config.kubernetes && { name: BUILTIN_BACKEND, type: BUILTIN_BACKEND, settings: config.kubernetes };
+  for (const entry of builtin ? [builtin, ...config.backends] : config.backends) {
     const lines = await backendSettingsProblems(entry);
     problems.push(...lines.map((line) => cut(line, MAX_BACKEND_LINE)));
   }
@@ -163,7 +171,11 @@ function checkShape(text: string, source: string): { config: OperatorConfig; pro
   if (typeof raw !== "object" || Array.isArray(raw)) throw new ConfigError(source, ["the top level must be a mapping"]);
   const doc = raw as Record<string, unknown>;
   for (const key of Object.keys(doc)) {
-    if (!["defaultBackend", "clusterName", "backends"].includes(key)) problems.push(`unknown field ${quote(key)} (known: defaultBackend, clusterName, backends)`);
+    if (!TOP_LEVEL.includes(key)) problems.push(`unknown field ${quote(key)} (known: ${TOP_LEVEL.join(", ")})`);
+  }
+  const builtin = doc[BUILTIN_BACKEND] ?? undefined;
+  if (builtin !== undefined && (typeof builtin !== "object" || Array.isArray(builtin))) {
+    problems.push(`${BUILTIN_BACKEND}: ${kind(builtin)}, not a mapping; it holds the settings of the built-in ${BUILTIN_BACKEND} backend`);
   }
   const clusterName = doc.clusterName ?? "";
   const label = "must be a DNS label (lower-case letters, digits, '-')";
@@ -183,7 +195,9 @@ function checkShape(text: string, source: string): { config: OperatorConfig; pro
   const configured = `configured: ${names.slice(0, MAX_LISTED).join(", ")}${names.length > MAX_LISTED ? `, … (${names.length} in all)` : ""}`;
   if (typeof defaultBackend !== "string") problems.push(`defaultBackend: ${kind(defaultBackend)}, not a string; it must name a configured backend (${configured})`);
   else if (!names.includes(defaultBackend)) problems.push(`defaultBackend: ${quote(defaultBackend)} is not a configured backend (${configured})`);
-  return { config: { defaultBackend: defaultBackend as string, clusterName: clusterName as string, backends }, problems };
+  const config: OperatorConfig = { defaultBackend: defaultBackend as string, clusterName: clusterName as string, backends };
+  if (builtin && typeof builtin === "object" && !Array.isArray(builtin)) config.kubernetes = builtin as Record<string, unknown>;
+  return { config, problems };
 }
 
 /** A YAML error or warning as one line: its first line (the yaml package adds an excerpt of the source after it). */
@@ -200,6 +214,10 @@ function parseBackend(entry: unknown, at: string, problems: string[]): BackendEn
   const before = problems.length;
   if (name !== undefined && name !== null && typeof name !== "string") problems.push(`${at}.name: ${kind(name)}, not a string; it must be a DNS label`);
   else if (typeof name !== "string" || !DNS_LABEL.test(name)) problems.push(`${at}.name: ${quote(name ?? "")} must be a DNS label`);
+  else if (name === BUILTIN_BACKEND) {
+    // An entry of that name would replace the built-in backend that every lock without spec.backend may use.
+    problems.push(`${at}.name: "${BUILTIN_BACKEND}" is the built-in Kubernetes Lease backend's name; set its settings in the top-level "${BUILTIN_BACKEND}:" block, or name this entry otherwise`);
+  }
   const known = `known: ${backendTypes().join(", ")}`;
   if (type !== undefined && type !== null && typeof type !== "string") {
     problems.push(`${at}.type: ${kind(type)}, not a string; it must be a backend type (${known})`);

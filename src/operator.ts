@@ -124,7 +124,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   };
   const configured = await BackendRegistry.fromConfig(
     config.backends.map((b) => ({ name: b.name, type: b.type, settings: b.settings })),
-    { kubeConfig, clusterName, handover, log },
+    { kubeConfig, clusterName, handover, log, builtinSettings: config.kubernetes },
   );
   const backends = new BackendRegistry(configured.all().map((b) => metrics.instrument(b)));
   const caches = makeCaches(kubeConfig, client, log, options.resyncMs ?? 600_000, options.namespaces ?? []);

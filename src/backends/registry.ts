@@ -150,18 +150,23 @@ export class BackendRegistry {
   }
 
   /**
-   * Builds every configured backend. The built-in `kubernetes` backend is added when no entry takes
-   * that name, so a config that names no backend at all works against the API server alone. If one
-   * backend cannot be built, those built so far are closed and the error is thrown.
+   * Builds every configured backend, plus the built-in `kubernetes` one (with `builtinSettings`, the
+   * config's top-level `kubernetes:` block), so a config that names no backend at all works against the
+   * API server alone. No entry may take the built-in's name: it would silently replace the backend every
+   * lock without spec.backend may rely on. If one backend cannot be built, those built so far are closed
+   * and the error is thrown.
    */
   static async fromConfig(
     entries: { name: string; type: string; settings?: Record<string, unknown> }[],
-    context: { kubeConfig: KubeConfig; clusterName?: string; handover?: Handover; log?: Logger },
+    context: { kubeConfig: KubeConfig; clusterName?: string; handover?: Handover; log?: Logger; builtinSettings?: Record<string, unknown> },
   ): Promise<BackendRegistry> {
     const registry = new BackendRegistry();
-    const all = entries.some((e) => e.name === BUILTIN_BACKEND) ? entries : [...entries, { name: BUILTIN_BACKEND, type: "kubernetes" }];
+    const all = [...entries, { name: BUILTIN_BACKEND, type: "kubernetes", settings: context.builtinSettings, builtin: true }];
     try {
       for (const entry of all) {
+        if (entry.name === BUILTIN_BACKEND && !("builtin" in entry)) {
+          throw new BackendConfigError(`backend "${BUILTIN_BACKEND}": the built-in Kubernetes Lease backend's name; set its settings in the config's top-level "${BUILTIN_BACKEND}:" block, or name the entry otherwise`);
+        }
         if (registry.has(entry.name)) throw new BackendConfigError(`backend "${entry.name}" is configured twice`);
         registry.add(await createBackend({ ...entry, kubeConfig: context.kubeConfig, clusterName: context.clusterName, handover: context.handover, log: context.log }));
       }

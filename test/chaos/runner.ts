@@ -246,8 +246,8 @@ function backendSettings(addresses: Upstreams, backends: readonly BackendName[],
 /** An operator config: the backends at `addresses`; clusterName as given (undefined: left out, as the shipped config does). */
 function operatorConfig(addresses: Upstreams, clusterName: string | undefined, backends: readonly BackendName[], namespace: string, leaseSeconds: number,
   sentinels: { host: string; port: number }[] | undefined): string {
-  const lines = ["defaultBackend: kubernetes", ...(clusterName === undefined ? [] : [`clusterName: ${clusterName}`]), "backends:"];
-  lines.push("  - name: kubernetes", "    type: kubernetes", "    kubernetes: { requestTimeoutMs: 5000 }");
+  // The built-in Lease backend's settings go in the top-level `kubernetes:` block (no entry may take its name).
+  const lines = ["defaultBackend: kubernetes", ...(clusterName === undefined ? [] : [`clusterName: ${clusterName}`]), "kubernetes: { requestTimeoutMs: 5000 }", "backends:"];
   for (const b of backendSettings(addresses, backends, namespace, leaseSeconds, sentinels)) lines.push(`  - name: ${b.name}`, `    type: ${b.type}`, `    ${b.type}: ${JSON.stringify(b.settings)}`);
   return lines.join("\n") + "\n";
 }
