@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { KubeConfig } from "@kubernetes/client-node";
 import { BackendConfigError } from "../../src/backends/backend";
-import { BackendRegistry } from "../../src/backends/registry";
+import { BackendRegistry, backendSettingsProblems } from "../../src/backends/registry";
 import { ConfigError, parseConfig, parseConfigAndSettings } from "../../src/config";
 import { configProblems } from "../support/config";
 
@@ -75,6 +75,29 @@ backends:
   test("a secret in a URL is never echoed", () => {
     const got = problems("backends: [{name: r, type: redis, redis: {url: 'http://user:hunter2@redis'}}]");
     assert.ok(!got.join("\n").includes("hunter2"));
+  });
+});
+
+describe("credentials in the config, as the README's Configuration states the rule", () => {
+  const pw = "Inline-s3cret-Pw";
+  test("redis.url may carry a password", async () => {
+    assert.deepEqual(await backendSettingsProblems({ name: "r", type: "redis", settings: { url: `redis://kubelock:${pw}@redis:6379` } }), []);
+  });
+  const refused: [string, string, Record<string, unknown>, RegExp][] = [
+    ["etcd.endpoints", "etcd", { endpoints: [`http://root:${pw}@etcd:2379`] }, /etcd\.endpoints: URLs must not carry credentials/],
+    ["a password in postgresql.url", "postgresql", { url: `postgres://kubelock:${pw}@pg:5432/locks` }, /postgresql\.url must not carry a password/],
+    ["zookeeper.connect", "zookeeper", { connect: `kubelock:${pw}@zk:2181` }, /zookeeper\.connect .*credentials go in zookeeper\.authFile/],
+  ];
+  for (const [where, type, settings, message] of refused) {
+    test(`credentials in ${where} are refused, unechoed`, async () => {
+      const lines = await backendSettingsProblems({ name: "b", type, settings });
+      assert.equal(lines.length, 1, JSON.stringify(lines));
+      assert.match(lines[0], message);
+      assert.ok(!lines[0].includes(pw), lines[0]);
+    });
+  }
+  test("a user name without a password in postgresql.url is fine", async () => {
+    assert.deepEqual(await backendSettingsProblems({ name: "p", type: "postgresql", settings: { url: "postgres://kubelock@pg:5432/locks" } }), []);
   });
 });
 
