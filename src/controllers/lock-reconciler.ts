@@ -167,7 +167,9 @@ export class LockReconciler {
         lapseAt = Math.min(lapseAt, releaseAt);
         continue;
       }
-      if (await backend.release(backendKey, orphan)) metrics?.released(lockKey, backend.name, "Orphaned", nowMs);
+      // A claim seen deleted was released by its deletion, as a claim being deleted is (its ending's reason).
+      const reason = this.deletedClaims.get(orphan) ? ClaimReason.Released : "Orphaned";
+      if (await backend.release(backendKey, orphan)) metrics?.released(lockKey, backend.name, reason, nowMs);
       holds.delete(orphan);
       this.lapseDeadlines.delete(orphan);
       this.deletedClaims.forget(orphan);
