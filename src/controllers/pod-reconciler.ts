@@ -8,7 +8,7 @@
 import type * as k8s from "@kubernetes/client-node";
 import { API_VERSION, LOCK_ANNOTATION, PRIORITY_ANNOTATION, SCHEDULING_GATE, type LockClaim } from "../api/types";
 import { claimPodUid } from "../grant/claim-facts";
-import { statusCode } from "../kube/client";
+import { apiRefusal, statusCode } from "../kube/client";
 import type { ReconcileResult } from "../runtime/workqueue";
 import type { OperatorContext } from "./context";
 import { NotLeadingError } from "./lock-reconciler";
@@ -63,7 +63,9 @@ export class PodReconciler {
     } catch (err) {
       if (statusCode(err) === 409) return; // created meanwhile (by `kubelock wait` or an earlier reconcile)
       if (statusCode(err) === 422 || statusCode(err) === 400) {
-        this.warn(pod, "InvalidLockClaim", `cannot create LockClaim for lock "${lockName}": ${(err as Error).message}`);
+        // One sentence saying why (the refusal's causes), not the client's HTTP dump of the response.
+        const why = apiRefusal(err);
+        this.warn(pod, "InvalidLockClaim", `cannot create LockClaim for lock "${lockName}": the API server refused it: ${why}${/[.!?]$/.test(why) ? "" : "."}`);
         return;
       }
       throw err;

@@ -51,6 +51,38 @@ export function apiErrorMessage(err: unknown): string {
   return `HTTP ${err.code}: ${message ?? "no message"}`;
 }
 
+/** A Status's `details.causes` entry. */
+interface StatusCause {
+  field?: string;
+  message?: string;
+}
+
+/**
+ * Why the API server refused a request, in words for a person (an Event, a log line): the refusal's causes
+ * (`field: message`, joined by "; "), else its Status message; whitespace runs are one space, and the text is
+ * cut to `max` characters. Never the HTTP dump an ApiException's own message is (code, raw body, headers).
+ */
+export function apiRefusal(err: unknown, max = 1000): string {
+  const apiErr = err instanceof k8s.ApiException ? err : err instanceof Error && err.cause instanceof k8s.ApiException ? err.cause : undefined;
+  let text: string;
+  if (!apiErr) text = err instanceof Error ? err.message : String(err);
+  else {
+    let status: { message?: string; details?: { causes?: StatusCause[] } } | undefined;
+    try {
+      status = typeof apiErr.body === "string" ? JSON.parse(apiErr.body) : apiErr.body;
+    } catch {
+      status = undefined;
+    }
+    const causes = (Array.isArray(status?.details?.causes) ? status.details.causes : [])
+      .filter((c) => typeof c?.message === "string" && c.message)
+      // A field the server could not name comes as "<nil>" (an int32 format check): left out.
+      .map((c) => (c.field && c.field !== "<nil>" && !c.message!.startsWith(c.field) ? `${c.field}: ${c.message}` : c.message!));
+    text = causes.length > 0 ? causes.join("; ") : typeof status?.message === "string" && status.message ? status.message : `the API server answered HTTP ${apiErr.code}`;
+  }
+  text = text.replace(/\s+/g, " ").trim();
+  return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
+}
+
 export function isNotFound(err: unknown): boolean {
   return statusCode(err) === 404;
 }

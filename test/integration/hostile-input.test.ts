@@ -183,12 +183,21 @@ describe("hostile input", () => {
   });
 
   describe("the operator answers bad input with a condition or a Warning event", () => {
+    /** An InvalidLockClaim event says why in one sentence: no HTTP dump of the refusal (code, raw Status body, headers). */
+    const assertOneSentence = (message: string | undefined) => {
+      const text = message ?? "";
+      for (const dump of ["HTTP-Code", "Body:", "Headers", '{"kind"', "Unknown API Status Code"]) assert.ok(!text.includes(dump), `the event holds "${dump}": ${text}`);
+      assert.doesNotMatch(text, /\n/, `more than one line: ${text}`);
+      assert.match(text, /^cannot create LockClaim for lock ".*": the API server refused it: .*spec\.\w+.*\.$/, text);
+    };
+
     test("a pod asking for a lock name that is no object name gets InvalidLockClaim naming spec.lockName, and no claim", async () => {
       for (const [pod, lockName] of [["bad-lock-1", "Bad_Lock"], ["bad-lock-2", "../other-ns/lock"], ["bad-lock-3", big(300, "l")]] as const) {
         await annotatedPod(pod, { [LOCK_ANNOTATION]: lockName });
         const event = await warningEvent(pod, "InvalidLockClaim");
         assert.match(event.message ?? "", /spec\.lockName/, event.message);
         assert.ok((event.message ?? "").length < 4_000, `the event echoes the whole value: ${event.message?.length} characters`);
+        assertOneSentence(event.message);
         assert.equal(await env.api.getClaim(pod), undefined);
       }
     });
@@ -204,6 +213,7 @@ describe("hostile input", () => {
       await annotatedPod("prio-int32", { [LOCK_ANNOTATION]: "steady", [PRIORITY_ANNOTATION]: String(2 ** 31) });
       const event = await warningEvent("prio-int32", "InvalidLockClaim");
       assert.match(event.message ?? "", /spec\.priority/);
+      assertOneSentence(event.message);
       assert.equal(await env.api.getClaim("prio-int32"), undefined);
     });
 
