@@ -28,6 +28,8 @@ export async function scaleBenchmark(ctx: BenchContext): Promise<void> {
   const syncTimeoutMs = Math.max(60_000, 2 * n);
   const op = await operatorNamespace(ctx, "bench-scale", {
     compiled: true,
+    nodeFlags: ["--trace-gc"], // one line per GC: what the JavaScript heap holds, to explain the RSS
+
     syncTimeoutMs,
     prepare: async (api) => {
       const t0 = now();
@@ -87,6 +89,7 @@ export async function scaleBenchmark(ctx: BenchContext): Promise<void> {
     redis.disconnect();
     const idleRequests = difference(requestsBefore, await apiRequestCounts(ctx.kubeConfig));
     const hwm = status(op.pid, "VmHWM");
+    const heap = fullGcHeap(op.operator.output());
     const rss = status(op.pid, "VmRSS");
     const idleTotal = [...idleRequests.values()].reduce((a, b) => a + b, 0);
     const phases = tally((await op.api.listClaims()).map((c) => c.status?.phase ?? "none"));
@@ -115,7 +118,9 @@ export async function scaleBenchmark(ctx: BenchContext): Promise<void> {
     ctx.log(`scale: restarted with ${n} Granted holds: ${restarted}`);
     ctx.targets.push({ target: `4 scale: ${n} locks and claims with peak RSS ≤ 200 MiB`, measured: `${fmt(hwm / 1024, 0)} MiB (VmHWM), converged in ${fmt(convergeMs / 1000, 0)} s`, met: hwm / 1024 <= 200 });
     const renewalsPerSecond = n / (LEASE_SECONDS / 3);
-    ctx.findings.push(`4 scale: ${n} locks converged in ${fmt(convergeMs / 1000, 0)} s (${fmt(n / (convergeMs / 1000), 1)} grants/s), peak RSS ${fmt(hwm / 1024, 0)} MiB, ` +
+    ctx.findings.push(`4 scale: ${n} locks converged in ${fmt(convergeMs / 1000, 0)} s (${fmt(n / (convergeMs / 1000), 1)} grants/s), peak RSS ${fmt(hwm / 1024, 0)} MiB` +
+      (heap ? ` (the JavaScript heap held at most ${fmt(heap.liveMiB, 0)} MiB live after a full collection, ${fmt((heap.liveMiB * 1024) / (2 * n), 1)} KiB per lock or claim: ` +
+        "the caches' objects and the per-hold state; the rest is V8's reserved headroom, code and buffers)" : "") + ", " +
       `${lost} claims Lost. Idle after convergence: ${fmt((100 * idleCpu) / (idleMs / 1000), 1)}% of one core, ${fmt(idleTotal / (idleMs / 1000), 1)} API requests/s and ` +
       `${fmt(idleRedis / (idleMs / 1000), 0)} Redis script calls/s, against ${fmt(renewalsPerSecond, 0)}/s backend renewals that ${n} holds with a ${LEASE_SECONDS} s lease need ` +
       "(one per hold per third of its lease: the cost of keeping TTL-based holds alive, done by the renewer without reconciles)" +
@@ -134,6 +139,10 @@ export async function scaleBenchmark(ctx: BenchContext): Promise<void> {
       [`restart with ${n} Granted holds: start → caches synced (ready: every hold found renewed once)`,
         restarted],
       ["operator peak RSS (VmHWM)", `${fmt(hwm / 1024, 0)} MiB (VmRSS now ${fmt(rss / 1024, 0)} MiB)`],
+      ["JavaScript heap after full collections (--trace-gc Mark-Compact)", heap
+        ? `at most ${fmt(heap.liveMiB, 0)} MiB live (${fmt((heap.liveMiB * 1024) / (2 * n), 1)} KiB per lock or claim), after the last ${fmt(heap.lastLiveMiB, 0)} MiB; ` +
+          `at most ${fmt(heap.committedMiB, 0)} MiB reserved for it; ${heap.count} full collections`
+        : "no full collection ran"],
       [`operator CPU while idle after convergence (${idleMs / 1000} s)`, `${fmt(idleCpu, 2)} s = ${fmt((100 * idleCpu) / (idleMs / 1000), 1)}% of one core`],
       [`API requests while idle (${idleMs / 1000} s)`, `${fmt(idleTotal / (idleMs / 1000), 1)}/s: ${[...idleRequests].map(([k, v]) => `${k} ${v}`).join(", ") || "none"}`],
       [`Redis script calls (EVALSHA) while idle (${idleMs / 1000} s; INFO commandstats, all clients)`, `${fmt(idleRedis / (idleMs / 1000), 0)}/s (renewals expected: ${fmt(renewalsPerSecond, 0)}/s)`],
@@ -149,4 +158,17 @@ function tally(values: string[]): string {
   const counts = new Map<string, number>();
   for (const v of values) counts.set(v, (counts.get(v) ?? 0) + 1);
   return [...counts].sort((a, b) => b[1] - a[1]).map(([k, n]) => `${k} ${n}`).join(", ") || "none";
+}
+
+/**
+ * The JavaScript heap as the operator's --trace-gc lines report it at each full collection
+ * ("Mark-Compact 95.3 (101.2) -> 80.1 (99.0) MB": used (reserved) before -> after): the most it held live
+ * after one, the last such figure, and the most it reserved.
+ */
+function fullGcHeap(output: string): { liveMiB: number; lastLiveMiB: number; committedMiB: number; count: number } | undefined {
+  const runs = [...output.matchAll(/Mark-Compact[^\n]*?([\d.]+) \(([\d.]+)\) -> ([\d.]+) \(([\d.]+)\) MB/g)]
+    .map((m) => ({ live: Number(m[3]), committed: Math.max(Number(m[2]), Number(m[4])) }));
+  if (runs.length === 0) return undefined;
+  // V8 prints MB meaning MiB (2^20 bytes).
+  return { liveMiB: Math.max(...runs.map((r) => r.live)), lastLiveMiB: runs[runs.length - 1].live, committedMiB: Math.max(...runs.map((r) => r.committed)), count: runs.length };
 }
