@@ -110,6 +110,11 @@ export const STATUS_REPORT_MS = 5 * 60_000;
 
 export interface DistributedLockStatus {
   holders?: LockHolder[];
+  /**
+   * Every holder's holderIdentity, comma-separated ("" when nobody holds), for `kubectl get dlock -o wide`: a
+   * printer column's JSONPath shows only the first value of `holders[*]`.
+   */
+  holderNames?: string;
   /** The number of holders, for `kubectl get dlock` (printer columns cannot count). */
   holderCount?: number;
   waiting?: number;

@@ -275,6 +275,7 @@ export class LockReconciler {
     // hand that token out again. A failed write here writes no claim; the pass is retried.
     await this.writeLockStatus(lock, {
       holders: [...holds.values()].map((h) => this.holderEntry(h, lock.status?.holders, nowMs)),
+      holderNames: [...holds.values()].map((h) => h.holderIdentity).join(","), // "" for none: an absent field would stay as last written
       holderCount: holds.size,
       waiting: waiting.length,
       leaseTransitions: (lock.status?.leaseTransitions ?? 0) + acquired,

@@ -341,6 +341,7 @@ describe("kubectl", () => {
             { claim: "loader-1", holderIdentity: "loader-1", fencingToken: "41", acquireTime: now, renewTime: now },
             { claim: "loader-9", holderIdentity: "loader-9", cluster: "west", fencingToken: "42", acquireTime: now, renewTime: now },
           ],
+          holderNames: "loader-1,loader-9",
           holderCount: 2,
           waiting: 4,
           leaseTransitions: 2,
@@ -386,10 +387,12 @@ describe("kubectl", () => {
     assert.equal(column(locks, l, "HOLDERS"), "2");
     assert.equal(column(locks, l, "WAITING"), "4");
     assert.equal(column(locks, l, "READY"), "True");
-    // -o wide adds the first holder's identity (the API server prints only the first value of a [*] path).
+    // -o wide adds every holder's identity, from status.holderNames (the API server prints only the first value
+    // of a [*] path, so a column on status.holders[*] would show loader-1 alone).
     const wide = await kubectl(["get", "dlock", "-n", ns, "-o", "wide"]);
     const [wideLocks] = tables(wide.stdout);
-    assert.equal(column(wideLocks, wideLocks.rows[0], "HOLDER"), "loader-1", wide.stdout);
+    assert.deepEqual(wideLocks.header, ["NAME", "BACKEND", "MAX", "HOLDERS", "WAITING", "READY", "AGE", "HELD-BY"]);
+    assert.equal(column(wideLocks, wideLocks.rows[0], "HELD-BY"), "loader-1,loader-9", wide.stdout);
 
     assert.equal(claims.rows.length, 1, r.stdout);
     const c = claims.rows[0];

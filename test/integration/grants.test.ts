@@ -126,10 +126,18 @@ test("a semaphore's lock status counts its holders (kubectl get dlock shows the 
   const full = await api.waitForLock("counted", "three holders counted and the fourth claim waiting", (l) =>
     l.status?.holderCount === 3 && l.status.waiting === 1);
   assert.equal(full.status?.holders?.length, 3);
+  // Every holder by name too, for -o wide: kubectl shows them all.
+  assert.equal(full.status?.holderNames, full.status!.holders!.map((h) => h.holderIdentity).join(","));
+  // Nothing changes while three hold and one waits: kubectl's wide output (its last column, HELD-BY) names all three.
+  const wide = await kubectl(["get", "dlock", "counted", "-n", namespace, "-o", "wide", "--no-headers"]);
+  assert.equal(wide.stdout.trim().split(/\s+/).at(-1), full.status?.holderNames, wide.stdout);
+  assert.equal(full.status?.holderNames?.split(",").filter((n) => /^counted-[a-d]$/.test(n)).length, 3, full.status?.holderNames);
   const holder = full.status!.holders![0].claim;
   await api.deleteClaim(holder);
-  await api.waitForLock("counted", "the count follows a release and the next grant", (l) =>
+  const next = await api.waitForLock("counted", "the count follows a release and the next grant", (l) =>
     l.status?.holderCount === 3 && !l.status.holders?.some((h) => h.claim === holder) && l.status.waiting === 0);
+  assert.equal(next.status?.holderNames, next.status!.holders!.map((h) => h.holderIdentity).join(","));
   for (const name of ["counted-a", "counted-b", "counted-c", "counted-d"].filter((n) => n !== holder)) await api.deleteClaim(name);
-  await api.waitForLock("counted", "no holders counted once every claim is gone", (l) => l.status?.holderCount === 0);
+  const empty = await api.waitForLock("counted", "no holders counted once every claim is gone", (l) => l.status?.holderCount === 0);
+  assert.equal(empty.status?.holderNames, "");
 });
