@@ -10,10 +10,11 @@ import { constants } from "node:os";
 import { performance } from "node:perf_hooks";
 import { watchClaim, type ClaimWatch } from "./claim-watch";
 import {
-  CliError, COMMON_FLAGS_HELP, EXIT_CODES_HELP, Exit, annotateRelease, command, connect, createOrAdoptClaim, deleteClaim,
+  CliError, COMMON_FLAGS_HELP, EXIT_CODES_HELP, Exit, annotateRelease, command, connect, deleteClaim,
   durationFlag, integerFlag, parseFlags, patchClaim, podIdentity, uniqueClaimName, usageError, type Cluster,
 } from "./common";
 import { formatDuration } from "./duration";
+import { createOrReplaceEnded } from "./ended-claim";
 import { grantEnded, startHeartbeat } from "./heartbeat";
 import { driftMarginMs, holdDeadline, killAt, renewIntervalMs, type HoldDeadline } from "./hold-deadline";
 import { ProcessGroup } from "./process-group";
@@ -46,7 +47,8 @@ the wait of --hold-at-least: the lock is released at once.
 The claim is named --claim NAME, or else LOCK-run-RANDOM: a fresh claim per run, so runs in the
 same pod (or a claim made by 'kubelock wait' for the pod) never collide. A claim created here is
 deleted at the end (the operator then releases the lock); an existing claim adopted with --claim
-is annotated kubelock.io/release instead. Inside a pod (POD_NAME, POD_UID from the downward API) the
+is annotated kubelock.io/release instead. An existing claim of that name that has ended (released,
+expired, lost, rejected) and that kubelock made is deleted and made anew, so a name can ask again. Inside a pod (POD_NAME, POD_UID from the downward API) the
 claim also names the pod and is owned by it, so it ends with the pod whatever happens.
 
 Flags:
@@ -103,10 +105,11 @@ export const runCommand = command("run", async (argv) => {
   const inPod = pod.name !== undefined && (pod.namespace === undefined || pod.namespace === cluster.namespace);
   const claimName = values.claim ?? uniqueClaimName(lockName, "run");
 
-  const { claim, created } = await createOrAdoptClaim(cluster, {
+  const { claim, created, replaced } = await createOrReplaceEnded(cluster, {
     name: claimName, lockName, priority, leaseDurationSeconds: leaseSeconds,
     podName: inPod ? pod.name : undefined, podUid: inPod ? pod.uid : undefined,
   });
+  if (replaced) say(`claim ${claimName} had ended (phase ${replaced}); asking again with a new claim of that name`);
   if (!created) {
     say(`adopted existing claim ${claimName}`);
     // A renewTime left from earlier would count against the lease from the moment of the grant.

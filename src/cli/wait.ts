@@ -9,10 +9,11 @@ import { dirname, resolve } from "node:path";
 import { ClaimReason, TERMINAL_PHASES, type LockClaim } from "../api/types";
 import { watchClaim } from "./claim-watch";
 import {
-  CliError, COMMON_FLAGS_HELP, EXIT_CODES_HELP, Exit, command, connect, createOrAdoptClaim, deleteClaim, describeError, durationFlag,
+  CliError, COMMON_FLAGS_HELP, EXIT_CODES_HELP, Exit, command, connect, deleteClaim, describeError, durationFlag,
   getLock, grantedCondition, integerFlag, lockNotFound, parseFlags, podIdentity, usageError, type Cluster,
 } from "./common";
 import { formatDuration, parseSeconds, DurationError } from "./duration";
+import { createOrReplaceEnded } from "./ended-claim";
 
 /** How long try-once waits for the operator's first answer (granted or queued) unless told. */
 export const TRY_ONCE_ANSWER_MS = 30_000;
@@ -31,6 +32,11 @@ this command created without a pod is deleted again when the wait fails (timeout
 interrupt), so it never holds the lock with nobody behind it; an adopted claim, or a pod's claim,
 is left in place (a restarted init container keeps its place in the queue). With --no-wait, a
 claim this command created is deleted when it is not granted at once, a pod's claim included.
+
+A claim that has ended (released, expired, lost, rejected) is never granted again. If the claim of
+that name has ended and kubelock made it (this command, 'kubelock run', the client library, or the
+operator for an annotated pod), it is deleted and made anew, so the same name can ask again after a
+release; an ended claim made otherwise (kubectl apply) is left alone: delete it to ask again.
 
 Flags:
       --lock LOCK          the DistributedLock to wait for (required)
@@ -226,9 +232,10 @@ export const waitCommand = command("wait", async (argv) => {
     console.error(`kubelock wait: POD_UID is not set: claim ${claimName} gets no ownerReference and outlives pod ${pod.name}; set it from the downward API (fieldRef metadata.uid)`);
   }
 
-  const { claim, created } = await createOrAdoptClaim(cluster, {
+  const { claim, created, replaced } = await createOrReplaceEnded(cluster, {
     name: claimName, lockName: values.lock, podName: pod.name, podUid: pod.uid, priority, leaseDurationSeconds,
   });
+  if (replaced) console.log(`claim ${claimName} had ended (phase ${replaced}); asking again with a new claim of that name`);
   if (!created) console.log(`adopted existing claim ${claimName} in namespace ${cluster.namespace}`);
 
   const interrupt = new AbortController();

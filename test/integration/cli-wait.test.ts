@@ -163,6 +163,47 @@ describe("kubelock wait", () => {
   });
 });
 
+describe("asking again under the same claim name after a release", () => {
+  test("kubelock wait and run replace an ended claim kubelock made; one made otherwise is left, with exit 4", async () => {
+    await api.createLock("reask");
+    const first = await kubelock(["wait", "--lock", "reask", "--claim", "reuse", "-n", namespace]);
+    assert.equal(first.code, 0, show(first));
+    const ended = await api.getClaim("reuse");
+    assert.equal(ended?.metadata.labels?.["app.kubernetes.io/managed-by"], "kubelock");
+    const released = await kubelock(["release", "--claim", "reuse", "-n", namespace]);
+    assert.equal(released.code, 0, show(released));
+    assert.equal((await api.getClaim("reuse"))?.status?.phase, "Released");
+
+    const again = await kubelock(["wait", "--lock", "reask", "--claim", "reuse", "-n", namespace]);
+    assert.equal(again.code, 0, show(again));
+    assert.match(again.stdout, /^claim reuse had ended \(phase Released\); asking again with a new claim of that name$/m);
+    assert.doesNotMatch(again.stdout, /adopted existing claim/);
+    const renewed = await api.getClaim("reuse");
+    assert.notEqual(renewed?.metadata.uid, ended?.metadata.uid, "a new claim, not the ended one");
+    assert.equal(renewed?.status?.phase, "Granted");
+    assert.ok(BigInt(renewed!.status!.fencingToken!) > BigInt(ended!.status!.fencingToken!), "a new grant, with a greater token");
+    assert.match(again.stdout, new RegExp(`granted lock reask with fencing token ${renewed!.status!.fencingToken}$`, "m"));
+
+    // kubelock run the same way: the ended claim is replaced, the command runs, the new claim is deleted at the end.
+    assert.equal((await kubelock(["release", "--claim", "reuse", "-n", namespace])).code, 0);
+    const run = await kubelock(["run", "--lock", "reask", "--claim", "reuse", "-n", namespace, "--", "sh", "-c", "echo ran with $KUBELOCK_FENCING_TOKEN"]);
+    assert.equal(run.code, 0, show(run));
+    assert.match(run.stderr, /claim reuse had ended \(phase Released\); asking again with a new claim of that name/);
+    assert.match(run.stdout, /^ran with \d+$/m);
+    assert.equal(await api.getClaim("reuse"), undefined, "the claim run made is deleted at the end");
+
+    // Made with kubectl (no managed-by label): someone's record, left in place; the wait says how to ask again.
+    await api.createClaim("manual", { lockName: "reask" });
+    await api.waitForPhase("manual", "Granted");
+    assert.equal((await kubelock(["release", "--claim", "manual", "-n", namespace])).code, 0);
+    const record = await api.getClaim("manual");
+    const refused = await kubelock(["wait", "--lock", "reask", "--claim", "manual", "-n", namespace]);
+    assert.equal(refused.code, 4, show(refused));
+    assert.match(refused.stderr, /claim manual ended with phase Released.*; delete it to ask for lock reask again/);
+    assert.equal((await api.getClaim("manual"))?.metadata.uid, record?.metadata.uid, "left in place");
+  });
+});
+
 describe("kubelock release", () => {
   test("annotates the claim, waits for Released, and the next claim is granted", async () => {
     await api.createLock("handover");
