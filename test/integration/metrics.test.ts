@@ -1,12 +1,15 @@
 /**
- * /metrics after a known workload, and the health probes: /healthz always 200, /readyz 200 once synced,
- * also while a configured backend does not answer (that shows in its locks' Ready condition and the metrics).
+ * /metrics after a known workload, and the health probes: /healthz always 200, /readyz 503 until the caches have
+ * synced and 200 once they have, also while a configured backend does not answer (that shows in its locks' Ready
+ * condition and the metrics).
  */
 import assert from "node:assert/strict";
 import { createServer } from "node:net";
 import { after, test } from "node:test";
-import { createNamespace, eventually } from "../support/env";
+import { kubeconfigFile } from "../support/cli";
+import { createNamespace, eventually, kubeConfig, kubeConfigFor, testEnv } from "../support/env";
 import { Api, startOperator, type OperatorProcess } from "../support/operator";
+import { TcpProxy } from "../support/tcp-proxy";
 
 const operators: OperatorProcess[] = [];
 after(async () => {
@@ -128,4 +131,37 @@ test("a configured backend that does not answer leaves /readyz 200 (this replica
   });
   assert.ok(value(text, "kubelock_reconcile_errors_total", { kind: "DistributedLock" })! >= 1);
   assert.equal(value(text, "kubelock_holders", { namespace, lock: "broken" }), undefined, "no state for a lock that never reconciled");
+});
+
+test("/readyz is 503, naming what start-up waits for, while the caches cannot sync; 200 once they have", async () => {
+  const namespace = await createNamespace("readyz-sync");
+  // The operator reaches the API server through a proxy that relays nothing yet: its lists get no answer, so its
+  // caches cannot sync, however long this test takes to look.
+  const server = new URL(kubeConfig().getCurrentCluster()!.server);
+  const proxy = new TcpProxy(server.hostname, Number(server.port || 443));
+  await proxy.start();
+  proxy.partition();
+  try {
+    const op = await startOperator({
+      namespace, until: "serving health probes", config: "clusterName: readyz-sync\n", // a clusterName: no kube-system read at start
+      kubeconfig: kubeconfigFile(kubeConfigFor(`https://${proxy.address}`, testEnv.operatorKubeconfig)),
+    });
+    operators.push(op);
+    const health = `http://${address(op, "serving health probes")}`;
+    assert.equal((await get(`${health}/healthz`)).status, 200, "alive all along");
+    const unready = await get(`${health}/readyz`);
+    assert.equal(unready.status, 503, unready.body);
+    assert.deepEqual(unready.body.trim().split("\n"), [
+      "cache distributedlocks sync: not done yet", "cache lockclaims sync: not done yet", "cache pods sync: not done yet",
+      "first renewal of the holds found: not done yet",
+    ]);
+    assert.doesNotMatch(op.output(), /caches synced/);
+
+    proxy.heal();
+    await eventually("/readyz 200 once the caches synced", async () => ((await get(`${health}/readyz`)).status === 200 ? true : undefined), 60_000);
+    assert.match(op.output(), /caches synced/);
+  } finally {
+    proxy.heal();
+    await proxy.stop();
+  }
 });

@@ -38,7 +38,7 @@ export function refusals(output: string): string[] {
   return output.split("\n").filter((line) => /\bforbidden\b/i.test(line));
 }
 
-/** Starts `kubelock operator` for one namespace (or several); resolves once it logged that its caches synced. */
+/** Starts `kubelock operator` for one namespace (or several); resolves once it logged that its caches synced (or `until`). */
 export async function startOperator(options: {
   /** `--watch-namespace`: one namespace, or several comma-separated. */
   namespace: string;
@@ -52,6 +52,8 @@ export async function startOperator(options: {
   logLevel?: string;
   /** How long to wait for the caches to sync (default 60 s). */
   syncTimeoutMs?: number;
+  /** Resolve once the output holds this instead of "caches synced" (a test of what comes before the sync). */
+  until?: string;
   /** More flags, after the defaults (a repeated flag's last value wins). */
   extraArgs?: string[];
   /** Added to the test's environment. */
@@ -74,7 +76,8 @@ export async function startOperator(options: {
   let running = true;
   void exited.then(() => (running = false));
   // An exit ends the wait at once (a start-up refusal is what some tests expect), without the sync timeout.
-  await eventually("operator caches synced", () => (!running ? "exited" : output.includes("caches synced") ? "synced" : undefined), options.syncTimeoutMs ?? 60_000)
+  const until = options.until ?? "caches synced";
+  await eventually(`operator logged "${until}"`, () => (!running ? "exited" : output.includes(until) ? "synced" : undefined), options.syncTimeoutMs ?? 60_000)
     .then((state) => {
       if (state === "exited") throw new Error(`operator exited:\n${output}`);
     }).catch(async (err: Error) => {
