@@ -16,7 +16,8 @@ export const operatorHelp = `Usage: kubelock operator [flags]
 Runs the kubelock controllers: grants LockClaims on DistributedLocks through the configured backends.
 
 Flags:
-  --config FILE        operator config (YAML); default: only the built-in kubernetes backend
+  --config FILE        operator config (YAML; a regular file of at most 1 MiB); default: only the
+                       built-in kubernetes backend
   --kubeconfig FILE    default: KUBECONFIG, then ~/.kube/config, then in-cluster
   --watch-namespace NS only these namespaces' locks, claims and pods (default: all); comma-separated
                        names, and the flag may be repeated (--watch-namespace a,b --watch-namespace c)
