@@ -81,31 +81,26 @@ test("partitioned from its backend, a holder shows Lost before anyone else can b
   assert.equal(history.replay(new Set(["first", "second"])).maxGranted, 1);
 });
 
-test("lock-delay: a hold whose heartbeat expired is left to lapse a full lease before the slot is granted again", async () => {
-  await api.createLock("delayed", { backend: "redis", leaseDurationSeconds: LEASE_SECONDS });
-  await api.createClaim("beat", { lockName: "delayed", leaseDurationSeconds: 1 });
-  await api.createClaim("next", { lockName: "delayed" });
-  await api.waitForPhase("beat", "Expired", 20_000);
-  const next = await api.waitForPhase("next", "Granted", 20_000);
-  const expiredAt = history.events.find((e) => e.name === "beat" && e.phase === "Expired")!.at;
-  const grantedAt = history.events.find((e) => e.name === "next" && e.phase === "Granted")!.at;
+/**
+ * A heartbeat claim on `lock` expires while `next` waits; with `deleteExpired`, the expired claim is deleted at once
+ * (its holder may still be at work until its lease ends). Either way `next` is granted only a full lease later.
+ */
+async function lockDelay(lock: string, deleteExpired: boolean): Promise<void> {
+  const [beat, next] = [`${lock}-beat`, `${lock}-next`];
+  await api.createLock(lock, { backend: "redis", leaseDurationSeconds: LEASE_SECONDS });
+  await api.createClaim(beat, { lockName: lock, leaseDurationSeconds: 1 });
+  await api.createClaim(next, { lockName: lock }); // behind beat: created after it (and named after it)
+  const expired = await eventually(`${beat} Expired in the history`, async () => history.events.find((e) => e.name === beat && e.phase === "Expired"), 20_000);
+  if (deleteExpired) await api.deleteClaim(beat);
+  const granted = await api.waitForPhase(next, "Granted", 20_000);
+  const expiredAt = expired.at;
+  const grantedAt = history.events.find((e) => e.name === next && e.phase === "Granted")!.at;
   // Both times are watch deliveries of writes by the same operator, so their difference is the operator's delay.
   assert.ok(grantedAt - expiredAt >= LEASE_SECONDS * 1000 - 300, `granted ${grantedAt - expiredAt} ms after the heartbeat expired`);
-  assert.ok(BigInt(next.status!.fencingToken!) > 0n);
-  assert.equal(history.replay(new Set(["beat", "next"])).maxGranted, 1);
-});
+  assert.ok(BigInt(granted.status!.fencingToken!) > 0n);
+  assert.equal(history.replay(new Set([beat, next])).maxGranted, 1);
+}
 
-test("lock-delay outlives the claim: an Expired claim deleted at once still leaves its hold to lapse a full lease", async () => {
-  await api.createLock("delayed-deleted", { backend: "redis", leaseDurationSeconds: LEASE_SECONDS });
-  await api.createClaim("beat-deleted", { lockName: "delayed-deleted", leaseDurationSeconds: 1 });
-  await api.waitForPhase("beat-deleted", "Granted", 20_000);
-  await api.createClaim("next-deleted", { lockName: "delayed-deleted" });
-  await api.waitForPhase("beat-deleted", "Expired", 20_000);
-  await api.deleteClaim("beat-deleted"); // the holder's claim is gone; its holder may still be at work until its lease ends
-  const next = await api.waitForPhase("next-deleted", "Granted", 20_000);
-  const expiredAt = history.events.find((e) => e.name === "beat-deleted" && e.phase === "Expired")!.at;
-  const grantedAt = history.events.find((e) => e.name === "next-deleted" && e.phase === "Granted")!.at;
-  assert.ok(grantedAt - expiredAt >= LEASE_SECONDS * 1000 - 300, `granted ${grantedAt - expiredAt} ms after the heartbeat expired`);
-  assert.ok(BigInt(next.status!.fencingToken!) > 0n);
-  assert.equal(history.replay(new Set(["beat-deleted", "next-deleted"])).maxGranted, 1);
-});
+test("lock-delay: a hold whose heartbeat expired is left to lapse a full lease before the slot is granted again", () => lockDelay("delayed", false));
+
+test("lock-delay outlives the claim: an Expired claim deleted at once still leaves its hold to lapse a full lease", () => lockDelay("delayed-deleted", true));
