@@ -1,12 +1,13 @@
 /**
  * The Redis backend against a TLS-only redis-server that requires client certificates (test/env/redis-setups.ts),
  * every credential read from a file as from a mounted Secret: the conformance suite as a user holding only the
- * minimal ACL (src/backends/redis/acl.ts), with the outage case; what TLS refuses; and a password rotated in its
- * file, picked up without a restart and without losing a hold, neither password ever shown.
+ * minimal ACL (src/backends/redis/acl.ts), with the outage case; what TLS refuses; a password rotated in its
+ * file, picked up without a restart and without losing a hold, neither password ever shown; and a client
+ * certificate rotated to one from a new CA, which the server (one of its own) comes to trust alone.
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { renameSync, writeFileSync } from "node:fs";
+import { copyFileSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import Redis from "ioredis";
@@ -69,6 +70,23 @@ async function limitedUser(prefix: string, password = random() + random()): Prom
   const create = async () => void (await asAdmin(["ACL", "SETUSER", name, "reset", "on", `>${password}`, ...minimalAcl(prefix)]));
   await create();
   return { name, url: `rediss://${name}@127.0.0.1:${server.port}`, passwordFile, create };
+}
+
+/** A watch on `key` reports a hold taken and released beside the one there (the subscriber is connected). */
+async function watchReports(b: LockBackend, key: string): Promise<void> {
+  let calls = 0;
+  const stop = b.watch(key, () => calls++);
+  try {
+    await eventually("the watch to report changes", async () => {
+      const before = calls;
+      const probe = holdRequest(key, "probe", { maxHolders: 2 });
+      await b.tryAcquire(probe);
+      await b.release(key, probe.holderId);
+      return eventually("a call", () => (calls > before ? true : undefined), 1000);
+    }, 20_000);
+  } finally {
+    stop();
+  }
 }
 
 // The whole suite over TLS as the minimal ACL user. The server keeps no data across the outage case's restart,
@@ -152,20 +170,8 @@ describe("redis over TLS", () => {
       assert.equal(renewed.value.fencingToken, hold.fencingToken, "the renewed hold has another token");
       assert.deepEqual((await b.holders(key)).map((h) => h.holderId), [hold.holderId]);
       assert.ok(await b.tryAcquire(holdRequest(`ns-${random()}/after-rotation`, "b")), "no new grant with the new password");
-      // The subscription reconnected with the new password too: a watch reports a release.
-      let calls = 0;
-      const stop = b.watch(key, () => calls++);
-      try {
-        await eventually("the watch to report changes", async () => {
-          const before = calls;
-          const probe = holdRequest(key, "probe", { maxHolders: 2 });
-          await b.tryAcquire(probe);
-          await b.release(key, probe.holderId);
-          return eventually("a call", () => (calls > before ? true : undefined), 1000);
-        }, 20_000);
-      } finally {
-        stop();
-      }
+      // The subscription reconnected with the new password too.
+      await watchReports(b, key);
       const aclLog = JSON.stringify(await asAdmin(["ACL", "LOG"]));
       assert.match(aclLog, new RegExp(name), "the server's ACL LOG did not record the refused password");
       const haystack = [...errors.map((e) => `${e.message}\n${e.stack}\n${String(e.cause)}\n${(e.cause as Error | undefined)?.stack}`), ...printed, aclLog, server.logs()].join("\n");
@@ -173,5 +179,59 @@ describe("redis over TLS", () => {
     } finally {
       methods.forEach((m, i) => (console[m] = originals[i]));
     }
+  });
+
+  test("a client certificate from a new CA, which the server comes to trust alone, is picked up without a restart; the hold keeps its token", async (t) => {
+    // A server of its own: the shared one keeps trusting the first CA for the other cases.
+    const server = await TlsRedis.create();
+    t.after(() => server.destroy());
+    await server.start();
+    const dir = tempDir("kubelock-redis-client-tls-");
+    const mounted = { caFile: join(dir, "ca.crt"), certFile: join(dir, "tls.crt"), keyFile: join(dir, "tls.key") };
+    /** Replaces the mounted files as the kubelet does (each a rename): the server's CA, and `client`'s certificate and key. */
+    const mount = (client: { certFile: string; keyFile: string }) => {
+      for (const [from, to] of [[server.certs.caCert, mounted.caFile], [client.certFile, mounted.certFile], [client.keyFile, mounted.keyFile]]) {
+        copyFileSync(from, `${to}.new`);
+        renameSync(`${to}.new`, to);
+      }
+    };
+    const original = { certFile: server.certs.adminCert, keyFile: server.certs.adminKey };
+    mount(original);
+    const prefix = `cert-${random()}`;
+    const b = (await redisPlugin.factory({ name: "redis-tls", kubeConfig: kubeConfig(), clusterName: "",
+      settings: { url: server.url, tls: mounted, keyPrefix: prefix, connectTimeoutMs: 1000 } })) as RedisBackend;
+    opened.push(b);
+    const key = `ns-${random()}/cert-rotation`;
+    const hold = await b.tryAcquire(holdRequest(key, "a"));
+    assert.ok(hold);
+    // The server first: it trusts the new CA alone and its connections drop; the backend's certificate is refused.
+    const fresh = await server.newClientCertificate();
+    await server.trustOnly(fresh);
+    const old = new Redis({ host: "127.0.0.1", port: server.port, tls: { ca: readFileSync(server.certs.caCert), cert: readFileSync(original.certFile), key: readFileSync(original.keyFile) },
+      maxRetriesPerRequest: 0, retryStrategy: () => null, lazyConnect: true });
+    old.on("error", () => undefined);
+    try {
+      await assert.rejects(old.connect().then(() => old.ping()), "the old certificate is still accepted");
+    } finally {
+      old.disconnect();
+    }
+    await eventually("the backend refused with the old certificate", () => b.holders(key).then(() => undefined, (err: Error) => {
+      if (err instanceof BackendUnavailableError) return true;
+      throw err;
+    }), 15_000);
+    // Then the Secret: the next failed connection makes the backend read the files again, and it reconnects with them.
+    mount(fresh);
+    const since = Date.now();
+    const renewed = await eventually("a renewal with the new certificate", () => b.renew(key, hold.holderId, 30).catch((err: Error) => {
+      if (err instanceof BackendUnavailableError) return undefined;
+      throw err;
+    }), 30_000);
+    t.diagnostic(`the new certificate was in use ${Date.now() - since} ms after the files changed`);
+    assert.ok(renewed, "the hold was lost across the rotation");
+    assert.equal(renewed.fencingToken, hold.fencingToken, "the renewed hold has another token");
+    assert.equal((await b.renew(key, hold.holderId, 30))?.fencingToken, hold.fencingToken);
+    assert.ok(await b.tryAcquire(holdRequest(`ns-${random()}/after-cert-rotation`, "b")), "no new grant with the new certificate");
+    // The subscriber reconnected with the new certificate too.
+    await watchReports(b, key);
   });
 });

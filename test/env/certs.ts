@@ -1,8 +1,10 @@
 /**
  * Certificates and keys for a local kube-apiserver, made with the openssl command line: a CA, a serving
  * certificate for 127.0.0.1/localhost, an admin client certificate in `system:masters`, and the
- * service-account signing key pair.
+ * service-account signing key pair. Also the pieces the backends' TLS servers are made of (an EC CA, a
+ * certificate it signs) and, for client certificate rotation, a client certificate from a new CA of its own.
  */
+import { randomBytes } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { findLibfaketime, skewedClock } from "./faketime";
@@ -53,4 +55,29 @@ export async function makeCerts(dir: string, extraSans: string[] = []): Promise<
     await openssl(["x509", "-req", "-in", p(`${name}.csr`), "-CA", certs.caCert, "-CAkey", p("ca.key"), "-CAcreateserial",
       "-out", p(`${name}.crt`), "-days", "2", "-extfile", p(`${name}.ext`)]);
   }
+}
+
+const EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+
+/** `<dir>/<name>.crt` and `.key`: a self-signed CA (EC P-256). */
+export async function makeCa(dir: string, name: string): Promise<void> {
+  await openssl(["req", "-x509", ...EC_KEY, "-keyout", join(dir, `${name}.key`), "-out", join(dir, `${name}.crt`), "-days", "2",
+    "-subj", `/CN=kubelock-test-${name}`, "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+}
+
+/** `<dir>/<name>.crt` and `.key`: a certificate for `subject` signed by the CA `<dir>/<ca>.crt` (EC P-256). */
+export async function issue(dir: string, ca: string, name: string, subject: string, extensions: string): Promise<void> {
+  const p = (file: string) => join(dir, file);
+  writeFileSync(p(`${name}.ext`), extensions);
+  await openssl(["req", ...EC_KEY, "-keyout", p(`${name}.key`), "-out", p(`${name}.csr`), "-subj", subject]);
+  await openssl(["x509", "-req", "-in", p(`${name}.csr`), "-CA", p(`${ca}.crt`), "-CAkey", p(`${ca}.key`), "-CAcreateserial",
+    "-out", p(`${name}.crt`), "-days", "2", "-extfile", p(`${name}.ext`)]);
+}
+
+/** A client certificate and key for `subject` from a new CA of its own (`issuerFile`: what a server must trust to accept it), in `dir`. */
+export async function newClientCertificate(dir: string, subject: string): Promise<{ certFile: string; keyFile: string; issuerFile: string }> {
+  const n = randomBytes(3).toString("hex");
+  await makeCa(dir, `client-ca-${n}`);
+  await issue(dir, `client-ca-${n}`, `client-${n}`, subject, "extendedKeyUsage=clientAuth\n");
+  return { certFile: join(dir, `client-${n}.crt`), keyFile: join(dir, `client-${n}.key`), issuerFile: join(dir, `client-ca-${n}.crt`) };
 }

@@ -12,10 +12,11 @@
  * `trustOnly(files)` restarts the server trusting client certificates of that CA only, so the old one is refused.
  */
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Etcd3, Range, type IOptions } from "etcd3";
+import { issue, makeCa, newClientCertificate } from "./certs";
 import { controlPlaneBinaries } from "./controlplane";
 import { freePort, ManagedProcess, runCommand } from "./process";
 
@@ -79,11 +80,7 @@ export class TlsEtcd {
 
   /** A client certificate (CN kubelock-test-client) from a new CA of its own, which the server does not trust yet. */
   async newClientCertificate(): Promise<IssuedClientFiles> {
-    const n = randomBytes(3).toString("hex");
-    await makeCa(this.dir, `client-ca-${n}`);
-    await issue(this.dir, `client-ca-${n}`, `client-${n}`, "/CN=kubelock-test-client", "extendedKeyUsage=clientAuth\n");
-    const p = (name: string) => join(this.dir, name);
-    return { caFile: p("ca.crt"), certFile: p(`client-${n}.crt`), keyFile: p(`client-${n}.key`), issuerFile: p(`client-ca-${n}.crt`) };
+    return { caFile: join(this.dir, "ca.crt"), ...(await newClientCertificate(this.dir, "/CN=kubelock-test-client")) };
   }
 
   /** Restarts the server accepting client certificates of `files.issuerFile` only (`admin()` then uses `files`). */
@@ -190,21 +187,4 @@ async function makeTlsFiles(dir: string): Promise<void> {
   await makeCa(dir, "ca");
   await issue(dir, "ca", "server", "/CN=127.0.0.1", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n");
   await issue(dir, "ca", "client", "/CN=kubelock-test-client", "extendedKeyUsage=clientAuth\n");
-}
-
-const EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-
-/** `<dir>/<name>.crt` and `.key`: a self-signed CA. */
-async function makeCa(dir: string, name: string): Promise<void> {
-  await runCommand("openssl", ["req", "-x509", ...EC_KEY, "-keyout", join(dir, `${name}.key`), "-out", join(dir, `${name}.crt`), "-days", "2",
-    "-subj", `/CN=kubelock-test-etcd-${name}`, "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
-}
-
-/** `<dir>/<name>.crt` and `.key`: a certificate for `subject` signed by the CA `<dir>/<ca>.crt`. */
-async function issue(dir: string, ca: string, name: string, subject: string, extensions: string): Promise<void> {
-  const p = (file: string) => join(dir, file);
-  writeFileSync(p(`${name}.ext`), extensions);
-  await runCommand("openssl", ["req", ...EC_KEY, "-keyout", p(`${name}.key`), "-out", p(`${name}.csr`), "-subj", subject]);
-  await runCommand("openssl", ["x509", "-req", "-in", p(`${name}.csr`), "-CA", p(`${ca}.crt`), "-CAkey", p(`${ca}.key`), "-CAcreateserial",
-    "-out", p(`${name}.crt`), "-days", "2", "-extfile", p(`${name}.ext`)]);
 }

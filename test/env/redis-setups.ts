@@ -3,7 +3,9 @@
  * directory of its own (Debian `redis-server`; a sentinel is `redis-server CONFIG --sentinel`, what the
  * `redis-sentinel` command runs):
  * - `TlsRedis`: TLS only (`--port 0 --tls-port`), client certificates required (`--tls-auth-clients yes`),
- *   with a CA, a serving certificate for 127.0.0.1 and a client certificate made by certs.ts;
+ *   with a CA, a serving certificate for 127.0.0.1 and a client certificate made by certs.ts; for client
+ *   certificate rotation, a client certificate from a new CA (`newClientCertificate`) that the server comes to
+ *   trust alone (`trustOnly`: reconfigured at run time, its data kept, every connection dropped);
  * - `SentinelRedis`: one master, one replica and three sentinels watching the master as `kubelock-master`
  *   (quorum 2, a server is down after 1 s unanswered), and a failover as a master's crash or hang causes it
  *   (`failMaster`), the old master rejoining as a replica of the new one;
@@ -15,7 +17,7 @@ import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { connect as connectTcp } from "node:net";
 import { connect as connectTls, type ConnectionOptions } from "node:tls";
 import { join } from "node:path";
-import { makeCerts, type ControlPlaneCerts } from "./certs";
+import { makeCerts, newClientCertificate, type ControlPlaneCerts } from "./certs";
 import { freePort, ManagedProcess, runCommand } from "./process";
 import { tempDir } from "../support/temp";
 
@@ -109,15 +111,35 @@ export class TlsRedis {
     return new TlsRedis(dir, certs, await freePort());
   }
   private readonly server: RedisProcess;
+  /** The client certificate the server accepts, and the CA it trusts for client certificates. */
+  private client: { certFile: string; keyFile: string; issuerFile: string };
   private constructor(private readonly dir: string, readonly certs: ControlPlaneCerts, readonly port: number) {
+    this.client = { certFile: certs.adminCert, keyFile: certs.adminKey, issuerFile: certs.caCert };
     this.server = new RedisProcess("redis-tls", port, dir, () => [
       ...serverArgs(dir), "--port", "0", "--tls-port", String(port),
-      "--tls-cert-file", certs.servingCert, "--tls-key-file", certs.servingKey, "--tls-ca-cert-file", certs.caCert, "--tls-auth-clients", "yes",
+      "--tls-cert-file", certs.servingCert, "--tls-key-file", certs.servingKey, "--tls-ca-cert-file", this.client.issuerFile, "--tls-auth-clients", "yes",
     ], () => ask(() => connectTls({ host: "127.0.0.1", port, ...this.clientTls() }), "secureConnect", "PING\r\n", (r) => r.startsWith("+PONG")));
   }
-  /** What a client needs: the CA, and the client certificate the server asks for. */
+  /** What a client needs: the CA, and the client certificate the server accepts. */
   clientTls(): ConnectionOptions {
-    return { ca: readFileSync(this.certs.caCert), cert: readFileSync(this.certs.adminCert), key: readFileSync(this.certs.adminKey) };
+    return { ca: readFileSync(this.certs.caCert), cert: readFileSync(this.client.certFile), key: readFileSync(this.client.keyFile) };
+  }
+  /** A client certificate from a new CA of its own (`issuerFile`), which the server does not trust yet. */
+  newClientCertificate(): Promise<{ certFile: string; keyFile: string; issuerFile: string }> {
+    return newClientCertificate(this.dir, "/CN=kubelock-test-client");
+  }
+  /**
+   * The server trusts client certificates of `files.issuerFile` only, from now on (CONFIG SET: its data is kept)
+   * and drops every client connection, as a restart would: they reconnect with whatever certificate they have.
+   * `clientTls()` then gives `files`.
+   */
+  async trustOnly(files: { certFile: string; keyFile: string; issuerFile: string }): Promise<void> {
+    // As the client the server accepts at the time: the old certificate, then the new one.
+    const run = (...args: string[]) => runCommand("redis-cli", ["-e", "-h", "127.0.0.1", "-p", String(this.port),
+      "--tls", "--cacert", this.certs.caCert, "--cert", this.client.certFile, "--key", this.client.keyFile, ...args]);
+    await run("CONFIG", "SET", "tls-ca-cert-file", files.issuerFile);
+    this.client = { ...files };
+    for (const type of ["normal", "pubsub"]) await run("CLIENT", "KILL", "TYPE", type);
   }
   get url(): string {
     return `rediss://127.0.0.1:${this.port}`;

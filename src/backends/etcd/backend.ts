@@ -41,7 +41,7 @@
  *
  * Client certificates (`tls` files): read again whenever a call fails as unavailable or a keepalive fails (a
  * server that no longer accepts the old certificate fails both). When their contents changed (and make a usable
- * set: tls-files.ts), the etcd3 clients are rebuilt on the new material and the failed call is tried once more
+ * set: kit/tls-files.ts), the etcd3 clients are rebuilt on the new material and the failed call is tried once more
  * within its requestTimeoutMs. Holds are kept as across a restart: the session leases of the old client are left
  * to etcd (no keepalives, never revoked), new ones are granted, and each hold's next renew (or tryAcquire) moves
  * its key onto them, keeping its create revision; the old leases expire one TTL after their last keepalive.
@@ -57,7 +57,7 @@ import { withDeadline } from "../kit/deadline";
 import { FanOut } from "../kit/fan-out";
 import { splitQueue } from "../kit/queue-state";
 import { splitLockKey } from "../kit/lock-key";
-import { TlsFiles, type TlsMaterial, type TlsPaths } from "./tls-files";
+import { TlsFiles, type TlsMaterial, type TlsPaths } from "../kit/tls-files";
 
 import { DEFAULT_PREFIX, DEFAULT_TIMEOUT_MS } from "./settings";
 /** gRPC keepalive ping interval; etcd refuses pings more often than every 5 s. */

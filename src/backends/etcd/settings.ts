@@ -42,8 +42,7 @@ export function parseEtcdSettings(name: string, raw: Record<string, unknown>): E
     const files = check.tls(tls);
     if (files) {
       if (protocols.has("http:")) check.problem("etcd.tls needs https:// endpoints");
-      const { caFile, certFile, keyFile } = tls as Record<string, string | undefined>;
-      tlsOptions = { ca: files.ca, cert: files.cert, key: files.key, files: { caFile, certFile, keyFile } };
+      tlsOptions = { ca: files.ca, cert: files.cert, key: files.key, files: files.files };
     }
   }
   check.done(name);

@@ -9,14 +9,14 @@
 import { readFileSync } from "node:fs";
 import { BackendConfigError } from "../backend";
 import { secretText } from "./secret-file";
+import type { TlsMaterial, TlsPaths } from "./tls-files";
 
-/** Certificate material of a `tls:` block; undefined fields were not configured. */
-export interface TlsFiles {
-  ca?: Buffer;
-  cert?: Buffer;
-  key?: Buffer;
+/** A `tls:` block: its certificate material as read at start (undefined fields were not configured) and where from. */
+export interface TlsSettings extends TlsMaterial {
   /** With `allowInsecure`: false when `insecureSkipVerify: true` (server certificates not checked). */
   rejectUnauthorized: boolean;
+  /** The files, to be read again when a rotated Secret may have replaced them (tls-files.ts). */
+  files: TlsPaths;
 }
 
 export class SettingsCheck {
@@ -67,7 +67,7 @@ export class SettingsCheck {
    * A `tls:` mapping: its files (caFile, certFile + keyFile together) and, with `allowInsecure`, the
    * `insecureSkipVerify` switch; other fields are unknown. Undefined when it is no mapping.
    */
-  tls(raw: unknown, options: { allowInsecure?: boolean } = {}): TlsFiles | undefined {
+  tls(raw: unknown, options: { allowInsecure?: boolean } = {}): TlsSettings | undefined {
     if (typeof raw !== "object" || raw === null || Array.isArray(raw)) return void this.problem(`${this.block}.tls must be a mapping`);
     const { caFile, certFile, keyFile, ...rest } = raw as Record<string, unknown>;
     const { insecureSkipVerify = false, ...unknown } = options.allowInsecure ? rest : { ...rest, insecureSkipVerify: undefined };
@@ -75,7 +75,8 @@ export class SettingsCheck {
     if (typeof insecureSkipVerify !== "boolean") this.problem(`${this.block}.tls.insecureSkipVerify must be true or false`);
     if ((certFile === undefined) !== (keyFile === undefined)) this.problem(`${this.block}.tls.certFile and ${this.block}.tls.keyFile go together`);
     const read = (field: string, path: unknown) => (path === undefined ? undefined : this.file(`tls.${field}`, path));
-    return { ca: read("caFile", caFile), cert: read("certFile", certFile), key: read("keyFile", keyFile), rejectUnauthorized: insecureSkipVerify !== true };
+    const files = { caFile, certFile, keyFile } as TlsPaths; // each one read above: a string, or a problem recorded
+    return { ca: read("caFile", caFile), cert: read("certFile", certFile), key: read("keyFile", keyFile), rejectUnauthorized: insecureSkipVerify !== true, files };
   }
 
   /** Throws every recorded mistake as one BackendConfigError for backend `name`; returns when there is none. */

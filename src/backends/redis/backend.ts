@@ -35,7 +35,11 @@
  * Through Sentinel, each connection listens for the sentinels' `+switch-master` and reconnects to the new
  * master at once; a connection that meets READONLY (its server was turned into a replica) reconnects too.
  * A server that refuses the password (WRONGPASS, NOAUTH) makes the backend read `passwordFile` again, so a
- * rotated Secret is used from the next reconnect on.
+ * rotated Secret is used from the next reconnect on. Likewise every failed connection makes it read the `tls`
+ * files again (kit/tls-files.ts): a server that no longer accepts the client certificate, or whose certificate the
+ * old CA no longer verifies, fails the connection; new usable contents are used from the next reconnect on, by
+ * every connection (commands, subscriber, sentinels, cluster nodes). Holds live in Redis, not in a connection,
+ * so they are kept with their fencing tokens.
  */
 import type { ConnectionOptions } from "node:tls";
 import Redis, { Cluster, type RedisOptions } from "ioredis";
@@ -53,11 +57,13 @@ const REOPEN_MS = 500;
  */
 const CLUSTER_RESUBSCRIBE_MS = 5000;
 
+import { withDeadline } from "../kit/deadline";
 import { FanOut, orderOf } from "../kit/fan-out";
 import { holderInfo } from "../kit/queue-state";
 import { HoldersPoll } from "../kit/holders-poll";
 import { splitLockKey } from "../kit/lock-key";
 import { SecretFile } from "../kit/secret-file";
+import { TlsFiles, type TlsMaterial, type TlsPaths } from "../kit/tls-files";
 import { ACQUIRE, FORGET, RELEASE, RENEW, STATE } from "./scripts";
 
 /** The scripts as commands: the keys (holds, info, queue[, counter]), then the script's ARGV. */
@@ -83,6 +89,8 @@ export interface RedisSettings {
   /** `WAIT replicas timeoutMs` after a grant: the grant fails (BackendUnavailableError) unless enough replicas have it. */
   waitReplicas?: { replicas: number; timeoutMs: number };
   tls?: ConnectionOptions;
+  /** Where `tls`'s certificate material came from: read again when a connection fails (a rotated Secret). */
+  tlsFiles?: TlsPaths;
   sentinels?: { host: string; port: number }[];
   sentinelName?: string;
   cluster: boolean;
@@ -105,12 +113,14 @@ export class RedisBackend implements LockBackend {
   private connecting?: Promise<void>;
   private closed = false;
   private resubscribeTimer?: NodeJS.Timeout;
+  private readonly tlsFiles?: TlsFiles;
 
   constructor(readonly name: string, private readonly settings: RedisSettings) {
+    if (settings.tls && settings.tlsFiles) this.tlsFiles = new TlsFiles(settings.tlsFiles, settings.tls as TlsMaterial);
     this.client = connect(settings, { enableOfflineQueue: false, maxRetriesPerRequest: 1 });
     this.client.on("error", (err: Error) => {
       this.lastError = err;
-      this.refusedPassword(err);
+      this.connectionFailed(err);
     });
     this.client.on("ready", () => (this.lastError = undefined));
     this.client.on("end", () => this.reopen(this.client));
@@ -125,7 +135,9 @@ export class RedisBackend implements LockBackend {
     // SUBSCRIBE may wait for the connection however long it takes (ioredis re-subscribes after a reconnect):
     // it changes nothing, so queueing it is harmless.
     this.subscriber = connect(settings, { enableOfflineQueue: true, maxRetriesPerRequest: null, commandTimeout: undefined });
-    this.subscriber.on("error", (err: Error) => this.refusedPassword(err));
+    this.subscriber.on("error", (err: Error) => this.connectionFailed(err));
+    // A Cluster reports its nodes' connection errors apart.
+    for (const client of [this.client, this.subscriber]) if (client instanceof Cluster) client.on("node error", (err: Error) => this.connectionFailed(err));
     this.subscriber.on("end", () => this.reopen(this.subscriber));
     // "<what> turn: <ids>" (scripts.ts) names whose turn it is: the waiters are woken without reading the queue.
     this.subscriber.on("message", (channel: string, message: string) => this.watches.notify(channel, turnIn(message)));
@@ -199,6 +211,23 @@ export class RedisBackend implements LockBackend {
     if (acknowledged < replicas) {
       throw new BackendUnavailableError(this.name, `the grant reached ${acknowledged} of ${replicas} replicas within ${timeoutMs}ms (waitReplicas); it is retried`);
     }
+  }
+
+  /** A connection failed: the credential files may have been rotated (see the top of this file). */
+  private connectionFailed(err: Error): void {
+    if (this.closed) return;
+    this.refusedPassword(err);
+    this.reloadTls();
+  }
+
+  /**
+   * Reads the TLS files again and, when they changed (a rotated Secret), puts the new material in use from the next
+   * connection on. Every connection shares the one `tls` options object, which ioredis reads at each connect
+   * (sentinels and cluster nodes included); ioredis reconnects by itself.
+   */
+  private reloadTls(): void {
+    const material = this.tlsFiles?.reload();
+    if (material && this.settings.tls) Object.assign(this.settings.tls, material);
   }
 
   /**
@@ -276,7 +305,10 @@ export class RedisBackend implements LockBackend {
     clearInterval(this.resubscribeTimer);
     for (const poll of this.watches.clear()) poll.stop();
     // disconnect() after QUIT also ends the Sentinel connections of the failover detector (QUIT leaves them open).
-    await Promise.all([this.client, this.subscriber].map((c) => c.quit().catch(() => undefined).finally(() => c.disconnect())));
+    // QUIT is waited for at most commandTimeoutMs: the subscriber queues it while it cannot connect (a server gone,
+    // or refusing its certificate), and would wait for ever.
+    const quit = (c: Client) => withDeadline(c.quit(), this.settings.commandTimeoutMs, () => new Error("no answer to QUIT"));
+    await Promise.all([this.client, this.subscriber].map((c) => quit(c).catch(() => undefined).finally(() => c.disconnect())));
   }
 
   private keys(key: string) {

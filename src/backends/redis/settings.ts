@@ -27,11 +27,13 @@ export function parseRedisSettings(name: string, raw: Record<string, unknown>): 
   check.milliseconds("connectTimeoutMs", connectTimeoutMs);
   const password = passwordFile === undefined ? undefined : check.secret("passwordFile", passwordFile);
   let tlsOptions: ConnectionOptions | undefined;
+  let tlsFiles: RedisSettings["tlsFiles"];
   if (tls !== undefined) {
-    const files = check.tls(tls, { allowInsecure: true });
-    if (files) {
+    const read = check.tls(tls, { allowInsecure: true });
+    if (read) {
       if (parsed && parsed.protocol !== "rediss:") check.problem("redis.tls needs a rediss:// url");
-      tlsOptions = files;
+      const { files, ...material } = read;
+      [tlsOptions, tlsFiles] = [material, files];
     }
   }
   if (parsed?.protocol === "rediss:") tlsOptions ??= {};
@@ -59,7 +61,7 @@ export function parseRedisSettings(name: string, raw: Record<string, unknown>): 
   check.done(name);
   return {
     url: url as string, keyPrefix: keyPrefix as string, commandTimeoutMs: commandTimeoutMs as number, connectTimeoutMs: connectTimeoutMs as number,
-    password, passwordFile: password === undefined ? undefined : (passwordFile as string), waitReplicas: wait, tls: tlsOptions, sentinels: sentinels as RedisSettings["sentinels"], sentinelName: sentinelName as string | undefined, cluster: cluster as boolean,
+    password, passwordFile: password === undefined ? undefined : (passwordFile as string), waitReplicas: wait, tls: tlsOptions, tlsFiles, sentinels: sentinels as RedisSettings["sentinels"], sentinelName: sentinelName as string | undefined, cluster: cluster as boolean,
   };
 }
 

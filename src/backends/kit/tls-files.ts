@@ -1,11 +1,13 @@
 /**
- * The etcd client's TLS material as it is in its files (a mounted Secret), read again on demand so that a rotated
- * client certificate is used without a restart.
+ * A backend client's TLS material as it is in its files (a mounted Secret), read again on demand so that a rotated
+ * client certificate, key or CA is used without a restart. The backends ask at a failure that a refused
+ * certificate causes (a call or connection failing as unavailable) and rebuild their connections on what it returns.
  *
  * Contract: `reload()` reads every configured file; it returns the new material only when some file's contents
  * differ from the material in use AND the set is usable (each PEM parses, the key belongs to the certificate);
  * otherwise undefined: unchanged, unreadable, or caught between two writes of a Secret update (the caller keeps
  * what it has and asks again at its next failure). The material it returned is the one in use from then on.
+ * Nothing read is ever passed on except as the returned material: no contents in messages or logs.
  */
 import { readFileSync } from "node:fs";
 import { createSecureContext } from "node:tls";
