@@ -1,18 +1,21 @@
 /**
  * The PostgreSQL backend against the real server the test environment started: the shared conformance suite
  * (with the outage case), then what is particular to it (settings, the fencing counter surviving the loss of
- * its row, a hold no other operator can release).
+ * its row, a hold no other operator can release, a password rotated in its file).
  */
 import assert from "node:assert/strict";
 import { fork } from "node:child_process";
 import { randomUUID } from "node:crypto";
+import { renameSync, writeFileSync } from "node:fs";
 import { once } from "node:events";
 import path from "node:path";
 import { after, test } from "node:test";
 import pg from "pg";
-import { BackendConfigError, type LockBackend } from "../../src/backends/backend";
+import { BackendConfigError, BackendUnavailableError, type LockBackend } from "../../src/backends/backend";
 import { createBackend } from "../../src/backends/registry";
-import { controlService, kubeConfig, testEnv } from "../support/env";
+import { controlService, eventually, kubeConfig, testEnv } from "../support/env";
+import { passwordRole } from "../support/pg-role";
+import { tempDir } from "../support/temp";
 import { holdRequest, runBackendConformance } from "./backend-conformance";
 
 const opened: LockBackend[] = [];
@@ -151,4 +154,45 @@ test("postgresql: an operator frozen inside a change (SIGSTOP) does not wedge th
   } finally {
     child.kill("SIGKILL");
   }
+});
+
+test("postgresql: a password rotated in its file is picked up at the server's refusal, without a restart; the hold keeps its token", async () => {
+  const id = randomUUID().slice(0, 8);
+  const [first, second] = [`first-pg-pw-${randomUUID()}`, `second-pg-pw-${randomUUID()}`];
+  const role = await passwordRole(`kubelock_rotating_${id}`, first);
+  // The server checks the password: a wrong one is refused.
+  const wrongUrl = new URL(role.url);
+  wrongUrl.password = "not-the-password";
+  const wrong = new pg.Client({ connectionString: wrongUrl.toString() });
+  await assert.rejects(wrong.connect(), (err: Error & { code?: string }) => err.code === "28P01");
+  const passwordFile = path.join(tempDir("kubelock-pg-password-"), "password");
+  /** Replaces the file as the kubelet does (a rename). */
+  const mount = (password: string) => {
+    writeFileSync(`${passwordFile}.new`, `${password}\n`);
+    renameSync(`${passwordFile}.new`, passwordFile);
+  };
+  mount(first);
+  const b = await backend({ url: role.url, passwordFile, table: `kubelock_rotating_${id}` });
+  const key = `pg-${id}/rotation`;
+  const hold = await b.tryAcquire(holdRequest(key, "a", { leaseDurationSeconds: 60 }));
+  assert.ok(hold);
+  // The server first: the role's password changes and its sessions end (a restart, a failover); logins with the
+  // old password are refused, saying what to check and never quoting a password.
+  await role.setPassword(second);
+  await role.endSessions();
+  const refusal = await eventually("a refusal of the old password", () => b.renew(key, hold.holderId, 60).then(() => undefined, (err: Error) => {
+    if (err instanceof BackendUnavailableError) return /refused the login/.test(err.message) ? err : undefined; // or a session that ended
+    throw err;
+  }), 15_000);
+  assert.match(refusal.message, /refused the login of role "kubelock_rotating_\w+": wrong password in postgresql\.passwordFile/);
+  for (const password of [first, second]) assert.ok(!`${refusal.message}${refusal.stack}`.includes(password), "a password in the refusal");
+  // Then the Secret: the next refusal makes the backend read the file again, and the next login uses it.
+  mount(second);
+  const renewed = await eventually("a renewal with the new password", () => b.renew(key, hold.holderId, 60).catch((err: Error) => {
+    if (err instanceof BackendUnavailableError) return undefined;
+    throw err;
+  }), 20_000);
+  assert.ok(renewed, "the hold was lost across the rotation");
+  assert.equal(renewed.fencingToken, hold.fencingToken, "the renewed hold has another token");
+  assert.ok(await b.tryAcquire(holdRequest(`pg-${id}/after-rotation`, "b")), "no new grant with the new password");
 });

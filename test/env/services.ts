@@ -207,10 +207,14 @@ export class RedisService extends LocalService {
 }
 
 /**
- * PostgreSQL on loopback with trust authentication for the `postgres` role and one database, `postgres`. The
- * server refuses to run as root, so initdb and the server run as Debian's `postgres` user (setpriv, which
- * execs: signals reach the server itself), and its directory belongs to that user.
+ * PostgreSQL on loopback with trust authentication for the `postgres` role and one database, `postgres`; roles in
+ * the group PASSWORD_LOGIN_GROUP (made by the tests that need it) must log in with their password (scram-sha-256),
+ * for tests of password files. The server refuses to run as root, so initdb and the server run as Debian's
+ * `postgres` user (setpriv, which execs: signals reach the server itself), and its directory belongs to that user.
  */
+/** PostgresService: members of this role log in with a password; the rest of the roles are trusted. */
+export const PASSWORD_LOGIN_GROUP = "kubelock_password_login";
+
 export class PostgresService extends LocalService {
   static async create(): Promise<PostgresService> {
     const service = new PostgresService(await freePort());
@@ -230,6 +234,9 @@ export class PostgresService extends LocalService {
     const { uid, gid } = await postgresUser();
     chownSync(this.dir, uid, gid);
     await runCommand("setpriv", [...asPostgres(uid, gid), pgBin("initdb"), "-D", this.data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]);
+    // The first line that matches decides: this one before initdb's trust lines.
+    const hba = join(this.data, "pg_hba.conf");
+    writeFileSync(hba, `host all +${PASSWORD_LOGIN_GROUP} 127.0.0.1/32 scram-sha-256\n${readFileSync(hba, "utf8")}`);
   }
   protected launch(logFile: string): ManagedProcess {
     const { uid, gid } = postgresIds!;

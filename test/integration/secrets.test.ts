@@ -9,6 +9,7 @@
  *   the prefix, `passwordFile`).
  * - ZooKeeper (digest credentials `user:password` in `authFile`, on nodes made under the right ones); then the
  *   credentials are rotated (a third secret): the nodes are re-ACLed to it while the claim stays Granted with its token.
+ * - PostgreSQL (a role that must log in with its password, `passwordFile`).
  *
  * Each case has a namespace, an operator and a server-side user of its own.
  */
@@ -22,6 +23,7 @@ import { minimalAcl } from "../../src/backends/redis/acl";
 import { ZooKeeperBackend } from "../../src/backends/zookeeper/backend";
 import { TlsEtcd } from "../env/etcd-tls";
 import { createNamespace, eventually, kubectl, testEnv } from "../support/env";
+import { passwordRole } from "../support/pg-role";
 import { Api, findLog, startOperator, type OperatorProcess } from "../support/operator";
 import { holdRequest } from "../conformance/backend-conformance";
 import { tempDir } from "../support/temp";
@@ -165,6 +167,17 @@ describe("secrets appear nowhere the operator reports", () => {
       backend: `{name: guarded, type: zookeeper, zookeeper: {connect: "${testEnv.zookeeperConnect}", rootPath: ${rootPath}, authFile: ${file}, requestTimeoutMs: 3000}}`,
       file, wrong: `kubelock:${wrong}`, right: `kubelock:${right}`, secrets: [wrong, right, rotated], refusal: /belong to another identity; zookeeper\.authFile must hold/,
       rotate: { next: `kubelock:${rotated}`, applied: (namespace) => mayAddHold(rootPath, namespace, `kubelock:${rotated}`) },
+    });
+  });
+
+  test("PostgreSQL: a refused and a rotated password (picked up without a restart)", async () => {
+    const id = random().slice(0, 6);
+    const [right, wrong] = [`right-pw-${random()}`, `wrong-pw-${random()}`];
+    const role = await passwordRole(`kubelock_secrets_${id}`, right);
+    const file = credentialFile();
+    await refusedThenGranted({
+      backend: `{name: guarded, type: postgresql, postgresql: {url: "${role.url}", passwordFile: ${file}, table: kubelock_secrets_${id}, requestTimeoutMs: 3000}}`,
+      file, wrong, right, refusal: /refused the login of role "kubelock_secrets_\w+": wrong password in postgresql\.passwordFile/, secrets: [wrong, right],
     });
   });
 });

@@ -16,13 +16,21 @@
  *   BackendUnavailableError; a connection that timed out is discarded, never reused. The server itself ends a
  *   transaction left idle, a statement or a lock wait longer than `requestTimeoutMs`, so an operator frozen
  *   mid-change (SIGSTOP, a VM pause) holds a key's advisory lock for at most that long.
+ * - Password (`passwordFile`): a server that refuses it (wrong password, no such role) makes the backend read the
+ *   file again (kit/secret-file.ts), and every connection opened from then on uses what it holds, so a rotated
+ *   Secret is used without a restart. Connections already open stay as they are (PostgreSQL does not end a
+ *   session when its role's password changes), and holds are rows with their own expiry, kept across any
+ *   reconnect with their fencing tokens. The refusal is BackendUnavailableError saying what to check; the
+ *   password never appears in a message. TLS files (`tls`) are read once, at start.
  */
 import pg from "pg";
+import { parse } from "pg-connection-string";
 import { BackendUnavailableError, type AcquireRequest, type Hold, type HolderInfo, type LockBackend, queueState, type WaiterWatch } from "../backend";
 import { withDeadline } from "../kit/deadline";
 import { FanOut, orderOf } from "../kit/fan-out";
 import { HoldersPoll } from "../kit/holders-poll";
 import { splitLockKey } from "../kit/lock-key";
+import { SecretFile } from "../kit/secret-file";
 import * as sql from "./sql";
 
 /** Fallback poll of each watched key: catches holds that expired with nobody writing. */
@@ -33,6 +41,8 @@ export interface PostgresSettings {
   /** postgres://user@host:port/database (no password: passwordFile). */
   url: string;
   password?: string;
+  /** Where `password` came from: read again when the server refuses it (a rotated Secret). */
+  passwordFile?: string;
   table: string;
   requestTimeoutMs: number;
   ssl?: { ca?: Buffer; cert?: Buffer; key?: Buffer; rejectUnauthorized: boolean };
@@ -50,8 +60,11 @@ export class PostgresBackend implements LockBackend {
   private reconnectMs = 250;
   private reconnectTimer?: NodeJS.Timeout;
   private readonly watches = new FanOut<HoldersPoll>((key) => this.startWatch(key), (_, poll) => poll.stop(), async (key) => orderOf(await queueState(this, key)));
+  /** The password in use and its file (see "Password" above). */
+  private readonly password?: SecretFile;
 
   constructor(readonly name: string, private readonly settings: PostgresSettings) {
+    if (settings.password !== undefined && settings.passwordFile) this.password = new SecretFile(settings.passwordFile, settings.password);
     this.pool = new pg.Pool({ ...this.connection(), max: 4, idleTimeoutMillis: 30_000 });
     this.pool.on("error", () => undefined); // an idle connection that broke: the next checkout makes a new one
     // The pool listens for a connection's errors only while it is idle; one the server ends while it is checked out
@@ -206,6 +219,7 @@ export class PostgresBackend implements LockBackend {
       release(true);
       void work.catch(() => undefined);
       if (err instanceof BackendUnavailableError) throw err;
+      if (refused(err)) throw new BackendUnavailableError(this.name, this.refusal(err as Error), { cause: err });
       if (unreachable(err)) throw new BackendUnavailableError(this.name, (err as Error).message, { cause: err });
       throw err;
     }
@@ -224,7 +238,8 @@ export class PostgresBackend implements LockBackend {
     if (this.listener || this.closed || this.reconnectTimer) return;
     const client = new pg.Client(this.connection());
     this.listener = client;
-    const retry = () => {
+    const retry = (err?: unknown) => {
+      if (refused(err)) this.password?.reload();
       if (this.listener !== client) return;
       this.listener = undefined;
       client.end().catch(() => undefined);
@@ -244,6 +259,17 @@ export class PostgresBackend implements LockBackend {
     }, retry);
   }
 
+  /**
+   * The server refused the login: reads passwordFile again (the next connection uses what it holds) and says what to
+   * check. The server's own message names the role, never the password.
+   */
+  private refusal(err: Error): string {
+    this.password?.reload();
+    const user = decodeURIComponent(new URL(this.settings.url).username);
+    const check = this.settings.passwordFile ? "wrong password in postgresql.passwordFile, or no such role" : "no such role, or a password is needed (postgresql.passwordFile)";
+    return `PostgreSQL refused the login of role "${user}": ${check} (${err.message})`;
+  }
+
   private connection(): pg.ClientConfig {
     const s = this.settings;
     // The server ends what a frozen or cut-off caller left behind: a transaction idle between statements (the
@@ -251,10 +277,13 @@ export class PostgresBackend implements LockBackend {
     // or lock wait outliving the call's own deadline. Otherwise every operator would wait on that key until the
     // frozen one woke, and a standby could neither renew nor confirm the holds on it.
     const limit = s.requestTimeoutMs;
-    return {
-      connectionString: s.url, password: s.password, ssl: s.ssl, connectionTimeoutMillis: limit, application_name: "kubelock",
+    const base: pg.ClientConfig = {
+      ssl: s.ssl, connectionTimeoutMillis: limit, application_name: "kubelock",
       idle_in_transaction_session_timeout: limit, statement_timeout: limit, lock_timeout: limit,
     };
+    // The URL's fields win over the others, as with pg's `connectionString`, except the password: pg would take the
+    // URL's (empty: the settings refuse one there) over the one given beside it, and log in with none.
+    return { ...base, ...(parse(s.url) as pg.ClientConfig), password: this.password ? () => this.password!.value : s.password };
   }
 }
 
@@ -268,6 +297,12 @@ function toHold(r: Row): Hold {
     holderId: r.holder_id, claim: r.claim, holderIdentity: r.holder_identity, cluster: r.cluster,
     fencingToken: r.fencing_token, acquireTime: r.acquire_time.toISOString(), renewTime: r.renew_time.toISOString(),
   };
+}
+
+/** The server refused the login: 28P01 a wrong password, 28000 no such role or no pg_hba.conf entry for it. */
+function refused(err: unknown): boolean {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  return code === "28P01" || code === "28000";
 }
 
 /** Errors that mean the server could not be reached or is going away (not a statement's own failure). */

@@ -19,11 +19,12 @@ export function parsePostgresSettings(name: string, raw: Record<string, unknown>
   const password = passwordFile === undefined ? undefined : check.secret("passwordFile", passwordFile);
   let ssl: PostgresSettings["ssl"];
   if (tls !== undefined) {
-    const files = check.tls(tls, { allowInsecure: true });
-    if (files) {
-      ssl = files;
+    const read = check.tls(tls, { allowInsecure: true });
+    if (read) {
+      const { files: _files, ...material } = read;
+      ssl = material;
     }
   }
   check.done(name);
-  return { url: url as string, password, table: table as string, requestTimeoutMs: requestTimeoutMs as number, ssl };
+  return { url: url as string, password, passwordFile: password === undefined ? undefined : (passwordFile as string), table: table as string, requestTimeoutMs: requestTimeoutMs as number, ssl };
 }
