@@ -19,6 +19,8 @@ const repoRoot = resolve(__dirname, "..", "..");
 
 export interface OperatorProcess {
   readonly output: () => string;
+  /** Whether the process has not exited (by itself or by stop/kill); startOperator's processes say. */
+  readonly running?: () => boolean;
   /** SIGTERM and wait for exit; throws if the API server refused the operator a request (see refusals). */
   stop(): Promise<void>;
   /** SIGKILL: no clean-up at all, as a crash; throws as stop() does. */
@@ -96,7 +98,7 @@ export async function startOperator(options: {
     if (refused.length > 0) throw new Error(`the API server refused the operator ${refused.length} request(s); the first:\n${refused[0]}`);
   };
   return {
-    output: () => output, stop: () => end("SIGTERM"), kill: () => end("SIGKILL"),
+    output: () => output, running: () => running, stop: () => end("SIGTERM"), kill: () => end("SIGKILL"),
     excuseRefusals: (from, to) => void excused.push([from, to]),
   };
 }
