@@ -16,12 +16,17 @@
  *   BackendUnavailableError; a connection that timed out is discarded, never reused. The server itself ends a
  *   transaction left idle, a statement or a lock wait longer than `requestTimeoutMs`, so an operator frozen
  *   mid-change (SIGSTOP, a VM pause) holds a key's advisory lock for at most that long.
- * - Password (`passwordFile`): a server that refuses it (wrong password, no such role) makes the backend read the
- *   file again (kit/secret-file.ts), and every connection opened from then on uses what it holds, so a rotated
- *   Secret is used without a restart. Connections already open stay as they are (PostgreSQL does not end a
- *   session when its role's password changes), and holds are rows with their own expiry, kept across any
- *   reconnect with their fencing tokens. The refusal is BackendUnavailableError saying what to check; the
- *   password never appears in a message. TLS files (`tls`) are read once, at start.
+ * - Credential files, read again when a connection cannot be opened, so that a rotated Secret is used without a
+ *   restart by every connection opened from then on (pooled and LISTEN alike):
+ *   - `passwordFile`, when the server refuses the login (wrong password, no such role; kit/secret-file.ts);
+ *   - the `tls` files (client certificate, key, CA), at any failure to connect: a server that no longer accepts
+ *     the client certificate (another CA, another role's name) ends the handshake or refuses the login, and a
+ *     server certificate the old CA does not verify fails it on this side. New contents are used only as a
+ *     usable set (kit/tls-files.ts); otherwise the old ones stay, and the next failure reads the files again.
+ *   Connections already open stay as they are (PostgreSQL ends no session when a password changes or its CA is
+ *   replaced), and holds are rows with their own expiry, kept across any reconnect with their fencing tokens.
+ *   A failure to connect is BackendUnavailableError (a refused login says what to check); no password or key
+ *   ever appears in a message.
  */
 import pg from "pg";
 import { parse } from "pg-connection-string";
@@ -31,6 +36,7 @@ import { FanOut, orderOf } from "../kit/fan-out";
 import { HoldersPoll } from "../kit/holders-poll";
 import { splitLockKey } from "../kit/lock-key";
 import { SecretFile } from "../kit/secret-file";
+import { TlsFiles, type TlsPaths } from "../kit/tls-files";
 import * as sql from "./sql";
 
 /** Fallback poll of each watched key: catches holds that expired with nobody writing. */
@@ -45,7 +51,10 @@ export interface PostgresSettings {
   passwordFile?: string;
   table: string;
   requestTimeoutMs: number;
+  /** One object shared by every connection: a TLS reload puts the new material in it (see "Credential files" above). */
   ssl?: { ca?: Buffer; cert?: Buffer; key?: Buffer; rejectUnauthorized: boolean };
+  /** Where `ssl`'s certificate material came from: read again when a connection cannot be opened. */
+  sslFiles?: TlsPaths;
 }
 
 interface Row { holder_id: string; claim: string; holder_identity: string; cluster: string; fencing_token: string; acquire_time: Date; renew_time: Date }
@@ -62,9 +71,12 @@ export class PostgresBackend implements LockBackend {
   private readonly watches = new FanOut<HoldersPoll>((key) => this.startWatch(key), (_, poll) => poll.stop(), async (key) => orderOf(await queueState(this, key)));
   /** The password in use and its file (see "Password" above). */
   private readonly password?: SecretFile;
+  /** The TLS material in use and its files (see "Credential files" above). */
+  private readonly tls?: TlsFiles;
 
   constructor(readonly name: string, private readonly settings: PostgresSettings) {
     if (settings.password !== undefined && settings.passwordFile) this.password = new SecretFile(settings.passwordFile, settings.password);
+    if (settings.ssl && settings.sslFiles) this.tls = new TlsFiles(settings.sslFiles, settings.ssl);
     this.pool = new pg.Pool({ ...this.connection(), max: 4, idleTimeoutMillis: 30_000 });
     this.pool.on("error", () => undefined); // an idle connection that broke: the next checkout makes a new one
     // The pool listens for a connection's errors only while it is idle; one the server ends while it is checked out
@@ -216,11 +228,14 @@ export class PostgresBackend implements LockBackend {
       return await withDeadline(work, ms, () => new BackendUnavailableError(this.name, `no answer within ${ms}ms`));
     } catch (err) {
       abandoned = true;
+      const connected = client !== undefined;
       release(true);
       void work.catch(() => undefined);
+      if (!connected) this.connectFailed(err);
       if (err instanceof BackendUnavailableError) throw err;
       if (refused(err)) throw new BackendUnavailableError(this.name, this.refusal(err as Error), { cause: err });
-      if (unreachable(err)) throw new BackendUnavailableError(this.name, (err as Error).message, { cause: err });
+      // Not connected: the server cannot be reached, or the TLS handshake failed (a certificate not accepted).
+      if (!connected || unreachable(err)) throw new BackendUnavailableError(this.name, (err as Error).message, { cause: err });
       throw err;
     }
   }
@@ -239,8 +254,8 @@ export class PostgresBackend implements LockBackend {
     const client = new pg.Client(this.connection());
     this.listener = client;
     const retry = (err?: unknown) => {
-      if (refused(err)) this.password?.reload();
       if (this.listener !== client) return;
+      this.connectFailed(err);
       this.listener = undefined;
       client.end().catch(() => undefined);
       if (this.closed) return;
@@ -260,13 +275,22 @@ export class PostgresBackend implements LockBackend {
   }
 
   /**
-   * The server refused the login: reads passwordFile again (the next connection uses what it holds) and says what to
-   * check. The server's own message names the role, never the password.
+   * A connection could not be opened (or the LISTEN connection was lost): the credential files may have been
+   * rotated. Reads passwordFile again when the server refused the login, the TLS files at any failure; what
+   * changed and is usable goes to every connection opened from then on (`connection()` and the shared `ssl`).
    */
+  private connectFailed(err: unknown): void {
+    if (this.closed) return;
+    if (refused(err)) this.password?.reload();
+    const material = this.tls?.reload();
+    if (material && this.settings.ssl) Object.assign(this.settings.ssl, material);
+  }
+
+  /** The server refused the login: what to check. The server's own message names the role, never the password. */
   private refusal(err: Error): string {
-    this.password?.reload();
     const user = decodeURIComponent(new URL(this.settings.url).username);
-    const check = this.settings.passwordFile ? "wrong password in postgresql.passwordFile, or no such role" : "no such role, or a password is needed (postgresql.passwordFile)";
+    const password = this.settings.passwordFile ? "wrong password in postgresql.passwordFile, or no such role" : "no such role, or a password is needed (postgresql.passwordFile)";
+    const check = this.settings.ssl?.cert ? `${password}, or the client certificate (postgresql.tls.certFile) is not accepted for that role` : password;
     return `PostgreSQL refused the login of role "${user}": ${check} (${err.message})`;
   }
 

@@ -18,13 +18,14 @@ export function parsePostgresSettings(name: string, raw: Record<string, unknown>
   check.milliseconds("requestTimeoutMs", requestTimeoutMs);
   const password = passwordFile === undefined ? undefined : check.secret("passwordFile", passwordFile);
   let ssl: PostgresSettings["ssl"];
+  let sslFiles: PostgresSettings["sslFiles"];
   if (tls !== undefined) {
     const read = check.tls(tls, { allowInsecure: true });
     if (read) {
-      const { files: _files, ...material } = read;
-      ssl = material;
+      const { files, ...material } = read;
+      [ssl, sslFiles] = [material, files];
     }
   }
   check.done(name);
-  return { url: url as string, password, passwordFile: password === undefined ? undefined : (passwordFile as string), table: table as string, requestTimeoutMs: requestTimeoutMs as number, ssl };
+  return { url: url as string, password, passwordFile: password === undefined ? undefined : (passwordFile as string), table: table as string, requestTimeoutMs: requestTimeoutMs as number, ssl, sslFiles };
 }
