@@ -43,6 +43,11 @@ export class LockReconciler {
   private readonly arrivals = new ObservedVersions();
   /** Claims this process saw deleted: a hold left by one goes without a live read (see orphanFate). */
   private readonly deletedClaims = new DeletedClaims();
+  /**
+   * Holders whose Granted status this process sent, whatever came back: a write whose reply was lost may have
+   * shown the grant though the cache still says otherwise, so such a hold is never given back as unshown.
+   */
+  private readonly grantSent = new Set<string>();
   private readonly renewer: HoldRenewer;
   /** Lock-delay: when each lapsing hold (its claim ended Lost or LeaseExpired) may be released, this process's clock. */
   private readonly lapseDeadlines = new Map<string, number>();
@@ -145,6 +150,7 @@ export class LockReconciler {
     // being deleted already says it grants nothing (its deletionTimestamp, which holders heed) and is gone in a
     // moment with its Events: no status write and no Event for it, one request each fewer per grant.
     for (const ending of decision.endings) {
+      this.grantSent.delete(ending.id);
       const { claim } = assessed.get(ending.id)!;
       statuses.set(ending.id, endedStatus(claim, ending.phase, ending.reason, ending.message, now));
       if (!claim.metadata.deletionTimestamp) {
@@ -173,6 +179,7 @@ export class LockReconciler {
       holds.delete(orphan);
       this.lapseDeadlines.delete(orphan);
       this.deletedClaims.forget(orphan);
+      this.grantSent.delete(orphan);
     }
     for (const id of decision.withdraw) await backend.release(backendKey, id);
     for (const id of decision.lapsing) {
@@ -297,13 +304,16 @@ export class LockReconciler {
         if (status.phase === "Granted" && !((this.renewer.validUntil(id) ?? -Infinity) > clock.now())) {
           // Paused or starved between the acquire and this write past the hold's validity: the backend may have
           // let it go and granted the slot elsewhere, so the claim must not be shown Granted now. A hold never
-          // shown to anyone is given back at once; a shown one lapses (the next pass shows its claim Lost).
-          if (claim.status?.phase !== "Granted") {
+          // shown to anyone is given back at once; a shown one lapses (the next pass shows its claim Lost). "Never
+          // shown" needs more than the cache's word: a Granted write whose reply was lost (an API server going
+          // down) may have shown it, so a hold whose Granted status was ever sent is not given back here.
+          if (claim.status?.phase !== "Granted" && !this.grantSent.has(id)) {
             this.renewer.untrack(id);
             await backend.release(backendKey, id);
           }
           throw new Error(`the hold of claim ${claim.metadata.name} was no longer certainly valid when its grant was to be written`);
         }
+        if (status.phase === "Granted") this.grantSent.add(id);
         await this.writeClaimStatus(claim, status);
       } catch (err) {
         failures.push(err);
@@ -344,6 +354,7 @@ export class LockReconciler {
   followClaim(claim: LockClaim, deleted = false): void {
     const id = claim.metadata.uid;
     if (!id) return;
+    if (deleted) this.grantSent.delete(id);
     if (deleted) this.deletedClaims.note(id, { lapses: assessClaim(claim, undefined, this.ctx.clock.now()).lapses === true }, this.ctx.clock.now());
     const lock = this.ctx.caches.locks.get(claim.metadata.namespace, claim.spec.lockName);
     if (deleted || claim.status?.phase !== "Granted" || !lock || lock.metadata.deletionTimestamp) {
