@@ -34,8 +34,8 @@ export interface HolderInfo {
   cluster: string;
   /**
    * Set by a backend whose holds live on this process's own session (a ZooKeeper ephemeral node of the session
-   * this replica uses, handed over from leader to leader): no other operator can release such a hold or let it
-   * lapse, so this one treats it as its own whatever cluster name it carries (say, one granted before the
+   * this replica uses, handed over from leader to leader; an etcd key on one of this process's session leases, which
+   * its keepalives keep and renewals move holds onto): no other operator can release such a hold or let it lapse, so this one treats it as its own whatever cluster name it carries (say, one granted before the
    * cluster's name changed, whose claim then went while no replica was watching).
    */
   ownSession?: boolean;

@@ -259,6 +259,16 @@ async function leaseIds(): Promise<Set<string>> {
 }
 
 describe("etcd backend", () => {
+  test("the queue marks holds on this instance's own session lease (ownSession), whatever cluster name they carry", async () => {
+    const key = `ns/own-session-${Date.now()}`;
+    const owner = backend();
+    const a = request(key, "a", { cluster: "an-earlier-name" });
+    assert.ok(await owner.tryAcquire(a));
+    assert.deepEqual((await owner.queueState!(key)).holders.map((h) => [h.holderId, h.ownSession]), [[a.holderId, true]]);
+    const other = backend();
+    assert.deepEqual((await other.queueState!(key)).holders.map((h) => [h.holderId, h.ownSession]), [[a.holderId, undefined]], "not on the other instance's leases");
+  });
+
   test("settings are validated, one line per mistake, and never show the password", async () => {
     const dir = mkdtempSync(join(tmpdir(), "etcd-settings-"));
     const passwordFile = join(dir, "password");

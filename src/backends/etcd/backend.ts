@@ -245,7 +245,17 @@ export class EtcdBackend implements LockBackend {
   }
 
   async queueState(key: string): Promise<QueueState> {
-    return splitQueue(await this.ranked(key), (e) => toHold(e.kv));
+    const [ranked, own] = await Promise.all([this.ranked(key), this.ownLeases()]);
+    return splitQueue(ranked, (e) => ({ ...toHold(e.kv), ...(own.has(String(e.kv.lease)) && { ownSession: true }) }));
+  }
+
+  /**
+   * The ids of this instance's live session leases: a key on one of them lives as long as this process keeps it
+   * alive, whoever's claim it was for (see HolderInfo.ownSession).
+   */
+  private async ownLeases(): Promise<Set<string>> {
+    const ids = await Promise.all([...this.sessions.values()].map((s) => s.id.catch(() => undefined)));
+    return new Set(ids.filter((id): id is string => id !== undefined).map(String));
   }
 
   /**
