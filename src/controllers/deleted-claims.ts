@@ -8,6 +8,8 @@
 export interface DeletedClaim {
   /** Its hold, if one is left, must lapse (lock-delay) instead of being released at once. */
   lapses: boolean;
+  /** The DistributedLock it named (`namespace/name`). */
+  lockKey: string;
 }
 
 export class DeletedClaims {
@@ -30,5 +32,10 @@ export class DeletedClaims {
 
   forget(uid: string): void {
     this.entries.delete(uid);
+  }
+
+  /** The UIDs of the deleted claims that named `lockKey`. */
+  forLock(lockKey: string): string[] {
+    return [...this.entries].filter(([, entry]) => entry.lockKey === lockKey).map(([uid]) => uid);
   }
 }

@@ -13,7 +13,7 @@ import {
   type DistributedLock, type DistributedLockStatus, type LockClaim, type LockClaimStatus, type LockHolder,
 } from "../api/types";
 import { setCondition } from "../api/conditions";
-import { BackendConfigError, BackendUnavailableError, type Hold, type LockBackend, queueState } from "../backends/backend";
+import { BackendConfigError, BackendUnavailableError, type Hold, type HolderInfo, type LockBackend, queueState } from "../backends/backend";
 import { assessClaim, claimPodUid, type PodState } from "../grant/claim-facts";
 import { decide, isTerminal } from "../grant/decide";
 import { isNotFound, statusCode } from "../kube/client";
@@ -123,7 +123,10 @@ export class LockReconciler {
     const now = new Date(nowMs).toISOString();
     const tracked = (holderId: string): TrackedHold => ({ lockKey, backend, backendKey, holderId, leaseSeconds });
 
-    await forEachConcurrently(claims.filter((c) => !c.metadata.deletionTimestamp), (claim) => this.recordPodUid(claim));
+    await forEachConcurrently(claims.filter((c) => !c.metadata.deletionTimestamp), async (claim) => {
+      await this.ensureFinalizer(CLAIM_PLURAL, claim);
+      await this.recordPodUid(this.latest(claim));
+    });
     claims = claims.map((c) => this.latest(c));
     let floor = fencingFloor(lock, claims);
     const { holders: holdList, waiting: entries } = await backend.queueState!(backendKey);
@@ -355,7 +358,10 @@ export class LockReconciler {
     const id = claim.metadata.uid;
     if (!id) return;
     if (deleted) this.grantSent.delete(id);
-    if (deleted) this.deletedClaims.note(id, { lapses: assessClaim(claim, undefined, this.ctx.clock.now()).lapses === true }, this.ctx.clock.now());
+    if (deleted) {
+      const lapses = assessClaim(claim, undefined, this.ctx.clock.now()).lapses === true;
+      this.deletedClaims.note(id, { lapses, lockKey: `${claim.metadata.namespace}/${claim.spec.lockName}` }, this.ctx.clock.now());
+    }
     const lock = this.ctx.caches.locks.get(claim.metadata.namespace, claim.spec.lockName);
     if (deleted || claim.status?.phase !== "Granted" || !lock || lock.metadata.deletionTimestamp) {
       if (deleted || isTerminal(claim.status?.phase)) this.renewer.untrack(id);
@@ -387,7 +393,7 @@ export class LockReconciler {
    * may lag, and another lock may share the backend key). It lapses instead of going at once when its claim had
    * ended Lost or LeaseExpired (lock-delay, remembered from before the claim went, or read from the deleted claim).
    */
-  private async orphanFate(lock: DistributedLock, hold: Hold, claimed: boolean): Promise<"release" | "lapse" | "claimed"> {
+  private async orphanFate(lock: DistributedLock, hold: HolderInfo, claimed: boolean): Promise<"release" | "lapse" | "claimed"> {
     if (claimed) return "release"; // its claim is here, in a terminal phase whose hold goes at once
     if (this.ctx.caches.claims.byIndex(ClaimIndex.byUid, hold.holderId).length > 0) return "claimed";
     if (this.lapseDeadlines.has(hold.holderId)) return "lapse";
@@ -430,6 +436,22 @@ export class LockReconciler {
     for (const claim of claims) {
       if (!claim.metadata.uid || !(await backend.release(backendKey, claim.metadata.uid))) continue;
       this.ctx.metrics?.released(`${lock.metadata.namespace}/${lock.metadata.name}`, backend.name, ClaimReason.LockNotFound, this.ctx.clock.now());
+    }
+    // And this cluster's holds and entries whose claim went before the lock (a claim whose finalizer was removed by
+    // hand, or one a watch saw go): every claim
+    // of the lock seen deleted, listed or not (as above), and the listed ones on the same evidence as any orphan's;
+    // lapsing or not, they go with their lock.
+    for (const uid of this.deletedClaims.forLock(`${lock.metadata.namespace}/${lock.metadata.name}`)) {
+      await backend.release(backendKey, uid);
+      this.deletedClaims.forget(uid);
+    }
+    const { holders, waiting } = await backend.queueState!(backendKey);
+    for (const hold of [...holders, ...waiting]) {
+      if (claims.some((c) => c.metadata.uid === hold.holderId) || (hold.cluster !== this.ctx.clusterName && !hold.ownSession)) continue;
+      if ((await this.orphanFate(lock, hold, false)) === "claimed") continue;
+      await backend.release(backendKey, hold.holderId);
+      this.deletedClaims.forget(hold.holderId);
+      this.lapseDeadlines.delete(hold.holderId);
     }
     for (const claim of claims) if (claim.metadata.deletionTimestamp) await this.removeFinalizer(claim);
     this.forgetLock(`${lock.metadata.namespace}/${lock.metadata.name}`);

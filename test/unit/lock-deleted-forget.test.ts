@@ -26,6 +26,7 @@ async function deleteLock(forget: (key: string) => Promise<boolean>): Promise<st
       calls.push(`forget ${key}`);
       return forget(key);
     },
+    queueState: async () => ({ holders: [], waiting: [] }),
     watch: () => () => undefined,
     close: async () => undefined,
   } as unknown as LockBackend;
