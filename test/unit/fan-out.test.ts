@@ -96,3 +96,22 @@ test("a waiter the read shows holding already (its entry became the hold) is wok
   await queue.answer(state(["other", "w1"], ["w2", "w3"]));
   assert.deepEqual(calls, { plain: 1, w1: 1, w2: 0, w3: 0 });
 });
+
+test("an order the backend read itself decides the turns without a read; none (a failed listing) wakes every waiter", () => {
+  const { fan, queue, calls } = setUp();
+  fan.notifyInOrder("chan", ["other", "w2", "w1", "w3"]);
+  assert.deepEqual(calls, { plain: 1, w1: 0, w2: 1, w3: 0 });
+  fan.notifyInOrder("chan", undefined);
+  assert.deepEqual(calls, { plain: 2, w1: 1, w2: 2, w3: 1 });
+  fan.notifyInOrder("elsewhere", ["w1"]);
+  assert.deepEqual(calls, { plain: 2, w1: 1, w2: 2, w3: 1 });
+  assert.equal(queue.reads(), 0);
+});
+
+test("wake calls that holder's waiters alone: no plain listener, no read", () => {
+  const { fan, queue, calls } = setUp();
+  fan.wake("chan", "w3");
+  fan.wake("chan", "nobody");
+  assert.deepEqual(calls, { plain: 0, w1: 0, w2: 0, w3: 1 });
+  assert.equal(queue.reads(), 0);
+});

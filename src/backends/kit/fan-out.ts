@@ -14,7 +14,8 @@
  *   only when that holder's turn may have come. After a change, ONE read of the lock's order (`readOrder`: the
  *   holderIds of its holds, then of its waiters, in queue order) decides for every waiter of the key: the first
  *   maxHolders of that order hold or may take a slot now. Changes that come during a read make one more read
- *   after it. Without `readOrder`, or when the read fails, every waiter is called (spurious wake-ups are
+ *   after it. A backend that read the order itself passes it (`notifyInOrder`); one that saw the entry just
+ *   before a waiter's go calls that waiter alone (`wake`). Without `readOrder`, or when the read fails, every waiter is called (spurious wake-ups are
  *   allowed; missed ones are not).
  * - `clear()` forgets every key and returns their states (the backend is closing: it ends them itself).
  */
@@ -87,6 +88,26 @@ export class FanOut<S> {
     else void this.wakeByTurn(key, entry);
   }
 
+  /** Calls the waiters of `holderId` on `key` only: the backend saw the entry just before it go (no read). */
+  wake(key: string, holderId: string): void {
+    call([...(this.entries.get(key)?.listeners ?? [])].filter((l) => l.waiter?.holderId === holderId));
+  }
+
+  /**
+   * A change whose queue order the backend read itself (ZooKeeper lists the children as it re-arms its watch):
+   * as notify(key), with the waiters' turns taken from `order` (holderIds, holds first, in queue order) instead
+   * of a read. Undefined (the listing failed) calls every waiter.
+   */
+  notifyInOrder(key: string, order: readonly string[] | undefined): void {
+    const entry = this.entries.get(key);
+    if (!entry) return;
+    const listeners = [...entry.listeners];
+    call(listeners.filter((l) => !l.waiter));
+    const waiters = listeners.filter((l) => l.waiter);
+    const turn = order && waiters.length > 0 ? inTurn(order, waiters) : undefined;
+    call(waiters.filter((l) => !turn || turn.has(l.waiter!.holderId)));
+  }
+
   /** Reads the queue (again while changes come during the read) and calls the waiters whose turn it may be. */
   private async wakeByTurn(key: string, entry: Entry<S>): Promise<void> {
     const reading = (entry.reading = { again: false });
@@ -95,7 +116,7 @@ export class FanOut<S> {
         reading.again = false;
         const waiters = [...entry.listeners].filter((l) => l.waiter);
         if (waiters.length === 0 || this.entries.get(key) !== entry) return;
-        const turn = await this.turn(waiters[waiters.length - 1].waiter!);
+        const turn = await this.turn(waiters);
         call(waiters.filter((l) => !turn || turn.has(l.waiter!.holderId)));
       } while (reading.again);
     } finally {
@@ -107,9 +128,9 @@ export class FanOut<S> {
    * The holderIds that hold or may take a slot now (the latest waiter's maxHolders), or undefined: call them all.
    * A waiter already holding is woken to find so (an etcd entry becomes the hold once those before it go).
    */
-  private async turn({ key, maxHolders }: Waiter): Promise<Set<string> | undefined> {
+  private async turn(waiters: Listener[]): Promise<Set<string> | undefined> {
     try {
-      return new Set((await this.readOrder!(key)).slice(0, maxHolders));
+      return inTurn(await this.readOrder!(waiters[0].waiter!.key), waiters);
     } catch {
       return undefined;
     }
@@ -133,6 +154,11 @@ export class FanOut<S> {
     this.entries.clear();
     return states;
   }
+}
+
+/** The holderIds in `order` that hold or may take a slot now (the latest waiter's maxHolders). */
+function inTurn(order: readonly string[], waiters: Listener[]): Set<string> {
+  return new Set(order.slice(0, waiters[waiters.length - 1].waiter!.maxHolders));
 }
 
 function call(listeners: Listener[]): void {

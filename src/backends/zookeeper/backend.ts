@@ -9,14 +9,15 @@
  *
  * Holds: a child is a hold when fewer than its own maxHolders children sort before it; the rest wait in sequence
  * order (Curator's InterProcessSemaphoreV2, the reference article's recipe). A child's rank only falls (new children
- * sort last), so a hold stays one and at most maxHolders are holds. tryAcquire lists the children and re-attaches to
- * one carrying the holderId (an earlier call, a create whose reply was lost, an operator restart, a waiter), else
- * creates one; a child ranked too far back is kept when the request waits (its place; it is stamped with a fresh
- * acquireTime when it first holds) and deleted otherwise. The process remembers its children's names, so a waiter
- * woken for its turn lists, reads its child and stamps it in one round trip, and a release lists, reads and
- * deletes in one. Each operator watches each lock once (`watch`: one
- * children watch on the lock node, an exists watch while it is missing, re-armed after each event, shared
- * in-process), so a release wakes one watch per operator, not every waiter: no herd.
+ * sort last), so a hold stays one and at most maxHolders are holds. tryAcquire re-attaches to the child carrying
+ * the holderId (an earlier call, a create whose reply was lost, an operator restart, a waiter), else creates one
+ * and lists in the same round trip; a child ranked too far back is kept when the request waits (its place; it is
+ * stamped with a fresh acquireTime when it first holds) and deleted otherwise. The process remembers its children
+ * (name, czxid), so a waiter woken for its turn lists and stamps in one round trip, and a hold it granted is
+ * released by one delete. Each operator watches each lock once (`watch`: one children watch on the lock node, an
+ * exists watch while it is missing, re-armed after each event, shared in-process; the re-arming listing decides
+ * whose turn it is), so a release wakes one watch per operator, not every waiter: no herd. A waiter of a
+ * one-holder lock also watches the child just before it, whose deletion wakes it a round trip sooner.
  *
  * Fencing token: the child's czxid, the zxid of the transaction that created it. Zxids increase across the
  * ensemble, leader elections and restarts included, so a grant that starts after another was made gets a
@@ -137,6 +138,11 @@ interface NodeData extends HolderInfo {
   renewTime: string;
 }
 interface Node { czxid: number; version: number; ephemeralOwner: string; data?: NodeData }
+/**
+ * This process's child for one holder: its name, its node once read, whether it was returned as a hold, and the
+ * child just before it that an exists watch is set on (a waiter of a one-holder lock).
+ */
+interface Mine { name: string; node?: Node; held?: boolean; watching?: string }
 interface KeyWatch { path: string; armedOn?: ZooKeeper; generation: number }
 type Done = (rc: number, error: unknown, ...result: unknown[]) => void;
 type Session = ZooKeeperSession;
@@ -168,11 +174,13 @@ export class ZooKeeperBackend implements LockBackend {
   }, undefined, async (key) => (await this.children(this.lockPath(key))).map((c) => c.holderId));
   private readonly busy = new Map<string, Promise<unknown>>();
   /**
-   * This process's children by `<lock>\n<holderId>`: a known child is read together with the listing, and
-   * released without listing first. A stale name costs only the listing it would have spared.
+   * This process's children by `<lock>\n<holderId>`. A known child is listed without being read again (its
+   * czxid never changes), and a child returned as a hold is released by one delete: a hold stays one until it is
+   * deleted, and the listing that found it showed no other child of its holder. A stale entry costs only what it
+   * would have spared.
    */
-  private readonly known = new Map<string, string>();
-  /** Holders (as in `known`) whose child this process saw waiting: their turn stamps a fresh acquireTime. */
+  private readonly mine = new Map<string, Mine>();
+  /** Holders (as in `mine`) whose child this process saw waiting: their turn stamps a fresh acquireTime. */
   private readonly queued = new Set<string>();
   /** Lock nodes last seen to exist (a missing one is created along with the first hold asked for on it). */
   private readonly lockNodes = new Set<string>();
@@ -227,40 +235,47 @@ export class ZooKeeperBackend implements LockBackend {
     const id = `${lock}\n${req.holderId}`;
     return this.serialized(lock, req.holderId, async () => {
       for (let attempt = 0; attempt < 3; attempt++) {
-        let name = this.known.get(id);
-        if (!name) {
-          name = await this.childOf(lock, req);
-          this.known.set(id, name);
+        let listed: Child[] | undefined;
+        let mine = this.mine.get(id);
+        if (!mine) {
+          const entered = await this.enter(lock, req);
+          ({ listed } = entered);
+          this.mine.set(id, (mine = { name: entered.name }));
         }
-        const path = `${lock}/${name}`;
-        // A waiter woken for its turn asks in one round trip: the children, its node, and the grant's acquireTime
-        // (sent in that order on one session, so served in it). Stamped early on a spurious wake, it is stamped
-        // again at the real turn. The stamp is a record for readers, not part of the grant: the hold is returned
-        // once the listing shows its turn, without waiting for the write to commit (this session's later requests,
-        // a release among them, are served after it). A node gone meanwhile is a lost hold, which renew finds.
+        const path = `${lock}/${mine.name}`;
+        // A waiter woken for its turn asks in one round trip: the children, and the grant's acquireTime (sent in
+        // that order on one session, so served in it). Stamped early on a spurious wake, it is stamped again at the
+        // real turn. The stamp is a record for readers, not part of the grant: the hold is returned once the listing
+        // shows its turn, without waiting for the write to commit (this session's later requests, a release among
+        // them, are served after it). A node gone meanwhile is a lost hold, which renew finds.
         const stamp = this.queued.has(id) ? holdData(req, this.now()) : undefined;
         if (stamp) {
           void this.call(`grant ${path}`, (zk, done) => zk.a_set(path, JSON.stringify(stamp), -1, done), [Z.ZNONODE])
             .catch((err) => this.options.log?.debug("zookeeper: stamping a grant failed", { node: path, error: err instanceof Error ? err.message : String(err) }));
         }
-        const [children, node] = await Promise.all([this.children(lock), this.read(path)]);
+        const [children, node] = await Promise.all([listed ?? this.children(lock), mine.node ?? this.read(path)]);
         const ours = children.filter((c) => c.holderId === req.holderId);
         if (ours.length > 1) {
           // A create retried after its reply was lost, or two operators at once: keep the first.
           for (const extra of ours.slice(1)) await this.remove(`${lock}/${extra.name}`);
-          this.known.delete(id);
+          this.mine.delete(id);
           continue;
         }
-        if (!node?.data || ours[0]?.name !== name) {
-          this.known.delete(id); // gone meanwhile: look again
+        if (!node?.data || ours[0]?.name !== mine.name) {
+          this.mine.delete(id); // gone meanwhile: look again
           continue;
         }
+        mine.node = stamp ? { ...node, data: stamp } : node;
         if (children.indexOf(ours[0]) < node.data.maxHolders) {
           this.queued.delete(id);
-          return toHold(stamp ? { ...node, data: stamp } : node);
+          mine.held = true;
+          return toHold(mine.node);
         }
-        if (req.wait) this.queued.add(id);
-        else await this.removeChildren(lock, req.holderId);
+        if (!req.wait) await this.removeChildren(lock, req.holderId);
+        else {
+          this.queued.add(id);
+          if (node.data.maxHolders === 1) this.watchPredecessor(lock, req.holderId, mine, children[children.indexOf(ours[0]) - 1]);
+        }
         return undefined;
       }
       throw this.unavailable(`the holds of ${req.key} kept changing under tryAcquire`);
@@ -281,7 +296,11 @@ export class ZooKeeperBackend implements LockBackend {
         const data: NodeData = { ...node.data, leaseDurationSeconds, renewTime: this.now() };
         const { rc, result } = await this.call(`renew ${lock}/${mine.name}`, (zk, done) => zk.a_set(`${lock}/${mine.name}`, JSON.stringify(data), node.version, done), [Z.ZBADVERSION, Z.ZNONODE]);
         if (rc === Z.ZNONODE) return undefined;
-        if (rc === Z.ZOK) return toHold({ ...node, version: (result[0] as { version: number }).version, data });
+        if (rc !== Z.ZOK) continue;
+        const renewed = { ...node, version: (result[0] as { version: number }).version, data };
+        const known = this.mine.get(`${lock}\n${holderId}`);
+        if (known?.name === mine.name) known.node = renewed;
+        return toHold(renewed);
       }
       throw this.unavailable(`too much contention renewing ${key}`);
     });
@@ -520,8 +539,7 @@ export class ZooKeeperBackend implements LockBackend {
     }
     if (this.lockNodes.size >= LOCK_NODES_REMEMBERED) this.lockNodes.clear(); // forgetting costs one create each
     this.lockNodes.add(lock);
-    const parsed = (result[0] as string[]).map((name) => ({ name, m: CHILD.exec(name) }));
-    return parsed.flatMap(({ name, m }) => (m && decode(m[1]) !== undefined ? [{ name, holderId: decode(m[1])!, seq: Number(m[2]) }] : [])).sort((a, b) => a.seq - b.seq);
+    return parseChildren(result[0] as string[]);
   }
 
   private async read(path: string): Promise<Node | undefined> {
@@ -536,38 +554,45 @@ export class ZooKeeperBackend implements LockBackend {
   }
 
   /**
-   * The name of `req`'s child of `lock`, for a holder this process knows no child of: listed and created in one
-   * round trip (the lock node first, unless it is known to exist); an earlier child of this holder (an operator
-   * restarted, a reply lost) is kept and the new one deleted.
+   * Enters `req`'s child in the lock's queue in one round trip: the lock node (unless known to exist), the child,
+   * then the listing, sent in that order on one session and so served in it, so the listing shows the new child
+   * and everything ranked before it. An earlier child of this holder (an operator restarted, a reply lost) keeps
+   * its place and the new one is deleted. `listed` is undefined when the listing cannot rank the child (the
+   * create had to be sent again, after the lock node was made): the caller lists.
    */
-  private async childOf(lock: string, req: AcquireRequest): Promise<string> {
-    const [listing, lockNode, creating] = await Promise.allSettled([
-      this.children(lock), this.lockNodes.has(lock) ? undefined : this.createNode(lock), this.createHold(lock, req),
+  private async enter(lock: string, req: AcquireRequest): Promise<{ name: string; listed?: Child[] }> {
+    const [lockNode, creating, listing] = await Promise.allSettled([
+      this.lockNodes.has(lock) ? undefined : this.createNode(lock), this.createHold(lock, req), this.children(lock),
     ]);
-    const failed = [listing, lockNode, creating].find((r) => r.status === "rejected");
+    const failed = [lockNode, creating, listing].find((r) => r.status === "rejected");
     if (failed || listing.status !== "fulfilled" || creating.status !== "fulfilled") {
       // The create may have gone on (its own retries) after another part failed: its child is not left behind.
       if (creating.status === "fulfilled") await this.remove(`${lock}/${creating.value.name}`).catch(() => undefined);
       throw (failed as PromiseRejectedResult).reason;
     }
-    const [listed, created] = [listing.value, creating.value];
+    const [created, listed] = [creating.value, listing.value];
     this.lockNodes.add(lock);
-    const name = listed.find((c) => c.holderId === req.holderId)?.name ?? created.name;
-    if (name !== created.name) await this.remove(`${lock}/${created.name}`);
-    return name;
+    const earlier = listed.find((c) => c.holderId === req.holderId && c.seq < created.seq);
+    if (earlier) await this.remove(`${lock}/${created.name}`);
+    const ranked = listed.some((c) => c.name === created.name);
+    const kept = earlier ? listed.filter((c) => c.name !== created.name) : listed;
+    return { name: (earlier ?? created).name, listed: ranked ? kept : undefined };
   }
 
   /**
-   * Deletes the holder's children; true when one of them held. The child this process knows is deleted in one round
+   * Deletes the holder's children; true when one of them held. A child this process returned as a hold is deleted
+   * alone (it held until deleted). Another child this process knows is deleted in one round
    * trip: its listing, read and delete go together (a session's requests are served in order, so the listing and
    * the read see the node the delete removes, and its rank there says whether it held). Children it did not know
    * of (after a restart, a lost reply) are found by listing.
    */
   private async removeChildren(lock: string, holderId: string): Promise<boolean> {
     const id = `${lock}\n${holderId}`;
-    const name = this.known.get(id);
-    this.known.delete(id);
+    const mine = this.mine.get(id);
+    this.mine.delete(id);
     this.queued.delete(id);
+    if (mine?.held) return this.remove(`${lock}/${mine.name}`);
+    const name = mine?.name;
     const removeOne = async (child: string, children?: Child[]) => {
       const path = `${lock}/${child}`;
       const [listed, node, gone] = await Promise.all([children ?? this.children(lock), this.read(path), this.remove(path)]);
@@ -692,9 +717,11 @@ export class ZooKeeperBackend implements LockBackend {
 
   /**
    * One children watch on the lock node (an exists watch while it is missing), re-armed after each event.
-   * Only the latest arming's callbacks count, so stray registrations never multiply.
+   * Only the latest arming's callbacks count, so stray registrations never multiply. After an event (`changed`)
+   * the listing that re-arms the watch is the one read for the waiters' turns (FanOut.notifyInOrder); a listing
+   * that fails, or a lock node gone, calls every waiter.
    */
-  private arm(watch: KeyWatch): void {
+  private arm(watch: KeyWatch, changed = false): void {
     if (!this.watches.isCurrent(watch.path, watch) || !this.connected) return; // armed on the next connect
     const zk = this.client;
     const generation = ++watch.generation;
@@ -702,18 +729,46 @@ export class ZooKeeperBackend implements LockBackend {
     const current = () => this.watches.isCurrent(watch.path, watch) && this.client === zk && watch.generation === generation && !this.closed;
     const fired = (type: number) => {
       if (type === Z.ZOO_SESSION_EVENT || !current()) return; // session events: the connect handler notifies
-      this.arm(watch);
-      this.watches.notify(watch.path);
+      this.arm(watch, true);
     };
+    const listed = (order?: string[]) => changed && this.watches.notifyInOrder(watch.path, order);
     const failed = (rc: number) => {
       if (rc !== Z.ZOK && rc !== Z.ZNONODE && current()) watch.armedOn = undefined; // re-armed on the next connect
     };
-    const refused = zk.aw_get_children(watch.path, fired, (rc: number) => {
-      if (rc !== Z.ZNONODE || !current()) return failed(rc);
+    const refused = zk.aw_get_children(watch.path, fired, (rc: number, _error: unknown, names?: string[]) => {
+      if (!current()) return;
+      if (rc === Z.ZOK) return listed(parseChildren(names ?? []).map((c) => c.holderId));
+      listed();
+      if (rc !== Z.ZNONODE) return failed(rc);
       // Created between the two calls: an exists watch sees no children changes, so list again.
       failed(zk.aw_exists(watch.path, fired, (existsRc: number) => (existsRc === Z.ZOK && current() ? fired(Z.ZOO_CHILD_EVENT) : failed(existsRc))));
     });
+    if (refused !== Z.ZOK) listed();
     failed(refused); // refused at once (no callback follows)
+  }
+
+  /**
+   * A waiter of a one-holder lock also watches the child just before it (Curator's recipe): its deletion wakes
+   * this waiter at once, a round trip before the children watch's listing would. Only a deletion wakes (a stamp
+   * or renewal of that child re-arms); the children watch still wakes every waiter, so a watch lost here (a
+   * reconnect, a failed call) costs only that round trip.
+   */
+  private watchPredecessor(lock: string, holderId: string, mine: Mine, before: Child): void {
+    if (mine.watching === before.name || !this.connected) return;
+    mine.watching = before.name;
+    const zk = this.client;
+    const id = `${lock}\n${holderId}`;
+    const current = () => this.mine.get(id) === mine && mine.watching === before.name && this.client === zk && !this.closed;
+    const fired = (type: number) => {
+      if (!current()) return;
+      mine.watching = undefined;
+      if (type === Z.ZOO_DELETED_EVENT) this.watches.wake(lock, holderId);
+      else if (type !== Z.ZOO_SESSION_EVENT) this.watchPredecessor(lock, holderId, mine, before);
+    };
+    const rc = zk.aw_exists(`${lock}/${before.name}`, fired, (existsRc: number) => {
+      if (existsRc !== Z.ZOK && current()) fired(existsRc === Z.ZNONODE ? Z.ZOO_DELETED_EVENT : Z.ZOO_SESSION_EVENT);
+    });
+    if (rc !== Z.ZOK && current()) mine.watching = undefined;
   }
 
   // --- helpers ---
@@ -753,6 +808,12 @@ function holdData(req: AcquireRequest, now: string): NodeData {
 function toHold(node: Node): Hold {
   const { holderId, claim, holderIdentity, cluster, acquireTime, renewTime } = node.data!;
   return { holderId, claim, holderIdentity, cluster, fencingToken: String(node.czxid), acquireTime, renewTime };
+}
+
+/** The hold children among a lock node's child names, in sequence order (other names are not ours). */
+function parseChildren(names: string[]): Child[] {
+  const parsed = names.map((name) => ({ name, m: CHILD.exec(name) }));
+  return parsed.flatMap(({ name, m }) => (m && decode(m[1]) !== undefined ? [{ name, holderId: decode(m[1])!, seq: Number(m[2]) }] : [])).sort((a, b) => a.seq - b.seq);
 }
 
 function parseData(raw: unknown): NodeData | undefined {
