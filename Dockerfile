@@ -22,5 +22,7 @@ COPY --from=build /app/dist/src ./dist/src
 COPY crds ./crds
 # 65532: the conventional "nonroot" user; the root filesystem can be mounted read-only.
 USER 65532:65532
-ENTRYPOINT ["node", "/app/dist/src/cli/main.js"]
+# Memory over a little CPU: a 4 MiB young-generation semi-space (Node's default grows to 16) and an old generation
+# grown by 30 % of what a full collection left live (V8 otherwise lets it grow to about twice that).
+ENTRYPOINT ["node", "--max-semi-space-size=4", "--heap-growing-percent=30", "/app/dist/src/cli/main.js"]
 CMD ["--help"]

@@ -27,7 +27,8 @@ export function operatorConfig(ctx: BenchContext, keyPrefix: string): string {
  * A fresh namespace and the operator for it, started by test/support/operator.ts; with `nodeFlags` (such as
  * --cpu-prof, which NODE_OPTIONS refuses) or `root` (another checkout of kubelock, e.g. an earlier commit)
  * the same command is spawned here with those flags, from that checkout, instead. With `compiled` it runs
- * the JavaScript that `make build` writes to dist/ (what the container image runs), built first if stale.
+ * the JavaScript that `make build` writes to dist/ (what the container image runs), built first if stale,
+ * with the Node.js flags the image gives it (imageNodeFlags).
  */
 export async function operatorNamespace(
   ctx: BenchContext,
@@ -84,7 +85,7 @@ export async function spawnOperator(namespace: string, config: string, nodeFlags
   kubeconfig = process.env.KUBECONFIG!, syncTimeoutMs = 60_000): Promise<OperatorProcess> {
   const file = join(mkdtempSync(join(tmpdir(), "kubelock-bench-")), "config.yaml");
   writeFileSync(file, config);
-  const entry = compiled ? [join(repoRoot, "dist/src/cli/main.js")] : ["--import", "tsx", join(repoRoot, "src/cli/main.ts")];
+  const entry = compiled ? [...imageNodeFlags(repoRoot), join(repoRoot, "dist/src/cli/main.js")] : ["--import", "tsx", join(repoRoot, "src/cli/main.ts")];
   const extraFlags = (process.env.BENCH_OPERATOR_NODE_FLAGS ?? "").split(" ").filter(Boolean);
   const child = spawn(process.execPath, [...nodeFlags, ...extraFlags, ...entry, "operator", "--kubeconfig", kubeconfig,
     "--watch-namespace", namespace, "--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--config", file,
@@ -112,6 +113,13 @@ export async function spawnOperator(namespace: string, config: string, nodeFlags
   };
   // The bench runs as admin and never fails on refusals: nothing to excuse.
   return { output: () => output, stop: () => end("SIGTERM"), kill: () => end("SIGKILL"), excuseRefusals: () => undefined };
+}
+
+/** The Node.js flags the container image runs kubelock with: the Dockerfile's ENTRYPOINT between "node" and the script. */
+export function imageNodeFlags(repoRoot: string): string[] {
+  const line = readFileSync(join(repoRoot, "Dockerfile"), "utf8").split("\n").find((l) => l.startsWith("ENTRYPOINT ["));
+  if (!line) throw new Error("the Dockerfile has no ENTRYPOINT [...] line");
+  return (JSON.parse(line.slice("ENTRYPOINT ".length)) as string[]).slice(1, -1);
 }
 
 /** Compiles src/ into dist/ (tsconfig.build.json) unless dist/src/cli/main.js is newer than every source file. */

@@ -3,8 +3,10 @@
  * starts; time from starting it until every claim is observed Granted, its peak RSS (VmHWM), and its CPU,
  * API requests and Redis commands while nothing changes afterwards. Then the operator is restarted: a fresh
  * one finds N Granted holds and is ready only once each has had a first renewal (its "caches synced" line
- * says how long those took). The operator runs from dist/ (the compiled JavaScript the container image runs).
+ * says how long those took). The operator runs from dist/ (the compiled JavaScript the container image runs),
+ * with the image's Node.js flags (the Dockerfile's ENTRYPOINT).
  */
+import { join } from "node:path";
 import * as k8s from "@kubernetes/client-node";
 import type { BenchContext } from "./context";
 import { apiRequestCounts, difference } from "./lib/apimetrics";
@@ -12,7 +14,7 @@ import { pool } from "./lib/claims";
 import Redis from "ioredis";
 import { cpuSeconds, procStatusKb as status } from "./lib/proc";
 import { envInt, fmt, now, sleep } from "./lib/stats";
-import { operatorConfig, operatorNamespace, spawnOperator } from "./operator";
+import { imageNodeFlags, operatorConfig, operatorNamespace, spawnOperator } from "./operator";
 
 /**
  * The locks' leaseDurationSeconds (BENCH_SCALE_LEASE_SECONDS, default 30, the locks' own default): each hold is
@@ -134,7 +136,8 @@ export async function scaleBenchmark(ctx: BenchContext): Promise<void> {
       `${n} DistributedLocks (backend ${backend}, maxHolders 1, leaseDurationSeconds ${LEASE_SECONDS}) and ${n} LockClaims (one per lock) were created ` +
         `(16 at a time, ${fmt(createMs / 1000, 1)} s) before the operator started; then the operator was started for the namespace. ` +
         `One run (converging ${n} locks takes long enough that repeating it five times does not fit the time budget; BENCH_SCALE_N sets N). ` +
-        "The operator runs from dist/ (`node dist/src/cli/main.js operator`, as in the container image). Memory and CPU are read from /proc/<operator pid>/status and /proc/<pid>/stat.",
+        `The operator runs from dist/ as in the container image: \`node ${imageNodeFlags(join(__dirname, "..")).join(" ")} dist/src/cli/main.js operator\`. ` +
+        "Memory and CPU are read from /proc/<operator pid>/status and /proc/<pid>/stat.",
     );
     ctx.report.table(["measure", "value"], [
       ["operator start → caches synced (process start, list of locks, claims, pods)", `${fmt(syncedMs / 1000, 1)} s`],
