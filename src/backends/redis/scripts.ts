@@ -13,15 +13,21 @@ local nowUs = tonumber(t[1]) * 1000000 + tonumber(t[2])
 -- Drop holds and waiters whose expiry is not after now; true when a hold went.
 local function purge()
   local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
-  for _, id in ipairs(gone) do redis.call('HDEL', KEYS[2], id) end
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now)) do
-    redis.call('ZREM', KEYS[3], id)
-    redis.call('HDEL', KEYS[2], id)
+  if #gone > 0 then
+    for _, id in ipairs(gone) do redis.call('HDEL', KEYS[2], id) end
+    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
   end
-  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+  local expired = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now)
+  if #expired > 0 then
+    for _, id in ipairs(expired) do
+      redis.call('ZREM', KEYS[3], id)
+      redis.call('HDEL', KEYS[2], id)
+    end
+    redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+  end
   -- Entries a version without the expiry index queued: checked one by one once, and indexed.
-  if redis.call('ZCARD', KEYS[3]) > redis.call('ZCARD', KEYS[4]) then
+  local queued = redis.call('ZCARD', KEYS[3])
+  if queued > 0 and queued > redis.call('ZCARD', KEYS[4]) then
     for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
       local entry = redis.call('HGET', KEYS[2], id)
       local expires = entry and cjson.decode(entry).expires
@@ -36,14 +42,19 @@ local function purge()
   return #gone > 0
 end
 -- Every key lives as long as the longest hold or waiter (an empty ZSET is gone already).
+-- (The queue and its expiries exist together: with no expiries there is no queue to extend.)
 local function touch()
   local last = now
+  local queue = false
   for _, byExpiry in ipairs({KEYS[1], KEYS[4]}) do
     local longest = redis.call('ZRANGE', byExpiry, -1, -1, 'WITHSCORES')
-    if #longest > 0 then last = math.max(last, tonumber(longest[2])) end
+    if #longest > 0 then
+      last = math.max(last, tonumber(longest[2]))
+      queue = byExpiry == KEYS[4]
+    end
   end
   if last <= now then redis.call('DEL', KEYS[2]) return end
-  for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], last - now) end
+  for i = 1, queue and 4 or 2 do redis.call('PEXPIRE', KEYS[i], last - now) end
 end
 -- "<what> turn: <ids>" names the waiters that may take a slot now (the first maxHolders - holds of the queue;
 -- maxHolders as the head entry recorded it); a bare "<what>" (an entry without it) wakes every waiter.
@@ -76,7 +87,8 @@ local id = ARGV[2]
 if redis.call('ZSCORE', KEYS[1], id) then
   result = redis.call('HGET', KEYS[2], id)
 else
-  local ahead = redis.call('ZRANK', KEYS[3], id) or redis.call('ZCARD', KEYS[3])
+  local rank = redis.call('ZRANK', KEYS[3], id)
+  local ahead = rank or redis.call('ZCARD', KEYS[3])
   if redis.call('ZCARD', KEYS[1]) + ahead < tonumber(ARGV[3]) then
     local hold = cjson.decode(ARGV[5])
     local counter = tonumber(redis.call('GET', KEYS[5]) or string.format('%d', nowUs))
@@ -87,8 +99,10 @@ else
     hold.acquireTime = string.format('%d', now)
     hold.renewTime = hold.acquireTime
     result = cjson.encode(hold)
-    redis.call('ZREM', KEYS[3], id)
-    redis.call('ZREM', KEYS[4], id)
+    if rank then
+      redis.call('ZREM', KEYS[3], id)
+      redis.call('ZREM', KEYS[4], id)
+    end
     redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), id)
     redis.call('HSET', KEYS[2], id, result)
     changed = true
