@@ -13,8 +13,8 @@
  * the holderId (an earlier call, a create whose reply was lost, an operator restart, a waiter), else creates one
  * and lists in the same round trip; a child ranked too far back is kept when the request waits (its place; it is
  * stamped with a fresh acquireTime when it first holds) and deleted otherwise. The process remembers its children
- * (name, czxid), so a waiter woken for its turn lists and stamps in one round trip, and a hold it granted is
- * released by one delete. Each operator watches each lock once (`watch`: one children watch on the lock node, an
+ * (name, czxid), so a waiter woken for its turn lists in one round trip (its grant stamped after), and a hold it
+ * granted is released by one delete. Each operator watches each lock once (`watch`: one children watch on the lock node, an
  * exists watch while it is missing, re-armed after each event, shared in-process; the re-arming listing decides
  * whose turn it is), so a release wakes one watch per operator, not every waiter: no herd. A waiter of a
  * one-holder lock also watches the child just before it, whose deletion wakes it a round trip sooner.
@@ -243,16 +243,6 @@ export class ZooKeeperBackend implements LockBackend {
           this.mine.set(id, (mine = { name: entered.name }));
         }
         const path = `${lock}/${mine.name}`;
-        // A waiter woken for its turn asks in one round trip: the children, and the grant's acquireTime (sent in
-        // that order on one session, so served in it). Stamped early on a spurious wake, it is stamped again at the
-        // real turn. The stamp is a record for readers, not part of the grant: the hold is returned once the listing
-        // shows its turn, without waiting for the write to commit (this session's later requests, a release among
-        // them, are served after it). A node gone meanwhile is a lost hold, which renew finds.
-        const stamp = this.queued.has(id) ? holdData(req, this.now()) : undefined;
-        if (stamp) {
-          void this.call(`grant ${path}`, (zk, done) => zk.a_set(path, JSON.stringify(stamp), -1, done), [Z.ZNONODE])
-            .catch((err) => this.options.log?.debug("zookeeper: stamping a grant failed", { node: path, error: err instanceof Error ? err.message : String(err) }));
-        }
         const [children, node] = await Promise.all([listed ?? this.children(lock), mine.node ?? this.read(path)]);
         const ours = children.filter((c) => c.holderId === req.holderId);
         if (ours.length > 1) {
@@ -265,9 +255,9 @@ export class ZooKeeperBackend implements LockBackend {
           this.mine.delete(id); // gone meanwhile: look again
           continue;
         }
-        mine.node = stamp ? { ...node, data: stamp } : node;
+        mine.node = node;
         if (children.indexOf(ours[0]) < node.data.maxHolders) {
-          this.queued.delete(id);
+          if (this.queued.delete(id)) mine.node = this.stamp(path, { ...node, data: holdData(req, this.now()) });
           mine.held = true;
           return toHold(mine.node);
         }
@@ -745,6 +735,19 @@ export class ZooKeeperBackend implements LockBackend {
     });
     if (refused !== Z.ZOK) listed();
     failed(refused); // refused at once (no callback follows)
+  }
+
+  /**
+   * Records a waiter's grant in its child (`node`'s data, with the grant's acquireTime), for readers: not part of
+   * the grant, so not waited for. It is sent once the listing showed the turn, because a read sent after a write on
+   * one session is served only once the write commits: sent before, it would hold every handoff up by a commit.
+   * This session's later requests, a release among them, are served after it. A node gone meanwhile is a lost
+   * hold, which renew finds.
+   */
+  private stamp(path: string, node: Node): Node {
+    void this.call(`grant ${path}`, (zk, done) => zk.a_set(path, JSON.stringify(node.data), -1, done), [Z.ZNONODE])
+      .catch((err) => this.options.log?.debug("zookeeper: stamping a grant failed", { node: path, error: err instanceof Error ? err.message : String(err) }));
+    return node;
   }
 
   /**
