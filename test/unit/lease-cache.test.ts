@@ -1,8 +1,9 @@
 /**
  * The kubernetes backend's LeaseCache over a stub source (a list, then a watch the test drives): reads only once
  * synced, every change ordered by resourceVersion (a late event never undoes a newer write, nor brings back a
- * Lease this process deleted), a key's fresh list replaces what the cache held of it, and a watch that ends
- * makes reads list again until the cache has listed and watched anew.
+ * Lease this process deleted), a key's fresh list replaces what the cache held of it, a relist keeps what this
+ * process wrote after the list's snapshot, and a watch that ends makes reads list again until the cache has listed
+ * and watched anew.
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
@@ -15,12 +16,19 @@ const lease = (name: string, resourceVersion: string, holder = "h", label = "k")
   spec: { holderIdentity: holder },
 });
 
-/** A source whose list answers `items` at `version` and whose watches the test feeds through `send` and ends with `end`. */
-function stubSource(items: k8s.V1Lease[], version: string) {
+/**
+ * A source whose list answers `items` at `version` (or what `relist` returns, from the second list on) and whose
+ * watches the test feeds through `send` and ends with `end`.
+ */
+function stubSource(items: k8s.V1Lease[], version: string, relist?: () => { items: k8s.V1Lease[]; version: string }) {
   let watches = 0;
+  let lists = 0;
   let current: { onEvent: (type: string, l: k8s.V1Lease) => void; done: () => void } | undefined;
   const source: LeaseSource = {
-    list: async () => ({ items, metadata: { resourceVersion: version } }),
+    list: async () => {
+      const answer = lists++ > 0 && relist ? relist() : { items, version };
+      return { items: answer.items, metadata: { resourceVersion: answer.version } };
+    },
     watch: async (_rv, onEvent, done) => {
       watches++;
       current = { onEvent, done };
@@ -116,6 +124,26 @@ test("a watch that ends makes reads list until the cache has listed and watched 
     assert.equal(cache.leases("k"), undefined, "read from a cache a failed request invalidated");
     await synced(cache);
     assert.equal(stub.watches(), 3);
+  } finally {
+    cache.stop();
+  }
+});
+
+test("a relist whose snapshot is older than this process's writes keeps them until the watch brings their events", async () => {
+  // The list was made at 11; meanwhile this process created kubelock-k-1 (12) and deleted kubelock-k-0 (read at 5).
+  const stub = stubSource([lease("kubelock-k-0", "5")], "10", () => ({ items: [lease("kubelock-k-0", "5")], version: "11" }));
+  const cache = new LeaseCache(stub.source);
+  cache.start();
+  try {
+    await synced(cache);
+    cache.put(lease("kubelock-k-1", "12"));
+    cache.deleted(lease("kubelock-k-0", "5"));
+    stub.end();
+    await synced(cache);
+    assert.deepEqual(holders(cache), ["kubelock-k-1@12"], "the relist dropped a Lease this process created after its snapshot, or brought back one it deleted");
+    stub.send("ADDED", lease("kubelock-k-1", "12"));
+    stub.send("DELETED", lease("kubelock-k-0", "13"));
+    assert.deepEqual(holders(cache), ["kubelock-k-1@12"]);
   } finally {
     cache.stop();
   }

@@ -217,7 +217,7 @@ export class LeaseCache {
         next = page.metadata?._continue;
       } while (next && !this.stopped);
       if (this.stopped) return;
-      this.replace(items);
+      this.replace(items, listVersion);
       armIdle();
       controller = await this.source.watch(listVersion, (type, object) => {
         if (ended) return;
@@ -242,16 +242,33 @@ export class LeaseCache {
     }
   }
 
-  /** A full list: the cache becomes exactly it. */
-  private replace(items: k8s.V1Lease[]): void {
+  /**
+   * A full list made at `listVersion`: the cache becomes it, except for what this process wrote or deleted after
+   * the list's snapshot (a write answered while the list was under way): such an entry is newer than the list's
+   * item of that name, or than the list itself when it has none, and stays (the watch from `listVersion` brings its
+   * event). Without that, a Lease this process had just created would be missing from reads until its event came,
+   * and a release in between would find nothing to delete.
+   */
+  private replace(items: k8s.V1Lease[], listVersion: string | undefined): void {
+    const at = version(listVersion);
+    const before = [...this.entries].flatMap(([label, byName]) => [...byName].map(([name, entry]) => ({ label, name, entry })));
     this.entries.clear();
+    const set = (label: string, name: string, entry: Entry) => {
+      let byName = this.entries.get(label);
+      if (!byName) this.entries.set(label, (byName = new Map()));
+      byName.set(name, entry);
+    };
     for (const lease of items) {
       const name = lease.metadata?.name;
       const label = lease.metadata?.labels?.[KEY_LABEL];
-      if (!name || !label) continue;
-      let byName = this.entries.get(label);
-      if (!byName) this.entries.set(label, (byName = new Map()));
-      byName.set(name, { lease, version: version(lease.metadata?.resourceVersion) });
+      if (name && label) set(label, name, { lease, version: version(lease.metadata?.resourceVersion) });
+    }
+    for (const { label, name, entry } of before) {
+      if (entry.version === undefined) continue;
+      // Listed: what the cache held stays when it is of that version or newer (a tombstone of that version: this
+      // process deleted it after the snapshot). Not listed: when it is newer than the list.
+      const listed = this.entries.get(label)?.get(name);
+      if (listed ? listed.version !== undefined && entry.version >= listed.version : at !== undefined && entry.version > at) set(label, name, entry);
     }
   }
 }
