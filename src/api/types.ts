@@ -10,8 +10,9 @@ export const LOCK_PLURAL = "distributedlocks";
 export const CLAIM_PLURAL = "lockclaims";
 
 /**
- * Finalizer on locks and claims: the backend hold is released before the object goes (a lock's: every hold of
- * its claims and the key's backend state). A claim gets it before its first acquire.
+ * Finalizer on locks: their claims' holds and the key's backend state are released before the lock goes.
+ * Claims carry none (a claim's deletion is seen by watch, and its UID is evidence enough to release its hold);
+ * the operator still removes it from claims that an earlier version gave one.
  */
 export const RELEASE_FINALIZER = "kubelock.io/release";
 /** Pod annotation naming the DistributedLock the pod asks for. */

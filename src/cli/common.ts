@@ -255,7 +255,7 @@ export function annotateRelease(cluster: Cluster, name: string): Promise<LockCla
   return patchClaim(cluster, name, { metadata: { annotations: { [RELEASE_ANNOTATION]: "true" } } });
 }
 
-/** Deletes a claim (its finalizer makes the operator release the backend hold first); gone already is fine. */
+/** Deletes a claim (the operator then releases its backend hold); gone already is fine. */
 export async function deleteClaim(cluster: Cluster, name: string): Promise<void> {
   const { custom, namespace } = cluster;
   try {

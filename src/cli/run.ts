@@ -46,7 +46,7 @@ the wait of --hold-at-least: the lock is released at once.
 
 The claim is named --claim NAME, or else LOCK-run-RANDOM: a fresh claim per run, so runs in the
 same pod (or a claim made by 'kubelock wait' for the pod) never collide. A claim created here is
-deleted at the end (its finalizer releases the lock first); an existing claim adopted with --claim
+deleted at the end (the operator then releases the lock); an existing claim adopted with --claim
 is annotated kubelock.io/release instead. An existing claim of that name that has ended (released,
 expired, lost, rejected) and that kubelock made is deleted and made anew, so a name can ask again. Inside a pod (POD_NAME, POD_UID from the downward API) the
 claim also names the pod and is owned by it, so it ends with the pod whatever happens.

@@ -86,7 +86,7 @@ export interface Lock {
   readonly signal: AbortSignal;
   /**
    * Ends the grant: stops the renewals and the watch, aborts `signal` (unless it already has) and deletes
-   * the claim (its finalizer releases the backend hold first); an adopted claim is annotated
+   * the claim (the operator then releases the backend hold); an adopted claim is annotated
    * `kubelock.io/release` instead. Call it after a loss too: it removes the claim. Safe to call again.
    */
   release(): Promise<void>;

@@ -7,6 +7,17 @@
  *
  * Safety order: grant = backend acquire, then the lock's status (its fencing high-water mark), then the claim's;
  * release = claim status, then backend release.
+ *
+ * Claims carry no finalizer (the operator removes the `kubelock.io/release` finalizer that earlier versions put on
+ * them): a deleted claim is gone at once, and its hold goes on the evidence that it is gone, never on a cache miss
+ * alone. Every hold this cluster acquired is released once its claim or its lock is gone:
+ * - claim deleted: the watch's DELETE event for its UID queues its lock, whose next pass releases the hold as an
+ *   orphan (or lets it lapse, lock-delay); where no replica watched, a live read shows the claim gone;
+ * - claim gone while its acquire was in flight: the status write that would show the grant finds no claim (HTTP
+ *   404), and the hold goes in that same pass;
+ * - lock deleted: its finalizer stays until the holds of its claims, of its claims seen deleted and of listed
+ *   orphans are released (see lockDeleted), since nothing visits the key once the lock is gone; a lock gone
+ *   without that (its finalizer removed by other hands) gets the holds of the pass that found it gone released.
  */
 import {
   ClaimReason, ConditionType, FIRST_PLACE_DELAY_MS, POD_UID_ANNOTATION, POSITION_REFRESH_MS, STATUS_REPORT_MS, LOCK_DEFAULTS, LOCK_PLURAL, CLAIM_PLURAL, LockReason, RELEASE_FINALIZER,
@@ -96,7 +107,7 @@ export class LockReconciler {
       for (const claim of claims) if (claim.metadata.deletionTimestamp && claim.metadata.uid) await backend.release(backendKey, claim.metadata.uid);
       return this.writeUnready(lock, claims, LockReason.LeaseUnsupported, leaseProblem, ClaimReason.InvalidSpec);
     }
-    await this.ensureFinalizer(LOCK_PLURAL, lock);
+    await this.ensureFinalizer(lock);
     lock = this.latest(lock);
     // Watch before reading the holds when a claim may have to wait (or other clusters hold), so no
     // release between the read and the watch goes unnoticed; grant() drops the watch when nobody waits.
@@ -123,10 +134,7 @@ export class LockReconciler {
     const now = new Date(nowMs).toISOString();
     const tracked = (holderId: string): TrackedHold => ({ lockKey, backend, backendKey, holderId, leaseSeconds });
 
-    await forEachConcurrently(claims.filter((c) => !c.metadata.deletionTimestamp), async (claim) => {
-      await this.ensureFinalizer(CLAIM_PLURAL, claim);
-      await this.recordPodUid(this.latest(claim));
-    });
+    await forEachConcurrently(claims.filter((c) => !c.metadata.deletionTimestamp), (claim) => this.recordPodUid(claim));
     claims = claims.map((c) => this.latest(c));
     let floor = fencingFloor(lock, claims);
     const { holders: holdList, waiting: entries } = await backend.queueState!(backendKey);
@@ -225,7 +233,7 @@ export class LockReconciler {
     // Grants, in queue order: the front waits in the backend's queue (rule 7 of decide), which serves clusters in
     // the order their entries joined; each call takes the slot when the entry's turn has come, or refreshes it.
     let regression: string | undefined;
-    let acquired = 0;
+    const acquired: string[] = [];
     const waiting: string[] = [];
     for (const [index, id] of decision.queue.entries()) {
       const { claim } = assessed.get(id)!;
@@ -249,7 +257,7 @@ export class LockReconciler {
         continue;
       }
       floor = BigInt(hold.fencingToken);
-      acquired++;
+      acquired.push(id);
       holds.set(id, hold);
       this.renewer.track(tracked(id), startedAt);
       metrics?.granted(lockKey, backend.name, claim.metadata.creationTimestamp, clock.now());
@@ -283,12 +291,12 @@ export class LockReconciler {
     // The lock's status first: its high-water mark must cover every token a claim is about to show, since a claim
     // may be deleted (its token gone with it) the moment it shows one, and a backend that lost its data must not
     // hand that token out again. A failed write here writes no claim; the pass is retried.
-    await this.writeLockStatus(lock, {
+    const lockThere = await this.writeLockStatus(lock, {
       holders: [...holds.values()].map((h) => this.holderEntry(h, lock.status?.holders, nowMs)),
       holderNames: [...holds.values()].map((h) => h.holderIdentity).join(","), // "" for none: an absent field would stay as last written
       holderCount: holds.size,
       waiting: waiting.length,
-      leaseTransitions: (lock.status?.leaseTransitions ?? 0) + acquired,
+      leaseTransitions: (lock.status?.leaseTransitions ?? 0) + acquired.length,
       highestFencingToken: floor > 0n ? floor.toString() : undefined,
       ready: regression
         ? { status: "False", reason: LockReason.FencingTokenRegressed, message: regression }
@@ -296,6 +304,15 @@ export class LockReconciler {
       available: holds.size < maxHolders,
       now,
     });
+    if (!lockThere) {
+      // The lock is gone without its deletion being reconciled (its finalizer removed by other hands): nothing visits
+      // its key again, so the holds taken in this pass, shown to no one, go now.
+      for (const id of acquired) {
+        this.renewer.untrack(id);
+        await backend.release(backendKey, id);
+      }
+      return {};
+    }
 
     // Claim writes that fail (a conflict) do not stop the others; the first failure is rethrown after them, and
     // the pass is retried.
@@ -317,7 +334,16 @@ export class LockReconciler {
           throw new Error(`the hold of claim ${claim.metadata.name} was no longer certainly valid when its grant was to be written`);
         }
         if (status.phase === "Granted") this.grantSent.add(id);
-        await this.writeClaimStatus(claim, status);
+        if (!(await this.writeClaimStatus(claim, status))) {
+          // The claim is gone (deleted while this pass ran, say while its acquire was in flight): no claim of that name
+          // exists and its UID never comes back, so what it holds or queues for goes now, as on its deletion, without
+          // waiting for the watch's DELETE event. Nothing here lapses: these statuses end no claim but Lost after a
+          // renewal found the hold already gone.
+          this.renewer.untrack(id);
+          this.grantSent.delete(id);
+          if (await backend.release(backendKey, id)) metrics?.released(lockKey, backend.name, ClaimReason.Released, clock.now());
+          holds.delete(id);
+        }
       } catch (err) {
         failures.push(err);
       }
@@ -423,8 +449,19 @@ export class LockReconciler {
     return entry;
   }
 
-  /** The lock is being deleted: release every hold of its claims, tell the claims, then let it go. */
+  /**
+   * The lock is being deleted: its claims are told (Released, LockNotFound), then every hold and queue entry this
+   * cluster has on its key for a claim of this lock, or for a claim that is gone, is released, lapsing or not; then
+   * its finalizer goes. Nothing visits the key once the lock is gone, so whatever is left here stays for good:
+   * - the claims in the cache, listed or not (release is owner-checked and idempotent; an acquire cut short leaves a
+   *   hold the backend may not list);
+   * - the claims of this lock seen deleted, listed or not: claims carry no finalizer, so one deleted just before its
+   *   lock is already out of the cache, and the pass its deletion queued may not have come before this one;
+   * - listed holds and entries of this cluster whose claim is gone on the same evidence as any orphan's (a claim
+   *   deleted while no replica watched: a live read). A live claim of another lock sharing the key keeps its hold.
+   */
   private async lockDeleted(lock: DistributedLock, claims: LockClaim[], backend: LockBackend, backendKey: string): Promise<void> {
+    const lockKey = `${lock.metadata.namespace}/${lock.metadata.name}`;
     const now = new Date(this.ctx.clock.now()).toISOString();
     const message = `lock ${lock.metadata.name} was deleted; its holds were released`;
     for (const claim of claims) {
@@ -432,30 +469,23 @@ export class LockReconciler {
         await this.writeClaimStatus(claim, endedStatus(claim, "Released", ClaimReason.LockNotFound, message, now));
       }
     }
-    // Every claim's hold, listed or not (an acquire cut short leaves one the backend does not list).
-    for (const claim of claims) {
-      if (!claim.metadata.uid || !(await backend.release(backendKey, claim.metadata.uid))) continue;
-      this.ctx.metrics?.released(`${lock.metadata.namespace}/${lock.metadata.name}`, backend.name, ClaimReason.LockNotFound, this.ctx.clock.now());
-    }
-    // And this cluster's holds and entries whose claim went before the lock (a claim whose finalizer was removed by
-    // hand, or one a watch saw go): every claim
-    // of the lock seen deleted, listed or not (as above), and the listed ones on the same evidence as any orphan's;
-    // lapsing or not, they go with their lock.
-    for (const uid of this.deletedClaims.forLock(`${lock.metadata.namespace}/${lock.metadata.name}`)) {
-      await backend.release(backendKey, uid);
-      this.deletedClaims.forget(uid);
-    }
+    const release = async (holderId: string, reason: string) => {
+      this.renewer.untrack(holderId);
+      if (await backend.release(backendKey, holderId)) this.ctx.metrics?.released(lockKey, backend.name, reason, this.ctx.clock.now());
+      this.deletedClaims.forget(holderId);
+      this.lapseDeadlines.delete(holderId);
+      this.grantSent.delete(holderId);
+    };
+    for (const claim of claims) if (claim.metadata.uid) await release(claim.metadata.uid, ClaimReason.LockNotFound);
+    for (const uid of this.deletedClaims.forLock(lockKey)) await release(uid, ClaimReason.Released);
     const { holders, waiting } = await backend.queueState!(backendKey);
     for (const hold of [...holders, ...waiting]) {
-      if (claims.some((c) => c.metadata.uid === hold.holderId) || (hold.cluster !== this.ctx.clusterName && !hold.ownSession)) continue;
-      if ((await this.orphanFate(lock, hold, false)) === "claimed") continue;
-      await backend.release(backendKey, hold.holderId);
-      this.deletedClaims.forget(hold.holderId);
-      this.lapseDeadlines.delete(hold.holderId);
+      if (hold.cluster !== this.ctx.clusterName && !hold.ownSession) continue;
+      if ((await this.orphanFate(lock, hold, false)) !== "claimed") await release(hold.holderId, "Orphaned");
     }
     for (const claim of claims) if (claim.metadata.deletionTimestamp) await this.removeFinalizer(claim);
-    this.forgetLock(`${lock.metadata.namespace}/${lock.metadata.name}`);
-    this.ctx.metrics?.lockGone(`${lock.metadata.namespace}/${lock.metadata.name}`);
+    this.forgetLock(lockKey);
+    this.ctx.metrics?.lockGone(lockKey);
     await this.forgetInBackend(lock, backend, backendKey);
     await this.removeFinalizer(lock);
   }
@@ -525,10 +555,11 @@ export class LockReconciler {
     });
   }
 
+  /** Writes the lock's status if it changed; false when the lock is gone (HTTP 404). */
   private async writeLockStatus(
     lock: DistributedLock,
     next: Omit<DistributedLockStatus, "conditions"> & { ready: { status: "True" | "False"; reason: string; message: string }; available: boolean; now: string },
-  ): Promise<void> {
+  ): Promise<boolean> {
     const { ready, available, now, ...fields } = next;
     const generation = lock.metadata.generation;
     let conditions = setCondition(lock.status?.conditions, { type: ConditionType.Ready, ...ready, observedGeneration: generation }, now);
@@ -541,27 +572,35 @@ export class LockReconciler {
     }, now);
     const { conditions: _c, ...previous } = lock.status ?? {};
     const status: DistributedLockStatus = { ...previous, ...fields, observedGeneration: generation, conditions };
-    if (sameJson(status, lock.status)) return;
+    if (sameJson(status, lock.status)) return true;
     this.assertLeading();
     const written = await this.ctx.client.patchStatus(LOCK_PLURAL, lock.metadata, lock.status, status).catch(ignoreNotFound);
-    if (written) this.ctx.caches.locks.observe(written as DistributedLock);
+    if (!written) return false;
+    this.ctx.caches.locks.observe(written as DistributedLock);
+    return true;
   }
 
-  private async writeClaimStatus(claim: LockClaim, status: LockClaimStatus): Promise<void> {
-    if (sameJson(status, claim.status)) return;
+  /**
+   * Writes the claim's status if it changed; false when the claim is gone (HTTP 404: the write names the claim and
+   * the resourceVersion read, so a claim made again under the name meets a 409 instead, and the one read is gone).
+   */
+  private async writeClaimStatus(claim: LockClaim, status: LockClaimStatus): Promise<boolean> {
+    if (sameJson(status, claim.status)) return true;
     this.assertLeading();
     const written = await this.ctx.client.patchStatus(CLAIM_PLURAL, claim.metadata, claim.status, status).catch(ignoreNotFound);
-    if (!written) return;
+    if (!written) return false;
     this.ctx.caches.claims.observe(written as LockClaim);
     if (status.phase === "Lost" && claim.status?.phase !== "Lost") this.ctx.metrics?.claimLost();
+    return true;
   }
 
-  private async ensureFinalizer(plural: typeof LOCK_PLURAL | typeof CLAIM_PLURAL, obj: DistributedLock | LockClaim): Promise<void> {
-    const finalizers = obj.metadata.finalizers ?? [];
+  /** Locks carry the release finalizer (see lockDeleted); claims none. */
+  private async ensureFinalizer(lock: DistributedLock): Promise<void> {
+    const finalizers = lock.metadata.finalizers ?? [];
     if (finalizers.includes(RELEASE_FINALIZER)) return;
     this.assertLeading();
-    const written = await this.ctx.client.setFinalizers(plural, obj.metadata, [...finalizers, RELEASE_FINALIZER]).catch(ignoreNotFound);
-    if (written) this.observe(plural, written);
+    const written = await this.ctx.client.setFinalizers(LOCK_PLURAL, lock.metadata, [...finalizers, RELEASE_FINALIZER]).catch(ignoreNotFound);
+    if (written) this.observe(LOCK_PLURAL, written);
   }
 
   /**

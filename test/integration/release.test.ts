@@ -48,7 +48,7 @@ async function releasesAndHandsOver(lock: string, grant: () => Promise<void>, en
 }
 
 describe("release triggers", () => {
-  test("claim deleted: the finalizer releases first, then the claim goes", async () => {
+  test("claim deleted: it goes at once (no finalizer), and its hold is released on the watch's word", async () => {
     await releasesAndHandsOver("deleted", () => env.api.createClaim("deleted-holder", { lockName: "deleted" }).then(() => undefined),
       async () => {
         await env.api.deleteClaim("deleted-holder");

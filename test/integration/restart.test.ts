@@ -1,6 +1,10 @@
-/** kill -9 of the operator while claims are held and waiting loses no grant and doubles none. */
+/**
+ * kill -9 of the operator while claims are held and waiting loses no grant and doubles none; claims and their lock
+ * deleted while it is down leave no backend hold behind.
+ */
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
+import * as k8s from "@kubernetes/client-node";
 import { createNamespace, eventually } from "../support/env";
 import { Api, ClaimHistory, startOperator, type OperatorProcess } from "../support/operator";
 
@@ -63,4 +67,26 @@ test("restart after SIGKILL keeps holds and tokens, then serves the queue", asyn
   assert.equal(replay.grants.length, 7, "each claim granted once, none twice");
   const tokens = replay.grants.map((g) => BigInt(g.token));
   assert.equal(new Set(tokens).size, tokens.length, "no fencing token was issued twice");
+});
+
+test("claims and their lock deleted while the operator is down: the next one releases every hold before the lock goes", async () => {
+  operator ??= await startOperator({ namespace });
+  await api.createLock("item", { maxHolders: 2 });
+  for (const name of ["item-a", "item-b", "item-c"]) await api.createClaim(name, { lockName: "item" });
+  await api.waitForPhase("item-a", "Granted");
+  await api.waitForPhase("item-b", "Granted");
+  await api.waitForPhase("item-c", "Pending");
+  const coordination = api.kc.makeApiClient(k8s.CoordinationV1Api);
+  const leases = async () => (await coordination.listNamespacedLease({ namespace })).items
+    .filter((l) => l.metadata?.name?.startsWith("kubelock-item-") && l.spec?.holderIdentity).map((l) => l.metadata!.name!);
+  assert.equal((await leases()).length, 2, "two slots held");
+
+  await operator.kill();
+  // Claims carry no finalizer: they go at once, and the lock waits for its own. The next operator finds the lock
+  // being deleted and none of its claims: only the listed holds, and live reads showing their claims gone, tell it.
+  for (const name of ["item-a", "item-b", "item-c"]) await api.deleteClaim(name);
+  await api.deleteLock("item");
+  operator = await startOperator({ namespace });
+  await eventually("lock gone", async () => (await api.getLock("item").then(() => false, () => true)) || undefined, 30_000);
+  assert.deepEqual(await leases(), [], "a hold was left behind");
 });

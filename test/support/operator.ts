@@ -189,6 +189,11 @@ export class Api {
     return list.items;
   }
 
+  async listLocks(): Promise<DistributedLock[]> {
+    const list = (await this.custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: this.namespace, plural: LOCK_PLURAL })) as { items: DistributedLock[] };
+    return list.items;
+  }
+
   /** Waits until claim `name` satisfies `predicate`; returns it. */
   waitForClaim(name: string, what: string, predicate: (c: LockClaim) => boolean, timeoutMs = 30_000): Promise<LockClaim> {
     return eventually(`claim ${name} ${what}`, async () => {
