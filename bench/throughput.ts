@@ -73,7 +73,7 @@ export async function throughputBenchmark(ctx: BenchContext): Promise<void> {
       `200 grants/s would need it to serve ~${fmt(200 * total, 0)} requests/s. Per grant: ${fmt(per("PATCH lockclaims/status"), 1)} claim status patches ` +
       "(Granted; Pending only for a claim still waiting a quarter of a second after it arrived; place moves batched every 2 s per lock; none for a deleted claim), " +
       `${fmt(per("PATCH distributedlocks/status"), 1)} lock status patches (written before the claim's Granted: the fencing high-water mark), ` +
-      `${fmt(per("PATCH lockclaims"), 1)} claim metadata patches (the release finalizer, added before the first acquire and removed after the release), ` +
+      `${fmt(per("PATCH lockclaims"), 1)} claim metadata patches (none expected: claims carry no finalizer; a deleted claim's hold is released on its deletion), ` +
       `${fmt(per("POST events"), 1)} Events (none per grant)` + (leases > 0 ? `, ${fmt(leases, 1)} Lease requests (the Lease backend: one conditional create per acquire, one DELETE per release, reads from its cache).` : "."));
     const byOperator = total - own;
     const requestLimit = backend === "kubernetes" ? 4 : 3;
