@@ -117,6 +117,7 @@ export interface DistributedLockStatus {
   holderNames?: string;
   /** The number of holders, for `kubectl get dlock` (printer columns cannot count). */
   holderCount?: number;
+  /** Claims waiting; a change of it alone is written at most every POSITION_REFRESH_MS. */
   waiting?: number;
   leaseTransitions?: number;
   /**

@@ -46,6 +46,8 @@ export class LockReconciler {
   private readonly watches = new Map<string, { backendKey: string; stop: () => void }>();
   /** When each lock last rewrote waiting claims' moved places (see POSITION_REFRESH_MS). */
   private readonly positionsWrittenAt = new Map<string, number>();
+  /** When each lock's status was last written: a change of its waiting count alone waits POSITION_REFRESH_MS after it. */
+  private readonly lockWrittenAt = new Map<string, number>();
   /** When this process first saw each heartbeat claim's current heartbeat, by lock (see assessClaim). */
   private readonly heartbeats = new ObservedVersions();
   /** When this process first saw each waiting claim (waitTimeoutSeconds counts from it). */
@@ -291,7 +293,7 @@ export class LockReconciler {
     // The lock's status first: its high-water mark must cover every token a claim is about to show, since a claim
     // may be deleted (its token gone with it) the moment it shows one, and a backend that lost its data must not
     // hand that token out again. A failed write here writes no claim; the pass is retried.
-    const lockThere = await this.writeLockStatus(lock, {
+    const lockWrite = await this.writeLockStatus(lock, {
       holders: [...holds.values()].map((h) => this.holderEntry(h, lock.status?.holders, nowMs)),
       holderNames: [...holds.values()].map((h) => h.holderIdentity).join(","), // "" for none: an absent field would stay as last written
       holderCount: holds.size,
@@ -304,7 +306,7 @@ export class LockReconciler {
       available: holds.size < maxHolders,
       now,
     });
-    if (!lockThere) {
+    if (lockWrite === "gone") {
       // The lock is gone without its deletion being reconciled (its finalizer removed by other hands): nothing visits
       // its key again, so the holds taken in this pass, shown to no one, go now.
       for (const id of acquired) {
@@ -364,7 +366,8 @@ export class LockReconciler {
     // Waiting claims: look again every third of a lease (a foreign hold may expire without any event).
     // Holds alone: only to record renewals in the status now and then (the renewer renews them).
     const next = Math.min(waiting.length > 0 ? renewEveryMs : holds.size > 0 ? STATUS_REPORT_MS : Infinity,
-      positionsDeferred ? refreshIn : Infinity, firstPlaceIn, lapseAt - nowMs + 10, ...deadlines.map((d) => d - nowMs + 10));
+      positionsDeferred ? refreshIn : Infinity, typeof lockWrite === "number" ? lockWrite : Infinity, firstPlaceIn, lapseAt - nowMs + 10,
+      ...deadlines.map((d) => d - nowMs + 10));
     return Number.isFinite(next) ? { requeueAfterMs: Math.max(10, Math.round(next)) } : {};
   }
 
@@ -555,11 +558,15 @@ export class LockReconciler {
     });
   }
 
-  /** Writes the lock's status if it changed; false when the lock is gone (HTTP 404). */
+  /**
+   * Writes the lock's status if it changed: "gone" when the lock is (HTTP 404). A change of the waiting count alone
+   * is not written within POSITION_REFRESH_MS of the last write (claims arriving, or leaving the queue, each change
+   * it; nothing safe hangs on it): then the milliseconds until it may be, for the caller to look again.
+   */
   private async writeLockStatus(
     lock: DistributedLock,
     next: Omit<DistributedLockStatus, "conditions"> & { ready: { status: "True" | "False"; reason: string; message: string }; available: boolean; now: string },
-  ): Promise<boolean> {
+  ): Promise<"written" | "unchanged" | "gone" | number> {
     const { ready, available, now, ...fields } = next;
     const generation = lock.metadata.generation;
     let conditions = setCondition(lock.status?.conditions, { type: ConditionType.Ready, ...ready, observedGeneration: generation }, now);
@@ -572,12 +579,17 @@ export class LockReconciler {
     }, now);
     const { conditions: _c, ...previous } = lock.status ?? {};
     const status: DistributedLockStatus = { ...previous, ...fields, observedGeneration: generation, conditions };
-    if (sameJson(status, lock.status)) return true;
+    if (sameJson(status, lock.status)) return "unchanged";
+    const lockKey = `${lock.metadata.namespace}/${lock.metadata.name}`;
+    const nowMs = this.ctx.clock.now();
+    const writableIn = (this.lockWrittenAt.get(lockKey) ?? -Infinity) + POSITION_REFRESH_MS - nowMs;
+    if (writableIn > 0 && sameJson({ ...status, waiting: lock.status?.waiting }, lock.status)) return writableIn;
     this.assertLeading();
     const written = await this.ctx.client.patchStatus(LOCK_PLURAL, lock.metadata, lock.status, status).catch(ignoreNotFound);
-    if (!written) return false;
+    if (!written) return "gone";
+    this.lockWrittenAt.set(lockKey, nowMs);
     this.ctx.caches.locks.observe(written as DistributedLock);
-    return true;
+    return "written";
   }
 
   /**
@@ -665,6 +677,7 @@ export class LockReconciler {
   private forgetLock(lockKey: string): void {
     this.stopBackendWatch(lockKey);
     this.positionsWrittenAt.delete(lockKey);
+    this.lockWrittenAt.delete(lockKey);
     this.heartbeats.forget(lockKey);
     this.waiting.forget(lockKey);
     this.arrivals.forget(lockKey);
