@@ -35,7 +35,12 @@ export async function beforeAfterBenchmark(ctx: BenchContext): Promise<void> {
   const timeoutMs = envInt("BENCH_TP_TIMEOUT_MS", 300_000);
   const apiServer = apiServerPid(ctx.kubeConfig.getCurrentCluster()?.server);
   const worktree = checkout(ref);
-  const describe = (rev: string) => git(["log", "-1", "--format=%h %s", rev]);
+  // A commit's short hash and its subject's first clause, cut at 100 characters.
+  const describe = (rev: string) => {
+    const line = git(["log", "-1", "--format=%h %s", rev]);
+    const sentence = line.split(/[.;] /)[0];
+    return sentence.length > 100 ? `${sentence.slice(0, 99)}…` : sentence;
+  };
   const rows: string[][] = [];
   const breakdown: string[][] = [];
   try {
