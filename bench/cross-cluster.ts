@@ -118,7 +118,9 @@ async function run(side: Side, runId: string, claims: number, locks: number, sam
   const started = now();
   try {
     await pool(claims, 16, (i) => side.apis[Math.floor(i / locks) % side.apis.length].createClaim(name(i), { lockName: lockName(i % locks) }));
-    await Promise.race([all, sleep(600_000).then(() => Promise.reject(new Error(`${side.label}: ${granted.size} of ${claims} claims granted in 10 min`)))]);
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${side.label}: ${granted.size} of ${claims} claims granted in 10 min`)), 600_000)));
+    await Promise.race([all, timedOut]).finally(() => clearTimeout(timer));
   } finally {
     sampling = false;
     await sampling$;
