@@ -276,6 +276,27 @@ describe("zookeeper backend: nodes, tokens, watches, sessions", () => {
     assert.deepEqual((await other.queueState!(key)).holders.map((h) => [h.holderId, h.ownSession]), [[a.holderId, undefined]], "not on the other session");
   });
 
+  test("a waiter's grant time: this process reports it at once, the hold's first renewal writes it for others", async () => {
+    let t = Date.parse("2026-01-01T00:00:00Z");
+    const owner = backend({ clock: () => t });
+    const { key } = newKey("grant-time");
+    const [a, b] = [request(key, "a"), { ...request(key, "b"), wait: true }];
+    assert.ok(await owner.tryAcquire(a));
+    assert.equal(await owner.tryAcquire(b), undefined, "b waits");
+    const joined = new Date(t).toISOString();
+    t += 60_000;
+    assert.ok(await owner.release(key, a.holderId));
+    const granted = await owner.tryAcquire(b);
+    assert.equal(granted?.acquireTime, new Date(t).toISOString());
+    const acquireTime = async (from: ZooKeeperBackend) => (await from.holders(key)).find((h) => h.holderId === b.holderId)?.acquireTime;
+    assert.equal(await acquireTime(owner), granted.acquireTime, "this process reads the grant time it reported");
+    const other = backend();
+    assert.equal(await acquireTime(other), joined, "before the first renewal another session reads when the child joined the queue");
+    t += 1000;
+    assert.ok(await owner.renew(key, b.holderId, b.leaseDurationSeconds));
+    assert.equal(await acquireTime(other), granted.acquireTime, "the renewal wrote the grant time");
+  });
+
   test("no server: BackendUnavailableError within the request timeout", async () => {
     const server = createServer();
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));

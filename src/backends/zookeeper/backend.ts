@@ -13,8 +13,8 @@
  * the holderId (an earlier call, a create whose reply was lost, an operator restart, a waiter), else creates one
  * and lists in the same round trip; a child ranked too far back is kept when the request waits (its place; it is
  * stamped with a fresh acquireTime when it first holds) and deleted otherwise. The process remembers its children
- * (name, czxid), so a waiter woken for its turn lists in one round trip (its grant stamped after), and a hold it
- * granted is released by one delete. Each operator watches each lock once (`watch`: one children watch on the lock node, an
+ * (name, czxid), so a waiter woken for its turn lists in one round trip (its grant's acquireTime goes with the
+ * first renewal), and a hold it granted is released by one delete. Each operator watches each lock once (`watch`: one children watch on the lock node, an
  * exists watch while it is missing, re-armed after each event, shared in-process; the re-arming listing decides
  * whose turn it is), so a release wakes one watch per operator, not every waiter: no herd. A waiter of a
  * one-holder lock also watches the child just before it, whose deletion wakes it a round trip sooner.
@@ -257,7 +257,7 @@ export class ZooKeeperBackend implements LockBackend {
         }
         mine.node = node;
         if (children.indexOf(ours[0]) < node.data.maxHolders) {
-          if (this.queued.delete(id)) mine.node = this.stamp(path, { ...node, data: holdData(req, this.now()) });
+          if (this.queued.delete(id)) mine.node = { ...node, data: holdData(req, this.now()) }; // written with the first renewal: see stamped()
           mine.held = true;
           return toHold(mine.node);
         }
@@ -283,7 +283,7 @@ export class ZooKeeperBackend implements LockBackend {
         // Only the owning session keeps a node alive: a hold of another session (a leader's, seen from a follower;
         // a crashed operator's, not handed over) cannot be extended from here, so this is no confirmation.
         if (node.ephemeralOwner !== this.sessionId) throw this.unavailable(`the hold on ${key} belongs to another session, which this one cannot keep alive`);
-        const data: NodeData = { ...node.data, leaseDurationSeconds, renewTime: this.now() };
+        const data: NodeData = { ...this.stamped(lock, mine, node.data), leaseDurationSeconds, renewTime: this.now() };
         const { rc, result } = await this.call(`renew ${lock}/${mine.name}`, (zk, done) => zk.a_set(`${lock}/${mine.name}`, JSON.stringify(data), node.version, done), [Z.ZBADVERSION, Z.ZNONODE]);
         if (rc === Z.ZNONODE) return undefined;
         if (rc !== Z.ZOK) continue;
@@ -328,7 +328,11 @@ export class ZooKeeperBackend implements LockBackend {
   private async ranked(key: string): Promise<{ node: Node; holds: boolean }[]> {
     const lock = this.lockPath(key);
     const children = await this.children(lock);
-    const nodes = (await Promise.all(children.map((c) => this.read(`${lock}/${c.name}`)))).filter((n): n is Node => n?.data !== undefined);
+    const read = await Promise.all(children.map(async (c): Promise<Node | undefined> => {
+      const node = await this.read(`${lock}/${c.name}`);
+      return node?.data && { ...node, data: this.stamped(lock, c, node.data) };
+    }));
+    const nodes = read.filter((n): n is Node => n?.data !== undefined);
     return nodes.map((node, rank) => ({ node, holds: rank < node.data!.maxHolders }));
   }
 
@@ -703,6 +707,17 @@ export class ZooKeeperBackend implements LockBackend {
     if (this.reaclDue && this.auth !== auth) void this.reacl();
   }
 
+  /**
+   * `data` as read, with the grant's acquireTime this process gave `child` when it became a hold after waiting.
+   * That stamp is not written on its own: a write would delay this session's next request, the holder's release
+   * among them, by a commit. It goes to the server with the hold's first renewal; until then readers elsewhere see
+   * the time the child joined the queue.
+   */
+  private stamped(lock: string, child: { name: string; holderId: string }, data: NodeData): NodeData {
+    const mine = this.mine.get(`${lock}\n${child.holderId}`);
+    return mine?.held && mine.name === child.name && mine.node?.data ? { ...data, acquireTime: mine.node.data.acquireTime } : data;
+  }
+
   // --- watches ---
 
   /**
@@ -735,19 +750,6 @@ export class ZooKeeperBackend implements LockBackend {
     });
     if (refused !== Z.ZOK) listed();
     failed(refused); // refused at once (no callback follows)
-  }
-
-  /**
-   * Records a waiter's grant in its child (`node`'s data, with the grant's acquireTime), for readers: not part of
-   * the grant, so not waited for. It is sent once the listing showed the turn, because a read sent after a write on
-   * one session is served only once the write commits: sent before, it would hold every handoff up by a commit.
-   * This session's later requests, a release among them, are served after it. A node gone meanwhile is a lost
-   * hold, which renew finds.
-   */
-  private stamp(path: string, node: Node): Node {
-    void this.call(`grant ${path}`, (zk, done) => zk.a_set(path, JSON.stringify(node.data), -1, done), [Z.ZNONODE])
-      .catch((err) => this.options.log?.debug("zookeeper: stamping a grant failed", { node: path, error: err instanceof Error ? err.message : String(err) }));
-    return node;
   }
 
   /**
