@@ -86,7 +86,9 @@ describe("release triggers", () => {
   });
 
   test("heartbeat lease expires when renewTime stops moving; renewing keeps it", async () => {
-    await env.api.createLock("heartbeat");
+    // The expired hold lapses one lock lease after its claim expired (lock-delay) before the next claim is granted:
+    // a 5 s lease keeps that well inside the wait for the grant (the default 30 s lease left it milliseconds).
+    await env.api.createLock("heartbeat", { leaseDurationSeconds: 5 });
     await env.api.createClaim("heartbeat-holder", { lockName: "heartbeat", leaseDurationSeconds: 2 });
     await granted("heartbeat-holder");
     await env.api.createClaim("heartbeat-next", { lockName: "heartbeat" });
