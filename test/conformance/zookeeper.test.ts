@@ -110,6 +110,30 @@ describe("zookeeper backend: nodes, tokens, watches, sessions", () => {
     for (let i = 1; i < tokens.length; i++) assert.ok(tokens[i] > tokens[i - 1], `${tokens[i]} after ${tokens[i - 1]}`);
   });
 
+  test("a hold's token is its czxid whether or not other children joined between its create and its listing", async () => {
+    // Four sessions enter one lock at once: a listing that saw another's child created after its own cannot take
+    // the lock node's pzxid for its child's czxid, and must read it.
+    const sessions = Array.from({ length: 4 }, () => backend());
+    const { key, path } = newKey("pzxid");
+    const zk = await rawClient();
+    try {
+      for (let round = 0; round < 5; round++) {
+        const entries = sessions.flatMap((b, s) => Array.from({ length: 4 }, (_, i) => ({ b, req: request(key, `r${round}-${s}-${i}`, { maxHolders: 16 }) })));
+        const holds = await Promise.all(entries.map(({ b, req }) => b.tryAcquire(req)));
+        const { result: [children] } = await zkCall<[string[]]>((done) => zk.a_get_children(path, false, done));
+        for (const [i, { req }] of entries.entries()) {
+          const child = children.find((name) => name.startsWith(`h-${req.holderId}-`));
+          assert.ok(holds[i] && child, `entry ${i} of round ${round} holds no child`);
+          const { result: [stat] } = await zkCall<[Stat]>((done) => zk.a_get(`${path}/${child}`, false, done));
+          assert.equal(holds[i]!.fencingToken, String(stat.czxid), `entry ${i} of round ${round}: the token is not its child's czxid`);
+        }
+        await Promise.all(entries.map(({ b, req }) => b.release(key, req.holderId)));
+      }
+    } finally {
+      zk.close();
+    }
+  });
+
   test("forget deletes the empty lock node at once; a node with a child stays (ZNOTEMPTY)", async () => {
     const b = backend();
     const { key, path } = newKey("forget");

@@ -11,8 +11,9 @@
  * order (Curator's InterProcessSemaphoreV2, the reference article's recipe). A child's rank only falls (new children
  * sort last), so a hold stays one and at most maxHolders are holds. tryAcquire re-attaches to the child carrying
  * the holderId (an earlier call, a create whose reply was lost, an operator restart, a waiter), else creates one
- * and lists in the same round trip; a child ranked too far back is kept when the request waits (its place; it is
- * stamped with a fresh acquireTime when it first holds) and deleted otherwise. The process remembers its children
+ * and lists in the same round trip (the listing's parent stat usually proves the new child's czxid: see enter);
+ * a child ranked too far back is kept when the request waits (its place; it is stamped with a fresh acquireTime
+ * when it first holds) and deleted otherwise. The process remembers its children
  * (name, czxid), so a waiter woken for its turn lists in one round trip (its grant's acquireTime goes with the
  * first renewal), and a hold it granted is released by one delete. Each operator watches each lock once (`watch`: one children watch on the lock node, an
  * exists watch while it is missing, re-armed after each event, shared in-process; the re-arming listing decides
@@ -131,6 +132,8 @@ export interface ZooKeeperBackendOptions {
 }
 
 interface Child { name: string; holderId: string; seq: number }
+/** A lock node's children with its stat: cversion counts child creates and deletes, pzxid is the last one's zxid. */
+interface Listing { children: Child[]; cversion: number; pzxid: number }
 interface NodeData extends HolderInfo {
   maxHolders: number;
   leaseDurationSeconds: number;
@@ -240,7 +243,7 @@ export class ZooKeeperBackend implements LockBackend {
         if (!mine) {
           const entered = await this.enter(lock, req);
           ({ listed } = entered);
-          this.mine.set(id, (mine = { name: entered.name }));
+          this.mine.set(id, (mine = { name: entered.name, node: entered.node }));
         }
         const path = `${lock}/${mine.name}`;
         const [children, node] = await Promise.all([listed ?? this.children(lock), mine.node ?? this.read(path)]);
@@ -526,14 +529,20 @@ export class ZooKeeperBackend implements LockBackend {
 
   /** The hold children of a lock node in sequence order; [] when the node does not exist. */
   private async children(lock: string): Promise<Child[]> {
-    const { rc, result } = await this.call(`list ${lock}`, (zk, done) => zk.a_get_children(lock, false, done), [Z.ZNONODE]);
+    return (await this.list(lock)).children;
+  }
+
+  /** The lock node's children and stat; no children (and a zero stat) when the node does not exist. */
+  private async list(lock: string): Promise<Listing> {
+    const { rc, result } = await this.call(`list ${lock}`, (zk, done) => zk.a_get_children2(lock, false, done), [Z.ZNONODE]);
     if (rc === Z.ZNONODE) {
       this.lockNodes.delete(lock);
-      return [];
+      return { children: [], cversion: 0, pzxid: 0 };
     }
     if (this.lockNodes.size >= LOCK_NODES_REMEMBERED) this.lockNodes.clear(); // forgetting costs one create each
     this.lockNodes.add(lock);
-    return parseChildren(result[0] as string[]);
+    const { cversion, pzxid } = result[1] as { cversion: number; pzxid: number };
+    return { children: parseChildren(result[0] as string[]), cversion, pzxid };
   }
 
   private async read(path: string): Promise<Node | undefined> {
@@ -553,24 +562,31 @@ export class ZooKeeperBackend implements LockBackend {
    * and everything ranked before it. An earlier child of this holder (an operator restarted, a reply lost) keeps
    * its place and the new one is deleted. `listed` is undefined when the listing cannot rank the child (the
    * create had to be sent again, after the lock node was made): the caller lists.
+   *
+   * `node` spares the read of the new child's czxid when the listing proves it: a sequential child is named after
+   * its parent's cversion, which each child create or delete then raises by one, and the parent's pzxid is the
+   * zxid of the last of them. A listing with cversion = seq + 1 saw no child change after ours, so its pzxid is
+   * our child's czxid (always so on a lock nobody else touched meanwhile).
    */
-  private async enter(lock: string, req: AcquireRequest): Promise<{ name: string; listed?: Child[] }> {
+  private async enter(lock: string, req: AcquireRequest): Promise<{ name: string; listed?: Child[]; node?: Node }> {
     const [lockNode, creating, listing] = await Promise.allSettled([
-      this.lockNodes.has(lock) ? undefined : this.createNode(lock), this.createHold(lock, req), this.children(lock),
+      this.lockNodes.has(lock) ? undefined : this.createNode(lock), this.createHold(lock, req), this.list(lock),
     ]);
     const failed = [lockNode, creating, listing].find((r) => r.status === "rejected");
     if (failed || listing.status !== "fulfilled" || creating.status !== "fulfilled") {
       // The create may have gone on (its own retries) after another part failed: its child is not left behind.
-      if (creating.status === "fulfilled") await this.remove(`${lock}/${creating.value.name}`).catch(() => undefined);
+      if (creating.status === "fulfilled") await this.remove(`${lock}/${creating.value.child.name}`).catch(() => undefined);
       throw (failed as PromiseRejectedResult).reason;
     }
-    const [created, listed] = [creating.value, listing.value];
+    const [{ child: created, data }, { children: listed, cversion, pzxid }] = [creating.value, listing.value];
     this.lockNodes.add(lock);
     const earlier = listed.find((c) => c.holderId === req.holderId && c.seq < created.seq);
     if (earlier) await this.remove(`${lock}/${created.name}`);
     const ranked = listed.some((c) => c.name === created.name);
     const kept = earlier ? listed.filter((c) => c.name !== created.name) : listed;
-    return { name: (earlier ?? created).name, listed: ranked ? kept : undefined };
+    const proven = ranked && !earlier && cversion === created.seq + 1 && this.sessionId !== undefined;
+    const node = proven ? { czxid: pzxid, version: 0, ephemeralOwner: this.sessionId!, data } : undefined;
+    return { name: (earlier ?? created).name, listed: ranked ? kept : undefined, node };
   }
 
   /**
@@ -602,7 +618,7 @@ export class ZooKeeperBackend implements LockBackend {
     return removed;
   }
 
-  private async createHold(lock: string, req: AcquireRequest): Promise<Child> {
+  private async createHold(lock: string, req: AcquireRequest): Promise<{ child: Child; data: NodeData }> {
     const data = holdData(req, this.now());
     const prefix = `${lock}/h-${encodeSegment(req.holderId)}-`;
     // The lock node may be missing, or reaped between creating it and its first child: a few attempts.
@@ -612,7 +628,7 @@ export class ZooKeeperBackend implements LockBackend {
         const path = result[0] as string;
         if (this.auth) await this.protect(path);
         const name = path.slice(lock.length + 1);
-        return { name, holderId: req.holderId, seq: Number(name.slice(-10)) };
+        return { child: { name, holderId: req.holderId, seq: Number(name.slice(-10)) }, data };
       }
       await this.createNode(lock);
     }
