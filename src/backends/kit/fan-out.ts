@@ -76,16 +76,13 @@ export class FanOut<S> {
   }
 
   notify(key: string, turn?: readonly string[]): void {
-    const entry = this.entries.get(key);
-    if (!entry) return;
-    const listeners = [...entry.listeners];
-    call(listeners.filter((l) => !l.waiter));
-    const waiters = listeners.filter((l) => l.waiter);
-    if (waiters.length === 0) return;
-    if (turn) return call(waiters.filter((l) => turn.includes(l.waiter!.holderId)));
-    if (!this.readOrder) return call(waiters);
-    if (entry.reading) entry.reading.again = true;
-    else void this.wakeByTurn(key, entry);
+    this.dispatch(key, (waiters, entry) => {
+      if (turn) return waiters.filter((l) => turn.includes(l.waiter!.holderId));
+      if (!this.readOrder) return waiters;
+      if (entry.reading) entry.reading.again = true;
+      else void this.wakeByTurn(key, entry);
+      return [];
+    });
   }
 
   /** Calls the waiters of `holderId` on `key` only: the backend saw the entry just before it go (no read). */
@@ -99,13 +96,17 @@ export class FanOut<S> {
    * of a read. Undefined (the listing failed) calls every waiter.
    */
   notifyInOrder(key: string, order: readonly string[] | undefined): void {
+    this.dispatch(key, (waiters) => inTurnOnly(waiters, order && inTurn(order, waiters)));
+  }
+
+  /** Calls the key's plain listeners, then those of its waiters that `pick` chooses (it may wake them later itself). */
+  private dispatch(key: string, pick: (waiters: Listener[], entry: Entry<S>) => Listener[]): void {
     const entry = this.entries.get(key);
     if (!entry) return;
     const listeners = [...entry.listeners];
     call(listeners.filter((l) => !l.waiter));
     const waiters = listeners.filter((l) => l.waiter);
-    const turn = order && waiters.length > 0 ? inTurn(order, waiters) : undefined;
-    call(waiters.filter((l) => !turn || turn.has(l.waiter!.holderId)));
+    if (waiters.length > 0) call(pick(waiters, entry));
   }
 
   /** Reads the queue (again while changes come during the read) and calls the waiters whose turn it may be. */
@@ -116,8 +117,7 @@ export class FanOut<S> {
         reading.again = false;
         const waiters = [...entry.listeners].filter((l) => l.waiter);
         if (waiters.length === 0 || this.entries.get(key) !== entry) return;
-        const turn = await this.turn(waiters);
-        call(waiters.filter((l) => !turn || turn.has(l.waiter!.holderId)));
+        call(inTurnOnly(waiters, await this.turn(waiters)));
       } while (reading.again);
     } finally {
       entry.reading = undefined;
@@ -159,6 +159,11 @@ export class FanOut<S> {
 /** The holderIds in `order` that hold or may take a slot now (the latest waiter's maxHolders). */
 function inTurn(order: readonly string[], waiters: Listener[]): Set<string> {
   return new Set(order.slice(0, waiters[waiters.length - 1].waiter!.maxHolders));
+}
+
+/** The waiters whose turn it may be: those in `turn`, or every one when it is unknown. */
+function inTurnOnly(waiters: Listener[], turn: Set<string> | undefined): Listener[] {
+  return turn ? waiters.filter((l) => turn.has(l.waiter!.holderId)) : waiters;
 }
 
 function call(listeners: Listener[]): void {
