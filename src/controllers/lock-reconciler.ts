@@ -44,10 +44,11 @@ const canonical = (value: unknown): string => JSON.stringify(value, (_key, v: un
 export class LockReconciler {
   /** Backend watches by lock key, while the lock has waiters or other clusters' holders: a release anywhere wakes them. */
   private readonly watches = new Map<string, { backendKey: string; stop: () => void }>();
-  /** When each lock last rewrote waiting claims' moved places (see POSITION_REFRESH_MS). */
-  private readonly positionsWrittenAt = new Map<string, number>();
-  /** When each lock's status was last written: a change of its waiting count alone waits POSITION_REFRESH_MS after it. */
-  private readonly lockWrittenAt = new Map<string, number>();
+  /**
+   * By lock: when its status was last written (a change of its waiting count alone waits POSITION_REFRESH_MS after
+   * it) and when it last rewrote waiting claims' moved places (at most one such round per POSITION_REFRESH_MS).
+   */
+  private readonly writtenAt = new Map<string, { lock: number; positions: number }>();
   /** When this process first saw each heartbeat claim's current heartbeat, by lock (see assessClaim). */
   private readonly heartbeats = new ObservedVersions();
   /** When this process first saw each waiting claim (waitTimeoutSeconds counts from it). */
@@ -271,7 +272,7 @@ export class LockReconciler {
     // no Pending write); moves wait for the lock's position refresh (at most one per POSITION_REFRESH_MS), so a
     // moving queue is not O(k) writes per grant, and a claim granted within that time after it moved up costs no
     // write for the move.
-    const refreshIn = (this.positionsWrittenAt.get(lockKey) ?? -Infinity) + POSITION_REFRESH_MS - nowMs;
+    const refreshIn = this.lastWrites(lockKey).positions + POSITION_REFRESH_MS - nowMs;
     let positionsDeferred = false;
     let firstPlaceIn = Infinity;
     waiting.forEach((id, index) => {
@@ -283,7 +284,7 @@ export class LockReconciler {
       else if (arrivalWait > 0) firstPlaceIn = Math.min(firstPlaceIn, arrivalWait);
       else {
         statuses.set(id, waitingStatus(claim, index + 1, lock.metadata.name, now));
-        if (moved) this.positionsWrittenAt.set(lockKey, nowMs);
+        if (moved) this.lastWrites(lockKey).positions = nowMs;
       }
     });
     for (const { claim, facts } of assessed.values()) {
@@ -582,12 +583,12 @@ export class LockReconciler {
     if (sameJson(status, lock.status)) return "unchanged";
     const lockKey = `${lock.metadata.namespace}/${lock.metadata.name}`;
     const nowMs = this.ctx.clock.now();
-    const writableIn = (this.lockWrittenAt.get(lockKey) ?? -Infinity) + POSITION_REFRESH_MS - nowMs;
+    const writableIn = this.lastWrites(lockKey).lock + POSITION_REFRESH_MS - nowMs;
     if (writableIn > 0 && sameJson({ ...status, waiting: lock.status?.waiting }, lock.status)) return writableIn;
     this.assertLeading();
     const written = await this.ctx.client.patchStatus(LOCK_PLURAL, lock.metadata, lock.status, status).catch(ignoreNotFound);
     if (!written) return "gone";
-    this.lockWrittenAt.set(lockKey, nowMs);
+    this.lastWrites(lockKey).lock = nowMs;
     this.ctx.caches.locks.observe(written as DistributedLock);
     return "written";
   }
@@ -673,11 +674,17 @@ export class LockReconciler {
     this.watches.delete(lockKey);
   }
 
+  /** The lock's record of its last writes (never, for one not written by this process). */
+  private lastWrites(lockKey: string): { lock: number; positions: number } {
+    let record = this.writtenAt.get(lockKey);
+    if (!record) this.writtenAt.set(lockKey, (record = { lock: -Infinity, positions: -Infinity }));
+    return record;
+  }
+
   /** The lock is gone: nothing of it is watched or remembered. */
   private forgetLock(lockKey: string): void {
     this.stopBackendWatch(lockKey);
-    this.positionsWrittenAt.delete(lockKey);
-    this.lockWrittenAt.delete(lockKey);
+    this.writtenAt.delete(lockKey);
     this.heartbeats.forget(lockKey);
     this.waiting.forget(lockKey);
     this.arrivals.forget(lockKey);
