@@ -188,12 +188,8 @@ export class LockReconciler {
         continue;
       }
       // A claim seen deleted was released by its deletion, as a claim being deleted is (its ending's reason).
-      const reason = this.deletedClaims.get(orphan) ? ClaimReason.Released : "Orphaned";
-      if (await backend.release(backendKey, orphan)) metrics?.released(lockKey, backend.name, reason, nowMs);
+      await this.releaseHold(backend, backendKey, lockKey, orphan, this.deletedClaims.get(orphan) ? ClaimReason.Released : "Orphaned");
       holds.delete(orphan);
-      this.lapseDeadlines.delete(orphan);
-      this.deletedClaims.forget(orphan);
-      this.grantSent.delete(orphan);
     }
     for (const id of decision.withdraw) await backend.release(backendKey, id);
     for (const id of decision.lapsing) {
@@ -473,13 +469,7 @@ export class LockReconciler {
         await this.writeClaimStatus(claim, endedStatus(claim, "Released", ClaimReason.LockNotFound, message, now));
       }
     }
-    const release = async (holderId: string, reason: string) => {
-      this.renewer.untrack(holderId);
-      if (await backend.release(backendKey, holderId)) this.ctx.metrics?.released(lockKey, backend.name, reason, this.ctx.clock.now());
-      this.deletedClaims.forget(holderId);
-      this.lapseDeadlines.delete(holderId);
-      this.grantSent.delete(holderId);
-    };
+    const release = (holderId: string, reason: string) => this.releaseHold(backend, backendKey, lockKey, holderId, reason);
     for (const claim of claims) if (claim.metadata.uid) await release(claim.metadata.uid, ClaimReason.LockNotFound);
     for (const uid of this.deletedClaims.forLock(lockKey)) await release(uid, ClaimReason.Released);
     const { holders, waiting } = await backend.queueState!(backendKey);
@@ -492,6 +482,15 @@ export class LockReconciler {
     this.ctx.metrics?.lockGone(lockKey);
     await this.forgetInBackend(lock, backend, backendKey);
     await this.removeFinalizer(lock);
+  }
+
+  /** Releases a hold that no claim keeps, and forgets everything this process remembered of its holder. */
+  private async releaseHold(backend: LockBackend, backendKey: string, lockKey: string, holderId: string, reason: string): Promise<void> {
+    this.renewer.untrack(holderId);
+    if (await backend.release(backendKey, holderId)) this.ctx.metrics?.released(lockKey, backend.name, reason, this.ctx.clock.now());
+    this.deletedClaims.forget(holderId);
+    this.lapseDeadlines.delete(holderId);
+    this.grantSent.delete(holderId);
   }
 
   /**
