@@ -143,7 +143,7 @@ interface NodeData extends HolderInfo {
 interface Node { czxid: number; version: number; ephemeralOwner: string; data?: NodeData }
 /**
  * This process's child for one holder: its name, its node once read, whether it was returned as a hold, and the
- * child just before it that an exists watch is set on (a waiter of a one-holder lock).
+ * child just before it that a data watch is set on (a waiter of a one-holder lock).
  */
 interface Mine { name: string; node?: Node; held?: boolean; watching?: string }
 interface KeyWatch { path: string; armedOn?: ZooKeeper; generation: number }
@@ -786,8 +786,10 @@ export class ZooKeeperBackend implements LockBackend {
       if (type === Z.ZOO_DELETED_EVENT) this.watches.wake(lock, holderId);
       else if (type !== Z.ZOO_SESSION_EVENT) this.watchPredecessor(lock, holderId, mine, before);
     };
-    const rc = zk.aw_exists(`${lock}/${before.name}`, fired, (existsRc: number) => {
-      if (existsRc !== Z.ZOK && current()) fired(existsRc === Z.ZNONODE ? Z.ZOO_DELETED_EVENT : Z.ZOO_SESSION_EVENT);
+    // A data watch, not an exists watch: on a child already gone, an exists watch would stay on the server,
+    // waiting for a creation that never comes (sequential names are not reused); a get sets none.
+    const rc = zk.aw_get(`${lock}/${before.name}`, fired, (getRc: number) => {
+      if (getRc !== Z.ZOK && current()) fired(getRc === Z.ZNONODE ? Z.ZOO_DELETED_EVENT : Z.ZOO_SESSION_EVENT);
     });
     if (rc !== Z.ZOK && current()) mine.watching = undefined;
   }
