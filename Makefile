@@ -13,8 +13,9 @@ controlplane: ## build (once) and print the directory of kube-apiserver, etcd, k
 	@hack/controlplane/build.sh
 
 build: deps
-	@echo "build: compiling TypeScript into dist/"
+	@echo "build: compiling TypeScript into dist/, then bundling the CLI into dist/kubelock.js"
 	@$(NPX) tsc -p tsconfig.build.json
+	@node hack/bundle.mjs
 
 lint: deps
 	@echo "lint: eslint"
@@ -43,7 +44,7 @@ demo: deps build ## a local control plane, Redis, the operator and a few holders
 	@$(NPX) tsx hack/demo.ts
 
 run: build ## the operator against the current kubeconfig
-	node dist/src/cli/main.js operator $(if $(CONFIG),--config $(CONFIG),)
+	node dist/kubelock.js operator $(if $(CONFIG),--config $(CONFIG),)
 
 clean:
 	rm -rf dist

@@ -28,7 +28,7 @@ export function operatorConfig(ctx: BenchContext, keyPrefix: string): string {
  * --cpu-prof, which NODE_OPTIONS refuses) or `root` (another checkout of kubelock, e.g. an earlier commit)
  * the same command is spawned here with those flags, from that checkout, instead. With `compiled` it runs
  * the JavaScript that `make build` writes to dist/ (what the container image runs), built first if stale,
- * with the Node.js flags the image gives it (imageNodeFlags).
+ * with the Node.js flags and the script the image runs (imageCommand).
  */
 export async function operatorNamespace(
   ctx: BenchContext,
@@ -76,7 +76,7 @@ function cmdline(pid: number): string {
 }
 
 /**
- * `node FLAGS --import tsx src/cli/main.ts operator ...` (or dist/src/cli/main.js) for one namespace, as startOperator
+ * `node FLAGS --import tsx src/cli/main.ts operator ...` (or, compiled, as the image runs it) for one namespace, as startOperator
  * runs it, on the cluster of `kubeconfig` (default: the environment's). BENCH_OPERATOR_LOG_LEVEL sets its --log-level;
  * BENCH_OPERATOR_LOG names a file its output is appended to as it comes (to time its phases);
  * BENCH_OPERATOR_NODE_FLAGS adds Node.js flags (space-separated, e.g. --heapsnapshot-signal=SIGUSR2).
@@ -85,7 +85,8 @@ export async function spawnOperator(namespace: string, config: string, nodeFlags
   kubeconfig = process.env.KUBECONFIG!, syncTimeoutMs = 60_000): Promise<OperatorProcess> {
   const file = join(mkdtempSync(join(tmpdir(), "kubelock-bench-")), "config.yaml");
   writeFileSync(file, config);
-  const entry = compiled ? [...imageNodeFlags(repoRoot), join(repoRoot, "dist/src/cli/main.js")] : ["--import", "tsx", join(repoRoot, "src/cli/main.ts")];
+  const image = compiled ? imageCommand(repoRoot) : undefined;
+  const entry = image ? [...image.flags, join(repoRoot, image.script)] : ["--import", "tsx", join(repoRoot, "src/cli/main.ts")];
   const extraFlags = (process.env.BENCH_OPERATOR_NODE_FLAGS ?? "").split(" ").filter(Boolean);
   const child = spawn(process.execPath, [...nodeFlags, ...extraFlags, ...entry, "operator", "--kubeconfig", kubeconfig,
     "--watch-namespace", namespace, "--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--config", file,
@@ -115,20 +116,25 @@ export async function spawnOperator(namespace: string, config: string, nodeFlags
   return { output: () => output, stop: () => end("SIGTERM"), kill: () => end("SIGKILL"), excuseRefusals: () => undefined };
 }
 
-/** The Node.js flags the container image runs kubelock with: the Dockerfile's ENTRYPOINT between "node" and the script. */
-export function imageNodeFlags(repoRoot: string): string[] {
+/**
+ * How the container image runs kubelock: the Node.js flags and the script of the Dockerfile's ENTRYPOINT
+ * (`node FLAGS /app/SCRIPT`; the image's /app is the repository root).
+ */
+export function imageCommand(repoRoot: string): { flags: string[]; script: string } {
   const line = readFileSync(join(repoRoot, "Dockerfile"), "utf8").split("\n").find((l) => l.startsWith("ENTRYPOINT ["));
   if (!line) throw new Error("the Dockerfile has no ENTRYPOINT [...] line");
-  return (JSON.parse(line.slice("ENTRYPOINT ".length)) as string[]).slice(1, -1);
+  const entry = JSON.parse(line.slice("ENTRYPOINT ".length)) as string[];
+  return { flags: entry.slice(1, -1), script: entry[entry.length - 1].replace(/^\/app\//, "") };
 }
 
-/** Compiles src/ into dist/ (tsconfig.build.json) unless dist/src/cli/main.js is newer than every source file. */
+/** Builds dist/ (`npm run build`: tsc, then the bundle) unless the image's script is newer than every source file. */
 function ensureBuilt(ctx: BenchContext): void {
   const repoRoot = join(__dirname, "..");
-  const built = join(repoRoot, "dist/src/cli/main.js");
+  const built = join(repoRoot, imageCommand(repoRoot).script);
   const newest = (dir: string): number => Math.max(0, ...readdirSync(dir, { withFileTypes: true })
     .map((e) => (e.isDirectory() ? newest(join(dir, e.name)) : statSync(join(dir, e.name)).mtimeMs)));
   if (existsSync(built) && statSync(built).mtimeMs >= newest(join(repoRoot, "src"))) return;
-  ctx.log("compiling src/ into dist/ (npx tsc -p tsconfig.build.json)");
+  ctx.log("building dist/ (npx tsc -p tsconfig.build.json, then node hack/bundle.mjs)");
   execFileSync(process.execPath, [join(repoRoot, "node_modules/typescript/bin/tsc"), "-p", "tsconfig.build.json"], { cwd: repoRoot, stdio: "inherit" });
+  execFileSync(process.execPath, [join(repoRoot, "hack/bundle.mjs")], { cwd: repoRoot, stdio: "inherit" });
 }

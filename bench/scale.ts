@@ -14,7 +14,7 @@ import { pool } from "./lib/claims";
 import Redis from "ioredis";
 import { cpuSeconds, procStatusKb as status } from "./lib/proc";
 import { envInt, fmt, now, sleep } from "./lib/stats";
-import { imageNodeFlags, operatorConfig, operatorNamespace, spawnOperator } from "./operator";
+import { imageCommand, operatorConfig, operatorNamespace, spawnOperator } from "./operator";
 
 /**
  * The locks' leaseDurationSeconds (BENCH_SCALE_LEASE_SECONDS, default 30, the locks' own default): each hold is
@@ -131,12 +131,13 @@ export async function scaleBenchmark(ctx: BenchContext): Promise<void> {
       `${fmt(idleRedis / (idleMs / 1000), 0)} Redis script calls/s, against ${fmt(renewalsPerSecond, 0)}/s backend renewals that ${n} holds with a ${LEASE_SECONDS} s lease need ` +
       "(one per hold per third of its lease: the cost of keeping TTL-based holds alive, done by the renewer without reconciles)" +
       (idleTotal === 0 ? "; no API request while nothing changes." : `; API requests while idle: ${[...idleRequests].map(([k, v]) => `${k} ${v}`).join(", ")} (lock status reports of renewals, at most one per lock per 5 minutes).`));
+    const image = imageCommand(join(__dirname, ".."));
     ctx.report.heading("4. Scale");
     ctx.report.text(
       `${n} DistributedLocks (backend ${backend}, maxHolders 1, leaseDurationSeconds ${LEASE_SECONDS}) and ${n} LockClaims (one per lock) were created ` +
         `(16 at a time, ${fmt(createMs / 1000, 1)} s) before the operator started; then the operator was started for the namespace. ` +
         `One run (converging ${n} locks takes long enough that repeating it five times does not fit the time budget; BENCH_SCALE_N sets N). ` +
-        `The operator runs from dist/ as in the container image: \`node ${imageNodeFlags(join(__dirname, "..")).join(" ")} dist/src/cli/main.js operator\`. ` +
+        `The operator runs from dist/ as in the container image: \`node ${image.flags.join(" ")} ${image.script} operator\`. ` +
         "Memory and CPU are read from /proc/<operator pid>/status and /proc/<pid>/stat.",
     );
     ctx.report.table(["measure", "value"], [

@@ -15,7 +15,7 @@ import { startEnvironment } from "../test/env/environment";
 import { runCommand } from "../test/env/process";
 
 const repoRoot = resolve(__dirname, "..");
-const cli = join(repoRoot, "dist/src/cli/main.js");
+const cli = join(repoRoot, "dist/kubelock.js");
 const say = (line: string) => console.log(`\n=== ${line}`);
 
 async function main(): Promise<void> {

@@ -49,6 +49,8 @@ export class LockReconciler {
    * it) and when it last rewrote waiting claims' moved places (at most one such round per POSITION_REFRESH_MS).
    */
   private readonly writtenAt = new Map<string, { lock: number; positions: number }>();
+  /** Each configured backend as reconciles call it (see backendFor). */
+  private readonly guarded = new WeakMap<LockBackend, LockBackend>();
   /** When this process first saw each heartbeat claim's current heartbeat, by lock (see assessClaim). */
   private readonly heartbeats = new ObservedVersions();
   /** When this process first saw each waiting claim (waitTimeoutSeconds counts from it). */
@@ -429,9 +431,15 @@ export class LockReconciler {
     return live?.metadata.uid === hold.holderId ? "claimed" : "release";
   }
 
-  /** The lock's backend as reconciles use it; throws BackendConfigError for an unknown name. */
+  /**
+   * The lock's backend as reconciles use it; throws BackendConfigError for an unknown name. One wrapper per backend:
+   * the renewer keeps the one a hold was taken with, so a wrapper per pass would be one per hold.
+   */
   private backendFor(lock: DistributedLock): LockBackend {
-    return failuresAsUnavailable(this.ctx.backends.get(lock.spec.backend ?? this.ctx.defaultBackend), () => this.assertLeading());
+    const backend = this.ctx.backends.get(lock.spec.backend ?? this.ctx.defaultBackend);
+    let wrapped = this.guarded.get(backend);
+    if (!wrapped) this.guarded.set(backend, (wrapped = failuresAsUnavailable(backend, () => this.assertLeading())));
+    return wrapped;
   }
 
   /** A holder as the lock's status shows it; keeps the recorded renewTime while it is younger than STATUS_REPORT_MS. */

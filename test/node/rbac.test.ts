@@ -41,7 +41,7 @@ spec:
       args:
         - |
           set -e
-          kubelock() { node /app/dist/src/cli/main.js "$@"; }
+          kubelock() { node /app/dist/kubelock.js "$@"; }
           kubelock run --lock shared --timeout 2m -- sh -c 'echo "run granted $KUBELOCK_FENCING_TOKEN"'
           kubelock wait --lock shared --timeout 2m --token-file /tmp/token
           echo "wait granted $(cat /tmp/token)"

@@ -1,10 +1,11 @@
 /**
- * How tests run the `kubelock` CLI: the compiled dist/ when it is newer than every source file (`make test`
- * builds it first; it starts in a fraction of the time, which matters on a busy machine with hundreds of
- * processes to start), else the sources through tsx, so that a test run right after an edit never runs old code.
+ * How tests run the `kubelock` CLI: the bundle the image runs (dist/kubelock.js) when it is newer than every source
+ * file (`make test` builds it first; it starts in a fraction of the time, which matters on a busy machine with
+ * hundreds of processes to start), else the sources through tsx, so that a test run right after an edit never runs
+ * old code.
  */
 import { existsSync, readdirSync, statSync } from "node:fs";
-import { join, relative, resolve } from "node:path";
+import { join, resolve } from "node:path";
 
 const repoRoot = resolve(__dirname, "..", "..");
 let decided: { args: string[]; compiled: boolean } | undefined;
@@ -15,14 +16,13 @@ export function cliCommand(): { args: string[]; compiled: boolean } {
 }
 
 function decide(): { args: string[]; compiled: boolean } {
-  const compiled = join(repoRoot, "dist/src/cli/main.js");
-  const fresh = (dir: string): boolean => readdirSync(dir, { withFileTypes: true }).every((entry) => {
+  const bundle = join(repoRoot, "dist/kubelock.js");
+  if (!existsSync(bundle)) return { args: ["--import", "tsx", join(repoRoot, "src/cli/main.ts")], compiled: false };
+  const builtAt = statSync(bundle).mtimeMs;
+  const older = (dir: string): boolean => readdirSync(dir, { withFileTypes: true }).every((entry) => {
     const path = join(dir, entry.name);
-    if (entry.isDirectory()) return fresh(path);
-    if (!entry.name.endsWith(".ts")) return true;
-    const js = join(repoRoot, "dist", relative(repoRoot, path)).replace(/\.ts$/, ".js");
-    return existsSync(js) && statSync(js).mtimeMs >= statSync(path).mtimeMs;
+    return entry.isDirectory() ? older(path) : statSync(path).mtimeMs <= builtAt;
   });
-  if (existsSync(compiled) && fresh(join(repoRoot, "src"))) return { args: [compiled], compiled: true };
+  if (older(join(repoRoot, "src"))) return { args: [bundle], compiled: true };
   return { args: ["--import", "tsx", join(repoRoot, "src/cli/main.ts")], compiled: false };
 }
