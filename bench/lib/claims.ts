@@ -25,28 +25,63 @@ export class ClaimWatch {
 
   /** Lists, then watches from the list's resourceVersion; resolves once the watch is established. */
   async start(): Promise<void> {
-    const custom = this.kc.makeApiClient(k8s.CustomObjectsApi);
-    const list = (await custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: this.namespace, plural: CLAIM_PLURAL })) as { metadata: { resourceVersion: string } };
-    this.resourceVersion = list.metadata.resourceVersion;
+    this.resourceVersion = (await this.list(false)).resourceVersion;
     await this.watch();
   }
 
+  /**
+   * Lists every claim, in pages; with `deliver`, each is handed on as a MODIFIED event (after a watch that could not
+   * continue: a grant made meanwhile is seen from the list, at the time of the list).
+   */
+  private async list(deliver: boolean): Promise<{ resourceVersion: string }> {
+    const custom = this.kc.makeApiClient(k8s.CustomObjectsApi);
+    let token: string | undefined;
+    for (;;) {
+      const page = (await custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: this.namespace, plural: CLAIM_PLURAL, limit: 500, _continue: token })) as
+        { items: LockClaim[]; metadata: { resourceVersion: string; continue?: string } };
+      if (deliver) for (const claim of page.items) this.deliver("MODIFIED", claim, now());
+      token = page.metadata.continue;
+      if (!token) return { resourceVersion: page.metadata.resourceVersion };
+    }
+  }
+
+  /**
+   * Watches from the last resourceVersion seen. The API server ends a watch after `timeoutSeconds` (so a connection
+   * that went silent is replaced); one that cannot continue from there (an ERROR event such as 410 Gone: the
+   * version was compacted, or this watcher fell behind and was dropped) lists again first, or it would be asked
+   * for the same lost version forever.
+   */
   private async watch(): Promise<void> {
     if (this.stopped) return;
     const path = `/apis/${GROUP}/${VERSION}/namespaces/${this.namespace}/${CLAIM_PLURAL}`;
-    this.abort = await new k8s.Watch(this.kc).watch(path, { resourceVersion: this.resourceVersion, allowWatchBookmarks: true }, (type: string, obj: LockClaim) => {
-      const at = now();
+    let lost = false;
+    const again = () => void setTimeout(() => void this.resume(lost).catch(() => setTimeout(again, 1000)), 20);
+    this.abort = await new k8s.Watch(this.kc).watch(path, { resourceVersion: this.resourceVersion, allowWatchBookmarks: true, timeoutSeconds: 300 }, (type: string, obj: LockClaim) => {
+      if (type === "ERROR") lost = true;
+      if (lost) return;
       this.resourceVersion = obj.metadata?.resourceVersion ?? this.resourceVersion;
-      if (type !== "ADDED" && type !== "MODIFIED" && type !== "DELETED") return;
-      for (const listener of this.listeners) listener(type, obj, at);
-      const waiting = this.waiters.get(obj.metadata.name);
-      for (const waiter of waiting ?? []) {
-        if (!waiter.predicate(type, obj)) continue;
-        clearTimeout(waiter.timer);
-        waiting!.delete(waiter);
-        waiter.resolve(at);
-      }
-    }, () => void setTimeout(() => void this.watch().catch(() => undefined), 20));
+      if (type === "ADDED" || type === "MODIFIED" || type === "DELETED") this.deliver(type, obj, now());
+    }, (err) => {
+      if (err) lost = true;
+      again();
+    });
+  }
+
+  private async resume(lost: boolean): Promise<void> {
+    if (this.stopped) return;
+    if (lost) this.resourceVersion = (await this.list(true)).resourceVersion;
+    await this.watch();
+  }
+
+  private deliver(type: EventType, claim: LockClaim, at: number): void {
+    for (const listener of this.listeners) listener(type, claim, at);
+    const waiting = this.waiters.get(claim.metadata.name);
+    for (const waiter of waiting ?? []) {
+      if (!waiter.predicate(type, claim)) continue;
+      clearTimeout(waiter.timer);
+      waiting!.delete(waiter);
+      waiter.resolve(at);
+    }
   }
 
   /** Calls `listener` for every event; returns a function that stops it. */
