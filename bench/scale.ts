@@ -130,7 +130,7 @@ export async function scaleBenchmark(ctx: BenchContext): Promise<void> {
       `${lost} claims Lost. Idle after convergence: ${fmt((100 * idleCpu) / (idleMs / 1000), 1)}% of one core, ${fmt(idleTotal / (idleMs / 1000), 1)} API requests/s and ` +
       `${fmt(idleRedis / (idleMs / 1000), 0)} Redis script calls/s, against ${fmt(renewalsPerSecond, 0)}/s backend renewals that ${n} holds with a ${LEASE_SECONDS} s lease need ` +
       "(one per hold per third of its lease: the cost of keeping TTL-based holds alive, done by the renewer without reconciles)" +
-      (idleTotal === 0 ? "; no API request while nothing changes." : `; API requests while idle: ${[...idleRequests].map(([k, v]) => `${k} ${v}`).join(", ")} (lock status reports of renewals, at most one per lock per 5 minutes).`));
+      (idleTotal === 0 ? "; no API request while nothing changes." : `; API requests while idle: ${[...idleRequests].map(([k, v]) => `${k} ${v}`).join(", ")} (lock status reports of renewals: at most one per lock per 5 minutes, and 20 a second in all).`));
     const image = imageCommand(join(__dirname, ".."));
     ctx.report.heading("4. Scale");
     ctx.report.text(

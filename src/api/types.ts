@@ -86,7 +86,8 @@ export interface LockHolder {
   /**
    * The hold's last renewal in the backend as recorded here. The operator renews every third of the
    * lease in the backend but records a renewal only once the recorded one is STATUS_REPORT_MS (5 min)
-   * old, so held locks cost no status writes while nothing changes. A holder listed here holds: the
+   * old, and then in its turn, at most STATUS_REPORTS_PER_SECOND across the operator, so held locks cost few status
+   * writes while nothing changes. A holder listed here holds: the
    * operator removes it (and shows its claim Lost) as soon as a renewal finds the hold gone.
    */
   renewTime: string;
@@ -107,6 +108,13 @@ export const FIRST_PLACE_DELAY_MS = 250;
  * their lease regardless; the status is a report, written when something changes.
  */
 export const STATUS_REPORT_MS = 5 * 60_000;
+
+/**
+ * At most this many of those reports a second, across every lock of the operator (ReportSchedule): with more than
+ * STATUS_REPORTS_PER_SECOND × 300 held locks (6,000), each lock's renewals are recorded less often than every
+ * STATUS_REPORT_MS, so that reports never take more than a small, fixed share of the API server's writes.
+ */
+export const STATUS_REPORTS_PER_SECOND = 20;
 
 export interface DistributedLockStatus {
   holders?: LockHolder[];

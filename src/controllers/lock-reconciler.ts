@@ -20,7 +20,7 @@
  *   without that (its finalizer removed by other hands) gets the holds of the pass that found it gone released.
  */
 import {
-  ClaimReason, ConditionType, FIRST_PLACE_DELAY_MS, POD_UID_ANNOTATION, POSITION_REFRESH_MS, STATUS_REPORT_MS, LOCK_DEFAULTS, LOCK_PLURAL, CLAIM_PLURAL, LockReason, RELEASE_FINALIZER,
+  ClaimReason, ConditionType, FIRST_PLACE_DELAY_MS, POD_UID_ANNOTATION, POSITION_REFRESH_MS, STATUS_REPORT_MS, STATUS_REPORTS_PER_SECOND, LOCK_DEFAULTS, LOCK_PLURAL, CLAIM_PLURAL, LockReason, RELEASE_FINALIZER,
   type DistributedLock, type DistributedLockStatus, type LockClaim, type LockClaimStatus, type LockHolder,
 } from "../api/types";
 import { setCondition } from "../api/conditions";
@@ -35,6 +35,7 @@ import { showLostAsFollower } from "./follower-lost";
 import { HoldRenewer, validityMarginMs, type TrackedHold } from "./hold-renewer";
 import { ObservedVersions } from "../runtime/observed";
 import { DeletedClaims } from "./deleted-claims";
+import { ReportSchedule } from "./report-schedule";
 
 /** Equal as JSON values, whatever the order of object keys (the API server keeps its own order). */
 const sameJson = (a: unknown, b: unknown) => canonical(a) === canonical(b);
@@ -49,6 +50,8 @@ export class LockReconciler {
    * it) and when it last rewrote waiting claims' moved places (at most one such round per POSITION_REFRESH_MS).
    */
   private readonly writtenAt = new Map<string, { lock: number; positions: number }>();
+  /** Turns for lock status writes that only record renewals (at most STATUS_REPORTS_PER_SECOND). */
+  private readonly reports = new ReportSchedule(STATUS_REPORTS_PER_SECOND);
   /** Each configured backend as reconciles call it (see backendFor). */
   private readonly guarded = new WeakMap<LockBackend, LockBackend>();
   /** When this process first saw each heartbeat claim's current heartbeat, by lock (see assessClaim). */
@@ -292,8 +295,11 @@ export class LockReconciler {
     // The lock's status first: its high-water mark must cover every token a claim is about to show, since a claim
     // may be deleted (its token gone with it) the moment it shows one, and a backend that lost its data must not
     // hand that token out again. A failed write here writes no claim; the pass is retried.
+    // Renewals are recorded when a holder's recorded renewTime is STATUS_REPORT_MS old, in the lock's turn (reports).
+    const reportDue = [...holds.values()].some((h) => this.reportDue(h, lock.status?.holders, nowMs));
+    const reportIn = reportDue ? this.reports.wait(lockKey, nowMs) : (this.reports.forget(lockKey), Infinity);
     const lockWrite = await this.writeLockStatus(lock, {
-      holders: [...holds.values()].map((h) => this.holderEntry(h, lock.status?.holders, nowMs)),
+      holders: [...holds.values()].map((h) => this.holderEntry(h, lock.status?.holders, nowMs, reportIn === 0)),
       holderNames: [...holds.values()].map((h) => h.holderIdentity).join(","), // "" for none: an absent field would stay as last written
       holderCount: holds.size,
       waiting: waiting.length,
@@ -364,7 +370,7 @@ export class LockReconciler {
     const deadlines = [...assessed.values()].map((a) => a.facts.deadline).filter((d): d is number => d !== undefined);
     // Waiting claims: look again every third of a lease (a foreign hold may expire without any event).
     // Holds alone: only to record renewals in the status now and then (the renewer renews them).
-    const next = Math.min(waiting.length > 0 ? renewEveryMs : holds.size > 0 ? STATUS_REPORT_MS : Infinity,
+    const next = Math.min(waiting.length > 0 ? renewEveryMs : holds.size > 0 ? STATUS_REPORT_MS : Infinity, reportIn || Infinity,
       positionsDeferred ? refreshIn : Infinity, typeof lockWrite === "number" ? lockWrite : Infinity, firstPlaceIn, lapseAt - nowMs + 10,
       ...deadlines.map((d) => d - nowMs + 10));
     return Number.isFinite(next) ? { requeueAfterMs: Math.max(10, Math.round(next)) } : {};
@@ -442,10 +448,20 @@ export class LockReconciler {
     return wrapped;
   }
 
-  /** A holder as the lock's status shows it; keeps the recorded renewTime while it is younger than STATUS_REPORT_MS. */
-  private holderEntry(hold: Hold, shown: LockHolder[] | undefined, nowMs: number): LockHolder {
-    const recorded = shown?.find((h) => h.claim === hold.claim && h.fencingToken === hold.fencingToken && h.cluster === (hold.cluster === this.ctx.clusterName ? undefined : hold.cluster));
-    const keep = recorded !== undefined && nowMs - Date.parse(recorded.renewTime) < STATUS_REPORT_MS && Date.parse(recorded.renewTime) <= Date.parse(hold.renewTime);
+  /** The lock's status records this holder, and its recorded renewTime is STATUS_REPORT_MS old: a report is due. */
+  private reportDue(hold: Hold, shown: LockHolder[] | undefined, nowMs: number): boolean {
+    const recorded = this.recordedHolder(hold, shown);
+    return recorded !== undefined && nowMs - Date.parse(recorded.renewTime) >= STATUS_REPORT_MS && recorded.renewTime !== hold.renewTime;
+  }
+
+  /**
+   * A holder as the lock's status shows it. A holder already recorded keeps its recorded renewTime unless `report`
+   * (its report's turn has come: see reportDue and ReportSchedule).
+   */
+  private holderEntry(hold: Hold, shown: LockHolder[] | undefined, nowMs: number, report: boolean): LockHolder {
+    const recorded = this.recordedHolder(hold, shown);
+    const keep = recorded !== undefined && Date.parse(recorded.renewTime) <= Date.parse(hold.renewTime)
+      && !(report && nowMs - Date.parse(recorded.renewTime) >= STATUS_REPORT_MS);
     const entry: LockHolder = {
       claim: hold.claim,
       holderIdentity: hold.holderIdentity,
@@ -456,6 +472,12 @@ export class LockReconciler {
     if (hold.cluster !== this.ctx.clusterName) entry.cluster = hold.cluster;
     return entry;
   }
+
+  private recordedHolder(hold: Hold, shown: LockHolder[] | undefined): LockHolder | undefined {
+    const cluster = hold.cluster === this.ctx.clusterName ? undefined : hold.cluster;
+    return shown?.find((h) => h.claim === hold.claim && h.fencingToken === hold.fencingToken && h.cluster === cluster);
+  }
+
 
   /**
    * The lock is being deleted: its claims are told (Released, LockNotFound), then every hold and queue entry this
@@ -693,6 +715,7 @@ export class LockReconciler {
     this.stopBackendWatch(lockKey);
     this.writtenAt.delete(lockKey);
     this.heartbeats.forget(lockKey);
+    this.reports.forget(lockKey);
     this.waiting.forget(lockKey);
     this.arrivals.forget(lockKey);
   }

@@ -19,15 +19,28 @@ const notFound = () => new k8s.ApiException(404, "not found", {}, {});
 /** A lock or a claim as the fake API server stores it. */
 type Stored = { metadata: Record<string, unknown> };
 
-/** One backend key's holds in memory; `beforeAcquire` runs inside each tryAcquire, before the slot is taken. */
+/**
+ * Holds in memory, by holderId; a hold made with `hold()` alone counts on every backend key, one taken by tryAcquire
+ * on its own key. `beforeAcquire` runs inside each tryAcquire, before the slot is taken.
+ */
 export class MemoryBackend {
   readonly holds = new Map<string, Hold>();
+  private readonly keys = new Map<string, string>();
   private token = 0;
   beforeAcquire?: (req: AcquireRequest) => void;
 
-  hold(holderId: string, claim: string, cluster = CLUSTER): void {
-    const at = new Date(0).toISOString();
+  /** `now`: the time holds are taken and renewed at (their acquireTime and renewTime). */
+  constructor(private readonly now: () => number = () => 0) {}
+
+  hold(holderId: string, claim: string, cluster = CLUSTER, key?: string): void {
+    const at = new Date(this.now()).toISOString();
     this.holds.set(holderId, { holderId, claim, holderIdentity: claim, cluster, fencingToken: String(++this.token), acquireTime: at, renewTime: at });
+    if (key !== undefined) this.keys.set(holderId, key);
+  }
+
+  /** The holds on `key`. */
+  on(key: string): Hold[] {
+    return [...this.holds.values()].filter((h) => (this.keys.get(h.holderId) ?? key) === key);
   }
 
   backend(): LockBackend {
@@ -36,14 +49,18 @@ export class MemoryBackend {
       tryAcquire: async (req) => {
         this.beforeAcquire?.(req);
         if (!this.holds.has(req.holderId)) {
-          if (this.holds.size >= req.maxHolders) return undefined;
-          this.hold(req.holderId, req.claim, req.cluster);
+          if (this.on(req.key).length >= req.maxHolders) return undefined;
+          this.hold(req.holderId, req.claim, req.cluster, req.key);
         }
         return this.holds.get(req.holderId);
       },
-      renew: async (_key, holderId) => this.holds.get(holderId),
+      renew: async (_key, holderId) => {
+        const hold = this.holds.get(holderId);
+        if (hold) this.holds.set(holderId, { ...hold, renewTime: new Date(this.now()).toISOString() });
+        return this.holds.get(holderId);
+      },
       release: async (_key, holderId) => this.holds.delete(holderId),
-      holders: async () => [...this.holds.values()],
+      holders: async (key) => this.on(key),
       waiting: async () => [],
       watch: () => () => undefined,
       close: async () => undefined,
@@ -56,7 +73,7 @@ export class World {
   readonly clock = new FakeClock(1_000_000);
   readonly server = { locks: new Map<string, DistributedLock>(), claims: new Map<string, LockClaim>() };
   readonly cache = { locks: new Map<string, DistributedLock>(), claims: new Map<string, LockClaim>() };
-  readonly memory = new MemoryBackend();
+  readonly memory = new MemoryBackend(() => this.clock.now());
   /** Finalizer writes, as `plural/name: [finalizers]`. */
   readonly finalizerWrites: string[] = [];
   /** Live claim reads (orphan evidence). */
@@ -112,8 +129,8 @@ export class World {
     this.reconciler = new LockReconciler(ctx);
   }
 
-  lock(name: string, extra: Partial<DistributedLock["metadata"]> = {}): DistributedLock {
-    const lock = { apiVersion: "kubelock.io/v1alpha1", kind: "DistributedLock", metadata: { name, namespace: NS, uid: `lock-${name}`, resourceVersion: String(this.version++), finalizers: [RELEASE_FINALIZER], ...extra }, spec: { key: "shared" } } as DistributedLock;
+  lock(name: string, extra: Partial<DistributedLock["metadata"]> = {}, key = "shared"): DistributedLock {
+    const lock = { apiVersion: "kubelock.io/v1alpha1", kind: "DistributedLock", metadata: { name, namespace: NS, uid: `lock-${name}`, resourceVersion: String(this.version++), finalizers: [RELEASE_FINALIZER], ...extra }, spec: { key } } as DistributedLock;
     this.server.locks.set(name, lock);
     this.cache.locks.set(name, lock);
     return lock;
