@@ -154,13 +154,30 @@ export class Api {
   }
 
   async createLock(name: string, spec: DistributedLockSpec = {}): Promise<DistributedLock> {
-    const body: DistributedLock = { apiVersion: API_VERSION, kind: "DistributedLock", metadata: { name, namespace: this.namespace }, spec };
-    return (await this.custom.createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: this.namespace, plural: LOCK_PLURAL, body })) as DistributedLock;
+    return this.create(LOCK_PLURAL, { apiVersion: API_VERSION, kind: "DistributedLock", metadata: { name, namespace: this.namespace }, spec });
   }
 
   async createClaim(name: string, spec: LockClaimSpec): Promise<LockClaim> {
-    const body: LockClaim = { apiVersion: API_VERSION, kind: "LockClaim", metadata: { name, namespace: this.namespace }, spec };
-    return (await this.custom.createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: this.namespace, plural: CLAIM_PLURAL, body })) as LockClaim;
+    return this.create(CLAIM_PLURAL, { apiVersion: API_VERSION, kind: "LockClaim", metadata: { name, namespace: this.namespace }, spec });
+  }
+
+  /**
+   * A create, sent once more when the connection dropped without an answer (a kept-alive connection the API
+   * server had just closed: "socket hang up"); a 409 then means the first one had got through, and it is read.
+   */
+  private async create<T extends DistributedLock | LockClaim>(plural: typeof LOCK_PLURAL | typeof CLAIM_PLURAL, body: T): Promise<T> {
+    const request = { group: GROUP, version: VERSION, namespace: this.namespace, plural, body };
+    try {
+      return (await this.custom.createNamespacedCustomObject(request)) as T;
+    } catch (err) {
+      if (!(err instanceof Error) || !/socket hang up|ECONNRESET/.test(`${err.message} ${(err as { code?: string }).code ?? ""}`)) throw err;
+      try {
+        return (await this.custom.createNamespacedCustomObject(request)) as T;
+      } catch (again) {
+        if (!(again instanceof k8s.ApiException && again.code === 409)) throw again;
+        return (await this.custom.getNamespacedCustomObject({ ...request, name: body.metadata.name })) as T;
+      }
+    }
   }
 
   async getLock(name: string): Promise<DistributedLock> {
