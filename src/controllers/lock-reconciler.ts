@@ -297,7 +297,8 @@ export class LockReconciler {
     // hand that token out again. A failed write here writes no claim; the pass is retried.
     // Renewals are recorded when a holder's recorded renewTime is STATUS_REPORT_MS old, in the lock's turn (reports).
     const reportDue = [...holds.values()].some((h) => this.reportDue(h, lock.status?.holders, nowMs));
-    const reportIn = reportDue ? this.reports.wait(lockKey, nowMs) : (this.reports.forget(lockKey), Infinity);
+    if (!reportDue) this.reports.forget(lockKey);
+    const reportIn = reportDue ? this.reports.wait(lockKey, nowMs) : Infinity;
     const lockWrite = await this.writeLockStatus(lock, {
       holders: [...holds.values()].map((h) => this.holderEntry(h, lock.status?.holders, nowMs, reportIn === 0)),
       holderNames: [...holds.values()].map((h) => h.holderIdentity).join(","), // "" for none: an absent field would stay as last written
@@ -477,7 +478,6 @@ export class LockReconciler {
     const cluster = hold.cluster === this.ctx.clusterName ? undefined : hold.cluster;
     return shown?.find((h) => h.claim === hold.claim && h.fencingToken === hold.fencingToken && h.cluster === cluster);
   }
-
 
   /**
    * The lock is being deleted: its claims are told (Released, LockNotFound), then every hold and queue entry this
