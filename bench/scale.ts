@@ -61,20 +61,12 @@ export async function scaleBenchmark(ctx: BenchContext): Promise<void> {
     });
     const timeoutMs = envInt("BENCH_SCALE_TIMEOUT_MS", 1_800_000);
     let timer: NodeJS.Timeout | undefined;
-    // A watch can miss events across a re-watch: a list now and then counts what it missed (at the list's time): every
-    // 5 s up to 10,000 claims, less often beyond (a list of 100,000 claims every 5 s kept the API server busier than
-    // the operator did).
-    const sweep = setInterval(() => void op.api.listClaims().then((claims) => {
-      const at = now();
-      for (const c of claims) if (c.status?.phase === "Granted" && !granted.has(c.metadata.name)) see(c.metadata.name, at);
-    }, () => undefined), Math.max(5000, n / 2));
     const progress = setInterval(() => ctx.log(`scale: ${granted.size}/${n} granted after ${fmt((now() - start) / 1000, 0)} s`), 30_000);
     await Promise.race([all, new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`scale: ${granted.size}/${n} granted after ${timeoutMs} ms; ` +
       `operator errors: ${op.operator.output().split("\n").filter((l) => l.includes('"level":"error"')).slice(-3).join(" | ") || "none"}`)), timeoutMs)))])
       .finally(() => {
         clearTimeout(timer);
         clearInterval(progress);
-        clearInterval(sweep);
       });
     const convergeMs = last - start;
     ctx.log(`scale: converged in ${fmt(convergeMs / 1000, 1)} s`);

@@ -24,7 +24,9 @@
  *    watch delivers an event. A watch that closes cleanly within a second without delivering anything
  *    also backs off (client-go's "very short watch"), so nothing can make the loop spin.
  * 4. Every `resyncMs` (if set), emit `update` with `old === obj` for every cached object, so handlers
- *    re-check the world periodically (client-go's resync).
+ *    re-check the world periodically (client-go's resync). The round is spread over the period in
+ *    RESYNC_SLICES slices, so 100,000 objects mean a steady trickle of re-checks, not 100,000 keys
+ *    queued at once ahead of real changes; an object cached during a round waits for the next.
  *
  * Handlers run synchronously, in order, after the cache already reflects the event; they should only
  * enqueue keys. A handler that throws is logged and does not disturb the informer or other handlers.
@@ -49,6 +51,9 @@ import { Clock, TimerHandle, realClock } from "./clock";
  * What the informer needs of an object. Objects from the API server always carry a name; the optional
  * fields just let client-node's generated types (where everything is optional) be used directly.
  */
+/** How many slices a resync round is spread over (one slice every resyncMs / RESYNC_SLICES). */
+export const RESYNC_SLICES = 60;
+
 export interface KubeObject {
   metadata?: {
     name?: string; namespace?: string; uid?: string; resourceVersion?: string; managedFields?: unknown; annotations?: Record<string, string>;
@@ -131,7 +136,7 @@ export interface InformerOptions<T> {
   labelSelector?: string;
   /** Field selector for the watch; `list` must apply the same one. */
   fieldSelector?: string;
-  /** Period of the full resync in ms; 0 or unset: none. */
+  /** Period of the full resync in ms (each object once per period, see RESYNC_SLICES); 0 or unset: none. */
   resyncMs?: number;
   clock?: Clock;
   logger?: InformerLogger;
@@ -207,6 +212,8 @@ export class Informer<T extends KubeObject> {
   /** Set by `relist()`: the loop lists before its next watch. */
   private relistRequested = false;
   private resyncTimer: TimerHandle | undefined;
+  /** Keys of the current resync round still to be re-emitted, and how many go per slice. */
+  private resyncRound: { keys: string[]; perSlice: number } | undefined;
 
   constructor(options: InformerOptions<T>) {
     this.opts = options;
@@ -610,11 +617,22 @@ export class Informer<T extends KubeObject> {
     this.resyncTimer = this.clock.setTimeout(() => {
       this.resyncTimer = undefined;
       if (this.stopped) return;
-      if (this.synced) {
-        for (const obj of [...this.cache.values()]) this.emit({ type: "update", obj, old: obj });
-      }
+      if (this.synced) this.resyncSlice();
       this.scheduleResync();
-    }, period);
+    }, period / RESYNC_SLICES);
+  }
+
+  /** Re-emits the next slice of the round (a new round starts with every key cached now). */
+  private resyncSlice(): void {
+    if (!this.resyncRound?.keys.length) {
+      const keys = [...this.cache.keys()].reverse(); // popped from the end: cache order
+      this.resyncRound = { keys, perSlice: Math.ceil(keys.length / RESYNC_SLICES) };
+    }
+    const { keys, perSlice } = this.resyncRound;
+    for (let i = 0; i < perSlice && keys.length > 0; i++) {
+      const obj = this.cache.get(keys.pop()!);
+      if (obj) this.emit({ type: "update", obj, old: obj }); // gone meanwhile: its delete was emitted
+    }
   }
 
   /** Sleeps on the clock; `stop()` or `relist()` cut it short. */
