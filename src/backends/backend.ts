@@ -72,6 +72,12 @@ export interface Hold extends HolderInfo {
   acquireTime: string;
   /** RFC 3339: the last acquire or renew. */
   renewTime: string;
+  /**
+   * Set when the call that returned this hold asked the server nothing (it acted on what a watch had shown): when
+   * (the backend's clock, epoch ms) the last request the server answered on the hold's session was sent, so the
+   * caller counts the hold's validity from then, not from the start of its own call.
+   */
+  confirmedAt?: number;
 }
 
 export interface LockBackend {

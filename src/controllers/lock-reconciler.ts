@@ -263,7 +263,7 @@ export class LockReconciler {
       floor = BigInt(hold.fencingToken);
       acquired.push(id);
       holds.set(id, hold);
-      this.renewer.track(tracked(id), startedAt);
+      this.renewer.track(tracked(id), Math.min(startedAt, hold.confirmedAt ?? startedAt));
       metrics?.granted(lockKey, backend.name, claim.metadata.creationTimestamp, clock.now());
       // No Event for a grant: the claim's status and Granted condition say it, and an Event per grant would be
       // the API server's busiest write after the status itself. Events are for what needs attention.

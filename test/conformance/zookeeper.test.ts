@@ -209,6 +209,55 @@ describe("zookeeper backend: nodes, tokens, watches, sessions", () => {
     }
   });
 
+  test("a waiter whose only predecessor went holds without asking the server; its validity counts from the server's last answer", async () => {
+    // A waiter that saw the one child ahead of its own deleted knows that nothing can rank before its child again:
+    // its next tryAcquire needs no round trip. "Only one ahead" comes from its own listing (w) or from the lock's
+    // children watch (w2, which entered third). The fault: its connection goes silent right after the event. The
+    // hold must then say that the server last heard from its session before the silence (confirmedAt), so that no
+    // caller counts a lease from a moment the server never heard of.
+    const [zkHost, zkPort] = testEnv.zookeeperConnect.split(":");
+    const proxy = new TcpProxy(zkHost, Number(zkPort));
+    await proxy.start();
+    const b = backend({ connect: proxy.address });
+    const other = backend();
+    const { key, path } = newKey("first");
+    const a = request(key, "a");
+    const [w, w2] = ["w", "w2"].map((who) => request(key, who, { wait: true }));
+    const zk = await rawClient();
+    const woken = (req: typeof w) => new Promise<() => void>((resolve) => {
+      const stop = b.watch(key, () => resolve(stop), { holderId: req.holderId, maxHolders: 1 });
+    });
+    try {
+      assert.ok(await other.tryAcquire(a));
+      assert.equal(await b.tryAcquire(w), undefined, "w held while a did");
+      assert.equal(await b.tryAcquire(w2), undefined, "w2 held while a did");
+      const [wWoken, w2Woken] = [woken(w), woken(w2)];
+      assert.equal(await other.release(key, a.holderId), true);
+      (await wWoken)();
+      const asked = Date.now();
+      const holdW = await b.tryAcquire(w);
+      assert.ok(holdW?.confirmedAt !== undefined && holdW.confirmedAt <= asked, "w, alone behind a, asked the server again once a went");
+      assert.equal(await b.release(key, w.holderId), true);
+      (await w2Woken)();
+      proxy.partition();
+      const silentSince = Date.now();
+      const hold = await b.tryAcquire(w2);
+      assert.ok(hold, "w2 did not hold once the only child ahead of it went");
+      assert.ok(hold.confirmedAt !== undefined && hold.confirmedAt <= silentSince,
+        `confirmedAt ${hold.confirmedAt} is not before the silence (${silentSince}): a lease would be counted from a moment the server never heard of`);
+      const { result: [children] } = await zkCall<[string[]]>((done) => zk.a_get_children(path, false, done));
+      const child = children.find((name) => name.startsWith(`h-${w2.holderId}-`));
+      assert.deepEqual(children, [child], "w2's child is not the only one left");
+      const { result: [stat] } = await zkCall<[Stat]>((done) => zk.a_get(`${path}/${child}`, false, done));
+      assert.equal(hold.fencingToken, String(stat.czxid), "the token is not the child's czxid");
+    } finally {
+      proxy.heal();
+      zk.close();
+      await b.close();
+      await proxy.stop();
+    }
+  });
+
   test("a partition past the session timeout: renew is unavailable, then reports the hold gone; the backend recovers", async () => {
     const [zkHost, zkPort] = testEnv.zookeeperConnect.split(":");
     const proxy = new TcpProxy(zkHost, Number(zkPort));

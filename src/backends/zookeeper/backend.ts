@@ -15,7 +15,8 @@
  * a child ranked too far back is kept when the request waits (its place; it is stamped with a fresh acquireTime
  * when it first holds) and deleted otherwise. The process remembers its children
  * (name, czxid), so a waiter woken for its turn lists in one round trip (its grant's acquireTime goes with the
- * first renewal), and a hold it granted is released by one delete. Each operator watches each lock once (`watch`: one children watch on the lock node, an
+ * first renewal), or in none when the one child ahead of it was seen deleted on its live session (sequence
+ * numbers only grow, so nothing ranks before it again), and a hold it granted is released by one delete. Each operator watches each lock once (`watch`: one children watch on the lock node, an
  * exists watch while it is missing, re-armed after each event, shared in-process; the re-arming listing decides
  * whose turn it is), so a release wakes one watch per operator, not every waiter: no herd. A waiter of a
  * one-holder lock also watches the child just before it, whose deletion wakes it a round trip sooner.
@@ -145,7 +146,11 @@ interface Node { czxid: number; version: number; ephemeralOwner: string; data?: 
  * This process's child for one holder: its name, its node once read, whether it was returned as a hold, and the
  * child just before it that a data watch is set on (a waiter of a one-holder lock).
  */
-interface Mine { name: string; node?: Node; held?: boolean; watching?: string }
+/**
+ * A child of this process. `onlyAhead`: the one child ranked before it at its last listing; `firstOn`: the client
+ * whose session saw that child deleted (so this one is first: see tryAcquire).
+ */
+interface Mine { name: string; node?: Node; held?: boolean; watching?: string; onlyAhead?: string; firstOn?: ZooKeeper }
 interface KeyWatch { path: string; armedOn?: ZooKeeper; generation: number }
 type Done = (rc: number, error: unknown, ...result: unknown[]) => void;
 type Session = ZooKeeperSession;
@@ -166,6 +171,10 @@ export class ZooKeeperBackend implements LockBackend {
   private closed = false;
   private lastProblem = "";
   private readonly waiters = new Set<() => void>();
+  /** This process's waiters by the path of the child each watches (see watchPredecessor). */
+  private readonly behind = new Map<string, Mine>();
+  /** When (options.clock) the last request the server answered was sent, on which client: its session lived then. */
+  private heard?: { client: ZooKeeper; sentAt: number };
   /**
    * By lock node path: one children watch per watched lock, armed once `add` registered it (a closed watch's last
    * event is ignored). Waiters' turns are read from the children's names alone: they carry the order.
@@ -237,9 +246,19 @@ export class ZooKeeperBackend implements LockBackend {
     const lock = this.lockPath(req.key);
     const id = `${lock}\n${req.holderId}`;
     return this.serialized(lock, req.holderId, async () => {
+      const granted = (mine: Mine, node: Node) => {
+        mine.node = this.queued.delete(id) ? { ...node, data: holdData(req, this.now()) } : node; // stamped: see stamped()
+        mine.held = true;
+        return toHold(mine.node);
+      };
       for (let attempt = 0; attempt < 3; attempt++) {
         let listed: Child[] | undefined;
         let mine = this.mine.get(id);
+        // The only child ahead of ours is gone, seen on this live session: none can rank before ours again
+        // (sequence numbers only grow), so ours holds without a listing: the handoff costs no round trip.
+        if (mine?.node?.data && mine.firstOn === this.client && this.connected && this.heard?.client === this.client) {
+          return { ...granted(mine, mine.node), confirmedAt: this.heard.sentAt };
+        }
         if (!mine) {
           const entered = await this.enter(lock, req);
           ({ listed } = entered);
@@ -259,15 +278,13 @@ export class ZooKeeperBackend implements LockBackend {
           continue;
         }
         mine.node = node;
-        if (children.indexOf(ours[0]) < node.data.maxHolders) {
-          if (this.queued.delete(id)) mine.node = { ...node, data: holdData(req, this.now()) }; // written with the first renewal: see stamped()
-          mine.held = true;
-          return toHold(mine.node);
-        }
+        const rank = children.indexOf(ours[0]);
+        if (rank < node.data.maxHolders) return granted(mine, node);
         if (!req.wait) await this.removeChildren(lock, req.holderId);
         else {
           this.queued.add(id);
-          if (node.data.maxHolders === 1) this.watchPredecessor(lock, req.holderId, mine, children[children.indexOf(ours[0]) - 1]);
+          this.noteOnlyAhead(lock, children);
+          if (node.data.maxHolders === 1) this.watchPredecessor(lock, req.holderId, mine, children[rank - 1]);
         }
         return undefined;
       }
@@ -427,6 +444,7 @@ export class ZooKeeperBackend implements LockBackend {
       ...(resume ? { client_id: resume.id, client_password: resume.password } : {}),
     });
     this.client = client;
+    this.behind.clear(); // the old client's watches are gone with it
     this.connected = false;
     this.established = false;
     client.on("connect", () => {
@@ -505,6 +523,7 @@ export class ZooKeeperBackend implements LockBackend {
   /** One request; resolves with its rc (ZOK or one of `accept`) and results. */
   private async call(what: string, invoke: (zk: ZooKeeper, done: Done) => unknown, accept: number[] = []): Promise<{ rc: number; result: unknown[] }> {
     const zk = await this.ready();
+    const sentAt = this.options.clock();
     const answer = new Promise<{ rc: number; result: unknown[] }>((resolve, reject) => {
       const settle = (rc: number, result: unknown[]) => {
         if (rc === Z.ZOK || accept.includes(rc)) return resolve({ rc, result });
@@ -514,7 +533,11 @@ export class ZooKeeperBackend implements LockBackend {
           + `${this.auth ? "zookeeper.authFile must hold" : "set zookeeper.authFile to"} the digest credentials (user:password) they were created with`));
         else reject(new Error(`zookeeper backend ${this.name}: ${what}: ${codeName(rc)}`));
       };
-      const rc = invoke(zk, (code: number, _error: unknown, ...result: unknown[]) => settle(code, result));
+      const rc = invoke(zk, (code: number, _error: unknown, ...result: unknown[]) => {
+        const answered = !UNAVAILABLE.has(code) && (this.heard?.client !== zk || this.heard.sentAt < sentAt);
+        if (answered) this.heard = { client: zk, sentAt }; // the server answered: the session lived when it was sent
+        settle(code, result);
+      });
       if (typeof rc === "number" && rc !== Z.ZOK) settle(rc, []); // refused at once: no callback follows
     });
     const { requestTimeoutMs } = this.options;
@@ -601,7 +624,12 @@ export class ZooKeeperBackend implements LockBackend {
     const mine = this.mine.get(id);
     this.mine.delete(id);
     this.queued.delete(id);
-    if (mine?.held) return this.remove(`${lock}/${mine.name}`);
+    if (mine?.held) {
+      // A hold of a one-holder lock is its first child: the child just behind it has only it ahead.
+      const next = this.behind.get(`${lock}/${mine.name}`);
+      if (next && mine.node?.data?.maxHolders === 1) next.onlyAhead = mine.name;
+      return this.remove(`${lock}/${mine.name}`);
+    }
     const name = mine?.name;
     const removeOne = async (child: string, children?: Child[]) => {
       const path = `${lock}/${child}`;
@@ -758,7 +786,11 @@ export class ZooKeeperBackend implements LockBackend {
     };
     const refused = zk.aw_get_children(watch.path, fired, (rc: number, _error: unknown, names?: string[]) => {
       if (!current()) return;
-      if (rc === Z.ZOK) return listed(parseChildren(names ?? []).map((c) => c.holderId));
+      if (rc === Z.ZOK) {
+        const children = parseChildren(names ?? []);
+        this.noteOnlyAhead(watch.path, children);
+        return listed(children.map((c) => c.holderId));
+      }
       listed();
       if (rc !== Z.ZNONODE) return failed(rc);
       // Created between the two calls: an exists watch sees no children changes, so list again.
@@ -772,26 +804,46 @@ export class ZooKeeperBackend implements LockBackend {
    * A waiter of a one-holder lock also watches the child just before it (Curator's recipe): its deletion wakes
    * this waiter at once, a round trip before the children watch's listing would. Only a deletion wakes (a stamp
    * or renewal of that child re-arms); the children watch still wakes every waiter, so a watch lost here (a
-   * reconnect, a failed call) costs only that round trip.
+   * reconnect, a failed call) costs only that round trip. When that child was the only one ahead (a listing showed
+   * it first, see noteOnlyAhead, or it was this process's hold of a one-holder lock, released here), its deletion
+   * makes this child first, and tryAcquire skips the listing.
    */
   private watchPredecessor(lock: string, holderId: string, mine: Mine, before: Child): void {
     if (mine.watching === before.name || !this.connected) return;
     mine.watching = before.name;
     const zk = this.client;
     const id = `${lock}\n${holderId}`;
+    const path = `${lock}/${before.name}`;
+    this.behind.set(path, mine);
     const current = () => this.mine.get(id) === mine && mine.watching === before.name && this.client === zk && !this.closed;
     const fired = (type: number) => {
+      if (this.behind.get(path) === mine) this.behind.delete(path);
       if (!current()) return;
       mine.watching = undefined;
-      if (type === Z.ZOO_DELETED_EVENT) this.watches.wake(lock, holderId);
-      else if (type !== Z.ZOO_SESSION_EVENT) this.watchPredecessor(lock, holderId, mine, before);
+      if (type === Z.ZOO_DELETED_EVENT) {
+        if (mine.onlyAhead === before.name) mine.firstOn = zk;
+        this.watches.wake(lock, holderId);
+      } else if (type !== Z.ZOO_SESSION_EVENT) this.watchPredecessor(lock, holderId, mine, before);
     };
     // A data watch, not an exists watch: on a child already gone, an exists watch would stay on the server,
     // waiting for a creation that never comes (sequential names are not reused); a get sets none.
     const rc = zk.aw_get(`${lock}/${before.name}`, fired, (getRc: number) => {
       if (getRc !== Z.ZOK && current()) fired(getRc === Z.ZNONODE ? Z.ZOO_DELETED_EVENT : Z.ZOO_SESSION_EVENT);
     });
-    if (rc !== Z.ZOK && current()) mine.watching = undefined;
+    if (rc !== Z.ZOK && current()) {
+      mine.watching = undefined;
+      this.behind.delete(path);
+    }
+  }
+
+  /**
+   * From a listing of `lock` (any, however old: the children ahead of one only ever go): the second child, if this
+   * process's, has only the first ahead of it.
+   */
+  private noteOnlyAhead(lock: string, children: Child[]): void {
+    const [first, second] = children;
+    const mine = second && this.mine.get(`${lock}\n${second.holderId}`);
+    if (mine && mine.name === second.name) mine.onlyAhead = first.name;
   }
 
   // --- helpers ---
