@@ -41,6 +41,28 @@ test("low-priority keys wait behind every normal key; a normal add promotes a wa
   assert.equal(q.len(), 0);
 });
 
+test("promotions out of a long low lane keep both lanes in order; a key promoted, run and added low again goes last", async () => {
+  // The operator's start-up queues every lock low; renewals then promote them one by one (100,000 at scale).
+  const q = new WorkQueue({ clock: new FakeClock() });
+  const keys = Array.from({ length: 5000 }, (_, i) => `k${i}`);
+  for (const key of keys) q.add(key, "low");
+  const promoted = keys.filter((_, i) => i % 3 === 0).reverse();
+  for (const key of promoted) q.add(key);
+  assert.equal(q.len(), keys.length);
+  const first = await q.get();
+  assert.equal(first, promoted[0]);
+  q.done(first!);
+  q.add(first!, "low"); // queued again, low: behind every low key still waiting
+  const order: string[] = [first!];
+  while (q.len() > 0) {
+    const key = (await q.get())!;
+    order.push(key);
+    q.done(key);
+  }
+  const lowLeft = keys.filter((_, i) => i % 3 !== 0);
+  assert.deepEqual(order, [...promoted, ...lowLeft, first], "normal lane in promotion order, then the low lane in its order");
+});
+
 test("a key dirty while processing keeps the highest priority asked for when it is queued again", async () => {
   const q = new WorkQueue({ clock: new FakeClock() });
   q.add("a");
