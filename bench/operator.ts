@@ -1,10 +1,10 @@
 /** The real operator for a benchmark: a fresh namespace, `kubelock operator` watching it, a claim watch. */
 import { execFileSync, spawn } from "node:child_process";
-import { appendFileSync, existsSync, mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { appendFileSync, existsSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createNamespace, eventually } from "../test/support/env";
 import { Api, startOperator, type OperatorProcess } from "../test/support/operator";
+import { tempDir } from "../test/support/temp";
 import type { BenchContext } from "./context";
 import { ClaimWatch } from "./lib/claims";
 
@@ -83,7 +83,7 @@ function cmdline(pid: number): string {
  */
 export async function spawnOperator(namespace: string, config: string, nodeFlags: string[], repoRoot = join(__dirname, ".."), compiled = false,
   kubeconfig = process.env.KUBECONFIG!, syncTimeoutMs = 60_000): Promise<OperatorProcess> {
-  const file = join(mkdtempSync(join(tmpdir(), "kubelock-bench-")), "config.yaml");
+  const file = join(tempDir("kubelock-bench-"), "config.yaml");
   writeFileSync(file, config);
   const image = compiled ? imageCommand(repoRoot) : undefined;
   const entry = image ? [...image.flags, join(repoRoot, image.script)] : ["--import", "tsx", join(repoRoot, "src/cli/main.ts")];

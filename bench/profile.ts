@@ -2,8 +2,8 @@
  * Benchmark 5 (not in the default set; BENCH_ONLY=5): the throughput workload against an operator started
  * with `node --cpu-prof`, and where its CPU time went, by package and by function (self time).
  */
-import { mkdtempSync, readdirSync, readFileSync, statSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readdirSync, readFileSync, statSync } from "node:fs";
+import { tempDir } from "../test/support/temp";
 import { join } from "node:path";
 import type { BenchContext } from "./context";
 import { pool } from "./lib/claims";
@@ -18,7 +18,7 @@ export async function profileBenchmark(ctx: BenchContext): Promise<void> {
   const claims = envInt("BENCH_PROFILE_CLAIMS", 200);
   const locks = envInt("BENCH_PROFILE_LOCKS", 20);
   const backends = (process.env.BENCH_PROFILE_BACKENDS ?? "redis").split(",").filter(Boolean);
-  const dir = mkdtempSync(join(tmpdir(), "kubelock-cpuprof-"));
+  const dir = tempDir("kubelock-cpuprof-");
   const op = await operatorNamespace(ctx, "bench-prof", { nodeFlags: ["--cpu-prof", "--cpu-prof-dir", dir] });
   const rates: string[] = [];
   try {
