@@ -47,13 +47,13 @@ import * as k8s from "@kubernetes/client-node";
 import { apiErrorMessage } from "../kube/client";
 import { Clock, TimerHandle, realClock } from "./clock";
 
+/** How many slices a resync round is spread over (one slice every resyncMs / RESYNC_SLICES). */
+export const RESYNC_SLICES = 60;
+
 /**
  * What the informer needs of an object. Objects from the API server always carry a name; the optional
  * fields just let client-node's generated types (where everything is optional) be used directly.
  */
-/** How many slices a resync round is spread over (one slice every resyncMs / RESYNC_SLICES). */
-export const RESYNC_SLICES = 60;
-
 export interface KubeObject {
   metadata?: {
     name?: string; namespace?: string; uid?: string; resourceVersion?: string; managedFields?: unknown; annotations?: Record<string, string>;

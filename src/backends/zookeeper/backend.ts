@@ -16,9 +16,10 @@
  * when it first holds) and deleted otherwise. The process remembers its children
  * (name, czxid), so a waiter woken for its turn lists in one round trip (its grant's acquireTime goes with the
  * first renewal), or in none when the one child ahead of it was seen deleted on its live session (sequence
- * numbers only grow, so nothing ranks before it again), and a hold it granted is released by one delete. Each operator watches each lock once (`watch`: one children watch on the lock node, an
- * exists watch while it is missing, re-armed after each event, shared in-process; the re-arming listing decides
- * whose turn it is), so a release wakes one watch per operator, not every waiter: no herd. A waiter of a
+ * numbers only grow, so nothing ranks before it again), and a hold it granted is released by one delete. Each
+ * operator watches each lock once (`watch`: one children watch on the lock node, an exists watch while it is
+ * missing, re-armed after each event, shared in-process; the re-arming listing decides whose turn it is), so a
+ * release wakes one watch per operator, not every waiter: no herd. A waiter of a
  * one-holder lock also watches the child just before it, whose deletion wakes it a round trip sooner.
  *
  * Fencing token: the child's czxid, the zxid of the transaction that created it. Zxids increase across the
@@ -143,12 +144,9 @@ interface NodeData extends HolderInfo {
 }
 interface Node { czxid: number; version: number; ephemeralOwner: string; data?: NodeData }
 /**
- * This process's child for one holder: its name, its node once read, whether it was returned as a hold, and the
- * child just before it that a data watch is set on (a waiter of a one-holder lock).
- */
-/**
- * A child of this process. `onlyAhead`: the one child ranked before it at its last listing; `firstOn`: the client
- * whose session saw that child deleted (so this one is first: see tryAcquire).
+ * This process's child for one holder: its name, its node once read, whether it was returned as a hold, the child
+ * just before it that a data watch is set on (a waiter of a one-holder lock), the one child known to be ranked
+ * before it (`onlyAhead`), and the client whose session saw that one deleted (`firstOn`: this child is first).
  */
 interface Mine { name: string; node?: Node; held?: boolean; watching?: string; onlyAhead?: string; firstOn?: ZooKeeper }
 interface KeyWatch { path: string; armedOn?: ZooKeeper; generation: number }
