@@ -1,3 +1,6 @@
+/** How long after its slot a report may still be written. */
+const LATE_MS = 1000;
+
 /**
  * Spreads the lock status writes that only record renewals (`status.holders[].renewTime`, see STATUS_REPORT_MS)
  * to at most `perSecond` across every lock, in the order they fall due, like a rate limiter's reservations.
@@ -7,7 +10,9 @@
  *
  * Contract: `wait(lock, now)` reserves the lock's next free slot the first time it is asked (slots are
  * 1000 / perSecond ms apart) and answers 0 once that slot has come (the report may be written: the reservation is
- * used up), else the ms until it. `forget(lock)` drops an unused reservation (nothing to report any more).
+ * used up), else the ms until it. A slot is good for LATE_MS after it: a lock asking later (its reconcile waited in
+ * a busy queue) gets a new slot, so reports owed during a backlog never come all at once when it clears (at most
+ * the slots of LATE_MS + 1 s in any second). `forget(lock)` drops an unused reservation (nothing to report any more).
  */
 export class ReportSchedule {
   private nextFree = -Infinity;
@@ -26,7 +31,8 @@ export class ReportSchedule {
     }
     if (slot > nowMs) return slot - nowMs;
     this.slots.delete(lockKey);
-    return 0;
+    if (nowMs - slot <= LATE_MS) return 0;
+    return this.wait(lockKey, nowMs); // missed: a new slot, after those already given
   }
 
   forget(lockKey: string): void {

@@ -24,6 +24,17 @@ test("reservations are 1000 / perSecond ms apart, used once, and dropped by forg
   assert.throws(() => new ReportSchedule(0), /above 0/);
 });
 
+test("slots missed while a backlog held the reconciles back are given again, not written all at once", () => {
+  // 3,000 locks ask for their slots (the last 150 s ahead); none is reconciled again for 100 s; then all are.
+  const reports = new ReportSchedule(20);
+  const locks = Array.from({ length: 3000 }, (_, i) => `lock-${i}`);
+  for (const lock of locks) reports.wait(lock, 0);
+  const writable = locks.filter((lock) => reports.wait(lock, 100_000) === 0);
+  assert.ok(writable.length <= 2 * 20, `${writable.length} reports at once after the backlog (slots of ~2 s: at most 40)`);
+  assert.ok(writable.length > 0, "the slots of the last second are still good");
+  assert.ok(locks.every((lock) => reports.wait(lock, 100_000) >= 0), "every other lock holds a new slot");
+});
+
 test("the reports of many held locks due at once are written at most STATUS_REPORTS_PER_SECOND, each in its turn", async () => {
   const world = new World();
   const locks = Array.from({ length: STATUS_REPORTS_PER_SECOND + 10 }, (_, i) => `item-${i}`);
