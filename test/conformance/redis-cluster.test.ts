@@ -270,6 +270,45 @@ describe("redis cluster", () => {
     assert.ok(last && churnTokens.every((token) => BigInt(last.fencingToken) > token), `a grant after the move has token ${last?.fencingToken}, not above every earlier one`);
   });
 
+  test("a master's script cache emptied while calls go on (as on a replica promoted by a failover) fails no call", async (t) => {
+    const setup = await cluster();
+    const b = await backend();
+    const { key, slot } = await keyWhere("flushed", () => true);
+    const owner = await setup.owner(slot);
+    assert.ok(owner, `no master agreed on by all serves slot ${slot}`);
+    const master = admin(owner);
+    const failures: string[] = [];
+    let [calls, flushes, running] = [0, 0, true];
+    // Calls pipelined on one connection: ioredis sends EVALSHA once it has sent a script's EVAL there, and sends a
+    // call answered NOSCRIPT once more; a flush between the two leaves the second answer NOSCRIPT as well.
+    const workers = Array.from({ length: 16 }, async (_, worker) => {
+      const request = holdRequest(key, `worker-${worker}`, { maxHolders: 16 });
+      while (running) {
+        try {
+          if (!(await b.tryAcquire(request))) failures.push(`worker ${worker} was refused one of 16 slots`);
+          await b.renew(key, request.holderId, 30);
+          await b.release(key, request.holderId);
+          calls += 3;
+        } catch (err) {
+          failures.push(`worker ${worker}: ${(err as Error).message}`);
+        }
+      }
+    });
+    try {
+      // Flushes four at a time, so that one often falls between a resent EVAL and the EVALSHA behind it.
+      while (flushes < 2000) {
+        await Promise.all(Array.from({ length: 4 }, () => master.script("FLUSH")));
+        flushes += 4;
+      }
+    } finally {
+      running = false;
+      await Promise.all(workers);
+    }
+    t.diagnostic(`${calls} calls during ${flushes} flushes`);
+    assert.deepEqual(failures, []);
+    assert.ok(calls > 0, "no call finished");
+  });
+
   test("a user without +asking: a call redirected while its slot moves fails as BackendUnavailable, and works once the slot has moved", async () => {
     const setup = await cluster();
     const [full, limited] = [await backend(), await backend(withoutAsking)];

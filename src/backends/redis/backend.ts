@@ -56,6 +56,8 @@ const REOPEN_MS = 500;
  * that never got them): subscribing again is harmless, and bounds how long a watch stays deaf.
  */
 const CLUSTER_RESUBSCRIBE_MS = 5000;
+/** How often a call answered NOSCRIPT is sent in all (see run()); after that it is BackendUnavailable. */
+const NOSCRIPT_ATTEMPTS = 5;
 
 import { withDeadline } from "../kit/deadline";
 import { FanOut, orderOf } from "../kit/fan-out";
@@ -317,19 +319,32 @@ export class RedisBackend implements LockBackend {
     return { holds: `${base}:holds`, info: `${base}:info`, queue: `${base}:queue`, expiries: `${base}:queue-expiry`, counter: `${base}:fencing`, channel: `${this.settings.keyPrefix}:events:{${key}}` };
   }
 
-  /** Runs a script once the connection is ready; connection trouble becomes BackendUnavailableError. */
+  /**
+   * Runs a script once the connection is ready; connection trouble becomes BackendUnavailableError.
+   *
+   * NOSCRIPT (a server that lost its script cache: a promoted replica, a slot's new master, SCRIPT FLUSH) means
+   * the script did not run, so the call is sent again, up to NOSCRIPT_ATTEMPTS times. ioredis resends such a
+   * call once itself, but as EVALSHA when a call pipelined beside it has sent the EVAL meanwhile, and a cache
+   * emptied again in between answers NOSCRIPT once more.
+   */
   private async run<T>(call: (scripts: Scripts) => Promise<T>): Promise<T> {
     if (this.closed) throw new BackendUnavailableError(this.name, "backend closed");
     try {
       if (this.client.status !== "ready") await this.ready();
-      return await call(this.client as unknown as Scripts);
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await call(this.client as unknown as Scripts);
+        } catch (err) {
+          if (attempt >= NOSCRIPT_ATTEMPTS || !/^NOSCRIPT\b/.test((err as Error).message)) throw err;
+        }
+      }
     } catch (err) {
       if (err instanceof BackendUnavailableError) throw err;
       const error = err as Error;
       if (/NOPERM|can't run this command/.test(error.message)) {
         throw new BackendUnavailableError(this.name, `the Redis user lacks a permission the backend needs (grant the minimal ACL in the README): ${error.message}`, { cause: err });
       }
-      const serverSide = error.name === "ReplyError" && !/^(LOADING|READONLY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|NOAUTH|WRONGPASS|NOPERM|BUSY|OOM)\b/.test(error.message);
+      const serverSide = error.name === "ReplyError" && !/^(NOSCRIPT|LOADING|READONLY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|NOAUTH|WRONGPASS|NOPERM|BUSY|OOM)\b/.test(error.message);
       if (serverSide) throw error; // a script bug, not an outage
       throw new BackendUnavailableError(this.name, error.message, { cause: err });
     }
