@@ -14,6 +14,7 @@ import { BackendConfigError, BackendUnavailableError } from "../../src/backends/
 import { createBackend } from "../../src/backends/registry";
 import { ZooKeeperBackend, type ZooKeeperBackendOptions } from "../../src/backends/zookeeper/backend";
 import type { SessionStore, ZooKeeperSession } from "../../src/backends/zookeeper/session";
+import { requestsOf } from "../../src/backends/zookeeper/requests";
 import { parseZooKeeperSettings } from "../../src/backends/zookeeper/settings";
 import { createLogger } from "../../src/log";
 import { eventually, kubeConfig, testEnv, controlService } from "../support/env";
@@ -180,7 +181,8 @@ describe("zookeeper backend: nodes, tokens, watches, sessions", () => {
     const { key, path } = newKey("herd");
     assert.ok(await b.holders(key)); // connected
     const registered: string[] = [];
-    const client = (b as unknown as { client: Record<string, (...args: unknown[]) => unknown> }).client;
+    // The requests the backend sends on its client (see requests.ts), counted where it sends them.
+    const client = requestsOf((b as unknown as { client: ZooKeeper }).client) as unknown as Record<string, (...args: unknown[]) => unknown>;
     for (const method of ["aw_get_children", "aw_exists", "aw_get"]) {
       const original = client[method].bind(client);
       client[method] = (watched: unknown, ...rest: unknown[]) => {

@@ -89,6 +89,7 @@
 import { createHash } from "node:crypto";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import ZooKeeper from "zookeeper";
+import { requestsOf, type Requests } from "./requests";
 import { BackendUnavailableError, type AcquireRequest, type Hold, type HolderInfo, type LockBackend, type QueueState, type WaiterWatch } from "../backend";
 import type { Logger } from "../../log";
 import { withDeadline } from "../kit/deadline";
@@ -519,7 +520,7 @@ export class ZooKeeperBackend implements LockBackend {
   }
 
   /** One request; resolves with its rc (ZOK or one of `accept`) and results. */
-  private async call(what: string, invoke: (zk: ZooKeeper, done: Done) => unknown, accept: number[] = []): Promise<{ rc: number; result: unknown[] }> {
+  private async call(what: string, invoke: (zk: Requests, done: Done) => unknown, accept: number[] = []): Promise<{ rc: number; result: unknown[] }> {
     const zk = await this.ready();
     const sentAt = this.options.clock();
     const answer = new Promise<{ rc: number; result: unknown[] }>((resolve, reject) => {
@@ -531,7 +532,7 @@ export class ZooKeeperBackend implements LockBackend {
           + `${this.auth ? "zookeeper.authFile must hold" : "set zookeeper.authFile to"} the digest credentials (user:password) they were created with`));
         else reject(new Error(`zookeeper backend ${this.name}: ${what}: ${codeName(rc)}`));
       };
-      const rc = invoke(zk, (code: number, _error: unknown, ...result: unknown[]) => {
+      const rc = invoke(requestsOf(zk), (code: number, _error: unknown, ...result: unknown[]) => {
         const answered = !UNAVAILABLE.has(code) && (this.heard?.client !== zk || this.heard.sentAt < sentAt);
         if (answered) this.heard = { client: zk, sentAt }; // the server answered: the session lived when it was sent
         settle(code, result);
@@ -683,7 +684,7 @@ export class ZooKeeperBackend implements LockBackend {
    * is fine.
    */
   private async protect(path: string, accept: number[] = []): Promise<number> {
-    const invoke = (zk: ZooKeeper, done: Done) => zk.a_set_acl(path, -1, operatorOnly(this.auth!), done);
+    const invoke = (zk: Requests, done: Done) => zk.a_set_acl(path, -1, operatorOnly(this.auth!), done);
     return (await this.call(`protect ${path}`, invoke, [Z.ZNONODE, ...accept])).rc;
   }
 
@@ -782,7 +783,7 @@ export class ZooKeeperBackend implements LockBackend {
     const failed = (rc: number) => {
       if (rc !== Z.ZOK && rc !== Z.ZNONODE && current()) watch.armedOn = undefined; // re-armed on the next connect
     };
-    const refused = zk.aw_get_children(watch.path, fired, (rc: number, _error: unknown, names?: string[]) => {
+    const refused = requestsOf(zk).aw_get_children(watch.path, fired, (rc: number, _error: unknown, names?: string[]) => {
       if (!current()) return;
       if (rc === Z.ZOK) {
         const children = parseChildren(names ?? []);
@@ -792,7 +793,7 @@ export class ZooKeeperBackend implements LockBackend {
       listed();
       if (rc !== Z.ZNONODE) return failed(rc);
       // Created between the two calls: an exists watch sees no children changes, so list again.
-      failed(zk.aw_exists(watch.path, fired, (existsRc: number) => (existsRc === Z.ZOK && current() ? fired(Z.ZOO_CHILD_EVENT) : failed(existsRc))));
+      failed(requestsOf(zk).aw_exists(watch.path, fired, (existsRc: number) => (existsRc === Z.ZOK && current() ? fired(Z.ZOO_CHILD_EVENT) : failed(existsRc))));
     });
     if (refused !== Z.ZOK) listed();
     failed(refused); // refused at once (no callback follows)
@@ -825,7 +826,7 @@ export class ZooKeeperBackend implements LockBackend {
     };
     // A data watch, not an exists watch: on a child already gone, an exists watch would stay on the server,
     // waiting for a creation that never comes (sequential names are not reused); a get sets none.
-    const rc = zk.aw_get(`${lock}/${before.name}`, fired, (getRc: number) => {
+    const rc = requestsOf(zk).aw_get(`${lock}/${before.name}`, fired, (getRc: number) => {
       if (getRc !== Z.ZOK && current()) fired(getRc === Z.ZNONODE ? Z.ZOO_DELETED_EVENT : Z.ZOO_SESSION_EVENT);
     });
     if (rc !== Z.ZOK && current()) {
