@@ -14,6 +14,8 @@ import { envInt, fmt, ratio, summarize, type RunResult, type Summary } from "./l
 
 type Mode = "uncontended" | "contended";
 const CHUNKS = 4;
+/** Contended warm-up per subject before the first run. */
+const WARM_UP_MS = 500;
 interface Measured { backend: string; subject: Subject; uncontended?: Summary; contended?: Summary }
 
 export async function backendBenchmarks(ctx: BenchContext): Promise<void> {
@@ -40,6 +42,8 @@ export async function backendBenchmarks(ctx: BenchContext): Promise<void> {
       ctx.log(`backends: ${backend}: warm-up`);
       const takes = (s: number, mode: Mode) => (subjects[s].modes ?? ["uncontended", "contended"]).includes(mode);
       for (const [s, subject] of subjects.entries()) if (takes(s, "uncontended")) await uncontended(subject, key(s, "w"), 20);
+      // The servers warm up under contention too (a JVM's JIT): otherwise the first run's early subjects pay for it.
+      for (const [s, subject] of subjects.entries()) if (takes(s, "contended")) await contended(subject, key(s, "cw")(0), contenders, WARM_UP_MS);
       const runs = subjects.map(() => ({ uncontended: [] as RunResult[], contended: [] as RunResult[] }));
       for (let r = 0; r < ctx.runs; r++) {
         // Uncontended: CHUNKS slices per subject, interleaved and rotated, so a noisy moment hits every subject alike.
@@ -85,22 +89,25 @@ function write(ctx: BenchContext, results: Measured[], p: { ops: string; contend
   report.heading("1. Backend acquire + release: ours vs raw client vs peer");
   report.text(
     `Uncontended: operations per run ${p.ops} (BENCH_OPS_<BACKEND>), one at a time, each a tryAcquire on a fresh key then its release; ` +
-      `latency is the pair; each run is split into ${CHUNKS} slices per subject, interleaved. Contended: ${p.contenders} contenders on one key for ${p.durationMs / 1000} s per run; each waits for the lock ` +
+      `latency is the pair; each run is split into ${CHUNKS} slices per subject, interleaved. Contended: ${p.contenders} contenders on one key for ${p.durationMs / 1000} s per run (after ${WARM_UP_MS / 1000} s of warm-up each before the first); each waits for the lock ` +
       "(spinning on tryAcquire with no pause; for the ZooKeeper naive recipe, its own queue and predecessor watch; for ours \"waiting in the backend's queue\", " +
       "tryAcquire with `wait: true`, whose entry keeps its place, asked again when the backend's watch fires), releases at once and starts over; " +
       "rate = grants completed per second, latency = time each completed grant was waited for (waits still open at the end are not counted, so a livelocked subject shows few grants with short waits). Ours is the real backend class from `createBackend` " +
       "(maxHolders 1, leaseDurationSeconds 30, a fresh holderId per grant). Every subject runs in the same process against the same server, " +
-      "interleaved run by run. `cost ours/x` = ours' time per grant ÷ x's (= x ops/s ÷ ours ops/s): below 1 ours is faster.",
+      "interleaved run by run. `cost ours/x` = ours' time per grant ÷ x's (= x ops/s ÷ ours ops/s): below 1 ours is faster. " +
+      "`client CPU µs/grant`: this process's CPU time (every thread: the subject's client, and for ours its ZooKeeper relay) during the slice ÷ its grants, median over runs.",
   );
   for (const mode of ["uncontended", "contended"] as const) {
     report.heading(mode === "uncontended" ? "Uncontended (fresh key, one client)" : `Contended (${p.contenders} contenders, one key)`, 3);
     const rows = results.filter((m) => m[mode]).map((m) => {
       const ours = oursOf(results, m.backend, mode);
       const s = m[mode]!;
-      return [m.backend, `${m.subject.role}: ${m.subject.label}`, fmt(s.rate, 0), fmt(s.p50), fmt(s.p99),
+      const cpu = mode === "contended" ? [s.cpuMicros === undefined ? "–" : fmt(s.cpuMicros, 0)] : [];
+      return [m.backend, `${m.subject.role}: ${m.subject.label}`, fmt(s.rate, 0), fmt(s.p50), fmt(s.p99), ...cpu,
         m.subject.role === "ours" ? "" : ratio(s.rate, ours.rate), s.rates.map((x) => fmt(x, 0)).join(" ")];
     });
-    report.table(["backend", "subject", "grants/s", "p50 ms", "p99 ms", "cost ours/this", `per-run grants/s (${ctx.runs} runs)`], rows);
+    const cpu = mode === "contended" ? ["client CPU µs/grant"] : [];
+    report.table(["backend", "subject", "grants/s", "p50 ms", "p99 ms", ...cpu, "cost ours/this", `per-run grants/s (${ctx.runs} runs)`], rows);
   }
   for (const backend of [...new Set(results.map((m) => m.backend))]) {
     const raw = results.find((m) => m.backend === backend && m.subject.role === "raw" && m.uncontended && m.contended);
@@ -111,7 +118,8 @@ function write(ctx: BenchContext, results: Measured[], p: { ops: string; contend
       `Under ${p.contenders} contenders ours costs ${queued.toFixed(2)}× raw waiting in the backend's queue, ${spin.toFixed(2)}× raw spinning on tryAcquire without waiting.` +
       (spin > 3 && (backend === "etcd" || backend === "zookeeper")
         ? " Spinning without `wait`, a loser's key/node is created, ranked and deleted one round trip later; while any loser's entry exists, every newer caller ranks behind it and loses as well, so spinning callers knock each other out. Waiting callers keep their entries and are served in order."
-        : spin > 3 && backend === "kubernetes" ? " A spinning caller without `wait` has no watch to wake it, so its every failed attempt confirms the cache's \"no\" with a LIST of the key's Leases: the API server is kept busy by losers." : ""));
+        : spin > 3 && backend === "kubernetes" ? " A spinning caller without `wait` has no watch to wake it, so its every failed attempt confirms the cache's \"no\" with a LIST of the key's Leases: the API server is kept busy by losers." : "") +
+      (backend === "zookeeper" ? relayNote(results) : ""));
   }
   for (const m of results) {
     if (m.subject.role === "ours") continue;
@@ -129,6 +137,16 @@ function write(ctx: BenchContext, results: Measured[], p: { ops: string; contend
       });
     }
   }
+}
+
+/** ZooKeeper under contention: ours' client CPU per grant against the naive recipe's, and why they differ. */
+function relayNote(results: Measured[]): string {
+  const peer = results.find((m) => m.backend === "zookeeper" && m.subject.role === "peer")?.contended?.cpuMicros;
+  const ours = oursOf(results, "zookeeper", "contended").cpuMicros;
+  if (peer === undefined || ours === undefined) return "";
+  return ` Client CPU per contended grant: ours ${fmt(ours, 0)} µs, the naive recipe ${fmt(peer, 0)} µs. Ours connects through a loopback relay ` +
+    "in its own process (so that a restart can drop the connection without ending the session, and holds outlive it), which copies every request, " +
+    "reply and watch event once more.";
 }
 
 /** Uncontended cost goals against raw: what a backend's recipe needs beyond the raw create + delete. */

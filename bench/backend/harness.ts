@@ -52,6 +52,7 @@ export async function contended(subject: Subject, key: string, contenders: numbe
   const latencies: number[] = [];
   const start = now();
   const deadline = start + durationMs;
+  const cpu = process.cpuUsage();
   let grants = 0;
   const loop = async () => {
     let changed = signal();
@@ -78,7 +79,9 @@ export async function contended(subject: Subject, key: string, contenders: numbe
     unwatch?.();
   };
   await Promise.all(Array.from({ length: contenders }, loop)); // grants after the deadline are not counted
-  return { rate: grants / (durationMs / 1000), latencies };
+  const used = process.cpuUsage(cpu);
+  const cpuMicros = grants > 0 ? (used.user + used.system) / grants : undefined;
+  return { rate: grants / (durationMs / 1000), latencies, cpuMicros };
 }
 
 function signal(): { fired: Promise<void>; fire: () => void } {

@@ -22,6 +22,8 @@ export interface RunResult {
   rate: number;
   /** Latencies in ms. */
   latencies: number[];
+  /** CPU time of this process (every thread) per operation, in µs, where measured. */
+  cpuMicros?: number;
 }
 
 /** What a table shows for one subject: medians over runs of the per-run rate, p50 and p99. */
@@ -32,6 +34,8 @@ export interface Summary {
   p99: number;
   /** Every run's rate, to show the spread. */
   rates: number[];
+  /** Median CPU µs per operation, where the runs measured it. */
+  cpuMicros?: number;
 }
 
 export function summarize(runs: RunResult[]): Summary {
@@ -41,6 +45,7 @@ export function summarize(runs: RunResult[]): Summary {
     p50: median(runs.map((r) => quantile(r.latencies, 0.5))),
     p99: median(runs.map((r) => quantile(r.latencies, 0.99))),
     rates: runs.map((r) => r.rate),
+    cpuMicros: runs.every((r) => r.cpuMicros !== undefined) ? median(runs.map((r) => r.cpuMicros!)) : undefined,
   };
 }
 
