@@ -163,6 +163,7 @@ export class OperatorMetrics implements LockMetrics {
     return {
       name: backend.name,
       expiresOnServer: backend.expiresOnServer,
+      fencingRecord: backend.fencingRecord,
       tryAcquire: timed("tryAcquire", (req: AcquireRequest) => backend.tryAcquire(req)),
       renew: timed("renew", (key: string, holderId: string, seconds: number) => backend.renew(key, holderId, seconds)),
       release: timed("release", (key: string, holderId: string) => backend.release(key, holderId)),

@@ -134,6 +134,13 @@ export interface DistributedLockStatus {
    * repeat or go backwards.
    */
   highestFencingToken?: string;
+  /**
+   * Counter backends only (Redis, PostgreSQL): the fencing mark recorded ahead of the tokens this cluster hands out on
+   * the lock, so that it is written once per many grants. Every token handed out is at or below it until it is raised,
+   * and it is raised before any claim shows a token above it; an operator's first grant on the lock after it starts
+   * raises the backend's counter past it, so tokens never repeat even when the backend lost its data meanwhile.
+   */
+  reservedFencingToken?: string;
   observedGeneration?: number;
   conditions?: Condition[];
 }

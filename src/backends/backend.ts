@@ -80,6 +80,9 @@ export interface Hold extends HolderInfo {
   confirmedAt?: number;
 }
 
+/** See LockBackend.fencingRecord. */
+export type FencingRecord = "counter" | "revision" | "api-store";
+
 export interface LockBackend {
   /** The backend's configured name. */
   readonly name: string;
@@ -91,6 +94,20 @@ export interface LockBackend {
    * renewal after the holder's validity deadline may meet a slot someone else already judged free.
    */
   readonly expiresOnServer?: boolean;
+
+  /**
+   * What the lock's recorded fencing mark (kept in the API server) must be for this backend's tokens never to repeat
+   * or go backwards when the backend loses its data. Absent means "revision", the strictest.
+   * - "counter": tokens come from a counter the backend raises to the caller's `fencingFloor` (Redis, PostgreSQL).
+   *   The mark may run ahead of the tokens handed out (a reserve): passed as the floor after a restart, it lifts the
+   *   counter past every token that could have been shown, so it needs a write only once tokens pass it.
+   * - "revision": tokens are the server's own revisions, which no caller can raise (etcd, ZooKeeper): the mark is the
+   *   exact highest token, recorded before any claim shows a higher one (a mark ahead would stall grants).
+   * - "api-store": tokens are revisions of the operator's own API server (Kubernetes Leases). A restore from backup
+   *   takes the mark back with the tokens, so it guards nothing and is recorded for people, with the rest of the
+   *   lock's status.
+   */
+  readonly fencingRecord?: FencingRecord;
 
   /**
    * Take a slot for `req.holderId` if fewer than `maxHolders` holds, and no earlier queue entries for the free

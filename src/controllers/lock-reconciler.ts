@@ -45,11 +45,8 @@ const canonical = (value: unknown): string => JSON.stringify(value, (_key, v: un
 export class LockReconciler {
   /** Backend watches by lock key, while the lock has waiters or other clusters' holders: a release anywhere wakes them. */
   private readonly watches = new Map<string, { backendKey: string; stop: () => void }>();
-  /**
-   * By lock: when its status was last written (a change of its waiting count alone waits POSITION_REFRESH_MS after
-   * it) and when it last rewrote waiting claims' moved places (at most one such round per POSITION_REFRESH_MS).
-   */
-  private readonly writtenAt = new Map<string, { lock: number; positions: number }>();
+  /** What this process remembers of each lock it reconciled (see LockMemory). */
+  private readonly memory = new Map<string, LockMemory>();
   /** Turns for lock status writes that only record renewals (at most STATUS_REPORTS_PER_SECOND). */
   private readonly reports = new ReportSchedule(STATUS_REPORTS_PER_SECOND);
   /** Each configured backend as reconciles call it (see backendFor). */
@@ -144,7 +141,11 @@ export class LockReconciler {
 
     await forEachConcurrently(claims.filter((c) => !c.metadata.deletionTimestamp), (claim) => this.recordPodUid(claim));
     claims = claims.map((c) => this.latest(c));
-    let floor = fencingFloor(lock, claims);
+    const memo = this.memo(lockKey);
+    const record = backend.fencingRecord ?? "revision";
+    const reserved = tokenOf(lock.status?.reservedFencingToken);
+    // A counter backend's first grant here lifts its counter past the reserve: tokens up to it may have been shown.
+    let floor = fencingFloor(lock, claims, memo.handedOut ?? (record === "counter" ? reserved : 0n));
     const { holders: holdList, waiting: entries } = await backend.queueState!(backendKey);
     const holds = new Map(holdList.map((h) => [h.holderId, h]));
     const heartbeatSeenAt = this.heartbeats.sync(lockKey, claims.flatMap(heartbeatOf), nowMs);
@@ -261,6 +262,7 @@ export class LockReconciler {
         continue;
       }
       floor = BigInt(hold.fencingToken);
+      memo.handedOut = floor;
       acquired.push(id);
       holds.set(id, hold);
       this.renewer.track(tracked(id), Math.min(startedAt, hold.confirmedAt ?? startedAt));
@@ -273,7 +275,7 @@ export class LockReconciler {
     // no Pending write); moves wait for the lock's position refresh (at most one per POSITION_REFRESH_MS), so a
     // moving queue is not O(k) writes per grant, and a claim granted within that time after it moved up costs no
     // write for the move.
-    const refreshIn = this.lastWrites(lockKey).positions + POSITION_REFRESH_MS - nowMs;
+    const refreshIn = this.memo(lockKey).positionsAt + POSITION_REFRESH_MS - nowMs;
     let positionsDeferred = false;
     let firstPlaceIn = Infinity;
     waiting.forEach((id, index) => {
@@ -285,17 +287,22 @@ export class LockReconciler {
       else if (arrivalWait > 0) firstPlaceIn = Math.min(firstPlaceIn, arrivalWait);
       else {
         statuses.set(id, waitingStatus(claim, index + 1, lock.metadata.name, now));
-        if (moved) this.lastWrites(lockKey).positions = nowMs;
+        if (moved) this.memo(lockKey).positionsAt = nowMs;
       }
     });
     for (const { claim, facts } of assessed.values()) {
       if (facts.blocked) statuses.set(facts.id, blockedStatus(claim, ClaimReason.InvalidSpec, facts.blockedMessage!, now));
     }
 
-    // The lock's status first: its high-water mark must cover every token a claim is about to show, since a claim
-    // may be deleted (its token gone with it) the moment it shows one, and a backend that lost its data must not
-    // hand that token out again. A failed write here writes no claim; the pass is retried.
+    // The lock's status first when its fencing mark must grow: the mark must cover every token a claim is about to
+    // show, since a claim may be deleted (its token gone with it) the moment it shows one, and a backend that lost its
+    // data must not hand that token out again. A counter backend's mark is reserved FENCING_RESERVE ahead, so it
+    // grows once per that many grants; an API-store backend's guards nothing (see LockBackend.fencingRecord). A
+    // failed write here writes no claim; the pass is retried. Any other change of holders or counts is for people:
+    // written at most once per POSITION_REFRESH_MS (see writeLockStatus), while claims' statuses go out at once.
     // Renewals are recorded when a holder's recorded renewTime is STATUS_REPORT_MS old, in the lock's turn (reports).
+    const markDue = record === "counter" ? floor > reserved : record === "revision" && floor > tokenOf(lock.status?.highestFencingToken);
+    const transitions = (lock.status?.leaseTransitions ?? 0) + memo.transitionsUnwritten + acquired.length;
     const reportDue = [...holds.values()].some((h) => this.reportDue(h, lock.status?.holders, nowMs));
     if (!reportDue) this.reports.forget(lockKey);
     const reportIn = reportDue ? this.reports.wait(lockKey, nowMs) : Infinity;
@@ -304,14 +311,16 @@ export class LockReconciler {
       holderNames: [...holds.values()].map((h) => h.holderIdentity).join(","), // "" for none: an absent field would stay as last written
       holderCount: holds.size,
       waiting: waiting.length,
-      leaseTransitions: (lock.status?.leaseTransitions ?? 0) + acquired.length,
+      leaseTransitions: transitions,
       highestFencingToken: floor > 0n ? floor.toString() : undefined,
+      ...(markDue && record === "counter" && { reservedFencingToken: (floor + FENCING_RESERVE).toString() }),
       ready: regression
         ? { status: "False", reason: LockReason.FencingTokenRegressed, message: regression }
         : { status: "True", reason: LockReason.BackendReady, message: `backend ${backend.name} reachable` },
       available: holds.size < maxHolders,
       now,
-    });
+    }, markDue || regression !== undefined);
+    memo.transitionsUnwritten = typeof lockWrite === "number" ? transitions - (lock.status?.leaseTransitions ?? 0) : 0;
     if (lockWrite === "gone") {
       // The lock is gone without its deletion being reconciled (its finalizer removed by other hands): nothing visits
       // its key again, so the holds taken in this pass, shown to no one, go now.
@@ -589,13 +598,15 @@ export class LockReconciler {
   }
 
   /**
-   * Writes the lock's status if it changed: "gone" when the lock is (HTTP 404). A change of the waiting count alone
-   * is not written within POSITION_REFRESH_MS of the last write (claims arriving, or leaving the queue, each change
-   * it; nothing safe hangs on it): then the milliseconds until it may be, for the caller to look again.
+   * Writes the lock's status if it changed: "gone" when the lock is (HTTP 404). Unless `urgent`, a change that leaves
+   * the conditions as they were (holders, counts, the fencing mark where it guards nothing) is not written within
+   * POSITION_REFRESH_MS of the last write: claims arriving, granted or leaving the queue each change it, and only
+   * people read it. Then the milliseconds until it may be, for the caller to look again.
    */
   private async writeLockStatus(
     lock: DistributedLock,
     next: Omit<DistributedLockStatus, "conditions"> & { ready: { status: "True" | "False"; reason: string; message: string }; available: boolean; now: string },
+    urgent = true,
   ): Promise<"written" | "unchanged" | "gone" | number> {
     const { ready, available, now, ...fields } = next;
     const generation = lock.metadata.generation;
@@ -612,12 +623,12 @@ export class LockReconciler {
     if (sameJson(status, lock.status)) return "unchanged";
     const lockKey = `${lock.metadata.namespace}/${lock.metadata.name}`;
     const nowMs = this.ctx.clock.now();
-    const writableIn = this.lastWrites(lockKey).lock + POSITION_REFRESH_MS - nowMs;
-    if (writableIn > 0 && sameJson({ ...status, waiting: lock.status?.waiting }, lock.status)) return writableIn;
+    const writableIn = this.memo(lockKey).statusAt + POSITION_REFRESH_MS - nowMs;
+    if (!urgent && writableIn > 0 && sameJson(conditions, lock.status?.conditions) && generation === lock.status?.observedGeneration) return writableIn;
     this.assertLeading();
     const written = await this.ctx.client.patchStatus(LOCK_PLURAL, lock.metadata, lock.status, status).catch(ignoreNotFound);
     if (!written) return "gone";
-    this.lastWrites(lockKey).lock = nowMs;
+    this.memo(lockKey).statusAt = nowMs;
     this.ctx.caches.locks.observe(written as DistributedLock);
     return "written";
   }
@@ -703,17 +714,17 @@ export class LockReconciler {
     this.watches.delete(lockKey);
   }
 
-  /** The lock's record of its last writes (never, for one not written by this process). */
-  private lastWrites(lockKey: string): { lock: number; positions: number } {
-    let record = this.writtenAt.get(lockKey);
-    if (!record) this.writtenAt.set(lockKey, (record = { lock: -Infinity, positions: -Infinity }));
+  /** What this process remembers of the lock (nothing yet, for one it has not reconciled). */
+  private memo(lockKey: string): LockMemory {
+    let record = this.memory.get(lockKey);
+    if (!record) this.memory.set(lockKey, (record = { statusAt: -Infinity, positionsAt: -Infinity, transitionsUnwritten: 0 }));
     return record;
   }
 
   /** The lock is gone: nothing of it is watched or remembered. */
   private forgetLock(lockKey: string): void {
     this.stopBackendWatch(lockKey);
-    this.writtenAt.delete(lockKey);
+    this.memory.delete(lockKey);
     this.heartbeats.forget(lockKey);
     this.reports.forget(lockKey);
     this.waiting.forget(lockKey);
@@ -733,12 +744,33 @@ const LOCK_ARRIVING_MS = 500;
 const RESUME_SPREAD_MS = 5000;
 
 /**
- * The fencing high-water mark: the highest token this cluster ever showed on the lock, from the lock's status and
- * every claim of it that shows one. New grants must get a larger token.
+ * The fencing high-water mark: the highest token this cluster ever showed on the lock, from the lock's status, every
+ * claim of it that shows one, and `known` (what this process handed out, or the reserve before it has). New grants
+ * must get a larger token.
  */
-function fencingFloor(lock: DistributedLock, claims: LockClaim[]): bigint {
-  const shown = [lock.status?.highestFencingToken, ...claims.map((c) => c.status?.fencingToken)];
-  return shown.reduce((max: bigint, t) => (t && /^[0-9]+$/.test(t) && BigInt(t) > max ? BigInt(t) : max), 0n);
+function fencingFloor(lock: DistributedLock, claims: LockClaim[], known: bigint): bigint {
+  return [lock.status?.highestFencingToken, ...claims.map((c) => c.status?.fencingToken)].map(tokenOf).reduce((a, b) => (b > a ? b : a), known);
+}
+
+/** A decimal token as a bigint; 0 for none (or anything else). */
+const tokenOf = (token: string | undefined): bigint => (token && /^[0-9]+$/.test(token) ? BigInt(token) : 0n);
+
+/**
+ * How far a counter backend's fencing mark is recorded ahead of the tokens handed out (see LockBackend.fencingRecord):
+ * one lock status write per this many grants. A restarted operator's first grant on the lock skips at most this many.
+ */
+const FENCING_RESERVE = 1000n;
+
+/** What this process remembers of one lock. */
+interface LockMemory {
+  /** When this process last wrote its status (display changes wait POSITION_REFRESH_MS after it). */
+  statusAt: number;
+  /** When it last rewrote waiting claims' moved places (at most one such round per POSITION_REFRESH_MS). */
+  positionsAt: number;
+  /** The highest token this process handed out on it (a deferred status write may not show it yet). */
+  handedOut?: bigint;
+  /** Grants made in passes whose status write was put off: leaseTransitions not yet written. */
+  transitionsUnwritten: number;
 }
 
 const backendKeyOf = (lock: DistributedLock) => `${lock.metadata.namespace}/${lock.spec.key ?? lock.metadata.name}`;
@@ -783,6 +815,7 @@ function failuresAsUnavailable(backend: LockBackend, beforeChange: () => void): 
   return {
     name: backend.name,
     expiresOnServer: backend.expiresOnServer,
+    fencingRecord: backend.fencingRecord,
     tryAcquire: guard(backend.tryAcquire),
     // Renewing needs no leadership: it only extends a hold that exists, owner-checked (see HoldRenewer).
     renew: guard(backend.renew, false),

@@ -126,6 +126,8 @@ export interface OperatorNamespace {
   readonly namespace: string;
   readonly api: Api;
   readonly operator: OperatorProcess;
+  /** Starts the operator again, as configured, once the test stopped or killed it; `operator` is the new one then. */
+  startAgain(): Promise<void>;
 }
 
 /**
@@ -133,7 +135,11 @@ export interface OperatorNamespace {
  * it; the returned object's fields are set once `before` has run.
  */
 export function useOperatorNamespace(prefix: string, options: Omit<Parameters<typeof startOperator>[0], "namespace"> = {}): OperatorNamespace {
-  const state = {} as { namespace: string; api: Api; operator: OperatorProcess };
+  const state = {
+    async startAgain() {
+      state.operator = await startOperator({ ...options, namespace: state.namespace });
+    },
+  } as OperatorNamespace & { namespace: string; api: Api; operator: OperatorProcess };
   before(async () => {
     state.namespace = await createNamespace(prefix);
     state.api = new Api(state.namespace);

@@ -5,7 +5,7 @@
  */
 import * as k8s from "@kubernetes/client-node";
 import { LOCK_PLURAL, RELEASE_FINALIZER, type DistributedLock, type LockClaim } from "../../src/api/types";
-import type { AcquireRequest, Hold, LockBackend } from "../../src/backends/backend";
+import type { AcquireRequest, FencingRecord, Hold, LockBackend } from "../../src/backends/backend";
 import { BackendRegistry } from "../../src/backends/registry";
 import { ClaimIndex, type OperatorContext } from "../../src/controllers/context";
 import { LockReconciler } from "../../src/controllers/lock-reconciler";
@@ -21,13 +21,17 @@ type Stored = { metadata: Record<string, unknown> };
 
 /**
  * Holds in memory, by holderId; a hold made with `hold()` alone counts on every backend key, one taken by tryAcquire
- * on its own key. `beforeAcquire` runs inside each tryAcquire, before the slot is taken.
+ * on its own key. `beforeAcquire` runs inside each tryAcquire, before the slot is taken. Tokens come from one counter;
+ * with `fencingRecord` "counter" it is raised to the caller's fencingFloor, as Redis and PostgreSQL do.
  */
 export class MemoryBackend {
   readonly holds = new Map<string, Hold>();
   private readonly keys = new Map<string, string>();
-  private token = 0;
+  /** The last token handed out (set it lower to play a backend that lost its data). */
+  token = 0;
   beforeAcquire?: (req: AcquireRequest) => void;
+  /** As the backend declares it (read when the reconciler first uses the backend); absent is "revision". */
+  fencingRecord?: FencingRecord;
 
   /** `now`: the time holds are taken and renewed at (their acquireTime and renewTime). */
   constructor(private readonly now: () => number = () => 0) {}
@@ -44,12 +48,17 @@ export class MemoryBackend {
   }
 
   backend(): LockBackend {
+    const record = () => this.fencingRecord;
     return {
       name: "memory",
+      get fencingRecord() {
+        return record();
+      },
       tryAcquire: async (req) => {
         this.beforeAcquire?.(req);
         if (!this.holds.has(req.holderId)) {
           if (this.on(req.key).length >= req.maxHolders) return undefined;
+          if (this.fencingRecord === "counter") this.token = Math.max(this.token, Number(req.fencingFloor ?? 0));
           this.hold(req.holderId, req.claim, req.cluster, req.key);
         }
         return this.holds.get(req.holderId);
@@ -81,7 +90,8 @@ export class World {
   /** Status writes, as `plural/name`. */
   readonly statusWrites: string[] = [];
   private version = 1;
-  readonly reconciler: LockReconciler;
+  reconciler: LockReconciler;
+  private readonly ctx: OperatorContext;
 
   constructor() {
     const backends = new BackendRegistry();
@@ -126,7 +136,14 @@ export class World {
       log: createLogger("error", {}, () => true),
       enqueueLock: () => undefined,
     } as unknown as OperatorContext;
+    this.ctx = ctx;
     this.reconciler = new LockReconciler(ctx);
+  }
+
+  /** A new operator process on the same server, caches and backend: it remembers nothing of the last one. */
+  restartOperator(): void {
+    this.reconciler.stopAll();
+    this.reconciler = new LockReconciler(this.ctx);
   }
 
   lock(name: string, extra: Partial<DistributedLock["metadata"]> = {}, key = "shared"): DistributedLock {

@@ -92,6 +92,7 @@ interface KeyWatch { watcher?: Watcher }
 
 export class EtcdBackend implements LockBackend {
   readonly name: string;
+  readonly fencingRecord = "revision";
   /** Replaced when the TLS files change (see "Client certificates" above). */
   private client: Etcd3;
   /** Watches only: replaced when etcd refuses its stream's token (see "Authentication" above). */

@@ -134,6 +134,7 @@ interface KeyState {
 
 export class KubernetesLeaseBackend implements LockBackend {
   readonly name: string;
+  readonly fencingRecord = "api-store";
   private readonly api: k8s.CoordinationV1Api;
   private readonly kubeConfig: k8s.KubeConfig;
   private readonly clock: () => number;

@@ -62,6 +62,7 @@ type Tx = (query: (text: string, values?: unknown[]) => Promise<pg.QueryResult>)
 
 export class PostgresBackend implements LockBackend {
   readonly expiresOnServer = true;
+  readonly fencingRecord = "counter";
   private readonly pool: pg.Pool;
   private closed = false;
   private schema?: Promise<void>;

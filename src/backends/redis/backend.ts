@@ -103,6 +103,7 @@ type Client = Redis | Cluster;
 
 export class RedisBackend implements LockBackend {
   readonly expiresOnServer = true;
+  readonly fencingRecord = "counter";
   private readonly client: Client;
   private readonly subscriber: Client;
   /** By event channel: a subscription and a fallback poll per watched lock. */

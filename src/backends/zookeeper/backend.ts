@@ -159,6 +159,7 @@ const HANDOVER_READ_ATTEMPTS = 3;
 export class ZooKeeperBackend implements LockBackend {
   readonly name: string;
   readonly expiresOnServer = true;
+  readonly fencingRecord = "revision";
   private readonly options: Required<Pick<ZooKeeperBackendOptions, "sessionTimeoutMs" | "rootPath" | "requestTimeoutMs" | "clock">> & ZooKeeperBackendOptions;
   private client!: ZooKeeper;
   private connected = false;
