@@ -170,6 +170,7 @@ export class OperatorMetrics implements LockMetrics {
       holders: timed("holders", (key: string) => backend.holders(key)),
       waiting: timed("waiting", (key: string) => backend.waiting(key)),
       queueState: timed("queueState", (key: string) => queueState(backend, key)),
+      ...(backend.handOff && { handOff: timed("handOff", (from: string, req: AcquireRequest) => backend.handOff!(from, req)) }),
       ...(backend.forget && { forget: timed("forget", (key: string) => backend.forget!(key)) }),
       watch: (key, onChange, waiter) => backend.watch(key, onChange, waiter),
       close: () => backend.close(),

@@ -161,6 +161,14 @@ export interface LockBackend {
   queueState?(key: string): Promise<QueueState>;
 
   /**
+   * Optional: `release(req.key, from)` then `tryAcquire(req)`, with the same results, in fewer writes: the slot that
+   * `from` holds passes straight to `req.holderId` when the queue gives `req` that slot (the Lease backend: one
+   * conditional update instead of a delete and a create). Owner-checked as release is; anything that cannot pass
+   * straight over goes the two-call way. Callers use `handOff()` (below), which makes the two calls without it.
+   */
+  handOff?(from: string, req: AcquireRequest): Promise<HandOff>;
+
+  /**
    * Calls `onChange` (soon, possibly spuriously) whenever the holds on `key` may have changed, so
    * waiters are woken without polling. Returns a function that stops watching.
    *
@@ -218,6 +226,19 @@ export interface WaiterWatch {
 export interface QueueState {
   holders: Hold[];
   waiting: HolderInfo[];
+}
+
+/** What handOff did: whether a hold of `from` was removed, and `req`'s hold if it got one. */
+export interface HandOff {
+  released: boolean;
+  hold?: Hold;
+}
+
+/** `from`'s hold goes and `req` asks for a slot: in one step where the backend can (LockBackend.handOff). */
+export async function handOff(backend: LockBackend, from: string, req: AcquireRequest): Promise<HandOff> {
+  if (backend.handOff) return backend.handOff(from, req);
+  const released = await backend.release(req.key, from);
+  return { released, hold: await backend.tryAcquire(req) };
 }
 
 /** The key's holds and queue: the backend's single read if it has one, else its two reads at once. */

@@ -24,7 +24,9 @@ import {
   type DistributedLock, type DistributedLockStatus, type LockClaim, type LockClaimStatus, type LockHolder,
 } from "../api/types";
 import { setCondition } from "../api/conditions";
-import { BackendConfigError, BackendUnavailableError, type Hold, type HolderInfo, type LockBackend, queueState } from "../backends/backend";
+import {
+  BackendConfigError, BackendUnavailableError, handOff, queueState, type AcquireRequest, type Hold, type HolderInfo, type LockBackend,
+} from "../backends/backend";
 import { assessClaim, claimPodUid, type PodState } from "../grant/claim-facts";
 import { decide, isTerminal } from "../grant/decide";
 import { isNotFound, statusCode } from "../kube/client";
@@ -165,6 +167,9 @@ export class LockReconciler {
       entries,
     });
     const statuses = new Map<string, LockClaimStatus>();
+    // Holds to release in this pass, with the reason metrics give: each goes in the grants below, passed straight to
+    // a claim granted now where the backend can (handOff: one write for both), the rest after them.
+    const freed: { id: string; reason: string }[] = [];
 
     // Endings: status first, then the backend release (or, for Lost and LeaseExpired, the lock-delay). A claim
     // being deleted already says it grants nothing (its deletionTimestamp, which holders heed) and is gone in a
@@ -179,7 +184,7 @@ export class LockReconciler {
       }
       this.renewer.untrack(ending.id);
       if (!ending.release) continue;
-      if (await backend.release(backendKey, ending.id)) metrics?.released(lockKey, backend.name, ending.reason, nowMs);
+      freed.push({ id: ending.id, reason: ending.reason });
       holds.delete(ending.id);
     }
     // Lock-delay: a lapsing hold goes one lease after its claim ended, when its holder has stopped by its own deadline.
@@ -194,7 +199,8 @@ export class LockReconciler {
         continue;
       }
       // A claim seen deleted was released by its deletion, as a claim being deleted is (its ending's reason).
-      await this.releaseHold(backend, backendKey, lockKey, orphan, this.deletedClaims.get(orphan) ? ClaimReason.Released : "Orphaned");
+      freed.push({ id: orphan, reason: this.deletedClaims.get(orphan) ? ClaimReason.Released : "Orphaned" });
+      this.forgetHold(orphan);
       holds.delete(orphan);
     }
     for (const id of decision.withdraw) await backend.release(backendKey, id);
@@ -203,7 +209,7 @@ export class LockReconciler {
       const releaseAt = this.lapsesAt(id, nowMs + leaseSeconds * 1000);
       if (releaseAt > nowMs) lapseAt = Math.min(lapseAt, releaseAt);
       else {
-        if (await backend.release(backendKey, id)) metrics?.released(lockKey, backend.name, "Lapsed", nowMs);
+        freed.push({ id, reason: "Lapsed" });
         holds.delete(id);
       }
     }
@@ -240,15 +246,18 @@ export class LockReconciler {
     let regression: string | undefined;
     const acquired: string[] = [];
     const waiting: string[] = [];
+    const released = (from: { id: string; reason: string }) => metrics?.released(lockKey, backend.name, from.reason, clock.now());
     for (const [index, id] of decision.queue.entries()) {
       const { claim } = assessed.get(id)!;
       const startedAt = clock.now();
-      const hold = !lostNow && !regression && index < decision.enqueue
-        ? await backend.tryAcquire({
-          key: backendKey, maxHolders, leaseDurationSeconds: leaseSeconds, holderId: id, claim: claim.metadata.name,
-          holderIdentity: claim.spec.podName ?? claim.metadata.name, cluster: clusterName, fencingFloor: floor.toString(), wait: true,
-        })
-        : undefined;
+      const request: AcquireRequest = {
+        key: backendKey, maxHolders, leaseDurationSeconds: leaseSeconds, holderId: id, claim: claim.metadata.name,
+        holderIdentity: claim.spec.podName ?? claim.metadata.name, cluster: clusterName, fencingFloor: floor.toString(), wait: true,
+      };
+      const from = !lostNow && !regression && index < decision.enqueue ? freed.shift() : undefined;
+      const handed = from && (await handOff(backend, from.id, request));
+      if (handed && handed.released) released(from);
+      const hold = handed ? handed.hold : !lostNow && !regression && index < decision.enqueue ? await backend.tryAcquire(request) : undefined;
       if (!hold) {
         waiting.push(id);
         continue;
@@ -271,6 +280,7 @@ export class LockReconciler {
       // the API server's busiest write after the status itself. Events are for what needs attention.
       statuses.set(id, grantedStatus(claim, hold, lock.metadata.name, now));
     }
+    for (const from of freed.splice(0)) if (await backend.release(backendKey, from.id)) released(from);
     // Places: a claim's first place is written once it has waited FIRST_PLACE_DELAY_MS (one granted sooner costs
     // no Pending write); moves wait for the lock's position refresh (at most one per POSITION_REFRESH_MS), so a
     // moving queue is not O(k) writes per grant, and a claim granted within that time after it moved up costs no
@@ -525,8 +535,13 @@ export class LockReconciler {
 
   /** Releases a hold that no claim keeps, and forgets everything this process remembered of its holder. */
   private async releaseHold(backend: LockBackend, backendKey: string, lockKey: string, holderId: string, reason: string): Promise<void> {
-    this.renewer.untrack(holderId);
+    this.forgetHold(holderId);
     if (await backend.release(backendKey, holderId)) this.ctx.metrics?.released(lockKey, backend.name, reason, this.ctx.clock.now());
+  }
+
+  /** What this process keeps about a hold that goes now: nothing of it stays. */
+  private forgetHold(holderId: string): void {
+    this.renewer.untrack(holderId);
     this.deletedClaims.forget(holderId);
     this.lapseDeadlines.delete(holderId);
     this.grantSent.delete(holderId);
@@ -823,6 +838,7 @@ function failuresAsUnavailable(backend: LockBackend, beforeChange: () => void): 
     holders: guard(backend.holders, false),
     waiting: guard(backend.waiting, false),
     queueState: guard((key: string) => queueState(backend, key), false),
+    ...(backend.handOff && { handOff: guard(backend.handOff) }),
     ...(backend.forget && { forget: guard(backend.forget) }),
     watch: (key, onChange, waiter) => backend.watch(key, onChange, waiter),
     close: () => backend.close(),

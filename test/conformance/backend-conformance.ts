@@ -12,7 +12,7 @@
 import assert from "node:assert/strict";
 import { randomBytes, randomUUID } from "node:crypto";
 import { after, describe, test } from "node:test";
-import { BackendUnavailableError, queueState, type AcquireRequest, type Hold, type LockBackend } from "../../src/backends/backend";
+import { BackendUnavailableError, handOff, queueState, type AcquireRequest, type Hold, type LockBackend } from "../../src/backends/backend";
 import { eventually } from "../support/env";
 
 export interface ConformanceOptions {
@@ -307,6 +307,38 @@ export function runBackendConformance(
       const holdB = granted(await backend.tryAcquire(b), "b after a's release");
       assertIncreasing(holdA.fencingToken, holdB.fencingToken, "after release");
       assert.deepEqual((await backend.holders(key)).map((h) => h.holderId), [b.holderId]);
+    });
+
+    test("hand-off: a hold passes to the next waiter as release then tryAcquire would, owner-checked and in queue order", async () => {
+      const [east, west] = [await open(), await open()];
+      const key = await newKey("handoff");
+      const a = contender(key, "a");
+      const [w1, w2] = ["w1", "w2"].map((who) => contender(key, who, { wait: true }));
+      const holdA = granted(await east.tryAcquire(a), "a");
+      assert.equal(await east.tryAcquire(w1), undefined, "w1 got a held mutex");
+      assert.equal(await west.tryAcquire(w2), undefined, "w2 got a held mutex");
+
+      // Not a holder: nothing is released, and w1 gets nothing while a holds.
+      assert.deepEqual(await handOff(east, "nobody", w1), { released: false, hold: undefined });
+      // Out of turn: a's hold goes, but w2 may not pass w1, who is served next.
+      const skipped = await handOff(east, a.holderId, w2);
+      assert.equal(skipped.released, true, "a's hold was released");
+      assert.equal(skipped.hold, undefined, "w2 passed w1");
+      const hold1 = granted(await east.tryAcquire(w1), "w1, first in the queue");
+      assertIncreasing(holdA.fencingToken, hold1.fencingToken, "w1 after a");
+
+      // In turn: w1's slot passes straight to w2, with a larger token, and nothing of w1 is left.
+      const passed = await handOff(east, w1.holderId, w2);
+      assert.equal(passed.released, true, "w1's hold was released");
+      const hold2 = granted(passed.hold, "w2 by hand-off");
+      assertIncreasing(hold1.fencingToken, hold2.fencingToken, "w2 after w1");
+      assert.deepEqual((await west.holders(key)).map((h) => [h.holderId, h.claim]), [[w2.holderId, "claim-w2"]]);
+      assert.deepEqual(await west.waiting(key), []);
+      assert.equal(await east.renew(key, w1.holderId, LONG_LEASE), undefined, "w1 renewed a hold it handed off");
+      assert.equal(await east.release(key, w1.holderId), false, "w1's release after the hand-off");
+      granted(await west.renew(key, w2.holderId, LONG_LEASE), "w2 renews the hold it was handed");
+      assert.ok(await west.release(key, w2.holderId));
+      assert.deepEqual(await east.holders(key), []);
     });
 
     test("renew and release of a hold that never existed", async () => {

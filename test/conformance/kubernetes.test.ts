@@ -108,6 +108,27 @@ describe("kubernetes backend: Leases", () => {
     assert.ok(again && BigInt(again.fencingToken) > BigInt(hold.fencingToken), `token ${again?.fencingToken}`);
   });
 
+  test("a hand-off is one conditional update of the slot Lease: the same object, a new holder and token", async () => {
+    const ns = await createNamespace("handoff");
+    const key = `${ns}/lock-handoff`;
+    const b = backend();
+    const first = request(key, "a");
+    const hold = await b.tryAcquire(first);
+    assert.ok(hold);
+    const uidOf = async () => {
+      const got = await kubectl(["get", "lease", "-n", ns, "-o", "jsonpath={.items[*].metadata.uid}"]);
+      assert.equal(got.code, 0, got.stderr);
+      return got.stdout.trim();
+    };
+    const before = await uidOf();
+    const next = request(key, "b");
+    const { released, hold: passed } = await b.handOff(first.holderId, next);
+    assert.equal(released, true);
+    assert.ok(passed && BigInt(passed.fencingToken) > BigInt(hold.fencingToken), `token ${passed?.fencingToken} after ${hold.fencingToken}`);
+    assert.equal(await uidOf(), before, "the Lease was deleted and created again, not updated");
+    assert.deepEqual((await backend().holders(key)).map((h) => h.claim), ["claim-b"]);
+  });
+
   test("a hold is a Lease named after the key, with labels, annotations and MicroTime fields", async () => {
     const ns = await testNamespace();
     const key = `${ns}/lock-shape-${randomBytes(3).toString("hex")}`;

@@ -60,6 +60,7 @@ import { apiErrorMessage, requestTimeout, statusCode } from "../../kube/client";
 import {
   BackendUnavailableError,
   type AcquireRequest,
+  type HandOff,
   type Hold,
   type HolderInfo,
   type LockBackend,
@@ -166,12 +167,7 @@ export class KubernetesLeaseBackend implements LockBackend {
   }
 
   async tryAcquire(req: AcquireRequest): Promise<Hold | undefined> {
-    if (!Number.isInteger(req.maxHolders) || req.maxHolders < 1 || req.maxHolders > 1_000_000) {
-      throw new Error(`maxHolders must be an integer from 1 to 1000000, got ${req.maxHolders}`);
-    }
-    if (!Number.isInteger(req.leaseDurationSeconds) || req.leaseDurationSeconds < 1) {
-      throw new Error(`leaseDurationSeconds must be an integer >= 1, got ${req.leaseDurationSeconds}`);
-    }
+    checkRequest(req);
     const ref = keyRef(req.key);
     // Each lost race means another contender made progress; the bound only stops a livelock.
     const attempts = Math.min(10 + 2 * req.maxHolders, 60);
@@ -208,6 +204,34 @@ export class KubernetesLeaseBackend implements LockBackend {
     // Every lost race was another contender's progress: no slot for this caller now (it asks again, as after any
     // "no"). Contention is no unavailability of the server.
     return undefined;
+  }
+
+  /**
+   * `from`'s live slot passes to `req` by one conditional update of its Lease (a new token: the update's revision)
+   * when `req` would get a free slot if that one were free; `from`'s queue entry, if any, is deleted after it. Else,
+   * or when the update loses a race, release + tryAcquire.
+   */
+  async handOff(from: string, req: AcquireRequest): Promise<HandOff> {
+    checkRequest(req);
+    const ref = keyRef(req.key);
+    const state = await this.load(ref);
+    const slot = state.slots.find((s) => s.lease.spec?.holderIdentity === from && !this.expired(s.lease));
+    const holds = state.slots.some((s) => s.lease.spec?.holderIdentity === req.holderId && !this.expired(s.lease));
+    if (slot && !state.counter && !holds) {
+      const queue = this.queue(state);
+      const place = queue.findIndex((w) => w.spec?.holderIdentity === req.holderId);
+      const taken = state.slots.filter((s) => s !== slot && this.held(s.lease)).length;
+      if (taken + (place < 0 ? queue.length : place) < req.maxHolders) {
+        const claimed = await this.claimSlot(ref, slot.index, slot.lease, req);
+        if (claimed) {
+          const entries = state.waiters.filter((w) => w.spec?.holderIdentity === from);
+          await Promise.all(entries.map((entry) => this.remove(ref, entry)));
+          return { released: true, hold: this.toHold(claimed) };
+        }
+      }
+    }
+    const released = await this.release(req.key, from);
+    return { released, hold: await this.tryAcquire(req) };
   }
 
   async renew(key: string, holderId: string, leaseDurationSeconds: number): Promise<Hold | undefined> {
@@ -647,4 +671,14 @@ function describe(err: unknown, timeoutMs: number): string {
 
 function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
+/** A request's numbers, checked before anything is read or written. */
+function checkRequest(req: AcquireRequest): void {
+  if (!Number.isInteger(req.maxHolders) || req.maxHolders < 1 || req.maxHolders > 1_000_000) {
+    throw new Error(`maxHolders must be an integer from 1 to 1000000, got ${req.maxHolders}`);
+  }
+  if (!Number.isInteger(req.leaseDurationSeconds) || req.leaseDurationSeconds < 1) {
+    throw new Error(`leaseDurationSeconds must be an integer >= 1, got ${req.leaseDurationSeconds}`);
+  }
 }
