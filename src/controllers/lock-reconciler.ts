@@ -250,14 +250,17 @@ export class LockReconciler {
     for (const [index, id] of decision.queue.entries()) {
       const { claim } = assessed.get(id)!;
       const startedAt = clock.now();
-      const request: AcquireRequest = {
-        key: backendKey, maxHolders, leaseDurationSeconds: leaseSeconds, holderId: id, claim: claim.metadata.name,
-        holderIdentity: claim.spec.podName ?? claim.metadata.name, cluster: clusterName, fencingFloor: floor.toString(), wait: true,
-      };
-      const from = !lostNow && !regression && index < decision.enqueue ? freed.shift() : undefined;
-      const handed = from && (await handOff(backend, from.id, request));
-      if (handed && handed.released) released(from);
-      const hold = handed ? handed.hold : !lostNow && !regression && index < decision.enqueue ? await backend.tryAcquire(request) : undefined;
+      let hold: Hold | undefined;
+      if (!lostNow && !regression && index < decision.enqueue) {
+        const request: AcquireRequest = {
+          key: backendKey, maxHolders, leaseDurationSeconds: leaseSeconds, holderId: id, claim: claim.metadata.name,
+          holderIdentity: claim.spec.podName ?? claim.metadata.name, cluster: clusterName, fencingFloor: floor.toString(), wait: true,
+        };
+        const from = freed.shift();
+        const handed = from ? await handOff(backend, from.id, request) : { released: false, hold: await backend.tryAcquire(request) };
+        if (from && handed.released) released(from);
+        hold = handed.hold;
+      }
       if (!hold) {
         waiting.push(id);
         continue;
@@ -285,7 +288,7 @@ export class LockReconciler {
     // no Pending write); moves wait for the lock's position refresh (at most one per POSITION_REFRESH_MS), so a
     // moving queue is not O(k) writes per grant, and a claim granted within that time after it moved up costs no
     // write for the move.
-    const refreshIn = this.memo(lockKey).positionsAt + POSITION_REFRESH_MS - nowMs;
+    const refreshIn = memo.positionsAt + POSITION_REFRESH_MS - nowMs;
     let positionsDeferred = false;
     let firstPlaceIn = Infinity;
     waiting.forEach((id, index) => {
@@ -297,7 +300,7 @@ export class LockReconciler {
       else if (arrivalWait > 0) firstPlaceIn = Math.min(firstPlaceIn, arrivalWait);
       else {
         statuses.set(id, waitingStatus(claim, index + 1, lock.metadata.name, now));
-        if (moved) this.memo(lockKey).positionsAt = nowMs;
+        if (moved) memo.positionsAt = nowMs;
       }
     });
     for (const { claim, facts } of assessed.values()) {

@@ -183,16 +183,13 @@ export class KubernetesLeaseBackend implements LockBackend {
         if (renewed) return renewed;
         continue;
       }
-      const taken = state.slots.filter((s) => this.held(s.lease));
-      const queue = this.queue(state);
-      const place = queue.findIndex((w) => w.spec?.holderIdentity === req.holderId);
-      if (taken.length + (place < 0 ? queue.length : place) >= req.maxHolders) {
+      if (!this.turnCame(state, req)) {
         // A caller that does not wait has no watch to wake it if the cache was behind: a list says for sure.
         if (!req.wait && !fresh) continue;
         if (req.wait && !(await this.keepPlace(ref, state, req))) continue;
         return undefined;
       }
-      const takenIndexes = new Set(taken.map((s) => s.index));
+      const takenIndexes = new Set(state.slots.filter((s) => this.held(s.lease)).map((s) => s.index));
       let index = 0;
       while (takenIndexes.has(index)) index++;
       const previous = state.slots.find((s) => s.index === index)?.lease;
@@ -217,17 +214,12 @@ export class KubernetesLeaseBackend implements LockBackend {
     const state = await this.load(ref);
     const slot = state.slots.find((s) => s.lease.spec?.holderIdentity === from && !this.expired(s.lease));
     const holds = state.slots.some((s) => s.lease.spec?.holderIdentity === req.holderId && !this.expired(s.lease));
-    if (slot && !state.counter && !holds) {
-      const queue = this.queue(state);
-      const place = queue.findIndex((w) => w.spec?.holderIdentity === req.holderId);
-      const taken = state.slots.filter((s) => s !== slot && this.held(s.lease)).length;
-      if (taken + (place < 0 ? queue.length : place) < req.maxHolders) {
-        const claimed = await this.claimSlot(ref, slot.index, slot.lease, req);
-        if (claimed) {
-          const entries = state.waiters.filter((w) => w.spec?.holderIdentity === from);
-          await Promise.all(entries.map((entry) => this.remove(ref, entry)));
-          return { released: true, hold: this.toHold(claimed) };
-        }
+    if (slot && !state.counter && !holds && this.turnCame(state, req, slot)) {
+      const claimed = await this.claimSlot(ref, slot.index, slot.lease, req);
+      if (claimed) {
+        const entries = state.waiters.filter((w) => w.spec?.holderIdentity === from);
+        await Promise.all(entries.map((entry) => this.remove(ref, entry)));
+        return { released: true, hold: this.toHold(claimed) };
       }
     }
     const released = await this.release(req.key, from);
@@ -235,9 +227,7 @@ export class KubernetesLeaseBackend implements LockBackend {
   }
 
   async renew(key: string, holderId: string, leaseDurationSeconds: number): Promise<Hold | undefined> {
-    if (!Number.isInteger(leaseDurationSeconds) || leaseDurationSeconds < 1) {
-      throw new Error(`leaseDurationSeconds must be an integer >= 1, got ${leaseDurationSeconds}`);
-    }
+    checkLease(leaseDurationSeconds);
     const ref = keyRef(key);
     for (let attempt = 0; attempt < RENEW_ATTEMPTS; attempt++) {
       const fresh = attempt > 0;
@@ -372,6 +362,14 @@ export class KubernetesLeaseBackend implements LockBackend {
     const { name, resourceVersion } = event.lease.metadata ?? {};
     if (event.type === "deleted") this.observed.drop(observedGroup(event.lease), name ?? "");
     else if (resourceVersion) this.observed.note(observedGroup(event.lease), name ?? "", resourceVersion, this.observationClock());
+  }
+
+  /** Whether a slot is free for `req` (with `freeing` counted free): fewer holds, and waiters ahead of it, than maxHolders. */
+  private turnCame(state: KeyState, req: AcquireRequest, freeing?: Slot): boolean {
+    const taken = state.slots.filter((s) => s !== freeing && this.held(s.lease)).length;
+    const queue = this.queue(state);
+    const place = queue.findIndex((w) => w.spec?.holderIdentity === req.holderId);
+    return taken + (place < 0 ? queue.length : place) < req.maxHolders;
   }
 
   /** The live waiters in ticket order, leaving out any whose holder already has a slot (it holds now). */
@@ -678,7 +676,9 @@ function checkRequest(req: AcquireRequest): void {
   if (!Number.isInteger(req.maxHolders) || req.maxHolders < 1 || req.maxHolders > 1_000_000) {
     throw new Error(`maxHolders must be an integer from 1 to 1000000, got ${req.maxHolders}`);
   }
-  if (!Number.isInteger(req.leaseDurationSeconds) || req.leaseDurationSeconds < 1) {
-    throw new Error(`leaseDurationSeconds must be an integer >= 1, got ${req.leaseDurationSeconds}`);
-  }
+  checkLease(req.leaseDurationSeconds);
+}
+
+function checkLease(seconds: number): void {
+  if (!Number.isInteger(seconds) || seconds < 1) throw new Error(`leaseDurationSeconds must be an integer >= 1, got ${seconds}`);
 }
