@@ -135,6 +135,51 @@ describe("zookeeper backend: nodes, tokens, watches, sessions", () => {
     }
   });
 
+  test("a lock only this session changes: its listings prove each new child's czxid, and another session's changes spoil the proof", async () => {
+    // A queue of five on a one-holder lock, served one by one: the holder leaves, the next one is granted, a new one
+    // joins at the back. Every other round, a plain client adds and deletes a child of its own just before the new
+    // one joins, so that listing cannot take the lock's pzxid for the new child's czxid and must read it.
+    const b = backend();
+    const { key, path } = newKey("ledger");
+    const zk = await rawClient();
+    const reads: string[] = [];
+    const client = requestsOf((b as unknown as { client: ZooKeeper }).client) as unknown as Record<string, (...args: unknown[]) => unknown>;
+    const read = client.a_get.bind(client);
+    client.a_get = (node: unknown, ...rest: unknown[]) => (reads.push(String(node)), read(node, ...rest));
+    let n = 0;
+    const join = async () => {
+      const req = request(key, `q${n++}`, { wait: true });
+      await b.tryAcquire(req);
+      return req;
+    };
+    try {
+      const queue = [await join()];
+      for (let i = 0; i < 4; i++) queue.push(await join());
+      const readsBefore = reads.length;
+      let foreign = 0;
+      for (let round = 0; round < 12; round++) {
+        const holder = queue.shift()!;
+        const hold = await b.tryAcquire(holder);
+        assert.ok(hold, `round ${round}: the head of the queue holds nothing`);
+        const { result: [children] } = await zkCall<[string[]]>((done) => zk.a_get_children(path, false, done));
+        const child = children.find((name) => name.startsWith(`h-${holder.holderId}-`));
+        const { result: [stat] } = await zkCall<[Stat]>((done) => zk.a_get(`${path}/${child}`, false, done));
+        assert.equal(hold.fencingToken, String(stat.czxid), `round ${round}: the token is not its child's czxid`);
+        assert.equal(await b.release(key, holder.holderId), true);
+        if (round % 2 === 1) {
+          const { result: [made] } = await zkCall<[string]>((done) => zk.a_create(`${path}/other-`, "", Z.ZOO_EPHEMERAL_SEQUENTIAL, done));
+          await zkCall((done) => zk.a_delete_(made, -1, done));
+          foreign++;
+        }
+        queue.push(await join());
+      }
+      // One read per join after another session's change; none after a round only this session changed the lock.
+      assert.deepEqual(reads.slice(readsBefore).length, foreign, `reads: ${reads.slice(readsBefore).join(", ")}`);
+    } finally {
+      zk.close();
+    }
+  });
+
   test("forget deletes the empty lock node at once; a node with a child stays (ZNOTEMPTY)", async () => {
     const b = backend();
     const { key, path } = newKey("forget");

@@ -11,8 +11,8 @@
  * order (Curator's InterProcessSemaphoreV2, the reference article's recipe). A child's rank only falls (new children
  * sort last), so a hold stays one and at most maxHolders are holds. tryAcquire re-attaches to the child carrying
  * the holderId (an earlier call, a create whose reply was lost, an operator restart, a waiter), else creates one
- * and lists in the same round trip (the listing's parent stat usually proves the new child's czxid: see enter);
- * a child ranked too far back is kept when the request waits (its place; it is stamped with a fresh acquireTime
+ * and lists in the same round trip (the listing's parent stat proves the new child's czxid on a fresh lock, or
+ * when only this session changed the lock's children since it last listed them: see enter); a child ranked too far back is kept when the request waits (its place; it is stamped with a fresh acquireTime
  * when it first holds) and deleted otherwise. The process remembers its children
  * (name, czxid), so a waiter woken for its turn lists in one round trip (its grant's acquireTime goes with the
  * first renewal), or in none when the one child ahead of it was seen deleted on its live session (sequence
@@ -97,6 +97,7 @@ import { FanOut } from "../kit/fan-out";
 import { splitQueue } from "../kit/queue-state";
 import { splitLockKey } from "../kit/lock-key";
 import { SecretFile } from "../kit/secret-file";
+import { ChildLedgers, type ListingStat } from "./ledger";
 import { LoopbackRelay } from "./relay";
 import { parseSession, type SessionStore, type ZooKeeperSession } from "./session";
 import { DEFAULT_REQUEST_TIMEOUT_MS, DEFAULT_ROOT, DEFAULT_SESSION_TIMEOUT_MS, DIGEST_CREDENTIALS } from "./settings";
@@ -136,7 +137,8 @@ export interface ZooKeeperBackendOptions {
 
 interface Child { name: string; holderId: string; seq: number }
 /** A lock node's children with its stat: cversion counts child creates and deletes, pzxid is the last one's zxid. */
-interface Listing { children: Child[]; cversion: number; pzxid: number }
+/** `lastChange`: see ChildLedgers.listing. */
+interface Listing { children: Child[]; cversion: number; pzxid: number; lastChange?: number }
 interface NodeData extends HolderInfo {
   maxHolders: number;
   leaseDurationSeconds: number;
@@ -196,6 +198,8 @@ export class ZooKeeperBackend implements LockBackend {
   private readonly queued = new Set<string>();
   /** Lock nodes last seen to exist (a missing one is created along with the first hold asked for on it). */
   private readonly lockNodes = new Set<string>();
+  /** This session's own child changes per lock, so that a listing can prove a new child's czxid (see enter). */
+  private readonly ledgers = new ChildLedgers<Requests>(LOCK_NODES_REMEMBERED);
   /** The client connects through it, so close() can cut the connection first (see LoopbackRelay). */
   private readonly relay: Promise<LoopbackRelay>;
   /** Set by lead(): whether this replica still leads (a handed-over session is used only then). */
@@ -557,15 +561,22 @@ export class ZooKeeperBackend implements LockBackend {
 
   /** The lock node's children and stat; no children (and a zero stat) when the node does not exist. */
   private async list(lock: string): Promise<Listing> {
-    const { rc, result } = await this.call(`list ${lock}`, (zk, done) => zk.a_get_children2(lock, false, done), [Z.ZNONODE]);
+    let lastChange: number | undefined;
+    const { rc, result } = await this.call(`list ${lock}`, (zk, done) => {
+      const answered = this.ledgers.listing(zk, lock);
+      return zk.a_get_children2(lock, false, (code: number, error: unknown, ...result: unknown[]) => {
+        lastChange = answered(code === Z.ZOK ? (result[1] as ListingStat) : undefined);
+        done(code, error, ...result);
+      });
+    }, [Z.ZNONODE]);
     if (rc === Z.ZNONODE) {
       this.lockNodes.delete(lock);
       return { children: [], cversion: 0, pzxid: 0 };
     }
     if (this.lockNodes.size >= LOCK_NODES_REMEMBERED) this.lockNodes.clear(); // forgetting costs one create each
     this.lockNodes.add(lock);
-    const { cversion, pzxid } = result[1] as { cversion: number; pzxid: number };
-    return { children: parseChildren(result[0] as string[]), cversion, pzxid };
+    const { cversion, pzxid } = result[1] as ListingStat;
+    return { children: parseChildren(result[0] as string[]), cversion, pzxid, lastChange };
   }
 
   private async read(path: string): Promise<Node | undefined> {
@@ -575,8 +586,26 @@ export class ZooKeeperBackend implements LockBackend {
     return { czxid: stat.czxid, version: stat.version, ephemeralOwner: String(stat.ephemeralOwner), data: parseData(result[1]) };
   }
 
+  /** Deletes a child of a lock node; true when it existed. */
   private async remove(path: string): Promise<boolean> {
-    return (await this.call(`delete ${path}`, (zk, done) => zk.a_delete_(path, -1, done), [Z.ZNONODE])).rc === Z.ZOK;
+    const lock = path.slice(0, path.lastIndexOf("/"));
+    const invoke = (zk: Requests, done: Done) => zk.a_delete_(path, -1, this.noted(zk, lock, -1, done).done);
+    return (await this.call(`delete ${path}`, invoke, [Z.ZNONODE])).rc === Z.ZOK;
+  }
+
+  /**
+   * A create (`effect` +1) or delete (-1) of a child of `lock` is being sent on `zk`: the ledger learns what it did
+   * from the reply `done` is wrapped for (ZNONODE: nothing; any other failure: unknown). Returns the change's index.
+   */
+  private noted(zk: Requests, lock: string, effect: number, done: Done): { index: number; done: Done } {
+    const { index, settle } = this.ledgers.changing(zk, lock);
+    return {
+      index,
+      done: (rc, error, ...result) => {
+        settle(rc === Z.ZOK ? effect : rc === Z.ZNONODE ? 0 : Number.NaN);
+        done(rc, error, ...result);
+      },
+    };
   }
 
   /**
@@ -586,10 +615,12 @@ export class ZooKeeperBackend implements LockBackend {
    * its place and the new one is deleted. `listed` is undefined when the listing cannot rank the child (the
    * create had to be sent again, after the lock node was made): the caller lists.
    *
-   * `node` spares the read of the new child's czxid when the listing proves it: a sequential child is named after
-   * its parent's cversion, which each child create or delete then raises by one, and the parent's pzxid is the
-   * zxid of the last of them. A listing with cversion = seq + 1 saw no child change after ours, so its pzxid is
-   * our child's czxid (always so on a lock nobody else touched meanwhile).
+   * `node` spares the read of the new child's czxid when the listing proves that this create was the last child
+   * change before it, so that its pzxid (the zxid of the last child change) is that czxid. Either proof does:
+   * - the listing's cversion (the number of child creates and deletes) is seq + 1: a sequential child is numbered
+   *   by the creates before it, so no child was ever deleted and none created after ours (a fresh lock);
+   * - the ledger (ChildLedgers): every child change since this session's previous listing of the lock was this
+   *   session's own, and this create the last of them (a lock only this operator's session changes).
    */
   private async enter(lock: string, req: AcquireRequest): Promise<{ name: string; listed?: Child[]; node?: Node }> {
     const [lockNode, creating, listing] = await Promise.allSettled([
@@ -601,13 +632,14 @@ export class ZooKeeperBackend implements LockBackend {
       if (creating.status === "fulfilled") await this.remove(`${lock}/${creating.value.child.name}`).catch(() => undefined);
       throw (failed as PromiseRejectedResult).reason;
     }
-    const [{ child: created, data }, { children: listed, cversion, pzxid }] = [creating.value, listing.value];
+    const [{ child: created, data, change }, { children: listed, cversion, pzxid, lastChange }] = [creating.value, listing.value];
     this.lockNodes.add(lock);
     const earlier = listed.find((c) => c.holderId === req.holderId && c.seq < created.seq);
     if (earlier) await this.remove(`${lock}/${created.name}`);
     const ranked = listed.some((c) => c.name === created.name);
     const kept = earlier ? listed.filter((c) => c.name !== created.name) : listed;
-    const proven = ranked && !earlier && cversion === created.seq + 1 && this.sessionId !== undefined;
+    const last = cversion === created.seq + 1 || lastChange === change;
+    const proven = ranked && !earlier && last && this.sessionId !== undefined;
     const node = proven ? { czxid: pzxid, version: 0, ephemeralOwner: this.sessionId!, data } : undefined;
     return { name: (earlier ?? created).name, listed: ranked ? kept : undefined, node };
   }
@@ -646,17 +678,22 @@ export class ZooKeeperBackend implements LockBackend {
     return removed;
   }
 
-  private async createHold(lock: string, req: AcquireRequest): Promise<{ child: Child; data: NodeData }> {
+  private async createHold(lock: string, req: AcquireRequest): Promise<{ child: Child; data: NodeData; change: number }> {
     const data = holdData(req, this.now());
     const prefix = `${lock}/h-${encodeSegment(req.holderId)}-`;
     // The lock node may be missing, or reaped between creating it and its first child: a few attempts.
     for (let attempt = 0; attempt < 4; attempt++) {
-      const { rc, result } = await this.call(`create ${prefix}`, (zk, done) => zk.a_create(prefix, JSON.stringify(data), Z.ZOO_EPHEMERAL_SEQUENTIAL, done), [Z.ZNONODE]);
+      let change = 0;
+      const { rc, result } = await this.call(`create ${prefix}`, (zk, done) => {
+        const noted = this.noted(zk, lock, +1, done);
+        change = noted.index;
+        return zk.a_create(prefix, JSON.stringify(data), Z.ZOO_EPHEMERAL_SEQUENTIAL, noted.done);
+      }, [Z.ZNONODE]);
       if (rc === Z.ZOK) {
         const path = result[0] as string;
         if (this.auth) await this.protect(path);
         const name = path.slice(lock.length + 1);
-        return { child: { name, holderId: req.holderId, seq: Number(name.slice(-10)) }, data };
+        return { child: { name, holderId: req.holderId, seq: Number(name.slice(-10)) }, data, change };
       }
       await this.createNode(lock);
     }
