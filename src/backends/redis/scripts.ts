@@ -56,6 +56,20 @@ local function touch()
   if last <= now then redis.call('DEL', KEYS[2]) return end
   for i = 1, queue and 4 or 2 do redis.call('PEXPIRE', KEYS[i], last - now) end
 end
+-- A new hold of ARGV[2] (HolderInfo JSON ARGV[5], lease ARGV[4] ms): the fencing counter (KEYS[5]) first raised to
+-- the caller's floor ARGV[6], a missing one started from the server's clock; its JSON.
+local function grant()
+  local counter = tonumber(redis.call('GET', KEYS[5]) or string.format('%d', nowUs))
+  local floor = tonumber(ARGV[6])
+  if floor > counter then counter = floor end
+  local token = string.format('%d', counter + 1)
+  redis.call('SET', KEYS[5], token)
+  local at = string.format('%d', now)
+  local hold = string.sub(ARGV[5], 1, -2) .. ',"fencingToken":"' .. token .. '","acquireTime":"' .. at .. '","renewTime":"' .. at .. '"}'
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), ARGV[2])
+  redis.call('HSET', KEYS[2], ARGV[2], hold)
+  return hold
+end
 -- "<what> turn: <ids>" names the waiters that may take a slot now (the first maxHolders - holds of the queue;
 -- maxHolders as the head entry recorded it); a bare "<what>" (an entry without it) wakes every waiter.
 local function publish(what)
@@ -81,6 +95,14 @@ end
  * clock (microseconds), so a counter lost with Redis's data hands out no old token again, in this cluster or another.
  */
 export const ACQUIRE = `${PRELUDE}
+-- A lock nobody holds or waits for (its keys expired or never made): nothing to purge, nobody ahead. (ZCARD, not
+-- EXISTS: the commands scripts call are the ACL users are given, see acl.ts.)
+if redis.call('ZCARD', KEYS[1]) == 0 and redis.call('ZCARD', KEYS[3]) == 0 then
+  local hold = grant()
+  for i = 1, 2 do redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[4])) end
+  redis.call('PUBLISH', ARGV[1], 'acquire turn:')
+  return hold
+end
 local changed = purge()
 local result = false
 local id = ARGV[2]
@@ -90,21 +112,11 @@ else
   local rank = redis.call('ZRANK', KEYS[3], id)
   local ahead = rank or redis.call('ZCARD', KEYS[3])
   if redis.call('ZCARD', KEYS[1]) + ahead < tonumber(ARGV[3]) then
-    local hold = cjson.decode(ARGV[5])
-    local counter = tonumber(redis.call('GET', KEYS[5]) or string.format('%d', nowUs))
-    local floor = tonumber(ARGV[6])
-    if floor > counter then counter = floor end
-    hold.fencingToken = string.format('%d', counter + 1)
-    redis.call('SET', KEYS[5], hold.fencingToken)
-    hold.acquireTime = string.format('%d', now)
-    hold.renewTime = hold.acquireTime
-    result = cjson.encode(hold)
+    result = grant()
     if rank then
       redis.call('ZREM', KEYS[3], id)
       redis.call('ZREM', KEYS[4], id)
     end
-    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), id)
-    redis.call('HSET', KEYS[2], id, result)
     changed = true
   elseif ARGV[7] == '1' then
     local entry = cjson.decode(ARGV[5])
@@ -140,6 +152,16 @@ return result`;
  * entry. Returns 1 when a hold was removed, else 0.
  */
 export const RELEASE = `${PRELUDE}
+-- Nobody waits: the hold goes without a purge (expired holds of others stay until a script that needs them gone runs),
+-- and the keys keep their expiry (the longest hold's, perhaps this one's: they vanish a little later).
+if redis.call('ZCARD', KEYS[3]) == 0 then
+  local expiry = redis.call('ZSCORE', KEYS[1], ARGV[2])
+  if not expiry then return 0 end
+  redis.call('ZREM', KEYS[1], ARGV[2])
+  redis.call('HDEL', KEYS[2], ARGV[2])
+  redis.call('PUBLISH', ARGV[1], 'release turn:')
+  return tonumber(expiry) > now and 1 or 0
+end
 local changed = purge()
 local removed = redis.call('ZREM', KEYS[1], ARGV[2])
 local withdrawn = redis.call('ZREM', KEYS[3], ARGV[2])
