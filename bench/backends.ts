@@ -6,7 +6,7 @@ import { randomBytes } from "node:crypto";
 import * as k8s from "@kubernetes/client-node";
 import type { BenchContext } from "./context";
 import { contended, uncontended, type Subject } from "./backend/harness";
-import { redisServerTime, redisSubjects, waitReplicasCost } from "./backend/redis";
+import { redisFloorSubject, redisServerTime, redisSubjects, waitReplicasCost } from "./backend/redis";
 import { etcdSubjects } from "./backend/etcd";
 import { zookeeperSubjects } from "./backend/zookeeper";
 import { kubernetesSubjects } from "./backend/kubernetes";
@@ -66,9 +66,12 @@ export async function backendBenchmarks(ctx: BenchContext): Promise<void> {
         ctx.log(`backends: ${backend}: run ${r + 1}/${ctx.runs} done`);
       }
       if (backend === "redis") {
-        const split = await redisServerTime(v.KUBELOCK_TEST_REDIS_URL, subjects, (s) => key(s, "t"));
+        const floor = redisFloorSubject(v.KUBELOCK_TEST_REDIS_URL);
+        const split = await redisServerTime(v.KUBELOCK_TEST_REDIS_URL, [...subjects, floor], (s) => key(s, "t")).finally(() => floor.close());
         ctx.findings.push(`1 redis: where the uncontended time goes (INFO commandstats over 500 grants each, top-level commands only): ${split}. ` +
-          "Ours' two scripts run purge/ZSET/HASH/INCR/PEXPIRE/PUBLISH and cjson inside Redis; the rest of the gap is client-side (JSON, ioredis script arguments).");
+          "Ours' acquire script on a lock nobody holds or waits for checks both, raises the fencing counter, records the hold (ZSET and HASH), " +
+          "sets both keys' expiry and publishes; its release (nobody waiting) removes the hold and publishes. The floor is a fenced hold with " +
+          "its holder record and an event, and nothing more, in one script each way; the rest of the gap is client-side (ioredis script arguments).");
         ctx.findings.push(`1 redis: the cost of waitReplicas (a grant returned only once a replica acknowledged it; Sentinel, one master and one replica): ${await waitReplicasCost(ctx.kubeConfig)}.`);
       }
       subjects.forEach((subject, s) => results.push({

@@ -48,6 +48,41 @@ export async function redisSubjects(url: string, kubeConfig: KubeConfig): Promis
 }
 
 /**
+ * The least a fenced, observable hold needs, as one script each way on raw ioredis: acquire = the fencing counter's
+ * INCR and SET NX PX of the hold's JSON carrying its token (what holders() reads); release = an owner-checked DEL and a
+ * PUBLISH (what wakes a watcher). No queue, no purge, no floor: it bounds from below what a grant of ours can cost.
+ */
+const FLOOR_ACQUIRE = `local token = redis.call("INCR", KEYS[2])
+local hold = string.sub(ARGV[1], 1, -2) .. ',"fencingToken":"' .. token .. '"}'
+if redis.call("SET", KEYS[1], hold, "PX", ARGV[2], "NX") then return hold end
+return false`;
+const FLOOR_RELEASE = `local hold = redis.call("GET", KEYS[1])
+if not hold or not string.find(hold, ARGV[1], 1, true) then return 0 end
+redis.call("DEL", KEYS[1])
+redis.call("PUBLISH", KEYS[1], "release")
+return 1`;
+
+/** The floor above as a subject (bench 1's finding on where the uncontended time goes, not its table). */
+export function redisFloorSubject(url: string): Subject {
+  const client = new Redis(url);
+  client.defineCommand("floorAcquire", { numberOfKeys: 2, lua: FLOOR_ACQUIRE });
+  client.defineCommand("floorRelease", { numberOfKeys: 1, lua: FLOOR_RELEASE });
+  const scripts = client as unknown as { floorAcquire(...a: (string | number)[]): Promise<string | null>; floorRelease(k: string, id: string): Promise<number> };
+  return {
+    role: "raw",
+    label: "floor: one script each way (INCR + SET NX PX of the hold's JSON; owner-checked DEL + PUBLISH)",
+    async tryAcquire(key) {
+      const holderId = randomUUID();
+      const info = JSON.stringify({ holderId, claim: "bench", holderIdentity: "bench", cluster: "" });
+      const hold = await scripts.floorAcquire(`floor:${key}`, `floor:${key}:fencing`, info, TTL_MS);
+      if (hold) JSON.parse(hold);
+      return hold ? async () => void (await scripts.floorRelease(`floor:${key}`, holderId)) : undefined;
+    },
+    close: async () => void (await client.quit()),
+  };
+}
+
+/**
  * Redis's own accounting (INFO commandstats) of server time per grant for each subject: RESETSTAT, `ops`
  * uncontended grants, read back. Separates time spent inside Redis (Lua scripts) from client-side time.
  */
@@ -55,6 +90,7 @@ export async function redisServerTime(url: string, subjects: Subject[], keys: (s
   const admin = new Redis(url);
   try {
     const parts: string[] = [];
+    const perGrant = new Map<string, number>();
     for (const [s, subject] of subjects.entries()) {
       if (subject.modes && !subject.modes.includes("uncontended")) continue;
       await admin.config("RESETSTAT");
@@ -67,9 +103,13 @@ export async function redisServerTime(url: string, subjects: Subject[], keys: (s
         // Top-level commands only: a script's inner calls are counted in its EVALSHA too.
         if (m && ["evalsha", "eval", "set", "get", "del"].includes(m[1])) serverUs += Number(m[2]);
       }
-      parts.push(`${subject.role} ${fmtUs(serverUs / ops)} µs in Redis of ${fmtUs(clientUs)} µs per grant`);
+      const name = subject.label.startsWith("floor") ? "floor" : subject.role;
+      if (!perGrant.has(name)) perGrant.set(name, clientUs);
+      parts.push(`${name} ${fmtUs(serverUs / ops)} µs in Redis of ${fmtUs(clientUs)} µs per grant`);
     }
-    return parts.join(", ");
+    const [ours, raw, floor] = ["ours", "raw", "floor"].map((name) => perGrant.get(name));
+    const ratios = ours && raw && floor ? ` (per grant: floor ${(floor / raw).toFixed(2)}× raw, ours ${(ours / floor).toFixed(2)}× floor)` : "";
+    return parts.join(", ") + ratios;
   } finally {
     admin.disconnect();
   }
