@@ -1,8 +1,9 @@
 /**
  * The watch fallback of a backend whose holds can vanish with nothing anyone hears of (expiry on the server
  * writes no event): every `everyMs`, the key's holders are read, and `changed()` is called when they differ
- * from the previous read (the first read only records). A failed read is skipped: the backend's reconnect
- * wakes its watchers anyway.
+ * from the previous read. The first read calls it too: the watcher read the holders itself before it started
+ * the watch, and a change in between (a hold released or expired just then) would otherwise never be told. A
+ * failed read is skipped: the backend's reconnect wakes its watchers anyway.
  */
 import type { Hold } from "../backend";
 
@@ -22,7 +23,7 @@ export class HoldersPoll {
   private async poll(): Promise<void> {
     try {
       const seen = (await this.read()).map((h) => `${h.holderId}:${h.fencingToken}`).join(",");
-      if (this.seen !== undefined && this.seen !== seen) this.changed();
+      if (this.seen !== seen) this.changed();
       this.seen = seen;
     } catch {
       // unreachable now: the next read, or the backend's reconnect, tells

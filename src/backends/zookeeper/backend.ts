@@ -183,7 +183,9 @@ export class ZooKeeperBackend implements LockBackend {
    */
   private readonly watches = new FanOut<KeyWatch>((path) => {
     const watch: KeyWatch = { path, generation: 0 };
-    queueMicrotask(() => this.arm(watch));
+    // The first listing tells the listeners too: they read the lock before they watched it, and a change in
+    // between would otherwise go unseen.
+    queueMicrotask(() => this.arm(watch, true));
     return watch;
   }, undefined, async (key) => (await this.children(this.lockPath(key))).map((c) => c.holderId));
   private readonly busy = new Map<string, Promise<unknown>>();
