@@ -30,7 +30,7 @@ export async function backendBenchmarks(ctx: BenchContext): Promise<void> {
     ["redis", () => redisSubjects(v.KUBELOCK_TEST_REDIS_URL, ctx.kubeConfig), ops("redis", 1000), "bench"],
     ["etcd", () => etcdSubjects(v.KUBELOCK_TEST_ETCD_ENDPOINT, ctx.kubeConfig), ops("etcd", 200), "bench"],
     ["zookeeper", () => zookeeperSubjects(v.KUBELOCK_TEST_ZOOKEEPER_CONNECT, ctx.kubeConfig), ops("zookeeper", 640), "bench"],
-    ["kubernetes", () => kubernetesSubjects(ctx.kubeConfig), ops("kubernetes", 60), namespace],
+    ["kubernetes", () => kubernetesSubjects(ctx.kubeConfig), ops("kubernetes", 240), namespace],
   ];
   const selected = new Set((process.env.BENCH_BACKENDS ?? "redis,etcd,zookeeper,kubernetes").split(","));
   const results: Measured[] = [];
