@@ -26,7 +26,7 @@ type Effect = number;
 class Ledger {
   /** This session's child changes sent since `latest` was sent: global index and effect, in send order. */
   private readonly changes: { index: number; effect: Effect }[] = [];
-  /** The latest listing answered with a stat, and how many of `changes` were sent before it. */
+  /** The latest listing answered with a stat, and the index of the last change (of any lock) sent before it. */
   private latest?: { stat: ListingStat; lastIndex: number };
 
   sending(index: number): (effect: Effect) => void {
