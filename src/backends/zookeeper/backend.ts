@@ -12,8 +12,9 @@
  * sort last), so a hold stays one and at most maxHolders are holds. tryAcquire re-attaches to the child carrying
  * the holderId (an earlier call, a create whose reply was lost, an operator restart, a waiter), else creates one
  * and lists in the same round trip (the listing's parent stat proves the new child's czxid on a fresh lock, or
- * when only this session changed the lock's children since it last listed them: see enter); a child ranked too far back is kept when the request waits (its place; it is stamped with a fresh acquireTime
- * when it first holds) and deleted otherwise. The process remembers its children
+ * when only this session changed the lock's children since it last listed them: see enter); a child ranked too
+ * far back is kept when the request waits (its place; it is stamped with a fresh acquireTime when it first
+ * holds) and deleted otherwise. The process remembers its children
  * (name, czxid), so a waiter woken for its turn lists in one round trip (its grant's acquireTime goes with the
  * first renewal), or in none when the one child ahead of it was seen deleted on its live session (sequence
  * numbers only grow, so nothing ranks before it again), and a hold it granted is released by one delete. Each
@@ -136,8 +137,10 @@ export interface ZooKeeperBackendOptions {
 }
 
 interface Child { name: string; holderId: string; seq: number }
-/** A lock node's children with its stat: cversion counts child creates and deletes, pzxid is the last one's zxid. */
-/** `lastChange`: see ChildLedgers.listing. */
+/**
+ * A lock node's children with its stat: cversion counts child creates and deletes, pzxid is the last one's zxid;
+ * `lastChange` as ChildLedgers.listing returns it.
+ */
 interface Listing { children: Child[]; cversion: number; pzxid: number; lastChange?: number }
 interface NodeData extends HolderInfo {
   maxHolders: number;
