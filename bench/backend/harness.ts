@@ -11,8 +11,8 @@ import { now, sleep, type RunResult } from "../lib/stats";
 export type Release = () => Promise<void>;
 
 export interface Subject {
-  /** "ours", "raw" or "peer". */
-  role: "ours" | "raw" | "peer";
+  /** "ours", "raw" or "peer"; "floor": the least a recipe like ours needs (a finding's baseline, not in the tables). */
+  role: "ours" | "raw" | "peer" | "floor";
   /** What it is, for the table: e.g. "redlock 5.0.0-beta.2". */
   label: string;
   /** One attempt, never waiting: a release function when the key was taken, undefined when it is held. */

@@ -69,8 +69,8 @@ export function redisFloorSubject(url: string): Subject {
   client.defineCommand("floorRelease", { numberOfKeys: 1, lua: FLOOR_RELEASE });
   const scripts = client as unknown as { floorAcquire(...a: (string | number)[]): Promise<string | null>; floorRelease(k: string, id: string): Promise<number> };
   return {
-    role: "raw",
-    label: "floor: one script each way (INCR + SET NX PX of the hold's JSON; owner-checked DEL + PUBLISH)",
+    role: "floor",
+    label: "one script each way (INCR + SET NX PX of the hold's JSON; owner-checked DEL + PUBLISH)",
     async tryAcquire(key) {
       const holderId = randomUUID();
       const info = JSON.stringify({ holderId, claim: "bench", holderIdentity: "bench", cluster: "" });
@@ -103,9 +103,8 @@ export async function redisServerTime(url: string, subjects: Subject[], keys: (s
         // Top-level commands only: a script's inner calls are counted in its EVALSHA too.
         if (m && ["evalsha", "eval", "set", "get", "del"].includes(m[1])) serverUs += Number(m[2]);
       }
-      const name = subject.label.startsWith("floor") ? "floor" : subject.role;
-      if (!perGrant.has(name)) perGrant.set(name, clientUs);
-      parts.push(`${name} ${fmtUs(serverUs / ops)} µs in Redis of ${fmtUs(clientUs)} µs per grant`);
+      if (!perGrant.has(subject.role)) perGrant.set(subject.role, clientUs);
+      parts.push(`${subject.role} ${fmtUs(serverUs / ops)} µs in Redis of ${fmtUs(clientUs)} µs per grant`);
     }
     const [ours, raw, floor] = ["ours", "raw", "floor"].map((name) => perGrant.get(name));
     const ratios = ours && raw && floor ? ` (per grant: floor ${(floor / raw).toFixed(2)}× raw, ours ${(ours / floor).toFixed(2)}× floor)` : "";
