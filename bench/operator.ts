@@ -33,14 +33,19 @@ export function operatorConfig(ctx: BenchContext, keyPrefix: string): string {
 export async function operatorNamespace(
   ctx: BenchContext,
   prefix: string,
-  options: { nodeFlags?: string[]; root?: string; compiled?: boolean; prepare?: (api: Api) => Promise<void>; syncTimeoutMs?: number } = {},
+  options: {
+    nodeFlags?: string[]; root?: string; compiled?: boolean; prepare?: (api: Api) => Promise<void>; syncTimeoutMs?: number;
+    /** Called for every claim event from before the operator starts (a listener added later can miss its first grants). */
+    onClaimEvent?: Parameters<ClaimWatch["on"]>[0];
+  } = {},
 ): Promise<OperatorNamespace> {
-  const { nodeFlags, root, compiled, prepare, syncTimeoutMs } = options;
+  const { nodeFlags, root, compiled, prepare, syncTimeoutMs, onClaimEvent } = options;
   if (compiled) ensureBuilt(ctx);
   const namespace = await createNamespace(prefix, ctx.kubeConfig);
   await prepare?.(new Api(namespace, ctx.kubeConfig));
   const watch = new ClaimWatch(namespace, ctx.kubeConfig); // before the operator: it sees every grant
   await watch.start();
+  if (onClaimEvent) watch.on(onClaimEvent);
   const before = new Set(children());
   const config = operatorConfig(ctx, prefix);
   const operator = nodeFlags || root || compiled ? await spawnOperator(namespace, config, nodeFlags ?? [], root, compiled, undefined, syncTimeoutMs) : await startOperator({ namespace, config });

@@ -30,11 +30,20 @@ export async function scaleBenchmark(ctx: BenchContext): Promise<void> {
   let start = 0;
   // Listing takes time linear in N (about 0.1 ms per object here, in pages of 500): 60 s, or 2 ms per lock beyond that.
   const syncTimeoutMs = Math.max(60_000, 2 * n);
+  const granted = new Set<string>();
+  let last = 0;
+  let converged = () => {};
+  const all = new Promise<void>((resolve) => (converged = resolve));
   const op = await operatorNamespace(ctx, "bench-scale", {
     compiled: true,
     nodeFlags: ["--trace-gc"], // one line per GC: what the JavaScript heap holds, to explain the RSS
-
     syncTimeoutMs,
+    onClaimEvent: (type, claim, at) => {
+      if (type === "DELETED" || claim.status?.phase !== "Granted" || granted.has(claim.metadata.name)) return;
+      granted.add(claim.metadata.name);
+      last = at;
+      if (granted.size === n) converged();
+    },
     prepare: async (api) => {
       const t0 = now();
       await pool(n, 16, (i) => api.createLock(`lock-${i}`, { backend, leaseDurationSeconds: LEASE_SECONDS }));
@@ -46,19 +55,6 @@ export async function scaleBenchmark(ctx: BenchContext): Promise<void> {
   });
   try {
     const syncedMs = now() - start;
-    const granted = new Set<string>();
-    let last = 0;
-    let converged = () => {};
-    const all = new Promise<void>((resolve) => (converged = resolve));
-    const see = (name: string, at: number) => {
-      if (granted.has(name)) return;
-      granted.add(name);
-      last = at;
-      if (granted.size === n) converged();
-    };
-    op.watch.on((type, claim, at) => {
-      if (type !== "DELETED" && claim.status?.phase === "Granted") see(claim.metadata.name, at);
-    });
     const timeoutMs = envInt("BENCH_SCALE_TIMEOUT_MS", 1_800_000);
     let timer: NodeJS.Timeout | undefined;
     const progress = setInterval(() => ctx.log(`scale: ${granted.size}/${n} granted after ${fmt((now() - start) / 1000, 0)} s`), 30_000);
