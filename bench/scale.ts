@@ -1,11 +1,13 @@
 /**
  * Benchmark 4: scale. N locks and N claims (one per lock; N = 10,000 by default) exist before the operator
  * starts; time from starting it until every claim is observed Granted, its peak RSS (VmHWM), and its CPU,
- * API requests and Redis commands while nothing changes afterwards. Then the operator is restarted: a fresh
+ * API requests and Redis commands while nothing changes afterwards (measured once every lock has had its first
+ * status report due, STATUS_REPORT_MS after its grant: the steady state, not the quiet just after the grants). Then the operator is restarted: a fresh
  * one finds N Granted holds and is ready only once each has had a first renewal (its "caches synced" line
  * says how long those took). The operator runs from dist/ (the compiled JavaScript the container image runs),
  * with the image's Node.js flags (the Dockerfile's ENTRYPOINT).
  */
+import { createHash } from "node:crypto";
 import { join } from "node:path";
 import * as k8s from "@kubernetes/client-node";
 import type { BenchContext } from "./context";
@@ -15,6 +17,11 @@ import Redis from "ioredis";
 import { cpuSeconds, procStatusKb as status } from "./lib/proc";
 import { envInt, fmt, now, sleep } from "./lib/stats";
 import { imageCommand, operatorConfig, operatorNamespace, spawnOperator } from "./operator";
+import * as scripts from "../src/backends/redis/scripts";
+import { STATUS_REPORT_MS } from "../src/api/types";
+
+/** How long MONITOR samples which scripts the idle operator runs (after the idle window: MONITOR slows Redis). */
+const MIX_MS = 3000;
 
 /**
  * The locks' leaseDurationSeconds (BENCH_SCALE_LEASE_SECONDS, default 30, the locks' own default): each hold is
@@ -25,7 +32,7 @@ const LEASE_SECONDS = envInt("BENCH_SCALE_LEASE_SECONDS", 30);
 export async function scaleBenchmark(ctx: BenchContext): Promise<void> {
   const n = envInt("BENCH_SCALE_N", 10_000);
   const backend = process.env.BENCH_SCALE_BACKEND ?? "redis";
-  const idleMs = envInt("BENCH_SCALE_IDLE_MS", 10_000);
+  const idleMs = envInt("BENCH_SCALE_IDLE_MS", 30_000);
   let createMs = 0;
   let start = 0;
   // Listing takes time linear in N (about 0.1 ms per object here, in pages of 500): 60 s, or 2 ms per lock beyond that.
@@ -68,7 +75,10 @@ export async function scaleBenchmark(ctx: BenchContext): Promise<void> {
     ctx.log(`scale: converged in ${fmt(convergeMs / 1000, 1)} s`);
     if (!op.pid) throw new Error("could not find the operator's process id");
     const cpuAtConverged = cpuSeconds(op.pid);
-    await sleep(1000); // let the last writes settle
+    // Idle is the steady state: every lock's first status report (STATUS_REPORT_MS after its grant) has fallen due.
+    const settleMs = envInt("BENCH_SCALE_SETTLE_MS", STATUS_REPORT_MS + 30_000);
+    ctx.log(`scale: measuring idle cost after ${fmt(settleMs / 1000, 0)} s`);
+    await sleep(settleMs);
     const redis = new Redis(ctx.variables.KUBELOCK_TEST_REDIS_URL, { lazyConnect: true });
     await redis.connect();
     // Script calls only: INFO commandstats also counts every command a script runs inside Redis.
@@ -81,6 +91,7 @@ export async function scaleBenchmark(ctx: BenchContext): Promise<void> {
     const idleCpu = cpuSeconds(op.pid) - cpuBefore;
     const idleRedis = (await redisCalls()) - redisBefore;
     redis.disconnect();
+    const mix = await scriptMix(ctx.variables.KUBELOCK_TEST_REDIS_URL, MIX_MS);
     const idleRequests = difference(requestsBefore, await apiRequestCounts(ctx.kubeConfig));
     const hwm = status(op.pid, "VmHWM");
     const heap = fullGcHeap(op.operator.output());
@@ -115,8 +126,8 @@ export async function scaleBenchmark(ctx: BenchContext): Promise<void> {
     ctx.findings.push(`4 scale: ${n} locks converged in ${fmt(convergeMs / 1000, 0)} s (${fmt(n / (convergeMs / 1000), 1)} grants/s), peak RSS ${fmt(hwm / 1024, 0)} MiB` +
       (heap ? ` (the JavaScript heap held at most ${fmt(heap.liveMiB, 0)} MiB live after a full collection, ${fmt((heap.liveMiB * 1024) / (2 * n), 1)} KiB per lock or claim: ` +
         "the caches' objects and the per-hold state; the rest is V8's reserved headroom, code and buffers)" : "") + ", " +
-      `${lost} claims Lost. Idle after convergence: ${fmt((100 * idleCpu) / (idleMs / 1000), 1)}% of one core, ${fmt(idleTotal / (idleMs / 1000), 1)} API requests/s and ` +
-      `${fmt(idleRedis / (idleMs / 1000), 0)} Redis script calls/s, against ${fmt(renewalsPerSecond, 0)}/s backend renewals that ${n} holds with a ${LEASE_SECONDS} s lease need ` +
+      `${lost} claims Lost. Idle (${fmt(settleMs / 1000, 0)} s after convergence, for ${idleMs / 1000} s): ${fmt((100 * idleCpu) / (idleMs / 1000), 1)}% of one core, ${fmt(idleTotal / (idleMs / 1000), 1)} API requests/s and ` +
+      `${fmt(idleRedis / (idleMs / 1000), 0)} Redis script calls/s (by script: ${mix}), against ${fmt(renewalsPerSecond, 0)}/s backend renewals that ${n} holds with a ${LEASE_SECONDS} s lease need ` +
       "(one per hold per third of its lease: the cost of keeping TTL-based holds alive, done by the renewer without reconciles)" +
       (idleTotal === 0 ? "; no API request while nothing changes." : `; API requests while idle: ${[...idleRequests].map(([k, v]) => `${k} ${v}`).join(", ")} (lock status reports of renewals: at most one per lock per 5 minutes, and 20 a second in all).`));
     const image = imageCommand(join(__dirname, ".."));
@@ -139,9 +150,10 @@ export async function scaleBenchmark(ctx: BenchContext): Promise<void> {
         ? `at most ${fmt(heap.liveMiB, 0)} MiB live (${fmt((heap.liveMiB * 1024) / (2 * n), 1)} KiB per lock or claim), after the last ${fmt(heap.lastLiveMiB, 0)} MiB; ` +
           `at most ${fmt(heap.committedMiB, 0)} MiB reserved for it; ${heap.count} full collections`
         : "no full collection ran"],
-      [`operator CPU while idle after convergence (${idleMs / 1000} s)`, `${fmt(idleCpu, 2)} s = ${fmt((100 * idleCpu) / (idleMs / 1000), 1)}% of one core`],
+      [`operator CPU while idle (${idleMs / 1000} s, from ${fmt(settleMs / 1000, 0)} s after convergence)`, `${fmt(idleCpu, 2)} s = ${fmt((100 * idleCpu) / (idleMs / 1000), 1)}% of one core`],
       [`API requests while idle (${idleMs / 1000} s)`, `${fmt(idleTotal / (idleMs / 1000), 1)}/s: ${[...idleRequests].map(([k, v]) => `${k} ${v}`).join(", ") || "none"}`],
       [`Redis script calls (EVALSHA) while idle (${idleMs / 1000} s; INFO commandstats, all clients)`, `${fmt(idleRedis / (idleMs / 1000), 0)}/s (renewals expected: ${fmt(renewalsPerSecond, 0)}/s)`],
+      [`Redis script calls by script, sampled with MONITOR for ${MIX_MS / 1000} s after the idle window`, mix],
       ["claims by phase at the end", phases],
       ["Events in the namespace by reason (whole run)", reasons],
     ]);
@@ -167,4 +179,22 @@ function fullGcHeap(output: string): { liveMiB: number; lastLiveMiB: number; com
   if (runs.length === 0) return undefined;
   // V8 prints MB meaning MiB (2^20 bytes).
   return { liveMiB: Math.max(...runs.map((r) => r.live)), lastLiveMiB: runs[runs.length - 1].live, committedMiB: Math.max(...runs.map((r) => r.committed)), count: runs.length };
+}
+
+/** Script calls a second by script (EVALSHA by SHA-1 of src/backends/redis/scripts.ts's scripts), sampled with MONITOR. */
+async function scriptMix(url: string, ms: number): Promise<string> {
+  const names = new Map(Object.entries(scripts).filter(([, lua]) => typeof lua === "string")
+    .map(([name, lua]) => [createHash("sha1").update(lua as string).digest("hex"), name]));
+  const redis = new Redis(url);
+  const counts = new Map<string, number>();
+  const monitor = await redis.monitor();
+  monitor.on("monitor", (_time: string, args: string[]) => {
+    if (args[0]?.toLowerCase() !== "evalsha") return;
+    const name = names.get(args[1]) ?? "other";
+    counts.set(name, (counts.get(name) ?? 0) + 1);
+  });
+  await sleep(ms);
+  monitor.disconnect();
+  redis.disconnect();
+  return [...counts].sort((a, b) => b[1] - a[1]).map(([name, n]) => `${name} ${fmt(n / (ms / 1000), 0)}/s`).join(", ") || "none";
 }
