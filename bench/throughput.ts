@@ -89,7 +89,7 @@ export async function throughputBenchmark(ctx: BenchContext): Promise<void> {
       `200 grants/s would need it to serve ~${fmt(200 * total, 0)} requests/s. Per grant: ${fmt(per("PATCH lockclaims/status"), 1)} claim status patches ` +
       "(Granted; Pending only for a claim still waiting a quarter of a second after it arrived; place moves batched every 2 s per lock; none for a deleted claim), " +
       `${fmt(per("PATCH distributedlocks/status"), 1)} lock status patches (the fencing mark before a claim's Granted only where it must grow: ` +
-      "at most once per 10 s of grants on a lock of a counter backend, never on the Lease backend; holders and counts at most every 2 s per lock), " +
+      "once per 1000 grants on a counter backend, never on the Lease backend; holders and counts at most every 2 s per lock), " +
       `${fmt(per("PATCH lockclaims"), 1)} claim metadata patches (none expected: claims carry no finalizer; a deleted claim's hold is released on its deletion), ` +
       `${fmt(per("POST events"), 1)} Events (none per grant)` + (leases > 0 ? `, ${fmt(leases, 1)} Lease requests (the Lease backend: a hand-off is one conditional update of the slot Lease; ` +
       "a create when a free slot is taken, a DELETE when nobody takes a released one over; reads from its cache)." : "."));

@@ -310,7 +310,7 @@ export class LockReconciler {
     // The lock's status first when its fencing mark must grow: the mark must cover every token a claim is about to
     // show, since a claim may be deleted (its token gone with it) the moment it shows one, and a backend that lost its
     // data must not hand that token out again. A counter backend's mark is reserved FENCING_RESERVE ahead, so it
-    // grows once per that much time of grants; an API-store backend's guards nothing (see LockBackend.fencingRecord). A
+    // grows once per that many grants; an API-store backend's guards nothing (see LockBackend.fencingRecord). A
     // failed write here writes no claim; the pass is retried. Any other change of holders or counts is for people:
     // written at most once per POSITION_REFRESH_MS (see writeLockStatus), while claims' statuses go out at once.
     // Renewals are recorded when a holder's recorded renewTime is STATUS_REPORT_MS old, in the lock's turn (reports).
@@ -774,13 +774,10 @@ function fencingFloor(lock: DistributedLock, claims: LockClaim[], known: bigint)
 const tokenOf = (token: string | undefined): bigint => (token && /^[0-9]+$/.test(token) ? BigInt(token) : 0n);
 
 /**
- * How far a counter backend's fencing mark is recorded ahead of the tokens handed out (see LockBackend.fencingRecord).
- * Counter backends raise their counter to the server's clock in microseconds on every grant, so tokens advance with
- * time and the reserve is time too: 10 s. The mark is written at most once per 10 s of grants on a lock (and before
- * the first grant after a quiet spell), and a restarted operator's first grant on the lock lifts its counter to at
- * most 10 s ahead of that clock.
+ * How far a counter backend's fencing mark is recorded ahead of the tokens handed out (see LockBackend.fencingRecord):
+ * one lock status write per this many grants. A restarted operator's first grant on the lock skips at most this many.
  */
-export const FENCING_RESERVE = 10_000_000n;
+const FENCING_RESERVE = 1000n;
 
 /** What this process remembers of one lock. */
 interface LockMemory {

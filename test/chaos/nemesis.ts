@@ -10,15 +10,14 @@
  * - holder.ts      `half-open-holder`: a `kubelock run` holder's API connection half-open in its critical section;
  * - servers.ts     `pause-backend`, `restart-backend`, `restart-apiserver`, `lose-member`, `lose-majority`;
  * - data-loss.ts   `wipe-redis` (restarted empty), `delete-counter` (a Redis lock's fencing counter deleted; the
- *                  Lease backend has no counter since its tokens became resourceVersions, so no Lease lock is a target),
- *                  `rewind-counter` (a Redis lock's counter set back a few seconds, as a failover to a lagging replica);
+ *                  Lease backend has no counter since its tokens became resourceVersions, so no Lease lock is a target);
  * - shared.ts      `shared-default-config`: two clusters sharing the backends on the shipped default config;
  * - failover.ts    `failover-redis`: a Redis Sentinel failover (the master crashes or hangs; the replica is promoted).
  *
  * Whatever happens, every fault injected is healed (`healAll`), so no process is left stopped or cut off.
  */
 import type { OperatorFleet } from "./operators";
-import { deleteCounter, rewindCounter, wipeRedis, type Counters } from "./faults/data-loss";
+import { deleteCounter, wipeRedis, type Counters } from "./faults/data-loss";
 import { failoverRedis } from "./faults/failover";
 import { halfOpenHolder } from "./faults/holder";
 import { killOperator, pauseOperator, rollOperators, skewClock } from "./faults/operators";
@@ -39,7 +38,6 @@ const INJECTORS: Record<FaultKind, Injector> = {
   "partition-operator": partitionOperator, "half-open-holder": halfOpenHolder,
   "pause-backend": pauseBackend, "restart-backend": restartBackend, "restart-apiserver": restartApiServer,
   "lose-member": loseMember, "lose-majority": loseMajority, "wipe-redis": wipeRedis, "delete-counter": deleteCounter,
-  "rewind-counter": rewindCounter,
   "shared-default-config": sharedDefaultConfig, "failover-redis": failoverRedis,
 };
 

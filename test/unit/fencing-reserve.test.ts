@@ -11,7 +11,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { CLAIM_PLURAL, LOCK_PLURAL, POSITION_REFRESH_MS } from "../../src/api/types";
-import { FENCING_RESERVE } from "../../src/controllers/lock-reconciler";
 import { World } from "../support/reconciler-world";
 
 const lockWrites = (world: World) => world.statusWrites.filter((w) => w === `${LOCK_PLURAL}/item`).length;
@@ -33,7 +32,7 @@ async function handoffWorld(record: "counter" | "api-store"): Promise<World> {
 test("counter backend: the mark is reserved ahead before the first grant shows a token, then handoffs write only the claim", async () => {
   const world = await handoffWorld("counter");
   const lock = world.server.locks.get("item")!;
-  assert.equal(lock.status?.reservedFencingToken, String(token(world, "first") + FENCING_RESERVE), "reserved FENCING_RESERVE ahead");
+  assert.equal(lock.status?.reservedFencingToken, String(token(world, "first") + 1000n), "reserved 1000 ahead");
   assert.ok(world.statusWrites.indexOf(`${LOCK_PLURAL}/item`) < world.statusWrites.indexOf(`${CLAIM_PLURAL}/first`), world.statusWrites.join(", "));
 
   const before = lockWrites(world);
@@ -87,7 +86,7 @@ test("counter backend that lost its counter: a restarted operator's first grant 
   assert.equal(world.server.claims.get("third")?.status?.phase, "Granted");
   assert.ok(third > reserved && third > shown, `token ${third}: above the reserve ${reserved} and the last shown ${shown}`);
   const lock = world.server.locks.get("item")!;
-  assert.equal(lock.status?.reservedFencingToken, String(third + FENCING_RESERVE));
+  assert.equal(lock.status?.reservedFencingToken, String(third + 1000n));
   assert.ok(world.statusWrites.lastIndexOf(`${LOCK_PLURAL}/item`) < world.statusWrites.lastIndexOf(`${CLAIM_PLURAL}/third`), "the new reserve came first");
 });
 

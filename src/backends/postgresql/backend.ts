@@ -6,10 +6,9 @@
  *   maxHolders holds and earlier waiters exist, and expires a lease after its last tryAcquire.
  * - Every change is one transaction holding the key's advisory lock, so acquires on one key never interleave
  *   across operators; expiry is judged on the server's clock, so every operator agrees on it.
- * - Fencing: the counter row never expires and never goes back; each grant raises it to the server's clock in
- *   microseconds and to the caller's high-water mark (`fencingFloor`), so a counter lost or set back (a restored
- *   backup) repeats no token. `forget` (the lock was deleted) deletes it once the key has no hold or waiter, if it
- *   is not ahead of that clock.
+ * - Fencing: the counter row never expires and never goes back; a lost counter restarts from the server's
+ *   clock in microseconds, and the caller's high-water mark (`fencingFloor`) raises it further. `forget` (the
+ *   lock was deleted) deletes it once the key has no hold or waiter, if it is not ahead of that clock.
  * - Watch: one LISTEN connection per backend (NOTIFY carries the key), re-established with backoff; every
  *   watcher is woken on reconnect (notifications sent meanwhile are lost), and a poll of each watched key
  *   every 2 s catches holds that expired with nobody writing.

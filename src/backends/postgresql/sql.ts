@@ -48,15 +48,13 @@ export const holders = (t: string) =>
   `SELECT ${COLUMNS} FROM ${t} WHERE lock_key = $1 AND expires_at > clock_timestamp() ORDER BY fencing_token`;
 
 /**
- * The next token: above the counter, the caller's floor ($2) and the server's clock in microseconds, as the Redis
- * backend's. So a counter missing (first use, or lost with the database's data) or set back (a restored backup, a
- * failover to a standby that missed commits) hands out no token it gave before, to this cluster or another.
+ * The next token: above the counter and above the caller's floor ($2). A counter that is missing (first use,
+ * or lost with the database's data) starts from the server's clock in microseconds, as the Redis backend's.
  */
 export const nextToken = (t: string) => `
 INSERT INTO ${t}_fencing AS f (lock_key, last_token)
   VALUES ($1, GREATEST($2::numeric, floor(extract(epoch FROM clock_timestamp()) * 1000000)) + 1)
-  ON CONFLICT (lock_key) DO UPDATE
-  SET last_token = GREATEST(f.last_token, $2::numeric, floor(extract(epoch FROM clock_timestamp()) * 1000000)) + 1
+  ON CONFLICT (lock_key) DO UPDATE SET last_token = GREATEST(f.last_token, $2::numeric) + 1
   RETURNING last_token::text AS token`;
 
 /**

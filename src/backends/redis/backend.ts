@@ -11,11 +11,10 @@
  *                          acquireTime, renewTime} (times in ms as decimal strings) for a hold, or
  *                          {holderId, claim, holderIdentity, cluster, expires} for a waiter
  * - `<prefix>:{K}:fencing` the fencing counter. Never expires, so tokens keep increasing after a lock went
- *                          idle. Each grant first raises it to the server's clock in microseconds and to the
- *                          caller's high-water mark, so a counter missing (first use, or lost: evicted, Redis
- *                          restarted empty) or set back (a failover to a replica that missed writes, a restored
- *                          backup) hands out no token again, whichever cluster showed it (unless the server's
- *                          clock went back as far meanwhile).
+ *                          idle. A missing counter (first use, or lost: evicted, Redis restarted empty or
+ *                          failed over to a replica that missed it) starts from the server's clock in
+ *                          microseconds, and the caller's high-water mark raises it further, so tokens never
+ *                          repeat or go back even then (unless the server's clock went back meanwhile).
  *                          `forget` (the lock was deleted) deletes it with the other keys, unless it is ahead
  *                          of that clock.
  *
@@ -29,8 +28,8 @@
  * Nothing is queued or replayed: commands fail at once while disconnected (`enableOfflineQueue: false`,
  * no resend after reconnect) and time out after `commandTimeoutMs`, both as BackendUnavailableError;
  * ioredis reconnects by itself with capped, jittered backoff. Replication is asynchronous: a failover can
- * lose the latest writes (a grant, a counter increment), as with any single-Redis lock; the server's clock
- * and the caller's fencing floor keep tokens from repeating then. With `waitReplicas`, a grant is returned only once that
+ * lose the latest writes (a grant, a counter increment), as with any single-Redis lock; the caller's
+ * fencing floor keeps tokens from repeating then. With `waitReplicas`, a grant is returned only once that
  * many replicas acknowledged it (`WAIT` after the script): a failover to one of them keeps it.
  *
  * Through Sentinel, each connection listens for the sentinels' `+switch-master` and reconnects to the new

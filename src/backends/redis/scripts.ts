@@ -57,10 +57,11 @@ local function touch()
   for i = 1, queue and 4 or 2 do redis.call('PEXPIRE', KEYS[i], last - now) end
 end
 -- A new hold of ARGV[2] (HolderInfo JSON ARGV[5], lease ARGV[4] ms): the fencing counter (KEYS[5]) first raised to
--- the caller's floor ARGV[6] and to the server's clock in microseconds (a counter lost or set back, by a failover
--- to a replica that missed writes or a restored backup, so hands out no token it gave before); its JSON.
+-- the caller's floor ARGV[6], a missing one started from the server's clock; its JSON.
 local function grant()
-  local counter = math.max(tonumber(redis.call('GET', KEYS[5]) or '0'), tonumber(ARGV[6]), nowUs)
+  local counter = tonumber(redis.call('GET', KEYS[5]) or string.format('%d', nowUs))
+  local floor = tonumber(ARGV[6])
+  if floor > counter then counter = floor end
   local token = string.format('%d', counter + 1)
   redis.call('SET', KEYS[5], token)
   local at = string.format('%d', now)
@@ -90,8 +91,8 @@ end
  * wait ("1" or "0"). Returns the hold's JSON: the existing one unchanged when holderId holds the key (re-attach, same
  * token); a new one (the counter's next value) when fewer than maxHolders holds and earlier queue entries exist; else
  * nil, and with wait holderId's queue entry is added at the back (score: server time in microseconds) or refreshed.
- * The counter is first raised to the floor (the caller's high-water mark) and to the server's clock (microseconds), so a
- * counter lost or set back with Redis's data hands out no old token again, in this cluster or another.
+ * The counter is first raised to the floor (the caller's high-water mark), and a missing one starts from the server's
+ * clock (microseconds), so a counter lost with Redis's data hands out no old token again, in this cluster or another.
  */
 export const ACQUIRE = `${PRELUDE}
 -- A lock nobody holds or waits for (its keys expired or never made): nothing to purge, nobody ahead. (ZCARD, not

@@ -11,7 +11,7 @@ import type { Counters } from "./data-loss";
 export const FAULT_KINDS = [
   "kill-operator", "pause-operator", "roll-operators", "skew-clock", "partition-operator", "half-open-holder",
   "pause-backend", "restart-backend", "restart-apiserver", "lose-member", "lose-majority", "wipe-redis", "delete-counter",
-  "rewind-counter", "shared-default-config", "failover-redis",
+  "shared-default-config", "failover-redis",
 ] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 /** The kinds that need a clustered backend server. */
