@@ -1,7 +1,7 @@
 /**
  * Benchmark 2: end to end on the real control plane with the real operator process. Claim created →
  * Granted observed by a watcher, and handoff (holder's claim deleted → next claim Granted observed), for
- * the kubernetes and redis backends; baseline: one status patch of a claim until a watch delivers it.
+ * every backend (kubernetes, redis, etcd, zookeeper, postgresql); baseline: one status patch of a claim until a watch delivers it.
  */
 import * as k8s from "@kubernetes/client-node";
 import { API_VERSION, CLAIM_PLURAL, GROUP, VERSION } from "../src/api/types";
@@ -12,14 +12,15 @@ import { envInt, fmt, now, ratio, summarize, type RunResult, type Summary } from
 import { operatorNamespace, type OperatorNamespace } from "./operator";
 
 const LOCKS = 5;
+const BACKENDS = ["kubernetes", "redis", "etcd", "zookeeper", "postgresql"];
 
 export async function e2eBenchmarks(ctx: BenchContext): Promise<void> {
   const samples = envInt("BENCH_E2E_SAMPLES", 20);
   const baseline = await statusPatchBaseline(ctx, samples);
-  const op = await operatorNamespace(ctx, "bench-e2e");
+  const op = await operatorNamespace(ctx, "bench-e2e", { everyBackend: true });
   const rows: (string | number)[][] = [];
   try {
-    for (const backend of ["kubernetes", "redis"]) {
+    for (const backend of BACKENDS) {
       for (let l = 0; l < LOCKS; l++) await op.api.createLock(`${backend}-${l}`, { backend });
       await op.api.createLock(`${backend}-handoff`, { backend });
       await grantRun(op, backend, 0, LOCKS); // warm-up: each lock's first reconcile (finalizer), connections, backend scripts

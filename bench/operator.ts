@@ -18,9 +18,21 @@ export interface OperatorNamespace {
   stop(): Promise<void>;
 }
 
-/** The operator config: the built-in kubernetes backend (default) plus `redis` on the environment's Redis. */
-export function operatorConfig(ctx: BenchContext, keyPrefix: string): string {
-  return `defaultBackend: kubernetes\nclusterName: bench\nbackends:\n  - name: redis\n    type: redis\n    redis: { url: "${ctx.variables.KUBELOCK_TEST_REDIS_URL}", keyPrefix: ${keyPrefix} }\n`;
+/**
+ * The operator config: the built-in kubernetes backend (default) plus `redis` on the environment's Redis; with
+ * `every`, also `etcd`, `zookeeper` and `postgresql` on the environment's servers, each under its own prefix.
+ */
+export function operatorConfig(ctx: BenchContext, keyPrefix: string, every = false): string {
+  const v = ctx.variables;
+  const backends = [`{ name: redis, type: redis, redis: { url: "${v.KUBELOCK_TEST_REDIS_URL}", keyPrefix: ${keyPrefix} } }`];
+  if (every) {
+    backends.push(
+      `{ name: etcd, type: etcd, etcd: { endpoints: ["${v.KUBELOCK_TEST_ETCD_ENDPOINT}"], prefix: /${keyPrefix} } }`,
+      `{ name: zookeeper, type: zookeeper, zookeeper: { connect: "${v.KUBELOCK_TEST_ZOOKEEPER_CONNECT}", rootPath: /${keyPrefix} } }`,
+      `{ name: postgresql, type: postgresql, postgresql: { url: "${v.KUBELOCK_TEST_POSTGRESQL_URL}", table: ${keyPrefix.replace(/\W/g, "_")} } }`,
+    );
+  }
+  return `defaultBackend: kubernetes\nclusterName: bench\nbackends:\n${backends.map((b) => `  - ${b}\n`).join("")}`;
 }
 
 /**
@@ -37,9 +49,11 @@ export async function operatorNamespace(
     nodeFlags?: string[]; root?: string; compiled?: boolean; prepare?: (api: Api) => Promise<void>; syncTimeoutMs?: number;
     /** Called for every claim event from before the operator starts (a listener added later can miss its first grants). */
     onClaimEvent?: Parameters<ClaimWatch["on"]>[0];
+    /** Configure every backend of the environment (operatorConfig), not only kubernetes and redis. */
+    everyBackend?: boolean;
   } = {},
 ): Promise<OperatorNamespace> {
-  const { nodeFlags, root, compiled, prepare, syncTimeoutMs, onClaimEvent } = options;
+  const { nodeFlags, root, compiled, prepare, syncTimeoutMs, onClaimEvent, everyBackend } = options;
   if (compiled) ensureBuilt(ctx);
   const namespace = await createNamespace(prefix, ctx.kubeConfig);
   await prepare?.(new Api(namespace, ctx.kubeConfig));
@@ -47,7 +61,7 @@ export async function operatorNamespace(
   await watch.start();
   if (onClaimEvent) watch.on(onClaimEvent);
   const before = new Set(children());
-  const config = operatorConfig(ctx, prefix);
+  const config = operatorConfig(ctx, prefix, everyBackend);
   const operator = nodeFlags || root || compiled ? await spawnOperator(namespace, config, nodeFlags ?? [], root, compiled, undefined, syncTimeoutMs) : await startOperator({ namespace, config });
   const pid = children().find((p) => !before.has(p) && cmdline(p).includes(namespace));
   return {

@@ -1,5 +1,5 @@
 /**
- * `make bench`: starts the environment once (a local control plane, Redis, ZooKeeper and a lock etcd),
+ * `make bench`: starts the environment once (a local control plane, Redis, ZooKeeper, a lock etcd and PostgreSQL),
  * runs every benchmark against it, and writes bench/RESULTS.md. Benchmarks are not tests: nothing here
  * asserts on timing; targets are reported as met or not.
  *
@@ -66,7 +66,7 @@ async function main(): Promise<void> {
   const loads: string[] = [];
   const problems: string[] = [];
   try {
-    environment = await startEnvironment({ services: ["redis", "zookeeper", "etcd"], log });
+    environment = await startEnvironment({ services: ["redis", "zookeeper", "etcd", "postgresql"], log });
     Object.assign(process.env, environment.variables); // startOperator and the test helpers read them from here
     const ctx: BenchContext = { variables: environment.variables, kubeConfig: kubeConfig(), runs, report: body, log, targets, findings };
     for (const [id, name, run] of benchmarks) {
@@ -100,7 +100,7 @@ async function main(): Promise<void> {
   );
   out.heading("Machine");
   out.text(machineDescription().join("\n"),
-    "Everything runs on this one machine: the API server and its etcd, kube-controller-manager, Redis, ZooKeeper, the lock etcd, " +
+    "Everything runs on this one machine: the API server and its etcd, kube-controller-manager, Redis, ZooKeeper, the lock etcd, PostgreSQL, " +
     "the operator and the benchmark client share the cores, so figures are lower and noisier than on separate hosts; ratios within one run are the meaningful part. " +
     `Load average (1 min) when each benchmark started: ${loads.join(", ")} (on ${cpus().length} cores; anything well above 2 means other work was competing for the CPU, ` +
     "which slows the API server most).");
