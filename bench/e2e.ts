@@ -1,7 +1,8 @@
 /**
  * Benchmark 2: end to end on the real control plane with the real operator process. Claim created →
  * Granted observed by a watcher, and handoff (holder's claim deleted → next claim Granted observed), for
- * every backend (kubernetes, redis, etcd, zookeeper, postgresql); baseline: one status patch of a claim until a watch delivers it.
+ * every backend (kubernetes, redis, etcd, zookeeper, postgresql); baseline: one status patch of a claim
+ * until a watch delivers it.
  */
 import * as k8s from "@kubernetes/client-node";
 import { API_VERSION, CLAIM_PLURAL, GROUP, VERSION } from "../src/api/types";
