@@ -215,10 +215,39 @@ export class LockReconciler {
     }
     for (const id of assessed.keys()) if (!holds.has(id) || !decision.lapsing.includes(id)) this.lapseDeadlines.delete(id);
 
+    // Grants below and hand-overs: a hold newly taken for a claim is shown only when its token is above every token
+    // this lock handed out; else it is given back, nothing is granted, and the lock says the backend lost its data.
+    let regression: string | undefined;
+    const acquired: string[] = [];
+    const waiting: string[] = [];
+    const accept = async (id: string, hold: Hold, confirmedAt: number): Promise<void> => {
+      const { claim } = assessed.get(id)!;
+      if (BigInt(hold.fencingToken) <= floor) {
+        await backend.release(backendKey, id);
+        regression = `backend ${backend.name} issued fencing token ${hold.fencingToken}, not above the highest this lock handed out `
+          + `(${floor}): it lost data (restarted empty, restored, or failed over); nothing is granted until its tokens pass ${floor}`;
+        holds.delete(id);
+        waiting.push(id);
+        return;
+      }
+      floor = BigInt(hold.fencingToken);
+      memo.handedOut = floor;
+      acquired.push(id);
+      holds.set(id, hold);
+      this.renewer.track(tracked(id), confirmedAt);
+      metrics?.granted(lockKey, backend.name, claim.metadata.creationTimestamp, clock.now());
+      // No Event for a grant: the claim's status and Granted condition say it, and an Event per grant would be
+      // the API server's busiest write after the status itself. Events are for what needs attention.
+      statuses.set(id, grantedStatus(claim, hold, lock.metadata.name, now));
+    };
+
     // Keep: renew holds not confirmed by this process within a third of their lease (the renewer normally did);
-    // a hold gone meanwhile is Lost.
+    // a hold gone meanwhile is Lost. A hold this process never took for a claim not yet Granted was handed to the
+    // claim's queue entry by the backend (a holder's release passes its slot to the queue's head): confirmed by the
+    // renewal, it is a grant.
     let lostNow = false;
     for (const id of decision.keep) {
+      const { claim } = assessed.get(id)!;
       const validUntil = this.renewer.validUntil(id);
       if (validUntil === undefined || validUntil - nowMs <= (leaseSeconds * 1000 * 2) / 3 - validityMarginMs(leaseSeconds)) {
         const startedAt = clock.now();
@@ -228,24 +257,23 @@ export class LockReconciler {
           holds.delete(id);
           this.renewer.untrack(id);
           metrics?.released(lockKey, backend.name, ClaimReason.Lost, nowMs);
-          const { claim } = assessed.get(id)!;
           const message = "the backend hold expired before the operator could renew it; stop work guarded by this claim's fencing token and create a new claim";
           statuses.set(id, endedStatus(claim, "Lost", ClaimReason.Lost, message, now));
           this.ctx.events.record(claim, "Warning", ClaimReason.Lost, message);
           continue;
         }
+        if (validUntil === undefined && claim.status?.phase !== "Granted") {
+          await accept(id, renewed, startedAt);
+          continue;
+        }
         holds.set(id, renewed);
         this.renewer.track(tracked(id), startedAt);
       }
-      const { claim } = assessed.get(id)!;
       statuses.set(id, grantedStatus(claim, holds.get(id)!, lock.metadata.name, now));
     }
 
     // Grants, in queue order: the front waits in the backend's queue (rule 7 of decide), which serves clusters in
     // the order their entries joined; each call takes the slot when the entry's turn has come, or refreshes it.
-    let regression: string | undefined;
-    const acquired: string[] = [];
-    const waiting: string[] = [];
     const released = (from: { id: string; reason: string }) => metrics?.released(lockKey, backend.name, from.reason, clock.now());
     for (const [index, id] of decision.queue.entries()) {
       const { claim } = assessed.get(id)!;
@@ -261,27 +289,8 @@ export class LockReconciler {
         if (from && handed.released) released(from);
         hold = handed.hold;
       }
-      if (!hold) {
-        waiting.push(id);
-        continue;
-      }
-      if (BigInt(hold.fencingToken) <= floor) {
-        // Never shown to anyone: give the slot back, grant nothing, and say that the backend lost its data.
-        await backend.release(backendKey, id);
-        regression = `backend ${backend.name} issued fencing token ${hold.fencingToken}, not above the highest this lock handed out `
-          + `(${floor}): it lost data (restarted empty, restored, or failed over); nothing is granted until its tokens pass ${floor}`;
-        waiting.push(id);
-        continue;
-      }
-      floor = BigInt(hold.fencingToken);
-      memo.handedOut = floor;
-      acquired.push(id);
-      holds.set(id, hold);
-      this.renewer.track(tracked(id), Math.min(startedAt, hold.confirmedAt ?? startedAt));
-      metrics?.granted(lockKey, backend.name, claim.metadata.creationTimestamp, clock.now());
-      // No Event for a grant: the claim's status and Granted condition say it, and an Event per grant would be
-      // the API server's busiest write after the status itself. Events are for what needs attention.
-      statuses.set(id, grantedStatus(claim, hold, lock.metadata.name, now));
+      if (hold) await accept(id, hold, Math.min(startedAt, hold.confirmedAt ?? startedAt));
+      else waiting.push(id);
     }
     for (const from of freed.splice(0)) if (await backend.release(backendKey, from.id)) released(from);
     // Places: a claim's first place is written once it has waited FIRST_PLACE_DELAY_MS (one granted sooner costs

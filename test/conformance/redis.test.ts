@@ -208,6 +208,39 @@ describe("redis backend", () => {
     }
   });
 
+  test("a release hands the slot to the queue's head: its process takes the hold from the event, asking Redis nothing", async () => {
+    const [holder, waiterSide] = [await backend(), await backend()];
+    const key = `ns-${random()}/handed`;
+    const first = request(key, "first");
+    assert.ok(await holder.tryAcquire(first));
+    const next = request(key, "next", { wait: true });
+    const queuedAt = Date.now();
+    assert.equal(await waiterSide.tryAcquire(next), undefined);
+    let woken = false;
+    const stop = waiterSide.watch(key, () => (woken = true), { holderId: next.holderId, maxHolders: 1 });
+    try {
+      assert.ok(await holder.release(key, first.holderId));
+      await eventually("the waiter's watch to wake it", async () => (woken ? true : undefined), 10_000);
+      // Handed over in the release: it holds already, with the next token, before its process asks.
+      const [held] = await holder.holders(key);
+      assert.equal(held?.holderId, next.holderId);
+      const { client } = waiterSide as unknown as { client: Record<string, (...args: unknown[]) => Promise<unknown>> };
+      const acquire = client.kubelockAcquire;
+      let asked = 0;
+      client.kubelockAcquire = (...args) => (asked++, acquire.apply(client, args));
+      const hold = await waiterSide.tryAcquire(next);
+      client.kubelockAcquire = acquire;
+      assert.equal(asked, 0, "the waiter asked Redis for a hold the event carried");
+      assert.equal(hold?.fencingToken, held.fencingToken);
+      assert.ok(hold?.confirmedAt !== undefined && hold.confirmedAt >= queuedAt && hold.confirmedAt <= Date.now(),
+        `confirmed from when the queueing request was sent (${queuedAt}), got ${hold?.confirmedAt}`);
+      assert.ok(await waiterSide.release(key, next.holderId));
+      assert.deepEqual(await holder.holders(key), []);
+    } finally {
+      stop();
+    }
+  });
+
   test("a connection ioredis ended for good is opened again: calls and the watch work afterwards", async () => {
     const b = await backend();
     const key = `ns-${random()}/reopen`;
@@ -269,3 +302,4 @@ describe("redis backend", () => {
     t.diagnostic(`acquire+release over 200 rounds: p50 ${samples[100].toFixed(2)} ms, p99 ${samples[198].toFixed(2)} ms`);
   });
 });
+

@@ -19,7 +19,8 @@
  *                          of that clock.
  *
  * A waiter takes a slot when fewer than maxHolders holds and earlier waiters exist; its entry expires a lease after
- * its last tryAcquire. Holds, queue, expiries and info carry a PEXPIRE of the longest remaining lease, so idle locks vanish. Every
+ * its last tryAcquire. A release hands its slot straight to the queue's head, and its event carries the new hold, so
+ * the waiter's process takes it without asking again (handed-holds.ts says for how long that is safe). Holds, queue, expiries and info carry a PEXPIRE of the longest remaining lease, so idle locks vanish. Every
  * change is one Lua script (atomic, times from `TIME` so all operators agree on expiry) that first purges
  * expired holds, and that PUBLISHes to `<prefix>:events:{K}` when the holds changed (naming the waiters whose turn
  * it is, so their watches wake them without a read); `watch` subscribes
@@ -66,13 +67,14 @@ import { HoldersPoll } from "../kit/holders-poll";
 import { splitLockKey } from "../kit/lock-key";
 import { SecretFile } from "../kit/secret-file";
 import { TlsFiles, type TlsMaterial, type TlsPaths } from "../kit/tls-files";
+import { HandedHolds } from "./handed-holds";
 import { ACQUIRE, FORGET, RELEASE, RENEW, STATE } from "./scripts";
 
 /** The scripts as commands: the keys (holds, info, queue[, counter]), then the script's ARGV. */
 interface Scripts {
   kubelockAcquire(holds: string, info: string, queue: string, expiries: string, counter: string, ...args: (string | number)[]): Promise<string | null>;
   kubelockRenew(holds: string, info: string, queue: string, expiries: string, ...args: (string | number)[]): Promise<string | null>;
-  kubelockRelease(holds: string, info: string, queue: string, expiries: string, ...args: (string | number)[]): Promise<number>;
+  kubelockRelease(holds: string, info: string, queue: string, expiries: string, counter: string, ...args: (string | number)[]): Promise<number>;
   kubelockState(holds: string, info: string, queue: string, expiries: string, channel: string): Promise<[string[], string[]]>;
   kubelockForget(holds: string, info: string, queue: string, expiries: string, counter: string, channel: string): Promise<number>;
 }
@@ -117,6 +119,8 @@ export class RedisBackend implements LockBackend {
   private closed = false;
   private resubscribeTimer?: NodeJS.Timeout;
   private readonly tlsFiles?: TlsFiles;
+  /** Holds releases handed to waiters of this process, from the events (not with waitReplicas: WAIT must run). */
+  private readonly handed = new HandedHolds();
 
   constructor(readonly name: string, private readonly settings: RedisSettings) {
     if (settings.tls && settings.tlsFiles) this.tlsFiles = new TlsFiles(settings.tlsFiles, settings.tls as TlsMaterial);
@@ -129,7 +133,7 @@ export class RedisBackend implements LockBackend {
     this.client.on("end", () => this.reopen(this.client));
     if (this.client instanceof Cluster) guardAsking(this.client);
     const scripts = [
-      ["kubelockAcquire", ACQUIRE, 5], ["kubelockRenew", RENEW, 4], ["kubelockRelease", RELEASE, 4],
+      ["kubelockAcquire", ACQUIRE, 5], ["kubelockRenew", RENEW, 4], ["kubelockRelease", RELEASE, 5],
       ["kubelockState", STATE, 4], ["kubelockForget", FORGET, 5],
     ] as const;
     for (const [command, lua, keys] of scripts) {
@@ -143,7 +147,12 @@ export class RedisBackend implements LockBackend {
     for (const client of [this.client, this.subscriber]) if (client instanceof Cluster) client.on("node error", (err: Error) => this.connectionFailed(err));
     this.subscriber.on("end", () => this.reopen(this.subscriber));
     // "<what> turn: <ids>" (scripts.ts) names whose turn it is: the waiters are woken without reading the queue.
-    this.subscriber.on("message", (channel: string, message: string) => this.watches.notify(channel, turnIn(message)));
+    // Lines after the first carry the holds a release handed over (scripts.ts, publish).
+    this.subscriber.on("message", (channel: string, message: string) => {
+      const [first, ...holds] = message.split("\n");
+      for (const hold of holds) this.handed.handed(channel, hold);
+      this.watches.notify(channel, turnIn(first));
+    });
     let connectedBefore = false;
     this.subscriber.on("ready", () => {
       // A SUBSCRIBE the connection lost before its reply is not renewed by ioredis: subscribe to every watched
@@ -198,8 +207,13 @@ export class RedisBackend implements LockBackend {
     if (!Number.isInteger(req.maxHolders) || req.maxHolders < 1) throw new Error(`maxHolders must be an integer >= 1, got ${req.maxHolders}`);
     const k = this.keys(req.key);
     const lease = leaseMs(req.leaseDurationSeconds);
+    const handed = req.wait ? this.handed.take(req.holderId, k.channel) : undefined;
+    if (handed) return { ...toHold(handed.json), confirmedAt: handed.confirmedAt };
     const info = JSON.stringify({ holderId: req.holderId, claim: req.claim, holderIdentity: req.holderIdentity, cluster: req.cluster ?? "" });
+    const sentAt = Date.now();
     const json = await this.run((s) => s.kubelockAcquire(k.holds, k.info, k.queue, k.expiries, k.counter, k.channel, req.holderId, req.maxHolders, lease, info, req.fencingFloor ?? "0", req.wait ? "1" : "0"));
+    if (json) this.handed.forget(req.holderId);
+    else if (req.wait && !this.settings.waitReplicas) this.handed.queuedBy(req.holderId, k.channel, sentAt, lease);
     if (json && this.settings.waitReplicas) await this.awaitReplicas(this.settings.waitReplicas);
     return json ? toHold(json) : undefined;
   }
@@ -259,7 +273,8 @@ export class RedisBackend implements LockBackend {
 
   async release(key: string, holderId: string): Promise<boolean> {
     const k = this.keys(key);
-    return (await this.run((s) => s.kubelockRelease(k.holds, k.info, k.queue, k.expiries, k.channel, holderId))) === 1;
+    this.handed.forget(holderId);
+    return (await this.run((s) => s.kubelockRelease(k.holds, k.info, k.queue, k.expiries, k.counter, k.channel, holderId))) === 1;
   }
 
   /** Deletes the key's keys, counter included, when it has no hold or waiter (scripts.ts, FORGET). */

@@ -56,41 +56,76 @@ local function touch()
   if last <= now then redis.call('DEL', KEYS[2]) return end
   for i = 1, queue and 4 or 2 do redis.call('PEXPIRE', KEYS[i], last - now) end
 end
--- A new hold of ARGV[2] (HolderInfo JSON ARGV[5], lease ARGV[4] ms): the fencing counter (KEYS[5]) first raised to
--- the caller's floor ARGV[6], a missing one started from the server's clock; its JSON.
-local function grant()
+-- A new hold of id (HolderInfo JSON info) expiring at expires (ms): the fencing counter (KEYS[5]) first raised
+-- to floor (a decimal string: the caller's high-water mark), a missing one started from the server's clock; its JSON.
+local function grant(id, info, expires, floor)
   local counter = tonumber(redis.call('GET', KEYS[5]) or string.format('%d', nowUs))
-  local floor = tonumber(ARGV[6])
-  if floor > counter then counter = floor end
+  if tonumber(floor) > counter then counter = tonumber(floor) end
   local token = string.format('%d', counter + 1)
   redis.call('SET', KEYS[5], token)
   local at = string.format('%d', now)
-  local hold = string.sub(ARGV[5], 1, -2) .. ',"fencingToken":"' .. token .. '","acquireTime":"' .. at .. '","renewTime":"' .. at .. '"}'
-  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), ARGV[2])
-  redis.call('HSET', KEYS[2], ARGV[2], hold)
+  local hold = string.sub(info, 1, -2) .. ',"fencingToken":"' .. token .. '","acquireTime":"' .. at .. '","renewTime":"' .. at .. '"}'
+  redis.call('ZADD', KEYS[1], expires, id)
+  redis.call('HSET', KEYS[2], id, hold)
   return hold
 end
+-- Extends id's hold to lease ms from now; its JSON with the new renewTime.
+local function extend(id, lease)
+  redis.call('ZADD', KEYS[1], 'XX', now + lease, id)
+  local hold = cjson.decode(redis.call('HGET', KEYS[2], id))
+  hold.renewTime = string.format('%d', now)
+  local json = cjson.encode(hold)
+  redis.call('HSET', KEYS[2], id, json)
+  return json
+end
+-- Hands the free slots to the waiters at the head of the queue, each by what its entry recorded (maxHolders, floor),
+-- each hold expiring when its entry would have: so the waiter's operator, which counts the hold's validity from
+-- when it last sent the request that queued it, never counts longer than the hold lasts. Returns the holds' JSON.
+local function promote()
+  local granted = {}
+  while true do
+    local head = redis.call('ZRANGE', KEYS[3], 0, 0)
+    local raw = #head > 0 and redis.call('HGET', KEYS[2], head[1])
+    if not raw then break end
+    local entry = cjson.decode(raw)
+    if not entry.maxHolders or redis.call('ZCARD', KEYS[1]) >= entry.maxHolders then break end
+    redis.call('ZREM', KEYS[3], head[1])
+    redis.call('ZREM', KEYS[4], head[1])
+    local info = cjson.encode({holderId = entry.holderId, claim = entry.claim, holderIdentity = entry.holderIdentity, cluster = entry.cluster})
+    granted[#granted + 1] = grant(head[1], info, entry.expires, entry.floor or '0')
+  end
+  return granted
+end
 -- "<what> turn: <ids>" names the waiters that may take a slot now (the first maxHolders - holds of the queue;
--- maxHolders as the head entry recorded it); a bare "<what>" (an entry without it) wakes every waiter.
-local function publish(what)
-  local msg = what
+-- maxHolders as the head entry recorded it) after the ids of those granted holds were handed to (promote); a bare
+-- "<what>" (an entry without maxHolders, nobody granted) wakes every waiter. Each granted hold's JSON follows on a
+-- line of its own, after a space (older operators split the first line at spaces: the ids stay whole).
+local function publish(what, granted)
+  granted = granted or {}
+  local turn = {}
+  for i, hold in ipairs(granted) do turn[i] = cjson.decode(hold).holderId end
   local head = redis.call('ZRANGE', KEYS[3], 0, 0)
   local max = #head > 0 and cjson.decode(redis.call('HGET', KEYS[2], head[1])).maxHolders
-  if #head == 0 then
-    msg = what .. ' turn:'
-  elseif max then
-    local free = max - redis.call('ZCARD', KEYS[1])
-    msg = what .. ' turn:' .. (free > 0 and ' ' .. table.concat(redis.call('ZRANGE', KEYS[3], 0, free - 1), ' ') or '')
+  if #head > 0 and not max and #granted == 0 then
+    redis.call('PUBLISH', ARGV[1], what)
+    return
   end
+  local free = max and max - redis.call('ZCARD', KEYS[1]) or 0
+  if free > 0 then
+    for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, free - 1)) do turn[#turn + 1] = id end
+  end
+  local msg = what .. ' turn:' .. (#turn > 0 and ' ' .. table.concat(turn, ' ') or '')
+  if #granted > 0 then msg = msg .. ' \\n' .. table.concat(granted, '\\n') end
   redis.call('PUBLISH', ARGV[1], msg)
 end
 `;
 
 /**
  * ACQUIRE. KEYS[5] = fencing counter. ARGV: channel, holderId, maxHolders, leaseMs, HolderInfo JSON, fencing floor,
- * wait ("1" or "0"). Returns the hold's JSON: the existing one unchanged when holderId holds the key (re-attach, same
- * token); a new one (the counter's next value) when fewer than maxHolders holds and earlier queue entries exist; else
- * nil, and with wait holderId's queue entry is added at the back (score: server time in microseconds) or refreshed.
+ * wait ("1" or "0"). Returns the hold's JSON: the existing one, extended to leaseMs from now, when holderId holds the
+ * key (re-attach: same token; one a release handed over is taken up so); a new one (the counter's next value) when fewer than maxHolders holds and earlier queue entries exist; else
+ * nil, and with wait holderId's queue entry is added at the back (score: server time in microseconds) or refreshed;
+ * the entry records maxHolders and the floor, for a release that hands it a slot (promote).
  * The counter is first raised to the floor (the caller's high-water mark), and a missing one starts from the server's
  * clock (microseconds), so a counter lost with Redis's data hands out no old token again, in this cluster or another.
  */
@@ -98,7 +133,7 @@ export const ACQUIRE = `${PRELUDE}
 -- A lock nobody holds or waits for (its keys expired or never made): nothing to purge, nobody ahead. (ZCARD, not
 -- EXISTS: the commands scripts call are the ACL users are given, see acl.ts.)
 if redis.call('ZCARD', KEYS[1]) == 0 and redis.call('ZCARD', KEYS[3]) == 0 then
-  local hold = grant()
+  local hold = grant(ARGV[2], ARGV[5], now + tonumber(ARGV[4]), ARGV[6])
   for i = 1, 2 do redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[4])) end
   redis.call('PUBLISH', ARGV[1], 'acquire turn:')
   return hold
@@ -107,12 +142,13 @@ local changed = purge()
 local result = false
 local id = ARGV[2]
 if redis.call('ZSCORE', KEYS[1], id) then
-  result = redis.call('HGET', KEYS[2], id)
+  result = extend(id, tonumber(ARGV[4]))
+  touch()
 else
   local rank = redis.call('ZRANK', KEYS[3], id)
   local ahead = rank or redis.call('ZCARD', KEYS[3])
   if redis.call('ZCARD', KEYS[1]) + ahead < tonumber(ARGV[3]) then
-    result = grant()
+    result = grant(id, ARGV[5], now + tonumber(ARGV[4]), ARGV[6])
     if rank then
       redis.call('ZREM', KEYS[3], id)
       redis.call('ZREM', KEYS[4], id)
@@ -122,6 +158,7 @@ else
     local entry = cjson.decode(ARGV[5])
     entry.expires = now + tonumber(ARGV[4])
     entry.maxHolders = tonumber(ARGV[3])
+    entry.floor = ARGV[6]
     redis.call('ZADD', KEYS[3], 'NX', nowUs, id)
     redis.call('ZADD', KEYS[4], entry.expires, id)
     redis.call('HSET', KEYS[2], id, cjson.encode(entry))
@@ -135,21 +172,16 @@ return result`;
 export const RENEW = `${PRELUDE}
 local changed = purge()
 local result = false
-if redis.call('ZSCORE', KEYS[1], ARGV[2]) then
-  redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[3]), ARGV[2])
-  local hold = cjson.decode(redis.call('HGET', KEYS[2], ARGV[2]))
-  hold.renewTime = string.format('%d', now)
-  result = cjson.encode(hold)
-  redis.call('HSET', KEYS[2], ARGV[2], result)
-end
+if redis.call('ZSCORE', KEYS[1], ARGV[2]) then result = extend(ARGV[2], tonumber(ARGV[3])) end
 touch()
 if changed then publish('expire') end
 return result`;
 
 /**
- * RELEASE. ARGV: channel, holderId. Owner-checked: removes only holderId's own unexpired hold (never one that
- * another holder took over after holderId's lease ran out: the naive lock's "mistaken release"), or its queue
- * entry. Returns 1 when a hold was removed, else 0.
+ * RELEASE. KEYS[5] = fencing counter. ARGV: channel, holderId. Owner-checked: removes only holderId's own unexpired
+ * hold (never one that another holder took over after holderId's lease ran out: the naive lock's "mistaken
+ * release"), or its queue entry. The freed slot goes straight to the queue's head (promote), whose operator learns
+ * it from the event, without asking: a handoff costs the release and the event. Returns 1 when a hold was removed, else 0.
  */
 export const RELEASE = `${PRELUDE}
 -- Nobody waits: the hold goes without a purge (expired holds of others stay until a script that needs them gone runs),
@@ -166,8 +198,12 @@ local changed = purge()
 local removed = redis.call('ZREM', KEYS[1], ARGV[2])
 local withdrawn = redis.call('ZREM', KEYS[3], ARGV[2])
 redis.call('ZREM', KEYS[4], ARGV[2])
-if removed == 1 or withdrawn == 1 then redis.call('HDEL', KEYS[2], ARGV[2]) touch() end
-if changed or removed == 1 or withdrawn == 1 then publish('release') end
+if removed == 1 or withdrawn == 1 then redis.call('HDEL', KEYS[2], ARGV[2]) end
+if changed or removed == 1 or withdrawn == 1 then
+  local granted = promote()
+  touch()
+  publish('release', granted)
+end
 return removed`;
 
 /** STATE. ARGV: channel. Purges, then returns {holds' JSON (unordered), waiters' JSON in queue order}. */
