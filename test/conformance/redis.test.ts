@@ -208,6 +208,20 @@ describe("redis backend", () => {
     }
   });
 
+  test("a re-attach extends the hold: the caller counts its validity from the call", async () => {
+    const b = await backend();
+    const key = `ns-${random()}/reattach-extends`;
+    const a = request(key, "a", { leaseDurationSeconds: 30 });
+    assert.ok(await b.tryAcquire(a));
+    const holds = `kubelock:{${key}}:holds`;
+    await raw.zadd(holds, "XX", Number((await raw.time())[0]) * 1000 + 5000, a.holderId); // as if granted 25 s ago
+    const again = await b.tryAcquire(a);
+    const [seconds] = await raw.time();
+    const expiry = Number(await raw.zscore(holds, a.holderId));
+    assert.ok(expiry >= Number(seconds) * 1000 + 29_000, `the re-attached hold expires ${expiry - Number(seconds) * 1000} ms from now`);
+    assert.equal(again?.holderId, a.holderId);
+  });
+
   test("a release hands the slot to the queue's head: its process takes the hold from the event, asking Redis nothing", async () => {
     const [holder, waiterSide] = [await backend(), await backend()];
     const key = `ns-${random()}/handed`;

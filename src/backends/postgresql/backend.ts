@@ -91,7 +91,8 @@ export class PostgresBackend implements LockBackend {
     return this.change<Hold | undefined>(req.key, async (query) => {
       const live = (await query(sql.holders(t), [req.key])).rows as Row[];
       const mine = live.find((r) => r.holder_id === req.holderId);
-      if (mine) return { changed: false, value: toHold(mine) };
+      // Re-attach: extended, since the caller counts the hold's validity from this call.
+      if (mine) return { changed: false, value: toHold((await query(sql.renew(t), [req.key, req.holderId, leaseMs(req.leaseDurationSeconds)])).rows[0] as Row) };
       const queue = (await query(sql.waiting(t), [req.key])).rows as Row[];
       const place = queue.findIndex((r) => r.holder_id === req.holderId);
       if (live.length + (place < 0 ? queue.length : place) >= req.maxHolders) {
