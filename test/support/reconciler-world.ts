@@ -186,3 +186,16 @@ export class World {
     return written;
   }
 }
+
+/** A lock `item` with `first` granted and `second` waiting behind it, 100 ms ago. */
+export async function handoffWorld(record: FencingRecord): Promise<World> {
+  const world = new World();
+  world.memory.fencingRecord = record;
+  world.lock("item");
+  world.claim("first", "item");
+  world.claim("second", "item");
+  await world.reconcile("item");
+  if (world.server.claims.get("first")?.status?.phase !== "Granted") throw new Error("the first claim was not granted");
+  world.clock.advance(100);
+  return world;
+}

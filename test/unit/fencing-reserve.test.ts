@@ -11,23 +11,10 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { CLAIM_PLURAL, LOCK_PLURAL, POSITION_REFRESH_MS } from "../../src/api/types";
-import { World } from "../support/reconciler-world";
+import { handoffWorld, type World } from "../support/reconciler-world";
 
 const lockWrites = (world: World) => world.statusWrites.filter((w) => w === `${LOCK_PLURAL}/item`).length;
 const token = (world: World, claim: string) => BigInt(world.server.claims.get(claim)?.status?.fencingToken ?? "-1");
-
-/** A lock `item` with `first` granted and `second` waiting behind it, 100 ms ago. */
-async function handoffWorld(record: "counter" | "api-store"): Promise<World> {
-  const world = new World();
-  world.memory.fencingRecord = record;
-  world.lock("item");
-  world.claim("first", "item");
-  world.claim("second", "item");
-  await world.reconcile("item");
-  assert.equal(world.server.claims.get("first")?.status?.phase, "Granted");
-  world.clock.advance(100);
-  return world;
-}
 
 test("counter backend: the mark is reserved ahead before the first grant shows a token, then handoffs write only the claim", async () => {
   const world = await handoffWorld("counter");

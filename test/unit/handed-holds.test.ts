@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { POSITION_REFRESH_MS } from "../../src/api/types";
 import { HandedHolds } from "../../src/backends/redis/handed-holds";
-import { World } from "../support/reconciler-world";
+import { handoffWorld, type World } from "../support/reconciler-world";
 
 const hold = (holderId: string) => JSON.stringify({ holderId, claim: "c", holderIdentity: "c", cluster: "", fencingToken: "7", acquireTime: "1", renewTime: "1" });
 
@@ -62,42 +62,35 @@ test("records older than their lease are swept as the map grows", () => {
   assert.ok(handed.take("new", "ch"));
 });
 
-test("a hold handed to a waiting claim is a grant once renewed: counted, fenced, shown", async () => {
-  const world = new World();
-  world.memory.fencingRecord = "counter";
-  world.lock("item");
-  world.claim("first", "item");
-  world.claim("second", "item");
-  await world.reconcile("item");
+/**
+ * A lock `item` with `first` granted and `second` waiting; then `first` is deleted and the backend, as a release
+ * that hands over does (with its token counter set back to `token`, if given), holds for `second`; one pass.
+ */
+async function handedOver(record: "counter" | "revision", token?: number): Promise<World> {
+  const world = await handoffWorld(record);
   assert.notEqual(world.server.claims.get("second")?.status?.phase, "Granted");
-  const transitions = world.server.locks.get("item")!.status?.leaseTransitions ?? 0;
-
-  world.memory.holds.delete("uid-first"); // the first holder's release handed the slot over ...
-  world.memory.hold("uid-second", "second"); // ... to the second's queue entry
+  world.memory.holds.delete("uid-first");
+  if (token !== undefined) world.memory.token = token;
+  world.memory.hold("uid-second", "second");
   world.deleteClaim("first");
   await world.reconcile("item");
+  return world;
+}
+
+test("a hold handed to a waiting claim is a grant once renewed: counted, fenced, shown", async () => {
+  const world = await handedOver("counter");
   const second = world.server.claims.get("second")?.status;
   assert.equal(second?.phase, "Granted");
   assert.equal(second?.fencingToken, String(world.memory.token));
   world.clock.advance(POSITION_REFRESH_MS); // the lock's counts are written at most once per POSITION_REFRESH_MS
   await world.reconcile("item");
   const lock = world.server.locks.get("item")!.status;
-  assert.equal(lock?.leaseTransitions, transitions + 1, "the grant was not counted");
+  assert.equal(lock?.leaseTransitions, 2, "the first grant and the handed one: the handed one was not counted");
   assert.deepEqual(lock?.holders?.map((h) => h.claim), ["second"]);
 });
 
 test("a handed hold whose token is not above the lock's mark is given back, and nothing is granted", async () => {
-  const world = new World();
-  world.memory.fencingRecord = "revision";
-  world.lock("item");
-  world.claim("first", "item");
-  world.claim("second", "item");
-  await world.reconcile("item");
-  world.memory.holds.delete("uid-first");
-  world.memory.token = 0; // the backend lost its data
-  world.memory.hold("uid-second", "second");
-  world.deleteClaim("first");
-  await world.reconcile("item");
+  const world = await handedOver("revision", 0); // the backend lost its data
   assert.notEqual(world.server.claims.get("second")?.status?.phase, "Granted");
   assert.deepEqual(world.holders(), [], "the hold with a repeated token was kept");
   assert.match(JSON.stringify(world.server.locks.get("item")!.status), /lost data/);
