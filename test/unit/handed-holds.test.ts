@@ -31,6 +31,7 @@ test("a handed hold is taken once, confirmed from when its queueing request was 
 
 test("only holders queued here, on that lock, keep a handed hold; an event before the queueing reply is kept", () => {
   const handed = new HandedHolds(() => 0);
+  handed.handed("ch", "{not a hold"); // a line this version does not know: ignored, nothing thrown
   handed.handed("ch", hold("elsewhere")); // another process's waiter
   handed.queuedBy("elsewhere", "ch", 0, 10_000);
   assert.equal(handed.take("elsewhere", "ch"), undefined);

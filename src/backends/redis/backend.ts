@@ -9,7 +9,7 @@
  * - `<prefix>:{K}:queue-expiry` ZSET holderId -> when its queue entry expires (ms, server time)
  * - `<prefix>:{K}:info`    HASH holderId -> JSON {holderId, claim, holderIdentity, cluster, fencingToken,
  *                          acquireTime, renewTime} (times in ms as decimal strings) for a hold, or
- *                          {holderId, claim, holderIdentity, cluster, expires} for a waiter
+ *                          {holderId, claim, holderIdentity, cluster, expires, maxHolders, floor} for a waiter
  * - `<prefix>:{K}:fencing` the fencing counter. Never expires, so tokens keep increasing after a lock went
  *                          idle. A missing counter (first use, or lost: evicted, Redis restarted empty or
  *                          failed over to a replica that missed it) starts from the server's clock in

@@ -36,7 +36,12 @@ export class HandedHolds {
 
   /** An event on `channel` said a release handed this hold over: kept when its holder is queued here. */
   handed(channel: string, holdJson: string): void {
-    const holderId = (JSON.parse(holdJson) as { holderId?: string }).holderId ?? "";
+    let holderId: string;
+    try {
+      holderId = String((JSON.parse(holdJson) as { holderId?: unknown }).holderId);
+    } catch {
+      return; // not a hold (a line of some other version's event): the waiter asks Redis
+    }
     const known = this.queued.get(holderId);
     if (known?.channel === channel) known.hold = holdJson;
   }
