@@ -20,11 +20,12 @@
  *
  * A waiter takes a slot when fewer than maxHolders holds and earlier waiters exist; its entry expires a lease after
  * its last tryAcquire. A release hands its slot straight to the queue's head, and its event carries the new hold, so
- * the waiter's process takes it without asking again (handed-holds.ts says for how long that is safe). Holds, queue, expiries and info carry a PEXPIRE of the longest remaining lease, so idle locks vanish. Every
- * change is one Lua script (atomic, times from `TIME` so all operators agree on expiry) that first purges
- * expired holds, and that PUBLISHes to `<prefix>:events:{K}` when the holds changed (naming the waiters whose turn
- * it is, so their watches wake them without a read); `watch` subscribes
- * there, and polls as a fallback for holds that vanished by key expiry with nobody running a script.
+ * the waiter's process takes it without asking again (handed-holds.ts says for how long that is safe). Holds, queue,
+ * expiries and info carry a PEXPIRE of the longest remaining lease, so idle locks vanish. Every change is one Lua
+ * script (atomic, times from `TIME` so all operators agree on expiry) that first purges expired holds, and that
+ * PUBLISHes to `<prefix>:events:{K}` when the holds changed (naming the waiters whose turn it is, so their watches
+ * wake them without a read); `watch` subscribes there, and polls as a fallback for holds that vanished by key expiry
+ * with nobody running a script.
  *
  * Nothing is queued or replayed: commands fail at once while disconnected (`enableOfflineQueue: false`,
  * no resend after reconnect) and time out after `commandTimeoutMs`, both as BackendUnavailableError;

@@ -80,9 +80,10 @@ local function extend(id, lease)
 end
 -- Hands the free slots to the waiters at the head of the queue, each by what its entry recorded (maxHolders, floor),
 -- each hold expiring when its entry would have: so the waiter's operator, which counts the hold's validity from
--- when it last sent the request that queued it, never counts longer than the hold lasts. Returns the holds' JSON.
+-- when it last sent the request that queued it, never counts longer than the hold lasts. Returns the holds' JSON
+-- and their holders' ids.
 local function promote()
-  local granted = {}
+  local granted, ids = {}, {}
   while true do
     local head = redis.call('ZRANGE', KEYS[3], 0, 0)
     local raw = #head > 0 and redis.call('HGET', KEYS[2], head[1])
@@ -93,17 +94,17 @@ local function promote()
     redis.call('ZREM', KEYS[4], head[1])
     local info = cjson.encode({holderId = entry.holderId, claim = entry.claim, holderIdentity = entry.holderIdentity, cluster = entry.cluster})
     granted[#granted + 1] = grant(head[1], info, entry.expires, entry.floor or '0')
+    ids[#ids + 1] = head[1]
   end
-  return granted
+  return granted, ids
 end
 -- "<what> turn: <ids>" names the waiters that may take a slot now (the first maxHolders - holds of the queue;
--- maxHolders as the head entry recorded it) after the ids of those granted holds were handed to (promote); a bare
+-- maxHolders as the head entry recorded it) after the ids of the holders the granted holds were handed to; a bare
 -- "<what>" (an entry without maxHolders, nobody granted) wakes every waiter. Each granted hold's JSON follows on a
 -- line of its own, after a space (older operators split the first line at spaces: the ids stay whole).
-local function publish(what, granted)
+local function publish(what, granted, ids)
   granted = granted or {}
-  local turn = {}
-  for i, hold in ipairs(granted) do turn[i] = cjson.decode(hold).holderId end
+  local turn = ids or {}
   local head = redis.call('ZRANGE', KEYS[3], 0, 0)
   local max = #head > 0 and cjson.decode(redis.call('HGET', KEYS[2], head[1])).maxHolders
   if #head > 0 and not max and #granted == 0 then
@@ -123,11 +124,12 @@ end
 /**
  * ACQUIRE. KEYS[5] = fencing counter. ARGV: channel, holderId, maxHolders, leaseMs, HolderInfo JSON, fencing floor,
  * wait ("1" or "0"). Returns the hold's JSON: the existing one, extended to leaseMs from now, when holderId holds the
- * key (re-attach: same token; one a release handed over is taken up so); a new one (the counter's next value) when fewer than maxHolders holds and earlier queue entries exist; else
- * nil, and with wait holderId's queue entry is added at the back (score: server time in microseconds) or refreshed;
- * the entry records maxHolders and the floor, for a release that hands it a slot (promote).
- * The counter is first raised to the floor (the caller's high-water mark), and a missing one starts from the server's
- * clock (microseconds), so a counter lost with Redis's data hands out no old token again, in this cluster or another.
+ * key (re-attach: same token; one a release handed over is taken up so); a new one (the counter's next value) when
+ * fewer than maxHolders holds and earlier queue entries exist; else nil, and with wait holderId's queue entry is
+ * added at the back (score: server time in microseconds) or refreshed; the entry records maxHolders and the floor,
+ * for a release that hands it a slot (promote). The counter is first raised to the floor (the caller's high-water
+ * mark), and a missing one starts from the server's clock (microseconds), so a counter lost with Redis's data hands
+ * out no old token again, in this cluster or another.
  */
 export const ACQUIRE = `${PRELUDE}
 -- A lock nobody holds or waits for (its keys expired or never made): nothing to purge, nobody ahead. (ZCARD, not
@@ -179,9 +181,9 @@ return result`;
 
 /**
  * RELEASE. KEYS[5] = fencing counter. ARGV: channel, holderId. Owner-checked: removes only holderId's own unexpired
- * hold (never one that another holder took over after holderId's lease ran out: the naive lock's "mistaken
- * release"), or its queue entry. The freed slot goes straight to the queue's head (promote), whose operator learns
- * it from the event, without asking: a handoff costs the release and the event. Returns 1 when a hold was removed, else 0.
+ * hold (never one that another holder took over after holderId's lease ran out: the naive lock's "mistaken release"),
+ * or its queue entry. The freed slot goes straight to the queue's head (promote), whose operator learns it from the
+ * event, without asking: a handoff costs the release and the event. Returns 1 when a hold was removed, else 0.
  */
 export const RELEASE = `${PRELUDE}
 -- Nobody waits: the hold goes without a purge (expired holds of others stay until a script that needs them gone runs),
@@ -200,9 +202,9 @@ local withdrawn = redis.call('ZREM', KEYS[3], ARGV[2])
 redis.call('ZREM', KEYS[4], ARGV[2])
 if removed == 1 or withdrawn == 1 then redis.call('HDEL', KEYS[2], ARGV[2]) end
 if changed or removed == 1 or withdrawn == 1 then
-  local granted = promote()
+  local granted, ids = promote()
   touch()
-  publish('release', granted)
+  publish('release', granted, ids)
 end
 return removed`;
 
