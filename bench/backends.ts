@@ -157,7 +157,8 @@ const UNCONTENDED_LIMIT: Record<string, number> = { redis: 1.2, etcd: 1.2, zooke
 
 /** Why ours costs what it costs: round trips per tryAcquire + release on a fresh key, read from src/backends/*.ts. */
 const ROUND_TRIPS: Record<string, string> = {
-  redis: "ours 2 (one EVALSHA each for acquire and release; the scripts also purge, INCR the fencing counter, PEXPIRE and PUBLISH) vs raw 2 and redlock 2",
+  redis: "ours 2 (one EVALSHA each for acquire and release; the scripts also purge, INCR the fencing counter, PEXPIRE and PUBLISH), " +
+    "and a waiter served through the queue 0 after the call that queued it (the holder's release hands it the slot, and the event carries the hold) vs raw 2 and redlock 2",
   etcd: "ours 2 (one Txn create-if-absent + range on a session lease granted once per process, one DeleteRange) vs raw 3 and etcd3 Lock 3 (LeaseGrant each time)",
   zookeeper: "ours 2 on a fresh key (create the CONTAINER lock node + create the hold + getChildren2, sent together, whose parent stat proves the hold's czxid, the fencing token, on a fresh lock or when only this process's session changed the lock's children since it last listed them, else one getData; delete), and a waiter woken for its turn 1 (getChildren; its grant time written with its first renewal; woken by a data watch on the child before it), or 0 when that child was the only one ahead of it (a listing showed so, or this process released it as its hold), since sequence numbers only grow vs raw 2 and the naive recipe 4",
   kubernetes: "ours 2 (create the slot Lease, its token the resourceVersion the create returns; one conditional DELETE; reads from the namespace's list + watch cache) vs raw 2",
